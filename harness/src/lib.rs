@@ -1,0 +1,2 @@
+//! faultline: runs the real livekit-server and toxiproxy, puts faults in a LiveKit client's
+//! path, and checks that the client recovers as it promises.

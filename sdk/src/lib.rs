@@ -1,0 +1,6 @@
+//! faultline-sdk: a pure-Rust LiveKit client — signalling over WebSocket, WebRTC through
+//! str0m, and a reconnect engine — whose API follows the upstream `livekit` crate.
+//!
+//! It never touches `tokio::net`, `std::time::Instant`, `SystemTime` or unseeded randomness
+//! outside its seams ([`net`] for sockets, `tokio::time` for time, a seeded RNG for jitter),
+//! so the same code runs on real sockets and inside a turmoil simulation.
