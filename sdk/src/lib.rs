@@ -4,3 +4,5 @@
 //! It never touches `tokio::net`, `std::time::Instant`, `SystemTime` or unseeded randomness
 //! outside its seams ([`net`] for sockets, `tokio::time` for time, a seeded RNG for jitter),
 //! so the same code runs on real sockets and inside a turmoil simulation.
+
+pub mod net;

@@ -1,0 +1,118 @@
+//! The network seam: every socket the SDK opens comes from a [`Network`].
+//!
+//! The SDK itself never names `tokio::net`. [`TokioNetwork`] is the default, real-socket
+//! implementation and the only place in the crate that touches the operating system's
+//! sockets; the faultline harness wraps a `Network` to inject faults, and the simulation lane
+//! supplies one backed by turmoil. TLS for `wss://` is layered by the SDK on top of the plain
+//! stream a `Network` returns, so implementations deal in TCP and UDP only.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// A byte stream the signalling WebSocket can run over.
+pub trait AsyncStream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> AsyncStream for T {}
+
+/// An established TCP connection, with the addresses of both ends.
+///
+/// `local_addr` matters beyond bookkeeping: its IP is the interface that reaches the server,
+/// and the SDK binds its media (UDP) sockets on that IP so that its ICE host candidate is
+/// reachable from the server.
+pub struct TcpConnection {
+    /// The connected stream.
+    pub stream: Box<dyn AsyncStream>,
+    /// The local end of the connection.
+    pub local_addr: SocketAddr,
+    /// The remote end of the connection.
+    pub peer_addr: SocketAddr,
+}
+
+impl std::fmt::Debug for TcpConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TcpConnection")
+            .field("local_addr", &self.local_addr)
+            .field("peer_addr", &self.peer_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A bound UDP socket, as the WebRTC transport uses it.
+pub trait DatagramSocket: Send + Sync + 'static {
+    /// The address this socket is bound to; a concrete IP (never unspecified), since it is
+    /// announced to the server as an ICE host candidate.
+    fn local_addr(&self) -> io::Result<SocketAddr>;
+    /// Sends one datagram to `target`.
+    fn send_to<'a>(&'a self, buf: &'a [u8], target: SocketAddr)
+        -> BoxFuture<'a, io::Result<usize>>;
+    /// Receives one datagram, returning its length and sender.
+    fn recv_from<'a>(&'a self, buf: &'a mut [u8])
+        -> BoxFuture<'a, io::Result<(usize, SocketAddr)>>;
+}
+
+/// Where the SDK gets its sockets from.
+pub trait Network: Send + Sync + 'static {
+    /// Opens a TCP connection to `host:port` (`host` may be a name or an IP literal).
+    fn connect_tcp(&self, host: &str, port: u16) -> BoxFuture<'static, io::Result<TcpConnection>>;
+    /// Binds a UDP socket on `local_ip` with a port chosen by the system.
+    ///
+    /// The SDK passes the local IP of its signalling connection; an implementation may bind
+    /// elsewhere (a harness simulating a Wi-Fi to cellular handover does), as long as the
+    /// returned socket's `local_addr` is where it really receives.
+    fn bind_udp(&self, local_ip: IpAddr)
+        -> BoxFuture<'static, io::Result<Arc<dyn DatagramSocket>>>;
+}
+
+/// The default [`Network`]: real sockets from tokio.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TokioNetwork;
+
+impl Network for TokioNetwork {
+    fn connect_tcp(&self, host: &str, port: u16) -> BoxFuture<'static, io::Result<TcpConnection>> {
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+        Box::pin(async move {
+            let stream = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+            stream.set_nodelay(true)?;
+            let local_addr = stream.local_addr()?;
+            let peer_addr = stream.peer_addr()?;
+            Ok(TcpConnection { stream: Box::new(stream), local_addr, peer_addr })
+        })
+    }
+
+    fn bind_udp(
+        &self,
+        local_ip: IpAddr,
+    ) -> BoxFuture<'static, io::Result<Arc<dyn DatagramSocket>>> {
+        Box::pin(async move {
+            let socket = tokio::net::UdpSocket::bind(SocketAddr::new(local_ip, 0)).await?;
+            Ok(Arc::new(TokioUdp(socket)) as Arc<dyn DatagramSocket>)
+        })
+    }
+}
+
+/// A tokio UDP socket behind the [`DatagramSocket`] trait.
+struct TokioUdp(tokio::net::UdpSocket);
+
+impl DatagramSocket for TokioUdp {
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.local_addr()
+    }
+
+    fn send_to<'a>(
+        &'a self,
+        buf: &'a [u8],
+        target: SocketAddr,
+    ) -> BoxFuture<'a, io::Result<usize>> {
+        Box::pin(self.0.send_to(buf, target))
+    }
+
+    fn recv_from<'a>(
+        &'a self,
+        buf: &'a mut [u8],
+    ) -> BoxFuture<'a, io::Result<(usize, SocketAddr)>> {
+        Box::pin(self.0.recv_from(buf))
+    }
+}
