@@ -1,0 +1,521 @@
+//! The task behind a [`PeerConnection`](super::PeerConnection): it owns the str0m `Rtc` and
+//! the UDP socket, feeds str0m datagrams, commands and `tokio::time`, and carries out its
+//! output (datagrams to send, events for the engine).
+//!
+//! One loop: drain `poll_output` (transmit, translate events) until str0m names its next
+//! timeout, then wait — `biased` for determinism — for a command, a datagram, that timeout,
+//! or the Disconnected→Failed deadline. The loop ends when the handle is dropped, on
+//! `close`, or when the transport fails beyond repair.
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::net::SocketAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::channel::ChannelId;
+use str0m::net::{Protocol, Receive, Transmit};
+use str0m::{Candidate, Event, Input, Output, Rtc};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use super::state::StateTracker;
+use super::trickle::{candidate_init_json, SdpFacts};
+use super::{lock, DataChannelKind, PcConfig, PcEvent, PcState, RtcError, SdpKind, Shared};
+use crate::net::DatagramSocket;
+
+/// The largest datagram we accept (str0m keeps its own below the path MTU).
+const RECV_BUFFER: usize = 2048;
+
+/// This many socket receive errors in a row mean the socket is broken, not the network.
+const MAX_RECV_ERRORS_IN_A_ROW: u32 = 64;
+
+/// Remote candidates held until the remote description they belong to arrives.
+const MAX_EARLY_CANDIDATES: usize = 32;
+
+/// str0m's "no timeout" lies years ahead; waking up this often instead costs nothing.
+const MAX_IDLE: Duration = Duration::from_secs(60);
+
+/// What the handle asks of the driver.
+pub(super) enum Command {
+    CreateOffer { ice_restart: bool, reply: oneshot::Sender<Result<String, RtcError>> },
+    SetRemoteAnswer { sdp: String, reply: oneshot::Sender<Result<(), RtcError>> },
+    AnswerOffer { sdp: String, reply: oneshot::Sender<Result<String, RtcError>> },
+    AddRemoteCandidate(Candidate),
+    Send { kind: DataChannelKind, payload: Vec<u8> },
+    Close,
+}
+
+/// The state of one peer connection, owned by its task.
+pub(super) struct Driver {
+    rtc: Rtc,
+    socket: Arc<dyn DatagramSocket>,
+    local_addr: SocketAddr,
+    host: Candidate,
+    events: mpsc::UnboundedSender<PcEvent>,
+    shared: Arc<Mutex<Shared>>,
+    tracker: StateTracker,
+    /// Our offer awaiting the remote answer.
+    pending_offer: Option<SdpPendingOffer>,
+    /// Whether a remote answer was ever applied (before that there is no ICE to restart).
+    negotiated: bool,
+    /// Open data channels by str0m id: label, and kind if it is one of LiveKit's.
+    channels: HashMap<ChannelId, (String, Option<DataChannelKind>)>,
+    /// Messages waiting for room in SCTP's send buffer, in order.
+    outbox: VecDeque<(DataChannelKind, Vec<u8>)>,
+    /// The remote ICE ufrag of the applied remote description.
+    remote_ufrag: Option<String>,
+    /// Remote candidates whose ufrag belongs to a remote description not applied yet.
+    early_candidates: Vec<Candidate>,
+    /// The ufrag our host candidate was last trickled with.
+    trickled_ufrag: Option<String>,
+    recv_errors_in_a_row: u32,
+}
+
+/// str0m's notion of "now", taken from tokio's clock so that paused/simulated time works.
+fn now() -> std::time::Instant {
+    Instant::now().into_std()
+}
+
+/// Runs a str0m call that might panic on hostile input, turning a panic into an error.
+fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T, str0m::RtcError>) -> Result<T, String> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(format!("{what}: {e}")),
+        Err(_) => Err(format!("{what}: str0m panicked (see the log above)")),
+    }
+}
+
+/// Socket errors that say something about one datagram or the path, not about the socket.
+fn is_transient(e: &io::Error) -> bool {
+    use io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionRefused
+            | ConnectionReset
+            | Interrupted
+            | WouldBlock
+            | TimedOut
+            | HostUnreachable
+            | NetworkUnreachable
+            | NetworkDown
+            | AddrNotAvailable
+    )
+}
+
+impl Driver {
+    pub(super) fn new(
+        config: &PcConfig,
+        socket: Arc<dyn DatagramSocket>,
+        host: Candidate,
+        events: mpsc::UnboundedSender<PcEvent>,
+        shared: Arc<Mutex<Shared>>,
+    ) -> Result<Self, RtcError> {
+        let mut rtc = Rtc::builder().build(now());
+        let local_addr = host.addr();
+        if rtc.add_local_candidate(host.clone()).is_none() {
+            return Err(RtcError::LocalCandidate {
+                addr: local_addr.to_string(),
+                reason: "str0m refused it as a local host candidate".to_owned(),
+            });
+        }
+        Ok(Driver {
+            rtc,
+            socket,
+            local_addr,
+            host,
+            events,
+            shared,
+            tracker: StateTracker::new(config.failed_after),
+            pending_offer: None,
+            negotiated: false,
+            channels: HashMap::new(),
+            outbox: VecDeque::new(),
+            remote_ufrag: None,
+            early_candidates: Vec::new(),
+            trickled_ufrag: None,
+            recv_errors_in_a_row: 0,
+        })
+    }
+
+    /// The task body.
+    pub(super) async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
+        let socket = self.socket.clone();
+        let mut buf = vec![0u8; RECV_BUFFER];
+        let mut receiving = true;
+        loop {
+            let Some(timeout) = self.drain().await else { break };
+            let wake_at = Instant::from_std(timeout).min(Instant::now() + MAX_IDLE);
+            let fail_at = self.tracker.fail_deadline();
+            tokio::select! {
+                biased;
+                command = commands.recv() => match command {
+                    None => {
+                        tracing::debug!("peer connection handle dropped; stopping");
+                        self.set_closed();
+                        break;
+                    }
+                    Some(Command::Close) => {
+                        self.close().await;
+                        break;
+                    }
+                    Some(command) => self.on_command(command),
+                },
+                received = socket.recv_from(&mut buf), if receiving => match received {
+                    Ok((n, source)) => {
+                        self.recv_errors_in_a_row = 0;
+                        self.on_datagram(source, &buf[..n]);
+                    }
+                    Err(e) => receiving = self.on_recv_error(e),
+                },
+                () = tokio::time::sleep_until(wake_at) => self.on_timeout(),
+                () = tokio::time::sleep_until(fail_at.unwrap_or(wake_at)), if fail_at.is_some() => {
+                    let change = self.tracker.on_fail_deadline(Instant::now());
+                    self.publish(change);
+                }
+            }
+            if self.lock_fatal() {
+                break;
+            }
+        }
+    }
+
+    /// Polls str0m until it names its next timeout; `None` once the transport is dead.
+    async fn drain(&mut self) -> Option<std::time::Instant> {
+        self.flush_outbox();
+        loop {
+            match guarded("polling str0m", || self.rtc.poll_output()) {
+                Ok(Output::Timeout(at)) => return Some(at),
+                Ok(Output::Transmit(transmit)) => self.transmit(transmit).await,
+                Ok(Output::Event(event)) => self.on_event(event),
+                Err(reason) => {
+                    self.fatal(reason);
+                    return None;
+                }
+            }
+            if self.lock_fatal() {
+                return None;
+            }
+        }
+    }
+
+    async fn transmit(&mut self, transmit: Transmit) {
+        if let Err(e) = self.socket.send_to(&transmit.contents, transmit.destination).await {
+            // Lost datagrams are ICE's business: persistent loss ends in Disconnected.
+            tracing::debug!(destination = %transmit.destination, error = %e, "UDP send failed");
+        }
+    }
+
+    fn on_datagram(&mut self, source: SocketAddr, datagram: &[u8]) {
+        let receive = match Receive::new(Protocol::Udp, source, self.local_addr, datagram) {
+            Ok(receive) => receive,
+            Err(e) => {
+                tracing::debug!(%source, error = %e, "ignoring a datagram that is not WebRTC");
+                return;
+            }
+        };
+        let result = guarded("handling a datagram", || {
+            self.rtc.handle_input(Input::Receive(now(), receive))
+        });
+        self.after_input(result);
+    }
+
+    /// Returns whether to keep receiving.
+    fn on_recv_error(&mut self, e: io::Error) -> bool {
+        self.recv_errors_in_a_row += 1;
+        if is_transient(&e) && self.recv_errors_in_a_row < MAX_RECV_ERRORS_IN_A_ROW {
+            tracing::debug!(error = %e, "UDP receive error (transient)");
+            return true;
+        }
+        self.fatal(format!("the UDP socket {} failed: {e}", self.local_addr));
+        false
+    }
+
+    fn on_timeout(&mut self) {
+        let result = guarded("handling a timeout", || self.rtc.handle_input(Input::Timeout(now())));
+        self.after_input(result);
+    }
+
+    /// Input errors that leave str0m alive concern one packet; the others end the transport.
+    fn after_input(&mut self, result: Result<(), String>) {
+        if let Err(reason) = result {
+            if self.rtc.is_alive() {
+                tracing::debug!(%reason, "str0m rejected input");
+            } else {
+                self.fatal(reason);
+            }
+        }
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::CreateOffer { ice_restart, reply } => {
+                let result = self.create_offer(ice_restart);
+                let ok = result.is_ok();
+                let _ = reply.send(result);
+                if ok {
+                    self.trickle_if_new_credentials();
+                }
+            }
+            Command::SetRemoteAnswer { sdp, reply } => {
+                let _ = reply.send(self.set_remote_answer(&sdp));
+            }
+            Command::AnswerOffer { sdp, reply } => {
+                let result = self.answer_offer(&sdp);
+                let ok = result.is_ok();
+                let _ = reply.send(result);
+                if ok {
+                    self.trickle_if_new_credentials();
+                }
+            }
+            Command::AddRemoteCandidate(candidate) => self.add_remote_candidate(candidate),
+            Command::Send { kind, payload } => {
+                self.outbox.push_back((kind, payload));
+                self.flush_outbox();
+            }
+            // Handled by the loop, which stops after it.
+            Command::Close => {}
+        }
+    }
+
+    fn create_offer(&mut self, ice_restart: bool) -> Result<String, RtcError> {
+        self.alive()?;
+        let mut api = self.rtc.sdp_api();
+        // Until an answer is applied the channels exist only in the offer: (re)state them.
+        if !self.negotiated {
+            for kind in [DataChannelKind::Reliable, DataChannelKind::Lossy] {
+                api.add_channel_with_config(kind.channel_config());
+            }
+        }
+        if ice_restart && self.negotiated {
+            api.ice_restart(true);
+        } else if ice_restart {
+            tracing::debug!("ICE restart requested before the first answer; a plain offer will do");
+        }
+        let Some((offer, pending)) = api.apply() else {
+            return Err(RtcError::NothingToNegotiate);
+        };
+        tracing::debug!(ice_restart, "created an offer");
+        self.pending_offer = Some(pending);
+        let sdp = offer.to_sdp_string();
+        lock(&self.shared).local_description = Some((SdpKind::Offer, sdp.clone()));
+        Ok(sdp)
+    }
+
+    fn set_remote_answer(&mut self, sdp: &str) -> Result<(), RtcError> {
+        self.alive()?;
+        let answer = SdpAnswer::from_sdp_string(sdp)
+            .map_err(|e| RtcError::Sdp(format!("expected a valid SDP answer: {e}")))?;
+        let pending = self.pending_offer.take().ok_or(RtcError::NoPendingOffer)?;
+        let ufrag_before = self.local_ufrag();
+        let result = guarded("applying the remote answer", || {
+            self.rtc.sdp_api().accept_answer(pending, answer)
+        });
+        self.after_remote_description(sdp, ufrag_before, result)?;
+        self.negotiated = true;
+        Ok(())
+    }
+
+    fn answer_offer(&mut self, sdp: &str) -> Result<String, RtcError> {
+        self.alive()?;
+        let offer = SdpOffer::from_sdp_string(sdp)
+            .map_err(|e| RtcError::Sdp(format!("expected a valid SDP offer: {e}")))?;
+        let ufrag_before = self.local_ufrag();
+        let result =
+            guarded("applying the remote offer", || self.rtc.sdp_api().accept_offer(offer));
+        let answer = self.after_remote_description(sdp, ufrag_before, result)?;
+        self.negotiated = true;
+        let sdp = answer.to_sdp_string();
+        lock(&self.shared).local_description = Some((SdpKind::Answer, sdp.clone()));
+        Ok(sdp)
+    }
+
+    /// Common follow-up of applying a remote offer or answer: errors, ICE restarts, and the
+    /// remote candidates that were waiting for it.
+    fn after_remote_description<T>(
+        &mut self,
+        sdp: &str,
+        ufrag_before: String,
+        result: Result<T, String>,
+    ) -> Result<T, RtcError> {
+        let value = match result {
+            Ok(value) => value,
+            Err(reason) => {
+                if !self.rtc.is_alive() {
+                    self.fatal(reason.clone());
+                }
+                return Err(RtcError::Sdp(reason));
+            }
+        };
+        if self.negotiated && self.local_ufrag() != ufrag_before {
+            tracing::debug!("ICE restart applied");
+            let change = self.tracker.on_ice_restart();
+            self.publish(change);
+        }
+        self.remote_ufrag = SdpFacts::of(sdp).ufrag;
+        for candidate in std::mem::take(&mut self.early_candidates) {
+            self.add_remote_candidate(candidate);
+        }
+        Ok(value)
+    }
+
+    fn add_remote_candidate(&mut self, candidate: Candidate) {
+        match (candidate.ufrag(), self.remote_ufrag.as_deref()) {
+            (Some(theirs), Some(current)) if theirs != current => {
+                // Trickled ahead of the (ICE-restart) description it belongs to, or stale.
+                if self.early_candidates.len() < MAX_EARLY_CANDIDATES {
+                    self.early_candidates.push(candidate);
+                }
+            }
+            _ => self.rtc.add_remote_candidate(candidate),
+        }
+    }
+
+    /// After a local description: trickle the host candidate under its (new) credentials.
+    fn trickle_if_new_credentials(&mut self) {
+        let Some((_, sdp)) = lock(&self.shared).local_description.clone() else { return };
+        let facts = SdpFacts::of(&sdp);
+        if facts.ufrag.is_some() && facts.ufrag != self.trickled_ufrag {
+            self.trickled_ufrag = facts.ufrag.clone();
+            let candidate_init = candidate_init_json(&self.host, &facts);
+            self.emit(PcEvent::LocalCandidate { candidate_init });
+        }
+    }
+
+    fn local_ufrag(&mut self) -> String {
+        self.rtc.direct_api().local_ice_credentials().ufrag
+    }
+
+    fn flush_outbox(&mut self) {
+        while let Some((kind, payload)) = self.outbox.front() {
+            let id = self.channels.iter().find(|(_, (_, k))| *k == Some(*kind)).map(|(id, _)| *id);
+            let Some(mut channel) = id.and_then(|id| self.rtc.channel(id)) else {
+                tracing::warn!(channel = kind.label(), "dropping a message: the channel closed");
+                self.outbox.pop_front();
+                continue;
+            };
+            match channel.write(true, payload) {
+                Ok(true) => {}
+                // SCTP's send buffer is full: keep the rest, in order, for later.
+                Ok(false) => return,
+                Err(e) => {
+                    tracing::warn!(channel = kind.label(), error = %e, "dropping a message")
+                }
+            }
+            self.outbox.pop_front();
+        }
+    }
+
+    fn on_event(&mut self, event: Event) {
+        match event {
+            Event::Connected => {
+                let change = self.tracker.on_dtls_connected();
+                self.publish(change);
+            }
+            Event::IceConnectionStateChange(ice) => {
+                tracing::debug!(?ice, "ICE state");
+                let change = self.tracker.on_ice(ice, Instant::now());
+                self.publish(change);
+            }
+            Event::ChannelOpen(id, label) => self.on_channel_open(id, label),
+            Event::ChannelData(data) => match self.channels.get(&data.id) {
+                Some((_, Some(kind))) => {
+                    let kind = *kind;
+                    self.emit(PcEvent::Data { kind, payload: data.data });
+                }
+                _ => tracing::debug!("ignoring data on a channel that is not LiveKit's"),
+            },
+            Event::ChannelClose(id) => {
+                if let Some((label, kind)) = self.channels.remove(&id) {
+                    lock(&self.shared).open_channels.retain(|(open, _)| *open != label);
+                    if let Some(kind) = kind {
+                        self.emit(PcEvent::ChannelClosed(kind));
+                    }
+                }
+            }
+            Event::ChannelBufferedAmountLow(_) => self.flush_outbox(),
+            Event::Closed => {
+                self.fatal("the remote peer closed the DTLS/SCTP transport".to_owned())
+            }
+            other => tracing::trace!(event = ?other, "str0m event not used"),
+        }
+    }
+
+    fn on_channel_open(&mut self, id: ChannelId, label: String) {
+        let kind = DataChannelKind::from_label(&label);
+        let stream_id = self.rtc.direct_api().sctp_stream_id_by_channel_id(id);
+        tracing::debug!(%label, ?stream_id, "data channel open");
+        if let Some(stream_id) = stream_id {
+            lock(&self.shared).open_channels.push((label.clone(), stream_id));
+        }
+        self.channels.insert(id, (label, kind));
+        if let Some(kind) = kind {
+            self.emit(PcEvent::ChannelOpen(kind));
+        }
+        self.flush_outbox();
+    }
+
+    /// Closes DTLS/SCTP, sends what that produces, and reports Closed.
+    async fn close(&mut self) {
+        if self.rtc.is_alive() {
+            if let Err(e) = self.rtc.close() {
+                tracing::debug!(error = %e, "closing str0m");
+            }
+            // Nothing more will be received: send what closing produced, then stop.
+            loop {
+                match guarded("closing", || self.rtc.poll_output()) {
+                    Ok(Output::Transmit(transmit)) => self.transmit(transmit).await,
+                    Ok(Output::Event(_)) => {}
+                    Ok(Output::Timeout(_)) | Err(_) => break,
+                }
+            }
+        }
+        self.set_closed();
+    }
+
+    fn set_closed(&mut self) {
+        let change = self.tracker.on_close();
+        lock(&self.shared).open_channels.clear();
+        self.publish(change);
+    }
+
+    /// The transport cannot be used any more: report Failed and stop str0m.
+    fn fatal(&mut self, reason: String) {
+        tracing::warn!(%reason, "peer connection failed");
+        self.rtc.disconnect();
+        {
+            let mut shared = lock(&self.shared);
+            shared.fatal.get_or_insert(reason);
+            shared.open_channels.clear();
+        }
+        let change = self.tracker.on_fatal();
+        self.publish(change);
+    }
+
+    fn lock_fatal(&self) -> bool {
+        lock(&self.shared).fatal.is_some()
+    }
+
+    fn alive(&self) -> Result<(), RtcError> {
+        match lock(&self.shared).fatal.clone() {
+            Some(reason) => Err(RtcError::Failed(reason)),
+            None => Ok(()),
+        }
+    }
+
+    /// Records a state change where the handle can read it, then tells the engine.
+    fn publish(&mut self, change: Option<PcState>) {
+        if let Some(state) = change {
+            tracing::debug!(?state, "peer connection state");
+            lock(&self.shared).state = state;
+            self.emit(PcEvent::StateChanged(state));
+        }
+    }
+
+    fn emit(&self, event: PcEvent) {
+        // The engine may have stopped listening; the task still ends with its handle.
+        let _ = self.events.send(event);
+    }
+}

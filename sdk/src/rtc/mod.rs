@@ -1,0 +1,380 @@
+//! WebRTC peer connections for LiveKit's v0 protocol (a publisher PC the client offers, a
+//! subscriber PC the server offers), carrying data channels only, through str0m (sans-IO).
+//!
+//! A [`PeerConnection`] is a handle over a driver task (see `driver`) that owns the str0m
+//! `Rtc` and one UDP socket from the [`Network`] seam. The task feeds datagrams and
+//! `tokio::time` into str0m and carries out what it asks for, so the same code runs on real
+//! sockets and inside turmoil. Everything the engine learns comes as a [`PcEvent`].
+//!
+//! Determinism: this module adds no randomness of its own, but str0m does (ICE credentials,
+//! DTLS certificate, SCTP initial values, through `fastrand` and the crypto provider), which
+//! is outside our control. Those values never steer timing, so a simulation stays
+//! reproducible in what the client does and when.
+
+mod driver;
+mod state;
+mod trickle;
+
+#[cfg(test)]
+mod tests;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use str0m::channel::{ChannelConfig, Reliability};
+use str0m::Candidate;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::net::Network;
+use driver::{Command, Driver};
+
+/// Which of LiveKit's two peer connections this is. (Public because [`RtcError`] names it.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PcRole {
+    /// The client offers (and sends its data here).
+    Publisher,
+    /// The server offers (and opens the channels the client receives on).
+    Subscriber,
+}
+
+/// The two LiveKit data channels, by label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DataChannelKind {
+    /// `"_reliable"`: ordered, reliable.
+    Reliable,
+    /// `"_lossy"`: unordered, no retransmissions.
+    Lossy,
+}
+
+impl DataChannelKind {
+    /// The channel's label on the wire.
+    pub fn label(self) -> &'static str {
+        match self {
+            DataChannelKind::Reliable => "_reliable",
+            DataChannelKind::Lossy => "_lossy",
+        }
+    }
+
+    fn from_label(label: &str) -> Option<Self> {
+        [DataChannelKind::Reliable, DataChannelKind::Lossy]
+            .into_iter()
+            .find(|kind| kind.label() == label)
+    }
+
+    fn channel_config(self) -> ChannelConfig {
+        let (ordered, reliability) = match self {
+            DataChannelKind::Reliable => (true, Reliability::Reliable),
+            DataChannelKind::Lossy => (false, Reliability::MaxRetransmits { retransmits: 0 }),
+        };
+        ChannelConfig { label: self.label().to_owned(), ordered, reliability, ..Default::default() }
+    }
+}
+
+/// The connection state of a peer connection, as the engine sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PcState {
+    /// Created; nothing negotiated yet.
+    New,
+    /// ICE is checking (first connection, or after an ICE restart).
+    Connecting,
+    /// ICE has a working path and DTLS is up: data channels can carry data.
+    Connected,
+    /// ICE lost its path (str0m's timers decide when); may come back by itself.
+    Disconnected,
+    /// Disconnected for longer than [`PcConfig::failed_after`], or failed beyond repair
+    /// (str0m or the socket gave up). The former can still recover through an ICE restart;
+    /// after the latter every operation returns [`RtcError::Failed`].
+    Failed,
+    /// Closed locally. No event follows.
+    Closed,
+}
+
+/// What a peer connection tells the engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum PcEvent {
+    /// A local ICE candidate to trickle to the server, already as the JSON of an
+    /// RTCIceCandidateInit: `{"candidate":"candidate:…","sdpMid":"0","sdpMLineIndex":0,
+    /// "usernameFragment":"…"}`. Emitted right after each local description that carries new
+    /// ICE credentials (the first one, and each ICE restart), so send the description first.
+    LocalCandidate {
+        /// The RTCIceCandidateInit JSON.
+        candidate_init: String,
+    },
+    /// The connection state changed.
+    StateChanged(PcState),
+    /// A data channel of this PC opened (whichever side created it).
+    ChannelOpen(DataChannelKind),
+    /// A data channel of this PC closed.
+    ChannelClosed(DataChannelKind),
+    /// A message received on a data channel of this PC (binary payload, a protobuf DataPacket).
+    Data {
+        /// The channel it came on.
+        kind: DataChannelKind,
+        /// The message.
+        payload: Vec<u8>,
+    },
+}
+
+/// How to set up a [`PeerConnection`].
+#[derive(Debug, Clone)]
+pub(crate) struct PcConfig {
+    /// Which LiveKit peer connection this is.
+    pub role: PcRole,
+    /// ICE servers from the JoinResponse/ReconnectResponse (may be empty). Recorded only:
+    /// this client gathers host candidates, which is what loopback and LAN tests use.
+    pub ice_servers: Vec<livekit_protocol::IceServer>,
+    /// How long the transport may stay Disconnected before it is Failed.
+    pub failed_after: Duration,
+}
+
+impl PcConfig {
+    /// The default for [`PcConfig::failed_after`].
+    pub(crate) const DEFAULT_FAILED_AFTER: Duration = Duration::from_secs(5);
+
+    /// A configuration for `role` with the default [`PcConfig::failed_after`].
+    pub(crate) fn new(role: PcRole, ice_servers: Vec<livekit_protocol::IceServer>) -> Self {
+        PcConfig { role, ice_servers, failed_after: Self::DEFAULT_FAILED_AFTER }
+    }
+}
+
+/// The type of a session description.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SdpKind {
+    /// An offer.
+    Offer,
+    /// An answer.
+    Answer,
+}
+
+/// Why a peer connection operation failed.
+#[derive(thiserror::Error, Debug)]
+pub enum RtcError {
+    /// No UDP socket could be bound for the media path.
+    #[error(
+        "could not bind a UDP socket on {ip} for WebRTC: {source}; \
+         expected {ip} to be an address of this host (it is the local address of the \
+         signalling connection)"
+    )]
+    Bind {
+        /// The address we tried to bind.
+        ip: IpAddr,
+        /// What the network layer said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The socket's own address could not serve as an ICE host candidate.
+    #[error("the UDP socket's address {addr} cannot be an ICE host candidate: {reason}")]
+    LocalCandidate {
+        /// The socket address.
+        addr: String,
+        /// Why not.
+        reason: String,
+    },
+    /// A session description was malformed or could not be applied.
+    #[error("session description rejected: {0}")]
+    Sdp(String),
+    /// A trickled candidate was malformed.
+    #[error("ICE candidate rejected: {0}")]
+    Candidate(String),
+    /// The operation belongs to the other LiveKit peer connection.
+    #[error("{operation} is for the {expected:?} peer connection, this one is the {actual:?}")]
+    WrongRole {
+        /// The operation called.
+        operation: &'static str,
+        /// The role that may call it.
+        expected: PcRole,
+        /// This peer connection's role.
+        actual: PcRole,
+    },
+    /// `create_offer(false)` on an established session that has nothing to change.
+    #[error(
+        "nothing to offer: the data channels are negotiated already; \
+         use create_offer(true) for an ICE restart"
+    )]
+    NothingToNegotiate,
+    /// An answer arrived with no offer of ours outstanding.
+    #[error("expected an offer of ours to be outstanding when an answer arrives, there is none")]
+    NoPendingOffer,
+    /// `send_data` on a channel that is not open.
+    #[error("the {} data channel is not open (wait for PcEvent::ChannelOpen)", .0.label())]
+    ChannelNotOpen(DataChannelKind),
+    /// The transport failed beyond repair; make a new peer connection.
+    #[error("the peer connection failed and cannot be used any more: {0}")]
+    Failed(String),
+    /// The peer connection was closed.
+    #[error("the peer connection is closed")]
+    Closed,
+}
+
+/// What the handle and the driver task share: the answers to the synchronous questions.
+#[derive(Debug)]
+struct Shared {
+    state: PcState,
+    /// Why the transport failed beyond repair, once it did.
+    fatal: Option<String>,
+    /// Open data channels: label, SCTP stream id.
+    open_channels: Vec<(String, u16)>,
+    local_description: Option<(SdpKind, String)>,
+}
+
+/// Locks the shared state, shrugging off poisoning: every writer leaves it consistent.
+fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
+    shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// One LiveKit peer connection: a handle over the driver task that runs it.
+///
+/// Dropping the handle stops the task and closes the socket without telling the remote (as
+/// a crash would); [`PeerConnection::close`] closes DTLS/SCTP first.
+#[derive(Debug)]
+pub(crate) struct PeerConnection {
+    role: PcRole,
+    local_addr: SocketAddr,
+    commands: mpsc::UnboundedSender<Command>,
+    shared: Arc<Mutex<Shared>>,
+}
+
+impl PeerConnection {
+    /// Binds a UDP socket with `net.bind_udp(local_ip)`, creates the str0m `Rtc`, announces the
+    /// socket's address as a host candidate, and spawns the driver task. Returns the handle and
+    /// the event stream.
+    pub(crate) async fn new(
+        config: PcConfig,
+        net: Arc<dyn Network>,
+        local_ip: IpAddr,
+    ) -> Result<(PeerConnection, mpsc::UnboundedReceiver<PcEvent>), RtcError> {
+        let socket = net
+            .bind_udp(local_ip)
+            .await
+            .map_err(|source| RtcError::Bind { ip: local_ip, source })?;
+        let local_addr =
+            socket.local_addr().map_err(|source| RtcError::Bind { ip: local_ip, source })?;
+        let host = Candidate::host(local_addr, "udp").map_err(|e| RtcError::LocalCandidate {
+            addr: local_addr.to_string(),
+            reason: e.to_string(),
+        })?;
+        tracing::debug!(
+            role = ?config.role,
+            %local_addr,
+            ice_servers = config.ice_servers.len(),
+            "new peer connection (host candidates only; ICE servers are not used)"
+        );
+        let shared = Arc::new(Mutex::new(Shared {
+            state: PcState::New,
+            fatal: None,
+            open_channels: Vec::new(),
+            local_description: None,
+        }));
+        let (command_tx, command_rx) = mpsc::unbounded_channel();
+        let (event_tx, event_rx) = mpsc::unbounded_channel();
+        let driver = Driver::new(&config, socket, host, event_tx, shared.clone())?;
+        tokio::spawn(driver.run(command_rx));
+        let pc = PeerConnection { role: config.role, local_addr, commands: command_tx, shared };
+        Ok((pc, event_rx))
+    }
+
+    /// Publisher: creates an offer carrying the "_reliable" and "_lossy" data channels (created
+    /// on the first call). `ice_restart` = new ICE credentials (resume); it is ignored until a
+    /// first answer was applied, since there is no ICE session to restart before that.
+    pub(crate) async fn create_offer(&self, ice_restart: bool) -> Result<String, RtcError> {
+        self.expect_role("create_offer", PcRole::Publisher)?;
+        self.request(|reply| Command::CreateOffer { ice_restart, reply }).await?
+    }
+
+    /// Publisher: applies the server's answer to our last offer.
+    pub(crate) async fn set_remote_answer(&self, sdp: String) -> Result<(), RtcError> {
+        self.expect_role("set_remote_answer", PcRole::Publisher)?;
+        self.request(|reply| Command::SetRemoteAnswer { sdp, reply }).await?
+    }
+
+    /// Subscriber: applies the server's offer (initial or ICE-restart) and returns our answer.
+    pub(crate) async fn answer_offer(&self, sdp: String) -> Result<String, RtcError> {
+        self.expect_role("answer_offer", PcRole::Subscriber)?;
+        self.request(|reply| Command::AnswerOffer { sdp, reply }).await?
+    }
+
+    /// The last local description (type + SDP), for SyncState on resume.
+    pub(crate) async fn local_description(&self) -> Option<(SdpKind, String)> {
+        lock(&self.shared).local_description.clone()
+    }
+
+    /// The data channels of this PC that are open: (label, SCTP stream id), for SyncState.
+    pub(crate) async fn data_channels(&self) -> Vec<(String, u16)> {
+        lock(&self.shared).open_channels.clone()
+    }
+
+    /// A remote trickled candidate: the server's `candidateInit` JSON string verbatim.
+    ///
+    /// Candidates this client cannot use (TCP, mDNS, another IP family) are skipped with a
+    /// debug log; malformed ones are an error.
+    pub(crate) fn add_remote_candidate(&self, candidate_init: String) -> Result<(), RtcError> {
+        match trickle::parse_candidate_init(&candidate_init, self.local_addr)? {
+            Some(candidate) => self.send(Command::AddRemoteCandidate(candidate)),
+            None => Ok(()),
+        }
+    }
+
+    /// Sends one binary message on this PC's channel of `kind`; error if it is not open.
+    ///
+    /// Messages are queued in order while SCTP's send buffer is full.
+    pub(crate) fn send_data(
+        &self,
+        kind: DataChannelKind,
+        payload: Vec<u8>,
+    ) -> Result<(), RtcError> {
+        let open = lock(&self.shared).open_channels.iter().any(|(label, _)| label == kind.label());
+        if !open {
+            return Err(self.stopped_error().unwrap_or(RtcError::ChannelNotOpen(kind)));
+        }
+        self.send(Command::Send { kind, payload })
+    }
+
+    /// The current connection state.
+    pub(crate) fn state(&self) -> PcState {
+        lock(&self.shared).state
+    }
+
+    /// Closes DTLS/SCTP (telling the remote), then stops the task. Ends with
+    /// `StateChanged(Closed)`; no event follows.
+    pub(crate) fn close(&self) {
+        // A stopped driver has nothing left to close.
+        let _ = self.commands.send(Command::Close);
+    }
+
+    fn expect_role(&self, operation: &'static str, expected: PcRole) -> Result<(), RtcError> {
+        if self.role == expected {
+            Ok(())
+        } else {
+            Err(RtcError::WrongRole { operation, expected, actual: self.role })
+        }
+    }
+
+    fn send(&self, command: Command) -> Result<(), RtcError> {
+        self.commands.send(command).map_err(|_| self.gone_error())
+    }
+
+    async fn request<T>(
+        &self,
+        command: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, RtcError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(command(reply))?;
+        answer.await.map_err(|_| self.gone_error())
+    }
+
+    /// The error for a PC whose driver has stopped, if it has.
+    fn stopped_error(&self) -> Option<RtcError> {
+        let shared = lock(&self.shared);
+        match (&shared.state, &shared.fatal) {
+            (PcState::Closed, _) => Some(RtcError::Closed),
+            (_, Some(reason)) => Some(RtcError::Failed(reason.clone())),
+            _ => None,
+        }
+    }
+
+    fn gone_error(&self) -> RtcError {
+        self.stopped_error()
+            .unwrap_or_else(|| RtcError::Failed("the peer connection task stopped".to_owned()))
+    }
+}
