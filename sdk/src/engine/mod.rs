@@ -1,0 +1,479 @@
+//! The engine: one task that owns a room's session and its state machine
+//! (connected → reconnecting → connected | disconnected).
+//!
+//! While connected it turns server messages and peer-connection events into room state and
+//! [`RoomEvent`]s, and carries out the room's commands. When the session breaks it runs one
+//! reconnect episode (rules in [`episode`]): `Reconnecting` once, resume or full-reconnect
+//! attempts spaced by the policy, then `Reconnected` or exactly one `Disconnected`, after
+//! which the event streams end and the task stops. The room is never `Connected` again after
+//! that, nor after `close()`.
+
+pub(crate) mod data;
+pub(crate) mod episode;
+pub(crate) mod session;
+pub(crate) mod shared;
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use livekit_protocol::{self as proto, signal_request, signal_response, simulate_scenario};
+use prost::Message as _;
+use rand::rngs::SmallRng;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::rtc::DataChannelKind;
+use crate::{
+    DataPacket, DataPacketKind, DisconnectReason, RemoteParticipant, RoomError, RoomEvent,
+    SimulateScenario,
+};
+use data::{Incoming, Outgoing};
+use episode::{AttemptKind, Episode, Next, Trigger};
+use session::{AttemptError, Output, Session, Setup};
+use shared::Shared;
+
+/// What the room asks the engine to do.
+pub(crate) enum Command {
+    /// Publish a data packet.
+    PublishData(DataPacket, oneshot::Sender<Result<(), RoomError>>),
+    /// Simulate a failure.
+    Simulate(SimulateScenario, oneshot::Sender<Result<(), RoomError>>),
+    /// Leave the room for good (the reply comes once `Disconnected` was emitted).
+    Close(Option<oneshot::Sender<()>>),
+}
+
+/// How the connected phase ended.
+enum Step {
+    Recover(Trigger),
+    End(DisconnectReason),
+}
+
+/// What a setup attempt produced.
+enum Attempted {
+    Resumed(Session, u32),
+    Joined(Session),
+}
+
+/// The engine task's state.
+pub(crate) struct Engine {
+    shared: Arc<Shared>,
+    commands: mpsc::UnboundedReceiver<Command>,
+    setup: Setup,
+    rng: SmallRng,
+    outgoing: Outgoing,
+    incoming: Incoming,
+    /// Data waiting for the publisher's channel (or for the end of an episode).
+    queued: VecDeque<DataPacket>,
+    /// Sids of the participants currently speaking.
+    speakers: Vec<String>,
+    /// Who to tell once the room is closed.
+    close_waiters: Vec<oneshot::Sender<()>>,
+}
+
+impl Engine {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        commands: mpsc::UnboundedReceiver<Command>,
+        setup: Setup,
+    ) -> Self {
+        let rng = setup.options.rng();
+        Self {
+            shared,
+            commands,
+            setup,
+            rng,
+            outgoing: Outgoing::default(),
+            incoming: Incoming::default(),
+            queued: VecDeque::new(),
+            speakers: Vec::new(),
+            close_waiters: Vec::new(),
+        }
+    }
+
+    /// Runs the room until it is disconnected.
+    pub(crate) async fn run(mut self, mut session: Session) {
+        self.drain_stash(&mut session);
+        loop {
+            match self.connected(&mut session).await {
+                Step::End(reason) => {
+                    if reason == DisconnectReason::ClientInitiated {
+                        session.leave();
+                    }
+                    self.end(reason);
+                    return;
+                }
+                Step::Recover(trigger) => match self.recover(session, trigger).await {
+                    Some(recovered) => session = recovered,
+                    None => return,
+                },
+            }
+        }
+    }
+
+    /// The connected phase: runs until the session breaks or the room ends.
+    async fn connected(&mut self, session: &mut Session) -> Step {
+        enum Input {
+            Command(Option<Command>),
+            Session(session::Raw),
+        }
+        loop {
+            let input = tokio::select! {
+                biased;
+                command = self.commands.recv() => Input::Command(command),
+                raw = session.recv() => Input::Session(raw),
+            };
+            let output = match input {
+                Input::Command(None) | Input::Command(Some(Command::Close(None))) => {
+                    return Step::End(DisconnectReason::ClientInitiated)
+                }
+                Input::Command(Some(Command::Close(Some(waiter)))) => {
+                    self.close_waiters.push(waiter);
+                    return Step::End(DisconnectReason::ClientInitiated);
+                }
+                Input::Command(Some(Command::PublishData(packet, reply))) => {
+                    self.queued.push_back(packet);
+                    self.flush_data(session);
+                    let _ = reply.send(Ok(()));
+                    continue;
+                }
+                Input::Command(Some(Command::Simulate(scenario, reply))) => {
+                    let step = simulate(session, scenario);
+                    let _ = reply.send(Ok(()));
+                    match step {
+                        Some(trigger) => return Step::Recover(trigger),
+                        None => continue,
+                    }
+                }
+                Input::Session(raw) => session.process(raw).await,
+            };
+            match output {
+                None => {}
+                Some(Output::Server(message)) => self.on_server(*message),
+                Some(Output::Leave(leave)) => {
+                    tracing::info!(
+                        "server sent Leave: action {:?}, reason {:?}",
+                        leave.action(),
+                        leave.reason()
+                    );
+                    return match leave.action() {
+                        proto::leave_request::Action::Disconnect => Step::End(leave.reason()),
+                        proto::leave_request::Action::Resume => {
+                            Step::Recover(Trigger::ServerResume(leave.reason()))
+                        }
+                        proto::leave_request::Action::Reconnect => {
+                            Step::Recover(Trigger::ServerReconnect(leave.reason()))
+                        }
+                    };
+                }
+                Some(Output::SignalLost(why)) => {
+                    tracing::info!("signalling lost: {why}");
+                    return Step::Recover(Trigger::SignalLost);
+                }
+                Some(Output::PcFailed(why)) => {
+                    tracing::info!("media path failed: {why}");
+                    return Step::Recover(Trigger::PcFailed);
+                }
+                Some(Output::PublisherChannelOpen) => self.flush_data(session),
+                Some(Output::Data(kind, payload)) => self.on_data(kind, &payload),
+            }
+        }
+    }
+
+    /// One reconnect episode. Returns the recovered session, or `None` once the room ended.
+    async fn recover(&mut self, session: Session, trigger: Trigger) -> Option<Session> {
+        self.shared.emit(RoomEvent::Reconnecting);
+        let mut episode = Episode::new(trigger, self.setup.options.reconnect.clone());
+        let mut old = Some(session);
+        while let Some((kind, delay)) = episode.next_attempt(&mut self.rng) {
+            tracing::info!(attempt = episode.attempts_made(), ?kind, ?delay, "reconnect attempt");
+            if self.drive(tokio::time::sleep(delay)).await.is_none() {
+                if let Some(old) = old {
+                    old.leave();
+                }
+                self.end(DisconnectReason::ClientInitiated);
+                return None;
+            }
+            let setup = self.setup.clone();
+            let attempt: BoxFuture<'static, Result<Attempted, AttemptError>> =
+                match (kind, old.take()) {
+                    (AttemptKind::Resume, Some(previous)) => {
+                        let reason = match trigger {
+                            Trigger::SignalLost => proto::ReconnectReason::RrSignalDisconnected,
+                            Trigger::PcFailed => proto::ReconnectReason::RrSubscriberFailed,
+                            _ => proto::ReconnectReason::RrUnknown,
+                        };
+                        let states = self
+                            .incoming
+                            .states()
+                            .map(|(sid, seq)| proto::DataChannelReceiveState {
+                                publisher_sid: sid.to_owned(),
+                                last_seq: seq,
+                            })
+                            .collect();
+                        Box::pin(async move {
+                            previous
+                                .resume(setup, reason, states)
+                                .await
+                                .map(|(s, seq)| Attempted::Resumed(s, seq))
+                        })
+                    }
+                    (_, previous) => {
+                        if let Some(previous) = previous {
+                            previous.leave();
+                        }
+                        Box::pin(async move { Session::join(setup).await.map(Attempted::Joined) })
+                    }
+                };
+            match self.drive(attempt).await {
+                None => {
+                    self.end(DisconnectReason::ClientInitiated);
+                    return None;
+                }
+                Some(Ok(Attempted::Resumed(mut session, last_seq))) => {
+                    self.resumed(&mut session, last_seq);
+                    return Some(session);
+                }
+                Some(Ok(Attempted::Joined(mut session))) => {
+                    self.rejoined(&mut session);
+                    return Some(session);
+                }
+                Some(Err(failed)) => {
+                    tracing::info!(
+                        attempt = episode.attempts_made(),
+                        "reconnect attempt failed: {}",
+                        failed.error
+                    );
+                    if let Next::GiveUp(reason) = episode.failed(kind, failed.failure) {
+                        self.end(reason);
+                        return None;
+                    }
+                }
+            }
+        }
+        self.end(trigger.reason());
+        None
+    }
+
+    /// Runs `work` while serving commands the way a reconnecting room does. `None` if the
+    /// room was closed meanwhile (`work` is dropped).
+    async fn drive<F: Future>(&mut self, work: F) -> Option<F::Output> {
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                biased;
+                command = self.commands.recv() => match command {
+                    None | Some(Command::Close(None)) => return None,
+                    Some(Command::Close(Some(waiter))) => {
+                        self.close_waiters.push(waiter);
+                        return None;
+                    }
+                    Some(Command::PublishData(packet, reply)) => {
+                        if packet.reliable {
+                            self.queued.push_back(packet);
+                        }
+                        let _ = reply.send(Ok(()));
+                    }
+                    Some(Command::Simulate(_, reply)) => {
+                        let _ = reply.send(Err(RoomError::NotConnected));
+                    }
+                },
+                done = &mut work => return Some(done),
+            }
+        }
+    }
+
+    /// After a resume: replays reliable data the server lacks, then `Reconnected`.
+    fn resumed(&mut self, session: &mut Session, last_seq: u32) {
+        for (sequence, encoded) in self.outgoing.replay_after(last_seq) {
+            if let Err(e) = session.send_data(DataChannelKind::Reliable, encoded) {
+                tracing::warn!(sequence, "cannot replay a reliable packet after the resume: {e}");
+            }
+        }
+        self.shared.emit(RoomEvent::Reconnected);
+        self.drain_stash(session);
+        self.flush_data(session);
+    }
+
+    /// After a full reconnect: a new identity on the server, so sequences restart; remote
+    /// participants that changed meanwhile are reported; then `Reconnected`.
+    fn rejoined(&mut self, session: &mut Session) {
+        self.outgoing = Outgoing::default();
+        self.shared.reset_from_join(&session.join);
+        let present: Vec<RemoteParticipant> =
+            session.join.other_participants.iter().map(RemoteParticipant::from_info).collect();
+        for event in self.shared.replace_remotes(present) {
+            self.shared.emit(event);
+        }
+        self.shared.emit(RoomEvent::Reconnected);
+        self.drain_stash(session);
+        self.flush_data(session);
+    }
+
+    fn drain_stash(&mut self, session: &mut Session) {
+        while let Some(message) = session.stash.pop_front() {
+            self.on_server(message);
+        }
+    }
+
+    /// Emits `Disconnected` (once; the shared state guards it) and answers `close()` callers.
+    fn end(&mut self, reason: DisconnectReason) {
+        self.shared.emit(RoomEvent::Disconnected { reason });
+        for waiter in self.close_waiters.drain(..) {
+            let _ = waiter.send(());
+        }
+    }
+
+    /// A server message for the room.
+    fn on_server(&mut self, message: signal_response::Message) {
+        match message {
+            signal_response::Message::Update(update) => {
+                for event in self.shared.apply_participants(&update.participants) {
+                    self.shared.emit(event);
+                }
+            }
+            signal_response::Message::RoomUpdate(update) => {
+                if let Some(room) = update.room {
+                    self.shared.set_room(&room);
+                }
+            }
+            signal_response::Message::RefreshToken(token) => self.setup.token = token,
+            signal_response::Message::SpeakersChanged(changed) => {
+                for speaker in changed.speakers {
+                    self.speakers.retain(|sid| *sid != speaker.sid);
+                    if speaker.active {
+                        self.speakers.push(speaker.sid);
+                    }
+                }
+                let speakers = self.shared.identities_of(&self.speakers);
+                self.shared.emit(RoomEvent::ActiveSpeakersChanged { speakers });
+            }
+            other => tracing::trace!("ignoring {}", crate::signal::message_name(&other)),
+        }
+    }
+
+    /// A data-channel message: user packets become `DataReceived`, once each.
+    fn on_data(&mut self, channel: DataChannelKind, payload: &[u8]) {
+        let packet = match proto::DataPacket::decode(payload) {
+            Ok(packet) => packet,
+            Err(e) => {
+                tracing::warn!("ignoring an undecodable data packet: {e}");
+                return;
+            }
+        };
+        let Some(proto::data_packet::Value::User(user)) = packet.value else {
+            return;
+        };
+        #[allow(deprecated)]
+        let (sender_sid, sender_identity) = (
+            if user.participant_sid.is_empty() {
+                packet.participant_sid
+            } else {
+                user.participant_sid
+            },
+            if user.participant_identity.is_empty() {
+                packet.participant_identity
+            } else {
+                user.participant_identity
+            },
+        );
+        let kind = match channel {
+            DataChannelKind::Reliable => DataPacketKind::Reliable,
+            DataChannelKind::Lossy => DataPacketKind::Lossy,
+        };
+        if kind == DataPacketKind::Reliable && !self.incoming.accept(&sender_sid, packet.sequence) {
+            tracing::debug!(
+                sender_sid,
+                sequence = packet.sequence,
+                "dropping a duplicate data packet"
+            );
+            return;
+        }
+        let participant = self.shared.remote(&sender_identity);
+        self.shared.emit(RoomEvent::DataReceived {
+            payload: Arc::new(user.payload),
+            topic: user.topic,
+            kind,
+            participant,
+        });
+    }
+
+    /// Sends queued data while the publisher's channels take it.
+    fn flush_data(&mut self, session: &mut Session) {
+        if !session.publisher_connected() {
+            return;
+        }
+        let (identity, sid) = self.shared.local_identity_and_sid();
+        while let Some(packet) = self.queued.front() {
+            let (channel, kind, sequence) = if packet.reliable {
+                (
+                    DataChannelKind::Reliable,
+                    proto::data_packet::Kind::Reliable,
+                    self.outgoing.next_sequence(),
+                )
+            } else {
+                (DataChannelKind::Lossy, proto::data_packet::Kind::Lossy, 0)
+            };
+            #[allow(deprecated)]
+            let encoded = proto::DataPacket {
+                kind: kind as i32,
+                participant_identity: identity.clone(),
+                participant_sid: sid.clone(),
+                destination_identities: packet.destination_identities.clone(),
+                sequence,
+                value: Some(proto::data_packet::Value::User(proto::UserPacket {
+                    payload: packet.payload.clone(),
+                    topic: packet.topic.clone(),
+                    ..Default::default()
+                })),
+            }
+            .encode_to_vec();
+            match session.send_data(channel, encoded.clone()) {
+                Ok(()) => {
+                    if packet.reliable {
+                        self.outgoing.sent(sequence, encoded);
+                    }
+                    self.queued.pop_front();
+                }
+                Err(e) => {
+                    tracing::debug!("data waits for the publisher channel: {e}");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Carries out a simulation while connected; returns the episode it starts locally, if any.
+fn simulate(session: &Session, scenario: SimulateScenario) -> Option<Trigger> {
+    let ask = |scenario: simulate_scenario::Scenario| {
+        session.send(signal_request::Message::Simulate(proto::SimulateScenario {
+            scenario: Some(scenario),
+        }));
+    };
+    match scenario {
+        SimulateScenario::SignalReconnect => return Some(Trigger::SignalLost),
+        SimulateScenario::FullReconnect => return Some(Trigger::LocalFull),
+        SimulateScenario::DisconnectSignalOnResume => {
+            ask(simulate_scenario::Scenario::DisconnectSignalOnResume(true));
+            return Some(Trigger::SignalLost);
+        }
+        SimulateScenario::DisconnectSignalOnResumeNoMessages => {
+            ask(simulate_scenario::Scenario::DisconnectSignalOnResumeNoMessages(true));
+            return Some(Trigger::SignalLost);
+        }
+        SimulateScenario::NodeFailure => ask(simulate_scenario::Scenario::NodeFailure(true)),
+        SimulateScenario::Migration => ask(simulate_scenario::Scenario::Migration(true)),
+        SimulateScenario::ServerLeave => ask(simulate_scenario::Scenario::ServerLeave(true)),
+        SimulateScenario::ForceTcp => ask(simulate_scenario::Scenario::SwitchCandidateProtocol(
+            proto::CandidateProtocol::Tcp as i32,
+        )),
+        SimulateScenario::ForceTls => ask(simulate_scenario::Scenario::SwitchCandidateProtocol(
+            proto::CandidateProtocol::Tls as i32,
+        )),
+        SimulateScenario::Speaker(duration) => ask(simulate_scenario::Scenario::SpeakerUpdate(
+            i32::try_from(duration.as_secs()).unwrap_or(i32::MAX),
+        )),
+    }
+    None
+}

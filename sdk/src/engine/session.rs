@@ -1,0 +1,478 @@
+//! One signalling session and its two peer connections: setting them up (join), bringing
+//! them back (resume), and the negotiation traffic between them (offers, answers, trickle),
+//! which never reaches the room. What does concern the room comes out as an [`Output`].
+//!
+//! Setup functions take and return owned values, so the engine can run one as a plain
+//! future next to its command channel and simply drop it on `close()`.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use livekit_protocol::{self as proto, signal_request, signal_response};
+use url::Url;
+
+use super::episode::Failure;
+use crate::net::Network;
+use crate::rtc::{DataChannelKind, PcConfig, PcEvent, PcRole, PcState, PeerConnection, SdpKind};
+use crate::signal::{
+    self, ConnectParams, JoinParams, Keepalive, ResumeParams, SignalConn, SignalEvent,
+};
+use crate::{DisconnectReason, RoomError, RoomOptions};
+
+/// What a setup attempt needs; cheap to clone into a `'static` future.
+#[derive(Clone)]
+pub(crate) struct Setup {
+    pub network: Arc<dyn Network>,
+    pub base: Url,
+    pub token: String,
+    pub options: RoomOptions,
+}
+
+/// A failed setup attempt: how the episode should treat it, and the error for the user.
+#[derive(Debug)]
+pub(crate) struct AttemptError {
+    pub failure: Failure,
+    pub error: RoomError,
+}
+
+impl AttemptError {
+    fn retryable(error: RoomError) -> Self {
+        Self { failure: Failure::Retryable, error }
+    }
+}
+
+impl From<signal::SignalError> for AttemptError {
+    fn from(error: signal::SignalError) -> Self {
+        let failure = match &error {
+            e if e.is_terminal() => Failure::Terminal(match e {
+                signal::SignalError::Leave { reason, .. } => *reason,
+                _ => DisconnectReason::JoinFailure,
+            }),
+            signal::SignalError::Leave { .. } => Failure::NeedsFull,
+            _ => Failure::Retryable,
+        };
+        Self { failure, error: RoomError::Signal(error) }
+    }
+}
+
+/// One of the two peer connections with its negotiation bookkeeping.
+struct Pc {
+    pc: PeerConnection,
+    events: tokio::sync::mpsc::UnboundedReceiver<PcEvent>,
+    state: PcState,
+    /// Whether a remote description has been applied (candidates wait until it has).
+    described: bool,
+    pending_candidates: Vec<String>,
+}
+
+impl Pc {
+    async fn new(
+        role: PcRole,
+        setup: &Setup,
+        ice: &[proto::IceServer],
+        local: std::net::IpAddr,
+    ) -> Result<Self, AttemptError> {
+        let config = PcConfig {
+            role,
+            ice_servers: ice.to_vec(),
+            failed_after: setup.options.pc_failed_after,
+        };
+        let (pc, events) = PeerConnection::new(config, setup.network.clone(), local)
+            .await
+            .map_err(|e| AttemptError::retryable(RoomError::Rtc(e.to_string())))?;
+        let state = pc.state();
+        Ok(Self { pc, events, state, described: false, pending_candidates: Vec::new() })
+    }
+
+    fn described(&mut self) {
+        self.described = true;
+        for candidate in self.pending_candidates.drain(..) {
+            if let Err(e) = self.pc.add_remote_candidate(candidate) {
+                tracing::warn!("ignoring a remote ICE candidate: {e}");
+            }
+        }
+    }
+
+    fn add_candidate(&mut self, candidate: String) {
+        if !self.described {
+            self.pending_candidates.push(candidate);
+        } else if let Err(e) = self.pc.add_remote_candidate(candidate) {
+            tracing::warn!("ignoring a remote ICE candidate: {e}");
+        }
+    }
+}
+
+/// Something received by the session, before it is processed (receiving is cancel-safe,
+/// processing is not: the engine selects on [`Session::recv`] and then calls
+/// [`Session::process`] outside the `select!`).
+pub(crate) enum Raw {
+    Signal(SignalEvent),
+    Publisher(Option<PcEvent>),
+    Subscriber(Option<PcEvent>),
+}
+
+/// What the session hands to the room.
+#[derive(Debug)]
+pub(crate) enum Output {
+    /// A server message for the room (participants, room info, token refresh, speakers…).
+    Server(Box<signal_response::Message>),
+    /// The server told us to leave, resume or reconnect.
+    Leave(proto::LeaveRequest),
+    /// The signalling link died.
+    SignalLost(String),
+    /// A peer connection failed (or negotiation broke); the session needs recovery.
+    PcFailed(String),
+    /// A publisher data channel opened: queued data can go.
+    PublisherChannelOpen,
+    /// A data packet arrived (on the subscriber, or the publisher, PC).
+    Data(DataChannelKind, Vec<u8>),
+}
+
+/// A joined session.
+pub(crate) struct Session {
+    signal: SignalConn,
+    publisher: Pc,
+    subscriber: Pc,
+    /// The JoinResponse of this session.
+    pub join: proto::JoinResponse,
+    keepalive: Keepalive,
+    last_subscriber_offer: Option<proto::SessionDescription>,
+    publisher_answered: bool,
+    subscriber_offers_answered: u32,
+    /// Server messages for the room that arrived during setup, in order.
+    pub stash: VecDeque<signal_response::Message>,
+}
+
+impl Session {
+    /// Our participant sid.
+    pub(crate) fn sid(&self) -> &str {
+        self.join.participant.as_ref().map(|p| p.sid.as_str()).unwrap_or_default()
+    }
+
+    fn primary(&self) -> &Pc {
+        if self.join.subscriber_primary {
+            &self.subscriber
+        } else {
+            &self.publisher
+        }
+    }
+
+    /// Sends a request to the server.
+    pub(crate) fn send(&self, message: signal_request::Message) {
+        self.signal.send(message);
+    }
+
+    /// Sends a data packet on the publisher's channel of `kind`.
+    pub(crate) fn send_data(
+        &self,
+        kind: DataChannelKind,
+        payload: Vec<u8>,
+    ) -> Result<(), crate::rtc::RtcError> {
+        self.publisher.pc.send_data(kind, payload)
+    }
+
+    /// Whether the publisher's channel of `kind` can carry data.
+    pub(crate) fn publisher_connected(&self) -> bool {
+        self.publisher.state == PcState::Connected
+    }
+
+    /// Waits for the next thing to process. Cancel-safe.
+    pub(crate) async fn recv(&mut self) -> Raw {
+        tokio::select! {
+            biased;
+            event = self.signal.recv() => Raw::Signal(event),
+            event = self.publisher.events.recv() => Raw::Publisher(event),
+            event = self.subscriber.events.recv() => Raw::Subscriber(event),
+        }
+    }
+
+    /// Handles negotiation; returns what concerns the room.
+    pub(crate) async fn process(&mut self, raw: Raw) -> Option<Output> {
+        match raw {
+            Raw::Signal(SignalEvent::Closed(why)) => Some(Output::SignalLost(why)),
+            Raw::Signal(SignalEvent::Message(message)) => self.on_server(*message).await,
+            Raw::Publisher(event) => self.on_pc(PcRole::Publisher, event),
+            Raw::Subscriber(event) => self.on_pc(PcRole::Subscriber, event),
+        }
+    }
+
+    async fn on_server(&mut self, message: signal_response::Message) -> Option<Output> {
+        match message {
+            signal_response::Message::Offer(offer) => {
+                self.last_subscriber_offer = Some(offer.clone());
+                match self.subscriber.pc.answer_offer(offer.sdp).await {
+                    Ok(sdp) => {
+                        self.subscriber.described();
+                        self.subscriber_offers_answered += 1;
+                        self.send(signal_request::Message::Answer(proto::SessionDescription {
+                            r#type: "answer".into(),
+                            sdp,
+                            id: offer.id,
+                            ..Default::default()
+                        }));
+                        None
+                    }
+                    Err(e) => {
+                        Some(Output::PcFailed(format!("cannot answer the subscriber offer: {e}")))
+                    }
+                }
+            }
+            signal_response::Message::Answer(answer) => {
+                match self.publisher.pc.set_remote_answer(answer.sdp).await {
+                    Ok(()) => {
+                        self.publisher.described();
+                        self.publisher_answered = true;
+                        None
+                    }
+                    Err(e) => {
+                        Some(Output::PcFailed(format!("cannot apply the publisher answer: {e}")))
+                    }
+                }
+            }
+            signal_response::Message::Trickle(trickle) => {
+                if trickle.target == proto::SignalTarget::Subscriber as i32 {
+                    self.subscriber.add_candidate(trickle.candidate_init);
+                } else {
+                    self.publisher.add_candidate(trickle.candidate_init);
+                }
+                None
+            }
+            signal_response::Message::Leave(leave) => Some(Output::Leave(leave)),
+            other => Some(Output::Server(Box::new(other))),
+        }
+    }
+
+    fn on_pc(&mut self, role: PcRole, event: Option<PcEvent>) -> Option<Output> {
+        let pc = match role {
+            PcRole::Publisher => &mut self.publisher,
+            PcRole::Subscriber => &mut self.subscriber,
+        };
+        let Some(event) = event else {
+            return Some(Output::PcFailed(format!("the {role:?} peer connection stopped")));
+        };
+        match event {
+            PcEvent::LocalCandidate { candidate_init } => {
+                let target = match role {
+                    PcRole::Publisher => proto::SignalTarget::Publisher,
+                    PcRole::Subscriber => proto::SignalTarget::Subscriber,
+                };
+                self.signal.send(signal_request::Message::Trickle(proto::TrickleRequest {
+                    candidate_init,
+                    target: target as i32,
+                    r#final: false,
+                }));
+                None
+            }
+            PcEvent::StateChanged(state) => {
+                tracing::debug!("{role:?} peer connection: {state:?}");
+                pc.state = state;
+                (state == PcState::Failed)
+                    .then(|| Output::PcFailed(format!("the {role:?} peer connection failed")))
+            }
+            PcEvent::ChannelOpen(_) if role == PcRole::Publisher => {
+                Some(Output::PublisherChannelOpen)
+            }
+            PcEvent::ChannelOpen(_) | PcEvent::ChannelClosed(_) => None,
+            PcEvent::Data { kind, payload } => Some(Output::Data(kind, payload)),
+        }
+    }
+
+    /// Runs the session until `done` holds, stashing room messages, bounded by `limit`.
+    async fn settle(
+        &mut self,
+        limit: Duration,
+        what: &'static str,
+        done: fn(&Session) -> bool,
+    ) -> Result<(), AttemptError> {
+        let deadline = tokio::time::Instant::now() + limit;
+        while !done(self) {
+            let raw = match tokio::time::timeout_at(deadline, self.recv()).await {
+                Ok(raw) => raw,
+                Err(_) => {
+                    return Err(AttemptError::retryable(RoomError::Timeout {
+                        during: what,
+                        after: limit,
+                    }))
+                }
+            };
+            match self.process(raw).await {
+                None | Some(Output::PublisherChannelOpen) | Some(Output::Data(..)) => {}
+                Some(Output::Server(message)) => self.stash.push_back(*message),
+                Some(Output::Leave(leave)) => return Err(leave_error(&leave, what)),
+                Some(Output::SignalLost(why)) => {
+                    return Err(AttemptError::retryable(RoomError::ConnectionLost(format!(
+                        "{what}: {why}"
+                    ))))
+                }
+                Some(Output::PcFailed(why)) => {
+                    return Err(AttemptError::retryable(RoomError::Rtc(format!("{what}: {why}"))))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Joins: signalling, both peer connections, publisher negotiation; returns once the
+    /// primary peer connection is connected.
+    pub(crate) async fn join(setup: Setup) -> Result<Session, AttemptError> {
+        let params = JoinParams {
+            auto_subscribe: setup.options.auto_subscribe,
+            adaptive_stream: setup.options.adaptive_stream,
+            resume: None,
+        };
+        let (signal, first) = signal::connect(&connect_params(&setup, &params), None).await?;
+        let signal_response::Message::Join(join) = first else {
+            return Err(AttemptError::retryable(RoomError::Protocol(
+                "the join was not answered with a JoinResponse".into(),
+            )));
+        };
+        let local_ip = signal.local_addr().ip();
+        let publisher = Pc::new(PcRole::Publisher, &setup, &join.ice_servers, local_ip).await?;
+        let subscriber = Pc::new(PcRole::Subscriber, &setup, &join.ice_servers, local_ip).await?;
+        let keepalive = Keepalive::from_join(&join);
+        let mut session = Session {
+            signal,
+            publisher,
+            subscriber,
+            join,
+            keepalive,
+            last_subscriber_offer: None,
+            publisher_answered: false,
+            subscriber_offers_answered: 0,
+            stash: VecDeque::new(),
+        };
+        let offer = session
+            .publisher
+            .pc
+            .create_offer(false)
+            .await
+            .map_err(|e| AttemptError::retryable(RoomError::Rtc(e.to_string())))?;
+        session.send(signal_request::Message::Offer(proto::SessionDescription {
+            r#type: "offer".into(),
+            sdp: offer,
+            ..Default::default()
+        }));
+        session
+            .settle(
+                setup.options.pc_connect_timeout,
+                "connecting the primary peer connection",
+                |s| s.primary().state == PcState::Connected,
+            )
+            .await?;
+        Ok(session)
+    }
+
+    /// Resumes this session over a new signalling socket; returns it with the server's
+    /// `last_message_seq` once both peer connections are connected again after ICE restarts.
+    pub(crate) async fn resume(
+        mut self,
+        setup: Setup,
+        reason: proto::ReconnectReason,
+        receive_states: Vec<proto::DataChannelReceiveState>,
+    ) -> Result<(Session, u32), AttemptError> {
+        let params = JoinParams {
+            auto_subscribe: setup.options.auto_subscribe,
+            adaptive_stream: setup.options.adaptive_stream,
+            resume: Some(ResumeParams { sid: self.sid().to_owned(), reason: reason as i32 }),
+        };
+        // Let the old socket deliver what was queued (e.g. a Simulate request) and close.
+        self.signal.close().await;
+        let (signal, first) =
+            signal::connect(&connect_params(&setup, &params), Some(self.keepalive)).await?;
+        let signal_response::Message::Reconnect(response) = first else {
+            return Err(AttemptError::retryable(RoomError::Protocol(
+                "the resume was not answered with a ReconnectResponse".into(),
+            )));
+        };
+        self.signal = signal;
+        self.publisher_answered = false;
+        self.subscriber_offers_answered = 0;
+
+        let answer = match self.subscriber.pc.local_description().await {
+            Some((SdpKind::Answer, sdp)) => Some(proto::SessionDescription {
+                r#type: "answer".into(),
+                sdp,
+                ..Default::default()
+            }),
+            _ => None,
+        };
+        let mut data_channels = Vec::new();
+        for (pc, target) in [
+            (&self.publisher, proto::SignalTarget::Publisher),
+            (&self.subscriber, proto::SignalTarget::Subscriber),
+        ] {
+            for (label, id) in pc.pc.data_channels().await {
+                data_channels.push(proto::DataChannelInfo {
+                    label,
+                    id: u32::from(id),
+                    target: target as i32,
+                });
+            }
+        }
+        self.send(signal_request::Message::SyncState(proto::SyncState {
+            answer,
+            offer: self.last_subscriber_offer.clone(),
+            subscription: Some(proto::UpdateSubscription {
+                subscribe: !setup.options.auto_subscribe,
+                ..Default::default()
+            }),
+            data_channels,
+            datachannel_receive_states: receive_states,
+            ..Default::default()
+        }));
+
+        let offer = self
+            .publisher
+            .pc
+            .create_offer(true)
+            .await
+            .map_err(|e| AttemptError::retryable(RoomError::Rtc(e.to_string())))?;
+        self.send(signal_request::Message::Offer(proto::SessionDescription {
+            r#type: "offer".into(),
+            sdp: offer,
+            ..Default::default()
+        }));
+        self.settle(setup.options.pc_connect_timeout, "resuming the peer connections", |s| {
+            s.publisher_answered
+                && s.subscriber_offers_answered > 0
+                && s.publisher.state == PcState::Connected
+                && s.primary().state == PcState::Connected
+        })
+        .await?;
+        Ok((self, response.last_message_seq))
+    }
+
+    /// Ends the session: tells the server we leave (if the socket still works) and closes
+    /// both peer connections.
+    pub(crate) fn leave(self) {
+        self.send(signal_request::Message::Leave(proto::LeaveRequest {
+            reason: DisconnectReason::ClientInitiated as i32,
+            action: proto::leave_request::Action::Disconnect as i32,
+            ..Default::default()
+        }));
+        self.publisher.pc.close();
+        self.subscriber.pc.close();
+    }
+}
+
+fn connect_params<'a>(setup: &'a Setup, join: &'a JoinParams) -> ConnectParams<'a> {
+    ConnectParams {
+        network: &setup.network,
+        base: &setup.base,
+        token: &setup.token,
+        join,
+        connect_timeout: setup.options.connect_timeout,
+        join_timeout: setup.options.join_timeout,
+    }
+}
+
+/// A Leave received while setting up a session.
+fn leave_error(leave: &proto::LeaveRequest, what: &'static str) -> AttemptError {
+    let error = signal::SignalError::Leave {
+        action: leave.action(),
+        reason: leave.reason(),
+        expected: what,
+    };
+    AttemptError::from(error)
+}

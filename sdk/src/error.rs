@@ -1,0 +1,43 @@
+//! [`RoomError`]: everything a room operation can fail with.
+
+use std::time::Duration;
+
+use crate::signal::SignalError;
+
+/// Why a room operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RoomError {
+    /// Signalling failed (bad URL, refused, rejected token, timeout, garbage from the server).
+    #[error(transparent)]
+    Signal(#[from] SignalError),
+    /// The WebRTC transport failed.
+    #[error("WebRTC: {0}")]
+    Rtc(String),
+    /// A step did not finish in time.
+    #[error("timed out after {after:?} while {during}")]
+    Timeout {
+        /// The step.
+        during: &'static str,
+        /// The bound that ran out.
+        after: Duration,
+    },
+    /// The connection broke while a step was under way.
+    #[error("connection lost while {0}")]
+    ConnectionLost(String),
+    /// The server broke the protocol.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// The room is reconnecting; the operation needs a connected room.
+    #[error("the room is reconnecting; try again after RoomEvent::Reconnected")]
+    NotConnected,
+    /// The room is disconnected for good.
+    #[error("the room is closed (it was disconnected or close() was called)")]
+    Closed,
+}
+
+impl RoomError {
+    /// Whether the server refused our credentials (HTTP 401/403): a new token is needed.
+    pub fn is_unauthorized(&self) -> bool {
+        matches!(self, RoomError::Signal(SignalError::Rejected { status: 401 | 403, .. }))
+    }
+}

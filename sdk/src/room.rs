@@ -1,0 +1,149 @@
+//! The user-facing handle: [`Room`] and its [`LocalParticipant`].
+//!
+//! A `Room` is a thin handle over the engine task: reads come from the shared state, actions
+//! go to the engine as commands. Dropping the `Room` closes it like [`Room::close`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::engine::session::{Session, Setup};
+use crate::engine::shared::Shared;
+use crate::engine::{Command, Engine};
+use crate::{
+    ConnectionState, DataPacket, RemoteParticipant, RoomError, RoomEvent, RoomOptions,
+    SimulateScenario,
+};
+
+/// How long [`Room::close`] waits for the engine to confirm.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A connection to a LiveKit room.
+#[derive(Debug)]
+pub struct Room {
+    shared: Arc<Shared>,
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+impl Room {
+    /// Joins the room at `url` (ws, wss, http or https) with `token`. Returns once signalling
+    /// and the primary peer connection are up, with the room's event stream (whose first
+    /// events are `ConnectionStateChanged(Connected)` and `Connected`).
+    ///
+    /// Every step is bounded by the option timeouts; a refused token is reported with the
+    /// server's explanation ([`RoomError::is_unauthorized`]).
+    pub async fn connect(
+        url: &str,
+        token: &str,
+        options: RoomOptions,
+    ) -> Result<(Room, mpsc::UnboundedReceiver<RoomEvent>), RoomError> {
+        let base = crate::signal::url::parse_base(url)?;
+        let setup =
+            Setup { network: options.network.clone(), base, token: token.to_owned(), options };
+        let session = Session::join(setup.clone()).await.map_err(|failed| failed.error)?;
+        let shared = Arc::new(Shared::new(&session.join));
+        let events = shared.subscribe();
+        shared.emit(RoomEvent::Connected);
+        let (commands, command_rx) = mpsc::unbounded_channel();
+        tokio::spawn(Engine::new(shared.clone(), command_rx, setup).run(session));
+        Ok((Room { shared, commands }, events))
+    }
+
+    /// The current connection state (agrees with the last lifecycle event sent).
+    pub fn connection_state(&self) -> ConnectionState {
+        self.shared.connection_state()
+    }
+
+    /// Another event stream, starting now (already ended if the room is disconnected).
+    pub fn subscribe(&self) -> mpsc::UnboundedReceiver<RoomEvent> {
+        self.shared.subscribe()
+    }
+
+    /// The room's name.
+    pub fn name(&self) -> String {
+        self.shared.room_name()
+    }
+
+    /// The room's server-assigned sid.
+    pub fn sid(&self) -> String {
+        self.shared.room_sid()
+    }
+
+    /// The local participant.
+    pub fn local_participant(&self) -> LocalParticipant {
+        LocalParticipant { shared: self.shared.clone(), commands: self.commands.clone() }
+    }
+
+    /// The other participants, by identity.
+    pub fn remote_participants(&self) -> HashMap<String, RemoteParticipant> {
+        self.shared.remotes()
+    }
+
+    /// Makes a failure happen (see [`SimulateScenario`]). Returns once it is under way;
+    /// what follows arrives as events. Fails if the room is not connected.
+    pub async fn simulate_scenario(&self, scenario: SimulateScenario) -> Result<(), RoomError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands.send(Command::Simulate(scenario, reply)).map_err(|_| RoomError::Closed)?;
+        answer.await.map_err(|_| RoomError::Closed)?
+    }
+
+    /// Leaves the room: tells the server, emits `Disconnected { ClientInitiated }` (unless
+    /// the room had already ended) and ends the event streams. Idempotent.
+    pub async fn close(&self) -> Result<(), RoomError> {
+        let (reply, done) = oneshot::channel();
+        if self.commands.send(Command::Close(Some(reply))).is_err() {
+            return Ok(());
+        }
+        match tokio::time::timeout(CLOSE_TIMEOUT, done).await {
+            Ok(_) => Ok(()),
+            Err(_) => Err(RoomError::Timeout { during: "closing the room", after: CLOSE_TIMEOUT }),
+        }
+    }
+}
+
+impl Drop for Room {
+    fn drop(&mut self) {
+        let _ = self.commands.send(Command::Close(None));
+    }
+}
+
+/// The local participant of a [`Room`].
+#[derive(Debug, Clone)]
+pub struct LocalParticipant {
+    shared: Arc<Shared>,
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+impl LocalParticipant {
+    /// The identity from the token.
+    pub fn identity(&self) -> String {
+        self.shared.local().identity
+    }
+
+    /// The server-assigned sid of the current session (changes on a full reconnect).
+    pub fn sid(&self) -> String {
+        self.shared.local().sid
+    }
+
+    /// The display name.
+    pub fn name(&self) -> String {
+        self.shared.local().name
+    }
+
+    /// Application metadata.
+    pub fn metadata(&self) -> String {
+        self.shared.local().metadata
+    }
+
+    /// Publishes a data packet. Reliable packets published while the room reconnects are
+    /// queued and sent, in order, once it is back; after a resume, reliable packets the
+    /// server did not get are sent again (receivers drop duplicates). Lossy packets published
+    /// while reconnecting are dropped.
+    pub async fn publish_data(&self, packet: DataPacket) -> Result<(), RoomError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands.send(Command::PublishData(packet, reply)).map_err(|_| RoomError::Closed)?;
+        answer.await.map_err(|_| RoomError::Closed)?
+    }
+}
