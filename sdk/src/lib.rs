@@ -9,3 +9,18 @@ pub mod net;
 // Used by the engine; until it is wired in, only the tests use it.
 #[allow(dead_code)]
 pub(crate) mod rtc;
+
+mod engine;
+mod error;
+mod events;
+mod options;
+mod room;
+pub mod signal;
+
+pub use error::RoomError;
+pub use events::{
+    ConnectionState, DataPacket, DataPacketKind, DisconnectReason, RemoteParticipant, RoomEvent,
+    SimulateScenario,
+};
+pub use options::{Jitter, ReconnectPolicy, RoomOptions};
+pub use room::{LocalParticipant, Room};
