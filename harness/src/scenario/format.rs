@@ -1,0 +1,772 @@
+//! The scenario file format: a field disconnect written down as TOML.
+//!
+//! A scenario names its participants, a timeline of faults and what the client must do about
+//! them. This module only reads and checks files; running them is the runner's job. Every error
+//! names the file, the line and the field, and says what is allowed there.
+//!
+//! ```toml
+//! name = "wifi-drop"
+//! description = "A short Wi-Fi drop: both paths go dark for 3 s, then come back."
+//! lanes = ["real", "sim"]
+//!
+//! [[participant]]
+//! identity = "alice"
+//!
+//! [[fault]]
+//! at = "2s"
+//! for = "3s"
+//! target = "alice"
+//! type = "partition"
+//!
+//! [[expect]]
+//! type = "reconnected"
+//! participant = "alice"
+//! within = "8s"
+//! ```
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+use toml::Spanned;
+
+/// A scenario, read and checked.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// A short name, used in reports.
+    pub name: String,
+    /// What field disconnect this models, for the person reading the report.
+    #[serde(default)]
+    pub description: String,
+    /// Which lanes can run it; both by default.
+    #[serde(default = "all_lanes")]
+    pub lanes: Vec<Lane>,
+    /// How long to keep watching after the last fault has healed before judging.
+    #[serde(default = "default_settle", deserialize_with = "duration")]
+    pub settle: Duration,
+    /// The participants, each a client of its own.
+    #[serde(rename = "participant")]
+    pub participants: Vec<ParticipantSpec>,
+    /// The timeline of faults.
+    #[serde(rename = "fault", default)]
+    pub faults: Vec<FaultStep>,
+    /// What must be true of the run.
+    #[serde(rename = "expect", default)]
+    pub expectations: Vec<Spanned<Expectation>>,
+}
+
+/// Where a scenario runs: against the real livekit-server or in the turmoil simulation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Lane {
+    /// The real livekit-server, wall-clock time.
+    Real,
+    /// The simulated server in turmoil, simulated time.
+    Sim,
+}
+
+impl fmt::Display for Lane {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Lane::Real => "real",
+            Lane::Sim => "sim",
+        })
+    }
+}
+
+/// One participant of a scenario.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParticipantSpec {
+    /// The participant's identity; faults and expectations refer to it.
+    pub identity: Spanned<String>,
+    /// Reconnect policy overrides; unset fields keep the SDK's defaults (upstream's).
+    #[serde(default)]
+    pub reconnect: PolicySpec,
+    /// Lifetime of the participant's access token; one hour when unset.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub token_ttl: Option<Duration>,
+    /// Reliable data this participant publishes during the run, for delivery checks.
+    #[serde(default)]
+    pub publish: Option<PublishSpec>,
+}
+
+/// Overrides of the SDK's reconnect policy.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySpec {
+    /// Reconnect attempts before giving up.
+    pub attempts: Option<u32>,
+    /// The backoff's base delay.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub base_delay: Option<Duration>,
+    /// The backoff's cap.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub max_delay: Option<Duration>,
+}
+
+/// Reliable messages a participant sends at a steady rate.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishSpec {
+    /// The interval between messages.
+    #[serde(deserialize_with = "duration")]
+    pub every: Duration,
+    /// How many messages in all.
+    pub count: u32,
+}
+
+/// One fault on the timeline.
+///
+/// (No `deny_unknown_fields` here: serde cannot combine it with `flatten`. Unknown fields are
+/// still rejected, by [`Fault`], which receives every field this struct does not know.)
+#[derive(Debug, Clone, Deserialize)]
+pub struct FaultStep {
+    /// When the fault starts, from the moment every participant is connected.
+    #[serde(deserialize_with = "duration")]
+    pub at: Duration,
+    /// How long it lasts; a fault without `for` lasts to the end of the run.
+    #[serde(rename = "for", default, deserialize_with = "opt_duration")]
+    pub duration: Option<Duration>,
+    /// The participant it hits; faults of the server or the room leave it out.
+    #[serde(default)]
+    pub target: Option<Spanned<String>>,
+    /// What happens.
+    #[serde(flatten)]
+    pub fault: Fault,
+}
+
+/// What a fault does.
+///
+/// Variants without settings are written `Name {}` so that serde rejects unknown fields on
+/// them too (it ignores them on unit variants of an internally tagged enum).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Fault {
+    /// Nothing passes between the target and the server while it lasts: signalling bytes are
+    /// held (and delivered when it ends, as TCP retransmission would), media datagrams are
+    /// dropped, new connections fail. A link that goes dark without anyone closing it.
+    Partition {},
+    /// The killable proxy in front of the target's signalling switches mode.
+    SignalProxy {
+        /// The proxy's mode while the fault lasts.
+        mode: ProxyMode,
+        /// Bytes per second, for `mode = "throttle"`.
+        #[serde(default)]
+        rate: Option<u64>,
+    },
+    /// A toxiproxy toxic on the target's signalling connection, written as an inline table:
+    /// `toxic = { kind = "latency", latency = "300ms" }`.
+    Toxic {
+        /// The toxic and its settings.
+        toxic: Toxic,
+        /// Which direction it acts on.
+        #[serde(default)]
+        stream: Stream,
+        /// The share of connections it hits, 0.0 to 1.0.
+        #[serde(default = "one")]
+        toxicity: f32,
+    },
+    /// The target's media (UDP) path degrades.
+    Media {
+        /// Which way.
+        #[serde(default)]
+        direction: Direction,
+        /// Share of datagrams dropped, 0 to 100; 100 drops everything.
+        #[serde(default)]
+        loss_percent: Option<f64>,
+        /// Delay added to every datagram.
+        #[serde(default, deserialize_with = "opt_duration")]
+        delay: Option<Duration>,
+    },
+    /// The target changes network (Wi-Fi to cellular): old sockets die, new ones come from a
+    /// new local address.
+    NetworkChange {},
+    /// The server process is killed (SIGKILL); with `for`, it is restarted on the same ports
+    /// when the fault ends.
+    ServerKill {},
+    /// RoomService RemoveParticipant on the target.
+    RemoveParticipant {},
+    /// RoomService DeleteRoom.
+    DeleteRoom {},
+    /// The target asks for a SimulateScenario.
+    Simulate {
+        /// Which one.
+        scenario: SimulateKind,
+    },
+    /// The target closes its room.
+    Close {},
+}
+
+/// Modes of the killable signalling proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProxyMode {
+    /// Sever every connection and refuse new ones.
+    Kill,
+    /// Keep connections open but pass nothing (a half-open link).
+    BlackHole,
+    /// Hold bytes and deliver them when the fault ends.
+    Pause,
+    /// Existing connections work; new ones are refused.
+    RefuseNew,
+    /// Limit the rate (`rate`, bytes per second).
+    Throttle,
+}
+
+/// toxiproxy's toxics, with their attributes.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Toxic {
+    /// Adds `latency` ± `jitter` to each chunk.
+    Latency {
+        /// Added delay.
+        #[serde(deserialize_with = "duration")]
+        latency: Duration,
+        /// Random variation.
+        #[serde(default, deserialize_with = "duration")]
+        jitter: Duration,
+    },
+    /// Caps throughput.
+    Bandwidth {
+        /// KB per second.
+        rate_kbps: u64,
+    },
+    /// Delays the close of a connection.
+    SlowClose {
+        /// How long.
+        #[serde(deserialize_with = "duration")]
+        delay: Duration,
+    },
+    /// Passes nothing; closes after `timeout` (0: never — a black hole).
+    Timeout {
+        /// When to close.
+        #[serde(default, deserialize_with = "duration")]
+        timeout: Duration,
+    },
+    /// Resets connections (TCP RST) after `timeout`.
+    ResetPeer {
+        /// When to reset.
+        #[serde(default, deserialize_with = "duration")]
+        timeout: Duration,
+    },
+    /// Slices data into small pieces with a delay between them.
+    Slicer {
+        /// Mean slice size in bytes.
+        average_size: u64,
+        /// Variation of the size.
+        #[serde(default)]
+        size_variation: u64,
+        /// Delay between slices.
+        #[serde(default, deserialize_with = "duration")]
+        delay: Duration,
+    },
+    /// Closes the connection after `bytes`.
+    LimitData {
+        /// How many bytes pass.
+        bytes: u64,
+    },
+}
+
+/// A toxic's direction, in toxiproxy's words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Stream {
+    /// Client to server.
+    Upstream,
+    /// Server to client.
+    #[default]
+    Downstream,
+}
+
+/// Which way a media fault acts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Direction {
+    /// Both ways.
+    #[default]
+    Both,
+    /// Only what the client receives.
+    Inbound,
+    /// Only what the client sends.
+    Outbound,
+}
+
+/// The SimulateScenario requests a scenario may make.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SimulateKind {
+    /// Close the signalling socket; the client resumes.
+    SignalReconnect,
+    /// Force a full reconnect.
+    FullReconnect,
+    /// The server drops the signalling of the next resume.
+    DisconnectSignalOnResume,
+    /// The server fails the next resume's upgrade with HTTP 500.
+    DisconnectSignalOnResumeNoMessages,
+    /// The server forgets the participant without a leave.
+    NodeFailure,
+    /// A migration on a single node.
+    Migration,
+    /// The server sends a leave (server shutdown).
+    ServerLeave,
+}
+
+/// What must be true of a run.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Expectation {
+    /// The participant reports `Reconnected` (after a `Reconnecting`) within `within` of the
+    /// last fault that hit it ending.
+    Reconnected {
+        /// Whose events.
+        participant: String,
+        /// The bound, counted from the heal.
+        #[serde(deserialize_with = "duration")]
+        within: Duration,
+    },
+    /// The participant never reports `Disconnected`.
+    NoDisconnect {
+        /// Whose events.
+        participant: String,
+    },
+    /// The participant reports exactly one `Disconnected`, with this reason, within `within`
+    /// of the first fault that hit it.
+    Disconnected {
+        /// Whose events.
+        participant: String,
+        /// The expected reason, as livekit-protocol names it (e.g. "JOIN_FAILURE").
+        #[serde(default)]
+        reason: Option<String>,
+        /// The bound, counted from the start of the fault.
+        #[serde(deserialize_with = "duration")]
+        within: Duration,
+    },
+    /// `peer` never sees `of` leave (a resume, not a new session).
+    PeerSawNoLeave {
+        /// The observer.
+        peer: String,
+        /// The participant being watched.
+        of: String,
+    },
+    /// `peer` sees `of` leave and join again (a full reconnect).
+    PeerSawRejoin {
+        /// The observer.
+        peer: String,
+        /// The participant being watched.
+        of: String,
+    },
+    /// Every reliable message published by `from` arrives at `to` exactly once, in order.
+    DataDelivered {
+        /// The publisher (it needs a `publish` block).
+        from: String,
+        /// The receiver.
+        to: String,
+    },
+    /// The participant's connection state at the end of the run.
+    FinalState {
+        /// Whose state.
+        participant: String,
+        /// "connected" or "disconnected".
+        state: FinalState,
+    },
+}
+
+/// A connection state a run can end in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FinalState {
+    /// Connected.
+    Connected,
+    /// Disconnected.
+    Disconnected,
+}
+
+/// A scenario file that could not be read or is not a valid scenario.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    /// The file could not be read.
+    #[error("cannot read scenario file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid: bad TOML, an unknown field, a value out of range, a reference to
+    /// a participant that is not declared.
+    #[error("{path}:{line}:{column}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line of the offending field.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// What is wrong and what is allowed.
+        message: String,
+    },
+}
+
+impl Scenario {
+    /// Reads and checks a scenario file.
+    pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ScenarioError::Read { path: path.to_owned(), source })?;
+        Scenario::parse(&text, path)
+    }
+
+    /// Parses and checks scenario text; `path` is only used in error messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Scenario, ScenarioError> {
+        let invalid = |span: Option<Range<usize>>, message: String| {
+            let (line, column) = line_col(text, span.map_or(0, |s| s.start));
+            ScenarioError::Invalid { path: path.to_owned(), line, column, message }
+        };
+        let scenario: Scenario = toml::from_str(text)
+            .map_err(|e| invalid(e.span(), e.message().trim_end().to_owned()))?;
+        scenario.check().map_err(|(span, message)| invalid(Some(span), message))?;
+        Ok(scenario)
+    }
+
+    /// The participant with this identity.
+    pub fn participant(&self, identity: &str) -> Option<&ParticipantSpec> {
+        self.participants.iter().find(|p| p.identity.get_ref() == identity)
+    }
+
+    /// When the last fault heals (or starts, for one that lasts to the end).
+    pub fn last_fault_end(&self) -> Duration {
+        self.faults.iter().map(|f| f.at + f.duration.unwrap_or_default()).max().unwrap_or_default()
+    }
+
+    /// Checks what serde cannot: references, ranges, combinations.
+    fn check(&self) -> Result<(), (Range<usize>, String)> {
+        let mut identities = BTreeSet::new();
+        for p in &self.participants {
+            if p.identity.get_ref().is_empty() {
+                return Err((p.identity.span(), "participant identity must not be empty".into()));
+            }
+            if !identities.insert(p.identity.get_ref().as_str()) {
+                return Err((
+                    p.identity.span(),
+                    format!("participant `{}` is declared twice", p.identity.get_ref()),
+                ));
+            }
+        }
+        if identities.is_empty() {
+            return Err((0..0, "a scenario needs at least one [[participant]]".into()));
+        }
+        let known = |name: &str| -> Result<(), String> {
+            if identities.contains(name) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "unknown participant `{name}`; declared participants are: {}",
+                    identities.iter().copied().collect::<Vec<_>>().join(", ")
+                ))
+            }
+        };
+        for step in &self.faults {
+            match (&step.target, step.fault.needs_target()) {
+                (Some(t), _) => known(t.get_ref()).map_err(|m| (t.span(), m))?,
+                (None, true) if identities.len() > 1 => {
+                    return Err((
+                        0..0,
+                        format!(
+                            "a `{}` fault needs `target = \"<identity>\"` when there are \
+                             several participants",
+                            step.fault.kind()
+                        ),
+                    ))
+                }
+                (None, _) => {}
+            }
+            step.fault.check().map_err(|m| (step.target.as_ref().map_or(0..0, |t| t.span()), m))?;
+        }
+        for exp in &self.expectations {
+            let span = exp.span();
+            for name in exp.get_ref().participants() {
+                known(name).map_err(|m| (span.clone(), m))?;
+            }
+            if let Expectation::DataDelivered { from, .. } = exp.get_ref() {
+                if self.participant(from).is_some_and(|p| p.publish.is_none()) {
+                    return Err((
+                        span,
+                        format!("`data-delivered` from `{from}` needs a `publish` block on that participant"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Fault {
+    /// The `type` name of this fault, as written in files.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Fault::Partition {} => "partition",
+            Fault::SignalProxy { .. } => "signal-proxy",
+            Fault::Toxic { .. } => "toxic",
+            Fault::Media { .. } => "media",
+            Fault::NetworkChange {} => "network-change",
+            Fault::ServerKill {} => "server-kill",
+            Fault::RemoveParticipant {} => "remove-participant",
+            Fault::DeleteRoom {} => "delete-room",
+            Fault::Simulate { .. } => "simulate",
+            Fault::Close {} => "close",
+        }
+    }
+
+    /// Whether this fault acts on one participant (rather than the server or the room).
+    pub fn needs_target(&self) -> bool {
+        !matches!(self, Fault::ServerKill {} | Fault::DeleteRoom {})
+    }
+
+    fn check(&self) -> Result<(), String> {
+        match self {
+            Fault::SignalProxy { mode: ProxyMode::Throttle, rate: None } => {
+                Err("`mode = \"throttle\"` needs `rate` (bytes per second)".into())
+            }
+            Fault::SignalProxy { mode, rate: Some(_) } if *mode != ProxyMode::Throttle => {
+                Err("`rate` only applies to `mode = \"throttle\"`".into())
+            }
+            Fault::Toxic { toxicity, .. } if !(0.0..=1.0).contains(toxicity) => {
+                Err(format!("`toxicity` must be between 0.0 and 1.0, not {toxicity}"))
+            }
+            Fault::Media { loss_percent: Some(p), .. } if !(0.0..=100.0).contains(p) => {
+                Err(format!("`loss_percent` must be between 0 and 100, not {p}"))
+            }
+            Fault::Media { loss_percent: None, delay: None, .. } => {
+                Err("a `media` fault needs `loss_percent` and/or `delay`".into())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Expectation {
+    /// The participants this expectation names.
+    pub fn participants(&self) -> Vec<&str> {
+        match self {
+            Expectation::Reconnected { participant, .. }
+            | Expectation::NoDisconnect { participant }
+            | Expectation::Disconnected { participant, .. }
+            | Expectation::FinalState { participant, .. } => vec![participant],
+            Expectation::PeerSawNoLeave { peer, of } | Expectation::PeerSawRejoin { peer, of } => {
+                vec![peer, of]
+            }
+            Expectation::DataDelivered { from, to } => vec![from, to],
+        }
+    }
+}
+
+fn all_lanes() -> Vec<Lane> {
+    vec![Lane::Real, Lane::Sim]
+}
+
+fn default_settle() -> Duration {
+    Duration::from_secs(2)
+}
+
+fn one() -> f32 {
+    1.0
+}
+
+/// 1-based line and column of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+/// Parses a duration written as a number and a unit: `250ms`, `3s`, `1.5s`, `2m`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let value: f64 = number.parse().map_err(|_| {
+        format!("`{s}` is not a duration; write a number and a unit: 250ms, 3s, 2m")
+    })?;
+    let seconds = match unit.trim() {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" | "min" => value * 60.0,
+        other => {
+            return Err(format!(
+                "unknown unit `{other}` in `{s}`; use ms, s or m (e.g. 250ms, 3s, 2m)"
+            ))
+        }
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|_| format!("`{s}` is out of range"))
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_duration(&s).map_err(serde::de::Error::custom)
+}
+
+fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    duration(d).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Scenario, ScenarioError> {
+        Scenario::parse(text, Path::new("s.toml"))
+    }
+
+    fn error(text: &str) -> String {
+        match parse(text) {
+            Ok(s) => panic!("expected an error, parsed {s:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    const BASE: &str = r#"
+name = "t"
+[[participant]]
+identity = "alice"
+[[participant]]
+identity = "bob"
+"#;
+
+    #[test]
+    fn parses_a_full_scenario() -> Result<(), ScenarioError> {
+        let s = parse(&format!(
+            "{BASE}
+[[fault]]
+at = \"2s\"
+for = \"500ms\"
+target = \"alice\"
+type = \"toxic\"
+toxic = {{ kind = \"latency\", latency = \"300ms\" }}
+stream = \"upstream\"
+
+[[fault]]
+at = \"3s\"
+type = \"server-kill\"
+
+[[expect]]
+type = \"reconnected\"
+participant = \"alice\"
+within = \"8s\"
+"
+        ))?;
+        assert_eq!(s.participants.len(), 2);
+        assert_eq!(
+            s.faults[0].fault,
+            Fault::Toxic {
+                toxic: Toxic::Latency {
+                    latency: Duration::from_millis(300),
+                    jitter: Duration::ZERO
+                },
+                stream: Stream::Upstream,
+                toxicity: 1.0
+            }
+        );
+        assert_eq!(s.faults[0].duration, Some(Duration::from_millis(500)));
+        assert_eq!(s.last_fault_end(), Duration::from_secs(3));
+        assert_eq!(s.lanes, vec![Lane::Real, Lane::Sim]);
+        Ok(())
+    }
+
+    #[test]
+    fn unknown_field_names_file_line_and_allowed_fields() {
+        let e = error(&format!("{BASE}\n[[fault]]\nat = \"1s\"\ntype = \"partition\"\ntarget = \"bob\"\nduration = \"3s\"\n"));
+        assert!(e.starts_with("s.toml:8:"), "{e}");
+        assert!(e.contains("duration"), "{e}");
+    }
+
+    #[test]
+    fn unknown_field_inside_a_fault_is_rejected() {
+        let e = error(&format!(
+            "{BASE}\n[[fault]]\nat = \"1s\"\ntarget = \"bob\"\ntype = \"media\"\nlost = 5\n"
+        ));
+        assert!(e.starts_with("s.toml:8:") && e.contains("unknown field `lost`"), "{e}");
+        assert!(e.contains("loss_percent"), "the allowed fields are listed: {e}");
+    }
+
+    #[test]
+    fn unknown_fault_type_lists_the_allowed_ones() {
+        let e = error(&format!(
+            "{BASE}\n[[fault]]\nat = \"1s\"\ntarget = \"bob\"\ntype = \"earthquake\"\n"
+        ));
+        assert!(
+            e.contains("earthquake") && e.contains("partition") && e.contains("server-kill"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bad_duration_says_how_to_write_one() {
+        let e = error(&format!(
+            "{BASE}\n[[fault]]\nat = \"soon\"\ntarget = \"bob\"\ntype = \"partition\"\n"
+        ));
+        assert!(e.contains("250ms, 3s, 2m"), "{e}");
+        let e = error(&format!(
+            "{BASE}\n[[fault]]\nat = \"3h\"\ntarget = \"bob\"\ntype = \"partition\"\n"
+        ));
+        assert!(e.contains("unknown unit `h`"), "{e}");
+    }
+
+    #[test]
+    fn unknown_participant_is_located_and_lists_the_declared_ones() {
+        let e = error(&format!(
+            "{BASE}\n[[fault]]\nat = \"1s\"\ntype = \"partition\"\ntarget = \"carol\"\n"
+        ));
+        assert!(e.starts_with("s.toml:11:"), "{e}");
+        assert!(e.contains("unknown participant `carol`") && e.contains("alice, bob"), "{e}");
+    }
+
+    #[test]
+    fn a_targeted_fault_needs_a_target_among_several_participants() {
+        let e = error(&format!("{BASE}\n[[fault]]\nat = \"1s\"\ntype = \"partition\"\n"));
+        assert!(e.contains("needs `target"), "{e}");
+        // The server is nobody's: no target needed.
+        assert!(parse(&format!("{BASE}\n[[fault]]\nat = \"1s\"\ntype = \"server-kill\"\n")).is_ok());
+    }
+
+    #[test]
+    fn ranges_and_combinations_are_checked() {
+        let e = error(&format!("{BASE}\n[[fault]]\nat = \"1s\"\ntarget = \"bob\"\ntype = \"media\"\nloss_percent = 120.0\n"));
+        assert!(e.contains("between 0 and 100"), "{e}");
+        let e = error(&format!("{BASE}\n[[fault]]\nat = \"1s\"\ntarget = \"bob\"\ntype = \"signal-proxy\"\nmode = \"throttle\"\n"));
+        assert!(e.contains("needs `rate`"), "{e}");
+        let e = error(&format!(
+            "{BASE}\n[[expect]]\ntype = \"data-delivered\"\nfrom = \"alice\"\nto = \"bob\"\n"
+        ));
+        assert!(e.contains("needs a `publish` block"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_and_missing_participants_are_errors() {
+        let e = error(
+            "name = \"t\"\n[[participant]]\nidentity = \"a\"\n[[participant]]\nidentity = \"a\"\n",
+        );
+        assert!(e.starts_with("s.toml:5:") && e.contains("declared twice"), "{e}");
+        let e = error("name = \"t\"\nparticipant = []\n");
+        assert!(e.contains("at least one [[participant]]"), "{e}");
+    }
+
+    #[test]
+    fn malformed_toml_is_located() {
+        let e = error("name = \"t\n");
+        assert!(e.starts_with("s.toml:1:"), "{e}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+}
