@@ -1,0 +1,62 @@
+//! The `faultline` command's subcommands. To add one: write a module with an `Args`
+//! (clap `Args`) and an `async fn run(args) -> anyhow::Result<ExitCode>`, and add a variant
+//! to [`Command`].
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod bench;
+mod doctor;
+mod server;
+
+/// faultline: reproduce the ways a LiveKit client loses its connection.
+#[derive(Debug, Parser)]
+#[command(name = "faultline", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show which sources of livekit-server and toxiproxy are available on this machine.
+    Doctor(doctor::Args),
+    /// Start a livekit-server (and optionally toxiproxy) for manual use, until Ctrl-C.
+    Server(server::Args),
+    /// Measure provisioning and start-up times.
+    Bench(bench::Args),
+}
+
+/// Parses the command line, runs the subcommand and maps errors to exit status 1.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("faultline: cannot start the tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Doctor(args) => doctor::run(args).await,
+            Command::Server(args) => server::run(args).await,
+            Command::Bench(args) => bench::run(args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("faultline: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,552 @@
+//! A real livekit-server for tests: provisioned (see [`crate::provision`]), configured
+//! loopback-only on free ports from `fixtures/livekit.yaml`, ready when `GET /` answers
+//! "OK", logged under the target directory, and killed when dropped. It can be SIGKILLed
+//! and restarted on the same ports to reproduce an SFU crash.
+
+use std::fmt;
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use url::Url;
+
+use crate::provision::{self, Attempt, Program, ProvisionEnv, ProvisionError, Source};
+use crate::room_service::RoomService;
+use crate::supervise::{self, Launch, Liveness, NotReady, Process, ProcessDied};
+use crate::token::{TokenError, TokenSpec};
+
+/// The configuration template; `{{name}}` placeholders are filled per server.
+const CONFIG_TEMPLATE: &str = include_str!("../../fixtures/livekit.yaml");
+
+/// How many times a start is retried when a freshly chosen port was taken meanwhile.
+const PORT_RACE_RETRIES: usize = 3;
+
+/// How to start a [`LiveKitServer`].
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// The livekit-server version (`FAULTLINE_LIVEKIT_VERSION`, else v1.13.5).
+    pub version: String,
+    /// A fixed HTTP/WebSocket port; `None` picks a free one.
+    pub http_port: Option<u16>,
+    /// Where binaries come from.
+    pub env: ProvisionEnv,
+    /// Bound on the server answering `GET /` after it was spawned.
+    pub ready_timeout: Duration,
+    /// A name for the log file; `None` uses the current test's name.
+    pub name: Option<String>,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self {
+            version: std::env::var("FAULTLINE_LIVEKIT_VERSION")
+                .ok()
+                .filter(|v| !v.is_empty())
+                .unwrap_or_else(|| provision::DEFAULT_LIVEKIT_VERSION.to_string()),
+            http_port: None,
+            env: ProvisionEnv::from_env(),
+            ready_timeout: Duration::from_secs(30),
+            name: None,
+        }
+    }
+}
+
+/// A livekit-server could not be started or used.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// No binary, container or external server could be had.
+    #[error(transparent)]
+    Provision(#[from] ProvisionError),
+    /// The requested port is taken.
+    #[error(
+        "cannot start livekit-server on 127.0.0.1:{port}: the port is already in use ({reason}); \
+         choose another port or leave it unset to pick a free one"
+    )]
+    PortInUse {
+        /// The port.
+        port: u16,
+        /// What binding it reported.
+        reason: String,
+    },
+    /// The process could not be spawned or its files written.
+    #[error("cannot start livekit-server: {what}: {reason}; log: {}", log_path.display())]
+    Spawn {
+        /// What was being done.
+        what: String,
+        /// The OS error.
+        reason: String,
+        /// The log file (may not exist yet).
+        log_path: PathBuf,
+    },
+    /// The process runs but never answered `GET /`.
+    #[error(
+        "livekit-server did not answer GET {url} with 200 OK within {timeout:?}; it was killed; \
+         log: {}\nlast log lines:\n{tail}",
+        log_path.display()
+    )]
+    NotReady {
+        /// The URL probed.
+        url: String,
+        /// The bound waited.
+        timeout: Duration,
+        /// The log file.
+        log_path: PathBuf,
+        /// Its last lines.
+        tail: String,
+    },
+    /// The process is not running (exited at startup, or killed mid-test).
+    #[error(transparent)]
+    Died(#[from] ProcessDied),
+    /// The operation needs a server faultline started, not an external one.
+    #[error("{operation} needs a livekit-server started by faultline, but this one is external ({url}); unset LIVEKIT_URL")]
+    External {
+        /// The operation attempted.
+        operation: &'static str,
+        /// The external server.
+        url: String,
+    },
+    /// A token could not be minted.
+    #[error(transparent)]
+    Token(#[from] TokenError),
+}
+
+/// The ports a local server listens on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerPorts {
+    /// HTTP / WebSocket (signalling, RoomService).
+    pub http: u16,
+    /// The UDP mux port (all media).
+    pub udp: u16,
+    /// The ICE/TCP port.
+    pub tcp: u16,
+}
+
+struct Local {
+    ports: ServerPorts,
+    launch: Launch,
+    liveness: Liveness,
+    ready_timeout: Duration,
+    _config_dir: tempfile::TempDir,
+}
+
+/// A running livekit-server (started by faultline, or external via `LIVEKIT_URL`).
+pub struct LiveKitServer {
+    version: String,
+    source: Source,
+    attempts: Vec<Attempt>,
+    http_url: Url,
+    signal_addr: SocketAddr,
+    api_key: String,
+    api_secret: String,
+    local: Option<Local>,
+}
+
+impl fmt::Debug for LiveKitServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LiveKitServer")
+            .field("version", &self.version)
+            .field("source", &self.source)
+            .field("http_url", &self.http_url.as_str())
+            .field("api_key", &self.api_key)
+            .field("api_secret", &"<redacted>")
+            .field("ports", &self.ports())
+            .field("log_path", &self.log_path())
+            .finish()
+    }
+}
+
+static SHARED: tokio::sync::OnceCell<Arc<LiveKitServer>> = tokio::sync::OnceCell::const_new();
+
+impl LiveKitServer {
+    /// Provisions and starts a server, returning once it answers `GET /`.
+    pub async fn start(opts: ServerOptions) -> Result<LiveKitServer, ServerError> {
+        let provisioned =
+            provision::provision(Program::LiveKitServer, &opts.version, &opts.env).await?;
+        if let Source::External { url } = &provisioned.source {
+            return Ok(Self::external(url, &opts.env, provisioned.clone()));
+        }
+        if let Some(port) = opts.http_port {
+            // Fail with a clear message before spawning anything.
+            if let Err(e) = TcpListener::bind(("127.0.0.1", port)) {
+                return Err(ServerError::PortInUse { port, reason: e.to_string() });
+            }
+        }
+        let log_dir = supervise::log_dir();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match Self::start_local(&opts, &provisioned, &log_dir).await {
+                Err(StartFailure::PortRace(died))
+                    if attempt < PORT_RACE_RETRIES && opts.http_port.is_none() =>
+                {
+                    tracing::warn!(%died, "a chosen port was taken meanwhile; retrying with new ports");
+                }
+                Err(StartFailure::PortRace(died)) => match opts.http_port {
+                    Some(port) if died.tail.contains(&format!(":{port}")) => {
+                        return Err(ServerError::PortInUse {
+                            port,
+                            reason: format!(
+                                "address already in use; log: {}",
+                                died.log_path.display()
+                            ),
+                        })
+                    }
+                    _ => return Err(ServerError::Died(died)),
+                },
+                Err(StartFailure::Other(e)) => return Err(e),
+                Ok(server) => return Ok(server),
+            }
+        }
+    }
+
+    /// The server shared by every test of this process: started on first use, never
+    /// stopped before the process exits (its watchdog kills it then). Tests sharing it
+    /// must use unique room names.
+    pub async fn shared() -> Result<Arc<LiveKitServer>, ServerError> {
+        SHARED
+            .get_or_try_init(|| async {
+                let opts = ServerOptions { name: Some("shared".into()), ..Default::default() };
+                Self::start(opts).await.map(Arc::new)
+            })
+            .await
+            .cloned()
+    }
+
+    fn external(url: &Url, env: &ProvisionEnv, provisioned: provision::Provisioned) -> Self {
+        let http_url = provision::http_base(url);
+        let host = url.host_str().unwrap_or("127.0.0.1");
+        let port = url.port_or_known_default().unwrap_or(7880);
+        // The URL answered GET / a moment ago, so it resolves; fall back to loopback.
+        let signal_addr = (host, port)
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut addrs| addrs.next())
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], port)));
+        Self {
+            version: provisioned.version,
+            source: provisioned.source,
+            attempts: provisioned.attempts,
+            http_url,
+            signal_addr,
+            api_key: env.livekit_api_key.clone(),
+            api_secret: env.livekit_api_secret.clone(),
+            local: None,
+        }
+    }
+
+    async fn start_local(
+        opts: &ServerOptions,
+        provisioned: &provision::Provisioned,
+        log_dir: &Path,
+    ) -> Result<LiveKitServer, StartFailure> {
+        let ports = ServerPorts {
+            http: match opts.http_port {
+                Some(port) => port,
+                None => free_tcp_port("127.0.0.1")
+                    .map_err(StartFailure::spawn("pick a free HTTP port"))?,
+            },
+            udp: free_udp_port().map_err(StartFailure::spawn("pick a free UDP port"))?,
+            // The ICE/TCP port listens on every interface.
+            tcp: free_tcp_port("0.0.0.0").map_err(StartFailure::spawn("pick a free TCP port"))?,
+        };
+        let api_key = "faultline".to_string();
+        let api_secret = random_secret();
+        let config = CONFIG_TEMPLATE
+            .replace("{{http_port}}", &ports.http.to_string())
+            .replace("{{udp_port}}", &ports.udp.to_string())
+            .replace("{{tcp_port}}", &ports.tcp.to_string())
+            .replace("{{api_key}}", &api_key)
+            .replace("{{api_secret}}", &api_secret);
+        let log_name = match &opts.name {
+            Some(name) => format!("{name}.livekit-server.{}.log", ports.http),
+            None => supervise::log_file_name("livekit-server", ports.http),
+        };
+        let log_path = log_dir.join(log_name);
+        let spawn_err = |what: &str, e: std::io::Error| {
+            StartFailure::Other(ServerError::Spawn {
+                what: what.to_string(),
+                reason: e.to_string(),
+                log_path: log_path.clone(),
+            })
+        };
+        std::fs::create_dir_all(log_dir).map_err(|e| spawn_err("create the log directory", e))?;
+        let _ = std::fs::remove_file(&log_path);
+        let config_dir = tempfile::Builder::new()
+            .prefix("faultline-livekit-")
+            .tempdir()
+            .map_err(|e| spawn_err("create a config directory", e))?;
+        let config_path = config_dir.path().join("livekit.yaml");
+        std::fs::write(&config_path, config).map_err(|e| spawn_err("write the config", e))?;
+
+        let launch = launch_for(&provisioned.source, &config_path, ports.http);
+        let process = Process::spawn(&launch, &log_path)
+            .map_err(|e| spawn_err(&format!("spawn {}", launch.program.display()), e))?;
+        tracing::info!(pid = process.pid(), http = ports.http, log = %log_path.display(), "livekit-server spawned");
+        let liveness = Liveness::new("livekit-server", process, log_path.clone());
+        let http_url = Url::parse(&format!("http://127.0.0.1:{}/", ports.http))
+            .expect("a loopback URL with a numeric port is valid");
+        let server = LiveKitServer {
+            version: provisioned.version.clone(),
+            source: provisioned.source.clone(),
+            attempts: provisioned.attempts.clone(),
+            http_url,
+            signal_addr: SocketAddr::from(([127, 0, 0, 1], ports.http)),
+            api_key,
+            api_secret,
+            local: Some(Local {
+                ports,
+                launch,
+                liveness,
+                ready_timeout: opts.ready_timeout,
+                _config_dir: config_dir,
+            }),
+        };
+        server.wait_ready().await.map_err(|e| match e {
+            ServerError::Died(died) if died.tail.contains("address already in use") => {
+                StartFailure::PortRace(died)
+            }
+            other => StartFailure::Other(other),
+        })?;
+        Ok(server)
+    }
+
+    async fn wait_ready(&self) -> Result<(), ServerError> {
+        let Some(local) = &self.local else { return Ok(()) };
+        let url = self.http_url.clone();
+        let client =
+            crate::http::client(Duration::from_secs(2)).map_err(|e| ServerError::Spawn {
+                what: "build an HTTP client".into(),
+                reason: e.to_string(),
+                log_path: local.liveness.log_path().to_path_buf(),
+            })?;
+        let probe = || {
+            let request = client.get(url.clone());
+            async move {
+                match request.send().await {
+                    Ok(response) if response.status().is_success() => {
+                        response.text().await.map(|t| t.trim() == "OK").unwrap_or(false)
+                    }
+                    _ => false,
+                }
+            }
+        };
+        match supervise::wait_ready(&local.liveness, local.ready_timeout, probe).await {
+            Ok(()) => Ok(()),
+            Err(NotReady::Exited(died)) => Err(ServerError::Died(died)),
+            Err(NotReady::Timeout) => {
+                if let Some(p) = local.liveness.lock().as_mut() {
+                    p.kill();
+                }
+                let log_path = local.liveness.log_path().to_path_buf();
+                Err(ServerError::NotReady {
+                    url: self.http_url.to_string(),
+                    timeout: local.ready_timeout,
+                    tail: supervise::tail(&log_path, 20),
+                    log_path,
+                })
+            }
+        }
+    }
+
+    /// The signalling URL, `ws://127.0.0.1:<port>`.
+    pub fn ws_url(&self) -> String {
+        let mut url = self.http_url.clone();
+        let scheme = if url.scheme() == "https" { "wss" } else { "ws" };
+        // http→ws and https→wss are allowed scheme changes.
+        let _ = url.set_scheme(scheme);
+        url.as_str().trim_end_matches('/').to_string()
+    }
+
+    /// The HTTP base URL, `http://127.0.0.1:<port>`.
+    pub fn http_url(&self) -> String {
+        self.http_url.as_str().trim_end_matches('/').to_string()
+    }
+
+    /// The signalling address (for putting a proxy in front of it).
+    pub fn signal_addr(&self) -> SocketAddr {
+        self.signal_addr
+    }
+
+    /// The ports of a server faultline started (`None` for an external server).
+    pub fn ports(&self) -> Option<ServerPorts> {
+        self.local.as_ref().map(|l| l.ports)
+    }
+
+    /// The API key.
+    pub fn api_key(&self) -> &str {
+        &self.api_key
+    }
+
+    /// The API secret. Never log it.
+    pub fn api_secret(&self) -> &str {
+        &self.api_secret
+    }
+
+    /// The version this server runs (as requested).
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// The server's log file (`None` for an external server).
+    pub fn log_path(&self) -> Option<&Path> {
+        self.local.as_ref().map(|l| l.liveness.log_path())
+    }
+
+    /// The pid of the server process while it runs (`None` for an external server or a
+    /// killed one). For a container it is the pid of the attached `docker run`.
+    pub fn pid(&self) -> Option<u32> {
+        self.local.as_ref().and_then(|l| l.liveness.pid())
+    }
+
+    /// Which source provided the server.
+    pub fn source(&self) -> &Source {
+        &self.source
+    }
+
+    /// Every provisioning source considered, chosen or skipped with the reason.
+    pub fn attempts(&self) -> &[Attempt] {
+        &self.attempts
+    }
+
+    /// Ok while the server process runs; otherwise its exit status and log.
+    pub fn ensure_running(&self) -> Result<(), ServerError> {
+        match &self.local {
+            Some(local) => Ok(local.liveness.check()?),
+            None => Ok(()),
+        }
+    }
+
+    /// A token joining `room` as `identity` (publish, subscribe, data; one hour).
+    pub fn token(&self, room: &str, identity: &str) -> Result<String, ServerError> {
+        self.token_with(&TokenSpec::join(room, identity))
+    }
+
+    /// A token as `spec` describes it.
+    pub fn token_with(&self, spec: &TokenSpec) -> Result<String, ServerError> {
+        Ok(spec.mint(&self.api_key, &self.api_secret)?)
+    }
+
+    /// SIGKILLs the server: an abrupt SFU crash (no leave messages, sockets reset).
+    pub async fn kill(&self) -> Result<(), ServerError> {
+        let local = self.local_for("kill")?;
+        local.liveness.check()?;
+        if let Some(process) = local.liveness.lock().as_mut() {
+            process.kill();
+        }
+        tracing::info!(log = %local.liveness.log_path().display(), "livekit-server killed");
+        Ok(())
+    }
+
+    /// Starts the server again on the same ports and keys (after [`LiveKitServer::kill`],
+    /// or killing it first if it still runs), returning once it answers `GET /`.
+    pub async fn restart(&self) -> Result<(), ServerError> {
+        let local = self.local_for("restart")?;
+        {
+            let mut slot = local.liveness.lock();
+            if let Some(old) = slot.as_mut() {
+                old.kill();
+            }
+            let process =
+                Process::spawn(&local.launch, local.liveness.log_path()).map_err(|e| {
+                    ServerError::Spawn {
+                        what: format!("respawn {}", local.launch.program.display()),
+                        reason: e.to_string(),
+                        log_path: local.liveness.log_path().to_path_buf(),
+                    }
+                })?;
+            *slot = Some(process);
+        }
+        self.wait_ready().await
+    }
+
+    /// A RoomService client for this server.
+    pub fn room_service(&self) -> RoomService {
+        let service = RoomService::new(&self.http_url, &self.api_key, &self.api_secret);
+        match &self.local {
+            Some(local) => service.watching(local.liveness.clone()),
+            None => service,
+        }
+    }
+
+    fn local_for(&self, operation: &'static str) -> Result<&Local, ServerError> {
+        self.local
+            .as_ref()
+            .ok_or_else(|| ServerError::External { operation, url: self.http_url.to_string() })
+    }
+}
+
+enum StartFailure {
+    /// A port chosen as free was taken before the server bound it.
+    PortRace(ProcessDied),
+    Other(ServerError),
+}
+
+impl StartFailure {
+    fn spawn(what: &'static str) -> impl Fn(std::io::Error) -> StartFailure {
+        move |e| {
+            StartFailure::Other(ServerError::Spawn {
+                what: what.to_string(),
+                reason: e.to_string(),
+                log_path: supervise::log_dir(),
+            })
+        }
+    }
+}
+
+/// How to run the provisioned server with `config` (a file inside a directory that is
+/// bind-mounted at the same path for a container, which shares the host's network so the
+/// loopback-only configuration means the same thing).
+fn launch_for(source: &Source, config: &Path, http_port: u16) -> Launch {
+    match source {
+        Source::Container { image, docker } => {
+            let dir = config.parent().unwrap_or(config).display().to_string();
+            let name = format!("faultline-livekit-{}-{http_port}", std::process::id());
+            Launch {
+                program: docker.clone(),
+                args: vec![
+                    "run".into(),
+                    "--rm".into(),
+                    "--name".into(),
+                    name.clone().into(),
+                    "--network".into(),
+                    "host".into(),
+                    "-v".into(),
+                    format!("{dir}:{dir}:ro").into(),
+                    image.into(),
+                    "--config".into(),
+                    config.into(),
+                ],
+                container: Some((docker.clone(), name)),
+            }
+        }
+        _ => Launch {
+            program: source.binary().map(Path::to_path_buf).unwrap_or_default(),
+            args: vec!["--config".into(), config.into()],
+            container: None,
+        },
+    }
+}
+
+/// A TCP port free on `host` right now (bind port 0, read it, release it). Another
+/// process may take it before the server binds it: [`LiveKitServer::start`] retries then.
+pub(crate) fn free_tcp_port(host: &str) -> std::io::Result<u16> {
+    Ok(TcpListener::bind((host, 0))?.local_addr()?.port())
+}
+
+fn free_udp_port() -> std::io::Result<u16> {
+    Ok(UdpSocket::bind(("127.0.0.1", 0))?.local_addr()?.port())
+}
+
+/// A 48-hex-digit secret, different for every server (std's hasher keys are seeded from
+/// the OS's randomness and advanced for every `RandomState`).
+fn random_secret() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    (0..3)
+        .map(|i| {
+            let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+            hasher.write_u64(i);
+            format!("{:016x}", hasher.finish())
+        })
+        .collect()
+}

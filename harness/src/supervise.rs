@@ -1,0 +1,307 @@
+//! Running a server process (livekit-server, toxiproxy) for as long as a test needs it, and
+//! never longer.
+//!
+//! The process writes to a log file under the target directory
+//! (`target/faultline-logs/<test binary>/…`), is SIGKILLed when its handle is dropped, and
+//! cannot outlive the test process even when that process is itself SIGKILLed (then no
+//! destructor runs). For the last guarantee each process gets a watchdog: a tiny `sh` loop
+//! that polls, every 0.5 s, whether the test process is still alive, and SIGKILLs the server
+//! (and, for a container, runs `docker kill`) once it is not.
+//!
+//! Why a watchdog rather than `prctl(PR_SET_PDEATHSIG)`: that needs `unsafe` in `pre_exec`
+//! (the workspace forbids unsafe code), is Linux-only, and fires when the spawning *thread*
+//! exits — test harness threads come and go, which would kill shared servers early. The
+//! watchdog needs only POSIX `sh`, `kill` and `sleep`, so it works on Linux and macOS, and
+//! costs one sleeping shell per server.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+/// How to start one server process.
+#[derive(Debug, Clone)]
+pub(crate) struct Launch {
+    /// The program to execute (the server binary, or `docker`).
+    pub program: PathBuf,
+    /// Its arguments.
+    pub args: Vec<OsString>,
+    /// The `docker` CLI and container name, when the program runs a container: the
+    /// container is then stopped with `docker kill <name>`.
+    pub container: Option<(PathBuf, String)>,
+}
+
+/// A running (or exited) server process, with its watchdog.
+#[derive(Debug)]
+pub(crate) struct Process {
+    child: Child,
+    watchdog: Option<Child>,
+    container: Option<(PathBuf, String)>,
+    killed_by_us: bool,
+}
+
+impl Process {
+    /// Starts `launch` with stdout and stderr appended to `log_path`.
+    pub(crate) fn spawn(launch: &Launch, log_path: &Path) -> std::io::Result<Process> {
+        let mut log = std::fs::OpenOptions::new().create(true).append(true).open(log_path)?;
+        writeln!(
+            log,
+            "---- faultline: starting {} {}",
+            launch.program.display(),
+            launch.args.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" ")
+        )?;
+        let child = Command::new(&launch.program)
+            .args(&launch.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log))
+            .spawn()?;
+        let mut process = Process {
+            child,
+            watchdog: None,
+            container: launch.container.clone(),
+            killed_by_us: false,
+        };
+        match spawn_watchdog(process.child.id(), launch.container.as_ref()) {
+            Ok(watchdog) => process.watchdog = Some(watchdog),
+            Err(e) => {
+                process.kill();
+                return Err(std::io::Error::new(
+                    e.kind(),
+                    format!("cannot start the watchdog shell (sh): {e}"),
+                ));
+            }
+        }
+        Ok(process)
+    }
+
+    /// The process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The exit status, if the process has exited.
+    pub(crate) fn exit_status(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// SIGKILLs the process (and its container) and reaps it; stops the watchdog.
+    pub(crate) fn kill(&mut self) {
+        self.killed_by_us = true;
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some((docker, name)) = &self.container {
+            let _ = Command::new(docker)
+                .args(["kill", name])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+        if let Some(mut watchdog) = self.watchdog.take() {
+            let _ = watchdog.kill();
+            let _ = watchdog.wait();
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn spawn_watchdog(child: u32, container: Option<&(PathBuf, String)>) -> std::io::Result<Child> {
+    // $1 = the test process, $2 = the server; the rest is an extra command run after the
+    // kill (docker kill <name>).
+    const SCRIPT: &str = r#"p=$1; c=$2; shift 2
+while kill -0 "$c" 2>/dev/null; do
+  if ! kill -0 "$p" 2>/dev/null; then kill -9 "$c" 2>/dev/null; "$@"; exit 0; fi
+  sleep 0.5
+done"#;
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(SCRIPT)
+        .arg("faultline-watchdog")
+        .arg(std::process::id().to_string())
+        .arg(child.to_string());
+    if let Some((docker, name)) = container {
+        cmd.arg(docker).arg("kill").arg(name);
+    } else {
+        cmd.arg("true");
+    }
+    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn()
+}
+
+/// A process slot shared between a server handle and the clients that talk to it, so that
+/// a client whose request fails can tell "the server died" (with its log) from other errors.
+#[derive(Debug, Clone)]
+pub(crate) struct Liveness {
+    program: &'static str,
+    slot: Arc<Mutex<Option<Process>>>,
+    log_path: PathBuf,
+}
+
+impl Liveness {
+    pub(crate) fn new(program: &'static str, process: Process, log_path: PathBuf) -> Self {
+        Self { program, slot: Arc::new(Mutex::new(Some(process))), log_path }
+    }
+
+    /// Locks the process slot (a poisoned lock is still usable: the slot holds no invariant
+    /// a panic could break).
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Option<Process>> {
+        self.slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The log file.
+    pub(crate) fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    /// The pid of the running process, if one runs.
+    pub(crate) fn pid(&self) -> Option<u32> {
+        let mut slot = self.lock();
+        let process = slot.as_mut()?;
+        process.exit_status().is_none().then(|| process.pid())
+    }
+
+    /// Ok when the process is running; otherwise a report with its exit status and log.
+    pub(crate) fn check(&self) -> Result<(), ProcessDied> {
+        let mut slot = self.lock();
+        let (pid, status) = match slot.as_mut() {
+            None => (None, "was never started".to_string()),
+            Some(p) => match p.exit_status() {
+                None => return Ok(()),
+                Some(status) if p.killed_by_us => {
+                    (Some(p.pid()), format!("was killed by faultline ({status})"))
+                }
+                Some(status) => (Some(p.pid()), format!("exited unexpectedly ({status})")),
+            },
+        };
+        Err(ProcessDied {
+            program: self.program,
+            pid,
+            status,
+            log_path: self.log_path.clone(),
+            tail: tail(&self.log_path, 20),
+        })
+    }
+}
+
+/// A server process that should be running is not.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct ProcessDied {
+    /// The program (`livekit-server`, `toxiproxy-server`).
+    pub program: &'static str,
+    /// Its pid, when it had started.
+    pub pid: Option<u32>,
+    /// What happened to it.
+    pub status: String,
+    /// Its log file.
+    pub log_path: PathBuf,
+    /// The last lines of its log.
+    pub tail: String,
+}
+
+impl fmt::Display for ProcessDied {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let pid = self.pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
+        write!(
+            f,
+            "{}{pid} is not running: it {}; log: {}\nlast log lines:\n{}",
+            self.program,
+            self.status,
+            self.log_path.display(),
+            self.tail
+        )
+    }
+}
+
+/// Polls `probe` every 50 ms until it returns true, the process exits, or `timeout` passes.
+pub(crate) async fn wait_ready<F, Fut>(
+    liveness: &Liveness,
+    timeout: Duration,
+    mut probe: F,
+) -> Result<(), NotReady>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Err(died) = liveness.check() {
+            return Err(NotReady::Exited(died));
+        }
+        if probe().await {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(NotReady::Timeout);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Why [`wait_ready`] gave up.
+#[derive(Debug)]
+pub(crate) enum NotReady {
+    /// The process exited first.
+    Exited(ProcessDied),
+    /// The probe never succeeded within the bound.
+    Timeout,
+}
+
+/// The last `lines` lines of a log file (or a note saying it cannot be read).
+pub(crate) fn tail(path: &Path, lines: usize) -> String {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            let all: Vec<&str> = text.lines().collect();
+            all[all.len().saturating_sub(lines)..].join("\n")
+        }
+        Err(e) => format!("(cannot read {}: {e})", path.display()),
+    }
+}
+
+/// The directory for this process's server logs:
+/// `<target>/faultline-logs/<executable name without its hash>`.
+pub(crate) fn log_dir() -> PathBuf {
+    let exe = std::env::current_exe().ok();
+    let stem = exe
+        .as_deref()
+        .and_then(Path::file_stem)
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "faultline".into());
+    // Test binaries are named `<name>-<16 hex digits>`.
+    let name = match stem.rsplit_once('-') {
+        Some((name, hash)) if hash.len() == 16 && hash.chars().all(|c| c.is_ascii_hexdigit()) => {
+            name.to_string()
+        }
+        _ => stem,
+    };
+    target_dir(exe.as_deref()).join("faultline-logs").join(name)
+}
+
+/// `CARGO_TARGET_DIR`, else the nearest ancestor of the executable holding Cargo's
+/// `CACHEDIR.TAG`, else the system temp dir.
+fn target_dir(exe: Option<&Path>) -> PathBuf {
+    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    exe.and_then(|exe| exe.ancestors().find(|dir| dir.join("CACHEDIR.TAG").is_file()))
+        .map(Path::to_path_buf)
+        .unwrap_or_else(std::env::temp_dir)
+}
+
+/// A log file name for a server started by the current test: the test's name (libtest
+/// names each test thread after the test) or `main`, the program, and a distinguishing id.
+pub(crate) fn log_file_name(program: &str, id: impl fmt::Display) -> String {
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("main").replace("::", ".");
+    let test: String =
+        test.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' { c } else { '_' }).collect();
+    format!("{test}.{program}.{id}.log")
+}
