@@ -16,6 +16,7 @@ pub(crate) mod shared;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use livekit_protocol::{self as proto, signal_request, signal_response, simulate_scenario};
@@ -150,34 +151,39 @@ impl Engine {
             match output {
                 None => {}
                 Some(Output::Server(message)) => self.on_server(*message),
-                Some(Output::Leave(leave)) => {
-                    tracing::info!(
-                        "server sent Leave: action {:?}, reason {:?}",
-                        leave.action(),
-                        leave.reason()
-                    );
-                    return match leave.action() {
-                        proto::leave_request::Action::Disconnect => Step::End(leave.reason()),
-                        proto::leave_request::Action::Resume => {
-                            Step::Recover(Trigger::ServerResume(leave.reason()))
-                        }
-                        proto::leave_request::Action::Reconnect => {
-                            Step::Recover(Trigger::ServerReconnect(leave.reason()))
-                        }
-                    };
-                }
+                Some(Output::Leave(leave)) => return obey(&leave),
                 Some(Output::SignalLost(why)) => {
                     tracing::info!("signalling lost: {why}");
                     return Step::Recover(Trigger::SignalLost);
                 }
                 Some(Output::PcFailed(why)) => {
                     tracing::info!("media path failed: {why}");
-                    return Step::Recover(Trigger::PcFailed);
+                    return match self.leave_grace(session).await {
+                        Some(step) => step,
+                        None => Step::Recover(Trigger::PcFailed),
+                    };
                 }
                 Some(Output::PublisherChannelOpen) => self.flush_data(session),
                 Some(Output::Data(kind, payload)) => self.on_data(kind, &payload),
             }
         }
+    }
+
+    /// After a peer connection failed: the server closes peer connections right after
+    /// sending a Leave, so signalling gets [`LEAVE_GRACE`] to deliver one before the engine
+    /// treats the failure as a media fault.
+    async fn leave_grace(&mut self, session: &mut Session) -> Option<Step> {
+        let deadline = tokio::time::Instant::now() + LEAVE_GRACE;
+        while let Ok(raw) = tokio::time::timeout_at(deadline, session.recv()).await {
+            match session.process(raw).await {
+                Some(Output::Leave(leave)) => return Some(obey(&leave)),
+                Some(Output::SignalLost(_)) => return None,
+                Some(Output::Server(message)) => self.on_server(*message),
+                Some(Output::Data(kind, payload)) => self.on_data(kind, &payload),
+                None | Some(Output::PcFailed(_)) | Some(Output::PublisherChannelOpen) => {}
+            }
+        }
+        None
     }
 
     /// One reconnect episode. Returns the recovered session, or `None` once the room ended.
@@ -440,6 +446,23 @@ impl Engine {
                     return;
                 }
             }
+        }
+    }
+}
+
+/// How long signalling may take to explain a peer-connection failure with a Leave.
+const LEAVE_GRACE: Duration = Duration::from_secs(1);
+
+/// What a server Leave asks for.
+fn obey(leave: &proto::LeaveRequest) -> Step {
+    tracing::info!("server sent Leave: action {:?}, reason {:?}", leave.action(), leave.reason());
+    match leave.action() {
+        proto::leave_request::Action::Disconnect => Step::End(leave.reason()),
+        proto::leave_request::Action::Resume => {
+            Step::Recover(Trigger::ServerResume(leave.reason()))
+        }
+        proto::leave_request::Action::Reconnect => {
+            Step::Recover(Trigger::ServerReconnect(leave.reason()))
         }
     }
 }

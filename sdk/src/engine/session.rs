@@ -203,6 +203,8 @@ impl Session {
                 self.last_subscriber_offer = Some(offer.clone());
                 match self.subscriber.pc.answer_offer(offer.sdp).await {
                     Ok(sdp) => {
+                        // An ICE restart moves the state synchronously; events follow.
+                        self.subscriber.state = self.subscriber.pc.state();
                         self.subscriber.described();
                         self.subscriber_offers_answered += 1;
                         self.send(signal_request::Message::Answer(proto::SessionDescription {
@@ -221,6 +223,7 @@ impl Session {
             signal_response::Message::Answer(answer) => {
                 match self.publisher.pc.set_remote_answer(answer.sdp).await {
                     Ok(()) => {
+                        self.publisher.state = self.publisher.pc.state();
                         self.publisher.described();
                         self.publisher_answered = true;
                         None
