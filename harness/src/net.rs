@@ -10,8 +10,8 @@
 //!   a random generator seeded by [`FaultyNetwork::new`]'s `seed`, so a seed always gives the
 //!   same loss pattern for the same traffic on the same build; delay every datagram by a fixed
 //!   time, keeping their order ([`NetFaults::set_media_delay`]). A fault is applied to a
-//!   datagram when it is sent (outbound) or when it reaches the socket (inbound): datagrams
-//!   already on their way are not affected.
+//!   datagram when the SDK sends it (outbound) or when the wrapper reads it from the real
+//!   socket for the SDK (inbound); datagrams already delayed are not affected.
 //! - **signalling** (the TCP streams): reset every open stream
 //!   ([`NetFaults::sever_signalling`]); refuse new connections
 //!   ([`NetFaults::refuse_new_signalling`]); black-hole every stream — reads wait, writes are
