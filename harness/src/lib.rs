@@ -1,10 +1,12 @@
 //! faultline: runs the real livekit-server and toxiproxy, puts faults in a LiveKit client's
 //! path, and checks that the client recovers as it promises.
+pub mod check;
 mod http;
 pub mod net;
 pub mod provision;
 pub mod proxy;
 pub mod room_service;
+pub mod scenario;
 pub mod server;
 pub mod supervise;
 pub mod token;
