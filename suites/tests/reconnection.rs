@@ -1,0 +1,105 @@
+//! Reconnection against the real livekit-server: the upstream SDK's four reconnection checks
+//! (resume, full reconnect, escalation, exhaustion) as faultline tests, each also judged by
+//! the invariants of `faultline::check`.
+
+mod real_lane;
+
+use std::time::Duration;
+
+use anyhow::{ensure, Result};
+use faultline::proxy::Proxy;
+use faultline_sdk::{ConnectionState, DisconnectReason, RoomEvent, RoomOptions, SimulateScenario};
+use real_lane::{assert_recovers, fast_options, join, join_at, server, unique_room, WAIT};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signal_reconnect_resumes_the_same_session() -> Result<()> {
+    let server = server().await?;
+    let (room, mut log) = join(&server, &unique_room("resume"), "p0").await?;
+    let sid = room.local_participant().sid();
+    assert_recovers(&room, &mut log, SimulateScenario::SignalReconnect).await?;
+    ensure!(room.local_participant().sid() == sid, "a resume keeps the participant sid");
+    room.close().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_reconnect_recovers_with_a_new_session() -> Result<()> {
+    let server = server().await?;
+    let (room, mut log) = join(&server, &unique_room("full"), "p0").await?;
+    let sid = room.local_participant().sid();
+    assert_recovers(&room, &mut log, SimulateScenario::FullReconnect).await?;
+    ensure!(room.local_participant().sid() != sid, "a full reconnect is a new session (new sid)");
+    room.close().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_resume_escalates_to_a_full_reconnect() -> Result<()> {
+    let server = server().await?;
+    let (room, mut log) = join(&server, &unique_room("escalate"), "p0").await?;
+    let sid = room.local_participant().sid();
+    assert_recovers(&room, &mut log, SimulateScenario::DisconnectSignalOnResume).await?;
+    ensure!(
+        room.local_participant().sid() != sid,
+        "the server drops the resumed link, so only a full reconnect (new sid) can recover"
+    );
+    ensure!(log.count(|e| *e == RoomEvent::Reconnecting) == 1, "escalation stays one episode");
+    room.close().await?;
+    Ok(())
+}
+
+/// Kills a proxy in front of signalling and expects the policy to run out in one
+/// `Disconnected`, within the policy's bound, with nothing after it.
+async fn exhaustion(options: RoomOptions) -> Result<()> {
+    let server = server().await?;
+    let proxy = Proxy::start(server.signal_addr()).await?;
+    let bound = options.reconnect_bound();
+    let (room, mut log) =
+        join_at(&server, &proxy.ws_url(), &unique_room("exhaust"), "p0", options).await?;
+    proxy.kill().await?;
+    log.wait_for("Reconnecting", WAIT, |e| *e == RoomEvent::Reconnecting).await?;
+    let ended = log
+        .wait_for("Disconnected", bound, |e| matches!(e, RoomEvent::Disconnected { .. }))
+        .await?;
+    ensure!(
+        ended == RoomEvent::Disconnected { reason: DisconnectReason::SignalClose },
+        "exhaustion reports the reason that began the episode (the signal link closed): {ended:?}"
+    );
+    log.wait_ended(WAIT).await?;
+    ensure!(room.connection_state() == ConnectionState::Disconnected);
+    ensure!(log.count(|e| matches!(e, RoomEvent::Disconnected { .. })) == 1);
+    log.check(room.connection_state())?;
+    ensure!(
+        room.simulate_scenario(SimulateScenario::SignalReconnect).await.is_err(),
+        "a closed room stays closed"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_server_link_exhausts_a_fast_policy_into_one_disconnected() -> Result<()> {
+    exhaustion(fast_options()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_server_link_exhausts_the_default_policy_within_its_bound() -> Result<()> {
+    let options = RoomOptions::default();
+    ensure!(options.reconnect.total_delay_cap() < Duration::from_secs(45));
+    exhaustion(options).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_ends_the_room_for_good() -> Result<()> {
+    let server = server().await?;
+    let (room, mut log) = join(&server, &unique_room("close"), "p0").await?;
+    room.close().await?;
+    let ended =
+        log.wait_for("Disconnected", WAIT, |e| matches!(e, RoomEvent::Disconnected { .. })).await?;
+    ensure!(ended == RoomEvent::Disconnected { reason: DisconnectReason::ClientInitiated });
+    log.wait_ended(WAIT).await?;
+    ensure!(room.connection_state() == ConnectionState::Disconnected);
+    ensure!(room.simulate_scenario(SimulateScenario::FullReconnect).await.is_err());
+    ensure!(room.connection_state() == ConnectionState::Disconnected, "never comes back");
+    log.check(room.connection_state())?;
+    Ok(())
+}
