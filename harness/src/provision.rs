@@ -267,7 +267,7 @@ pub struct Attempt {
 impl fmt::Display for Attempt {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let verdict = if self.chosen { "chosen" } else { "skipped" };
-        write!(f, "{:<14} {verdict}: {}", self.source, self.detail)
+        write!(f, "{:<20} {verdict}: {}", self.source, self.detail)
     }
 }
 

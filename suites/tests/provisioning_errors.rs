@@ -1,0 +1,227 @@
+//! Every way getting a server can fail ends in a clear error, quickly: a malformed or
+//! unreachable `LIVEKIT_URL`, a taken port, no Go and no Docker, a Docker CLI without an
+//! engine (or one that hangs), a binary of the wrong version, a server that exits or never
+//! answers. Each test builds its own `ProvisionEnv`, so none touches the process
+//! environment.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use faultline::provision::{self, Program, ProvisionEnv, ProvisionError, Source};
+use faultline::server::{LiveKitServer, ServerError, ServerOptions};
+
+/// Writes an executable shell script `name` into `dir`.
+fn script(dir: &Path, name: &str, body: &str) -> Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n"))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+    Ok(path)
+}
+
+fn isolated() -> Result<(tempfile::TempDir, ProvisionEnv)> {
+    let dir = tempfile::tempdir()?;
+    let env = ProvisionEnv::isolated(dir.path().join("cache"));
+    Ok((dir, env))
+}
+
+fn server_options(env: ProvisionEnv) -> ServerOptions {
+    ServerOptions { env, ready_timeout: Duration::from_secs(2), ..ServerOptions::default() }
+}
+
+#[tokio::test]
+async fn a_malformed_livekit_url_is_rejected_with_the_expected_form() -> Result<()> {
+    for bad in ["not a url", "ftp://127.0.0.1:7880", "ws://", "http://127.0.0.1:99999"] {
+        let (_dir, mut env) = isolated()?;
+        env.livekit_url = Some(bad.to_string());
+        let err = LiveKitServer::start(server_options(env)).await.expect_err(bad);
+        assert!(
+            matches!(err, ServerError::Provision(ProvisionError::InvalidExternalUrl { .. })),
+            "{bad}: {err}"
+        );
+        let message = err.to_string();
+        assert!(message.contains("LIVEKIT_URL"), "{message}");
+        assert!(message.contains("expected ws://host:port"), "{message}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_unreachable_livekit_url_fails_within_the_probe_bound() -> Result<()> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let (_dir, mut env) = isolated()?;
+    env.livekit_url = Some(format!("ws://127.0.0.1:{port}"));
+    env.external_probe_timeout = Duration::from_secs(2);
+    let started = Instant::now();
+    let err = provision::provision(Program::LiveKitServer, "v1.13.5", &env)
+        .await
+        .expect_err("nothing listens there");
+    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    assert!(matches!(err, ProvisionError::ExternalUnreachable { .. }), "{err}");
+    let message = err.to_string();
+    assert!(message.contains(&format!("127.0.0.1:{port}")), "{message}");
+    assert!(message.contains("does not answer"), "{message}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_reachable_livekit_url_is_used_as_an_external_server() -> Result<()> {
+    let real = LiveKitServer::shared().await?;
+    let (_dir, mut env) = isolated()?;
+    env.livekit_url = Some(real.ws_url());
+    env.livekit_api_key = real.api_key().to_string();
+    env.livekit_api_secret = real.api_secret().to_string();
+    let external = LiveKitServer::start(server_options(env)).await?;
+    assert!(matches!(external.source(), Source::External { .. }), "{}", external.source());
+    assert_eq!(external.ws_url(), real.ws_url());
+    assert_eq!(external.signal_addr(), real.signal_addr());
+    assert!(external.log_path().is_none());
+    external.room_service().list_rooms().await?;
+    let err = external.kill().await.expect_err("cannot kill an external server");
+    assert!(matches!(err, ServerError::External { operation: "kill", .. }), "{err}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_taken_port_is_named_in_the_error() -> Result<()> {
+    let holder = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let port = holder.local_addr()?.port();
+    let opts = ServerOptions { http_port: Some(port), ..ServerOptions::default() };
+    let err = LiveKitServer::start(opts).await.expect_err("the port is held");
+    assert!(matches!(err, ServerError::PortInUse { port: p, .. } if p == port), "{err}");
+    assert!(err.to_string().contains(&format!("127.0.0.1:{port}")), "{err}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn without_go_or_docker_every_source_is_listed_with_the_fix() -> Result<()> {
+    for (program, env_var) in [
+        (Program::LiveKitServer, "LIVEKIT_SERVER_BIN"),
+        (Program::Toxiproxy, "TOXIPROXY_SERVER_BIN"),
+    ] {
+        let (_dir, env) = isolated()?;
+        let started = Instant::now();
+        let err = provision::provision(program, "v1.13.5", &env).await.expect_err("nothing");
+        assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+        let ProvisionError::NoSource { attempts, .. } = &err else {
+            panic!("expected NoSource, got {err}");
+        };
+        let sources: Vec<&str> = attempts.iter().map(|a| a.source).collect();
+        let mut expected = vec![env_var, "PATH", "cache", "go install", "docker"];
+        if program == Program::LiveKitServer {
+            expected.insert(0, "LIVEKIT_URL");
+        }
+        assert_eq!(sources, expected);
+        assert!(attempts.iter().all(|a| !a.chosen));
+        let message = err.to_string();
+        for needle in [
+            "go not found on PATH; install Go >= 1.26",
+            "docker CLI not found on PATH",
+            "fix: install Go >= 1.26",
+            env_var,
+        ] {
+            assert!(message.contains(needle), "{needle:?} missing from:\n{message}");
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_docker_cli_without_an_engine_is_skipped_quickly() -> Result<()> {
+    let (dir, mut env) = isolated()?;
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin)?;
+    script(
+        &bin,
+        "docker",
+        "echo 'Cannot connect to the Docker daemon at unix:///var/run/docker.sock' >&2; exit 1",
+    )?;
+    env.path = Some(bin.clone().into_os_string());
+    let err = provision::provision(Program::Toxiproxy, "v2.12.0", &env).await.expect_err("none");
+    let message = err.to_string();
+    assert!(message.contains("no Docker engine answers: Cannot connect"), "{message}");
+
+    // A CLI that hangs is cut off by the probe bound.
+    script(&bin, "docker", "exec /bin/sleep 60")?;
+    env.docker_probe_timeout = Duration::from_secs(1);
+    let started = Instant::now();
+    let err = provision::provision(Program::Toxiproxy, "v2.12.0", &env).await.expect_err("none");
+    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    assert!(err.to_string().contains("did not finish within 1s"), "{err}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_binary_of_another_version_is_skipped_and_the_cache_is_used() -> Result<()> {
+    let (dir, mut env) = isolated()?;
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin)?;
+    let old = script(&bin, "livekit-server", "echo 'livekit-server version 1.0.0'")?;
+    env.path = Some(bin.into_os_string());
+    env.livekit_server_bin = Some(old);
+    let cached = env.cached_binary(Program::LiveKitServer, "v1.13.5");
+    std::fs::create_dir_all(cached.parent().context("cache/bin")?)?;
+    script(cached.parent().context("cache/bin")?, "livekit-server-v1.13.5", "exit 0")?;
+
+    let provisioned = provision::provision(Program::LiveKitServer, "1.13.5", &env).await?;
+    assert_eq!(provisioned.source, Source::Cache(cached));
+    assert_eq!(provisioned.version, "v1.13.5");
+    let skipped: Vec<&str> = provisioned
+        .attempts
+        .iter()
+        .filter(|a| a.detail.contains("is v1.0.0 (--version), not the requested v1.13.5"))
+        .map(|a| a.source)
+        .collect();
+    assert_eq!(skipped, ["LIVEKIT_SERVER_BIN", "PATH"]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_version_that_is_not_a_version_is_rejected() -> Result<()> {
+    let (_dir, env) = isolated()?;
+    let err = provision::provision(Program::LiveKitServer, "latest", &env).await.expect_err("bad");
+    assert!(matches!(err, ProvisionError::InvalidVersion(ref v) if v == "latest"), "{err}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_server_that_exits_at_startup_is_reported_with_its_log() -> Result<()> {
+    let (dir, mut env) = isolated()?;
+    // livekit-server exits with status 0 on configuration errors: imitate that.
+    let fake = script(
+        dir.path(),
+        "livekit-server",
+        "if [ \"$1\" = --version ]; then echo 'livekit-server version 1.13.5'; exit 0; fi\n\
+         echo 'could not parse config: imitation failure'; exit 0",
+    )?;
+    env.livekit_server_bin = Some(fake);
+    let err = LiveKitServer::start(server_options(env)).await.expect_err("it exits");
+    assert!(matches!(err, ServerError::Died(_)), "{err}");
+    let message = err.to_string();
+    assert!(message.contains("could not parse config: imitation failure"), "{message}");
+    assert!(message.contains("exited unexpectedly (exit status: 0)"), "{message}");
+    assert!(message.contains("faultline-logs/provisioning_errors/"), "{message}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_server_that_never_answers_is_killed_after_the_ready_bound() -> Result<()> {
+    let (dir, mut env) = isolated()?;
+    let fake = script(
+        dir.path(),
+        "livekit-server",
+        "if [ \"$1\" = --version ]; then echo 'livekit-server version 1.13.5'; exit 0; fi\n\
+         echo 'pretending to start'; exec /bin/sleep 60",
+    )?;
+    env.livekit_server_bin = Some(fake);
+    let started = Instant::now();
+    let err = LiveKitServer::start(server_options(env)).await.expect_err("never ready");
+    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    assert!(matches!(err, ServerError::NotReady { .. }), "{err}");
+    let message = err.to_string();
+    assert!(message.contains("within 2s"), "{message}");
+    assert!(message.contains("pretending to start"), "{message}");
+    assert!(message.contains("faultline-logs/provisioning_errors/"), "{message}");
+    Ok(())
+}
