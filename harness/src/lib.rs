@@ -8,6 +8,7 @@ pub mod proxy;
 pub mod room_service;
 pub mod scenario;
 pub mod server;
+pub mod sim;
 pub mod supervise;
 pub mod token;
 pub mod toxiproxy;

@@ -1,0 +1,14 @@
+//! The simulation lane: faultline-sdk, unchanged, inside a deterministic turmoil
+//! simulation against a simulated LiveKit server.
+//!
+//! - [`network`]: the SDK's network seam over turmoil's TCP and UDP.
+//! - [`server`]: the simulated LiveKit server (a test double for this lane).
+//! - [`Sim`]: a builder that puts a server host and client hosts into one seeded
+//!   simulation and records what each room reports, with the simulated time.
+
+pub mod network;
+pub mod server;
+mod world;
+
+pub use network::TurmoilNetwork;
+pub use world::{ClientContext, Sim, SimError, Trace, TraceEntry};

@@ -1,0 +1,865 @@
+//! The simulated server's state and its one task: rooms, participants, their signalling
+//! links and peer connections, and every timer. Links and tests talk to it over channels;
+//! everything it does happens in this task, in a deterministic order (ordered maps, a
+//! `biased` select, counters for sids).
+//!
+//! Each behaviour names the file of livekit/livekit v1.13.5 it follows.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use livekit_protocol::{self as proto, signal_request, signal_response, simulate_scenario};
+use prost::Message as _;
+use str0m::net::Transmit;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::link::{FromLink, JoinRequest, ToLink};
+use super::media::{Channel, MediaEvent, ServerPc};
+use super::{Control, ServerConfig};
+
+/// pkg/rtc/participant.go: the ping interval and timeout sent in every JoinResponse (s).
+const PING_INTERVAL: i32 = 5;
+const PING_TIMEOUT: i32 = 15;
+/// pkg/rtc/participant.go: a participant whose primary PC never connects is removed.
+const JOIN_DEADLINE: Duration = Duration::from_secs(60);
+/// pkg/rtc/transport.go (pion's ICE timeouts): a connection that lost its path is
+/// declared failed this long after str0m reports it disconnected (pion: disconnected
+/// after ~10 s of silence, failed 5 s later; str0m notices silence sooner).
+const PC_FAILED_AFTER: Duration = Duration::from_secs(10);
+/// pkg/rtc/participant.go: after a media failure the participant waits this long for a
+/// resume before it is removed.
+const RESUME_WINDOW: Duration = Duration::from_secs(5);
+/// pkg/rtc/room.go: how long the simulate-disconnect-on-resume scenarios stay armed.
+const SIMULATE_DISCONNECT_WINDOW: Duration = Duration::from_secs(5);
+/// pkg/rtc/room.go: an empty room closes after its departure timeout (default 20 s).
+const DEPARTURE_TIMEOUT: Duration = Duration::from_secs(20);
+/// The server version this double imitates.
+const VERSION: &str = "1.13.5";
+
+/// One connected participant.
+struct Participant {
+    sid: String,
+    identity: String,
+    name: String,
+    metadata: String,
+    state: proto::participant_info::State,
+    joined_at: Instant,
+    joined_at_secs: i64,
+    /// The open signalling link: connection id and its sender.
+    link: Option<(u64, mpsc::UnboundedSender<ToLink>)>,
+    publisher: ServerPc,
+    subscriber: ServerPc,
+    /// Offer ids of the subscriber PC (SessionDescription.id).
+    next_offer_id: u32,
+    /// When the participant is removed unless something happens first, and why.
+    remove_at: Option<(Instant, proto::DisconnectReason)>,
+    /// When a PC that lost its ICE path counts as failed.
+    pc_fails_at: Option<Instant>,
+    /// When a simulated speaker update ends.
+    speaking_until: Option<Instant>,
+    /// The highest reliable data sequence received from this participant.
+    last_reliable_seq: u32,
+}
+
+impl Participant {
+    fn info(&self) -> proto::ParticipantInfo {
+        proto::ParticipantInfo {
+            sid: self.sid.clone(),
+            identity: self.identity.clone(),
+            name: self.name.clone(),
+            metadata: self.metadata.clone(),
+            state: self.state as i32,
+            joined_at: self.joined_at_secs,
+            joined_at_ms: self.joined_at_secs * 1000,
+            permission: Some(proto::ParticipantPermission {
+                can_subscribe: true,
+                can_publish: true,
+                can_publish_data: true,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn send(&self, message: signal_response::Message) {
+        if let Some((_, link)) = &self.link {
+            let _ = link.send(ToLink::Send(Box::new(message)));
+        }
+    }
+
+    fn close_link(&mut self) {
+        if let Some((_, link)) = self.link.take() {
+            let _ = link.send(ToLink::Close);
+        }
+    }
+
+    fn has_connected(&self) -> bool {
+        // With subscriber_primary, the subscriber PC is the primary one.
+        self.subscriber.has_connected()
+    }
+
+    fn pc(&mut self, target: i32) -> &mut ServerPc {
+        if target == proto::SignalTarget::Subscriber as i32 {
+            &mut self.subscriber
+        } else {
+            &mut self.publisher
+        }
+    }
+}
+
+/// One room.
+struct Room {
+    sid: String,
+    creation_time: i64,
+    participants: BTreeMap<String, Participant>,
+    /// pkg/rtc/room.go `disconnectSignalOnResumeParticipants`: identity → until when.
+    drop_on_resume: BTreeMap<String, Instant>,
+    /// pkg/rtc/room.go `disconnectSignalOnResumeNoMessagesParticipants`.
+    refuse_resume: BTreeMap<String, Instant>,
+    /// When the room closes because it stayed empty.
+    closes_at: Option<Instant>,
+}
+
+impl Room {
+    fn info(&self, name: &str) -> proto::Room {
+        proto::Room {
+            sid: self.sid.clone(),
+            name: name.to_owned(),
+            empty_timeout: 300,
+            departure_timeout: DEPARTURE_TIMEOUT.as_secs() as u32,
+            creation_time: self.creation_time,
+            creation_time_ms: self.creation_time * 1000,
+            num_participants: self.participants.len() as u32,
+            ..Default::default()
+        }
+    }
+
+    /// Sends `message` to everyone except `except`.
+    fn broadcast(&self, except: Option<&str>, message: &signal_response::Message) {
+        for (identity, participant) in &self.participants {
+            if Some(identity.as_str()) != except {
+                participant.send(message.clone());
+            }
+        }
+    }
+}
+
+/// The core task's state.
+pub(super) struct Core {
+    udp: turmoil::net::UdpSocket,
+    udp_port: u16,
+    rooms: BTreeMap<String, Room>,
+    /// Connection id → (room, identity) of the participant it serves.
+    links: BTreeMap<u64, (String, String)>,
+    next_sid: u64,
+    started: Instant,
+}
+
+impl Core {
+    pub(super) fn new(config: &ServerConfig, udp: turmoil::net::UdpSocket) -> Self {
+        let udp_port = config.udp_port;
+        Self {
+            udp,
+            udp_port,
+            rooms: BTreeMap::new(),
+            links: BTreeMap::new(),
+            next_sid: 0,
+            started: Instant::now(),
+        }
+    }
+
+    fn sid(&mut self, prefix: &str) -> String {
+        self.next_sid += 1;
+        format!("{prefix}_{:012}", self.next_sid)
+    }
+
+    fn wall_secs(&self) -> i64 {
+        let since = turmoil::since_epoch().unwrap_or_else(|| self.started.elapsed());
+        since.as_secs() as i64
+    }
+
+    /// Runs until both input channels close.
+    pub(super) async fn run(
+        mut self,
+        mut links: mpsc::UnboundedReceiver<FromLink>,
+        mut controls: mpsc::UnboundedReceiver<Control>,
+    ) {
+        let mut buf = vec![0_u8; 2048];
+        loop {
+            let rtc_deadline = self.drive_media().await;
+            let deadline = [rtc_deadline, self.next_timer()]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(60));
+            tokio::select! {
+                biased;
+                control = controls.recv() => match control {
+                    Some(control) => self.on_control(control),
+                    None => return,
+                },
+                event = links.recv() => match event {
+                    Some(event) => self.on_link(event),
+                    None => return,
+                },
+                received = self.udp.recv_from(&mut buf) => match received {
+                    Ok((n, source)) => self.on_datagram(source, &buf[..n]),
+                    Err(e) => tracing::debug!(error = %e, "simulated server: UDP receive error"),
+                },
+                () = tokio::time::sleep_until(deadline) => self.on_timers(),
+            }
+        }
+    }
+
+    // ---- media ----------------------------------------------------------------------
+
+    /// Drains every peer connection, sends what they produced and handles their events,
+    /// until nothing more happens. Returns the earliest str0m timeout.
+    async fn drive_media(&mut self) -> Option<Instant> {
+        loop {
+            let mut transmits = Vec::new();
+            let mut events = Vec::new();
+            let mut next: Option<std::time::Instant> = None;
+            for (room, r) in &mut self.rooms {
+                for (identity, p) in &mut r.participants {
+                    for (subscriber, pc) in [(false, &mut p.publisher), (true, &mut p.subscriber)] {
+                        let mut produced = Vec::new();
+                        if let Some(at) = pc.poll(&mut transmits, &mut produced) {
+                            next = Some(next.map_or(at, |n| n.min(at)));
+                        }
+                        events.extend(
+                            produced
+                                .into_iter()
+                                .map(|e| (room.clone(), identity.clone(), subscriber, e)),
+                        );
+                    }
+                }
+            }
+            for transmit in transmits {
+                self.transmit(transmit).await;
+            }
+            if events.is_empty() {
+                return next.map(Instant::from_std);
+            }
+            for (room, identity, subscriber, event) in events {
+                self.on_media(&room, &identity, subscriber, event);
+            }
+        }
+    }
+
+    async fn transmit(&self, transmit: Transmit) {
+        if let Err(e) = self.udp.send_to(&transmit.contents, transmit.destination).await {
+            tracing::debug!(error = %e, "simulated server: UDP send failed");
+        }
+    }
+
+    fn on_datagram(&mut self, source: SocketAddr, data: &[u8]) {
+        let now = Instant::now().into_std();
+        for r in self.rooms.values_mut() {
+            for p in r.participants.values_mut() {
+                for pc in [&mut p.publisher, &mut p.subscriber] {
+                    if pc.accepts(now, source, data) {
+                        pc.receive(now, source, data);
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_media(&mut self, room: &str, identity: &str, subscriber: bool, event: MediaEvent) {
+        let now = Instant::now();
+        let Some(r) = self.rooms.get_mut(room) else { return };
+        let Some(p) = r.participants.get_mut(identity) else { return };
+        match event {
+            MediaEvent::Connected => {
+                p.pc_fails_at = None;
+                if subscriber && p.state != proto::participant_info::State::Active {
+                    // pkg/rtc/participant.go: the participant becomes ACTIVE once its
+                    // primary transport connects; the room broadcasts the change.
+                    p.state = proto::participant_info::State::Active;
+                    let update = signal_response::Message::Update(proto::ParticipantUpdate {
+                        participants: vec![p.info()],
+                    });
+                    r.broadcast(None, &update);
+                }
+            }
+            MediaEvent::Ice(true) => p.pc_fails_at = None,
+            MediaEvent::Ice(false) => {
+                if p.publisher.has_connected() || p.subscriber.has_connected() {
+                    p.pc_fails_at.get_or_insert(now + PC_FAILED_AFTER);
+                }
+            }
+            MediaEvent::Closed => {
+                if p.has_connected() {
+                    p.pc_fails_at = Some(now);
+                }
+            }
+            MediaEvent::Data(kind, payload) if !subscriber => {
+                self.forward_data(room, identity, kind, &payload)
+            }
+            MediaEvent::Data(..) => {}
+        }
+    }
+
+    /// pkg/rtc/room.go `onDataPacket` / `BroadcastDataPacketForRoom`: a user packet from
+    /// `identity` goes to everyone else in the room (or only to `destination_identities`),
+    /// stamped with the sender's identity and sid.
+    fn forward_data(&mut self, room: &str, identity: &str, kind: Channel, payload: &[u8]) {
+        let Ok(mut packet) = proto::DataPacket::decode(payload) else {
+            tracing::debug!("simulated server: dropping an undecodable data packet");
+            return;
+        };
+        let Some(r) = self.rooms.get_mut(room) else { return };
+        let Some(sender) = r.participants.get_mut(identity) else { return };
+        if kind == Channel::Reliable && packet.sequence > sender.last_reliable_seq {
+            sender.last_reliable_seq = packet.sequence;
+        }
+        #[allow(deprecated)]
+        {
+            packet.participant_identity = sender.identity.clone();
+            packet.participant_sid = sender.sid.clone();
+        }
+        if let Some(proto::data_packet::Value::User(user)) = &mut packet.value {
+            #[allow(deprecated)]
+            {
+                user.participant_identity = sender.identity.clone();
+                user.participant_sid = sender.sid.clone();
+            }
+        }
+        let destinations = packet.destination_identities.clone();
+        let encoded = packet.encode_to_vec();
+        for (other, p) in &mut r.participants {
+            if other == identity || (!destinations.is_empty() && !destinations.contains(other)) {
+                continue;
+            }
+            if !p.subscriber.send(kind, &encoded) {
+                tracing::debug!(to = %other, "simulated server: subscriber channel not open");
+            }
+        }
+    }
+
+    // ---- signalling -------------------------------------------------------------------
+
+    fn on_link(&mut self, event: FromLink) {
+        match event {
+            FromLink::Admit { join, reply } => {
+                let now = Instant::now();
+                let refused = self
+                    .rooms
+                    .get_mut(&join.room)
+                    .and_then(|r| r.refuse_resume.get(&join.identity).copied())
+                    .is_some_and(|until| now < until);
+                let _ = reply.send(!refused);
+            }
+            FromLink::Open { conn, join, out } => {
+                if join.reconnect {
+                    self.resume(conn, join, out);
+                } else {
+                    self.join(conn, join, out);
+                }
+            }
+            FromLink::Request { conn, message } => {
+                if let Some((room, identity)) = self.links.get(&conn).cloned() {
+                    self.on_request(&room, &identity, *message);
+                }
+            }
+            FromLink::Closed { conn } => {
+                let Some((room, identity)) = self.links.remove(&conn) else { return };
+                let Some(p) = self.participant(&room, &identity) else { return };
+                if p.link.as_ref().is_some_and(|(c, _)| *c == conn) {
+                    p.link = None;
+                    // pkg/rtc/participant.go: a signal connection that closes before any
+                    // peer connection connected ends the participant at once.
+                    if !p.has_connected() {
+                        self.remove(&room, &identity, proto::DisconnectReason::JoinFailure, None);
+                    }
+                }
+            }
+        }
+    }
+
+    fn participant(&mut self, room: &str, identity: &str) -> Option<&mut Participant> {
+        self.rooms.get_mut(room)?.participants.get_mut(identity)
+    }
+
+    /// pkg/service/roommanager.go `StartSession` + pkg/rtc/room.go `Join`.
+    fn join(&mut self, conn: u64, join: JoinRequest, out: mpsc::UnboundedSender<ToLink>) {
+        let now = Instant::now();
+        // roommanager.go: a join under an identity already present replaces it.
+        if self.participant(&join.room, &join.identity).is_some() {
+            self.remove(
+                &join.room,
+                &join.identity,
+                proto::DisconnectReason::DuplicateIdentity,
+                Some(proto::leave_request::Action::Disconnect),
+            );
+        }
+        let media = SocketAddr::new(join.server_ip, self.udp_port);
+        let (publisher, subscriber) =
+            match (ServerPc::new(media, now.into_std()), ServerPc::new(media, now.into_std())) {
+                (Ok(p), Ok(s)) => (p, s),
+                (Err(e), _) | (_, Err(e)) => {
+                    tracing::warn!("simulated server: cannot create a peer connection: {e}");
+                    let _ = out.send(ToLink::Close);
+                    return;
+                }
+            };
+        if !self.rooms.contains_key(&join.room) {
+            let sid = self.sid("RM");
+            let creation_time = self.wall_secs();
+            self.rooms.insert(
+                join.room.clone(),
+                Room {
+                    sid,
+                    creation_time,
+                    participants: BTreeMap::new(),
+                    drop_on_resume: BTreeMap::new(),
+                    refuse_resume: BTreeMap::new(),
+                    closes_at: None,
+                },
+            );
+        }
+        let sid = self.sid("PA");
+        let joined_at_secs = self.wall_secs();
+        let participant = Participant {
+            sid,
+            identity: join.identity.clone(),
+            name: join.name.clone(),
+            metadata: join.metadata.clone(),
+            state: proto::participant_info::State::Joined,
+            joined_at: now,
+            joined_at_secs,
+            link: Some((conn, out)),
+            publisher,
+            subscriber,
+            next_offer_id: 0,
+            remove_at: None,
+            pc_fails_at: None,
+            speaking_until: None,
+            last_reliable_seq: 0,
+        };
+        let Some(room) = self.rooms.get_mut(&join.room) else { return };
+        room.closes_at = None;
+        // pkg/rtc/room.go `createJoinResponseLocked`.
+        let response = proto::JoinResponse {
+            room: Some(room.info(&join.room)),
+            participant: Some(participant.info()),
+            other_participants: room.participants.values().map(Participant::info).collect(),
+            server_version: VERSION.to_owned(),
+            subscriber_primary: true,
+            client_configuration: Some(proto::ClientConfiguration::default()),
+            ping_interval: PING_INTERVAL,
+            ping_timeout: PING_TIMEOUT,
+            server_info: Some(server_info()),
+            ..Default::default()
+        };
+        participant.send(signal_response::Message::Join(response));
+        // The room tells the others (pkg/rtc/room.go `broadcastParticipantState`).
+        room.broadcast(
+            None,
+            &signal_response::Message::Update(proto::ParticipantUpdate {
+                participants: vec![participant.info()],
+            }),
+        );
+        room.participants.insert(join.identity.clone(), participant);
+        self.links.insert(conn, (join.room.clone(), join.identity.clone()));
+        // pkg/rtc/participant.go: with subscriber_primary the server negotiates the
+        // subscriber PC (carrying `_reliable` and `_lossy`) right after the join.
+        self.offer_subscriber(&join.room, &join.identity, false);
+    }
+
+    /// pkg/service/rtcservice.go + roommanager.go: a resume (`reconnect=1`) finds the
+    /// participant by identity; unknown ones are told to reconnect fully.
+    fn resume(&mut self, conn: u64, join: JoinRequest, out: mpsc::UnboundedSender<ToLink>) {
+        let now = Instant::now();
+        let Some(room) = self.rooms.get_mut(&join.room) else {
+            return state_mismatch(&out);
+        };
+        let drop_after =
+            room.drop_on_resume.remove(&join.identity).is_some_and(|until| now < until);
+        let Some(p) = room.participants.get_mut(&join.identity) else {
+            return state_mismatch(&out);
+        };
+        p.close_link();
+        p.link = Some((conn, out));
+        p.remove_at = None;
+        p.send(signal_response::Message::Reconnect(proto::ReconnectResponse {
+            ice_servers: Vec::new(),
+            client_configuration: Some(proto::ClientConfiguration::default()),
+            server_info: Some(server_info()),
+            last_message_seq: p.last_reliable_seq,
+        }));
+        let room_info = room.info(&join.room);
+        if let Some(p) = room.participants.get(&join.identity) {
+            p.send(signal_response::Message::RoomUpdate(proto::RoomUpdate {
+                room: Some(room_info),
+            }));
+        }
+        self.links.insert(conn, (join.room.clone(), join.identity.clone()));
+        // pkg/rtc/transportmanager.go: a resume restarts ICE on the subscriber.
+        self.offer_subscriber(&join.room, &join.identity, true);
+        if drop_after {
+            // pkg/rtc/room.go: the simulated scenario closes the link after answering.
+            if let Some(p) = self.participant(&join.room, &join.identity) {
+                p.close_link();
+            }
+            self.links.remove(&conn);
+        }
+    }
+
+    /// Sends a subscriber offer (initial or ICE restart) and the server's candidate.
+    fn offer_subscriber(&mut self, room: &str, identity: &str, ice_restart: bool) {
+        let Some(p) = self.participant(room, identity) else { return };
+        match p.subscriber.create_offer(ice_restart) {
+            Ok(sdp) => {
+                p.next_offer_id += 1;
+                let candidate = p.subscriber.candidate_init(&sdp);
+                p.send(signal_response::Message::Offer(proto::SessionDescription {
+                    r#type: "offer".into(),
+                    sdp,
+                    id: p.next_offer_id,
+                    ..Default::default()
+                }));
+                if let Some(candidate_init) = candidate {
+                    p.send(trickle(candidate_init, proto::SignalTarget::Subscriber));
+                }
+            }
+            Err(e) => tracing::warn!("simulated server: cannot offer the subscriber: {e}"),
+        }
+    }
+
+    fn on_request(&mut self, room: &str, identity: &str, message: signal_request::Message) {
+        match message {
+            signal_request::Message::Offer(offer) => {
+                let Some(p) = self.participant(room, identity) else { return };
+                match p.publisher.accept_offer(&offer.sdp) {
+                    Ok(sdp) => {
+                        let candidate = p.publisher.candidate_init(&sdp);
+                        p.send(signal_response::Message::Answer(proto::SessionDescription {
+                            r#type: "answer".into(),
+                            sdp,
+                            id: offer.id,
+                            ..Default::default()
+                        }));
+                        if let Some(candidate_init) = candidate {
+                            p.send(trickle(candidate_init, proto::SignalTarget::Publisher));
+                        }
+                    }
+                    Err(e) => {
+                        // pkg/rtc/participant.go: negotiation failures ask for a full
+                        // reconnect.
+                        tracing::warn!("simulated server: bad publisher offer: {e}");
+                        self.remove(
+                            room,
+                            identity,
+                            proto::DisconnectReason::StateMismatch,
+                            Some(proto::leave_request::Action::Reconnect),
+                        );
+                    }
+                }
+            }
+            signal_request::Message::Answer(answer) => {
+                let Some(p) = self.participant(room, identity) else { return };
+                if let Err(e) = p.subscriber.accept_answer(&answer.sdp) {
+                    tracing::warn!("simulated server: bad subscriber answer: {e}");
+                }
+            }
+            signal_request::Message::Trickle(trickle) => {
+                let Some(p) = self.participant(room, identity) else { return };
+                if let Err(e) = p.pc(trickle.target).add_remote_candidate(&trickle.candidate_init) {
+                    tracing::debug!("simulated server: bad candidate: {e}");
+                }
+            }
+            signal_request::Message::PingReq(ping) => {
+                let now_ms = self.started.elapsed().as_millis() as i64;
+                let Some(p) = self.participant(room, identity) else { return };
+                p.send(signal_response::Message::PongResp(proto::Pong {
+                    last_ping_timestamp: ping.timestamp,
+                    timestamp: now_ms,
+                }));
+            }
+            signal_request::Message::Ping(_) => {
+                let now_ms = self.started.elapsed().as_millis() as i64;
+                let Some(p) = self.participant(room, identity) else { return };
+                p.send(signal_response::Message::Pong(now_ms));
+            }
+            signal_request::Message::Leave(_) => {
+                // pkg/rtc/participant.go: a client leave closes the session.
+                self.remove(room, identity, proto::DisconnectReason::ClientInitiated, None);
+            }
+            signal_request::Message::Simulate(simulate) => {
+                if let Some(scenario) = simulate.scenario {
+                    self.simulate(room, identity, scenario);
+                }
+            }
+            other => tracing::trace!(request = ?other, "simulated server: request not modelled"),
+        }
+    }
+
+    /// pkg/rtc/room.go `onSimulateScenario`.
+    fn simulate(&mut self, room: &str, identity: &str, scenario: simulate_scenario::Scenario) {
+        let now = Instant::now();
+        use simulate_scenario::Scenario;
+        match scenario {
+            Scenario::SpeakerUpdate(secs) => {
+                let Some(r) = self.rooms.get_mut(room) else { return };
+                let Some(p) = r.participants.get_mut(identity) else { return };
+                p.speaking_until = Some(now + Duration::from_secs(secs.max(0) as u64));
+                let sid = p.sid.clone();
+                r.broadcast(None, &speakers(sid, true));
+            }
+            // "drop participant without necessarily cleaning up": no leave; the
+            // participant is gone, so its resume meets STATE_MISMATCH.
+            Scenario::NodeFailure(_) => {
+                self.remove(room, identity, proto::DisconnectReason::UnknownReason, None)
+            }
+            Scenario::Migration(_) => {
+                self.remove(room, identity, proto::DisconnectReason::Migration, None)
+            }
+            Scenario::ServerLeave(_) => self.remove(
+                room,
+                identity,
+                proto::DisconnectReason::ServerShutdown,
+                Some(proto::leave_request::Action::Disconnect),
+            ),
+            // participant.ICERestart with a candidate filter: only TCP or TLS candidates
+            // from now on. A UDP-only client sees an ICE restart offer it cannot reach:
+            // this double stops using UDP for the participant and restarts ICE.
+            Scenario::SwitchCandidateProtocol(_) => {
+                let Some(p) = self.participant(room, identity) else { return };
+                p.publisher.filter_udp();
+                p.subscriber.filter_udp();
+                self.offer_subscriber(room, identity, true);
+            }
+            Scenario::SubscriberBandwidth(_) => {
+                tracing::debug!("simulated server: subscriber bandwidth has no data-only effect")
+            }
+            Scenario::DisconnectSignalOnResume(_) => {
+                if let Some(r) = self.rooms.get_mut(room) {
+                    r.drop_on_resume.insert(identity.to_owned(), now + SIMULATE_DISCONNECT_WINDOW);
+                }
+            }
+            Scenario::DisconnectSignalOnResumeNoMessages(_) => {
+                if let Some(r) = self.rooms.get_mut(room) {
+                    r.refuse_resume.insert(identity.to_owned(), now + SIMULATE_DISCONNECT_WINDOW);
+                }
+            }
+            other => tracing::debug!(scenario = ?other, "simulated server: scenario not handled"),
+        }
+    }
+
+    /// pkg/rtc/room.go `RemoveParticipant`: optionally tells the participant why
+    /// (`leave`), closes its link and transports, and tells the others it left.
+    fn remove(
+        &mut self,
+        room: &str,
+        identity: &str,
+        reason: proto::DisconnectReason,
+        leave: Option<proto::leave_request::Action>,
+    ) {
+        let now = Instant::now();
+        let Some(r) = self.rooms.get_mut(room) else { return };
+        let Some(mut p) = r.participants.remove(identity) else { return };
+        tracing::debug!(room, identity, ?reason, "simulated server: removing a participant");
+        if let Some(action) = leave {
+            p.send(leave_message(action, reason));
+        }
+        if let Some((conn, _)) = &p.link {
+            self.links.remove(conn);
+        }
+        p.close_link();
+        p.publisher.close_quietly();
+        p.subscriber.close_quietly();
+        p.state = proto::participant_info::State::Disconnected;
+        r.broadcast(
+            None,
+            &signal_response::Message::Update(proto::ParticipantUpdate {
+                participants: vec![p.info()],
+            }),
+        );
+        if r.participants.is_empty() {
+            r.closes_at = Some(now + DEPARTURE_TIMEOUT);
+        }
+    }
+
+    // ---- timers -----------------------------------------------------------------------
+
+    fn next_timer(&self) -> Option<Instant> {
+        let mut next: Option<Instant> = None;
+        let mut consider = |at: Option<Instant>| {
+            if let Some(at) = at {
+                next = Some(next.map_or(at, |n| n.min(at)));
+            }
+        };
+        for r in self.rooms.values() {
+            consider(r.closes_at);
+            for p in r.participants.values() {
+                consider(p.remove_at.map(|(at, _)| at));
+                consider(p.pc_fails_at);
+                consider(p.speaking_until);
+                if !p.has_connected() {
+                    consider(Some(p.joined_at + JOIN_DEADLINE));
+                }
+            }
+        }
+        next
+    }
+
+    fn on_timers(&mut self) {
+        let now = Instant::now();
+        let std_now = now.into_std();
+        let mut removals = Vec::new();
+        let mut failures = Vec::new();
+        let mut closed_rooms = Vec::new();
+        for (name, r) in &mut self.rooms {
+            if r.closes_at.is_some_and(|at| at <= now) {
+                closed_rooms.push(name.clone());
+                continue;
+            }
+            let mut silent = Vec::new();
+            for (identity, p) in &mut r.participants {
+                p.publisher.tick(std_now);
+                p.subscriber.tick(std_now);
+                if let Some((at, reason)) = p.remove_at {
+                    if at <= now {
+                        removals.push((name.clone(), identity.clone(), reason, None));
+                        continue;
+                    }
+                }
+                if !p.has_connected() && p.joined_at + JOIN_DEADLINE <= now {
+                    removals.push((
+                        name.clone(),
+                        identity.clone(),
+                        proto::DisconnectReason::JoinFailure,
+                        Some(proto::leave_request::Action::Disconnect),
+                    ));
+                    continue;
+                }
+                if p.pc_fails_at.is_some_and(|at| at <= now) {
+                    p.pc_fails_at = None;
+                    failures.push((name.clone(), identity.clone()));
+                }
+                if p.speaking_until.is_some_and(|at| at <= now) {
+                    p.speaking_until = None;
+                    silent.push(p.sid.clone());
+                }
+            }
+            for sid in silent {
+                r.broadcast(None, &speakers(sid, false));
+            }
+        }
+        for name in closed_rooms {
+            self.rooms.remove(&name);
+        }
+        for (room, identity, reason, leave) in removals {
+            self.remove(&room, &identity, reason, leave);
+        }
+        for (room, identity) in failures {
+            // pkg/rtc/participant.go: after a media failure the server asks the client to
+            // resume, closes the signal connection, and gives it a while to come back.
+            let Some(p) = self.participant(&room, &identity) else { continue };
+            tracing::debug!(%room, %identity, "simulated server: peer connection failed");
+            p.send(leave_message(
+                proto::leave_request::Action::Resume,
+                proto::DisconnectReason::ConnectionTimeout,
+            ));
+            p.close_link();
+            p.remove_at = Some((now + RESUME_WINDOW, proto::DisconnectReason::ConnectionTimeout));
+        }
+    }
+
+    // ---- controls ---------------------------------------------------------------------
+
+    fn on_control(&mut self, control: Control) {
+        match control {
+            Control::RemoveParticipant { room, identity, reply } => {
+                let found = self.participant(&room, &identity).is_some();
+                if found {
+                    // pkg/service/roomservice.go `RemoveParticipant`.
+                    self.remove(
+                        &room,
+                        &identity,
+                        proto::DisconnectReason::ParticipantRemoved,
+                        Some(proto::leave_request::Action::Disconnect),
+                    );
+                }
+                let _ = reply.send(found);
+            }
+            Control::DeleteRoom { room, reply } => {
+                let identities: Vec<String> = self
+                    .rooms
+                    .get(&room)
+                    .map(|r| r.participants.keys().cloned().collect())
+                    .unwrap_or_default();
+                let found = self.rooms.contains_key(&room);
+                // pkg/service/roomservice.go `DeleteRoom`.
+                for identity in identities {
+                    self.remove(
+                        &room,
+                        &identity,
+                        proto::DisconnectReason::RoomDeleted,
+                        Some(proto::leave_request::Action::Disconnect),
+                    );
+                }
+                self.rooms.remove(&room);
+                let _ = reply.send(found);
+            }
+            Control::ListParticipants { room, reply } => {
+                let list = self
+                    .rooms
+                    .get(&room)
+                    .map(|r| r.participants.values().map(Participant::info).collect())
+                    .unwrap_or_default();
+                let _ = reply.send(list);
+            }
+        }
+    }
+}
+
+/// pkg/service/rtcservice.go: a resume for a participant the server does not have.
+fn state_mismatch(out: &mpsc::UnboundedSender<ToLink>) {
+    let _ = out.send(ToLink::Send(Box::new(leave_message(
+        proto::leave_request::Action::Reconnect,
+        proto::DisconnectReason::StateMismatch,
+    ))));
+    let _ = out.send(ToLink::Close);
+}
+
+fn leave_message(
+    action: proto::leave_request::Action,
+    reason: proto::DisconnectReason,
+) -> signal_response::Message {
+    signal_response::Message::Leave(proto::LeaveRequest {
+        can_reconnect: action != proto::leave_request::Action::Disconnect,
+        reason: reason as i32,
+        action: action as i32,
+        ..Default::default()
+    })
+}
+
+fn trickle(candidate_init: String, target: proto::SignalTarget) -> signal_response::Message {
+    signal_response::Message::Trickle(proto::TrickleRequest {
+        candidate_init,
+        target: target as i32,
+        r#final: false,
+    })
+}
+
+fn speakers(sid: String, active: bool) -> signal_response::Message {
+    signal_response::Message::SpeakersChanged(proto::SpeakersChanged {
+        speakers: vec![proto::SpeakerInfo { sid, level: if active { 0.9 } else { 0.0 }, active }],
+    })
+}
+
+fn server_info() -> proto::ServerInfo {
+    proto::ServerInfo {
+        edition: proto::server_info::Edition::Standard as i32,
+        version: VERSION.to_owned(),
+        protocol: 16,
+        node_id: "ND_faultline_sim".to_owned(),
+        ..Default::default()
+    }
+}

@@ -1,0 +1,288 @@
+//! One server-side peer connection of a simulated participant: a str0m `Rtc` that shares
+//! the server's single UDP port with every other peer connection (as livekit-server's UDP
+//! mux does), plus the negotiation bookkeeping LiveKit's v0 protocol needs.
+//!
+//! The server runs full ICE, like livekit-server (pion): str0m makes the offerer the
+//! controlling agent, so the server controls on the subscriber PC (it offers) and is
+//! controlled on the publisher PC (the client offers) — the real server's roles.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::channel::{ChannelConfig, ChannelId, Reliability};
+use str0m::net::{Protocol, Receive, Transmit};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
+
+/// LiveKit's two data channels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum Channel {
+    /// `_reliable`: ordered, retransmitted.
+    Reliable,
+    /// `_lossy`: unordered, no retransmissions.
+    Lossy,
+}
+
+impl Channel {
+    fn label(self) -> &'static str {
+        match self {
+            Channel::Reliable => "_reliable",
+            Channel::Lossy => "_lossy",
+        }
+    }
+
+    fn from_label(label: &str) -> Option<Self> {
+        [Channel::Reliable, Channel::Lossy].into_iter().find(|c| c.label() == label)
+    }
+
+    fn config(self) -> ChannelConfig {
+        let (ordered, reliability) = match self {
+            Channel::Reliable => (true, Reliability::Reliable),
+            Channel::Lossy => (false, Reliability::MaxRetransmits { retransmits: 0 }),
+        };
+        ChannelConfig { label: self.label().to_owned(), ordered, reliability, ..Default::default() }
+    }
+}
+
+/// What a peer connection reports to the server core.
+#[derive(Debug)]
+pub(super) enum MediaEvent {
+    /// DTLS is up: the transport is connected.
+    Connected,
+    /// ICE lost (`false`) or regained (`true`) its path.
+    Ice(bool),
+    /// A message arrived on one of LiveKit's channels.
+    Data(Channel, Vec<u8>),
+    /// The transport ended (closed by the remote or failed beyond repair).
+    Closed,
+}
+
+/// A server-side peer connection.
+pub(super) struct ServerPc {
+    rtc: Rtc,
+    local: Candidate,
+    channels: Vec<(ChannelId, Channel)>,
+    pending: Option<SdpPendingOffer>,
+    connected: bool,
+    closed: bool,
+    /// The ICE candidate filter excludes UDP (`switch_candidate_protocol`): this
+    /// connection neither sends nor accepts UDP traffic any more.
+    udp_filtered: bool,
+}
+
+impl ServerPc {
+    /// A peer connection whose only local candidate is the server's UDP port `local`.
+    pub(super) fn new(local: SocketAddr, now: Instant) -> Result<Self, String> {
+        let mut rtc = Rtc::builder().build(now);
+        let candidate = Candidate::host(local, "udp").map_err(|e| e.to_string())?;
+        rtc.add_local_candidate(candidate.clone())
+            .ok_or_else(|| format!("str0m refused {local} as a host candidate"))?;
+        Ok(Self {
+            rtc,
+            local: candidate,
+            channels: Vec::new(),
+            pending: None,
+            connected: false,
+            closed: false,
+            udp_filtered: false,
+        })
+    }
+
+    /// Whether DTLS has come up at least once.
+    pub(super) fn has_connected(&self) -> bool {
+        self.connected
+    }
+
+    /// Stops using UDP (the candidate filter of `switch_candidate_protocol`).
+    pub(super) fn filter_udp(&mut self) {
+        self.udp_filtered = true;
+    }
+
+    /// Subscriber: an offer creating `_reliable` and `_lossy` (first time) or restarting
+    /// ICE (`ice_restart`).
+    pub(super) fn create_offer(&mut self, ice_restart: bool) -> Result<String, String> {
+        let mut api = self.rtc.sdp_api();
+        if self.channels.is_empty() {
+            for channel in [Channel::Reliable, Channel::Lossy] {
+                let id = api.add_channel_with_config(channel.config());
+                self.channels.push((id, channel));
+            }
+        }
+        if ice_restart {
+            api.ice_restart(true);
+        }
+        let (offer, pending) =
+            api.apply().ok_or_else(|| "nothing to negotiate on the subscriber".to_owned())?;
+        self.pending = Some(pending);
+        Ok(self.filtered_sdp(offer.to_sdp_string()))
+    }
+
+    /// Subscriber: applies the client's answer.
+    pub(super) fn accept_answer(&mut self, sdp: &str) -> Result<(), String> {
+        let answer = SdpAnswer::from_sdp_string(sdp).map_err(|e| e.to_string())?;
+        let pending =
+            self.pending.take().ok_or_else(|| "an answer without an offer of ours".to_owned())?;
+        self.rtc.sdp_api().accept_answer(pending, answer).map_err(|e| e.to_string())
+    }
+
+    /// Publisher: answers the client's offer (first, renegotiation or ICE restart).
+    pub(super) fn accept_offer(&mut self, sdp: &str) -> Result<String, String> {
+        let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| e.to_string())?;
+        let answer = self.rtc.sdp_api().accept_offer(offer).map_err(|e| e.to_string())?;
+        Ok(self.filtered_sdp(answer.to_sdp_string()))
+    }
+
+    /// The server's host candidate for a trickle message, as an RTCIceCandidateInit JSON
+    /// for the data m-line of `sdp`; `None` while UDP is filtered out.
+    pub(super) fn candidate_init(&self, sdp: &str) -> Option<String> {
+        if self.udp_filtered {
+            return None;
+        }
+        let mid = sdp.lines().find_map(|l| l.trim().strip_prefix("a=mid:")).unwrap_or("0");
+        let ufrag = sdp.lines().find_map(|l| l.trim().strip_prefix("a=ice-ufrag:"));
+        let mut init = serde_json::json!({
+            "candidate": self.local.to_sdp_string(),
+            "sdpMid": mid,
+            "sdpMLineIndex": 0,
+        });
+        if let Some(ufrag) = ufrag {
+            init["usernameFragment"] = ufrag.into();
+        }
+        Some(init.to_string())
+    }
+
+    /// A candidate the client trickled (RTCIceCandidateInit JSON); non-UDP ones are skipped.
+    pub(super) fn add_remote_candidate(&mut self, json: &str) -> Result<(), String> {
+        let init: serde_json::Value = serde_json::from_str(json).map_err(|e| e.to_string())?;
+        let line = init["candidate"].as_str().unwrap_or_default().trim();
+        let line = line.strip_prefix("a=").unwrap_or(line);
+        if line.is_empty() {
+            return Ok(());
+        }
+        let candidate = Candidate::from_sdp_string(line).map_err(|e| e.to_string())?;
+        if candidate.proto() == Protocol::Udp && !self.udp_filtered {
+            self.rtc.add_remote_candidate(candidate);
+        }
+        Ok(())
+    }
+
+    /// Whether this peer connection takes a datagram from `source` (ICE ufrag or address).
+    pub(super) fn accepts(&self, now: Instant, source: SocketAddr, data: &[u8]) -> bool {
+        if self.closed || self.udp_filtered {
+            return false;
+        }
+        match Receive::new(Protocol::Udp, source, self.local.addr(), data) {
+            Ok(receive) => self.rtc.accepts(&Input::Receive(now, receive)),
+            Err(_) => false,
+        }
+    }
+
+    /// Feeds a datagram that [`Self::accepts`].
+    pub(super) fn receive(&mut self, now: Instant, source: SocketAddr, data: &[u8]) {
+        if let Ok(receive) = Receive::new(Protocol::Udp, source, self.local.addr(), data) {
+            if let Err(e) = self.rtc.handle_input(Input::Receive(now, receive)) {
+                tracing::debug!(error = %e, "simulated server: str0m rejected a datagram");
+            }
+        }
+    }
+
+    /// `sdp` without UDP candidates while UDP is filtered out.
+    fn filtered_sdp(&self, sdp: String) -> String {
+        if !self.udp_filtered {
+            return sdp;
+        }
+        let kept: Vec<&str> = sdp
+            .split("\r\n")
+            .filter(|line| !(line.starts_with("a=candidate:") && line.contains(" udp ")))
+            .collect();
+        kept.join("\r\n")
+    }
+
+    /// Sends a message on the channel of `kind`, if it is open.
+    pub(super) fn send(&mut self, kind: Channel, payload: &[u8]) -> bool {
+        let Some(id) = self.channels.iter().find(|(_, c)| *c == kind).map(|(id, _)| *id) else {
+            return false;
+        };
+        match self.rtc.channel(id) {
+            Some(mut channel) => channel.write(true, payload).unwrap_or(false),
+            None => false,
+        }
+    }
+
+    /// Lets str0m's clock move to `now`.
+    pub(super) fn tick(&mut self, now: Instant) {
+        if self.closed {
+            return;
+        }
+        if let Err(e) = self.rtc.handle_input(Input::Timeout(now)) {
+            tracing::debug!(error = %e, "simulated server: str0m timeout handling failed");
+        }
+    }
+
+    /// Drains str0m: datagrams go to `transmits`, events to `events`. Returns str0m's next
+    /// timeout (`None` once closed).
+    pub(super) fn poll(
+        &mut self,
+        transmits: &mut Vec<Transmit>,
+        events: &mut Vec<MediaEvent>,
+    ) -> Option<Instant> {
+        while !self.closed {
+            let output = match self.rtc.poll_output() {
+                Ok(output) => output,
+                Err(e) => {
+                    tracing::debug!(error = %e, "simulated server: peer connection failed");
+                    self.close_quietly();
+                    events.push(MediaEvent::Closed);
+                    return None;
+                }
+            };
+            match output {
+                Output::Timeout(at) => return Some(at),
+                Output::Transmit(transmit) if !self.udp_filtered => transmits.push(transmit),
+                Output::Transmit(_) => {}
+                Output::Event(event) => self.on_event(event, events),
+            }
+        }
+        None
+    }
+
+    fn on_event(&mut self, event: Event, events: &mut Vec<MediaEvent>) {
+        match event {
+            Event::Connected => {
+                self.connected = true;
+                events.push(MediaEvent::Connected);
+            }
+            Event::IceConnectionStateChange(state) => match state {
+                IceConnectionState::Connected | IceConnectionState::Completed => {
+                    events.push(MediaEvent::Ice(true))
+                }
+                IceConnectionState::Disconnected => events.push(MediaEvent::Ice(false)),
+                _ => {}
+            },
+            Event::ChannelOpen(id, label) => {
+                if let Some(kind) = Channel::from_label(&label) {
+                    self.channels.retain(|(_, c)| *c != kind);
+                    self.channels.push((id, kind));
+                }
+            }
+            Event::ChannelData(data) => {
+                if let Some((_, kind)) = self.channels.iter().find(|(id, _)| *id == data.id) {
+                    events.push(MediaEvent::Data(*kind, data.data));
+                }
+            }
+            Event::Closed => {
+                self.close_quietly();
+                events.push(MediaEvent::Closed);
+            }
+            _ => {}
+        }
+    }
+
+    /// Stops the transport without telling the client (a crash, or the end of a session).
+    pub(super) fn close_quietly(&mut self) {
+        if !self.closed {
+            self.closed = true;
+            self.rtc.disconnect();
+        }
+    }
+}

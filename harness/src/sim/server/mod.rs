@@ -1,0 +1,183 @@
+//! A simulated LiveKit server for turmoil hosts — a **test double for the simulation lane
+//! only**, never a stand-in for livekit-server in the real lane.
+//!
+//! It speaks livekit-server v1.13.5's v0 protocol as far as a data-only client can observe
+//! it: `/rtc` over WebSocket with binary protobuf `SignalRequest`/`SignalResponse`, access
+//! tokens checked with `livekit-api`, and real WebRTC on one UDP port (str0m, full ICE,
+//! DTLS, SCTP data channels, ICE restarts). Join, resume, duplicate identities, the join and
+//! resume deadlines, data forwarding, every `SimulateScenario`, and the RoomService-like
+//! controls of [`ServerControl`] follow the real server; each behaviour names the file of
+//! livekit/livekit it was taken from (see `core`). Not modelled: media tracks, JSON
+//! signalling, `/rtc/v1`, token refresh, TCP/TURN candidates, multi-node routing.
+
+mod core;
+mod link;
+mod media;
+
+use std::sync::{Arc, Mutex};
+
+use livekit_protocol as proto;
+use tokio::sync::{mpsc, oneshot};
+
+/// The server's keys and ports.
+#[derive(Clone)]
+pub struct ServerConfig {
+    /// API key tokens must be signed for.
+    pub api_key: String,
+    /// The secret that goes with it.
+    pub api_secret: String,
+    /// HTTP/WebSocket port.
+    pub http_port: u16,
+    /// The single UDP port all peer connections share.
+    pub udp_port: u16,
+}
+
+impl std::fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("api_key", &self.api_key)
+            .field("http_port", &self.http_port)
+            .field("udp_port", &self.udp_port)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for ServerConfig {
+    /// livekit-server's `--dev` keys and ports.
+    fn default() -> Self {
+        Self {
+            api_key: "devkey".to_owned(),
+            api_secret: "secret".to_owned(),
+            http_port: 7880,
+            udp_port: 7882,
+        }
+    }
+}
+
+/// Why the server could not start or a control failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SimServerError {
+    /// A socket could not be bound inside the simulation.
+    #[error("the simulated LiveKit server cannot bind {what} port {port}: {source}; is another server on this host?")]
+    Bind {
+        /// "TCP" or "UDP".
+        what: &'static str,
+        /// The port.
+        port: u16,
+        /// turmoil's error.
+        source: std::io::Error,
+    },
+    /// A control was used while the server host is not running.
+    #[error("the simulated LiveKit server is not running (crashed, or not started yet); start the server host before using its controls")]
+    NotRunning,
+}
+
+/// Requests from tests to the server core.
+#[derive(Debug)]
+enum Control {
+    RemoveParticipant { room: String, identity: String, reply: oneshot::Sender<bool> },
+    DeleteRoom { room: String, reply: oneshot::Sender<bool> },
+    ListParticipants { room: String, reply: oneshot::Sender<Vec<proto::ParticipantInfo>> },
+}
+
+/// A simulated server: [`SimServer::serve`] is the software of its turmoil host; the
+/// [`ServerControl`] from [`SimServer::control`] works from any host.
+#[derive(Debug, Clone)]
+pub struct SimServer {
+    config: Arc<ServerConfig>,
+    control: ServerControl,
+}
+
+impl SimServer {
+    /// A server with `config`.
+    pub fn new(config: ServerConfig) -> Self {
+        Self { config: Arc::new(config), control: ServerControl::default() }
+    }
+
+    /// The server's configuration.
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    /// RoomService-like controls for tests.
+    pub fn control(&self) -> ServerControl {
+        self.control.clone()
+    }
+
+    /// Runs the server until its host stops. Call it from the turmoil host's software
+    /// (it can be called again after a bounce: the state starts empty, as a restarted
+    /// livekit-server's does).
+    pub async fn serve(&self) -> Result<(), SimServerError> {
+        let config = self.config.clone();
+        let listener =
+            turmoil::net::TcpListener::bind(("0.0.0.0", config.http_port)).await.map_err(
+                |source| SimServerError::Bind { what: "TCP", port: config.http_port, source },
+            )?;
+        let udp = turmoil::net::UdpSocket::bind(("0.0.0.0", config.udp_port)).await.map_err(
+            |source| SimServerError::Bind { what: "UDP", port: config.udp_port, source },
+        )?;
+        let (link_tx, link_rx) = mpsc::unbounded_channel();
+        let (control_tx, control_rx) = mpsc::unbounded_channel();
+        *self.control.lock() = Some(control_tx);
+        let acceptor = tokio::spawn(async move {
+            let mut next_conn = 0_u64;
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { return };
+                next_conn += 1;
+                tokio::spawn(link::serve(stream, next_conn, config.clone(), link_tx.clone()));
+            }
+        });
+        core::Core::new(&self.config, udp).run(link_rx, control_rx).await;
+        acceptor.abort();
+        Ok(())
+    }
+}
+
+/// RoomService-like controls of a [`SimServer`], usable from any simulated host.
+#[derive(Debug, Clone, Default)]
+pub struct ServerControl {
+    core: Arc<Mutex<Option<mpsc::UnboundedSender<Control>>>>,
+}
+
+impl ServerControl {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<mpsc::UnboundedSender<Control>>> {
+        self.core.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    async fn ask<T>(
+        &self,
+        control: impl FnOnce(oneshot::Sender<T>) -> Control,
+    ) -> Result<T, SimServerError> {
+        let (reply, answer) = oneshot::channel();
+        let sender = self.lock().clone().ok_or(SimServerError::NotRunning)?;
+        sender.send(control(reply)).map_err(|_| SimServerError::NotRunning)?;
+        answer.await.map_err(|_| SimServerError::NotRunning)
+    }
+
+    /// Removes a participant (`Leave{DISCONNECT, PARTICIPANT_REMOVED}`). `false` if it was
+    /// not in the room.
+    pub async fn remove_participant(
+        &self,
+        room: &str,
+        identity: &str,
+    ) -> Result<bool, SimServerError> {
+        let (room, identity) = (room.to_owned(), identity.to_owned());
+        self.ask(|reply| Control::RemoveParticipant { room, identity, reply }).await
+    }
+
+    /// Deletes a room (`Leave{DISCONNECT, ROOM_DELETED}` to everyone in it). `false` if
+    /// there was no such room.
+    pub async fn delete_room(&self, room: &str) -> Result<bool, SimServerError> {
+        let room = room.to_owned();
+        self.ask(|reply| Control::DeleteRoom { room, reply }).await
+    }
+
+    /// The participants of a room (empty if there is no such room).
+    pub async fn list_participants(
+        &self,
+        room: &str,
+    ) -> Result<Vec<proto::ParticipantInfo>, SimServerError> {
+        let room = room.to_owned();
+        self.ask(|reply| Control::ListParticipants { room, reply }).await
+    }
+}

@@ -1,0 +1,236 @@
+//! [`Sim`]: one seeded turmoil simulation with a simulated LiveKit server host and client
+//! hosts, each client running a test closure with a [`ClientContext`] that connects
+//! faultline-sdk `Room`s through [`TurmoilNetwork`] and records every event they emit, with
+//! its simulated time, into a [`Trace`].
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use faultline_sdk::{Room, RoomEvent, RoomOptions};
+use tokio::sync::mpsc;
+
+use super::server::{ServerConfig, ServerControl, SimServer};
+use super::TurmoilNetwork;
+use crate::token::{TokenError, TokenSpec};
+
+/// The server host's name (clients reach it at `ws://livekit:7880`).
+pub const SERVER_HOST: &str = "livekit";
+
+/// The simulated wall clock starts here, so that times derived from it repeat run to run.
+const EPOCH_SECS: u64 = 1_767_225_600; // 2026-01-01T00:00:00Z
+
+/// Why a simulation could not run or a client could not connect.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    /// A host's software failed or the simulation ran past its duration.
+    #[error("the simulation with seed {seed} failed: {reason} (re-run with the same seed and RUST_LOG=debug to replay it)")]
+    Run {
+        /// The seed, to replay it.
+        seed: u64,
+        /// turmoil's or the host's error.
+        reason: String,
+    },
+    /// A token could not be minted.
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    /// `Room::connect` failed.
+    #[error("client {host} could not connect to the simulated server as {identity:?}: {source}")]
+    Connect {
+        /// The client host.
+        host: String,
+        /// The identity used.
+        identity: String,
+        /// The SDK's error.
+        #[source]
+        source: faultline_sdk::RoomError,
+    },
+}
+
+/// One recorded room event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TraceEntry {
+    /// Simulated time since the simulation started.
+    pub at: Duration,
+    /// The client host whose room emitted it.
+    pub host: String,
+    /// The identity the room connected as.
+    pub identity: String,
+    /// The event.
+    pub event: RoomEvent,
+}
+
+/// Every event of every room connected through a [`ClientContext`], in emission order.
+#[derive(Debug, Clone, Default)]
+pub struct Trace {
+    entries: Arc<Mutex<Vec<TraceEntry>>>,
+}
+
+impl Trace {
+    fn push(&self, entry: TraceEntry) {
+        self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(entry);
+    }
+
+    /// A copy of the entries so far.
+    pub fn entries(&self) -> Vec<TraceEntry> {
+        self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+}
+
+/// What a client closure gets: where the server is, tokens, room options wired to the
+/// simulation, the server's controls, and a recording `connect`.
+#[derive(Debug, Clone)]
+pub struct ClientContext {
+    host: String,
+    seed: u64,
+    server: SimServer,
+    trace: Trace,
+}
+
+impl ClientContext {
+    /// This client's host name (for `turmoil::partition` and friends).
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The server's signalling URL.
+    pub fn url(&self) -> String {
+        format!("ws://{SERVER_HOST}:{}", self.server.config().http_port)
+    }
+
+    /// A token joining `room` as `identity`, signed with the server's keys.
+    pub fn token(&self, room: &str, identity: &str) -> Result<String, TokenError> {
+        let config = self.server.config();
+        TokenSpec::join(room, identity).mint(&config.api_key, &config.api_secret)
+    }
+
+    /// Default room options with simulated sockets and a seed derived from the
+    /// simulation's seed and this host.
+    pub fn options(&self) -> RoomOptions {
+        RoomOptions {
+            network: Arc::new(TurmoilNetwork),
+            rng_seed: Some(self.seed),
+            ..RoomOptions::default()
+        }
+    }
+
+    /// The server's RoomService-like controls.
+    pub fn server(&self) -> ServerControl {
+        self.server.control()
+    }
+
+    /// Connects to `room` as `identity` with [`Self::options`].
+    pub async fn connect(
+        &self,
+        room: &str,
+        identity: &str,
+    ) -> Result<(Room, mpsc::UnboundedReceiver<RoomEvent>), SimError> {
+        self.connect_with(room, identity, self.options()).await
+    }
+
+    /// Connects with the given options; every event the room emits is recorded in the
+    /// trace before it reaches the returned stream.
+    pub async fn connect_with(
+        &self,
+        room: &str,
+        identity: &str,
+        options: RoomOptions,
+    ) -> Result<(Room, mpsc::UnboundedReceiver<RoomEvent>), SimError> {
+        let token = self.token(room, identity)?;
+        let (room, mut events) =
+            Room::connect(&self.url(), &token, options).await.map_err(|source| {
+                SimError::Connect { host: self.host.clone(), identity: identity.to_owned(), source }
+            })?;
+        let (forward, recorded) = mpsc::unbounded_channel();
+        let (trace, host, identity) = (self.trace.clone(), self.host.clone(), identity.to_owned());
+        tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                trace.push(TraceEntry {
+                    at: turmoil::sim_elapsed().unwrap_or_default(),
+                    host: host.clone(),
+                    identity: identity.clone(),
+                    event: event.clone(),
+                });
+                // The test may have stopped listening; keep recording.
+                let _ = forward.send(event);
+            }
+        });
+        Ok((room, recorded))
+    }
+}
+
+/// A seeded simulation: a [`SimServer`] on host [`SERVER_HOST`] and client hosts.
+pub struct Sim<'a> {
+    seed: u64,
+    sim: turmoil::Sim<'a>,
+    server: SimServer,
+    trace: Trace,
+    clients: u64,
+}
+
+impl<'a> Sim<'a> {
+    /// A simulation with `seed`: 1 ms ticks, up to 15 simulated minutes, a fixed epoch,
+    /// the default server configuration.
+    pub fn new(seed: u64) -> Self {
+        Self::with(seed, ServerConfig::default(), |_| {})
+    }
+
+    /// A simulation with `seed`, `server` configuration, and `configure` applied to the
+    /// turmoil builder after faultline's defaults.
+    pub fn with(
+        seed: u64,
+        server: ServerConfig,
+        configure: impl FnOnce(&mut turmoil::Builder),
+    ) -> Self {
+        let mut builder = turmoil::Builder::new();
+        builder
+            .rng_seed(seed)
+            .tick_duration(Duration::from_millis(1))
+            .simulation_duration(Duration::from_secs(15 * 60))
+            .epoch(SystemTime::UNIX_EPOCH + Duration::from_secs(EPOCH_SECS));
+        configure(&mut builder);
+        let mut sim = builder.build();
+        let server = SimServer::new(server);
+        let software = server.clone();
+        sim.host(SERVER_HOST, move || {
+            let server = software.clone();
+            async move { server.serve().await.map_err(Into::into) }
+        });
+        Self { seed, sim, server, trace: Trace::default(), clients: 0 }
+    }
+
+    /// The server's controls.
+    pub fn server(&self) -> ServerControl {
+        self.server.control()
+    }
+
+    /// The underlying turmoil simulation (faults between steps, `crash`, `bounce`…).
+    pub fn turmoil(&mut self) -> &mut turmoil::Sim<'a> {
+        &mut self.sim
+    }
+
+    /// Adds a client host named `host` running `test`.
+    pub fn client<F, Fut, E>(&mut self, host: &str, test: F)
+    where
+        F: FnOnce(ClientContext) -> Fut,
+        Fut: Future<Output = Result<(), E>> + 'static,
+        E: Into<Box<dyn std::error::Error>> + 'static,
+    {
+        self.clients += 1;
+        let context = ClientContext {
+            host: host.to_owned(),
+            seed: self.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(self.clients),
+            server: self.server.clone(),
+            trace: self.trace.clone(),
+        };
+        let future = test(context);
+        self.sim.client(host, async move { future.await.map_err(Into::into) });
+    }
+
+    /// Runs until every client finished; returns the recorded trace.
+    pub fn run(mut self) -> Result<Trace, SimError> {
+        let seed = self.seed;
+        self.sim.run().map_err(|e| SimError::Run { seed, reason: e.to_string() })?;
+        Ok(self.trace)
+    }
+}
