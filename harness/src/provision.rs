@@ -744,25 +744,23 @@ async fn go_install(
         .stderr(Stdio::from(log_err))
         .kill_on_drop(true);
     let mut child = cmd.spawn().map_err(|e| format!("cannot run {} install: {e}", go.display()))?;
+    let deadline = tokio::time::Instant::now() + env.build_timeout;
     let mut ticker = tokio::time::interval(Duration::from_secs(30));
     ticker.tick().await;
     let status = loop {
         tokio::select! {
             status = child.wait() => break status.map_err(|e| format!("go install failed: {e}"))?,
-            _ = ticker.tick() => {
-                let elapsed = started.elapsed();
-                if elapsed >= env.build_timeout {
-                    let _ = child.kill().await;
-                    return Err(format!(
-                        "`go install {package}` did not finish within {:?}; log: {}",
-                        env.build_timeout,
-                        log_path.display()
-                    ));
-                }
-                eprintln!(
-                    "faultline: still building {program} {version} ({}s elapsed)",
-                    elapsed.as_secs()
-                );
+            _ = ticker.tick() => eprintln!(
+                "faultline: still building {program} {version} ({}s elapsed)",
+                started.elapsed().as_secs()
+            ),
+            _ = tokio::time::sleep_until(deadline) => {
+                let _ = child.kill().await;
+                return Err(format!(
+                    "`go install {package}` did not finish within {:?}; log: {}",
+                    env.build_timeout,
+                    log_path.display()
+                ));
             }
         }
     };

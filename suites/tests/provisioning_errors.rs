@@ -225,3 +225,71 @@ async fn a_server_that_never_answers_is_killed_after_the_ready_bound() -> Result
     assert!(message.contains("faultline-logs/provisioning_errors/"), "{message}");
     Ok(())
 }
+
+/// An isolated environment whose PATH holds only a fake `go` running `install_body` for
+/// `go install` (it may use $GOBIN, like the real one).
+fn with_fake_go(install_body: &str) -> Result<(tempfile::TempDir, ProvisionEnv)> {
+    let (dir, mut env) = isolated()?;
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin)?;
+    script(&bin, "go", &format!("if [ \"$1\" = install ]; then\n{install_body}\nfi\nexit 1"))?;
+    env.path = Some(bin.into_os_string());
+    Ok((dir, env))
+}
+
+#[tokio::test]
+async fn go_install_builds_once_into_the_cache_under_a_lock() -> Result<()> {
+    let counter = tempfile::NamedTempFile::new()?;
+    let (_dir, env) = with_fake_go(&format!(
+        "echo \"fake go: install $2 with CGO_ENABLED=$CGO_ENABLED\"\n\
+         echo build >> {counter}\n\
+         /bin/sleep 1\n\
+         printf '#!/bin/sh\\necho toxiproxy-server version git\\n' > \"$GOBIN/server\"\n\
+         /bin/chmod +x \"$GOBIN/server\"\nexit 0",
+        counter = counter.path().display()
+    ))?;
+    let (a, b) = tokio::join!(
+        provision::provision(Program::Toxiproxy, "v2.12.0", &env),
+        provision::provision(Program::Toxiproxy, "v2.12.0", &env)
+    );
+    let cached = env.cached_binary(Program::Toxiproxy, "v2.12.0");
+    let mut sources = [a?.source, b?.source];
+    sources.sort_by_key(|s| matches!(s, Source::Cache(_)));
+    assert_eq!(sources, [Source::GoInstall(cached.clone()), Source::Cache(cached.clone())]);
+    assert_eq!(std::fs::read_to_string(counter.path())?.lines().count(), 1, "built twice");
+    let log = env.cache_dir.join("logs/go-install-toxiproxy-server-v2.12.0.log");
+    let log = std::fs::read_to_string(&log).with_context(|| log.display().to_string())?;
+    assert!(
+        log.contains(
+            "fake go: install github.com/Shopify/toxiproxy/v2/cmd/server@v2.12.0 with CGO_ENABLED=0"
+        ),
+        "{log}"
+    );
+    // The next provisioning finds the cache without building.
+    let again = provision::provision(Program::Toxiproxy, "v2.12.0", &env).await?;
+    assert_eq!(again.source, Source::Cache(cached));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_failing_go_install_is_reported_with_its_output_and_log() -> Result<()> {
+    let (_dir, env) =
+        with_fake_go("echo 'go: reading https://proxy.golang.org/...: 403 Forbidden' >&2\nexit 1")?;
+    let err = provision::provision(Program::Toxiproxy, "v2.12.0", &env).await.expect_err("fails");
+    let message = err.to_string();
+    assert!(message.contains("failed (exit status: 1)"), "{message}");
+    assert!(message.contains("403 Forbidden"), "{message}");
+    assert!(message.contains("logs/go-install-toxiproxy-server-v2.12.0.log"), "{message}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_go_install_that_hangs_is_cut_off_by_the_build_bound() -> Result<()> {
+    let (_dir, mut env) = with_fake_go("exec /bin/sleep 60")?;
+    env.build_timeout = Duration::from_secs(1);
+    let started = Instant::now();
+    let err = provision::provision(Program::Toxiproxy, "v2.12.0", &env).await.expect_err("hangs");
+    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    assert!(err.to_string().contains("did not finish within 1s"), "{err}");
+    Ok(())
+}
