@@ -335,9 +335,7 @@ impl LiveKitServer {
             Ok(()) => Ok(()),
             Err(NotReady::Exited(died)) => Err(ServerError::Died(died)),
             Err(NotReady::Timeout) => {
-                if let Some(p) = local.liveness.lock().as_mut() {
-                    p.kill();
-                }
+                local.liveness.kill();
                 let log_path = local.liveness.log_path().to_path_buf();
                 Err(ServerError::NotReady {
                     url: self.http_url.to_string(),
@@ -431,9 +429,7 @@ impl LiveKitServer {
     pub async fn kill(&self) -> Result<(), ServerError> {
         let local = self.local_for("kill")?;
         local.liveness.check()?;
-        if let Some(process) = local.liveness.lock().as_mut() {
-            process.kill();
-        }
+        local.liveness.kill();
         tracing::info!(log = %local.liveness.log_path().display(), "livekit-server killed");
         Ok(())
     }
@@ -473,6 +469,15 @@ impl LiveKitServer {
         self.local
             .as_ref()
             .ok_or_else(|| ServerError::External { operation, url: self.http_url.to_string() })
+    }
+}
+
+impl Drop for LiveKitServer {
+    /// Kills the server now, even if RoomService clients made from it are still around.
+    fn drop(&mut self) {
+        if let Some(local) = &self.local {
+            local.liveness.kill();
+        }
     }
 }
 

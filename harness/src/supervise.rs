@@ -156,6 +156,13 @@ impl Liveness {
         self.slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// SIGKILLs the process if it runs. Clients holding a clone then report it as killed.
+    pub(crate) fn kill(&self) {
+        if let Some(process) = self.lock().as_mut() {
+            process.kill();
+        }
+    }
+
     /// The log file.
     pub(crate) fn log_path(&self) -> &Path {
         &self.log_path

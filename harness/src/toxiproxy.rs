@@ -187,9 +187,7 @@ impl Toxiproxy {
                 }
                 Err(NotReady::Exited(died)) => return Err(ToxiproxyError::Died(died)),
                 Err(NotReady::Timeout) => {
-                    if let Some(p) = liveness.lock().as_mut() {
-                        p.kill();
-                    }
+                    liveness.kill();
                     return Err(ToxiproxyError::NotReady {
                         url: format!("{}version", client.base),
                         timeout: opts.ready_timeout,
@@ -257,6 +255,13 @@ impl Toxiproxy {
     /// Ok while the process runs; otherwise its exit status and log.
     pub fn ensure_running(&self) -> Result<(), ToxiproxyError> {
         Ok(self.liveness.check()?)
+    }
+}
+
+impl Drop for Toxiproxy {
+    /// Kills toxiproxy now, even if proxy handles made from its client are still around.
+    fn drop(&mut self) {
+        self.liveness.kill();
     }
 }
 

@@ -66,10 +66,15 @@ async fn a_server_answers_and_is_gone_after_drop() -> Result<()> {
     );
     let pid = server.pid().context("a running local server has a pid")?;
     let addr = server.signal_addr();
+    let rooms = server.room_service();
 
     drop(server);
     assert!(!process_alive(pid), "livekit-server pid {pid} still runs after drop");
-    eventually(Duration::from_secs(5), "the HTTP port closing", || !accepts(addr)).await
+    eventually(Duration::from_secs(5), "the HTTP port closing", || !accepts(addr)).await?;
+    // A client that outlived its server says what happened instead of a bare refusal.
+    let err = rooms.list_rooms().await.expect_err("the server is gone");
+    assert!(err.to_string().contains("was killed by faultline"), "{err}");
+    Ok(())
 }
 
 #[tokio::test]
