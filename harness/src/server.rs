@@ -501,7 +501,8 @@ impl StartFailure {
 
 /// How to run the provisioned server with `config` (a file inside a directory that is
 /// bind-mounted at the same path for a container, which shares the host's network so the
-/// loopback-only configuration means the same thing).
+/// loopback-only configuration means the same thing; on macOS that needs Docker Desktop's
+/// host networking, 4.34 or later).
 fn launch_for(source: &Source, config: &Path, http_port: u16) -> Launch {
     match source {
         Source::Container { image, docker } => {
