@@ -11,4 +11,4 @@ pub mod server;
 mod world;
 
 pub use network::TurmoilNetwork;
-pub use world::{ClientContext, Sim, SimError, Trace, TraceEntry};
+pub use world::{ClientContext, Sim, SimError, Trace, TraceEntry, SERVER_HOST};

@@ -20,6 +20,9 @@ pub const SERVER_HOST: &str = "livekit";
 /// The simulated wall clock starts here, so that times derived from it repeat run to run.
 const EPOCH_SECS: u64 = 1_767_225_600; // 2026-01-01T00:00:00Z
 
+/// The default one-way latency of every simulated link.
+const LATENCY: Duration = Duration::from_millis(1);
+
 /// Why a simulation could not run or a client could not connect.
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
@@ -91,6 +94,18 @@ impl ClientContext {
     /// This client's host name (for `turmoil::partition` and friends).
     pub fn host(&self) -> &str {
         &self.host
+    }
+
+    /// Cuts every link between this host and the server, both ways (turmoil `partition`):
+    /// datagrams and segments are dropped and new TCP connections are refused. TCP streams
+    /// open across it stay dead even after [`Self::repair`] (turmoil has no retransmission).
+    pub fn partition_from_server(&self) {
+        turmoil::partition(self.host.as_str(), SERVER_HOST);
+    }
+
+    /// Restores the links cut by [`Self::partition_from_server`].
+    pub fn repair_to_server(&self) {
+        turmoil::repair(self.host.as_str(), SERVER_HOST);
     }
 
     /// The server's signalling URL.
@@ -169,8 +184,14 @@ pub struct Sim<'a> {
 }
 
 impl<'a> Sim<'a> {
-    /// A simulation with `seed`: 1 ms ticks, up to 15 simulated minutes, a fixed epoch,
-    /// the default server configuration.
+    /// A simulation with `seed`: 1 ms ticks, up to 15 simulated minutes, a fixed epoch, a
+    /// fixed 1 ms link latency, the default server configuration.
+    ///
+    /// Why a fixed latency: turmoil draws each message's latency from its seeded RNG, but
+    /// str0m's stack (sctp-proto, dimpl, fastrand) draws from OS randomness, which can change
+    /// how many datagrams a run sends and so shift every later draw. With a fixed latency the
+    /// same seed replays the same trace; a test that wants jitter configures it with
+    /// [`Sim::with`] and gets the same event order but not always the same times.
     pub fn new(seed: u64) -> Self {
         Self::with(seed, ServerConfig::default(), |_| {})
     }
@@ -186,6 +207,8 @@ impl<'a> Sim<'a> {
         builder
             .rng_seed(seed)
             .tick_duration(Duration::from_millis(1))
+            .min_message_latency(LATENCY)
+            .max_message_latency(LATENCY)
             .simulation_duration(Duration::from_secs(15 * 60))
             .epoch(SystemTime::UNIX_EPOCH + Duration::from_secs(EPOCH_SECS));
         configure(&mut builder);
