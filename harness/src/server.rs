@@ -116,10 +116,8 @@ pub enum ServerError {
 pub struct ServerPorts {
     /// HTTP / WebSocket (signalling, RoomService).
     pub http: u16,
-    /// The UDP mux port (all media).
+    /// The UDP mux port (all media). ICE/TCP is disabled (see `fixtures/livekit.yaml`).
     pub udp: u16,
-    /// The ICE/TCP port.
-    pub tcp: u16,
 }
 
 struct Local {
@@ -247,15 +245,12 @@ impl LiveKitServer {
                     .map_err(StartFailure::spawn("pick a free HTTP port"))?,
             },
             udp: free_udp_port().map_err(StartFailure::spawn("pick a free UDP port"))?,
-            // The ICE/TCP port listens on every interface.
-            tcp: free_tcp_port("0.0.0.0").map_err(StartFailure::spawn("pick a free TCP port"))?,
         };
         let api_key = "faultline".to_string();
         let api_secret = random_secret();
         let config = CONFIG_TEMPLATE
             .replace("{{http_port}}", &ports.http.to_string())
             .replace("{{udp_port}}", &ports.udp.to_string())
-            .replace("{{tcp_port}}", &ports.tcp.to_string())
             .replace("{{api_key}}", &api_key)
             .replace("{{api_secret}}", &api_secret);
         let log_name = match &opts.name {

@@ -87,7 +87,6 @@ async fn two_servers_run_side_by_side() -> Result<()> {
     let (pa, pb) = (a.ports().context("local")?, b.ports().context("local")?);
     assert_ne!(pa.http, pb.http);
     assert_ne!(pa.udp, pb.udp);
-    assert_ne!(pa.tcp, pb.tcp);
     assert_ne!(a.log_path(), b.log_path());
     assert_eq!(get_root(&a).await?, (200, "OK".to_string()));
     assert_eq!(get_root(&b).await?, (200, "OK".to_string()));
@@ -184,5 +183,31 @@ async fn tokens_carry_their_grants_and_the_secret_is_never_printed() -> Result<(
     assert_eq!(reqwest::get(validate(forged)).await?.status().as_u16(), 401);
 
     assert!(!format!("{server:?}").contains(server.api_secret()), "Debug shows the secret");
+    Ok(())
+}
+
+/// The machine's address on its default route, if it has one besides loopback. Connecting a
+/// UDP socket sends nothing; it only asks the kernel which local address it would use.
+fn outward_ip() -> Option<std::net::IpAddr> {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    socket.connect("192.0.2.1:9").ok()?;
+    let ip = socket.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
+}
+
+#[tokio::test]
+async fn a_server_is_reachable_on_loopback_only() -> Result<()> {
+    let server = LiveKitServer::start(ServerOptions::default()).await?;
+    let ports = server.ports().context("a local server has ports")?;
+    ensure!(accepts(SocketAddr::from(([127, 0, 0, 1], ports.http))), "no answer on loopback");
+    let ip = outward_ip().context(
+        "this machine has no address besides loopback, so exposure cannot be checked here",
+    )?;
+    ensure!(
+        !accepts(SocketAddr::new(ip, ports.http)),
+        "the server's HTTP port {} answers on {ip}: it must bind 127.0.0.1 only (log: {:?})",
+        ports.http,
+        server.log_path()
+    );
     Ok(())
 }
