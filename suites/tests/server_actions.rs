@@ -1,0 +1,116 @@
+//! What the real livekit-server does to a client, and that the client ends up where the
+//! server meant: simulated node failure and migration (the session is gone: a full
+//! reconnect), a server leave, RoomService's RemoveParticipant and DeleteRoom (disconnected,
+//! with the server's reason), and a quiet minute (a client with real WebRTC stays in the
+//! room past the server's 60 s join-failure deadline).
+
+mod real_lane;
+
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
+use faultline::check::{EventLog, WaitError};
+use faultline_sdk::{ConnectionState, DisconnectReason, Room, RoomEvent, SimulateScenario};
+use livekit_protocol::participant_info::State;
+use real_lane::{assert_recovers, join, server, unique_room, WAIT};
+
+/// Waits for the room to end and checks it ended once, with `reason`, for good.
+async fn expect_disconnected(
+    room: &Room,
+    log: &mut EventLog,
+    reason: DisconnectReason,
+) -> Result<()> {
+    let ended =
+        log.wait_for("Disconnected", WAIT, |e| matches!(e, RoomEvent::Disconnected { .. })).await?;
+    ensure!(
+        ended == RoomEvent::Disconnected { reason },
+        "expected Disconnected {{ {reason:?} }}, got {ended:?}\n{}",
+        log.trace()
+    );
+    log.wait_ended(WAIT).await?;
+    ensure!(room.connection_state() == ConnectionState::Disconnected);
+    ensure!(
+        log.count(|e| *e == RoomEvent::Reconnecting) == 0,
+        "a server decision to disconnect is obeyed, not fought with reconnects:\n{}",
+        log.trace()
+    );
+    log.check(room.connection_state())?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_failure_ends_in_a_full_reconnect() -> Result<()> {
+    let server = server().await?;
+    let (room, mut log) = join(&server, &unique_room("node-failure"), "p0").await?;
+    let sid = room.local_participant().sid();
+    assert_recovers(&room, &mut log, SimulateScenario::NodeFailure).await?;
+    ensure!(
+        room.local_participant().sid() != sid,
+        "the server dropped the session, so only a new one (new sid) can recover"
+    );
+    room.close().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migration_on_a_single_node_ends_in_a_full_reconnect() -> Result<()> {
+    let server = server().await?;
+    let (room, mut log) = join(&server, &unique_room("migration"), "p0").await?;
+    let sid = room.local_participant().sid();
+    assert_recovers(&room, &mut log, SimulateScenario::Migration).await?;
+    ensure!(room.local_participant().sid() != sid, "a single node has nowhere to migrate to");
+    room.close().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_leave_disconnects_with_server_shutdown() -> Result<()> {
+    let server = server().await?;
+    let (room, mut log) = join(&server, &unique_room("server-leave"), "p0").await?;
+    room.simulate_scenario(SimulateScenario::ServerLeave).await?;
+    expect_disconnected(&room, &mut log, DisconnectReason::ServerShutdown).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remove_participant_disconnects_with_participant_removed() -> Result<()> {
+    let server = server().await?;
+    let name = unique_room("remove");
+    let (room, mut log) = join(&server, &name, "p0").await?;
+    server.room_service().remove_participant(&name, "p0").await?;
+    expect_disconnected(&room, &mut log, DisconnectReason::ParticipantRemoved).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_room_disconnects_with_room_deleted() -> Result<()> {
+    let server = server().await?;
+    let name = unique_room("delete");
+    let (room, mut log) = join(&server, &name, "p0").await?;
+    server.room_service().delete_room(&name).await?;
+    expect_disconnected(&room, &mut log, DisconnectReason::RoomDeleted).await
+}
+
+/// Slow by design: the server removes a participant whose peer connection never connected
+/// 60 s after it joined, so staying past that proves the WebRTC path is real.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joined_participant_stays_past_the_servers_join_deadline() -> Result<()> {
+    let server = server().await?;
+    let name = unique_room("stays");
+    let (room, mut log) = join(&server, &name, "p0").await?;
+    let quiet = Duration::from_secs(70);
+    match log.wait_for("no lifecycle event for 70 s", quiet, RoomEvent::is_lifecycle).await {
+        Err(WaitError::Timeout { .. }) => {}
+        Ok(event) => anyhow::bail!("the room changed state while idle: {event:?}\n{}", log.trace()),
+        Err(other) => return Err(other.into()),
+    }
+    ensure!(room.connection_state() == ConnectionState::Connected);
+    let participants = server.room_service().list_participants(&name).await?;
+    let me = participants
+        .iter()
+        .find(|p| p.identity == "p0")
+        .with_context(|| format!("p0 is still in {name} after {quiet:?}: {participants:?}"))?;
+    ensure!(me.state == State::Active as i32, "the server sees p0 as active: {me:?}");
+    ensure!(me.sid == room.local_participant().sid(), "and as the same session");
+    log.check(room.connection_state())?;
+    room.close().await?;
+    Ok(())
+}
