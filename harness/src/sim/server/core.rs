@@ -22,14 +22,14 @@ use super::{Control, ServerConfig};
 /// pkg/rtc/participant.go: the ping interval and timeout sent in every JoinResponse (s).
 const PING_INTERVAL: i32 = 5;
 const PING_TIMEOUT: i32 = 15;
-/// pkg/rtc/participant.go: a participant whose primary PC never connects is removed.
+/// pkg/rtc/room.go `Join`: a participant that has not connected a minute after joining is
+/// removed (JOIN_FAILURE).
 const JOIN_DEADLINE: Duration = Duration::from_secs(60);
-/// pkg/rtc/transport.go (pion's ICE timeouts): a connection that lost its path is
-/// declared failed this long after str0m reports it disconnected (pion: disconnected
-/// after ~10 s of silence, failed 5 s later; str0m notices silence sooner).
-const PC_FAILED_AFTER: Duration = Duration::from_secs(10);
-/// pkg/rtc/participant.go: after a media failure the participant waits this long for a
-/// resume before it is removed.
+/// pkg/rtc/transport.go `iceFailedTimeoutTotal`: pion declares ICE disconnected after
+/// 10 s without hearing the client and failed 5 s later.
+const PC_FAILED_AFTER: Duration = Duration::from_secs(15);
+/// pkg/rtc/participant.go `disconnectCleanupDuration`: after a media failure the
+/// participant waits this long for a resume before it is removed.
 const RESUME_WINDOW: Duration = Duration::from_secs(5);
 /// pkg/rtc/room.go: how long the simulate-disconnect-on-resume scenarios stay armed.
 const SIMULATE_DISCONNECT_WINDOW: Duration = Duration::from_secs(5);
@@ -55,7 +55,7 @@ struct Participant {
     next_offer_id: u32,
     /// When the participant is removed unless something happens first, and why.
     remove_at: Option<(Instant, proto::DisconnectReason)>,
-    /// When a PC that lost its ICE path counts as failed.
+    /// When the transport ended under a connected participant (it counts as failed).
     pc_fails_at: Option<Instant>,
     /// When a simulated speaker update ends.
     speaking_until: Option<Instant>,
@@ -98,6 +98,20 @@ impl Participant {
     fn has_connected(&self) -> bool {
         // With subscriber_primary, the subscriber PC is the primary one.
         self.subscriber.has_connected()
+    }
+
+    /// When the media path counts as failed if the client stays silent: pion's ICE
+    /// timeouts after the last datagram of a connected PC. `None` while a removal is
+    /// already scheduled.
+    fn media_deadline(&self) -> Option<Instant> {
+        if self.remove_at.is_some() {
+            return None;
+        }
+        let silent_since = [self.publisher.last_heard(), self.subscriber.last_heard()]
+            .into_iter()
+            .flatten()
+            .min()?;
+        Some(Instant::from_std(silent_since) + PC_FAILED_AFTER)
     }
 
     fn pc(&mut self, target: i32) -> &mut ServerPc {
@@ -286,12 +300,6 @@ impl Core {
                     r.broadcast(None, &update);
                 }
             }
-            MediaEvent::Ice(true) => p.pc_fails_at = None,
-            MediaEvent::Ice(false) => {
-                if p.publisher.has_connected() || p.subscriber.has_connected() {
-                    p.pc_fails_at.get_or_insert(now + PC_FAILED_AFTER);
-                }
-            }
             MediaEvent::Closed => {
                 if p.has_connected() {
                     p.pc_fails_at = Some(now);
@@ -346,11 +354,15 @@ impl Core {
     fn on_link(&mut self, event: FromLink) {
         match event {
             FromLink::Admit { join, reply } => {
+                // pkg/rtc/room.go `ResumeParticipant` closes the new signal connection before
+                // any message while the scenario is armed; pkg/service/rtcservice.go tries
+                // the session three times, then answers HTTP 500 — and the third close
+                // disarms the scenario. So one resume is refused, then it is over.
                 let now = Instant::now();
                 let refused = self
                     .rooms
                     .get_mut(&join.room)
-                    .and_then(|r| r.refuse_resume.get(&join.identity).copied())
+                    .and_then(|r| r.refuse_resume.remove(&join.identity))
                     .is_some_and(|until| now < until);
                 let _ = reply.send(!refused);
             }
@@ -371,10 +383,11 @@ impl Core {
                 let Some(p) = self.participant(&room, &identity) else { return };
                 if p.link.as_ref().is_some_and(|(c, _)| *c == conn) {
                     p.link = None;
-                    // pkg/rtc/participant.go: a signal connection that closes before any
-                    // peer connection connected ends the participant at once.
+                    // pkg/rtc/participant.go `HandleSignalSourceClose`: a signal connection
+                    // that closes before any peer connection connected ends the participant
+                    // at once (SIGNAL_CLOSE, no leave).
                     if !p.has_connected() {
-                        self.remove(&room, &identity, proto::DisconnectReason::JoinFailure, None);
+                        self.remove(&room, &identity, proto::DisconnectReason::SignalClose, None);
                     }
                 }
             }
@@ -485,15 +498,25 @@ impl Core {
         };
         p.close_link();
         p.link = Some((conn, out));
+        // participant.go: a resume stops the disconnect timer; the ICE restart that follows
+        // gives the media path a fresh start.
         p.remove_at = None;
+        p.publisher.reset_silence(now.into_std());
+        p.subscriber.reset_silence(now.into_std());
         p.send(signal_response::Message::Reconnect(proto::ReconnectResponse {
             ice_servers: Vec::new(),
             client_configuration: Some(proto::ClientConfiguration::default()),
             server_info: Some(server_info()),
             last_message_seq: p.last_reliable_seq,
         }));
+        // pkg/rtc/room.go `ResumeParticipant`: then everyone's info (the participant's own
+        // included), the room, and an ICE restart.
+        let everyone = room.participants.values().map(Participant::info).collect();
         let room_info = room.info(&join.room);
         if let Some(p) = room.participants.get(&join.identity) {
+            p.send(signal_response::Message::Update(proto::ParticipantUpdate {
+                participants: everyone,
+            }));
             p.send(signal_response::Message::RoomUpdate(proto::RoomUpdate {
                 room: Some(room_info),
             }));
@@ -614,7 +637,7 @@ impl Core {
             // "drop participant without necessarily cleaning up": no leave; the
             // participant is gone, so its resume meets STATE_MISMATCH.
             Scenario::NodeFailure(_) => {
-                self.remove(room, identity, proto::DisconnectReason::UnknownReason, None)
+                self.remove(room, identity, proto::DisconnectReason::ServerShutdown, None)
             }
             Scenario::Migration(_) => {
                 self.remove(room, identity, proto::DisconnectReason::Migration, None)
@@ -674,10 +697,12 @@ impl Core {
         p.publisher.close_quietly();
         p.subscriber.close_quietly();
         p.state = proto::participant_info::State::Disconnected;
+        let mut info = p.info();
+        info.disconnect_reason = reason as i32;
         r.broadcast(
             None,
             &signal_response::Message::Update(proto::ParticipantUpdate {
-                participants: vec![p.info()],
+                participants: vec![info],
             }),
         );
         if r.participants.is_empty() {
@@ -699,6 +724,7 @@ impl Core {
             for p in r.participants.values() {
                 consider(p.remove_at.map(|(at, _)| at));
                 consider(p.pc_fails_at);
+                consider(p.media_deadline());
                 consider(p.speaking_until);
                 if !p.has_connected() {
                     consider(Some(p.joined_at + JOIN_DEADLINE));
@@ -738,7 +764,8 @@ impl Core {
                     ));
                     continue;
                 }
-                if p.pc_fails_at.is_some_and(|at| at <= now) {
+                let went_quiet = p.media_deadline().is_some_and(|at| at <= now);
+                if went_quiet || p.pc_fails_at.is_some_and(|at| at <= now) {
                     p.pc_fails_at = None;
                     failures.push((name.clone(), identity.clone()));
                 }
@@ -758,8 +785,9 @@ impl Core {
             self.remove(&room, &identity, reason, leave);
         }
         for (room, identity) in failures {
-            // pkg/rtc/participant.go: after a media failure the server asks the client to
-            // resume, closes the signal connection, and gives it a while to come back.
+            // pkg/rtc/participant.go `onAnyTransportFailed`: the server asks the client to
+            // resume, closes the signal connection, and gives it a while to come back
+            // (`setupDisconnectTimer`).
             let Some(p) = self.participant(&room, &identity) else { continue };
             tracing::debug!(%room, %identity, "simulated server: peer connection failed");
             p.send(leave_message(
@@ -832,8 +860,9 @@ fn leave_message(
     action: proto::leave_request::Action,
     reason: proto::DisconnectReason,
 ) -> signal_response::Message {
+    // pkg/rtc/participant_signal.go `sendLeaveRequest`: clients of protocol ≥ 13 get the
+    // action and reason (no `can_reconnect`; regions only with several nodes).
     signal_response::Message::Leave(proto::LeaveRequest {
-        can_reconnect: action != proto::leave_request::Action::Disconnect,
         reason: reason as i32,
         action: action as i32,
         ..Default::default()

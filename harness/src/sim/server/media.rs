@@ -12,7 +12,7 @@ use std::time::Instant;
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::channel::{ChannelConfig, ChannelId, Reliability};
 use str0m::net::{Protocol, Receive, Transmit};
-use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
+use str0m::{Candidate, Event, Input, Output, Rtc};
 
 /// LiveKit's two data channels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -49,8 +49,6 @@ impl Channel {
 pub(super) enum MediaEvent {
     /// DTLS is up: the transport is connected.
     Connected,
-    /// ICE lost (`false`) or regained (`true`) its path.
-    Ice(bool),
     /// A message arrived on one of LiveKit's channels.
     Data(Channel, Vec<u8>),
     /// The transport ended (closed by the remote or failed beyond repair).
@@ -65,6 +63,8 @@ pub(super) struct ServerPc {
     pending: Option<SdpPendingOffer>,
     connected: bool,
     closed: bool,
+    /// When the client was last heard on this connection (or ICE last restarted).
+    last_heard: Option<Instant>,
     /// The ICE candidate filter excludes UDP (`switch_candidate_protocol`): this
     /// connection neither sends nor accepts UDP traffic any more.
     udp_filtered: bool,
@@ -84,6 +84,7 @@ impl ServerPc {
             pending: None,
             connected: false,
             closed: false,
+            last_heard: None,
             udp_filtered: false,
         })
     }
@@ -91,6 +92,18 @@ impl ServerPc {
     /// Whether DTLS has come up at least once.
     pub(super) fn has_connected(&self) -> bool {
         self.connected
+    }
+
+    /// When this connection last heard from the client, once it has connected.
+    pub(super) fn last_heard(&self) -> Option<Instant> {
+        self.last_heard.filter(|_| self.connected && !self.closed)
+    }
+
+    /// Restarts the silence clock (an ICE restart gives the path a fresh start).
+    pub(super) fn reset_silence(&mut self, now: Instant) {
+        if self.last_heard.is_some() {
+            self.last_heard = Some(now);
+        }
     }
 
     /// Stops using UDP (the candidate filter of `switch_candidate_protocol`).
@@ -179,6 +192,7 @@ impl ServerPc {
 
     /// Feeds a datagram that [`Self::accepts`].
     pub(super) fn receive(&mut self, now: Instant, source: SocketAddr, data: &[u8]) {
+        self.last_heard = Some(now);
         if let Ok(receive) = Receive::new(Protocol::Udp, source, self.local.addr(), data) {
             if let Err(e) = self.rtc.handle_input(Input::Receive(now, receive)) {
                 tracing::debug!(error = %e, "simulated server: str0m rejected a datagram");
@@ -252,13 +266,9 @@ impl ServerPc {
                 self.connected = true;
                 events.push(MediaEvent::Connected);
             }
-            Event::IceConnectionStateChange(state) => match state {
-                IceConnectionState::Connected | IceConnectionState::Completed => {
-                    events.push(MediaEvent::Ice(true))
-                }
-                IceConnectionState::Disconnected => events.push(MediaEvent::Ice(false)),
-                _ => {}
-            },
+            Event::IceConnectionStateChange(state) => {
+                tracing::trace!(?state, "simulated server: ICE state");
+            }
             Event::ChannelOpen(id, label) => {
                 if let Some(kind) = Channel::from_label(&label) {
                     self.channels.retain(|(_, c)| *c != kind);

@@ -1,0 +1,302 @@
+//! What the simulated LiveKit server does, as faultline-sdk sees it: the server-driven
+//! endings (duplicate identity, RoomService removal and deletion, server leave), the
+//! SimulateScenarios that force a full reconnect, speaker updates, data forwarding, and the
+//! media-failure timers. Each expectation is the real server's behaviour (see
+//! `faultline::sim::server`).
+
+use std::time::Duration;
+
+use anyhow::{ensure, Context};
+use faultline::check::EventLog;
+use faultline::sim::Sim;
+use faultline_sdk::{
+    ConnectionState, DataPacket, DataPacketKind, DisconnectReason, RoomEvent, SimulateScenario,
+};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn disconnected(reason: DisconnectReason) -> impl Fn(&RoomEvent) -> bool {
+    move |e| matches!(e, RoomEvent::Disconnected { reason: r } if *r == reason)
+}
+
+fn joined(identity: &'static str) -> impl Fn(&RoomEvent) -> bool {
+    move |e| matches!(e, RoomEvent::ParticipantConnected(p) if p.identity() == identity)
+}
+
+fn left(identity: &'static str) -> impl Fn(&RoomEvent) -> bool {
+    move |e| matches!(e, RoomEvent::ParticipantDisconnected(p) if p.identity() == identity)
+}
+
+/// How a test ends a room from the server side.
+#[derive(Debug, Clone, Copy)]
+enum Ending {
+    ServerLeaveScenario,
+    RemoveParticipant,
+    DeleteRoom,
+}
+
+/// Runs one client and expects the room to end with `reason` after `ending`.
+fn ends_with(seed: u64, ending: Ending, reason: DisconnectReason) -> anyhow::Result<()> {
+    let mut sim = Sim::new(seed);
+    sim.client("client", move |ctx| async move {
+        let (room, events) = ctx.connect("ending", "p0").await?;
+        let mut log = EventLog::new(events);
+        match ending {
+            Ending::ServerLeaveScenario => {
+                room.simulate_scenario(SimulateScenario::ServerLeave).await?
+            }
+            Ending::RemoveParticipant => {
+                ensure!(ctx.server().remove_participant("ending", "p0").await?);
+                ensure!(ctx.server().list_participants("ending").await?.is_empty());
+            }
+            Ending::DeleteRoom => ensure!(ctx.server().delete_room("ending").await?),
+        }
+        log.wait_for(&format!("Disconnected({reason:?})"), WAIT, disconnected(reason)).await?;
+        log.wait_ended(Duration::from_secs(5)).await?;
+        ensure!(room.connection_state() == ConnectionState::Disconnected);
+        ensure!(
+            log.count(|e| matches!(e, RoomEvent::Reconnecting)) == 0,
+            "a server-side ending is final, no reconnect episode; trace:\n{}",
+            log.trace()
+        );
+        log.check(room.connection_state()).context("invariants")?;
+        Ok::<_, anyhow::Error>(())
+    });
+    sim.run()?;
+    Ok(())
+}
+
+#[test]
+fn the_server_leave_scenario_disconnects_with_server_shutdown() -> anyhow::Result<()> {
+    ends_with(31, Ending::ServerLeaveScenario, DisconnectReason::ServerShutdown)
+}
+
+#[test]
+fn removing_a_participant_disconnects_it_with_participant_removed() -> anyhow::Result<()> {
+    ends_with(32, Ending::RemoveParticipant, DisconnectReason::ParticipantRemoved)
+}
+
+#[test]
+fn deleting_the_room_disconnects_with_room_deleted() -> anyhow::Result<()> {
+    ends_with(33, Ending::DeleteRoom, DisconnectReason::RoomDeleted)
+}
+
+/// The same identity joining from elsewhere evicts the first session.
+#[test]
+fn a_second_join_under_the_same_identity_evicts_the_first() -> anyhow::Result<()> {
+    let mut sim = Sim::new(34);
+    sim.client("first", |ctx| async move {
+        let (room, events) = ctx.connect("dup", "same").await?;
+        let mut log = EventLog::new(events);
+        log.wait_for(
+            "Disconnected(DuplicateIdentity)",
+            WAIT,
+            disconnected(DisconnectReason::DuplicateIdentity),
+        )
+        .await?;
+        ensure!(room.connection_state() == ConnectionState::Disconnected);
+        Ok::<_, anyhow::Error>(())
+    });
+    sim.client("second", |ctx| async move {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let (room, _events) = ctx.connect("dup", "same").await?;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        ensure!(room.connection_state() == ConnectionState::Connected);
+        let listed = ctx.server().list_participants("dup").await?;
+        ensure!(
+            listed.len() == 1 && listed[0].sid == room.local_participant().sid(),
+            "only the second session should remain, the server lists {listed:?}"
+        );
+        Ok::<_, anyhow::Error>(())
+    });
+    sim.run()?;
+    Ok(())
+}
+
+/// Scenarios after which the session cannot be resumed: the episode must escalate to a full
+/// reconnect (a new sid) and recover.
+fn escalates(seed: u64, scenario: SimulateScenario) -> anyhow::Result<()> {
+    let mut sim = Sim::new(seed);
+    sim.client("client", move |ctx| async move {
+        let (room, events) = ctx.connect("escalate", "p0").await?;
+        let mut log = EventLog::new(events);
+        let before = room.local_participant().sid();
+        room.simulate_scenario(scenario).await?;
+        log.wait_for("Reconnecting", WAIT, |e| matches!(e, RoomEvent::Reconnecting)).await?;
+        log.wait_for("Reconnected", WAIT, |e| matches!(e, RoomEvent::Reconnected)).await?;
+        let after = room.local_participant().sid();
+        ensure!(
+            before != after,
+            "{scenario:?}: expected a full reconnect (new sid), sid stayed {before}"
+        );
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        ensure!(room.connection_state() == ConnectionState::Connected);
+        log.check(room.connection_state()).context("invariants")?;
+        let listed = ctx.server().list_participants("escalate").await?;
+        ensure!(
+            listed.iter().map(|p| p.sid.as_str()).collect::<Vec<_>>() == [after.as_str()],
+            "the server should hold only the new session {after}: {listed:?}"
+        );
+        Ok::<_, anyhow::Error>(())
+    });
+    sim.run()?;
+    Ok(())
+}
+
+#[test]
+fn node_failure_escalates_to_a_full_reconnect() -> anyhow::Result<()> {
+    escalates(41, SimulateScenario::NodeFailure)
+}
+
+#[test]
+fn migration_on_one_node_escalates_to_a_full_reconnect() -> anyhow::Result<()> {
+    escalates(42, SimulateScenario::Migration)
+}
+
+#[test]
+fn a_refused_resume_escalates_to_a_full_reconnect() -> anyhow::Result<()> {
+    escalates(43, SimulateScenario::DisconnectSignalOnResumeNoMessages)
+}
+
+#[test]
+fn switching_to_tcp_candidates_escalates_to_a_full_reconnect() -> anyhow::Result<()> {
+    escalates(44, SimulateScenario::ForceTcp)
+}
+
+#[test]
+fn a_speaker_update_reports_the_speaker_then_silence() -> anyhow::Result<()> {
+    let mut sim = Sim::new(45);
+    sim.client("client", |ctx| async move {
+        let (room, events) = ctx.connect("speak", "p0").await?;
+        let mut log = EventLog::new(events);
+        room.simulate_scenario(SimulateScenario::Speaker(Duration::from_secs(3))).await?;
+        let speaking = |who: &'static [&'static str]| {
+            move |e: &RoomEvent| matches!(e, RoomEvent::ActiveSpeakersChanged { speakers } if speakers == who)
+        };
+        log.wait_for("p0 speaking", WAIT, speaking(&["p0"])).await?;
+        let started = tokio::time::Instant::now();
+        log.wait_for("nobody speaking", WAIT, speaking(&[])).await?;
+        let lasted = started.elapsed();
+        ensure!(
+            lasted >= Duration::from_secs(3) && lasted < Duration::from_secs(4),
+            "the speaker update should last 3 s, it lasted {lasted:?}"
+        );
+        Ok::<_, anyhow::Error>(())
+    });
+    sim.run()?;
+    Ok(())
+}
+
+/// Data goes to everyone else, or only to the destinations, stamped with the sender.
+#[test]
+fn data_is_forwarded_to_the_others_or_only_to_its_destinations() -> anyhow::Result<()> {
+    let mut sim = Sim::new(46);
+    sim.client("alice", |ctx| async move {
+        let (room, events) = ctx.connect("data", "alice").await?;
+        let mut log = EventLog::new(events);
+        // Each of the others says "ready" (to alice only) once its room is connected.
+        for _ in 0..2 {
+            log.wait_for("a ready message", WAIT, |e| {
+                matches!(e, RoomEvent::DataReceived { payload, .. } if payload.as_slice() == b"ready")
+            })
+            .await?;
+        }
+        let me = room.local_participant();
+        me.publish_data(DataPacket { payload: b"all".to_vec(), ..Default::default() }).await?;
+        me.publish_data(DataPacket {
+            payload: b"lossy".to_vec(),
+            reliable: false,
+            ..Default::default()
+        })
+        .await?;
+        me.publish_data(DataPacket {
+            payload: b"bob only".to_vec(),
+            destination_identities: vec!["bob".into()],
+            ..Default::default()
+        })
+        .await?;
+        log.wait_for("bob leaving", WAIT, left("bob")).await?;
+        log.wait_for("carol leaving", WAIT, left("carol")).await?;
+        room.close().await?;
+        Ok::<_, anyhow::Error>(())
+    });
+    for (host, expected) in
+        [("bob", &["all", "lossy", "bob only"][..]), ("carol", &["all", "lossy"][..])]
+    {
+        sim.client(host, move |ctx| async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let (room, events) = ctx.connect("data", host).await?;
+            let mut log = EventLog::new(events);
+            room.local_participant()
+                .publish_data(DataPacket {
+                    payload: b"ready".to_vec(),
+                    destination_identities: vec!["alice".into()],
+                    ..Default::default()
+                })
+                .await?;
+            // Everything alice sends arrives within a few simulated seconds.
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            log.poll();
+            let received: Vec<(String, DataPacketKind, Option<String>)> = log
+                .events()
+                .iter()
+                .filter_map(|r| match &r.event {
+                    RoomEvent::DataReceived { payload, kind, participant, .. } => Some((
+                        String::from_utf8_lossy(payload).into_owned(),
+                        *kind,
+                        participant.as_ref().map(|p| p.identity().to_owned()),
+                    )),
+                    _ => None,
+                })
+                .collect();
+            let payloads: Vec<&str> = received.iter().map(|(p, _, _)| p.as_str()).collect();
+            ensure!(payloads == expected, "{host} expected {expected:?}, received {received:?}");
+            ensure!(
+                received.iter().all(|(_, _, from)| from.as_deref() == Some("alice")),
+                "every packet should name alice as its sender: {received:?}"
+            );
+            ensure!(
+                received[1].1 == DataPacketKind::Lossy && received[0].1 == DataPacketKind::Reliable
+            );
+            room.close().await?;
+            Ok::<_, anyhow::Error>(())
+        });
+    }
+    sim.run()?;
+    Ok(())
+}
+
+/// A client cut off from the server: the server notices the silent media path after pion's
+/// ICE timeouts (15 s after the last datagram, which came at most a keepalive interval
+/// before the cut), waits 5 s for a resume, then removes it — which the others see.
+#[test]
+fn the_server_removes_a_participant_whose_media_went_silent() -> anyhow::Result<()> {
+    const CUT_AFTER: Duration = Duration::from_secs(10);
+    let mut sim = Sim::new(47);
+    sim.client("alice", |ctx| async move {
+        let (_room, _events) = ctx.connect("silence", "alice").await?;
+        tokio::time::sleep(CUT_AFTER).await;
+        ctx.partition_from_server();
+        tokio::time::sleep(Duration::from_secs(40)).await;
+        Ok::<_, anyhow::Error>(())
+    });
+    sim.client("bob", |ctx| async move {
+        let (room, events) = ctx.connect("silence", "bob").await?;
+        let connected = tokio::time::Instant::now();
+        let mut log = EventLog::new(events);
+        // alice is either in bob's JoinResponse or joins right after.
+        if !room.remote_participants().contains_key("alice") {
+            log.wait_for("alice", WAIT, joined("alice")).await?;
+        }
+        log.wait_for("alice leaving", WAIT, left("alice")).await?;
+        let after_cut = connected.elapsed().saturating_sub(CUT_AFTER);
+        ensure!(
+            after_cut >= Duration::from_secs(17) && after_cut <= Duration::from_millis(20_500),
+            "expected alice removed 17–20.5 s after the cut, it took {after_cut:?}; trace:\n{}",
+            log.trace()
+        );
+        Ok::<_, anyhow::Error>(())
+    });
+    sim.run()?;
+    Ok(())
+}
