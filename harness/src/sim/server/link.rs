@@ -1,6 +1,7 @@
 //! The HTTP side of the simulated server: one task per accepted TCP connection. It reads the
 //! request head, answers `GET /` and `/rtc/validate` as plain HTTP, checks the access token
-//! of `/rtc`, upgrades to a WebSocket and then relays binary protobuf frames between the
+//! of `/rtc` (all before the upgrade, by peeking at the head, so refusals are plain HTTP
+//! statuses as the real server's are), upgrades to a WebSocket and then relays binary protobuf frames between the
 //! socket and the server core (which owns all state).
 //!
 //! Behaviour taken from livekit/livekit v1.13.5 `pkg/service/rtcservice.go`: the token comes
@@ -116,9 +117,8 @@ async fn relay(
     join: JoinRequest,
     core: mpsc::UnboundedSender<FromLink>,
 ) {
-    let Ok(mut ws) =
-        tokio_tungstenite::accept_hdr_async(stream, |_: &_, response| Ok(response)).await
-    else {
+    // The head was already read (peeked) and judged: the handshake only has to agree.
+    let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
         return;
     };
     let (out, mut to_link) = mpsc::unbounded_channel();

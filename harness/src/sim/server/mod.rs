@@ -181,3 +181,6 @@ impl ServerControl {
         self.ask(|reply| Control::ListParticipants { room, reply }).await
     }
 }
+
+#[cfg(test)]
+mod tests;
