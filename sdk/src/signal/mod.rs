@@ -241,6 +241,10 @@ pub(crate) async fn connect(
             )
             .await
             {
+                // The server may quote the token back; never pass it on.
+                Some((_, text)) if !params.token.is_empty() => {
+                    text.replace(params.token, "<redacted>")
+                }
                 Some((_, text)) => text,
                 None => String::new(),
             };
