@@ -204,9 +204,10 @@ pub enum SimulateScenario {
     /// Ask the server to send `Leave{DISCONNECT, SERVER_SHUTDOWN}`: the room disconnects.
     ServerLeave,
     /// Ask the server for an ICE restart restricted to TCP candidates. faultline-sdk's media
-    /// transport is UDP-only, so the restarted peer connection cannot connect; it fails, the
-    /// resume that follows fails the same way, and the episode escalates to a full reconnect,
-    /// whose fresh session uses UDP again.
+    /// transport is UDP-only, so the restarted peer connections cannot connect. The server
+    /// also remembers the restriction for this identity in this room, so neither the resume
+    /// nor full reconnects can connect: the room reconnects until its policy runs out and
+    /// ends with one `Disconnected`. (A client with ICE-TCP would recover.)
     ForceTcp,
     /// As `ForceTcp`, restricted to TLS (TURN/TLS) candidates.
     ForceTls,

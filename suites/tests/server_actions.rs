@@ -10,9 +10,11 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use faultline::check::{EventLog, WaitError};
-use faultline_sdk::{ConnectionState, DisconnectReason, Room, RoomEvent, SimulateScenario};
+use faultline_sdk::{
+    ConnectionState, DisconnectReason, Room, RoomEvent, RoomOptions, SimulateScenario,
+};
 use livekit_protocol::participant_info::State;
-use real_lane::{assert_recovers, join, server, unique_room, WAIT};
+use real_lane::{assert_recovers, fast_options, join, join_at, server, unique_room, WAIT};
 
 /// Waits for the room to end and checks it ended once, with `reason`, for good.
 async fn expect_disconnected(
@@ -112,5 +114,32 @@ async fn a_joined_participant_stays_past_the_servers_join_deadline() -> Result<(
     ensure!(me.sid == room.local_participant().sid(), "and as the same session");
     log.check(room.connection_state())?;
     room.close().await?;
+    Ok(())
+}
+
+/// ForceTcp makes the server restart this participant's ICE with TCP candidates only, and
+/// remember that for the identity. faultline-sdk's media transport is UDP-only, so neither
+/// the resume nor a full reconnect can connect: the room must not hang but end, once,
+/// within its policy's bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forcing_tcp_on_a_udp_only_client_ends_in_one_disconnected() -> Result<()> {
+    let server = server().await?;
+    let options = RoomOptions { pc_connect_timeout: Duration::from_secs(3), ..fast_options() };
+    let bound = options.reconnect_bound();
+    let (room, mut log) =
+        join_at(&server, &server.ws_url(), &unique_room("force-tcp"), "p0", options).await?;
+    room.simulate_scenario(SimulateScenario::ForceTcp).await?;
+    log.wait_for("Reconnecting", WAIT, |e| *e == RoomEvent::Reconnecting).await?;
+    let ended = log
+        .wait_for("Disconnected", bound, |e| matches!(e, RoomEvent::Disconnected { .. }))
+        .await?;
+    ensure!(
+        log.count(|e| *e == RoomEvent::Reconnected) == 0,
+        "a UDP-only client cannot connect over TCP candidates; it did?\n{}",
+        log.trace()
+    );
+    log.wait_ended(WAIT).await?;
+    ensure!(room.connection_state() == ConnectionState::Disconnected, "{ended:?}");
+    log.check(room.connection_state())?;
     Ok(())
 }
