@@ -103,3 +103,48 @@ async fn close_ends_the_room_for_good() -> Result<()> {
     log.check(room.connection_state())?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_during_a_reconnect_ends_at_once_and_for_good() -> Result<()> {
+    let server = server().await?;
+    let proxy = Proxy::start(server.signal_addr()).await?;
+    let (room, mut log) = join_at(
+        &server,
+        &proxy.ws_url(),
+        &unique_room("close-reconnecting"),
+        "p0",
+        RoomOptions::default(),
+    )
+    .await?;
+    proxy.kill().await?;
+    log.wait_for("Reconnecting", WAIT, |e| *e == RoomEvent::Reconnecting).await?;
+    room.close().await?;
+    let ended =
+        log.wait_for("Disconnected", WAIT, |e| matches!(e, RoomEvent::Disconnected { .. })).await?;
+    ensure!(ended == RoomEvent::Disconnected { reason: DisconnectReason::ClientInitiated });
+    // Healing the path must not bring the closed room back.
+    proxy.heal().await?;
+    log.wait_ended(WAIT).await?;
+    ensure!(room.connection_state() == ConnectionState::Disconnected);
+    log.check(room.connection_state())?;
+    Ok(())
+}
+
+/// A black hole keeps the socket open but silent: only the keepalive can notice. The server
+/// asks for a ping every 5 s and declares 15 s of silence dead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_signalling_link_is_detected_by_ping_timeout_and_recovered() -> Result<()> {
+    let server = server().await?;
+    let proxy = Proxy::start(server.signal_addr()).await?;
+    let options = RoomOptions { connect_timeout: Duration::from_secs(2), ..RoomOptions::default() };
+    let (room, mut log) =
+        join_at(&server, &proxy.ws_url(), &unique_room("black-hole"), "p0", options).await?;
+    proxy.black_hole().await?;
+    log.wait_for("Reconnecting (ping timeout)", WAIT, |e| *e == RoomEvent::Reconnecting).await?;
+    proxy.heal().await?;
+    log.wait_for("Reconnected", WAIT, |e| *e == RoomEvent::Reconnected).await?;
+    ensure!(room.connection_state() == ConnectionState::Connected);
+    log.check(room.connection_state())?;
+    room.close().await?;
+    Ok(())
+}
