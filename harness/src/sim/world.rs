@@ -233,6 +233,11 @@ impl<'a> Sim<'a> {
     }
 
     /// Adds a client host named `host` running `test`.
+    ///
+    /// The host stops when `test` returns, and with it every task the SDK spawned there: a
+    /// `Leave` that `Room::close()` queued but its signalling task had not written yet is
+    /// lost, as it would be if a process exited right after `close()`. The server then
+    /// notices the closed transports instead (removal 5 s later).
     pub fn client<F, Fut, E>(&mut self, host: &str, test: F)
     where
         F: FnOnce(ClientContext) -> Fut,

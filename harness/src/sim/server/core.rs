@@ -312,9 +312,12 @@ impl Core {
         }
     }
 
-    /// pkg/rtc/room.go `onDataPacket` / `BroadcastDataPacketForRoom`: a user packet from
-    /// `identity` goes to everyone else in the room (or only to `destination_identities`),
-    /// stamped with the sender's identity and sid.
+    /// pkg/rtc/participant.go `handleReceivedDataMessage`: a reliable packet whose sequence
+    /// is not above the last one received from this participant is dropped (a replay after
+    /// a resume); the rest is stamped with the sender (packet and user payload), its kind
+    /// set from the channel, and handed to the room — pkg/rtc/room.go
+    /// `BroadcastDataPacketForRoom` — which sends it to everyone else, or only to
+    /// `destination_identities`.
     fn forward_data(&mut self, room: &str, identity: &str, kind: Channel, payload: &[u8]) {
         let Ok(mut packet) = proto::DataPacket::decode(payload) else {
             tracing::debug!("simulated server: dropping an undecodable data packet");
@@ -322,19 +325,32 @@ impl Core {
         };
         let Some(r) = self.rooms.get_mut(room) else { return };
         let Some(sender) = r.participants.get_mut(identity) else { return };
-        if kind == Channel::Reliable && packet.sequence > sender.last_reliable_seq {
+        if kind == Channel::Reliable && packet.sequence > 0 {
+            if packet.sequence <= sender.last_reliable_seq {
+                tracing::debug!(
+                    sequence = packet.sequence,
+                    "simulated server: dropping an already received reliable packet"
+                );
+                return;
+            }
             sender.last_reliable_seq = packet.sequence;
         }
+        packet.kind = match kind {
+            Channel::Reliable => proto::data_packet::Kind::Reliable,
+            Channel::Lossy => proto::data_packet::Kind::Lossy,
+        } as i32;
         #[allow(deprecated)]
         {
             packet.participant_identity = sender.identity.clone();
             packet.participant_sid = sender.sid.clone();
-        }
-        if let Some(proto::data_packet::Value::User(user)) = &mut packet.value {
-            #[allow(deprecated)]
-            {
+            if let Some(proto::data_packet::Value::User(user)) = &mut packet.value {
                 user.participant_identity = sender.identity.clone();
                 user.participant_sid = sender.sid.clone();
+                if packet.destination_identities.is_empty() {
+                    packet.destination_identities = user.destination_identities.clone();
+                } else {
+                    user.destination_identities = packet.destination_identities.clone();
+                }
             }
         }
         let destinations = packet.destination_identities.clone();

@@ -2,8 +2,6 @@
 //! full SDK cannot show — refusals, the JoinResponse's fields, the join deadline, resumes of
 //! unknown participants, and sockets closed before any peer connection connected.
 
-#![allow(clippy::unwrap_used)]
-
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context};
