@@ -172,7 +172,7 @@ impl Session {
         self.publisher.pc.send_data(kind, payload)
     }
 
-    /// Whether the publisher's channel of `kind` can carry data.
+    /// Whether the publisher peer connection is connected (its channels can carry data).
     pub(crate) fn publisher_connected(&self) -> bool {
         self.publisher.state == PcState::Connected
     }
