@@ -317,8 +317,12 @@ impl Engine {
     }
 
     fn drain_stash(&mut self, session: &mut Session) {
-        while let Some(message) = session.stash.pop_front() {
-            self.on_server(message);
+        while let Some(stashed) = session.stash.pop_front() {
+            match stashed {
+                Output::Server(message) => self.on_server(*message),
+                Output::Data(kind, payload) => self.on_data(kind, &payload),
+                other => tracing::debug!("not stashed: {other:?}"),
+            }
         }
     }
 

@@ -140,8 +140,9 @@ pub(crate) struct Session {
     last_subscriber_offer: Option<proto::SessionDescription>,
     publisher_answered: bool,
     subscriber_offers_answered: u32,
-    /// Server messages for the room that arrived during setup, in order.
-    pub stash: VecDeque<signal_response::Message>,
+    /// Server messages and data for the room that arrived during setup, in order
+    /// ([`Output::Server`] and [`Output::Data`] only).
+    pub stash: VecDeque<Output>,
 }
 
 impl Session {
@@ -300,8 +301,10 @@ impl Session {
                 }
             };
             match self.process(raw).await {
-                None | Some(Output::PublisherChannelOpen) | Some(Output::Data(..)) => {}
-                Some(Output::Server(message)) => self.stash.push_back(*message),
+                None | Some(Output::PublisherChannelOpen) => {}
+                Some(stashed @ (Output::Server(_) | Output::Data(..))) => {
+                    self.stash.push_back(stashed)
+                }
                 Some(Output::Leave(leave)) => return Err(leave_error(&leave, what)),
                 Some(Output::SignalLost(why)) => {
                     return Err(AttemptError::retryable(RoomError::ConnectionLost(format!(
