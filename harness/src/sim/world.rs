@@ -255,6 +255,21 @@ impl<'a> Sim<'a> {
         self.sim.client(host, async move { future.await.map_err(Into::into) });
     }
 
+    /// Runs the simulation until `elapsed` simulated time has passed (or every client
+    /// finished), so a test can act between steps: `crash`/`bounce` the server through
+    /// [`Self::turmoil`], partition hosts, and so on.
+    pub fn run_until(&mut self, elapsed: Duration) -> Result<(), SimError> {
+        let seed = self.seed;
+        while self.sim.elapsed() < elapsed {
+            let finished =
+                self.sim.step().map_err(|e| SimError::Run { seed, reason: e.to_string() })?;
+            if finished {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     /// Runs until every client finished; returns the recorded trace.
     pub fn run(mut self) -> Result<Trace, SimError> {
         let seed = self.seed;

@@ -7,6 +7,8 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use livekit_protocol::{self as proto, signal_request, signal_response, simulate_scenario};
@@ -167,26 +169,32 @@ pub(super) struct Core {
     rooms: BTreeMap<String, Room>,
     /// Connection id → (room, identity) of the participant it serves.
     links: BTreeMap<u64, (String, String)>,
-    next_sid: u64,
+    /// Sid counter, shared by every run of the server (the real server's sids are GUIDs:
+    /// a restarted server never reuses one).
+    sids: Arc<AtomicU64>,
     started: Instant,
 }
 
 impl Core {
-    pub(super) fn new(config: &ServerConfig, udp: turmoil::net::UdpSocket) -> Self {
+    pub(super) fn new(
+        config: &ServerConfig,
+        udp: turmoil::net::UdpSocket,
+        sids: Arc<AtomicU64>,
+    ) -> Self {
         let udp_port = config.udp_port;
         Self {
             udp,
             udp_port,
             rooms: BTreeMap::new(),
             links: BTreeMap::new(),
-            next_sid: 0,
+            sids,
             started: Instant::now(),
         }
     }
 
     fn sid(&mut self, prefix: &str) -> String {
-        self.next_sid += 1;
-        format!("{prefix}_{:012}", self.next_sid)
+        let n = self.sids.fetch_add(1, Ordering::Relaxed) + 1;
+        format!("{prefix}_{n:012}")
     }
 
     fn wall_secs(&self) -> i64 {

@@ -14,6 +14,7 @@ mod core;
 mod link;
 mod media;
 
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
 use livekit_protocol as proto;
@@ -86,12 +87,17 @@ enum Control {
 pub struct SimServer {
     config: Arc<ServerConfig>,
     control: ServerControl,
+    sids: Arc<AtomicU64>,
 }
 
 impl SimServer {
     /// A server with `config`.
     pub fn new(config: ServerConfig) -> Self {
-        Self { config: Arc::new(config), control: ServerControl::default() }
+        Self {
+            config: Arc::new(config),
+            control: ServerControl::default(),
+            sids: Arc::new(AtomicU64::new(0)),
+        }
     }
 
     /// The server's configuration.
@@ -127,7 +133,7 @@ impl SimServer {
                 tokio::spawn(link::serve(stream, next_conn, config.clone(), link_tx.clone()));
             }
         });
-        core::Core::new(&self.config, udp).run(link_rx, control_rx).await;
+        core::Core::new(&self.config, udp, self.sids.clone()).run(link_rx, control_rx).await;
         acceptor.abort();
         Ok(())
     }
