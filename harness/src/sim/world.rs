@@ -98,7 +98,7 @@ impl ClientContext {
 
     /// Cuts every link between this host and the server, both ways (turmoil `partition`):
     /// datagrams and segments are dropped and new TCP connections are refused. TCP streams
-    /// open across it stay dead even after [`Self::repair`] (turmoil has no retransmission).
+    /// open across it stay dead even after [`Self::repair_to_server`] (turmoil has no retransmission).
     pub fn partition_from_server(&self) {
         turmoil::partition(self.host.as_str(), SERVER_HOST);
     }

@@ -343,12 +343,12 @@ impl Core {
             }
             sender.last_reliable_seq = packet.sequence;
         }
-        packet.kind = match kind {
-            Channel::Reliable => proto::data_packet::Kind::Reliable,
-            Channel::Lossy => proto::data_packet::Kind::Lossy,
-        } as i32;
         #[allow(deprecated)]
         {
+            packet.kind = match kind {
+                Channel::Reliable => proto::data_packet::Kind::Reliable,
+                Channel::Lossy => proto::data_packet::Kind::Lossy,
+            } as i32;
             packet.participant_identity = sender.identity.clone();
             packet.participant_sid = sender.sid.clone();
             if let Some(proto::data_packet::Value::User(user)) = &mut packet.value {
