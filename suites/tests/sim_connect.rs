@@ -31,6 +31,14 @@ fn a_participant_stays_connected_for_two_simulated_minutes() -> anyhow::Result<(
             log.trace()
         );
         ensure!(room.connection_state() == ConnectionState::Connected);
+        let participants = ctx.server().list_participants("sim-room").await?;
+        ensure!(
+            participants.len() == 1
+                && participants[0].sid == room.local_participant().sid()
+                && participants[0].state
+                    == livekit_protocol::participant_info::State::Active as i32,
+            "after 120 s the server should still hold alice's session, active: {participants:?}"
+        );
         log.check(room.connection_state()).context("invariants")?;
         Ok::<_, anyhow::Error>(())
     });

@@ -202,7 +202,7 @@ impl Core {
         since.as_secs() as i64
     }
 
-    /// Runs until both input channels close.
+    /// Runs until an input channel closes (the server's host stopped).
     pub(super) async fn run(
         mut self,
         mut links: mpsc::UnboundedReceiver<FromLink>,
