@@ -158,9 +158,40 @@ fn a_refused_resume_escalates_to_a_full_reconnect() -> anyhow::Result<()> {
     escalates(43, SimulateScenario::DisconnectSignalOnResumeNoMessages)
 }
 
+/// ForceTcp: the server restarts ICE with TCP candidates only and remembers that for this
+/// identity in this room for 5 minutes, so a UDP-only client can neither resume nor rejoin:
+/// one `Disconnected` within the policy's bound (as in the real lane). Once the preference
+/// has expired, the identity can join again.
 #[test]
-fn switching_to_tcp_candidates_escalates_to_a_full_reconnect() -> anyhow::Result<()> {
-    escalates(44, SimulateScenario::ForceTcp)
+fn forcing_tcp_on_a_udp_only_client_ends_in_one_disconnected_until_it_expires() -> anyhow::Result<()>
+{
+    let mut sim = Sim::new(44);
+    sim.client("client", |ctx| async move {
+        let options = ctx.options();
+        let bound = options.reconnect_bound();
+        let (room, events) = ctx.connect("force-tcp", "p0").await?;
+        let mut log = EventLog::new(events);
+        room.simulate_scenario(SimulateScenario::ForceTcp).await?;
+        let forced = tokio::time::Instant::now();
+        log.wait_for("Reconnecting", WAIT, |e| matches!(e, RoomEvent::Reconnecting)).await?;
+        log.wait_for("Disconnected", bound, |e| matches!(e, RoomEvent::Disconnected { .. }))
+            .await?;
+        log.wait_ended(Duration::from_secs(5)).await?;
+        ensure!(
+            log.count(|e| matches!(e, RoomEvent::Reconnected)) == 0,
+            "a UDP-only client cannot connect over TCP candidates; trace:\n{}",
+            log.trace()
+        );
+        ensure!(room.connection_state() == ConnectionState::Disconnected);
+        log.check(room.connection_state()).context("invariants")?;
+        // The preference lasts 5 minutes from the scenario.
+        tokio::time::sleep_until(forced + Duration::from_secs(5 * 60 + 1)).await;
+        let (again, _events) = ctx.connect("force-tcp", "p0").await?;
+        ensure!(again.connection_state() == ConnectionState::Connected);
+        Ok::<_, anyhow::Error>(())
+    });
+    sim.run()?;
+    Ok(())
 }
 
 #[test]

@@ -37,6 +37,8 @@ const RESUME_WINDOW: Duration = Duration::from_secs(5);
 const SIMULATE_DISCONNECT_WINDOW: Duration = Duration::from_secs(5);
 /// pkg/rtc/room.go: an empty room closes after its departure timeout (default 20 s).
 const DEPARTURE_TIMEOUT: Duration = Duration::from_secs(20);
+/// pkg/utils/iceconfigcache.go: how long a participant's ICE preference is remembered.
+const ICE_CONFIG_TTL: Duration = Duration::from_secs(5 * 60);
 /// The server version this double imitates.
 const VERSION: &str = "1.13.5";
 
@@ -169,6 +171,9 @@ pub(super) struct Core {
     rooms: BTreeMap<String, Room>,
     /// Connection id → (room, identity) of the participant it serves.
     links: BTreeMap<u64, (String, String)>,
+    /// pkg/service/roommanager.go `iceConfigCache`: (room, identity) whose ICE candidate
+    /// preference excludes UDP, until when.
+    udp_filters: BTreeMap<(String, String), Instant>,
     /// Sid counter, shared by every run of the server (the real server's sids are GUIDs:
     /// a restarted server never reuses one).
     sids: Arc<AtomicU64>,
@@ -187,6 +192,7 @@ impl Core {
             udp_port,
             rooms: BTreeMap::new(),
             links: BTreeMap::new(),
+            udp_filters: BTreeMap::new(),
             sids,
             started: Instant::now(),
         }
@@ -435,7 +441,7 @@ impl Core {
             );
         }
         let media = SocketAddr::new(join.server_ip, self.udp_port);
-        let (publisher, subscriber) =
+        let (mut publisher, mut subscriber) =
             match (ServerPc::new(media, now.into_std()), ServerPc::new(media, now.into_std())) {
                 (Ok(p), Ok(s)) => (p, s),
                 (Err(e), _) | (_, Err(e)) => {
@@ -444,6 +450,13 @@ impl Core {
                     return;
                 }
             };
+        // roommanager.go `setIceConfig`: a new session inherits the cached preference.
+        let key = (join.room.clone(), join.identity.clone());
+        self.udp_filters.retain(|_, until| now < *until);
+        if self.udp_filters.contains_key(&key) {
+            publisher.filter_udp();
+            subscriber.filter_udp();
+        }
         if !self.rooms.contains_key(&join.room) {
             let sid = self.sid("RM");
             let creation_time = self.wall_secs();
@@ -672,10 +685,19 @@ impl Core {
                 proto::DisconnectReason::ServerShutdown,
                 Some(proto::leave_request::Action::Disconnect),
             ),
-            // participant.ICERestart with a candidate filter: only TCP or TLS candidates
-            // from now on. A UDP-only client sees an ICE restart offer it cannot reach:
-            // this double stops using UDP for the participant and restarts ICE.
-            Scenario::SwitchCandidateProtocol(_) => {
+            // participant.ICERestart with a candidate preference: only TCP or TLS
+            // candidates from now on (UDP clears the preference). pkg/service/
+            // roommanager.go caches the preference per (room, identity) for 5 minutes and
+            // applies it to every new session of that identity there. A UDP-only client sees
+            // an ICE restart it cannot reach: this double stops using UDP for the
+            // participant and restarts ICE.
+            Scenario::SwitchCandidateProtocol(protocol) => {
+                let key = (room.to_owned(), identity.to_owned());
+                if protocol == proto::CandidateProtocol::Udp as i32 {
+                    self.udp_filters.remove(&key);
+                    return;
+                }
+                self.udp_filters.insert(key, now + ICE_CONFIG_TTL);
                 let Some(p) = self.participant(room, identity) else { return };
                 p.publisher.filter_udp();
                 p.subscriber.filter_udp();
