@@ -5,6 +5,7 @@ mod http;
 pub mod net;
 pub mod provision;
 pub mod proxy;
+pub mod report;
 pub mod room_service;
 pub mod scenario;
 pub mod server;

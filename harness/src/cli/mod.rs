@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod doctor;
+mod run;
 mod server;
 
 /// faultline: reproduce the ways a LiveKit client loses its connection.
@@ -26,6 +27,8 @@ enum Command {
     Server(server::Args),
     /// Measure provisioning and start-up times.
     Bench(bench::Args),
+    /// Run a scenario file against livekit-server and judge what the client did.
+    Run(run::Args),
 }
 
 /// Parses the command line, runs the subcommand and maps errors to exit status 1.
@@ -50,6 +53,7 @@ pub fn main() -> ExitCode {
             Command::Doctor(args) => doctor::run(args).await,
             Command::Server(args) => server::run(args).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::Run(args) => run::run(args).await,
         }
     });
     match result {

@@ -484,7 +484,18 @@ impl Scenario {
                 }
                 (None, _) => {}
             }
-            step.fault.check().map_err(|m| (step.target.as_ref().map_or(0..0, |t| t.span()), m))?;
+            let span = step.target.as_ref().map_or(0..0, |t| t.span());
+            if step.duration.is_some() && step.fault.is_instant() {
+                return Err((
+                    span,
+                    format!(
+                        "a `{}` fault happens at once, so `for` means nothing on it; remove `for` \
+                         (faults that last: partition, signal-proxy, toxic, media, server-kill)",
+                        step.fault.kind()
+                    ),
+                ));
+            }
+            step.fault.check().map_err(|m| (span, m))?;
         }
         for exp in &self.expectations {
             let span = exp.span();
@@ -519,6 +530,18 @@ impl Fault {
             Fault::Simulate { .. } => "simulate",
             Fault::Close {} => "close",
         }
+    }
+
+    /// Whether this fault happens at once rather than lasting (a `for` makes no sense on it).
+    pub fn is_instant(&self) -> bool {
+        matches!(
+            self,
+            Fault::NetworkChange {}
+                | Fault::RemoveParticipant {}
+                | Fault::DeleteRoom {}
+                | Fault::Simulate { .. }
+                | Fault::Close {}
+        )
     }
 
     /// Whether this fault acts on one participant (rather than the server or the room).

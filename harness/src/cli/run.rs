@@ -1,0 +1,196 @@
+//! `faultline run <scenario>`: plays a scenario file, shows the faults and each participant's
+//! state live on stderr, prints a verdict per expectation and writes the trace and the HTML
+//! report if asked. Exit status: 0 every verdict passed, 1 one failed, 2 the scenario could
+//! not be run (bad file, a server that would not start), with the cause and the fix.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use faultline::report;
+use faultline::scenario::format::Lane;
+use faultline::scenario::{run_real, Progress, RunOptions, Scenario};
+use faultline_sdk::RoomEvent;
+use tokio::time::Instant;
+
+/// Options of `faultline run`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The scenario file (TOML; see fixtures/scenarios/ for examples).
+    scenario: PathBuf,
+    /// Where to run it: the real livekit-server, or the turmoil simulation.
+    #[arg(long, value_enum, default_value = "real")]
+    lane: LaneArg,
+    /// Seed of the run's randomness (media loss, backoff jitter).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Write every fault and event, timestamped, as JSON lines to this file.
+    #[arg(long)]
+    trace: Option<PathBuf>,
+    /// Write a self-contained HTML timeline of the run to this file.
+    #[arg(long)]
+    report: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LaneArg {
+    Real,
+    Sim,
+}
+
+/// Exit status when the scenario could not be run at all.
+const COULD_NOT_RUN: u8 = 2;
+
+fn could_not_run(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("faultline run: could not run the scenario: {message}");
+    ExitCode::from(COULD_NOT_RUN)
+}
+
+/// Runs the scenario and reports on it.
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let scenario = match Scenario::load(&args.scenario) {
+        Ok(s) => s,
+        Err(e) => return Ok(could_not_run(e)),
+    };
+    let lane = match args.lane {
+        LaneArg::Real => Lane::Real,
+        LaneArg::Sim => Lane::Sim,
+    };
+    if lane == Lane::Sim {
+        return Ok(could_not_run(format!(
+            "{}: the sim lane cannot run scenario files yet: faultline::sim has no way to play a \
+             fault timeline against its simulated server; use `--lane real`",
+            args.scenario.display()
+        )));
+    }
+    eprintln!("faultline run: {} — {}", scenario.name, scenario.description.trim());
+    let options =
+        RunOptions { seed: args.seed, observer: Some(Box::new(Display::default().observer())) };
+    let record = match run_real(&scenario, &args.scenario, options).await {
+        Ok(record) => record,
+        Err(e) => return Ok(could_not_run(e)),
+    };
+    eprintln!();
+    for v in &record.verdicts {
+        let mark = if v.passed { "PASS" } else { "FAIL" };
+        println!("{mark}  {}\n      expected: {}\n      seen:     {}", v.what, v.expected, v.seen);
+    }
+    if let Some(path) = &args.trace {
+        match report::write_trace(&record, path) {
+            Ok(()) => eprintln!("trace:  {}", path.display()),
+            Err(e) => {
+                return Ok(could_not_run(format!(
+                    "cannot write the trace to {}: {e}",
+                    path.display()
+                )))
+            }
+        }
+    }
+    if let Some(path) = &args.report {
+        match report::write_html(&record, path) {
+            Ok(()) => eprintln!("report: {}", path.display()),
+            Err(e) => {
+                return Ok(could_not_run(format!(
+                    "cannot write the report to {}: {e}",
+                    path.display()
+                )))
+            }
+        }
+    }
+    for (name, path) in &record.logs {
+        eprintln!("{name} log: {}", path.display());
+    }
+    let failed = record.verdicts.iter().filter(|v| !v.passed).count();
+    if failed == 0 {
+        println!("scenario `{}` passed ({} verdicts)", record.scenario, record.verdicts.len());
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!(
+            "scenario `{}` FAILED: {failed} of {} verdicts",
+            record.scenario,
+            record.verdicts.len()
+        );
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+/// The live display: one line per fault change and lifecycle event, each followed by every
+/// participant's state and the faults in force.
+#[derive(Default)]
+struct Display {
+    zero: Option<Instant>,
+    states: BTreeMap<String, String>,
+    active: BTreeMap<usize, String>,
+    data: BTreeMap<String, u32>,
+}
+
+impl Display {
+    fn observer(mut self) -> impl FnMut(Progress<'_>) + Send {
+        move |progress| self.show(progress)
+    }
+
+    fn show(&mut self, progress: Progress<'_>) {
+        let line = match progress {
+            Progress::Phase(text) => {
+                eprintln!("  … {text}");
+                return;
+            }
+            Progress::TimelineStarted => {
+                self.zero = Some(Instant::now());
+                "everyone connected: the fault timeline starts".to_owned()
+            }
+            Progress::FaultStarted(f) => {
+                if f.healed != Some(f.started) {
+                    self.active.insert(f.index, f.label.clone());
+                }
+                format!("fault #{} starts: {}", f.index, f.label)
+            }
+            Progress::FaultHealed(f) => {
+                self.active.remove(&f.index);
+                format!("fault #{} healed: {}", f.index, f.label)
+            }
+            Progress::Event(e) => match &e.event {
+                RoomEvent::DataReceived { .. } => {
+                    *self.data.entry(e.participant.clone()).or_default() += 1;
+                    return;
+                }
+                RoomEvent::ConnectionStateChanged(_) => return,
+                event => {
+                    if let Some(state) = event.resulting_state() {
+                        self.states.insert(e.participant.clone(), format!("{state:?}"));
+                    }
+                    match event {
+                        RoomEvent::Disconnected { reason } => {
+                            format!("{}: Disconnected ({})", e.participant, reason.as_str_name())
+                        }
+                        RoomEvent::ParticipantConnected(p) => {
+                            format!("{}: sees {} join", e.participant, p.identity())
+                        }
+                        RoomEvent::ParticipantDisconnected(p) => {
+                            format!("{}: sees {} leave", e.participant, p.identity())
+                        }
+                        other if other.is_lifecycle() => format!("{}: {other:?}", e.participant),
+                        _ => return,
+                    }
+                }
+            },
+        };
+        let t = self
+            .zero
+            .map_or("  joining".to_owned(), |z| format!("{:+8.3}s", z.elapsed().as_secs_f64()));
+        let states: Vec<String> = self
+            .states
+            .iter()
+            .map(|(p, s)| match self.data.get(p) {
+                Some(n) => format!("{p} {s} ({n} data)"),
+                None => format!("{p} {s}"),
+            })
+            .collect();
+        let faults = if self.active.is_empty() {
+            "no fault".to_owned()
+        } else {
+            self.active.values().cloned().collect::<Vec<_>>().join("; ")
+        };
+        eprintln!("[{t}] {line:<48} | {} | {faults}", states.join(", "));
+    }
+}

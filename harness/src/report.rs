@@ -1,0 +1,454 @@
+//! A run, written out: [`write_trace`] gives JSON lines (one per fault start, heal, event and
+//! verdict, with timestamps) for tools, [`html`] one self-contained HTML page (inline CSS and
+//! SVG, nothing fetched) for people — faults as bands, each participant's connection state as
+//! a lane, events as marks, the verdicts listed.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::Path;
+
+use faultline_sdk::RoomEvent;
+use serde_json::json;
+
+use crate::scenario::judge::DATA_TOPIC;
+use crate::scenario::record::{EventRecord, RunRecord};
+
+/// The record as JSON lines: a `run` header, then `fault-start`, `fault-heal` and `event`
+/// lines in time order, then one `verdict` line per verdict. `t` is seconds from everyone
+/// connected (negative while joining), `at` seconds from the start of the run.
+pub fn trace_lines(record: &RunRecord) -> Vec<String> {
+    let t = |at: std::time::Duration| round3(record.timeline_secs(at));
+    let at = |at: std::time::Duration| round3(at.as_secs_f64());
+    let mut timed: Vec<(std::time::Duration, serde_json::Value)> = Vec::new();
+    for f in &record.faults {
+        let base = json!({"fault": f.index, "kind": f.kind, "label": f.label, "target": f.target});
+        let mut start = base.clone();
+        start["type"] = json!("fault-start");
+        start["t"] = json!(t(f.started));
+        start["at"] = json!(at(f.started));
+        timed.push((f.started, start));
+        if let Some(h) = f.healed.filter(|h| *h != f.started) {
+            let mut heal = base;
+            heal["type"] = json!("fault-heal");
+            heal["t"] = json!(t(h));
+            heal["at"] = json!(at(h));
+            timed.push((h, heal));
+        }
+    }
+    for e in &record.events {
+        let (name, detail) = describe(&e.event);
+        timed.push((
+            e.at,
+            json!({"type": "event", "t": t(e.at), "at": at(e.at), "participant": e.participant,
+                   "event": name, "detail": detail}),
+        ));
+    }
+    timed.sort_by_key(|(when, _)| *when);
+    let mut lines = vec![json!({
+        "type": "run", "scenario": record.scenario, "description": record.description,
+        "file": record.file.display().to_string(), "lane": record.lane.to_string(),
+        "seed": record.seed, "room": record.room, "participants": record.participants,
+        "timeline_zero": at(record.timeline_zero), "ended": at(record.ended),
+        "passed": record.passed(),
+    })
+    .to_string()];
+    lines.extend(timed.into_iter().map(|(_, v)| v.to_string()));
+    for (p, s) in &record.final_states {
+        lines.push(
+            json!({"type": "final-state", "participant": p, "state": format!("{s:?}")}).to_string(),
+        );
+    }
+    for v in &record.verdicts {
+        lines.push(
+            json!({"type": "verdict", "what": v.what, "expected": v.expected, "seen": v.seen,
+                   "passed": v.passed})
+            .to_string(),
+        );
+    }
+    lines
+}
+
+/// Writes [`trace_lines`] to `path`.
+pub fn write_trace(record: &RunRecord, path: &Path) -> std::io::Result<()> {
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
+    for line in trace_lines(record) {
+        writeln!(file, "{line}")?;
+    }
+    file.flush()
+}
+
+/// Writes [`html`] to `path`.
+pub fn write_html(record: &RunRecord, path: &Path) -> std::io::Result<()> {
+    std::fs::write(path, html(record))
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// An event's name and its detail (reason, who, data sequence number).
+fn describe(event: &RoomEvent) -> (String, String) {
+    match event {
+        RoomEvent::Disconnected { reason } => ("Disconnected".into(), reason.as_str_name().into()),
+        RoomEvent::ConnectionStateChanged(s) => ("ConnectionStateChanged".into(), format!("{s:?}")),
+        RoomEvent::ParticipantConnected(p) => ("ParticipantConnected".into(), p.identity().into()),
+        RoomEvent::ParticipantDisconnected(p) => {
+            ("ParticipantDisconnected".into(), p.identity().into())
+        }
+        RoomEvent::DataReceived { payload, topic, kind, participant } => {
+            let from = participant.as_ref().map_or("?", |p| p.identity());
+            let what = match (topic.as_deref(), <[u8; 4]>::try_from(payload.as_slice())) {
+                (Some(DATA_TOPIC), Ok(bytes)) => format!("#{}", u32::from_be_bytes(bytes)),
+                _ => format!("{} bytes", payload.len()),
+            };
+            ("DataReceived".into(), format!("{what} from {from} ({kind:?})"))
+        }
+        RoomEvent::ActiveSpeakersChanged { speakers } => {
+            ("ActiveSpeakersChanged".into(), speakers.join(", "))
+        }
+        other => {
+            let debug = format!("{other:?}");
+            let name = debug.split(['(', ' ', '{']).next().unwrap_or("").to_owned();
+            (name, String::new())
+        }
+    }
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// Colours of the connection states and fault kinds.
+const CONNECTED: &str = "#3fa34d";
+const RECONNECTING: &str = "#f0a020";
+const DISCONNECTED: &str = "#c43c3c";
+const JOINING: &str = "#b8bec6";
+
+fn fault_colour(kind: &str) -> &'static str {
+    match kind {
+        "partition" => "#7b5ea7",
+        "signal-proxy" => "#2f6fb0",
+        "toxic" => "#b0562f",
+        "media" => "#2f9aa0",
+        "server-kill" => "#a02f5a",
+        _ => "#555d66",
+    }
+}
+
+/// The SVG timeline.
+struct Plot {
+    t_min: f64,
+    t_max: f64,
+    x0: f64,
+    x1: f64,
+}
+
+impl Plot {
+    fn x(&self, t: f64) -> f64 {
+        self.x0 + (t - self.t_min) / (self.t_max - self.t_min) * (self.x1 - self.x0)
+    }
+}
+
+/// A tick step giving about `target` ticks over `span` seconds.
+fn tick_step(span: f64, target: f64) -> f64 {
+    let raw = span / target;
+    let magnitude = 10f64.powf(raw.log10().floor());
+    [1.0, 2.0, 5.0, 10.0]
+        .iter()
+        .map(|m| m * magnitude)
+        .find(|s| *s >= raw)
+        .unwrap_or(magnitude * 10.0)
+}
+
+/// The page: header, timeline, verdicts and the full event table.
+pub fn html(record: &RunRecord) -> String {
+    let width = 1360.0;
+    let plot = Plot {
+        t_min: record
+            .events
+            .iter()
+            .map(|e| record.timeline_secs(e.at))
+            .fold(0.0f64, f64::min)
+            .min(-0.5),
+        t_max: record.timeline_secs(record.ended).max(1.0) + 0.3,
+        x0: 190.0,
+        x1: width - 30.0,
+    };
+    let mut svg = String::new();
+    let axis_y = 28.0;
+    let fault_row = 26.0;
+    let faults_top = axis_y + 14.0;
+    let lane_h = 64.0;
+    let lanes_top = faults_top + fault_row * record.faults.len().max(1) as f64 + 18.0;
+    let height = lanes_top + lane_h * record.participants.len() as f64 + 14.0;
+    let _ = write!(
+        svg,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="100%" role="img" aria-label="timeline">"#
+    );
+    // Axis and grid.
+    let step = tick_step(plot.t_max - plot.t_min, 14.0);
+    let mut tick = (plot.t_min / step).ceil() * step;
+    while tick <= plot.t_max {
+        let x = plot.x(tick);
+        let _ = write!(
+            svg,
+            r##"<line x1="{x:.1}" y1="{axis_y}" x2="{x:.1}" y2="{height}" stroke="#e4e7eb"/><text x="{x:.1}" y="{}" class="tick">{}</text>"##,
+            axis_y - 8.0,
+            format_tick(tick, step)
+        );
+        tick += step;
+    }
+    let zx = plot.x(0.0);
+    let _ = write!(
+        svg,
+        r##"<line x1="{zx:.1}" y1="{}" x2="{zx:.1}" y2="{height}" stroke="#333" stroke-dasharray="4 3"/><text x="{:.1}" y="{}" class="zero">all connected</text>"##,
+        axis_y - 4.0,
+        zx + 4.0,
+        axis_y + 10.0
+    );
+    // Faults.
+    let _ = write!(svg, r#"<text x="12" y="{}" class="head">faults</text>"#, faults_top + 16.0);
+    if record.faults.is_empty() {
+        let _ = write!(
+            svg,
+            r#"<text x="{}" y="{}" class="muted">none</text>"#,
+            plot.x0,
+            faults_top + 16.0
+        );
+    }
+    for (row, f) in record.faults.iter().enumerate() {
+        let y = faults_top + fault_row * row as f64;
+        let colour = fault_colour(f.kind);
+        let start = record.timeline_secs(f.started);
+        let title = esc(&format!(
+            "fault #{}: {} — from {:+.3}s{}",
+            f.index,
+            f.label,
+            start,
+            f.healed
+                .map_or(" to the end".into(), |h| format!(" to {:+.3}s", record.timeline_secs(h)))
+        ));
+        let xs = plot.x(start);
+        match f.healed {
+            Some(h) if h == f.started => {
+                let _ = write!(
+                    svg,
+                    r#"<g><title>{title}</title><path d="M{xs:.1} {} l7 9 l-7 9 l-7 -9 z" fill="{colour}"/><text x="{:.1}" y="{}" class="flabel" fill="{colour}">{}</text></g>"#,
+                    y + 2.0,
+                    xs + 10.0,
+                    y + 15.0,
+                    esc(&f.label)
+                );
+            }
+            healed => {
+                let end = healed.map_or(plot.t_max, |h| record.timeline_secs(h));
+                let xe = plot.x(end).max(xs + 2.0);
+                let open = if healed.is_none() { " (to the end)" } else { "" };
+                let _ = write!(
+                    svg,
+                    r#"<g><title>{title}</title><rect x="{xs:.1}" y="{}" width="{:.1}" height="18" rx="3" fill="{colour}" opacity="0.85"/><text x="{:.1}" y="{}" class="flabel" fill="{}">{}{open}</text></g>"#,
+                    y + 2.0,
+                    xe - xs,
+                    if xe - xs > 200.0 { xs + 6.0 } else { xe + 6.0 },
+                    y + 15.0,
+                    if xe - xs > 200.0 { "#fff" } else { colour },
+                    esc(&f.label)
+                );
+            }
+        }
+        // Guides through the participant lanes.
+        for edge in [Some(f.started), f.healed.filter(|h| *h != f.started)].into_iter().flatten() {
+            let x = plot.x(record.timeline_secs(edge));
+            let _ = write!(
+                svg,
+                r#"<line x1="{x:.1}" y1="{}" x2="{x:.1}" y2="{height}" stroke="{colour}" stroke-dasharray="2 3" opacity="0.7"/>"#,
+                y + 20.0
+            );
+        }
+    }
+    // Participant lanes.
+    for (lane, p) in record.participants.iter().enumerate() {
+        let top = lanes_top + lane_h * lane as f64;
+        let band_y = top + 20.0;
+        let state = record.final_state(p).map_or(String::new(), |s| format!("{s:?}"));
+        let _ = write!(
+            svg,
+            r##"<line x1="8" y1="{}" x2="{}" y2="{}" stroke="#d5d9de"/><text x="12" y="{}" class="head">{}</text><text x="12" y="{}" class="muted">ends {}</text>"##,
+            top + 2.0,
+            width - 8.0,
+            top + 2.0,
+            band_y + 12.0,
+            esc(p),
+            band_y + 28.0,
+            state
+        );
+        let events: Vec<&EventRecord> =
+            record.events.iter().filter(|e| e.participant == *p).collect();
+        // State bands.
+        let mut segments: Vec<(f64, &str, &str)> = vec![(plot.t_min, JOINING, "joining")];
+        for e in &events {
+            let colour = match e.event.resulting_state() {
+                Some(faultline_sdk::ConnectionState::Connected) => (CONNECTED, "Connected"),
+                Some(faultline_sdk::ConnectionState::Reconnecting) => {
+                    (RECONNECTING, "Reconnecting")
+                }
+                Some(faultline_sdk::ConnectionState::Disconnected) => {
+                    (DISCONNECTED, "Disconnected")
+                }
+                None => continue,
+            };
+            segments.push((record.timeline_secs(e.at), colour.0, colour.1));
+        }
+        for (i, (from, colour, name)) in segments.iter().enumerate() {
+            let to = segments.get(i + 1).map_or(plot.t_max, |s| s.0);
+            let (xa, xb) = (plot.x(*from), plot.x(to));
+            let _ = write!(
+                svg,
+                r#"<rect x="{xa:.1}" y="{band_y}" width="{:.1}" height="16" fill="{colour}"><title>{name} from {from:+.3}s to {to:+.3}s</title></rect>"#,
+                (xb - xa).max(0.5)
+            );
+        }
+        // Event marks: lifecycle labelled under the band, others as ticks above it.
+        let mut last_label_x = f64::NEG_INFINITY;
+        let mut data = 0usize;
+        for e in &events {
+            let t = record.timeline_secs(e.at);
+            let x = plot.x(t);
+            let (name, detail) = describe(&e.event);
+            let title = esc(&format!("{p} {t:+.3}s {name} {detail}"));
+            match &e.event {
+                RoomEvent::ConnectionStateChanged(_) => {}
+                ev if ev.is_lifecycle() => {
+                    let _ = write!(
+                        svg,
+                        r##"<g><title>{title}</title><path d="M{x:.1} {} l-5 -8 h10 z" fill="#222"/></g>"##,
+                        band_y - 1.0
+                    );
+                    let short = match ev {
+                        RoomEvent::Disconnected { reason } => {
+                            format!("Disconnected {}", reason.as_str_name())
+                        }
+                        other => format!("{other:?}"),
+                    };
+                    let y = if x - last_label_x < 150.0 { band_y + 40.0 } else { band_y + 29.0 };
+                    if x - last_label_x >= 150.0 || y > band_y + 30.0 {
+                        let _ = write!(
+                            svg,
+                            r#"<text x="{x:.1}" y="{y}" class="elabel"><title>{title}</title>{} {t:+.2}s</text>"#,
+                            esc(&short)
+                        );
+                        last_label_x = x;
+                    }
+                }
+                RoomEvent::DataReceived { .. } => {
+                    data += 1;
+                    let _ = write!(
+                        svg,
+                        r##"<line x1="{x:.1}" y1="{}" x2="{x:.1}" y2="{}" stroke="#6b7a8a"><title>{title}</title></line>"##,
+                        band_y - 6.0,
+                        band_y - 1.0
+                    );
+                }
+                _ => {
+                    let _ = write!(
+                        svg,
+                        r##"<g><title>{title}</title><circle cx="{x:.1}" cy="{}" r="4" fill="#2f6fb0"/></g>"##,
+                        band_y - 6.0
+                    );
+                }
+            }
+        }
+        if data > 0 {
+            let _ = write!(
+                svg,
+                r#"<text x="12" y="{}" class="muted">{data} data received</text>"#,
+                band_y + 42.0
+            );
+        }
+    }
+    svg.push_str("</svg>");
+
+    let passed = record.passed();
+    let mut verdicts = String::new();
+    for v in &record.verdicts {
+        let (class, mark) = if v.passed { ("pass", "✓") } else { ("fail", "✗") };
+        let _ = write!(
+            verdicts,
+            "<tr class=\"{class}\"><td class=\"mark\">{mark}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&v.what),
+            esc(&v.expected),
+            esc(&v.seen)
+        );
+    }
+    let mut rows = String::new();
+    for e in &record.events {
+        let (name, detail) = describe(&e.event);
+        let _ = write!(
+            rows,
+            "<tr><td>{:+.3}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            record.timeline_secs(e.at),
+            esc(&e.participant),
+            esc(&name),
+            esc(&detail)
+        );
+    }
+    let logs: String = record
+        .logs
+        .iter()
+        .map(|(n, p)| {
+            format!("<li>{}: <code>{}</code></li>", esc(n), esc(&p.display().to_string()))
+        })
+        .collect();
+    format!(
+        r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>faultline: {name}</title>
+<style>
+body {{ font: 14px/1.4 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 20px 28px; color: #1d232a; }}
+h1 {{ font-size: 22px; margin: 0 0 4px; }}
+.badge {{ display: inline-block; padding: 2px 10px; border-radius: 4px; color: #fff; font-weight: 600; margin-left: 8px; font-size: 14px; vertical-align: middle; }}
+.badge.pass {{ background: {CONNECTED}; }} .badge.fail {{ background: {DISCONNECTED}; }}
+.meta {{ color: #58616b; margin: 4px 0 12px; }}
+.desc {{ max-width: 1100px; margin: 0 0 12px; }}
+svg text {{ font: 12px system-ui, sans-serif; }}
+svg .tick {{ fill: #68717b; text-anchor: middle; }} svg .zero {{ fill: #333; font-weight: 600; }}
+svg .head {{ font-weight: 600; font-size: 13px; fill: #1d232a; }} svg .muted {{ fill: #7a838d; }}
+svg .flabel {{ font-weight: 600; }} svg .elabel {{ fill: #222; text-anchor: middle; font-size: 11px; }}
+.legend span {{ display: inline-block; margin-right: 16px; color: #444; }}
+.legend i {{ display: inline-block; width: 14px; height: 10px; margin-right: 5px; vertical-align: middle; }}
+table {{ border-collapse: collapse; margin-top: 8px; }}
+td, th {{ border-bottom: 1px solid #e4e7eb; padding: 4px 10px; text-align: left; vertical-align: top; }}
+tr.pass td.mark {{ color: {CONNECTED}; font-weight: 700; }} tr.fail td.mark {{ color: {DISCONNECTED}; font-weight: 700; }}
+tr.fail {{ background: #fbeaea; }}
+details {{ margin-top: 16px; }} code {{ font-size: 12px; }}
+</style></head><body>
+<h1>{name}<span class="badge {badge_class}">{badge}</span></h1>
+<div class="meta">{file} · {lane} lane · seed {seed} · room {room} · {secs:.1} s</div>
+<p class="desc">{description}</p>
+<div class="legend"><span><i style="background:{JOINING}"></i>joining</span><span><i style="background:{CONNECTED}"></i>Connected</span><span><i style="background:{RECONNECTING}"></i>Reconnecting</span><span><i style="background:{DISCONNECTED}"></i>Disconnected</span><span>▼ lifecycle event</span><span style="color:#2f6fb0">●</span> participant joined/left <span>│ data received</span> <span>◆ instant fault</span> · times in seconds from everyone connected; hover for details</div>
+{svg}
+<h2>Verdicts</h2>
+<table><tr><th></th><th>expectation</th><th>expected</th><th>seen</th></tr>{verdicts}</table>
+<details><summary>All {count} events</summary><table><tr><th>t (s)</th><th>participant</th><th>event</th><th>detail</th></tr>{rows}</table></details>
+<details><summary>Logs</summary><ul>{logs}</ul></details>
+</body></html>
+"#,
+        name = esc(&record.scenario),
+        badge_class = if passed { "pass" } else { "fail" },
+        badge = if passed { "PASS" } else { "FAIL" },
+        file = esc(&record.file.display().to_string()),
+        lane = record.lane,
+        seed = record.seed,
+        room = esc(&record.room),
+        secs = record.ended.as_secs_f64(),
+        description = esc(&record.description),
+        count = record.events.len(),
+    )
+}
+
+fn format_tick(t: f64, step: f64) -> String {
+    if step >= 1.0 {
+        format!("{t:.0}s")
+    } else {
+        format!("{t:.1}s")
+    }
+}

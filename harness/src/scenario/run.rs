@@ -1,0 +1,789 @@
+//! Running a scenario on the real lane: the real livekit-server, a fault path per
+//! participant, the fault timeline on the wall clock, everything recorded.
+//!
+//! Each participant's signalling goes `FaultyNetwork(TokioNetwork) → [toxiproxy proxy] →
+//! killable Proxy → livekit-server` (the toxiproxy hop only for participants a `toxic` fault
+//! targets) and its media goes through the same `FaultyNetwork`. The runner joins everyone to
+//! a fresh room, waits until everyone sees everyone, and takes that moment as the zero of the
+//! timeline. It then starts each fault at its `at` and heals it at `at + for`, keeps watching
+//! for `settle` after the last heal (and, while an expectation is still unmet, up to the
+//! latest bound an expectation names), and judges the record ([`super::judge`]).
+//!
+//! How each fault is done here:
+//!
+//! | fault | real lane |
+//! |---|---|
+//! | `partition` | the killable proxy pauses (bytes held, delivered at the heal), the socket wrapper refuses new signalling connections and drops all media |
+//! | `signal-proxy` | the killable proxy's mode (`kill`, `black-hole`, `pause`, `refuse-new`) or throttle |
+//! | `toxic` | the toxic on the participant's toxiproxy proxy, removed at the heal |
+//! | `media` | loss and/or delay in the socket wrapper; the heal clears all of the target's media faults |
+//! | `network-change` | the socket wrapper moves to a new local address (127.0.0.2, .3, …) |
+//! | `server-kill` | SIGKILL; with `for`, a restart on the same ports at the heal (the run then uses a server of its own, never the shared one) |
+//! | `remove-participant`, `delete-room` | RoomService calls |
+//! | `simulate` | `Room::simulate_scenario` |
+//! | `close` | `Room::close` |
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use faultline_sdk::net::TokioNetwork;
+use faultline_sdk::{DataPacket, Room, RoomError, RoomOptions, SimulateScenario};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::format::{
+    Direction, Fault, FaultStep, Lane, ProxyMode, Scenario, SimulateKind, Stream, Toxic,
+};
+use super::judge::{self, DATA_TOPIC};
+use super::record::{EventRecord, FaultRecord, RunRecord};
+use crate::net::{self, FaultyNetwork, NetFaults};
+use crate::proxy::{Proxy, ProxyError};
+use crate::server::{LiveKitServer, ServerError, ServerOptions};
+use crate::token::TokenSpec;
+use crate::toxiproxy::{self, ToxicGuard, ToxicKind, Toxiproxy, ToxiproxyError};
+
+/// How long joining everyone (and everyone seeing everyone) may take.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How often the runner re-judges while waiting for unmet expectations.
+const RECHECK: Duration = Duration::from_millis(100);
+
+/// Something the runner reports while it runs, for a live display.
+#[derive(Debug)]
+pub enum Progress<'a> {
+    /// A step of setting up or tearing down (`starting livekit-server`, `joining alice`).
+    Phase(&'a str),
+    /// Everyone is connected: the fault timeline starts now.
+    TimelineStarted,
+    /// A fault took effect.
+    FaultStarted(&'a FaultRecord),
+    /// A fault was healed.
+    FaultHealed(&'a FaultRecord),
+    /// A participant's room reported an event.
+    Event(&'a EventRecord),
+}
+
+/// Receives [`Progress`] as the run goes.
+pub type Observer = Box<dyn FnMut(Progress<'_>) + Send>;
+
+/// How to run a scenario.
+pub struct RunOptions {
+    /// Seed of the run's randomness: media loss and each room's backoff jitter.
+    pub seed: u64,
+    /// Told about every step, fault and event.
+    pub observer: Option<Observer>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self { seed: 1, observer: None }
+    }
+}
+
+impl std::fmt::Debug for RunOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunOptions").field("seed", &self.seed).finish_non_exhaustive()
+    }
+}
+
+/// A scenario that could not be run (as opposed to one that ran and failed its
+/// expectations, which is a [`RunRecord`] whose verdicts say so).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The scenario does not list the lane.
+    #[error(
+        "{}: scenario `{scenario}` does not list the {lane} lane (it lists: {listed}); run it \
+         with `--lane {listed}`, or add \"{lane}\" to its `lanes` if it can run there",
+        file.display()
+    )]
+    LaneNotListed {
+        /// The file.
+        file: PathBuf,
+        /// Its name.
+        scenario: String,
+        /// The lane asked for.
+        lane: Lane,
+        /// The lanes it lists.
+        listed: String,
+    },
+    /// A fault the lane cannot do; found before anything started.
+    #[error("{}: fault #{index} (`type = \"{kind}\"`): the {lane} lane cannot do it: {why}", file.display())]
+    Unsupported {
+        /// The file.
+        file: PathBuf,
+        /// The fault's position among the `[[fault]]`s (0-based).
+        index: usize,
+        /// Its type.
+        kind: &'static str,
+        /// The lane.
+        lane: Lane,
+        /// Why, and what to do instead.
+        why: String,
+    },
+    /// livekit-server could not be started or reached.
+    #[error("cannot start livekit-server for the scenario: {0}")]
+    Server(#[from] ServerError),
+    /// toxiproxy could not be started or used.
+    #[error("toxiproxy, needed for the scenario's toxics, failed: {0}")]
+    Toxiproxy(#[from] ToxiproxyError),
+    /// The killable proxy could not be started.
+    #[error("cannot start the signalling proxy: {0}")]
+    Proxy(#[from] ProxyError),
+    /// A participant could not join.
+    #[error("{identity} could not join room {room}: {why}; server log: {log}")]
+    Join {
+        /// Who.
+        identity: String,
+        /// The room.
+        room: String,
+        /// What went wrong.
+        why: String,
+        /// The server's log.
+        log: String,
+    },
+    /// A fault could not be applied or healed.
+    #[error("fault #{index} ({label}) could not be {action}: {why}; server log: {log}")]
+    Fault {
+        /// The fault's position.
+        index: usize,
+        /// Its description.
+        label: String,
+        /// "started" or "healed".
+        action: &'static str,
+        /// The error.
+        why: String,
+        /// The server's log.
+        log: String,
+    },
+}
+
+/// Checks, before anything starts, that the real lane can run `scenario`: it must list the
+/// lane. (The real lane can do every fault of the format; a server it cannot kill is found
+/// once the server is known.)
+pub fn check_real_lane(scenario: &Scenario, file: &Path) -> Result<(), RunError> {
+    if scenario.lanes.contains(&Lane::Real) {
+        return Ok(());
+    }
+    Err(RunError::LaneNotListed {
+        file: file.to_owned(),
+        scenario: scenario.name.clone(),
+        lane: Lane::Real,
+        listed: lanes(scenario),
+    })
+}
+
+/// The lanes a scenario lists, comma-separated.
+pub fn lanes(scenario: &Scenario) -> String {
+    scenario.lanes.iter().map(Lane::to_string).collect::<Vec<_>>().join(", ")
+}
+
+/// One participant's room and fault path.
+struct Client {
+    identity: String,
+    room: Room,
+    net: NetFaults,
+    proxy: Proxy,
+    toxic_proxy: Option<toxiproxy::Proxy>,
+    forwarder: JoinHandle<()>,
+}
+
+/// A running scenario.
+struct Runner<'a> {
+    scenario: &'a Scenario,
+    file: PathBuf,
+    seed: u64,
+    observer: Option<Observer>,
+    server: Arc<LiveKitServer>,
+    room: String,
+    clients: Vec<Client>,
+    started: Instant,
+    zero: Option<Instant>,
+    events: mpsc::UnboundedReceiver<EventRecord>,
+    events_tx: mpsc::UnboundedSender<EventRecord>,
+    recorded: Vec<EventRecord>,
+    faults: Vec<FaultRecord>,
+    toxics: Vec<(usize, ToxicGuard)>,
+    networks_changed: AtomicU8,
+    publishers: Vec<JoinHandle<()>>,
+}
+
+/// Runs `scenario` (read from `file`) on the real lane and returns what happened, judged.
+/// Starts livekit-server (the process-wide shared one, or one of its own when the scenario
+/// kills the server) and toxiproxy (only if a toxic is used).
+pub async fn run_real(
+    scenario: &Scenario,
+    file: &Path,
+    options: RunOptions,
+) -> Result<RunRecord, RunError> {
+    check_real_lane(scenario, file)?;
+    let started = Instant::now();
+    let mut observer = options.observer;
+    let mut say = |text: &str| {
+        if let Some(o) = observer.as_mut() {
+            o(Progress::Phase(text));
+        }
+    };
+    let kills_server = scenario.faults.iter().any(|f| f.fault == Fault::ServerKill {});
+    let server = if kills_server {
+        say("starting a livekit-server of its own (the scenario kills it)");
+        let opts = ServerOptions {
+            name: Some(format!("scenario-{}", scenario.name)),
+            ..Default::default()
+        };
+        let server = Arc::new(LiveKitServer::start(opts).await?);
+        if server.ports().is_none() {
+            let index = scenario.faults.iter().position(|f| f.fault == Fault::ServerKill {});
+            return Err(RunError::Unsupported {
+                file: file.to_owned(),
+                index: index.unwrap_or_default(),
+                kind: "server-kill",
+                lane: Lane::Real,
+                why: "the livekit-server is external (LIVEKIT_URL is set), so faultline cannot \
+                      kill or restart it; unset LIVEKIT_URL to let faultline run its own"
+                    .into(),
+            });
+        }
+        server
+    } else {
+        say("starting livekit-server");
+        LiveKitServer::shared().await?
+    };
+    let (events_tx, events) = mpsc::unbounded_channel();
+    let mut runner = Runner {
+        scenario,
+        file: file.to_owned(),
+        seed: options.seed,
+        observer,
+        server,
+        room: unique_room(&scenario.name),
+        clients: Vec::new(),
+        started,
+        zero: None,
+        events,
+        events_tx,
+        recorded: Vec::new(),
+        faults: Vec::new(),
+        toxics: Vec::new(),
+        networks_changed: AtomicU8::new(0),
+        publishers: Vec::new(),
+    };
+    let result = runner.run().await;
+    runner.teardown().await;
+    result
+}
+
+/// A room name no other run (in any process) uses.
+fn unique_room(scenario: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let name: String =
+        scenario.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
+    format!("{name}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+impl Runner<'_> {
+    fn say(&mut self, text: &str) {
+        if let Some(o) = self.observer.as_mut() {
+            o(Progress::Phase(text));
+        }
+    }
+
+    fn server_log(&self) -> String {
+        self.server
+            .log_path()
+            .map_or("(external server: see its own logs)".into(), |p| p.display().to_string())
+    }
+
+    async fn run(&mut self) -> Result<RunRecord, RunError> {
+        let toxiproxy =
+            if self.scenario.faults.iter().any(|f| matches!(f.fault, Fault::Toxic { .. })) {
+                self.say("starting toxiproxy");
+                Some(Toxiproxy::shared().await?)
+            } else {
+                None
+            };
+        for (index, spec) in self.scenario.participants.iter().enumerate() {
+            let identity = spec.identity.get_ref().clone();
+            self.say(&format!("joining {identity} to room {}", self.room));
+            let toxic_target = self.scenario.faults.iter().any(|f| {
+                matches!(f.fault, Fault::Toxic { .. })
+                    && f.target.as_ref().is_none_or(|t| *t.get_ref() == identity)
+            });
+            let proxy = Proxy::start(self.server.signal_addr()).await?;
+            let (toxic_proxy, url) = match (&toxiproxy, toxic_target) {
+                (Some(tp), true) => {
+                    let name = format!("{}-{identity}", self.room);
+                    let p =
+                        tp.client().create_proxy(&name, &proxy.local_addr().to_string()).await?;
+                    let url = format!("ws://{}", p.listen_addr()?);
+                    (Some(p), url)
+                }
+                _ => (None, proxy.ws_url()),
+            };
+            let seed = self.seed.wrapping_add(index as u64);
+            let network = FaultyNetwork::new(Arc::new(TokioNetwork), seed);
+            let net = network.faults();
+            let mut options = RoomOptions {
+                network: Arc::new(network),
+                rng_seed: Some(seed),
+                ..RoomOptions::default()
+            };
+            let policy = &spec.reconnect;
+            if let Some(attempts) = policy.attempts {
+                options.reconnect.attempts = attempts;
+            }
+            if let Some(base) = policy.base_delay {
+                options.reconnect.base_delay = base;
+            }
+            if let Some(max) = policy.max_delay {
+                options.reconnect.max_delay = max;
+            }
+            let mut token_spec = TokenSpec::join(&self.room, &identity);
+            if let Some(ttl) = spec.token_ttl {
+                token_spec = token_spec.with_ttl(ttl);
+            }
+            let join_error = |why: String| RunError::Join {
+                identity: identity.clone(),
+                room: self.room.clone(),
+                why,
+                log: self.server_log(),
+            };
+            let token = self.server.token_with(&token_spec)?;
+            let (room, mut events) =
+                tokio::time::timeout(JOIN_TIMEOUT, Room::connect(&url, &token, options))
+                    .await
+                    .map_err(|_| join_error(format!("no answer within {JOIN_TIMEOUT:?}")))?
+                    .map_err(|e: RoomError| join_error(e.to_string()))?;
+            let tx = self.events_tx.clone();
+            let started = self.started;
+            let who = identity.clone();
+            let forwarder = tokio::spawn(async move {
+                while let Some(event) = events.recv().await {
+                    let record =
+                        EventRecord { participant: who.clone(), at: started.elapsed(), event };
+                    if tx.send(record).is_err() {
+                        break;
+                    }
+                }
+            });
+            self.clients.push(Client { identity, room, net, proxy, toxic_proxy, forwarder });
+        }
+        self.wait_everyone_sees_everyone().await?;
+        let zero = Instant::now();
+        self.zero = Some(zero);
+        if let Some(o) = self.observer.as_mut() {
+            o(Progress::TimelineStarted);
+        }
+        self.start_publishers(zero);
+        let mut steps: Vec<(Duration, bool, usize)> = Vec::new();
+        for (index, step) in self.scenario.faults.iter().enumerate() {
+            steps.push((step.at, true, index));
+            if let (Some(lasts), false) = (step.duration, step.fault.is_instant()) {
+                steps.push((step.at + lasts, false, index));
+            }
+        }
+        // At the same moment, heal before starting the next fault.
+        steps.sort_by_key(|(at, start, index)| (*at, *start, *index));
+        for (at, start, index) in steps {
+            self.pump_until(zero + at).await;
+            if start {
+                self.start_fault(index).await?;
+            } else {
+                self.heal_fault(index).await?;
+            }
+        }
+        let publish_end = self
+            .scenario
+            .participants
+            .iter()
+            .filter_map(|p| p.publish.as_ref())
+            .map(|p| p.every * p.count.saturating_sub(1))
+            .max()
+            .unwrap_or_default();
+        let watch_until =
+            zero + self.scenario.last_fault_end().max(publish_end) + self.scenario.settle;
+        self.pump_until(watch_until).await;
+        let hard_end = watch_until.max(zero + judge::latest_bound(self.scenario) + RECHECK);
+        while Instant::now() < hard_end && !judge::settled(self.scenario, &self.snapshot()) {
+            self.pump_until((Instant::now() + RECHECK).min(hard_end)).await;
+        }
+        self.drain();
+        let mut record = self.snapshot();
+        record.verdicts = judge::judge(self.scenario, &record);
+        Ok(record)
+    }
+
+    /// Records events until everyone's room lists every other participant.
+    async fn wait_everyone_sees_everyone(&mut self) -> Result<(), RunError> {
+        let deadline = Instant::now() + JOIN_TIMEOUT;
+        loop {
+            let missing = self.clients.iter().find_map(|c| {
+                let remotes = c.room.remote_participants();
+                self.clients
+                    .iter()
+                    .find(|o| o.identity != c.identity && !remotes.contains_key(&o.identity))
+                    .map(|o| (c.identity.clone(), o.identity.clone()))
+            });
+            let Some((who, whom)) = missing else { return Ok(()) };
+            if Instant::now() >= deadline {
+                return Err(RunError::Join {
+                    identity: who.clone(),
+                    room: self.room.clone(),
+                    why: format!("{who} did not see {whom} in the room within {JOIN_TIMEOUT:?}"),
+                    log: self.server_log(),
+                });
+            }
+            self.pump_until(Instant::now() + Duration::from_millis(20)).await;
+        }
+    }
+
+    fn start_publishers(&mut self, zero: Instant) {
+        for (spec, client) in self.scenario.participants.iter().zip(&self.clients) {
+            let Some(publish) = spec.publish.clone() else { continue };
+            let local = client.room.local_participant();
+            let identity = client.identity.clone();
+            self.publishers.push(tokio::spawn(async move {
+                for n in 0..publish.count {
+                    tokio::time::sleep_until(zero + publish.every * n).await;
+                    let packet = DataPacket {
+                        payload: n.to_be_bytes().to_vec(),
+                        topic: Some(DATA_TOPIC.into()),
+                        ..Default::default()
+                    };
+                    if let Err(error) = local.publish_data(packet).await {
+                        tracing::warn!(%identity, n, %error, "publishing scenario data failed; stopping");
+                        break;
+                    }
+                }
+            }));
+        }
+    }
+
+    /// Records events (telling the observer) until `deadline`.
+    async fn pump_until(&mut self, deadline: Instant) {
+        loop {
+            tokio::select! {
+                event = self.events.recv() => match event {
+                    Some(event) => self.record(event),
+                    None => {
+                        tokio::time::sleep_until(deadline).await;
+                        return;
+                    }
+                },
+                () = tokio::time::sleep_until(deadline) => return,
+            }
+        }
+    }
+
+    /// Records whatever has arrived, without waiting.
+    fn drain(&mut self) {
+        while let Ok(event) = self.events.try_recv() {
+            self.record(event);
+        }
+    }
+
+    fn record(&mut self, event: EventRecord) {
+        if let Some(o) = self.observer.as_mut() {
+            o(Progress::Event(&event));
+        }
+        self.recorded.push(event);
+    }
+
+    fn snapshot(&self) -> RunRecord {
+        let now = self.started.elapsed();
+        let mut logs = Vec::new();
+        if let Some(p) = self.server.log_path() {
+            logs.push(("livekit-server".to_owned(), p.to_owned()));
+        }
+        RunRecord {
+            scenario: self.scenario.name.clone(),
+            description: self.scenario.description.clone(),
+            file: self.file.clone(),
+            lane: Lane::Real,
+            seed: self.seed,
+            room: self.room.clone(),
+            participants: self.clients.iter().map(|c| c.identity.clone()).collect(),
+            timeline_zero: self.zero.map_or(now, |z| z - self.started),
+            ended: now,
+            faults: self.faults.clone(),
+            events: self.recorded.clone(),
+            final_states: self
+                .clients
+                .iter()
+                .map(|c| (c.identity.clone(), c.room.connection_state()))
+                .collect(),
+            verdicts: Vec::new(),
+            logs,
+        }
+    }
+
+    fn client(&self, step: &FaultStep) -> Option<&Client> {
+        match &step.target {
+            Some(t) => self.clients.iter().find(|c| c.identity == *t.get_ref()),
+            None => self.clients.first(),
+        }
+    }
+
+    async fn start_fault(&mut self, index: usize) -> Result<(), RunError> {
+        let step = &self.scenario.faults[index];
+        let label = label(step);
+        let fail = |why: String, log: String| RunError::Fault {
+            index,
+            label: label.clone(),
+            action: "started",
+            why,
+            log,
+        };
+        let log = self.server_log();
+        let client = self.client(step);
+        let target = |what: &str| {
+            client.ok_or_else(|| fail(format!("{what} needs a target participant"), log.clone()))
+        };
+        match &step.fault {
+            Fault::Partition {} => {
+                let c = target("a partition")?;
+                c.proxy.pause().await.map_err(|e| fail(e.to_string(), log.clone()))?;
+                c.net.refuse_new_signalling();
+                c.net.partition_media(net::Direction::Both);
+            }
+            Fault::SignalProxy { mode, rate } => {
+                let c = target("a signal-proxy fault")?;
+                let done = match mode {
+                    ProxyMode::Kill => c.proxy.kill().await,
+                    ProxyMode::BlackHole => c.proxy.black_hole().await,
+                    ProxyMode::Pause => c.proxy.pause().await,
+                    ProxyMode::RefuseNew => c.proxy.refuse_new().await,
+                    ProxyMode::Throttle => c.proxy.throttle(*rate),
+                };
+                done.map_err(|e| fail(e.to_string(), log.clone()))?;
+            }
+            Fault::Toxic { toxic, stream, toxicity } => {
+                let c = target("a toxic")?;
+                let proxy = c.toxic_proxy.as_ref().ok_or_else(|| {
+                    fail("the participant has no toxiproxy proxy".into(), log.clone())
+                })?;
+                let toxic = toxiproxy::Toxic::new(toxic_kind(toxic), toxic_stream(*stream))
+                    .named(&format!("fault-{index}"))
+                    .with_toxicity(*toxicity);
+                let guard =
+                    proxy.add_toxic(toxic).await.map_err(|e| fail(e.to_string(), log.clone()))?;
+                self.toxics.push((index, guard));
+            }
+            Fault::Media { direction, loss_percent, delay } => {
+                let c = target("a media fault")?;
+                let direction = media_direction(*direction);
+                if let Some(percent) = loss_percent {
+                    c.net
+                        .set_media_loss(direction, *percent)
+                        .map_err(|e| fail(e.to_string(), log.clone()))?;
+                }
+                if let Some(delay) = delay {
+                    c.net.set_media_delay(direction, *delay);
+                }
+            }
+            Fault::NetworkChange {} => {
+                let c = target("a network change")?;
+                let changes = self.networks_changed.fetch_add(1, Ordering::Relaxed);
+                let ip = Ipv4Addr::new(127, 0, 0, changes.saturating_add(2));
+                c.net.change_network(IpAddr::V4(ip));
+            }
+            Fault::ServerKill {} => {
+                self.server.kill().await.map_err(|e| fail(e.to_string(), log.clone()))?;
+            }
+            Fault::RemoveParticipant {} => {
+                let c = target("remove-participant")?;
+                self.server
+                    .room_service()
+                    .remove_participant(&self.room, &c.identity)
+                    .await
+                    .map_err(|e| fail(e.to_string(), log.clone()))?;
+            }
+            Fault::DeleteRoom {} => {
+                self.server
+                    .room_service()
+                    .delete_room(&self.room)
+                    .await
+                    .map_err(|e| fail(e.to_string(), log.clone()))?;
+            }
+            Fault::Simulate { scenario } => {
+                let c = target("simulate")?;
+                c.room
+                    .simulate_scenario(simulate(*scenario))
+                    .await
+                    .map_err(|e| fail(e.to_string(), log.clone()))?;
+            }
+            Fault::Close {} => {
+                let c = target("close")?;
+                c.room.close().await.map_err(|e| fail(e.to_string(), log.clone()))?;
+            }
+        }
+        let at = self.started.elapsed();
+        let record = FaultRecord {
+            index,
+            kind: step.fault.kind(),
+            label,
+            target: step.target.as_ref().map(|t| t.get_ref().clone()),
+            started: at,
+            healed: step.fault.is_instant().then_some(at),
+        };
+        if let Some(o) = self.observer.as_mut() {
+            o(Progress::FaultStarted(&record));
+        }
+        self.faults.push(record);
+        Ok(())
+    }
+
+    async fn heal_fault(&mut self, index: usize) -> Result<(), RunError> {
+        let step = &self.scenario.faults[index];
+        let label = label(step);
+        let log = self.server_log();
+        let fail = |why: String| RunError::Fault {
+            index,
+            label: label.clone(),
+            action: "healed",
+            why,
+            log: log.clone(),
+        };
+        let client = self.client(step);
+        match (&step.fault, client) {
+            (Fault::Partition {}, Some(c)) => {
+                c.net.heal_signalling();
+                c.net.heal_media();
+                c.proxy.resume().await.map_err(|e| fail(e.to_string()))?;
+            }
+            (Fault::SignalProxy { mode: ProxyMode::Throttle, .. }, Some(c)) => {
+                c.proxy.throttle(None).map_err(|e| fail(e.to_string()))?;
+            }
+            (Fault::SignalProxy { .. }, Some(c)) => {
+                c.proxy.heal().await.map_err(|e| fail(e.to_string()))?;
+            }
+            (Fault::Toxic { .. }, _) => {
+                if let Some(pos) = self.toxics.iter().position(|(i, _)| *i == index) {
+                    let (_, guard) = self.toxics.remove(pos);
+                    guard.remove().await.map_err(|e| fail(e.to_string()))?;
+                }
+            }
+            (Fault::Media { .. }, Some(c)) => c.net.heal_media(),
+            (Fault::ServerKill {}, _) => {
+                self.say("restarting livekit-server on the same ports");
+                self.server.restart().await.map_err(|e| fail(e.to_string()))?;
+            }
+            _ => {}
+        }
+        let at = self.started.elapsed();
+        if let Some(pos) = self.faults.iter().position(|f| f.index == index) {
+            self.faults[pos].healed = Some(at);
+            let record = self.faults[pos].clone();
+            if let Some(o) = self.observer.as_mut() {
+                o(Progress::FaultHealed(&record));
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops recording, closes every room and removes every proxy and toxic.
+    async fn teardown(&mut self) {
+        for p in self.publishers.drain(..) {
+            p.abort();
+        }
+        for (_, guard) in self.toxics.drain(..) {
+            if let Err(error) = guard.remove().await {
+                tracing::warn!(%error, "removing a toxic after the run");
+            }
+        }
+        for client in self.clients.drain(..) {
+            client.forwarder.abort();
+            if let Err(error) = client.room.close().await {
+                tracing::warn!(identity = %client.identity, %error, "closing a room after the run");
+            }
+            if let Some(p) = client.toxic_proxy {
+                if let Err(error) = p.delete().await {
+                    tracing::warn!(%error, "deleting a toxiproxy proxy after the run");
+                }
+            }
+            drop(client.proxy);
+        }
+    }
+}
+
+/// A one-line description of a fault step.
+pub fn label(step: &FaultStep) -> String {
+    let what = match &step.fault {
+        Fault::SignalProxy { mode, rate: Some(rate) } => {
+            format!("signal-proxy {mode:?} {rate} B/s")
+        }
+        Fault::SignalProxy { mode, .. } => format!("signal-proxy {mode:?}"),
+        Fault::Toxic { toxic, stream, toxicity } => {
+            let share =
+                if *toxicity < 1.0 { format!(" toxicity {toxicity}") } else { String::new() };
+            format!("toxic {toxic:?} {stream:?}{share}")
+        }
+        Fault::Media { direction, loss_percent, delay } => {
+            let mut parts = vec![format!("media {direction:?}")];
+            if let Some(p) = loss_percent {
+                parts.push(format!("loss {p}%"));
+            }
+            if let Some(d) = delay {
+                parts.push(format!("delay {d:?}"));
+            }
+            parts.join(" ")
+        }
+        Fault::Simulate { scenario } => format!("simulate {scenario:?}"),
+        other => other.kind().to_owned(),
+    };
+    match &step.target {
+        Some(t) => format!("{what} → {}", t.get_ref()),
+        None => what,
+    }
+}
+
+fn toxic_kind(toxic: &Toxic) -> ToxicKind {
+    let ms = |d: &Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    match toxic {
+        Toxic::Latency { latency, jitter } => {
+            ToxicKind::Latency { latency: ms(latency), jitter: ms(jitter) }
+        }
+        Toxic::Bandwidth { rate_kbps } => ToxicKind::Bandwidth { rate: *rate_kbps },
+        Toxic::SlowClose { delay } => ToxicKind::SlowClose { delay: ms(delay) },
+        Toxic::Timeout { timeout } => ToxicKind::Timeout { timeout: ms(timeout) },
+        Toxic::ResetPeer { timeout } => ToxicKind::ResetPeer { timeout: ms(timeout) },
+        Toxic::Slicer { average_size, size_variation, delay } => ToxicKind::Slicer {
+            average_size: *average_size,
+            size_variation: *size_variation,
+            delay: u64::try_from(delay.as_micros()).unwrap_or(u64::MAX),
+        },
+        Toxic::LimitData { bytes } => ToxicKind::LimitData { bytes: *bytes },
+    }
+}
+
+fn toxic_stream(stream: Stream) -> toxiproxy::Stream {
+    match stream {
+        Stream::Upstream => toxiproxy::Stream::Upstream,
+        Stream::Downstream => toxiproxy::Stream::Downstream,
+    }
+}
+
+fn media_direction(direction: Direction) -> net::Direction {
+    match direction {
+        Direction::Both => net::Direction::Both,
+        Direction::Inbound => net::Direction::Inbound,
+        Direction::Outbound => net::Direction::Outbound,
+    }
+}
+
+fn simulate(kind: SimulateKind) -> SimulateScenario {
+    match kind {
+        SimulateKind::SignalReconnect => SimulateScenario::SignalReconnect,
+        SimulateKind::FullReconnect => SimulateScenario::FullReconnect,
+        SimulateKind::DisconnectSignalOnResume => SimulateScenario::DisconnectSignalOnResume,
+        SimulateKind::DisconnectSignalOnResumeNoMessages => {
+            SimulateScenario::DisconnectSignalOnResumeNoMessages
+        }
+        SimulateKind::NodeFailure => SimulateScenario::NodeFailure,
+        SimulateKind::Migration => SimulateScenario::Migration,
+        SimulateKind::ServerLeave => SimulateScenario::ServerLeave,
+    }
+}
