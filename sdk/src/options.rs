@@ -132,7 +132,7 @@ impl Default for RoomOptions {
             connect_timeout: Duration::from_secs(5),
             join_timeout: Duration::from_secs(5),
             pc_connect_timeout: Duration::from_secs(15),
-            pc_failed_after: Duration::from_secs(5),
+            pc_failed_after: crate::rtc::PcConfig::DEFAULT_FAILED_AFTER,
             network: Arc::new(TokioNetwork),
             rng_seed: None,
         }

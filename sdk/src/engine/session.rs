@@ -74,9 +74,8 @@ impl Pc {
         local: std::net::IpAddr,
     ) -> Result<Self, AttemptError> {
         let config = PcConfig {
-            role,
-            ice_servers: ice.to_vec(),
             failed_after: setup.options.pc_failed_after,
+            ..PcConfig::new(role, ice.to_vec())
         };
         let (pc, events) = PeerConnection::new(config, setup.network.clone(), local)
             .await
