@@ -48,6 +48,18 @@ async fn a_failed_resume_escalates_to_a_full_reconnect() -> Result<()> {
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_refused_before_any_message_escalates_to_a_full_reconnect() -> Result<()> {
+    let server = server().await?;
+    let (room, mut log) = join(&server, &unique_room("escalate-silent"), "p0").await?;
+    let sid = room.local_participant().sid();
+    assert_recovers(&room, &mut log, SimulateScenario::DisconnectSignalOnResumeNoMessages).await?;
+    ensure!(room.local_participant().sid() != sid, "only a full reconnect (new sid) can recover");
+    ensure!(log.count(|e| *e == RoomEvent::Reconnecting) == 1, "escalation stays one episode");
+    room.close().await?;
+    Ok(())
+}
+
 /// Kills a proxy in front of signalling and expects the policy to run out in one
 /// `Disconnected`, within the policy's bound, with nothing after it.
 async fn exhaustion(options: RoomOptions) -> Result<()> {
