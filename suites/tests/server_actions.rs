@@ -143,3 +143,25 @@ async fn forcing_tcp_on_a_udp_only_client_ends_in_one_disconnected() -> Result<(
     log.check(room.connection_state())?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_simulated_speaker_is_reported_speaking_then_silent() -> Result<()> {
+    let server = server().await?;
+    let (room, mut log) = join(&server, &unique_room("speaker"), "p0").await?;
+    room.simulate_scenario(SimulateScenario::Speaker(Duration::from_secs(1))).await?;
+    log.wait_for(
+        "p0 speaking",
+        WAIT,
+        |e| matches!(e, RoomEvent::ActiveSpeakersChanged { speakers } if speakers == &["p0"]),
+    )
+    .await?;
+    log.wait_for(
+        "p0 silent again",
+        WAIT,
+        |e| matches!(e, RoomEvent::ActiveSpeakersChanged { speakers } if speakers.is_empty()),
+    )
+    .await?;
+    ensure!(room.connection_state() == ConnectionState::Connected);
+    room.close().await?;
+    Ok(())
+}
