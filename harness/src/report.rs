@@ -169,8 +169,9 @@ pub fn html(record: &RunRecord) -> String {
             .iter()
             .map(|e| record.timeline_secs(e.at))
             .fold(0.0f64, f64::min)
-            .min(-0.5),
-        t_max: record.timeline_secs(record.ended).max(1.0) + 0.3,
+            .min(0.0)
+            - 0.4,
+        t_max: record.timeline_secs(record.ended).max(1.0) * 1.03 + 0.3,
         x0: 190.0,
         x1: width - 30.0,
     };
@@ -332,9 +333,17 @@ pub fn html(record: &RunRecord) -> String {
                     };
                     let y = if x - last_label_x < 150.0 { band_y + 40.0 } else { band_y + 29.0 };
                     if x - last_label_x >= 150.0 || y > band_y + 30.0 {
+                        // Keep labels inside the plot: anchor them to the side they would overflow.
+                        let anchor = if x > plot.x1 - 70.0 {
+                            "end"
+                        } else if x < plot.x0 + 70.0 {
+                            "start"
+                        } else {
+                            "middle"
+                        };
                         let _ = write!(
                             svg,
-                            r#"<text x="{x:.1}" y="{y}" class="elabel"><title>{title}</title>{} {t:+.2}s</text>"#,
+                            r#"<text x="{x:.1}" y="{y}" class="elabel" text-anchor="{anchor}"><title>{title}</title>{} {t:+.2}s</text>"#,
                             esc(&short)
                         );
                         last_label_x = x;
@@ -412,7 +421,7 @@ h1 {{ font-size: 22px; margin: 0 0 4px; }}
 svg text {{ font: 12px system-ui, sans-serif; }}
 svg .tick {{ fill: #68717b; text-anchor: middle; }} svg .zero {{ fill: #333; font-weight: 600; }}
 svg .head {{ font-weight: 600; font-size: 13px; fill: #1d232a; }} svg .muted {{ fill: #7a838d; }}
-svg .flabel {{ font-weight: 600; }} svg .elabel {{ fill: #222; text-anchor: middle; font-size: 11px; }}
+svg .flabel {{ font-weight: 600; }} svg .elabel {{ fill: #222; font-size: 11px; }}
 .legend span {{ display: inline-block; margin-right: 16px; color: #444; }}
 .legend i {{ display: inline-block; width: 14px; height: 10px; margin-right: 5px; vertical-align: middle; }}
 table {{ border-collapse: collapse; margin-top: 8px; }}
@@ -424,7 +433,7 @@ details {{ margin-top: 16px; }} code {{ font-size: 12px; }}
 <h1>{name}<span class="badge {badge_class}">{badge}</span></h1>
 <div class="meta">{file} · {lane} lane · seed {seed} · room {room} · {secs:.1} s</div>
 <p class="desc">{description}</p>
-<div class="legend"><span><i style="background:{JOINING}"></i>joining</span><span><i style="background:{CONNECTED}"></i>Connected</span><span><i style="background:{RECONNECTING}"></i>Reconnecting</span><span><i style="background:{DISCONNECTED}"></i>Disconnected</span><span>▼ lifecycle event</span><span style="color:#2f6fb0">●</span> participant joined/left <span>│ data received</span> <span>◆ instant fault</span> · times in seconds from everyone connected; hover for details</div>
+<div class="legend"><span><i style="background:{JOINING}"></i>joining</span><span><i style="background:{CONNECTED}"></i>Connected</span><span><i style="background:{RECONNECTING}"></i>Reconnecting</span><span><i style="background:{DISCONNECTED}"></i>Disconnected</span><span>▼ lifecycle event</span><span><b style="color:#2f6fb0">●</b> a participant joined or left</span><span>│ data received</span><span>◆ instant fault</span><span>times in seconds from everyone connected; hover a mark for details</span></div>
 {svg}
 <h2>Verdicts</h2>
 <table><tr><th></th><th>expectation</th><th>expected</th><th>seen</th></tr>{verdicts}</table>
@@ -446,6 +455,8 @@ details {{ margin-top: 16px; }} code {{ font-size: 12px; }}
 }
 
 fn format_tick(t: f64, step: f64) -> String {
+    // Ticks are multiples of the step; snap away the rounding error (and -0).
+    let t = (t / step).round() * step + 0.0;
     if step >= 1.0 {
         format!("{t:.0}s")
     } else {

@@ -329,6 +329,11 @@ pub enum Expectation {
         #[serde(deserialize_with = "duration")]
         within: Duration,
     },
+    /// The participant never reports `Reconnecting`: the faults went unnoticed.
+    NoReconnect {
+        /// Whose events.
+        participant: String,
+    },
     /// The participant never reports `Disconnected`.
     NoDisconnect {
         /// Whose events.
@@ -577,6 +582,7 @@ impl Expectation {
         match self {
             Expectation::Reconnected { participant, .. }
             | Expectation::NoDisconnect { participant }
+            | Expectation::NoReconnect { participant }
             | Expectation::Disconnected { participant, .. }
             | Expectation::FinalState { participant, .. } => vec![participant],
             Expectation::PeerSawNoLeave { peer, of } | Expectation::PeerSawRejoin { peer, of } => {
@@ -766,6 +772,26 @@ within = \"8s\"
             "{BASE}\n[[expect]]\ntype = \"data-delivered\"\nfrom = \"alice\"\nto = \"bob\"\n"
         ));
         assert!(e.contains("needs a `publish` block"), "{e}");
+    }
+
+    #[test]
+    fn an_instant_fault_with_for_is_an_error() {
+        let e = error(&format!(
+            "{BASE}\n[[fault]]\nat = \"1s\"\nfor = \"2s\"\ntarget = \"bob\"\ntype = \"network-change\"\n"
+        ));
+        assert!(e.contains("happens at once") && e.contains("remove `for`"), "{e}");
+    }
+
+    #[test]
+    fn no_reconnect_names_its_participant() -> Result<(), ScenarioError> {
+        let s = parse(&format!(
+            "{BASE}\n[[expect]]\ntype = \"no-reconnect\"\nparticipant = \"bob\"\n"
+        ))?;
+        assert_eq!(s.expectations[0].get_ref().participants(), vec!["bob"]);
+        let e =
+            error(&format!("{BASE}\n[[expect]]\ntype = \"no-reconnect\"\nparticipant = \"eve\"\n"));
+        assert!(e.contains("unknown participant `eve`"), "{e}");
+        Ok(())
     }
 
     #[test]

@@ -143,6 +143,25 @@ fn expectation(scenario: &Scenario, record: &RunRecord, exp: &Expectation) -> Ve
             }
             Verdict { what, expected, seen, passed }
         }
+        Expectation::NoReconnect { participant } => {
+            let found =
+                events(participant).into_iter().find(|e| e.event == RoomEvent::Reconnecting);
+            Verdict {
+                what: format!("no-reconnect: {participant}"),
+                expected: "never Reconnecting (the faults go unnoticed)".into(),
+                seen: found.map_or(
+                    format!("never Reconnecting ({})", lifecycle(record, participant)),
+                    |e| {
+                        format!(
+                            "Reconnecting at {} ({})",
+                            rel(e.at),
+                            lifecycle(record, participant)
+                        )
+                    },
+                ),
+                passed: found.is_none(),
+            }
+        }
         Expectation::NoDisconnect { participant } => {
             let what = format!("no-disconnect: {participant}");
             let found = events(participant)

@@ -7,7 +7,8 @@
 //! a fresh room, waits until everyone sees everyone, and takes that moment as the zero of the
 //! timeline. It then starts each fault at its `at` and heals it at `at + for`, keeps watching
 //! for `settle` after the last heal (and, while an expectation is still unmet, up to the
-//! latest bound an expectation names), and judges the record ([`super::judge`]).
+//! latest bound an expectation names), and judges the record ([`super::judge`]). Once every
+//! room has ended (`Disconnected`) nothing more can happen, so the run stops there.
 //!
 //! How each fault is done here:
 //!
@@ -30,7 +31,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use faultline_sdk::net::TokioNetwork;
-use faultline_sdk::{DataPacket, Room, RoomError, RoomOptions, SimulateScenario};
+use faultline_sdk::{ConnectionState, DataPacket, Room, RoomError, RoomOptions, SimulateScenario};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -389,6 +390,9 @@ impl Runner<'_> {
         steps.sort_by_key(|(at, start, index)| (*at, *start, *index));
         for (at, start, index) in steps {
             self.pump_until(zero + at).await;
+            if self.all_disconnected() {
+                break;
+            }
             if start {
                 self.start_fault(index).await?;
             } else {
@@ -405,7 +409,9 @@ impl Runner<'_> {
             .unwrap_or_default();
         let watch_until =
             zero + self.scenario.last_fault_end().max(publish_end) + self.scenario.settle;
-        self.pump_until(watch_until).await;
+        while Instant::now() < watch_until && !self.all_disconnected() {
+            self.pump_until((Instant::now() + RECHECK).min(watch_until)).await;
+        }
         let hard_end = watch_until.max(zero + judge::latest_bound(self.scenario) + RECHECK);
         while Instant::now() < hard_end && !judge::settled(self.scenario, &self.snapshot()) {
             self.pump_until((Instant::now() + RECHECK).min(hard_end)).await;
@@ -414,6 +420,11 @@ impl Runner<'_> {
         let mut record = self.snapshot();
         record.verdicts = judge::judge(self.scenario, &record);
         Ok(record)
+    }
+
+    /// Whether every room has ended: nothing more can happen, so the run can stop early.
+    fn all_disconnected(&self) -> bool {
+        self.clients.iter().all(|c| c.room.connection_state() == ConnectionState::Disconnected)
     }
 
     /// Records events until everyone's room lists every other participant.
@@ -462,12 +473,17 @@ impl Runner<'_> {
         }
     }
 
-    /// Records events (telling the observer) until `deadline`.
+    /// Records events (telling the observer) until `deadline`, or until every room has ended.
     async fn pump_until(&mut self, deadline: Instant) {
         loop {
             tokio::select! {
                 event = self.events.recv() => match event {
-                    Some(event) => self.record(event),
+                    Some(event) => {
+                        self.record(event);
+                        if self.all_disconnected() {
+                            return;
+                        }
+                    }
                     None => {
                         tokio::time::sleep_until(deadline).await;
                         return;

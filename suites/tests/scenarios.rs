@@ -1,0 +1,203 @@
+//! The scenario library (`fixtures/scenarios/`) on the real lane, each file judged by its own
+//! expectations and the invariants; what the client does under each toxiproxy toxic in each
+//! direction and under each mode of the killable proxy, written as small scenarios and run by
+//! the same runner; and that a scenario whose expectation is wrong fails with expected, seen
+//! and the trace.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{ensure, Context, Result};
+use faultline::scenario::{run_real, RunOptions, RunRecord, Scenario};
+use rstest::rstest;
+
+fn library(file: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/scenarios").join(file)
+}
+
+/// Runs a scenario file and returns its record.
+async fn run_file(path: &Path) -> Result<RunRecord> {
+    let scenario = Scenario::load(path)?;
+    Ok(run_real(&scenario, path, RunOptions::default())
+        .await
+        .with_context(|| format!("running {}", path.display()))?)
+}
+
+/// Runs scenario text (named `name` in messages) and returns its record.
+async fn run_text(name: &str, text: &str) -> Result<RunRecord> {
+    let path = PathBuf::from(format!("<{name}>"));
+    let scenario = Scenario::parse(text, &path)?;
+    Ok(run_real(&scenario, &path, RunOptions::default()).await?)
+}
+
+fn passed(record: &RunRecord) -> Result<()> {
+    ensure!(record.passed(), "{}", record.summary());
+    Ok(())
+}
+
+#[rstest]
+#[case::wifi_drop("wifi-drop.toml")]
+#[case::train_tunnel("train-tunnel.toml")]
+#[case::outage_exhaustion("outage-exhaustion.toml")]
+#[case::half_open_socket("half-open-socket.toml")]
+#[case::cellular_handover("cellular-handover.toml")]
+#[case::lossy_3g("lossy-3g.toml")]
+#[case::middlebox_rst("middlebox-rst.toml")]
+#[case::sfu_restart("sfu-restart.toml")]
+#[case::server_leave("server-leave.toml")]
+#[case::migration("migration.toml")]
+#[case::latency_spike_during_resume("latency-spike-during-resume.toml")]
+#[case::media_only_loss("media-only-loss.toml")]
+#[case::removed_by_moderator("removed-by-moderator.toml")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn library_scenario_passes_on_the_real_lane(#[case] file: &str) -> Result<()> {
+    passed(&run_file(&library(file)).await?)
+}
+
+#[test]
+fn every_library_file_is_in_the_suite() -> Result<()> {
+    let listed = include_str!("scenarios.rs");
+    for entry in std::fs::read_dir(library(""))? {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".toml") {
+            ensure!(listed.contains(&format!("(\"{name}\")")), "{name} has no #[case] here");
+        }
+    }
+    Ok(())
+}
+
+/// One participant (plus a peer), one fault from 1 s for `lasts`, and `expect` as TOML.
+fn focused(name: &str, fault: &str, lasts: &str, expect: &str) -> String {
+    format!(
+        r#"name = "{name}"
+lanes = ["real"]
+settle = "2s"
+[[participant]]
+identity = "client"
+[[participant]]
+identity = "peer"
+[[fault]]
+at = "1s"
+for = "{lasts}"
+target = "client"
+{fault}
+{expect}
+[[expect]]
+type = "final-state"
+participant = "client"
+state = "connected"
+"#
+    )
+}
+
+const UNNOTICED: &str = "[[expect]]\ntype = \"no-reconnect\"\nparticipant = \"client\"\n";
+
+fn recovers(within: &str) -> String {
+    format!(
+        "[[expect]]\ntype = \"reconnected\"\nparticipant = \"client\"\nwithin = \"{within}\"\n\
+         [[expect]]\ntype = \"no-disconnect\"\nparticipant = \"client\"\n"
+    )
+}
+
+/// Each toxic in each direction on the client's signalling connection, and what a correct
+/// client does about it: delays, throttling, slicing and a slow close leave a working
+/// connection working (nothing to notice); a black hole (`timeout` 0) is caught by the ping
+/// timeout; a reset, or a connection closed after a few bytes, is noticed at once; in both
+/// cases the client is back soon after the toxic goes.
+#[rstest]
+#[case::latency_up("latency", "upstream")]
+#[case::latency_down("latency", "downstream")]
+#[case::bandwidth_up("bandwidth", "upstream")]
+#[case::bandwidth_down("bandwidth", "downstream")]
+#[case::slow_close_up("slow_close", "upstream")]
+#[case::slow_close_down("slow_close", "downstream")]
+#[case::slicer_up("slicer", "upstream")]
+#[case::slicer_down("slicer", "downstream")]
+#[case::timeout_up("timeout", "upstream")]
+#[case::timeout_down("timeout", "downstream")]
+#[case::reset_peer_up("reset_peer", "upstream")]
+#[case::reset_peer_down("reset_peer", "downstream")]
+#[case::limit_data_up("limit_data", "upstream")]
+#[case::limit_data_down("limit_data", "downstream")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_toxic_on_signalling(#[case] kind: &str, #[case] stream: &str) -> Result<()> {
+    let (toxic, lasts, expect) = match kind {
+        "latency" => ("latency = \"400ms\", jitter = \"100ms\"", "4s", UNNOTICED.to_owned()),
+        "bandwidth" => ("rate_kbps = 4", "4s", UNNOTICED.to_owned()),
+        "slow_close" => ("delay = \"3s\"", "4s", UNNOTICED.to_owned()),
+        "slicer" => {
+            ("average_size = 16, size_variation = 8, delay = \"2ms\"", "4s", UNNOTICED.to_owned())
+        }
+        "timeout" => ("timeout = \"0ms\"", "20s", recovers("15s")),
+        "reset_peer" => ("timeout = \"0ms\"", "2s", recovers("8s")),
+        "limit_data" => ("bytes = 64", "2s", recovers("8s")),
+        other => anyhow::bail!("no case for {other}"),
+    };
+    let fault = format!(
+        "type = \"toxic\"\nstream = \"{stream}\"\ntoxic = {{ kind = \"{kind}\", {toxic} }}"
+    );
+    let name = format!("toxic-{kind}-{stream}");
+    passed(&run_text(&name, &focused(&name, &fault, lasts, &expect)).await?)
+}
+
+/// Each mode of the killable proxy in front of the client's signalling: a kill is noticed at
+/// once and recovered; a black hole is caught by the ping timeout and recovered; a pause, a
+/// refusal of new connections and a throttle leave the open connection working, unnoticed.
+#[rstest]
+#[case::kill("mode = \"kill\"", "2s", recovers("8s"))]
+#[case::black_hole("mode = \"black-hole\"", "20s", recovers("15s"))]
+#[case::pause("mode = \"pause\"", "3s", UNNOTICED.to_owned())]
+#[case::refuse_new("mode = \"refuse-new\"", "3s", UNNOTICED.to_owned())]
+#[case::throttle("mode = \"throttle\"\nrate = 2000", "3s", UNNOTICED.to_owned())]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killable_proxy_mode(
+    #[case] mode: &str,
+    #[case] lasts: &str,
+    #[case] expect: String,
+) -> Result<()> {
+    let fault = format!("type = \"signal-proxy\"\n{mode}");
+    let name = format!("proxy-{}", mode.split('"').nth(1).unwrap_or("mode"));
+    passed(&run_text(&name, &focused(&name, &fault, lasts, &expect)).await?)
+}
+
+/// A scenario whose expectation is wrong (a short drop does not disconnect anyone) fails, and
+/// says what was expected, what was seen, and shows the trace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_expectation_fails_with_expected_seen_and_the_trace() -> Result<()> {
+    let text = r#"name = "wrong"
+lanes = ["real"]
+settle = "1s"
+[[participant]]
+identity = "client"
+[[fault]]
+at = "500ms"
+for = "1s"
+type = "signal-proxy"
+mode = "pause"
+[[expect]]
+type = "disconnected"
+participant = "client"
+reason = "SIGNAL_CLOSE"
+within = "2s"
+"#;
+    let record = run_text("wrong", text).await?;
+    ensure!(!record.passed(), "a wrong expectation must fail:\n{}", record.summary());
+    let failed = record.verdicts.iter().find(|v| !v.passed).context("a failed verdict")?;
+    ensure!(failed.what.starts_with("disconnected: client"), "{failed:?}");
+    ensure!(
+        failed.expected.contains("exactly one Disconnected with reason SIGNAL_CLOSE"),
+        "{failed:?}"
+    );
+    ensure!(failed.seen.starts_with("no Disconnected (lifecycle: Connected"), "{failed:?}");
+    let summary = record.summary();
+    for needed in [
+        "FAIL disconnected: client",
+        "expected:",
+        "seen:",
+        "trace of client",
+        "Connected",
+        "livekit-server log:",
+    ] {
+        ensure!(summary.contains(needed), "the summary lacks {needed:?}:\n{summary}");
+    }
+    Ok(())
+}
