@@ -151,6 +151,11 @@ impl EventLog {
         Ok(())
     }
 
+    /// When the first recorded event matching `matches` arrived (time since the log began).
+    pub fn first_at(&self, matches: impl Fn(&RoomEvent) -> bool) -> Option<Duration> {
+        self.seen.iter().find(|r| matches(&r.event)).map(|r| r.at)
+    }
+
     /// How many recorded events match `matches`.
     pub fn count(&self, matches: impl Fn(&RoomEvent) -> bool) -> usize {
         self.seen.iter().filter(|r| matches(&r.event)).count()

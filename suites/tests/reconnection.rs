@@ -4,11 +4,18 @@
 
 mod real_lane;
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{ensure, Result};
+use anyhow::{ensure, Context, Result};
+use faultline::check::EventLog;
+use faultline::net::FaultyNetwork;
 use faultline::proxy::Proxy;
-use faultline_sdk::{ConnectionState, DisconnectReason, RoomEvent, RoomOptions, SimulateScenario};
+use faultline_sdk::net::TokioNetwork;
+use faultline_sdk::{
+    ConnectionState, DisconnectReason, Jitter, ReconnectPolicy, RoomEvent, RoomOptions,
+    SimulateScenario,
+};
 use real_lane::{assert_recovers, fast_options, join, join_at, server, unique_room, WAIT};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -60,6 +67,14 @@ async fn a_resume_refused_before_any_message_escalates_to_a_full_reconnect() -> 
     Ok(())
 }
 
+/// How long the (only) episode lasted: `Reconnecting` to `Disconnected`.
+fn episode_length(log: &EventLog) -> Result<Duration> {
+    let began = log.first_at(|e| *e == RoomEvent::Reconnecting).context("no Reconnecting")?;
+    let ended =
+        log.first_at(|e| matches!(e, RoomEvent::Disconnected { .. })).context("no Disconnected")?;
+    Ok(ended.saturating_sub(began))
+}
+
 /// Kills a proxy in front of signalling and expects the policy to run out in one
 /// `Disconnected`, within the policy's bound, with nothing after it.
 async fn exhaustion(options: RoomOptions) -> Result<()> {
@@ -75,11 +90,7 @@ async fn exhaustion(options: RoomOptions) -> Result<()> {
     let ended = log
         .wait_for("Disconnected", bound, |e| matches!(e, RoomEvent::Disconnected { .. }))
         .await?;
-    let at = |wanted: fn(&RoomEvent) -> bool| {
-        log.events().iter().find(|r| wanted(&r.event)).map(|r| r.at).unwrap_or_default()
-    };
-    let took =
-        at(|e| matches!(e, RoomEvent::Disconnected { .. })) - at(|e| *e == RoomEvent::Reconnecting);
+    let took = episode_length(&log)?;
     ensure!(took <= bound, "the episode took {took:?}, more than its bound {bound:?}");
     ensure!(
         ended == RoomEvent::Disconnected { reason: DisconnectReason::SignalClose },
@@ -164,5 +175,44 @@ async fn a_silent_signalling_link_is_detected_by_ping_timeout_and_recovered() ->
     ensure!(room.connection_state() == ConnectionState::Connected);
     log.check(room.connection_state())?;
     room.close().await?;
+    Ok(())
+}
+
+/// DESIGN.md invariant 4: when every attempt fails, exactly `attempts` attempts are made,
+/// spaced by the policy — never a burst. Without jitter the delays are exact, so the episode
+/// cannot be shorter than their sum.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exhaustion_makes_exactly_the_policys_attempts_spaced_by_its_delays() -> Result<()> {
+    let server = server().await?;
+    let network = FaultyNetwork::new(Arc::new(TokioNetwork), 1);
+    let faults = network.faults();
+    let policy = ReconnectPolicy {
+        attempts: 4,
+        base_delay: Duration::from_millis(200),
+        multiplier: 2.0,
+        max_delay: Duration::from_secs(1),
+        jitter: Jitter::None,
+    };
+    let delays = policy.total_delay_cap();
+    let options =
+        RoomOptions { network: Arc::new(network), reconnect: policy, ..RoomOptions::default() };
+    let (room, mut log) =
+        join_at(&server, &server.ws_url(), &unique_room("attempts"), "p0", options).await?;
+    let opened_before = faults.stats().streams_opened;
+
+    faults.refuse_new_signalling();
+    faults.sever_signalling();
+    log.wait_for("Reconnecting", WAIT, |e| *e == RoomEvent::Reconnecting).await?;
+    log.wait_for("Disconnected", WAIT, |e| matches!(e, RoomEvent::Disconnected { .. })).await?;
+
+    let stats = faults.stats();
+    ensure!(stats.streams_refused == 4, "expected exactly 4 attempts, saw {stats:?}");
+    ensure!(stats.streams_opened == opened_before, "no attempt got through: {stats:?}");
+    let took = episode_length(&log)?;
+    ensure!(
+        took >= delays && took <= delays + Duration::from_secs(3),
+        "4 attempts spaced by 0 + 200 + 400 + 800 ms should take about {delays:?}, took {took:?}"
+    );
+    log.check(room.connection_state())?;
     Ok(())
 }
