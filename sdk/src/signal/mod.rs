@@ -1,12 +1,12 @@
 //! Signalling: one WebSocket to the server's `/rtc` endpoint carrying protobuf
 //! `SignalRequest`s out and `SignalResponse`s in.
 //!
-//! [`connect`] opens the socket (TCP from the [`Network`], TLS for `wss`, the WebSocket
+//! `connect` opens the socket (TCP from the [`Network`], TLS for `wss`, the WebSocket
 //! upgrade) and waits for the server's first answer (JoinResponse, or ReconnectResponse for a
 //! resume). It then hands the socket to a small I/O task that owns it: it writes what the
 //! engine sends, forwards what the server sends, keeps the link alive with pings, and reports
 //! the link dead — once — when the socket closes or nothing has been heard for the ping
-//! timeout. Dropping the [`SignalConn`] closes the socket after flushing what was queued.
+//! timeout. Dropping the `SignalConn` closes the socket after flushing what was queued.
 
 mod transport;
 pub(crate) mod url;
