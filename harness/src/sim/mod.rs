@@ -3,10 +3,15 @@
 //!
 //! - [`network`]: the SDK's network seam over turmoil's TCP and UDP.
 //! - [`server`]: the simulated LiveKit server (a test double for this lane).
+//! - [`schedule`]: fault schedules — what goes wrong, where, when — as replayable values.
+//! - [`explore`]: runs schedules against the invariants, generates random ones, shrinks
+//!   failures, and replays them.
 //! - [`Sim`]: a builder that puts a server host and client hosts into one seeded
 //!   simulation and records what each room reports, with the simulated time.
 
+pub mod explore;
 pub mod network;
+pub mod schedule;
 pub mod server;
 mod world;
 

@@ -227,6 +227,16 @@ impl<'a> Sim<'a> {
         self.server.control()
     }
 
+    /// The events recorded so far (shared: it keeps filling as the simulation runs).
+    pub fn trace(&self) -> Trace {
+        self.trace.clone()
+    }
+
+    /// Simulated time since the simulation started.
+    pub fn elapsed(&self) -> Duration {
+        self.sim.elapsed()
+    }
+
     /// The underlying turmoil simulation (faults between steps, `crash`, `bounce`…).
     pub fn turmoil(&mut self) -> &mut turmoil::Sim<'a> {
         &mut self.sim

@@ -19,7 +19,7 @@ use tokio::time::Instant;
 
 use super::link::{FromLink, JoinRequest, ToLink};
 use super::media::{Channel, MediaEvent, ServerPc};
-use super::{Control, ServerConfig};
+use super::{Control, PlantedBug, ServerConfig};
 
 /// pkg/rtc/participant.go: the ping interval and timeout sent in every JoinResponse (s).
 const PING_INTERVAL: i32 = 5;
@@ -65,6 +65,8 @@ struct Participant {
     speaking_until: Option<Instant>,
     /// The highest reliable data sequence received from this participant.
     last_reliable_seq: u32,
+    /// [`PlantedBug::LoseFirstDataAfterResume`] is armed: the next reliable packet is lost.
+    lose_next_reliable: bool,
 }
 
 impl Participant {
@@ -178,6 +180,7 @@ pub(super) struct Core {
     /// a restarted server never reuses one).
     sids: Arc<AtomicU64>,
     started: Instant,
+    planted_bug: Option<PlantedBug>,
 }
 
 impl Core {
@@ -195,6 +198,7 @@ impl Core {
             udp_filters: BTreeMap::new(),
             sids,
             started: Instant::now(),
+            planted_bug: config.planted_bug,
         }
     }
 
@@ -348,6 +352,10 @@ impl Core {
                 return;
             }
             sender.last_reliable_seq = packet.sequence;
+            if std::mem::take(&mut sender.lose_next_reliable) {
+                tracing::debug!(sequence = packet.sequence, "simulated server: planted bug");
+                return;
+            }
         }
         #[allow(deprecated)]
         {
@@ -490,6 +498,7 @@ impl Core {
             pc_fails_at: None,
             speaking_until: None,
             last_reliable_seq: 0,
+            lose_next_reliable: false,
         };
         let Some(room) = self.rooms.get_mut(&join.room) else { return };
         room.closes_at = None;
@@ -538,6 +547,7 @@ impl Core {
         // participant.go: a resume stops the disconnect timer; the ICE restart that follows
         // gives the media path a fresh start.
         p.remove_at = None;
+        p.lose_next_reliable = self.planted_bug == Some(PlantedBug::LoseFirstDataAfterResume);
         p.publisher.reset_silence(now.into_std());
         p.subscriber.reset_silence(now.into_std());
         p.send(signal_response::Message::Reconnect(proto::ReconnectResponse {

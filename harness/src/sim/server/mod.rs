@@ -31,6 +31,21 @@ pub struct ServerConfig {
     pub http_port: u16,
     /// The single UDP port all peer connections share.
     pub udp_port: u16,
+    /// A deliberate misbehaviour, for showing that exploration finds bugs (`None`: the
+    /// server behaves as livekit-server).
+    pub planted_bug: Option<PlantedBug>,
+}
+
+/// Deliberate server bugs that break a promise the client makes to its user, so a test can
+/// show that the explorer finds and shrinks a schedule that exposes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlantedBug {
+    /// After a participant resumes, the server counts the first reliable data packet it
+    /// receives from it as forwarded but silently drops it. Its receivers never get it,
+    /// breaking DESIGN.md invariant 5 (reliable data across an outage that ends in
+    /// `Reconnected` arrives exactly once, in order) — only after a resume.
+    LoseFirstDataAfterResume,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -39,6 +54,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("api_key", &self.api_key)
             .field("http_port", &self.http_port)
             .field("udp_port", &self.udp_port)
+            .field("planted_bug", &self.planted_bug)
             .finish_non_exhaustive()
     }
 }
@@ -51,6 +67,7 @@ impl Default for ServerConfig {
             api_secret: "secret".to_owned(),
             http_port: 7880,
             udp_port: 7882,
+            planted_bug: None,
         }
     }
 }

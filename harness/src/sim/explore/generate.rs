@@ -1,0 +1,133 @@
+//! [`generate`]: a random [`Case`] from a seed — one to four fault windows (a fault and,
+//! usually, its undoing) starting between 2 s and 22 s, on random participants' links to the
+//! server, the server itself, or the participants' rooms.
+
+use std::time::Duration;
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+use super::Case;
+use crate::sim::schedule::{Fault, Scenario, Schedule, Step};
+use crate::sim::server::PlantedBug;
+use crate::sim::SERVER_HOST;
+
+/// The most participants a case may have.
+pub const MAX_PARTICIPANTS: usize = 8;
+/// Faults start no earlier than this (every participant has joined by then).
+const FIRST_FAULT: Duration = Duration::from_secs(2);
+/// …and no later than this much after.
+const FAULT_SPAN: Duration = Duration::from_secs(20);
+
+/// A random case: `participants` participants, faults drawn with `seed` (which is also the
+/// simulation's seed). `fail_rate` faults only with `flaky_links`.
+pub fn generate(
+    seed: u64,
+    participants: usize,
+    flaky_links: bool,
+    planted_bug: Option<PlantedBug>,
+) -> Case {
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let windows = rng.random_range(1..=4);
+    let mut steps = Vec::new();
+    for _ in 0..windows {
+        let at =
+            FIRST_FAULT.as_millis() as u64 + rng.random_range(0..FAULT_SPAN.as_millis() as u64);
+        let who = format!("p{}", rng.random_range(0..participants.max(1)));
+        let lasts = |rng: &mut SmallRng, max_ms: u64| at + rng.random_range(200..=max_ms);
+        let heals = |rng: &mut SmallRng| rng.random_bool(0.9);
+        let link = (who.clone(), SERVER_HOST.to_owned());
+        let kinds = if flaky_links { 8 } else { 7 };
+        match rng.random_range(0..kinds) {
+            0 => {
+                let oneway = rng.random_bool(0.3);
+                let (a, b) = if oneway && rng.random_bool(0.5) {
+                    (link.1.clone(), link.0.clone())
+                } else {
+                    link.clone()
+                };
+                steps.push(Step {
+                    at_ms: at,
+                    fault: Fault::Partition { a: a.clone(), b: b.clone(), oneway },
+                });
+                if heals(&mut rng) {
+                    let end = lasts(&mut rng, 20_000);
+                    steps.push(Step { at_ms: end, fault: Fault::Repair { a, b, oneway } });
+                }
+            }
+            1 => {
+                let (a, b) = link;
+                steps.push(Step { at_ms: at, fault: Fault::Hold { a: a.clone(), b: b.clone() } });
+                if heals(&mut rng) {
+                    let end = lasts(&mut rng, 12_000);
+                    steps.push(Step { at_ms: end, fault: Fault::Release { a, b } });
+                }
+            }
+            2 => {
+                let (a, b) = link;
+                let ms = [50, 200, 1_000, 3_000, 8_000][rng.random_range(0..5)];
+                steps.push(Step {
+                    at_ms: at,
+                    fault: Fault::Latency { a: a.clone(), b: b.clone(), ms },
+                });
+                let end = lasts(&mut rng, 15_000);
+                steps.push(Step { at_ms: end, fault: Fault::Latency { a, b, ms: 1 } });
+            }
+            3 => {
+                steps.push(Step { at_ms: at, fault: Fault::Crash });
+                if heals(&mut rng) {
+                    steps.push(Step { at_ms: lasts(&mut rng, 12_000), fault: Fault::Restart });
+                }
+            }
+            4 => steps.push(Step { at_ms: at, fault: Fault::Restart }),
+            5 => {
+                steps.push(Step { at_ms: at, fault: Fault::RemoveParticipant { participant: who } })
+            }
+            6 => {
+                let scenario = match rng.random_range(0..12) {
+                    0..=2 => Scenario::SignalReconnect,
+                    3..=4 => Scenario::FullReconnect,
+                    5 => Scenario::DisconnectSignalOnResume,
+                    6 => Scenario::DisconnectSignalOnResumeNoMessages,
+                    7 => Scenario::NodeFailure,
+                    8 => Scenario::Migration,
+                    9 => Scenario::ServerLeave,
+                    10 => Scenario::ForceTcp,
+                    _ => Scenario::Speaker { secs: rng.random_range(1..5) },
+                };
+                steps.push(Step {
+                    at_ms: at,
+                    fault: Fault::Simulate { participant: who, scenario },
+                });
+            }
+            _ => {
+                let (a, b) = link;
+                let rate = [0.01, 0.05, 0.2][rng.random_range(0..3)];
+                steps.push(Step {
+                    at_ms: at,
+                    fault: Fault::FailRate { a: a.clone(), b: b.clone(), rate },
+                });
+                let end = lasts(&mut rng, 10_000);
+                steps.push(Step { at_ms: end, fault: Fault::FailRate { a, b, rate: 0.0 } });
+            }
+        }
+    }
+    Case { seed, participants, planted_bug, schedule: Schedule::new(steps) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_same_seed_generates_the_same_valid_case() {
+        for seed in 0..200 {
+            let case = generate(seed, 3, true, None);
+            assert_eq!(case, generate(seed, 3, true, None));
+            assert!(!case.schedule.steps.is_empty());
+            let valid = case.schedule.validate(&case.identities());
+            assert!(valid.is_ok(), "seed {seed}: {valid:?}\n{}", case.schedule);
+        }
+        assert_ne!(generate(1, 3, false, None), generate(2, 3, false, None));
+    }
+}
