@@ -16,7 +16,9 @@ use faultline_sdk::{
     ConnectionState, DisconnectReason, Jitter, ReconnectPolicy, RoomEvent, RoomOptions,
     SimulateScenario,
 };
-use real_lane::{assert_recovers, fast_options, join, join_at, server, unique_room, WAIT};
+use real_lane::{
+    assert_recovers, fast_options, join, join_at, server, unique_room, Front, FrontMode, WAIT,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signal_reconnect_resumes_the_same_session() -> Result<()> {
@@ -214,5 +216,54 @@ async fn exhaustion_makes_exactly_the_policys_attempts_spaced_by_its_delays() ->
         "4 attempts spaced by 0 + 200 + 400 + 800 ms should take about {delays:?}, took {took:?}"
     );
     log.check(room.connection_state())?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_401_on_reconnect_ends_the_room_with_join_failure() -> Result<()> {
+    let server = server().await?;
+    let front = Front::start(server.signal_addr()).await?;
+    let (room, mut log) =
+        join_at(&server, &front.ws_url(), &unique_room("reconnect-401"), "p0", fast_options())
+            .await?;
+    front.set_mode(FrontMode::Answer(401));
+    front.cut();
+    log.wait_for("Reconnecting", WAIT, |e| *e == RoomEvent::Reconnecting).await?;
+    let ended =
+        log.wait_for("Disconnected", WAIT, |e| matches!(e, RoomEvent::Disconnected { .. })).await?;
+    ensure!(
+        ended == RoomEvent::Disconnected { reason: DisconnectReason::JoinFailure },
+        "a refused token cannot get better by retrying: {ended:?}"
+    );
+    ensure!(
+        front.answered() == 2,
+        "one attempt refused and one /rtc/validate asking why, then no retries; saw {}",
+        front.answered()
+    );
+    log.wait_ended(WAIT).await?;
+    log.check(room.connection_state())?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_503_on_reconnect_is_retried_until_the_server_is_back() -> Result<()> {
+    let server = server().await?;
+    let front = Front::start(server.signal_addr()).await?;
+    let options = RoomOptions {
+        reconnect: ReconnectPolicy { attempts: 10, ..fast_options().reconnect },
+        ..fast_options()
+    };
+    let (room, mut log) =
+        join_at(&server, &front.ws_url(), &unique_room("reconnect-503"), "p0", options).await?;
+    front.set_mode(FrontMode::Answer(503));
+    front.cut();
+    log.wait_for("Reconnecting", WAIT, |e| *e == RoomEvent::Reconnecting).await?;
+    // Two attempts (each also asking /rtc/validate) refused with 503.
+    front.wait_answered(4).await?;
+    front.set_mode(FrontMode::Forward);
+    log.wait_for("Reconnected", WAIT, |e| *e == RoomEvent::Reconnected).await?;
+    ensure!(room.connection_state() == ConnectionState::Connected);
+    log.check(room.connection_state())?;
+    room.close().await?;
     Ok(())
 }

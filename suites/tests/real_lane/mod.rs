@@ -87,3 +87,98 @@ pub async fn assert_recovers(
     log.check(room.connection_state())?;
     Ok(())
 }
+
+/// What a [`Front`] does with a new connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrontMode {
+    /// Forward it to the server.
+    Forward,
+    /// Answer it with this HTTP status (and close).
+    Answer(u16),
+}
+
+/// A TCP front for the server that forwards connections or answers them with an HTTP error
+/// status, and can cut the connections it forwards: for the HTTP-status paths of reconnects.
+pub struct Front {
+    addr: std::net::SocketAddr,
+    mode: tokio::sync::watch::Sender<FrontMode>,
+    answered: tokio::sync::watch::Receiver<u32>,
+    cut: Arc<tokio::sync::Notify>,
+}
+
+impl Front {
+    /// Starts a front for `upstream` on 127.0.0.1.
+    pub async fn start(upstream: std::net::SocketAddr) -> Result<Front> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (mode, mode_rx) = tokio::sync::watch::channel(FrontMode::Forward);
+        let (answered_tx, answered) = tokio::sync::watch::channel(0u32);
+        let cut = Arc::new(tokio::sync::Notify::new());
+        let cut_all = cut.clone();
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let current = *mode_rx.borrow();
+                match current {
+                    FrontMode::Forward => {
+                        let cut = cut_all.clone();
+                        tokio::spawn(async move {
+                            let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await
+                            else {
+                                return;
+                            };
+                            tokio::select! {
+                                _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                                () = cut.notified() => {}
+                            }
+                        });
+                    }
+                    FrontMode::Answer(status) => {
+                        answered_tx.send_modify(|n| *n += 1);
+                        tokio::spawn(async move {
+                            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                            let mut request = [0u8; 4096];
+                            let _ = inbound.read(&mut request).await;
+                            let body = format!("faultline front answers {status}");
+                            let response = format!(
+                                "HTTP/1.1 {status} Front\r\nContent-Length: {}\r\n\
+                                 Connection: close\r\n\r\n{body}",
+                                body.len()
+                            );
+                            let _ = inbound.write_all(response.as_bytes()).await;
+                        });
+                    }
+                }
+            }
+        });
+        Ok(Front { addr, mode, answered, cut })
+    }
+
+    /// The WebSocket URL of the front.
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}", self.addr)
+    }
+
+    /// Changes what happens to new connections.
+    pub fn set_mode(&self, mode: FrontMode) {
+        self.mode.send_replace(mode);
+    }
+
+    /// Cuts every forwarded connection open now.
+    pub fn cut(&self) {
+        self.cut.notify_waiters();
+    }
+
+    /// How many connections were answered with a status so far.
+    pub fn answered(&self) -> u32 {
+        *self.answered.borrow()
+    }
+
+    /// Waits until at least `count` connections were answered with a status.
+    pub async fn wait_answered(&self, count: u32) -> Result<()> {
+        let mut answered = self.answered.clone();
+        tokio::time::timeout(WAIT, answered.wait_for(|n| *n >= count))
+            .await
+            .with_context(|| format!("{count} connections answered within {WAIT:?}"))??;
+        Ok(())
+    }
+}
