@@ -13,7 +13,7 @@ use faultline::net::FaultyNetwork;
 use faultline::proxy::Proxy;
 use faultline_sdk::net::TokioNetwork;
 use faultline_sdk::{
-    ConnectionState, DisconnectReason, Jitter, ReconnectPolicy, RoomEvent, RoomOptions,
+    ConnectionState, DisconnectReason, Jitter, ReconnectPolicy, Room, RoomEvent, RoomOptions,
     SimulateScenario,
 };
 use real_lane::{
@@ -264,6 +264,34 @@ async fn a_503_on_reconnect_is_retried_until_the_server_is_back() -> Result<()> 
     log.wait_for("Reconnected", WAIT, |e| *e == RoomEvent::Reconnected).await?;
     ensure!(room.connection_state() == ConnectionState::Connected);
     log.check(room.connection_state())?;
+    room.close().await?;
+    Ok(())
+}
+
+/// The server replaces the token over signalling right after the join; later reconnects must
+/// use the new one (the original may have expired by then).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnects_use_the_token_the_server_refreshed() -> Result<()> {
+    let server = server().await?;
+    let front = Front::start(server.signal_addr()).await?;
+    let name = unique_room("refresh");
+    let token = server.token(&name, "p0")?;
+    let (room, events) = Room::connect(&front.ws_url(), &token, RoomOptions::default()).await?;
+    let mut log = EventLog::new(events);
+    // Wait until the server's refresh has certainly been read: resume once, then look.
+    assert_recovers(&room, &mut log, SimulateScenario::SignalReconnect).await?;
+    assert_recovers(&room, &mut log, SimulateScenario::SignalReconnect).await?;
+    let tokens: Vec<String> = front
+        .forwarded_requests()
+        .iter()
+        .filter_map(|target| {
+            let query = target.split_once('?')?.1;
+            query.split('&').find_map(|pair| pair.strip_prefix("access_token=").map(str::to_owned))
+        })
+        .collect();
+    ensure!(tokens.len() == 3, "a join and two resumes, saw {} requests", tokens.len());
+    ensure!(tokens[0] == token, "the join uses the token given");
+    ensure!(tokens[2] != token, "the last resume uses the server's refreshed token");
     room.close().await?;
     Ok(())
 }

@@ -104,6 +104,7 @@ pub struct Front {
     mode: tokio::sync::watch::Sender<FrontMode>,
     answered: tokio::sync::watch::Receiver<u32>,
     cut: Arc<tokio::sync::Notify>,
+    requests: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Front {
@@ -115,17 +116,34 @@ impl Front {
         let (answered_tx, answered) = tokio::sync::watch::channel(0u32);
         let cut = Arc::new(tokio::sync::Notify::new());
         let cut_all = cut.clone();
+        let requests = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = requests.clone();
         tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
                 let current = *mode_rx.borrow();
                 match current {
                     FrontMode::Forward => {
                         let cut = cut_all.clone();
+                        let targets = seen.clone();
                         tokio::spawn(async move {
+                            use tokio::io::{AsyncReadExt, AsyncWriteExt};
                             let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await
                             else {
                                 return;
                             };
+                            // Note the request target (first line) before forwarding.
+                            let mut head = vec![0u8; 16 * 1024];
+                            let Ok(n) = inbound.read(&mut head).await else { return };
+                            let text = String::from_utf8_lossy(&head[..n]);
+                            if let Some(target) = text.split_whitespace().nth(1) {
+                                targets
+                                    .lock()
+                                    .unwrap_or_else(|e| e.into_inner())
+                                    .push(target.to_owned());
+                            }
+                            if outbound.write_all(&head[..n]).await.is_err() {
+                                return;
+                            }
                             tokio::select! {
                                 _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
                                 () = cut.notified() => {}
@@ -150,7 +168,7 @@ impl Front {
                 }
             }
         });
-        Ok(Front { addr, mode, answered, cut })
+        Ok(Front { addr, mode, answered, cut, requests })
     }
 
     /// The WebSocket URL of the front.
@@ -166,6 +184,11 @@ impl Front {
     /// Cuts every forwarded connection open now.
     pub fn cut(&self) {
         self.cut.notify_waiters();
+    }
+
+    /// The request targets (path and query) of the connections forwarded so far.
+    pub fn forwarded_requests(&self) -> Vec<String> {
+        self.requests.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// How many connections were answered with a status so far.
