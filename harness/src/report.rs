@@ -358,10 +358,26 @@ pub fn html(record: &RunRecord) -> String {
                         band_y - 1.0
                     );
                 }
+                RoomEvent::ParticipantConnected(other)
+                | RoomEvent::ParticipantDisconnected(other) => {
+                    // Joins filled, leaves hollow, each with who it was.
+                    let (fill, sign) = match &e.event {
+                        RoomEvent::ParticipantConnected(_) => ("#2f6fb0", "+"),
+                        _ => ("#fff", "−"),
+                    };
+                    let _ = write!(
+                        svg,
+                        r##"<g><title>{title}</title><circle cx="{x:.1}" cy="{}" r="4" fill="{fill}" stroke="#2f6fb0" stroke-width="1.5"/><text x="{:.1}" y="{}" class="who">{sign}{}</text></g>"##,
+                        band_y - 6.0,
+                        x + 6.0,
+                        band_y - 3.0,
+                        esc(other.identity())
+                    );
+                }
                 _ => {
                     let _ = write!(
                         svg,
-                        r##"<g><title>{title}</title><circle cx="{x:.1}" cy="{}" r="4" fill="#2f6fb0"/></g>"##,
+                        r##"<g><title>{title}</title><circle cx="{x:.1}" cy="{}" r="3" fill="#8a94a0"/></g>"##,
                         band_y - 6.0
                     );
                 }
@@ -421,7 +437,7 @@ h1 {{ font-size: 22px; margin: 0 0 4px; }}
 svg text {{ font: 12px system-ui, sans-serif; }}
 svg .tick {{ fill: #68717b; text-anchor: middle; }} svg .zero {{ fill: #333; font-weight: 600; }}
 svg .head {{ font-weight: 600; font-size: 13px; fill: #1d232a; }} svg .muted {{ fill: #7a838d; }}
-svg .flabel {{ font-weight: 600; }} svg .elabel {{ fill: #222; font-size: 11px; }}
+svg .flabel {{ font-weight: 600; }} svg .elabel {{ fill: #222; font-size: 11px; }} svg .who {{ fill: #2f6fb0; font-size: 10px; }}
 .legend span {{ display: inline-block; margin-right: 16px; color: #444; }}
 .legend i {{ display: inline-block; width: 14px; height: 10px; margin-right: 5px; vertical-align: middle; }}
 table {{ border-collapse: collapse; margin-top: 8px; }}
@@ -433,7 +449,7 @@ details {{ margin-top: 16px; }} code {{ font-size: 12px; }}
 <h1>{name}<span class="badge {badge_class}">{badge}</span></h1>
 <div class="meta">{file} · {lane} lane · seed {seed} · room {room} · {secs:.1} s</div>
 <p class="desc">{description}</p>
-<div class="legend"><span><i style="background:{JOINING}"></i>joining</span><span><i style="background:{CONNECTED}"></i>Connected</span><span><i style="background:{RECONNECTING}"></i>Reconnecting</span><span><i style="background:{DISCONNECTED}"></i>Disconnected</span><span>▼ lifecycle event</span><span><b style="color:#2f6fb0">●</b> a participant joined or left</span><span>│ data received</span><span>◆ instant fault</span><span>times in seconds from everyone connected; hover a mark for details</span></div>
+<div class="legend"><span><i style="background:{JOINING}"></i>joining</span><span><i style="background:{CONNECTED}"></i>Connected</span><span><i style="background:{RECONNECTING}"></i>Reconnecting</span><span><i style="background:{DISCONNECTED}"></i>Disconnected</span><span>▼ lifecycle event</span><span><b style="color:#2f6fb0">●</b> / ○ another participant joined / left</span><span>│ data received</span><span>◆ instant fault</span><span>times in seconds from everyone connected; hover a mark for details</span></div>
 {svg}
 <h2>Verdicts</h2>
 <table><tr><th></th><th>expectation</th><th>expected</th><th>seen</th></tr>{verdicts}</table>

@@ -129,7 +129,8 @@ async fn a_toxic_on_signalling(#[case] kind: &str, #[case] stream: &str) -> Resu
         }
         "timeout" => ("timeout = \"0ms\"", "20s", recovers("15s")),
         "reset_peer" => ("timeout = \"0ms\"", "2s", recovers("8s")),
-        "limit_data" => ("bytes = 64", "2s", recovers("8s")),
+        // Long enough for the client's next ping to use up the bytes going up.
+        "limit_data" => ("bytes = 16", "8s", recovers("8s")),
         other => anyhow::bail!("no case for {other}"),
     };
     let fault = format!(

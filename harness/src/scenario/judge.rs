@@ -340,3 +340,133 @@ fn short_list(numbers: &[u32]) -> String {
         shown.join(", ")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use faultline_sdk::DisconnectReason;
+
+    use super::*;
+    use crate::scenario::format::Lane;
+    use crate::scenario::record::FaultRecord;
+
+    const SCENARIO: &str = r#"
+name = "t"
+[[participant]]
+identity = "a"
+[[participant]]
+identity = "b"
+[[fault]]
+at = "1s"
+for = "2s"
+target = "a"
+type = "partition"
+[[expect]]
+type = "reconnected"
+participant = "a"
+within = "1s"
+[[expect]]
+type = "disconnected"
+participant = "b"
+reason = "SERVER_SHUTDOWN"
+within = "5s"
+"#;
+
+    fn secs(s: f64) -> Duration {
+        Duration::from_secs_f64(s)
+    }
+
+    fn record(events: Vec<(&str, f64, RoomEvent)>) -> RunRecord {
+        RunRecord {
+            scenario: "t".into(),
+            description: String::new(),
+            file: PathBuf::from("t.toml"),
+            lane: Lane::Real,
+            seed: 1,
+            room: "r".into(),
+            participants: vec!["a".into(), "b".into()],
+            timeline_zero: Duration::ZERO,
+            ended: secs(10.0),
+            faults: vec![FaultRecord {
+                index: 0,
+                kind: "partition",
+                label: "partition → a".into(),
+                target: Some("a".into()),
+                started: secs(1.0),
+                healed: Some(secs(3.0)),
+            }],
+            events: events
+                .into_iter()
+                .map(|(p, at, event)| EventRecord { participant: p.into(), at: secs(at), event })
+                .collect(),
+            final_states: vec![
+                ("a".into(), ConnectionState::Connected),
+                ("b".into(), ConnectionState::Disconnected),
+            ],
+            verdicts: Vec::new(),
+            logs: Vec::new(),
+        }
+    }
+
+    fn scenario() -> Scenario {
+        Scenario::parse(SCENARIO, Path::new("t.toml")).expect("valid")
+    }
+
+    #[test]
+    fn each_expectation_says_expected_and_seen() {
+        let s = scenario();
+        let r = record(vec![
+            ("a", 0.0, RoomEvent::Connected),
+            ("b", 0.0, RoomEvent::Connected),
+            ("a", 1.5, RoomEvent::Reconnecting),
+            ("a", 4.5, RoomEvent::Reconnected),
+            ("b", 2.0, RoomEvent::Disconnected { reason: DisconnectReason::SignalClose }),
+        ]);
+        let verdicts = judge(&s, &r);
+        // Reconnected 1.5 s after the heal, bound 1 s.
+        assert!(!verdicts[0].passed, "{:?}", verdicts[0]);
+        assert!(verdicts[0].seen.contains("1.500s after the heal"), "{:?}", verdicts[0]);
+        // Wrong reason.
+        assert!(!verdicts[1].passed);
+        assert!(verdicts[1].seen.contains("SIGNAL_CLOSE"), "{:?}", verdicts[1]);
+        assert!(verdicts[1].expected.contains("SERVER_SHUTDOWN"), "{:?}", verdicts[1]);
+        // Invariants hold for both.
+        assert!(verdicts[2].passed && verdicts[3].passed, "{verdicts:?}");
+    }
+
+    #[test]
+    fn a_run_that_does_what_is_expected_passes_and_is_settled() {
+        let s = scenario();
+        let r = record(vec![
+            ("a", 0.0, RoomEvent::Connected),
+            ("b", 0.0, RoomEvent::Connected),
+            ("a", 1.5, RoomEvent::Reconnecting),
+            ("a", 3.5, RoomEvent::Reconnected),
+            ("b", 2.0, RoomEvent::Disconnected { reason: DisconnectReason::ServerShutdown }),
+        ]);
+        let verdicts = judge(&s, &r);
+        assert!(verdicts.iter().all(|v| v.passed), "{verdicts:?}");
+        assert!(settled(&s, &r));
+        assert_eq!(latest_bound(&s), secs(5.0), "b's disconnect bound counts from t=0");
+    }
+
+    #[test]
+    fn a_sequence_is_described_by_what_is_wrong_with_it() {
+        assert_eq!(describe_sequence(&[0, 1, 2], 3), "all 3 in order, once each");
+        assert_eq!(describe_sequence(&[0, 2, 2], 3), "3 received: missing 1; duplicated 2");
+        assert_eq!(describe_sequence(&[1, 0], 2), "2 received: out of order");
+    }
+
+    #[test]
+    fn a_participant_left_reconnecting_is_not_settled_and_breaks_an_invariant() {
+        let s = scenario();
+        let mut r =
+            record(vec![("a", 0.0, RoomEvent::Connected), ("a", 1.5, RoomEvent::Reconnecting)]);
+        r.final_states[0].1 = ConnectionState::Reconnecting;
+        assert!(!settled(&s, &r));
+        let verdicts = judge(&s, &r);
+        let a = verdicts.iter().find(|v| v.what.starts_with("invariants of a")).expect("judged");
+        assert!(!a.passed && a.seen.contains("still Reconnecting"), "{a:?}");
+    }
+}

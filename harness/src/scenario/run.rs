@@ -554,6 +554,8 @@ impl Runner<'_> {
             log,
         };
         let log = self.server_log();
+        // Stamped before acting: what the fault causes can be recorded while it is applied.
+        let at = self.started.elapsed();
         let client = self.client(step);
         let target = |what: &str| {
             client.ok_or_else(|| fail(format!("{what} needs a target participant"), log.clone()))
@@ -636,7 +638,6 @@ impl Runner<'_> {
                 c.room.close().await.map_err(|e| fail(e.to_string(), log.clone()))?;
             }
         }
-        let at = self.started.elapsed();
         let record = FaultRecord {
             index,
             kind: step.fault.kind(),
