@@ -1,5 +1,6 @@
 //! `faultline bench servers`: how long a first build of each program takes, and how long a
-//! server takes to start from the cache. Figures are printed, not asserted.
+//! server takes to start from the cache; `faultline bench sim`: how fast the simulation
+//! lane runs (see `sim`). Figures are printed, not asserted.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -17,8 +18,26 @@ pub struct Args {
     what: What,
 }
 
+mod sim;
+
 #[derive(Debug, clap::Subcommand)]
 enum What {
+    /// Simulated seconds per wall second of a two-participant room, and fault schedules
+    /// explored per minute.
+    Sim {
+        /// Fault-free two-participant runs to time.
+        #[arg(long, default_value_t = 10)]
+        rooms: u32,
+        /// Schedules to explore.
+        #[arg(long, default_value_t = 60)]
+        cases: u64,
+        /// Exploration threads (default: one per CPU).
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// The seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// First-build time of livekit-server and toxiproxy, and cached start times.
     Servers {
         /// The cache to build into. A first build is measured only when it holds no binary
@@ -36,7 +55,16 @@ enum What {
 
 /// Runs the benchmark and prints its figures.
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let What::Servers { cache, starts, livekit_version } = args.what;
+    let (cache, starts, livekit_version) = match args.what {
+        What::Servers { cache, starts, livekit_version } => (cache, starts, livekit_version),
+        What::Sim { rooms, cases, jobs, seed } => {
+            let jobs = jobs.unwrap_or_else(|| {
+                std::thread::available_parallelism().map_or(1, usize::from)
+            });
+            sim::run(rooms, cases, jobs, seed).await?;
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
     let temp;
     let cache_dir = match cache {
         Some(dir) => dir,

@@ -8,6 +8,8 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod doctor;
+mod explore;
+mod replay;
 mod run;
 mod server;
 
@@ -29,6 +31,10 @@ enum Command {
     Bench(bench::Args),
     /// Run a scenario file against livekit-server and judge what the client did.
     Run(run::Args),
+    /// Explore random fault schedules in the simulation lane against the invariants.
+    Explore(explore::Args),
+    /// Re-run one simulation case (a file `explore` wrote) and print its trace and verdict.
+    Replay(replay::Args),
 }
 
 /// Parses the command line, runs the subcommand and maps errors to exit status 1.
@@ -54,6 +60,8 @@ pub fn main() -> ExitCode {
             Command::Server(args) => server::run(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::Run(args) => run::run(args).await,
+            Command::Explore(args) => explore::run(args).await,
+            Command::Replay(args) => replay::run(args).await,
         }
     });
     match result {
