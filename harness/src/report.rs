@@ -371,7 +371,7 @@ pub fn html(record: &RunRecord) -> String {
                         band_y - 6.0,
                         x + 6.0,
                         band_y - 3.0,
-                        esc(other.identity())
+                        esc(record.scenario_identity(other.identity()))
                     );
                 }
                 _ => {

@@ -7,7 +7,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{ensure, Context, Result};
-use faultline::scenario::{run_real, RunOptions, RunRecord, Scenario};
+use faultline::scenario::format::Lane;
+use faultline::scenario::{run_real, run_sim, RunOptions, RunRecord, Scenario};
 use rstest::rstest;
 
 fn library(file: &str) -> PathBuf {
@@ -53,13 +54,37 @@ async fn library_scenario_passes_on_the_real_lane(#[case] file: &str) -> Result<
     passed(&run_file(&library(file)).await?)
 }
 
+/// The library scenarios that list the sim lane, in the simulation (same expectations).
+#[rstest]
+#[case::sim_train_tunnel("train-tunnel.toml")]
+#[case::sim_sfu_restart("sfu-restart.toml")]
+#[case::sim_server_leave("server-leave.toml")]
+#[case::sim_migration("migration.toml")]
+#[case::sim_removed_by_moderator("removed-by-moderator.toml")]
+fn library_scenario_passes_on_the_sim_lane(#[case] file: &str) -> Result<()> {
+    let path = library(file);
+    let scenario = Scenario::load(&path)?;
+    passed(&run_sim(&scenario, &path, 1)?)
+}
+
 #[test]
-fn every_library_file_is_in_the_suite() -> Result<()> {
+fn every_library_file_is_in_the_suite_for_each_lane_it_lists() -> Result<()> {
     let listed = include_str!("scenarios.rs");
     for entry in std::fs::read_dir(library(""))? {
-        let name = entry?.file_name().to_string_lossy().into_owned();
-        if name.ends_with(".toml") {
-            ensure!(listed.contains(&format!("(\"{name}\")")), "{name} has no #[case] here");
+        let path = entry?.path();
+        let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        if !name.ends_with(".toml") {
+            continue;
+        }
+        let scenario = Scenario::load(&path)?;
+        for lane in &scenario.lanes {
+            // Sim-lane cases are named `sim_…`; every other case runs on the real lane.
+            let found = listed.lines().any(|line| {
+                line.starts_with("#[case::")
+                    && line.ends_with(&format!("(\"{name}\")]"))
+                    && line.starts_with("#[case::sim_") == (*lane == Lane::Sim)
+            });
+            ensure!(found, "{name} lists the {lane} lane but has no {lane}-lane #[case] here");
         }
     }
     Ok(())

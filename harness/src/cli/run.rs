@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use faultline::report;
 use faultline::scenario::format::Lane;
-use faultline::scenario::{run_real, Progress, RunOptions, Scenario};
+use faultline::scenario::{run_real, run_sim, Progress, RunOptions, Scenario};
 use faultline_sdk::RoomEvent;
 use tokio::time::Instant;
 
@@ -56,17 +56,26 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         LaneArg::Real => Lane::Real,
         LaneArg::Sim => Lane::Sim,
     };
-    if lane == Lane::Sim {
-        return Ok(could_not_run(format!(
-            "{}: the sim lane cannot run scenario files yet: faultline::sim has no way to play a \
-             fault timeline against its simulated server; use `--lane real`",
-            args.scenario.display()
-        )));
-    }
     eprintln!("faultline run: {} — {}", scenario.name, scenario.description.trim());
-    let options =
-        RunOptions { seed: args.seed, observer: Some(Box::new(Display::default().observer())) };
-    let record = match run_real(&scenario, &args.scenario, options).await {
+    let result = match lane {
+        Lane::Real => {
+            let observer = Box::new(Display::default().observer());
+            let options = RunOptions { seed: args.seed, observer: Some(observer) };
+            run_real(&scenario, &args.scenario, options).await
+        }
+        Lane::Sim => {
+            eprintln!(
+                "  … running in the simulation (seed {}): simulated time, no live progress",
+                args.seed
+            );
+            let (file, seed) = (args.scenario.clone(), args.seed);
+            match tokio::task::spawn_blocking(move || run_sim(&scenario, &file, seed)).await {
+                Ok(result) => result,
+                Err(e) => return Ok(could_not_run(format!("the simulation thread failed: {e}"))),
+            }
+        }
+    };
+    let record = match result {
         Ok(record) => record,
         Err(e) => return Ok(could_not_run(e)),
     };

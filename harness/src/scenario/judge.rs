@@ -214,7 +214,7 @@ fn expectation(scenario: &Scenario, record: &RunRecord, exp: &Expectation) -> Ve
         }
         Expectation::PeerSawNoLeave { peer, of } => {
             let left = events(peer).into_iter().find(
-                |e| matches!(&e.event, RoomEvent::ParticipantDisconnected(p) if p.identity() == of),
+                |e| matches!(&e.event, RoomEvent::ParticipantDisconnected(p) if record.scenario_identity(p.identity()) == of),
             );
             Verdict {
                 what: format!("peer-saw-no-leave: {peer} never sees {of} leave"),
@@ -228,12 +228,12 @@ fn expectation(scenario: &Scenario, record: &RunRecord, exp: &Expectation) -> Ve
         Expectation::PeerSawRejoin { peer, of } => {
             let evs = events(peer);
             let left = evs.iter().find(
-                |e| matches!(&e.event, RoomEvent::ParticipantDisconnected(p) if p.identity() == of),
+                |e| matches!(&e.event, RoomEvent::ParticipantDisconnected(p) if record.scenario_identity(p.identity()) == of),
             );
             let back = left.and_then(|l| {
                 evs.iter().find(|e| {
                     e.at >= l.at
-                        && matches!(&e.event, RoomEvent::ParticipantConnected(p) if p.identity() == of)
+                        && matches!(&e.event, RoomEvent::ParticipantConnected(p) if record.scenario_identity(p.identity()) == of)
                 })
             });
             let (seen, passed) = match (left, back) {
@@ -259,7 +259,9 @@ fn expectation(scenario: &Scenario, record: &RunRecord, exp: &Expectation) -> Ve
                     RoomEvent::DataReceived {
                         payload, topic: Some(topic), participant, ..
                     } if topic == DATA_TOPIC
-                        && participant.as_ref().is_some_and(|p| p.identity() == from) =>
+                        && participant
+                            .as_ref()
+                            .is_some_and(|p| record.scenario_identity(p.identity()) == from) =>
                     {
                         <[u8; 4]>::try_from(payload.as_slice()).ok().map(u32::from_be_bytes)
                     }
@@ -406,6 +408,7 @@ within = "5s"
             ],
             verdicts: Vec::new(),
             logs: Vec::new(),
+            aliases: Vec::new(),
         }
     }
 

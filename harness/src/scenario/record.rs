@@ -45,6 +45,9 @@ pub struct RunRecord {
     pub verdicts: Vec<Verdict>,
     /// Where the logs of the programs the run used are (name, path).
     pub logs: Vec<(String, PathBuf)>,
+    /// Names the lane gave participants (the sim lane's hosts `p0`, `p1`, …) and the
+    /// scenario identities they stand for; empty when the lane used the scenario's names.
+    pub aliases: Vec<(String, String)>,
 }
 
 /// One fault as it happened.
@@ -108,6 +111,12 @@ impl RunRecord {
             .filter(|e| e.participant == identity)
             .map(|e| Recorded { at: e.at, event: e.event.clone() })
             .collect()
+    }
+
+    /// The scenario identity of a participant as the lane named it (events about other
+    /// participants carry the lane's names).
+    pub fn scenario_identity<'a>(&'a self, name: &'a str) -> &'a str {
+        self.aliases.iter().find(|(alias, _)| alias == name).map_or(name, |(_, id)| id.as_str())
     }
 
     /// `identity`'s state when recording stopped.

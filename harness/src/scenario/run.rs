@@ -125,6 +125,24 @@ pub enum RunError {
         /// Why, and what to do instead.
         why: String,
     },
+    /// A participant setting or expectation the sim lane cannot honour.
+    #[error(
+        "{}: participant `{identity}` has {what}, which the sim lane cannot honour (its \
+         participants use the default room options and publish their own data); run the \
+         scenario with `--lane real`, or list only \"real\" in its `lanes`",
+        file.display()
+    )]
+    SimParticipant {
+        /// The file.
+        file: PathBuf,
+        /// Who.
+        identity: String,
+        /// The setting.
+        what: &'static str,
+    },
+    /// The simulation failed.
+    #[error("the simulation failed: {0}")]
+    Sim(String),
     /// livekit-server could not be started or reached.
     #[error("cannot start livekit-server for the scenario: {0}")]
     Server(#[from] ServerError),
@@ -533,6 +551,7 @@ impl Runner<'_> {
                 .collect(),
             verdicts: Vec::new(),
             logs,
+            aliases: Vec::new(),
         }
     }
 
@@ -729,17 +748,21 @@ impl Runner<'_> {
 /// A one-line description of a fault step.
 pub fn label(step: &FaultStep) -> String {
     let what = match &step.fault {
-        Fault::SignalProxy { mode, rate: Some(rate) } => {
-            format!("signal-proxy {mode:?} {rate} B/s")
+        Fault::SignalProxy { mode: ProxyMode::Throttle, rate } => {
+            format!("signal-proxy throttle {} B/s", rate.unwrap_or_default())
         }
-        Fault::SignalProxy { mode, .. } => format!("signal-proxy {mode:?}"),
+        Fault::SignalProxy { mode, .. } => format!("signal-proxy {}", kebab(&format!("{mode:?}"))),
         Fault::Toxic { toxic, stream, toxicity } => {
             let share =
-                if *toxicity < 1.0 { format!(" toxicity {toxicity}") } else { String::new() };
-            format!("toxic {toxic:?} {stream:?}{share}")
+                if *toxicity < 1.0 { format!(", toxicity {toxicity}") } else { String::new() };
+            let stream = match stream {
+                Stream::Upstream => "upstream",
+                Stream::Downstream => "downstream",
+            };
+            format!("toxic {} {stream}{share}", toxic_label(toxic))
         }
         Fault::Media { direction, loss_percent, delay } => {
-            let mut parts = vec![format!("media {direction:?}")];
+            let mut parts = vec![format!("media {}", kebab(&format!("{direction:?}")))];
             if let Some(p) = loss_percent {
                 parts.push(format!("loss {p}%"));
             }
@@ -748,12 +771,42 @@ pub fn label(step: &FaultStep) -> String {
             }
             parts.join(" ")
         }
-        Fault::Simulate { scenario } => format!("simulate {scenario:?}"),
+        Fault::Simulate { scenario } => format!("simulate {}", kebab(&format!("{scenario:?}"))),
         other => other.kind().to_owned(),
     };
     match &step.target {
         Some(t) => format!("{what} → {}", t.get_ref()),
         None => what,
+    }
+}
+
+/// `BlackHole` → `black-hole`, as the file writes it.
+fn kebab(name: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in name.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            out.push('-');
+        }
+        out.push(c.to_ascii_lowercase());
+    }
+    out
+}
+
+/// A toxic and its settings, briefly: `latency 300ms ±100ms`.
+fn toxic_label(toxic: &Toxic) -> String {
+    match toxic {
+        Toxic::Latency { latency, jitter } if jitter.is_zero() => format!("latency {latency:?}"),
+        Toxic::Latency { latency, jitter } => format!("latency {latency:?} ±{jitter:?}"),
+        Toxic::Bandwidth { rate_kbps } => format!("bandwidth {rate_kbps} KB/s"),
+        Toxic::SlowClose { delay } => format!("slow_close {delay:?}"),
+        Toxic::Timeout { timeout } if timeout.is_zero() => "timeout (black hole)".into(),
+        Toxic::Timeout { timeout } => format!("timeout {timeout:?}"),
+        Toxic::ResetPeer { timeout } if timeout.is_zero() => "reset_peer".into(),
+        Toxic::ResetPeer { timeout } => format!("reset_peer after {timeout:?}"),
+        Toxic::Slicer { average_size, size_variation, delay } => {
+            format!("slicer {average_size}±{size_variation} B every {delay:?}")
+        }
+        Toxic::LimitData { bytes } => format!("limit_data {bytes} B"),
     }
 }
 

@@ -1,0 +1,272 @@
+//! Running a scenario on the sim lane: the scenario becomes a [`Case`] of the simulation's
+//! explorer ([`crate::sim::explore::run_case`]) — same seed, one simulated host per
+//! participant, the faults as a [`Schedule`] — and the recorded run becomes a [`RunRecord`]
+//! judged exactly as on the real lane.
+//!
+//! The explorer's workload is fixed: participant `i` (host `p<i>`) joins at `i · 200 ms` with
+//! the default room options and publishes its own reliable data; the run settles at least
+//! 25 simulated seconds after the last fault. The timeline's zero ("everyone connected") is
+//! put [`LEAD`] after the last join. What the lane can do:
+//!
+//! | fault | sim lane |
+//! |---|---|
+//! | `partition` | `hold` of the link between the participant and the server (both ways; media is held too, not dropped), `release` at the heal |
+//! | `server-kill` | `crash` of the server host; with `for`, `restart` at the heal |
+//! | `remove-participant` | the simulated server's RemoveParticipant |
+//! | `simulate` | `Room::simulate_scenario` in the participant's host |
+//!
+//! Anything else — proxies, toxics, media-only faults, network changes, `delete-room`,
+//! `close`, reconnect-policy overrides, token lifetimes, `publish` and `data-delivered` — is
+//! refused before anything runs, naming the file and what to do.
+
+use std::path::Path;
+use std::time::Duration;
+
+use faultline_sdk::ConnectionState;
+
+use super::format::{Expectation, Fault, Lane, Scenario, SimulateKind};
+use super::judge;
+use super::record::{EventRecord, FaultRecord, RunRecord};
+use super::run::{label, lanes, RunError};
+use crate::sim::explore::{run_case, Case};
+use crate::sim::schedule::{self, Schedule, Step};
+use crate::sim::SERVER_HOST;
+
+/// How long after the last participant's join the timeline starts.
+pub const LEAD: Duration = Duration::from_secs(2);
+
+/// The explorer staggers joins by this much (see `crate::sim::explore`).
+const JOIN_STAGGER: Duration = Duration::from_millis(200);
+
+/// Checks, before anything runs, that the sim lane can run `scenario`.
+pub fn check_sim_lane(scenario: &Scenario, file: &Path) -> Result<(), RunError> {
+    let unsupported = |index: usize, kind: &'static str, why: String| RunError::Unsupported {
+        file: file.to_owned(),
+        index,
+        kind,
+        lane: Lane::Sim,
+        why,
+    };
+    if !scenario.lanes.contains(&Lane::Sim) {
+        return Err(RunError::LaneNotListed {
+            file: file.to_owned(),
+            scenario: scenario.name.clone(),
+            lane: Lane::Sim,
+            listed: lanes(scenario),
+        });
+    }
+    for p in &scenario.participants {
+        let r = &p.reconnect;
+        let what = if r.attempts.is_some() || r.base_delay.is_some() || r.max_delay.is_some() {
+            Some("a reconnect policy")
+        } else if p.token_ttl.is_some() {
+            Some("a token lifetime")
+        } else if p.publish.is_some() {
+            Some("a `publish` block")
+        } else {
+            None
+        };
+        if let Some(what) = what {
+            return Err(RunError::SimParticipant {
+                file: file.to_owned(),
+                identity: p.identity.get_ref().clone(),
+                what,
+            });
+        }
+    }
+    if scenario
+        .expectations
+        .iter()
+        .any(|e| matches!(e.get_ref(), Expectation::DataDelivered { .. }))
+    {
+        return Err(RunError::SimParticipant {
+            file: file.to_owned(),
+            identity: "(expectations)".into(),
+            what: "a `data-delivered` expectation",
+        });
+    }
+    for (index, step) in scenario.faults.iter().enumerate() {
+        match &step.fault {
+            Fault::Partition {}
+            | Fault::ServerKill {}
+            | Fault::RemoveParticipant {}
+            | Fault::Simulate { .. } => {}
+            other => {
+                return Err(unsupported(
+                    index,
+                    other.kind(),
+                    "the simulation has no such fault (it can do partition, server-kill, \
+                     remove-participant and simulate); run the scenario with `--lane real`, or \
+                     list only \"real\" in its `lanes`"
+                        .into(),
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs `scenario` (read from `file`) in the simulation with `seed` and judges it. Blocking:
+/// the simulation runs on the calling thread (call it from `spawn_blocking` in async code).
+pub fn run_sim(scenario: &Scenario, file: &Path, seed: u64) -> Result<RunRecord, RunError> {
+    check_sim_lane(scenario, file)?;
+    let identities: Vec<String> =
+        scenario.participants.iter().map(|p| p.identity.get_ref().clone()).collect();
+    let host = |identity: &str| {
+        let i = identities.iter().position(|p| p == identity).unwrap_or_default();
+        format!("p{i}")
+    };
+    let zero = JOIN_STAGGER * identities.len().saturating_sub(1) as u32 + LEAD;
+    let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    let mut steps = Vec::new();
+    let mut faults = Vec::new();
+    for (index, step) in scenario.faults.iter().enumerate() {
+        let target = step
+            .target
+            .as_ref()
+            .map(|t| t.get_ref().clone())
+            .or_else(|| step.fault.needs_target().then(|| identities[0].clone()));
+        let who = target.as_deref().map(host).unwrap_or_default();
+        let start = zero + step.at;
+        let end = step.duration.filter(|_| !step.fault.is_instant()).map(|d| start + d);
+        let (begin, heal) = match &step.fault {
+            Fault::Partition {} => (
+                schedule::Fault::Hold { a: who.clone(), b: SERVER_HOST.into() },
+                Some(schedule::Fault::Release { a: who.clone(), b: SERVER_HOST.into() }),
+            ),
+            Fault::ServerKill {} => (schedule::Fault::Crash, Some(schedule::Fault::Restart)),
+            Fault::RemoveParticipant {} => {
+                (schedule::Fault::RemoveParticipant { participant: who.clone() }, None)
+            }
+            Fault::Simulate { scenario: kind } => (
+                schedule::Fault::Simulate { participant: who.clone(), scenario: simulate(*kind) },
+                None,
+            ),
+            _ => unreachable!("check_sim_lane refused it"),
+        };
+        steps.push(Step { at_ms: ms(start), fault: begin });
+        if let (Some(heal), Some(end)) = (heal, end) {
+            steps.push(Step { at_ms: ms(end), fault: heal });
+        }
+        faults.push(FaultRecord {
+            index,
+            kind: step.fault.kind(),
+            label: label(step),
+            target,
+            started: start,
+            healed: if step.fault.is_instant() { Some(start) } else { end },
+        });
+    }
+    let case = Case {
+        seed,
+        participants: identities.len(),
+        planted_bug: None,
+        schedule: Schedule::new(steps),
+    };
+    let run = run_case(&case).map_err(|e| RunError::Sim(e.to_string()))?;
+    let identity_of = |name: &str| -> String {
+        name.strip_prefix('p')
+            .and_then(|i| i.parse::<usize>().ok())
+            .and_then(|i| identities.get(i).cloned())
+            .unwrap_or_else(|| name.to_owned())
+    };
+    let mut events = Vec::new();
+    let mut final_states = Vec::new();
+    for p in &run.participants {
+        if let Some(why) = &p.join_error {
+            return Err(RunError::Join {
+                identity: identity_of(&p.identity),
+                room: crate::sim::explore::ROOM.into(),
+                why: why.clone(),
+                log: "(the simulation keeps no log; re-run with RUST_LOG=debug)".into(),
+            });
+        }
+        final_states.push((
+            identity_of(&p.identity),
+            p.final_state.unwrap_or(ConnectionState::Disconnected),
+        ));
+        events.extend(run.events_of(&p.identity).into_iter().map(|e| EventRecord {
+            participant: identity_of(&e.identity),
+            at: e.at,
+            event: e.event.clone(),
+        }));
+    }
+    events.sort_by_key(|e| e.at);
+    let mut record = RunRecord {
+        scenario: scenario.name.clone(),
+        description: scenario.description.clone(),
+        file: file.to_owned(),
+        lane: Lane::Sim,
+        seed,
+        room: crate::sim::explore::ROOM.into(),
+        participants: identities.clone(),
+        timeline_zero: zero,
+        ended: run.simulated,
+        faults,
+        events,
+        final_states,
+        verdicts: Vec::new(),
+        logs: Vec::new(),
+        aliases: identities.iter().enumerate().map(|(i, p)| (format!("p{i}"), p.clone())).collect(),
+    };
+    record.verdicts = judge::judge(scenario, &record);
+    Ok(record)
+}
+
+fn simulate(kind: SimulateKind) -> schedule::Scenario {
+    match kind {
+        SimulateKind::SignalReconnect => schedule::Scenario::SignalReconnect,
+        SimulateKind::FullReconnect => schedule::Scenario::FullReconnect,
+        SimulateKind::DisconnectSignalOnResume => schedule::Scenario::DisconnectSignalOnResume,
+        SimulateKind::DisconnectSignalOnResumeNoMessages => {
+            schedule::Scenario::DisconnectSignalOnResumeNoMessages
+        }
+        SimulateKind::NodeFailure => schedule::Scenario::NodeFailure,
+        SimulateKind::Migration => schedule::Scenario::Migration,
+        SimulateKind::ServerLeave => schedule::Scenario::ServerLeave,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(text: &str) -> String {
+        let scenario = Scenario::parse(text, Path::new("s.toml")).expect("valid");
+        match check_sim_lane(&scenario, Path::new("s.toml")) {
+            Ok(()) => "ok".into(),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    const ONE: &str = "name = \"t\"\n[[participant]]\nidentity = \"a\"\n";
+
+    #[test]
+    fn what_the_simulation_cannot_do_is_refused_naming_file_and_fault() {
+        let toxic = format!(
+            "{ONE}[[fault]]\nat = \"1s\"\ntype = \"toxic\"\ntoxic = {{ kind = \"latency\", latency = \"1s\" }}\n"
+        );
+        let e = check(&toxic);
+        assert!(
+            e.starts_with("s.toml: fault #0 (`type = \"toxic\"`): the sim lane cannot do it"),
+            "{e}"
+        );
+        assert!(e.contains("--lane real"), "{e}");
+        let policy =
+            ONE.replace("identity = \"a\"\n", "identity = \"a\"\nreconnect = { attempts = 2 }\n");
+        let e = check(&policy);
+        assert!(e.contains("participant `a` has a reconnect policy"), "{e}");
+        let real_only = ONE.replace("name = \"t\"\n", "name = \"t\"\nlanes = [\"real\"]\n");
+        assert!(check(&real_only).contains("does not list the sim lane"));
+    }
+
+    #[test]
+    fn what_the_simulation_can_do_passes_the_check() {
+        let text = format!(
+            "{ONE}[[fault]]\nat = \"1s\"\nfor = \"2s\"\ntype = \"partition\"\n\
+             [[fault]]\nat = \"4s\"\ntype = \"simulate\"\nscenario = \"migration\"\n\
+             [[fault]]\nat = \"6s\"\nfor = \"1s\"\ntype = \"server-kill\"\n"
+        );
+        assert_eq!(check(&text), "ok");
+    }
+}
