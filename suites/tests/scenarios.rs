@@ -18,9 +18,9 @@ fn library(file: &str) -> PathBuf {
 /// Runs a scenario file and returns its record.
 async fn run_file(path: &Path) -> Result<RunRecord> {
     let scenario = Scenario::load(path)?;
-    Ok(run_real(&scenario, path, RunOptions::default())
+    run_real(&scenario, path, RunOptions::default())
         .await
-        .with_context(|| format!("running {}", path.display()))?)
+        .with_context(|| format!("running {}", path.display()))
 }
 
 /// Runs scenario text (named `name` in messages) and returns its record.
