@@ -102,8 +102,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     println!("VIOLATION found by case seed {}; the schedule as generated:", failure.original.seed);
     print!("{}", failure.original.schedule);
     println!(
-        "shrunk in {} runs to {} step(s) with {} participant(s):",
+        "shrunk in {} runs ({:.1} s) to {} step(s) with {} participant(s):",
         failure.shrink_runs,
+        failure.shrink_wall.as_secs_f64(),
         failure.shrunk.schedule.steps.len(),
         failure.shrunk.participants
     );

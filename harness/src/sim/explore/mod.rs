@@ -171,6 +171,8 @@ pub struct Failure {
     pub trace: String,
     /// Runs spent shrinking.
     pub shrink_runs: usize,
+    /// Wall time spent shrinking.
+    pub shrink_wall: Duration,
 }
 
 /// What an exploration did.
@@ -180,7 +182,7 @@ pub struct Summary {
     pub cases: u64,
     /// Simulated time over all cases.
     pub simulated: Duration,
-    /// Wall time.
+    /// Wall time exploring (shrinking not included).
     pub wall: Duration,
     /// Rooms that could not join at all (faults before the join; not a violation).
     pub failed_joins: u64,
@@ -277,7 +279,9 @@ pub fn explore(
     if let Some(error) = error {
         return Err(error);
     }
+    summary.wall = started.elapsed();
     if let Some((_, original, violations)) = failure {
+        let shrinking = Instant::now();
         let shrunk = shrink(&original, &violations, config.promises, config.shrink_runs)?;
         summary.failure = Some(Failure {
             original,
@@ -285,9 +289,9 @@ pub fn explore(
             violations: shrunk.violations,
             trace: shrunk.run.trace_text(),
             shrink_runs: shrunk.runs,
+            shrink_wall: shrinking.elapsed(),
         });
     }
-    summary.wall = started.elapsed();
     Ok(summary)
 }
 

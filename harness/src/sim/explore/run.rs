@@ -114,8 +114,8 @@ impl Run {
         self.entries.iter().filter(|e| e.identity == identity).take(judged).collect()
     }
 
-    /// The trace as text: faults and lifecycle events in time order, data compressed to
-    /// `data <sender>:<n>`.
+    /// The trace as text: faults and each room's events up to its final state, in time
+    /// order, data compressed to `data <sender>:<n>`.
     pub fn trace_text(&self) -> String {
         use std::fmt::Write as _;
         let mut lines: Vec<(Duration, String)> = self
@@ -125,7 +125,14 @@ impl Run {
             .iter()
             .map(|step| (step.at(), format!("FAULT {}", describe(step))))
             .collect();
+        let mut left: std::collections::BTreeMap<&str, usize> =
+            self.participants.iter().map(|p| (p.identity.as_str(), p.events_judged)).collect();
         for entry in &self.entries {
+            // Events after a room's final state come from tearing it down: not shown.
+            match left.get_mut(entry.identity.as_str()) {
+                Some(n) if *n > 0 => *n -= 1,
+                _ => continue,
+            }
             let event = match &entry.event {
                 RoomEvent::DataReceived { payload, .. } => {
                     format!("data {}", String::from_utf8_lossy(payload))
