@@ -59,6 +59,13 @@ pub struct Scenario {
     pub expectations: Vec<Spanned<Expectation>>,
 }
 
+/// The spans of the `[[fault]]` tables (every other field is ignored here).
+#[derive(Deserialize)]
+struct FaultSpans {
+    #[serde(rename = "fault", default)]
+    faults: Vec<Spanned<toml::Table>>,
+}
+
 /// Where a scenario runs: against the real livekit-server or in the turmoil simulation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -433,7 +440,11 @@ impl Scenario {
         };
         let scenario: Scenario = toml::from_str(text)
             .map_err(|e| invalid(e.span(), e.message().trim_end().to_owned()))?;
-        scenario.check().map_err(|(span, message)| invalid(Some(span), message))?;
+        // Where each `[[fault]]` table is, for errors about a fault as a whole.
+        let spans: FaultSpans = toml::from_str(text)
+            .map_err(|e| invalid(e.span(), e.message().trim_end().to_owned()))?;
+        let fault_spans: Vec<Range<usize>> = spans.faults.iter().map(Spanned::span).collect();
+        scenario.check(&fault_spans).map_err(|(span, message)| invalid(Some(span), message))?;
         Ok(scenario)
     }
 
@@ -447,8 +458,9 @@ impl Scenario {
         self.faults.iter().map(|f| f.at + f.duration.unwrap_or_default()).max().unwrap_or_default()
     }
 
-    /// Checks what serde cannot: references, ranges, combinations.
-    fn check(&self) -> Result<(), (Range<usize>, String)> {
+    /// Checks what serde cannot: references, ranges, combinations. `fault_spans` locates
+    /// each `[[fault]]` table.
+    fn check(&self, fault_spans: &[Range<usize>]) -> Result<(), (Range<usize>, String)> {
         let mut identities = BTreeSet::new();
         for p in &self.participants {
             if p.identity.get_ref().is_empty() {
@@ -474,12 +486,13 @@ impl Scenario {
                 ))
             }
         };
-        for step in &self.faults {
+        for (index, step) in self.faults.iter().enumerate() {
+            let table = fault_spans.get(index).cloned().unwrap_or(0..0);
             match (&step.target, step.fault.needs_target()) {
                 (Some(t), _) => known(t.get_ref()).map_err(|m| (t.span(), m))?,
                 (None, true) if identities.len() > 1 => {
                     return Err((
-                        0..0,
+                        table,
                         format!(
                             "a `{}` fault needs `target = \"<identity>\"` when there are \
                              several participants",
@@ -489,10 +502,9 @@ impl Scenario {
                 }
                 (None, _) => {}
             }
-            let span = step.target.as_ref().map_or(0..0, |t| t.span());
             if step.duration.is_some() && step.fault.is_instant() {
                 return Err((
-                    span,
+                    table.clone(),
                     format!(
                         "a `{}` fault happens at once, so `for` means nothing on it; remove `for` \
                          (faults that last: partition, signal-proxy, toxic, media, server-kill)",
@@ -500,7 +512,7 @@ impl Scenario {
                     ),
                 ));
             }
-            step.fault.check().map_err(|m| (span, m))?;
+            step.fault.check().map_err(|m| (table, m))?;
         }
         for exp in &self.expectations {
             let span = exp.span();
@@ -758,6 +770,7 @@ within = \"8s\"
     fn a_targeted_fault_needs_a_target_among_several_participants() {
         let e = error(&format!("{BASE}\n[[fault]]\nat = \"1s\"\ntype = \"partition\"\n"));
         assert!(e.contains("needs `target"), "{e}");
+        assert!(e.starts_with("s.toml:8:"), "located at the fault's table: {e}");
         // The server is nobody's: no target needed.
         assert!(parse(&format!("{BASE}\n[[fault]]\nat = \"1s\"\ntype = \"server-kill\"\n")).is_ok());
     }
@@ -765,7 +778,7 @@ within = \"8s\"
     #[test]
     fn ranges_and_combinations_are_checked() {
         let e = error(&format!("{BASE}\n[[fault]]\nat = \"1s\"\ntarget = \"bob\"\ntype = \"media\"\nloss_percent = 120.0\n"));
-        assert!(e.contains("between 0 and 100"), "{e}");
+        assert!(e.contains("between 0 and 100") && e.starts_with("s.toml:8:"), "{e}");
         let e = error(&format!("{BASE}\n[[fault]]\nat = \"1s\"\ntarget = \"bob\"\ntype = \"signal-proxy\"\nmode = \"throttle\"\n"));
         assert!(e.contains("needs `rate`"), "{e}");
         let e = error(&format!(
@@ -780,6 +793,7 @@ within = \"8s\"
             "{BASE}\n[[fault]]\nat = \"1s\"\nfor = \"2s\"\ntarget = \"bob\"\ntype = \"network-change\"\n"
         ));
         assert!(e.contains("happens at once") && e.contains("remove `for`"), "{e}");
+        assert!(e.starts_with("s.toml:8:"), "located at the fault's table: {e}");
     }
 
     #[test]
