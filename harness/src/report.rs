@@ -479,3 +479,91 @@ fn format_tick(t: f64, step: f64) -> String {
         format!("{t:.1}s")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    use faultline_sdk::{ConnectionState, DisconnectReason, RoomEvent};
+
+    use super::*;
+    use crate::scenario::format::Lane;
+    use crate::scenario::record::{FaultRecord, Verdict};
+
+    fn record() -> RunRecord {
+        let at = Duration::from_millis;
+        let event = |ms, event| EventRecord { participant: "a<b>".into(), at: at(ms), event };
+        RunRecord {
+            scenario: "s".into(),
+            description: "a <drop> & more".into(),
+            file: PathBuf::from("s.toml"),
+            lane: Lane::Real,
+            seed: 7,
+            room: "r".into(),
+            participants: vec!["a<b>".into()],
+            timeline_zero: at(1000),
+            ended: at(9000),
+            faults: vec![FaultRecord {
+                index: 0,
+                kind: "partition",
+                label: "partition → a<b>".into(),
+                target: Some("a<b>".into()),
+                started: at(2000),
+                healed: Some(at(5000)),
+            }],
+            events: vec![
+                event(500, RoomEvent::Connected),
+                event(3000, RoomEvent::Reconnecting),
+                event(8000, RoomEvent::Disconnected { reason: DisconnectReason::SignalClose }),
+            ],
+            final_states: vec![("a<b>".into(), ConnectionState::Disconnected)],
+            verdicts: vec![Verdict {
+                what: "no-disconnect: a<b>".into(),
+                expected: "never Disconnected".into(),
+                seen: "Disconnected".into(),
+                passed: false,
+            }],
+            logs: vec![("livekit-server".into(), PathBuf::from("/tmp/x.log"))],
+            aliases: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_trace_is_one_json_object_per_line_in_time_order() {
+        let lines = trace_lines(&record());
+        let values: Vec<serde_json::Value> =
+            lines.iter().map(|l| serde_json::from_str(l).expect("JSON")).collect();
+        let types: Vec<&str> = values.iter().map(|v| v["type"].as_str().unwrap_or("")).collect();
+        assert_eq!(
+            types,
+            [
+                "run",
+                "event",
+                "fault-start",
+                "event",
+                "fault-heal",
+                "event",
+                "final-state",
+                "verdict"
+            ]
+        );
+        assert_eq!(values[0]["passed"], false);
+        assert_eq!(values[1]["t"], -0.5, "times count from everyone connected");
+        assert_eq!(values[5]["detail"], "SIGNAL_CLOSE");
+    }
+
+    #[test]
+    fn the_page_is_self_contained_escaped_and_shows_the_verdict() {
+        let page = html(&record());
+        assert!(page.contains("<svg") && page.contains("FAIL"), "timeline and verdict");
+        assert!(!page.contains("a<b>") && page.contains("a&lt;b&gt;"), "names are escaped");
+        let outside: Vec<&str> = page
+            .match_indices("http")
+            .map(|(i, _)| &page[i..(i + 40).min(page.len())])
+            .filter(|s| !s.starts_with("http://www.w3.org/2000/svg"))
+            .collect();
+        assert!(outside.is_empty(), "nothing is fetched: {outside:?}");
+        assert!(!page.contains("<script src") && !page.contains("<link"), "no external assets");
+    }
+}
