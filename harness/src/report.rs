@@ -306,7 +306,8 @@ pub fn html(record: &RunRecord) -> String {
             let _ = write!(
                 svg,
                 r#"<rect x="{xa:.1}" y="{band_y}" width="{:.1}" height="16" fill="{colour}"><title>{name} from {from:+.3}s to {to:+.3}s</title></rect>"#,
-                (xb - xa).max(0.5)
+                // A resume can take milliseconds: keep every state visible.
+                (xb - xa).max(if *name == "joining" { 0.5 } else { 2.5 })
             );
         }
         // Event marks: lifecycle labelled under the band, others as ticks above it.
