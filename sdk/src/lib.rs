@@ -6,8 +6,6 @@
 //! so the same code runs on real sockets and inside a turmoil simulation.
 
 pub mod net;
-// Used by the engine; until it is wired in, only the tests use it.
-#[allow(dead_code)]
 pub(crate) mod rtc;
 
 mod engine;

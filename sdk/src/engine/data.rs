@@ -8,7 +8,7 @@
 //! order, only what the server never got. A receiver remembers the highest sequence seen per
 //! sender and delivers each packet once.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 /// Bytes of sent reliable packets kept for replay after a resume.
 const REPLAY_BUFFER_BYTES: usize = 4 * 1024 * 1024;
@@ -61,7 +61,7 @@ impl Outgoing {
 /// The receiving side: the highest reliable sequence delivered per sender sid.
 #[derive(Debug, Default)]
 pub(crate) struct Incoming {
-    last: HashMap<String, u32>,
+    last: BTreeMap<String, u32>,
 }
 
 impl Incoming {

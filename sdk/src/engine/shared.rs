@@ -6,7 +6,7 @@
 //! event; after `Disconnected` it drops every listener (their streams end) and ignores any
 //! later event.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
 
 use livekit_protocol as proto;
@@ -31,7 +31,9 @@ struct State {
     room_sid: String,
     local: LocalInfo,
     /// Remote participants by identity.
-    remotes: HashMap<String, RemoteParticipant>,
+    /// Keyed by identity, ordered so that events derived from it come out in the same order
+    /// on every run (same seed, same trace).
+    remotes: BTreeMap<String, RemoteParticipant>,
     listeners: Vec<mpsc::UnboundedSender<RoomEvent>>,
 }
 
@@ -51,7 +53,7 @@ impl Shared {
                 room_name: String::new(),
                 room_sid: String::new(),
                 local: LocalInfo::default(),
-                remotes: HashMap::new(),
+                remotes: BTreeMap::new(),
                 listeners: Vec::new(),
             }),
         };
@@ -119,7 +121,7 @@ impl Shared {
     }
 
     pub(crate) fn remotes(&self) -> HashMap<String, RemoteParticipant> {
-        self.lock().remotes.clone()
+        self.lock().remotes.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
     }
 
     pub(crate) fn remote(&self, identity: &str) -> Option<RemoteParticipant> {
@@ -157,7 +159,7 @@ impl Shared {
     pub(crate) fn replace_remotes(&self, present: Vec<RemoteParticipant>) -> Vec<RoomEvent> {
         let mut state = self.lock();
         let mut events = Vec::new();
-        let new: HashMap<String, RemoteParticipant> =
+        let new: BTreeMap<String, RemoteParticipant> =
             present.into_iter().map(|p| (p.identity.clone(), p)).collect();
         for (identity, old) in &state.remotes {
             if new.get(identity).is_none_or(|p| p.sid != old.sid) {

@@ -35,6 +35,7 @@ impl StateTracker {
     }
 
     /// The current state.
+    #[cfg(test)]
     pub(super) fn state(&self) -> PcState {
         self.state
     }
