@@ -99,7 +99,7 @@ impl Engine {
             match self.connected(&mut session).await {
                 Step::End(reason) => {
                     if reason == DisconnectReason::ClientInitiated {
-                        session.leave();
+                        session.leave().await;
                     }
                     self.end(reason);
                     return;
@@ -139,7 +139,7 @@ impl Engine {
                     continue;
                 }
                 Input::Command(Some(Command::Simulate(scenario, reply))) => {
-                    let step = simulate(session, scenario);
+                    let step = simulate(session, scenario).await;
                     let _ = reply.send(Ok(()));
                     match step {
                         Some(trigger) => return Step::Recover(trigger),
@@ -195,7 +195,7 @@ impl Engine {
             tracing::info!(attempt = episode.attempts_made(), ?kind, ?delay, "reconnect attempt");
             if self.drive(tokio::time::sleep(delay)).await.is_none() {
                 if let Some(old) = old {
-                    old.leave();
+                    old.leave().await;
                 }
                 self.end(DisconnectReason::ClientInitiated);
                 return None;
@@ -224,12 +224,12 @@ impl Engine {
                                 .map(|(s, seq)| Attempted::Resumed(s, seq))
                         })
                     }
-                    (_, previous) => {
+                    (_, previous) => Box::pin(async move {
                         if let Some(previous) = previous {
-                            previous.leave();
+                            previous.leave().await;
                         }
-                        Box::pin(async move { Session::join(setup).await.map(Attempted::Joined) })
-                    }
+                        Session::join(setup).await.map(Attempted::Joined)
+                    }),
                 };
             match self.drive(attempt).await {
                 None => {
@@ -472,22 +472,38 @@ fn obey(leave: &proto::LeaveRequest) -> Step {
 }
 
 /// Carries out a simulation while connected; returns the episode it starts locally, if any.
-fn simulate(session: &Session, scenario: SimulateScenario) -> Option<Trigger> {
+/// How long a simulate request that breaks the next resume may take to reach the server.
+const SIMULATE_READ_BOUND: std::time::Duration = std::time::Duration::from_secs(2);
+
+async fn simulate(session: &Session, scenario: SimulateScenario) -> Option<Trigger> {
     let ask = |scenario: simulate_scenario::Scenario| {
         session.send(signal_request::Message::Simulate(proto::SimulateScenario {
             scenario: Some(scenario),
         }));
     };
+    // The resume-breaking scenarios only work if the server has the request before our
+    // resume arrives: wait for it to be read before dropping the link ourselves.
+    let ask_then_resume = |scenario: simulate_scenario::Scenario| async move {
+        ask(scenario);
+        if !session.barrier(SIMULATE_READ_BOUND).await {
+            tracing::warn!(
+                "could not confirm the server read the simulate request; resuming anyway"
+            );
+        }
+        Some(Trigger::SignalLost)
+    };
     match scenario {
         SimulateScenario::SignalReconnect => return Some(Trigger::SignalLost),
         SimulateScenario::FullReconnect => return Some(Trigger::LocalFull),
         SimulateScenario::DisconnectSignalOnResume => {
-            ask(simulate_scenario::Scenario::DisconnectSignalOnResume(true));
-            return Some(Trigger::SignalLost);
+            return ask_then_resume(simulate_scenario::Scenario::DisconnectSignalOnResume(true))
+                .await;
         }
         SimulateScenario::DisconnectSignalOnResumeNoMessages => {
-            ask(simulate_scenario::Scenario::DisconnectSignalOnResumeNoMessages(true));
-            return Some(Trigger::SignalLost);
+            return ask_then_resume(
+                simulate_scenario::Scenario::DisconnectSignalOnResumeNoMessages(true),
+            )
+            .await;
         }
         SimulateScenario::NodeFailure => ask(simulate_scenario::Scenario::NodeFailure(true)),
         SimulateScenario::Migration => ask(simulate_scenario::Scenario::Migration(true)),

@@ -163,6 +163,11 @@ impl Session {
         self.signal.send(message);
     }
 
+    /// Waits until the server has read what was sent before (see [`SignalConn::barrier`]).
+    pub(crate) async fn barrier(&self, bound: std::time::Duration) -> bool {
+        self.signal.barrier(bound).await
+    }
+
     /// Sends a data packet on the publisher's channel of `kind`.
     pub(crate) fn send_data(
         &self,
@@ -448,14 +453,17 @@ impl Session {
         Ok((self, response.last_message_seq))
     }
 
-    /// Ends the session: tells the server we leave (if the socket still works) and closes
-    /// both peer connections.
-    pub(crate) fn leave(self) {
+    /// Ends the session: tells the server we leave (if the socket still works), waits (at
+    /// most a second, see [`SignalConn::close`]) until the Leave is written and the socket
+    /// closed — so a process that exits right after `Room::close` still leaves cleanly — and
+    /// closes both peer connections.
+    pub(crate) async fn leave(mut self) {
         self.send(signal_request::Message::Leave(proto::LeaveRequest {
             reason: DisconnectReason::ClientInitiated as i32,
             action: proto::leave_request::Action::Disconnect as i32,
             ..Default::default()
         }));
+        self.signal.close().await;
         self.publisher.pc.close();
         self.subscriber.pc.close();
     }

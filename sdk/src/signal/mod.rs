@@ -171,10 +171,20 @@ pub(crate) struct ConnectParams<'a> {
     pub join_timeout: Duration,
 }
 
+/// What the engine hands the I/O task.
+#[derive(Debug)]
+enum Outbound {
+    /// A request for the server.
+    Request(signal_request::Message),
+    /// Answered once the server has read everything queued before it (see
+    /// [`SignalConn::barrier`]).
+    Barrier(oneshot::Sender<()>),
+}
+
 /// An open signalling link. Dropping it closes the socket (after flushing queued requests).
 #[derive(Debug)]
 pub(crate) struct SignalConn {
-    tx: Option<mpsc::UnboundedSender<signal_request::Message>>,
+    tx: Option<mpsc::UnboundedSender<Outbound>>,
     rx: mpsc::UnboundedReceiver<SignalEvent>,
     /// Resolves when the I/O task has stopped (and the socket is closed).
     stopped: Option<oneshot::Receiver<()>>,
@@ -186,8 +196,26 @@ impl SignalConn {
     /// engine learns that from [`SignalEvent::Closed`]).
     pub(crate) fn send(&self, message: signal_request::Message) {
         if let Some(tx) = &self.tx {
-            let _ = tx.send(message);
+            let _ = tx.send(Outbound::Request(message));
         }
+    }
+
+    /// Waits (at most `bound`) until the server has read every request queued before this
+    /// call; false if that could not be confirmed (the link died or the bound passed).
+    ///
+    /// livekit-server's WebSocket reader answers a `PingReq` as it reads it, in order
+    /// (pkg/service/rtcservice.go), so the `PongResp` to a ping sent after the requests proves
+    /// they were read and handed to the participant's session. Some requests have no answer
+    /// of their own (`SimulateScenario`), and acting on them before the server has read them
+    /// races the server: closing the socket right after asking for
+    /// `disconnect_signal_on_resume` can let the resume overtake the request.
+    pub(crate) async fn barrier(&self, bound: Duration) -> bool {
+        let Some(tx) = &self.tx else { return false };
+        let (done, confirmed) = oneshot::channel();
+        if tx.send(Outbound::Barrier(done)).is_err() {
+            return false;
+        }
+        matches!(tokio::time::timeout(bound, confirmed).await, Ok(Ok(())))
     }
 
     /// Flushes what was queued, closes the socket and waits (at most a second) until it is
@@ -378,7 +406,7 @@ async fn next_message(ws: &mut Ws) -> Frame {
 /// The I/O task: owns the socket until it dies or the engine drops its [`SignalConn`].
 async fn run_link(
     mut ws: Ws,
-    mut requests: mpsc::UnboundedReceiver<signal_request::Message>,
+    mut requests: mpsc::UnboundedReceiver<Outbound>,
     events: mpsc::UnboundedSender<SignalEvent>,
     keepalive: Keepalive,
 ) {
@@ -388,15 +416,27 @@ async fn run_link(
         tokio::time::interval_at(Instant::now() + keepalive.interval, keepalive.interval);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut rtt_ms = 0_i64;
+    // Barrier pings carry negative timestamps (regular ones count milliseconds up from 0),
+    // so their answers are told apart from keepalive pongs.
+    let mut barriers: Vec<(i64, oneshot::Sender<()>)> = Vec::new();
+    let mut next_barrier = -1_i64;
 
     let why = loop {
         let silence_deadline = last_heard + keepalive.timeout;
         tokio::select! {
             biased;
             request = requests.recv() => match request {
-                Some(message) => {
+                Some(Outbound::Request(message)) => {
                     if let Err(e) = send(&mut ws, message).await {
                         break format!("cannot write to the signalling socket: {e}");
+                    }
+                }
+                Some(Outbound::Barrier(done)) => {
+                    let ping = proto::Ping { timestamp: next_barrier, rtt: rtt_ms };
+                    barriers.push((next_barrier, done));
+                    next_barrier -= 1;
+                    if let Err(e) = send(&mut ws, signal_request::Message::PingReq(ping)).await {
+                        break format!("cannot write a ping: {e}");
                     }
                 }
                 None => {
@@ -410,8 +450,14 @@ async fn run_link(
                 match frame {
                     Frame::Message(message) if matches!(*message, signal_response::Message::PongResp(_)) => {
                         let signal_response::Message::PongResp(pong) = *message else { continue };
-                        let now_ms = millis_since(started);
-                        rtt_ms = (now_ms - pong.last_ping_timestamp).max(0);
+                        if pong.last_ping_timestamp < 0 {
+                            if let Some(i) = barriers.iter().position(|(id, _)| *id == pong.last_ping_timestamp) {
+                                let _ = barriers.swap_remove(i).1.send(());
+                            }
+                        } else {
+                            let now_ms = millis_since(started);
+                            rtt_ms = (now_ms - pong.last_ping_timestamp).max(0);
+                        }
                     }
                     Frame::Message(message) if matches!(*message, signal_response::Message::Pong(_)) => {}
                     Frame::Message(message) => {
