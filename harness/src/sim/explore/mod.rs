@@ -16,8 +16,12 @@
 //! own values from OS randomness (see [`super::Sim::new`]), which can change how many
 //! datagrams a run sends. With the default fixed link latency those extra draws cannot change
 //! *when* anything arrives, so the same case gives the same trace. A `fail_rate` fault decides
-//! per message whether the link breaks, so a case with one may not replay exactly; the
-//! generator therefore leaves `fail_rate` out unless asked ([`ExploreConfig::flaky_links`]).
+//! per message whether the link breaks, so a case with one may not replay exactly (those
+//! tried did); the generator leaves `fail_rate` out unless asked
+//! ([`ExploreConfig::flaky_links`]). One known wrinkle with three or more participants:
+//! faultline-sdk reports several remote participants that left during a full reconnect in
+//! `HashMap` order, so those `ParticipantDisconnected` events of one instant may come in a
+//! different order run to run (verdicts do not depend on it).
 
 mod generate;
 mod run;
