@@ -1,4 +1,5 @@
-//! The `faultline` command: `faultline doctor`, `faultline server`, `faultline bench`.
+//! The `faultline` command: `doctor`, `server`, `bench`, `run`, and the simulation lane's
+//! `explore` and `replay`.
 //! Each subcommand lives in its own module under `src/cli/`.
 
 #[path = "../cli/mod.rs"]

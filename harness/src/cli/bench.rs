@@ -58,9 +58,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let (cache, starts, livekit_version) = match args.what {
         What::Servers { cache, starts, livekit_version } => (cache, starts, livekit_version),
         What::Sim { rooms, cases, jobs, seed } => {
-            let jobs = jobs.unwrap_or_else(|| {
-                std::thread::available_parallelism().map_or(1, usize::from)
-            });
+            let jobs =
+                jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
             sim::run(rooms, cases, jobs, seed).await?;
             return Ok(ExitCode::SUCCESS);
         }

@@ -221,12 +221,6 @@ pub fn explore(
     config: &ExploreConfig,
     progress: impl Fn(Progress) + Sync,
 ) -> Result<Summary, ExploreError> {
-    if config.participants == 0 || config.participants > generate::MAX_PARTICIPANTS {
-        return Err(ExploreError::Participants {
-            got: config.participants,
-            max: generate::MAX_PARTICIPANTS,
-        });
-    }
     let started = Instant::now();
     let next = AtomicU64::new(0);
     let stop = AtomicBool::new(false);
