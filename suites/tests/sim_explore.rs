@@ -30,13 +30,13 @@ fn describe(failure: &Failure) -> String {
     )
 }
 
-/// A hundred random schedules (partitions both ways and one way, stalls, latency, server
+/// 150 random schedules (partitions both ways and one way, stalls, latency, server
 /// crashes and restarts, removals, every SimulateScenario) over two participants that
 /// publish reliable data throughout: no invariant breaks.
 #[test]
 fn random_schedules_over_two_participants_break_no_invariant() -> anyhow::Result<()> {
     let config = ExploreConfig {
-        cases: 100,
+        cases: 150,
         seed: 7,
         participants: 2,
         promises: PROMISES,
