@@ -49,6 +49,7 @@ fn passed(record: &RunRecord) -> Result<()> {
 #[case::latency_spike_during_resume("latency-spike-during-resume.toml")]
 #[case::media_only_loss("media-only-loss.toml")]
 #[case::removed_by_moderator("removed-by-moderator.toml")]
+#[case::expired_token("expired-token.toml")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn library_scenario_passes_on_the_real_lane(#[case] file: &str) -> Result<()> {
     passed(&run_file(&library(file)).await?)

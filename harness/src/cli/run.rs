@@ -6,12 +6,12 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use faultline::report;
 use faultline::scenario::format::Lane;
 use faultline::scenario::{run_real, run_sim, Progress, RunOptions, Scenario};
 use faultline_sdk::RoomEvent;
-use tokio::time::Instant;
 
 /// Options of `faultline run`.
 #[derive(Debug, clap::Args)]
@@ -127,7 +127,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
 /// participant's state and the faults in force.
 #[derive(Default)]
 struct Display {
-    zero: Option<Instant>,
+    zero: Option<Duration>,
     states: BTreeMap<String, String>,
     active: BTreeMap<usize, String>,
     data: BTreeMap<String, u32>,
@@ -139,13 +139,21 @@ impl Display {
     }
 
     fn show(&mut self, progress: Progress<'_>) {
+        // When it happened, from the start of the run.
+        let when = match &progress {
+            Progress::FaultStarted(f) => Some(f.started),
+            Progress::FaultHealed(f) => f.healed,
+            Progress::Event(e) => Some(e.at),
+            Progress::TimelineStarted(at) => Some(*at),
+            Progress::Phase(_) => None,
+        };
         let line = match progress {
             Progress::Phase(text) => {
                 eprintln!("  … {text}");
                 return;
             }
-            Progress::TimelineStarted => {
-                self.zero = Some(Instant::now());
+            Progress::TimelineStarted(at) => {
+                self.zero = Some(at);
                 "everyone connected: the fault timeline starts".to_owned()
             }
             Progress::FaultStarted(f) => {
@@ -184,9 +192,10 @@ impl Display {
                 }
             },
         };
-        let t = self
-            .zero
-            .map_or("  joining".to_owned(), |z| format!("{:+8.3}s", z.elapsed().as_secs_f64()));
+        let t = match (self.zero, when) {
+            (Some(zero), Some(at)) => format!("{:+8.3}s", at.as_secs_f64() - zero.as_secs_f64()),
+            _ => "  joining".to_owned(),
+        };
         let states: Vec<String> = self
             .states
             .iter()

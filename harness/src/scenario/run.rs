@@ -58,8 +58,9 @@ const RECHECK: Duration = Duration::from_millis(100);
 pub enum Progress<'a> {
     /// A step of setting up or tearing down (`starting livekit-server`, `joining alice`).
     Phase(&'a str),
-    /// Everyone is connected: the fault timeline starts now.
-    TimelineStarted,
+    /// Everyone is connected: the fault timeline starts now, this long after the run
+    /// started (event and fault times count from the start of the run).
+    TimelineStarted(Duration),
     /// A fault took effect.
     FaultStarted(&'a FaultRecord),
     /// A fault was healed.
@@ -394,7 +395,7 @@ impl Runner<'_> {
         let zero = Instant::now();
         self.zero = Some(zero);
         if let Some(o) = self.observer.as_mut() {
-            o(Progress::TimelineStarted);
+            o(Progress::TimelineStarted(zero - self.started));
         }
         self.start_publishers(zero);
         let mut steps: Vec<(Duration, bool, usize)> = Vec::new();
