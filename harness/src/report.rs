@@ -10,6 +10,7 @@ use std::path::Path;
 use faultline_sdk::RoomEvent;
 use serde_json::json;
 
+use crate::scenario::format::Lane;
 use crate::scenario::judge::DATA_TOPIC;
 use crate::scenario::record::{EventRecord, RunRecord};
 
@@ -311,7 +312,9 @@ pub fn html(record: &RunRecord) -> String {
             );
         }
         // Event marks: lifecycle labelled under the band, others as ticks above it.
-        let mut last_label_x = f64::NEG_INFINITY;
+        // Two rows of lifecycle labels under the band; each label takes the first row whose
+        // last label is far enough to its left (else the one whose last label is furthest).
+        let mut row_ends = [f64::NEG_INFINITY; 2];
         let mut data = 0usize;
         for e in &events {
             let t = record.timeline_secs(e.at);
@@ -332,8 +335,12 @@ pub fn html(record: &RunRecord) -> String {
                         }
                         other => format!("{other:?}"),
                     };
-                    let y = if x - last_label_x < 150.0 { band_y + 40.0 } else { band_y + 29.0 };
-                    if x - last_label_x >= 150.0 || y > band_y + 30.0 {
+                    let row = row_ends
+                        .iter()
+                        .position(|end| x - end >= 140.0)
+                        .unwrap_or(if row_ends[0] <= row_ends[1] { 0 } else { 1 });
+                    let y = band_y + 29.0 + 11.0 * row as f64;
+                    {
                         // Keep labels inside the plot: anchor them to the side they would overflow.
                         let anchor = if x > plot.x1 - 70.0 {
                             "end"
@@ -347,7 +354,7 @@ pub fn html(record: &RunRecord) -> String {
                             r#"<text x="{x:.1}" y="{y}" class="elabel" text-anchor="{anchor}"><title>{title}</title>{} {t:+.2}s</text>"#,
                             esc(&short)
                         );
-                        last_label_x = x;
+                        row_ends[row] = x;
                     }
                 }
                 RoomEvent::DataReceived { .. } => {
@@ -448,7 +455,7 @@ tr.fail {{ background: #fbeaea; }}
 details {{ margin-top: 16px; }} code {{ font-size: 12px; }}
 </style></head><body>
 <h1>{name}<span class="badge {badge_class}">{badge}</span></h1>
-<div class="meta">{file} · {lane} lane · seed {seed} · room {room} · {secs:.1} s</div>
+<div class="meta">{file} · {lane} lane · seed {seed} · room {room} · {secs:.1} s{clock}</div>
 <p class="desc">{description}</p>
 <div class="legend"><span><i style="background:{JOINING}"></i>joining</span><span><i style="background:{CONNECTED}"></i>Connected</span><span><i style="background:{RECONNECTING}"></i>Reconnecting</span><span><i style="background:{DISCONNECTED}"></i>Disconnected</span><span>▼ lifecycle event</span><span><b style="color:#2f6fb0">●</b> / ○ another participant joined / left</span><span>│ data received</span><span>◆ instant fault</span><span>times in seconds from everyone connected; hover a mark for details</span></div>
 {svg}
@@ -466,6 +473,7 @@ details {{ margin-top: 16px; }} code {{ font-size: 12px; }}
         seed = record.seed,
         room = esc(&record.room),
         secs = record.ended.as_secs_f64(),
+        clock = if record.lane == Lane::Sim { " simulated" } else { "" },
         description = esc(&record.description),
         count = record.events.len(),
     )
@@ -489,7 +497,6 @@ mod tests {
     use faultline_sdk::{ConnectionState, DisconnectReason, RoomEvent};
 
     use super::*;
-    use crate::scenario::format::Lane;
     use crate::scenario::record::{FaultRecord, Verdict};
 
     fn record() -> RunRecord {
