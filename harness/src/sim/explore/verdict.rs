@@ -10,15 +10,15 @@
 //!    [`EXHAUSTION_SLACK`]: fewer attempts would end sooner, more would end later.
 //! 5. Reliable data: every receiver gets each sender's packets at most once and in order;
 //!    and a packet published after the receiver joined, by a sender that ended `Connected`
-//!    (any outage it had ended in `Reconnected`), arrives if the receiver had no episode of
-//!    its own (DESIGN.md promises delivery across the *sender's* outages; a receiver that
-//!    reconnected fully is a new session that cannot get what was sent while it was away —
-//!    and, as exploration showed, may miss packets sent just after its `Reconnected`, before
-//!    the server's side of its data channel is open).
-//!    [`Promises::data_survives_full_reconnect`] says whether that includes a sender whose
-//!    outage ended in a full reconnect (a new session) rather than a resume: DESIGN.md
-//!    promises it, faultline-sdk does not keep it yet (its engine empties the replay buffer on
-//!    a full reconnect, so packets sent into a link that died unnoticed are lost).
+//!    (any outage it had ended in `Reconnected`), arrives if the receiver kept its session
+//!    to the end (its own outages, if any, ended in resumes). A receiver that reconnected
+//!    fully is a new session: it cannot get what was sent while it was away, and — as
+//!    exploration showed — may miss packets sent just after its `Reconnected`, before the
+//!    server's side of its new data channel is open.
+//!    [`Promises::data_survives_full_reconnect`] says whether a *sender* whose outage ended
+//!    in a full reconnect is held to it: DESIGN.md promises it; faultline-sdk does not keep
+//!    it yet (its engine empties the replay buffer on a full reconnect, so packets sent into
+//!    a link that died unnoticed are lost).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -198,11 +198,18 @@ fn data(run: &Run, promises: Promises, add: &mut impl FnMut(u8, &str, String)) {
             continue;
         }
         let events = run.events_of(&receiver.identity);
-        // When the receiver joined, if it then stayed Connected to the end (no episode of
-        // its own: invariant 5 is about the sender's outages).
-        let mut lifecycle = events.iter().filter(|e| e.event.is_lifecycle());
-        let stable_from = match (lifecycle.next(), lifecycle.next()) {
-            (Some(joined), None) if joined.event == RoomEvent::Connected => Some(joined.at),
+        // When the receiver joined, if it ended Connected in the session it joined with
+        // (its sid at every publish is its final one).
+        let lifecycle: Vec<_> = events.iter().filter(|e| e.event.is_lifecycle()).collect();
+        let same_session = receiver.published.iter().all(|p| p.sid == receiver.final_sid);
+        let stable_from = match (lifecycle.first(), lifecycle.last()) {
+            (Some(joined), Some(last))
+                if joined.event == RoomEvent::Connected
+                    && matches!(last.event, RoomEvent::Connected | RoomEvent::Reconnected)
+                    && same_session =>
+            {
+                Some(joined.at)
+            }
             _ => None,
         };
         let mut received: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
@@ -246,7 +253,7 @@ fn data(run: &Run, promises: Promises, add: &mut impl FnMut(u8, &str, String)) {
                     "in an earlier session (its outage ended in a full reconnect)"
                 };
                 add(5, &receiver.identity, format!(
-                    "never received {}'s reliable packet #{} published at +{:.3}s {how} (and {} more), though it stayed Connected from its join at +{:.3}s to the end and {} ended Connected",
+                    "never received {}'s reliable packet #{} published at +{:.3}s {how} (and {} more), though it kept the session it joined at +{:.3}s to the end and {} ended Connected",
                     sender.identity,
                     first.counter,
                     first.at.as_secs_f64(),
