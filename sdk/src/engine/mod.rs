@@ -165,6 +165,7 @@ impl Engine {
                 }
                 Some(Output::PublisherChannelOpen) => self.flush_data(session),
                 Some(Output::Data(kind, payload)) => self.on_data(kind, &payload),
+                Some(Output::ReliableAcked(messages)) => self.outgoing.acked(messages),
             }
         }
     }
@@ -180,6 +181,7 @@ impl Engine {
                 Some(Output::SignalLost(_)) => return None,
                 Some(Output::Server(message)) => self.on_server(*message),
                 Some(Output::Data(kind, payload)) => self.on_data(kind, &payload),
+                Some(Output::ReliableAcked(messages)) => self.outgoing.acked(messages),
                 None | Some(Output::PcFailed(_)) | Some(Output::PublisherChannelOpen) => {}
             }
         }
@@ -289,22 +291,21 @@ impl Engine {
         }
     }
 
-    /// After a resume: replays reliable data the server lacks, then `Reconnected`.
+    /// After a resume: reliable data the server lacks is to be sent again, then
+    /// `Reconnected`.
     fn resumed(&mut self, session: &mut Session, last_seq: u32) {
-        for (sequence, encoded) in self.outgoing.replay_after(last_seq) {
-            if let Err(e) = session.send_data(DataChannelKind::Reliable, encoded) {
-                tracing::warn!(sequence, "cannot replay a reliable packet after the resume: {e}");
-            }
-        }
+        self.outgoing.resumed(last_seq);
         self.shared.emit(RoomEvent::Reconnected);
         self.drain_stash(session);
         self.flush_data(session);
     }
 
-    /// After a full reconnect: a new identity on the server, so sequences restart; remote
-    /// participants that changed meanwhile are reported; then `Reconnected`.
+    /// After a full reconnect: a new participant session on the server, which accepts our
+    /// sequences where they left off, so reliable data not known to have reached the server
+    /// is sent again, first; remote participants that changed meanwhile are reported; then
+    /// `Reconnected`.
     fn rejoined(&mut self, session: &mut Session) {
-        self.outgoing = Outgoing::default();
+        self.outgoing.rejoined();
         self.shared.reset_from_join(&session.join);
         let present: Vec<RemoteParticipant> =
             session.join.other_participants.iter().map(RemoteParticipant::from_info).collect();
@@ -321,6 +322,7 @@ impl Engine {
             match stashed {
                 Output::Server(message) => self.on_server(*message),
                 Output::Data(kind, payload) => self.on_data(kind, &payload),
+                Output::ReliableAcked(messages) => self.outgoing.acked(messages),
                 other => tracing::debug!("not stashed: {other:?}"),
             }
         }
@@ -391,9 +393,11 @@ impl Engine {
             DataChannelKind::Reliable => DataPacketKind::Reliable,
             DataChannelKind::Lossy => DataPacketKind::Lossy,
         };
-        if kind == DataPacketKind::Reliable && !self.incoming.accept(&sender_sid, packet.sequence) {
+        if kind == DataPacketKind::Reliable
+            && !self.incoming.accept(&sender_identity, &sender_sid, packet.sequence)
+        {
             tracing::debug!(
-                sender_sid,
+                sender_identity,
                 sequence = packet.sequence,
                 "dropping a duplicate data packet"
             );
@@ -408,10 +412,18 @@ impl Engine {
         });
     }
 
-    /// Sends queued data while the publisher's channels take it.
+    /// Sends reliable data to replay, then queued data, while the publisher's channels take
+    /// it.
     fn flush_data(&mut self, session: &mut Session) {
         if !session.publisher_connected() {
             return;
+        }
+        while let Some((sequence, encoded)) = self.outgoing.next_replay() {
+            if let Err(e) = session.send_data(DataChannelKind::Reliable, encoded.to_vec()) {
+                tracing::debug!(sequence, "reliable data to replay waits for the channel: {e}");
+                return;
+            }
+            self.outgoing.replayed(sequence);
         }
         let (identity, sid) = self.shared.local_identity_and_sid();
         while let Some(packet) = self.queued.front() {

@@ -126,6 +126,9 @@ pub(crate) enum Output {
     PublisherChannelOpen,
     /// A data packet arrived (on the subscriber, or the publisher, PC).
     Data(DataChannelKind, Vec<u8>),
+    /// The server's SCTP acknowledged the first `n` reliable messages sent on this session's
+    /// publisher PC (see [`PcEvent::ReliableAcked`]).
+    ReliableAcked(u64),
 }
 
 /// A joined session.
@@ -139,8 +142,8 @@ pub(crate) struct Session {
     last_subscriber_offer: Option<proto::SessionDescription>,
     publisher_answered: bool,
     subscriber_offers_answered: u32,
-    /// Server messages and data for the room that arrived during setup, in order
-    /// ([`Output::Server`] and [`Output::Data`] only).
+    /// Server messages, data and acknowledgements for the room that arrived during setup, in
+    /// order ([`Output::Server`], [`Output::Data`] and [`Output::ReliableAcked`] only).
     pub stash: VecDeque<Output>,
 }
 
@@ -281,7 +284,12 @@ impl Session {
             PcEvent::ChannelOpen(_) if role == PcRole::Publisher => {
                 Some(Output::PublisherChannelOpen)
             }
-            PcEvent::ChannelOpen(_) | PcEvent::ChannelClosed(_) => None,
+            PcEvent::ReliableAcked { messages } if role == PcRole::Publisher => {
+                Some(Output::ReliableAcked(messages))
+            }
+            PcEvent::ChannelOpen(_) | PcEvent::ChannelClosed(_) | PcEvent::ReliableAcked { .. } => {
+                None
+            }
             PcEvent::Data { kind, payload } => Some(Output::Data(kind, payload)),
         }
     }
@@ -306,9 +314,9 @@ impl Session {
             };
             match self.process(raw).await {
                 None | Some(Output::PublisherChannelOpen) => {}
-                Some(stashed @ (Output::Server(_) | Output::Data(..))) => {
-                    self.stash.push_back(stashed)
-                }
+                Some(
+                    stashed @ (Output::Server(_) | Output::Data(..) | Output::ReliableAcked(_)),
+                ) => self.stash.push_back(stashed),
                 Some(Output::Leave(leave)) => return Err(leave_error(&leave, what)),
                 Some(Output::SignalLost(why)) => {
                     return Err(AttemptError::retryable(RoomError::ConnectionLost(format!(

@@ -65,6 +65,13 @@ pub(super) struct Driver {
     channels: HashMap<ChannelId, (String, Option<DataChannelKind>)>,
     /// Messages waiting for room in SCTP's send buffer, in order.
     outbox: VecDeque<(DataChannelKind, Vec<u8>)>,
+    /// Reliable messages written into SCTP, in the order they were given to `send_data`.
+    reliable_written: u64,
+    /// The count last reported in [`PcEvent::ReliableAcked`].
+    reliable_acked: u64,
+    /// Whether a reliable message was dropped: counts no longer match the engine's, so no
+    /// acknowledgement is reported any more.
+    reliable_dropped: bool,
     /// The remote ICE ufrag of the applied remote description.
     remote_ufrag: Option<String>,
     /// Remote candidates whose ufrag belongs to a remote description not applied yet.
@@ -133,6 +140,9 @@ impl Driver {
             negotiated: false,
             channels: HashMap::new(),
             outbox: VecDeque::new(),
+            reliable_written: 0,
+            reliable_acked: 0,
+            reliable_dropped: false,
             remote_ufrag: None,
             early_candidates: Vec::new(),
             trickled_ufrag: None,
@@ -391,17 +401,20 @@ impl Driver {
     fn flush_outbox(&mut self) {
         while let Some((kind, payload)) = self.outbox.front() {
             let id = self.channels.iter().find(|(_, (_, k))| *k == Some(*kind)).map(|(id, _)| *id);
+            let reliable = *kind == DataChannelKind::Reliable;
             let Some(mut channel) = id.and_then(|id| self.rtc.channel(id)) else {
                 tracing::warn!(channel = kind.label(), "dropping a message: the channel closed");
+                self.reliable_dropped |= reliable;
                 self.outbox.pop_front();
                 continue;
             };
             match channel.write(true, payload) {
-                Ok(true) => {}
+                Ok(true) => self.reliable_written += u64::from(reliable),
                 // SCTP's send buffer is full: keep the rest, in order, for later.
                 Ok(false) => return,
                 Err(e) => {
-                    tracing::warn!(channel = kind.label(), error = %e, "dropping a message")
+                    tracing::warn!(channel = kind.label(), error = %e, "dropping a message");
+                    self.reliable_dropped |= reliable;
                 }
             }
             self.outbox.pop_front();
@@ -435,11 +448,29 @@ impl Driver {
                     }
                 }
             }
-            Event::ChannelBufferedAmountLow(_) => self.flush_outbox(),
+            Event::ChannelBufferedAmountLow(id) => {
+                self.report_reliable_acked(id);
+                self.flush_outbox();
+            }
             Event::Closed => {
                 self.fatal("the remote peer closed the DTLS/SCTP transport".to_owned())
             }
             other => tracing::trace!(event = ?other, "str0m event not used"),
+        }
+    }
+
+    /// The buffered amount of channel `id` dropped (str0m reports it when SCTP's SACKs
+    /// release it: sctp-proto counts a message as buffered until it is acknowledged). If it is
+    /// our reliable channel and nothing is buffered any more, everything written was received.
+    fn report_reliable_acked(&mut self, id: ChannelId) {
+        let reliable = matches!(self.channels.get(&id), Some((_, Some(DataChannelKind::Reliable))));
+        if !reliable || self.reliable_dropped || self.reliable_written == self.reliable_acked {
+            return;
+        }
+        let Some(mut channel) = self.rtc.channel(id) else { return };
+        if channel.buffered_amount() == 0 {
+            self.reliable_acked = self.reliable_written;
+            self.emit(PcEvent::ReliableAcked { messages: self.reliable_acked });
         }
     }
 

@@ -107,6 +107,16 @@ pub(crate) enum PcEvent {
     ChannelOpen(DataChannelKind),
     /// A data channel of this PC closed.
     ChannelClosed(DataChannelKind),
+    /// The remote SCTP acknowledged every message written so far on this PC's `_reliable`
+    /// channel: all of the first `messages` messages given to [`PeerConnection::send_data`]
+    /// for [`DataChannelKind::Reliable`] (counted from the PC's creation, across ICE restarts)
+    /// have reached the remote peer. Emitted when the channel's buffered amount drops to zero
+    /// (SCTP counts a message as buffered until it is SACKed); never after a reliable message
+    /// had to be dropped (a closed channel), since the count would no longer match.
+    ReliableAcked {
+        /// How many reliable messages, from the first, the remote has.
+        messages: u64,
+    },
     /// A message received on a data channel of this PC (binary payload, a protobuf DataPacket).
     Data {
         /// The channel it came on.

@@ -160,6 +160,13 @@ async fn exchange(publisher: &mut Side, subscriber: &mut Side, tag: &str) -> any
     Ok(())
 }
 
+/// Waits until the remote SCTP is reported to have all of the first `messages` reliable
+/// messages (earlier, smaller counts may come first).
+async fn expect_acked(side: &mut Side, messages: u64) -> anyhow::Result<()> {
+    let what = format!("ReliableAcked {{ messages: {messages} }}");
+    side.expect(&what, WAIT, |e| *e == PcEvent::ReliableAcked { messages }).await.map(drop)
+}
+
 #[tokio::test]
 async fn connects_exchanges_data_and_survives_an_ice_restart() -> anyhow::Result<()> {
     let (mut publisher, mut subscriber) = connected_pair().await?;
@@ -172,6 +179,7 @@ async fn connects_exchanges_data_and_survives_an_ice_restart() -> anyhow::Result
     assert!(matches!(subscriber.pc.local_description().await, Some((SdpKind::Answer, _))));
 
     exchange(&mut publisher, &mut subscriber, "before").await?;
+    expect_acked(&mut publisher, 50).await?;
 
     let ufrag =
         |sdp: Option<(SdpKind, String)>| sdp.and_then(|(_, s)| trickle::SdpFacts::of(&s).ufrag);
@@ -183,6 +191,29 @@ async fn connects_exchanges_data_and_survives_an_ice_restart() -> anyhow::Result
     assert_ne!(old_ufrag, new_ufrag, "an ICE restart offer carries new credentials");
 
     exchange(&mut publisher, &mut subscriber, "after").await?;
+    expect_acked(&mut publisher, 100).await.context("counts go on across an ICE restart")?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn messages_the_remote_never_received_are_not_reported_acknowledged() -> anyhow::Result<()> {
+    let (mut publisher, mut subscriber) = connected_pair().await?;
+    exchange(&mut publisher, &mut subscriber, "before").await?;
+    expect_acked(&mut publisher, 50).await?;
+    drop(subscriber);
+    for i in 0..5 {
+        publisher
+            .pc
+            .send_data(DataChannelKind::Reliable, format!("into the void {i}").into_bytes())?;
+    }
+    publisher.expect_state(PcState::Disconnected, NOTICE_DEATH).await?;
+    let acked_beyond =
+        |e: &PcEvent| matches!(e, PcEvent::ReliableAcked { messages } if *messages > 50);
+    assert!(
+        !publisher.unconsumed.iter().any(acked_beyond),
+        "messages sent to a vanished peer were reported acknowledged: {:?}",
+        publisher.unconsumed
+    );
     Ok(())
 }
 
