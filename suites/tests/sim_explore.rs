@@ -1,24 +1,15 @@
 //! The simulation lane's explorer (`faultline::sim::explore`): random fault schedules over
 //! several participants, every run judged against DESIGN.md's invariants 1–5; a failure is
 //! shrunk to a small schedule that replays by seed.
-//!
-//! Held back from invariant 5 here (and reported): faultline-sdk loses reliable packets its
-//! sender published into a link that died unnoticed when the outage ends in a *full*
-//! reconnect — `Engine::rejoined` starts a fresh replay buffer. `faultline explore` without
-//! `--allow-data-loss-on-full-reconnect` finds it (e.g. a two-way partition of one
-//! participant from +2 s to +17.8 s); these tests hold the SDK to the rest.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context};
-use faultline::sim::explore::{self, judge_with, run_case, Case, ExploreConfig, Failure, Promises};
+use faultline::sim::explore::{self, judge, run_case, Case, ExploreConfig, Failure};
 use faultline::sim::schedule::{Fault, Scenario, Schedule, Step};
 use faultline::sim::server::PlantedBug;
 use faultline::sim::SERVER_HOST;
 use faultline_sdk::{ConnectionState, RoomEvent};
-
-/// What these tests hold faultline-sdk to (see the module documentation).
-const PROMISES: Promises = Promises { data_survives_full_reconnect: false };
 
 fn describe(failure: &Failure) -> String {
     format!(
@@ -35,13 +26,7 @@ fn describe(failure: &Failure) -> String {
 /// publish reliable data throughout: no invariant breaks.
 #[test]
 fn random_schedules_over_two_participants_break_no_invariant() -> anyhow::Result<()> {
-    let config = ExploreConfig {
-        cases: 150,
-        seed: 7,
-        participants: 2,
-        promises: PROMISES,
-        ..ExploreConfig::default()
-    };
+    let config = ExploreConfig { cases: 150, seed: 7, participants: 2, ..ExploreConfig::default() };
     let summary = explore::explore(&config, |_| {})?;
     eprintln!(
         "explored {} schedules: {:?} simulated in {:?} of wall time",
@@ -70,7 +55,6 @@ fn the_explorer_finds_and_shrinks_a_planted_server_bug() -> anyhow::Result<()> {
         seed: 1,
         participants: 2,
         planted_bug: Some(PlantedBug::LoseFirstDataAfterResume),
-        promises: PROMISES,
         ..ExploreConfig::default()
     };
     let summary = explore::explore(&config, |_| {})?;
@@ -96,12 +80,12 @@ fn the_explorer_finds_and_shrinks_a_planted_server_bug() -> anyhow::Result<()> {
     failure.shrunk.write(&path)?;
     let read = Case::read(&path)?;
     ensure!(read == failure.shrunk, "the case file must read back as written");
-    let (_, again) = explore::replay(&read, PROMISES)?;
+    let (_, again) = explore::replay(&read)?;
     ensure!(again == failure.violations, "replay gave {again:?}, not {:?}", failure.violations);
 
     // The same schedule against the real behaviour passes: the bug is the cause.
     let fixed = Case { planted_bug: None, ..read };
-    let (run, violations) = explore::replay(&fixed, PROMISES)?;
+    let (run, violations) = explore::replay(&fixed)?;
     ensure!(violations.is_empty(), "without the bug: {violations:?}\n{}", run.trace_text());
     Ok(())
 }
@@ -137,13 +121,8 @@ fn busy_schedule() -> Schedule {
 }
 
 /// The same case twice gives the identical trace: every event at the same simulated time,
-/// and the same data published — with two participants, exactly.
-///
-/// With three or more, one thing varies: when a full reconnect finds several remote
-/// participants gone at once, faultline-sdk emits their `ParticipantDisconnected` events in
-/// `HashMap` order (`Shared::replace_remotes`), which differs run to run. So for three
-/// participants the events must be identical except for the order of `Participant*` events
-/// within one instant (reported; a sorted map in the SDK would remove it).
+/// in the same order, and the same data published — with two participants and with three
+/// (whose full reconnects find several remote participants changed at once).
 #[test]
 fn the_same_case_gives_the_same_trace() -> anyhow::Result<()> {
     for participants in [2, 3] {
@@ -159,23 +138,8 @@ fn the_same_case_gives_the_same_trace() -> anyhow::Result<()> {
             "the faults should make rooms reconnect:\n{}",
             first.trace_text()
         );
-        let canonical = |run: &explore::Run| {
-            let mut entries = run.entries.clone();
-            if participants > 2 {
-                // Stable sort: only Participant* events within one instant and room move.
-                entries.sort_by_key(|e| {
-                    let remote = match &e.event {
-                        RoomEvent::ParticipantConnected(p)
-                        | RoomEvent::ParticipantDisconnected(p) => Some(p.sid().to_owned()),
-                        _ => None,
-                    };
-                    (e.at, e.identity.clone(), remote.is_some(), remote)
-                });
-            }
-            entries
-        };
         ensure!(
-            canonical(&first) == canonical(&second),
+            first.entries == second.entries,
             "{participants} participants, same case, different traces:\n{}\nvs\n{}",
             first.trace_text(),
             second.trace_text()
@@ -184,9 +148,54 @@ fn the_same_case_gives_the_same_trace() -> anyhow::Result<()> {
             run.participants.iter().map(|p| p.published.clone()).collect()
         };
         ensure!(published(&first) == published(&second), "the same data should be published");
-        let violations = judge_with(&first, PROMISES);
+        let violations = judge(&first);
         ensure!(violations.is_empty(), "{violations:?}\n{}", first.trace_text());
     }
+    Ok(())
+}
+
+/// A sender whose link dies unnoticed (the case the explorer found once faultline-sdk was held
+/// to all of invariant 5): p1 is cut from the server at +2.07 s and notices only when
+/// signalling times out; by then the server has dropped its session, so the resume is refused
+/// and p1 reconnects fully (a new sid). Every packet p1 published — before the cut, into the
+/// dead link, and after — reaches p0 exactly once, in order.
+#[test]
+fn packets_sent_into_a_dead_link_survive_the_senders_full_reconnect() -> anyhow::Result<()> {
+    let (a, b) = link("p1", SERVER_HOST);
+    let schedule = Schedule::new(vec![
+        Step {
+            at_ms: 2_070,
+            fault: Fault::Partition { a: a.clone(), b: b.clone(), oneway: false },
+        },
+        Step { at_ms: 17_782, fault: Fault::Repair { a, b, oneway: false } },
+    ]);
+    let case =
+        Case { seed: 16_836_161_867_980_068_218, participants: 2, planted_bug: None, schedule };
+    let run = run_case(&case)?;
+    let p1 = run.participants.iter().find(|p| p.identity == "p1").context("p1's run")?;
+    let sessions: std::collections::BTreeSet<&str> =
+        p1.published.iter().map(|p| p.sid.as_str()).collect();
+    ensure!(sessions.len() >= 2, "p1 should reconnect fully (a new sid):\n{}", run.trace_text());
+    let into_the_cut = p1.published.iter().filter(|p| p.at.as_millis() > 2_070).count();
+    ensure!(into_the_cut > 10, "p1 should publish into the dead link:\n{}", run.trace_text());
+    let received: Vec<u32> = run
+        .events_of("p0")
+        .iter()
+        .filter_map(|e| match &e.event {
+            RoomEvent::DataReceived { payload, .. } => {
+                std::str::from_utf8(payload).ok()?.strip_prefix("p1:")?.parse().ok()
+            }
+            _ => None,
+        })
+        .collect();
+    let published: Vec<u32> = p1.published.iter().map(|p| p.counter).collect();
+    ensure!(
+        received == published,
+        "p0 should receive each of p1's packets once, in order:\nreceived  {received:?}\npublished {published:?}\n{}",
+        run.trace_text()
+    );
+    let violations = judge(&run);
+    ensure!(violations.is_empty(), "{violations:?}\n{}", run.trace_text());
     Ok(())
 }
 
@@ -211,7 +220,7 @@ fn a_partition_that_never_heals_passes_the_exhaustion_check() -> anyhow::Result<
         .filter(|e| matches!(e.event, RoomEvent::Disconnected { .. }))
         .count();
     ensure!(disconnected == 1, "one Disconnected expected:\n{}", run.trace_text());
-    let violations = judge_with(&run, Promises::default());
+    let violations = judge(&run);
     ensure!(violations.is_empty(), "{violations:?}\n{}", run.trace_text());
     // The exhaustion rule did judge the episode: the same run with its Disconnected 5 s
     // late (as if an extra attempt had been made) breaks invariant 4.
@@ -222,7 +231,7 @@ fn a_partition_that_never_heals_passes_the_exhaustion_check() -> anyhow::Result<
         .find(|e| e.identity == "p1" && matches!(e.event, RoomEvent::Disconnected { .. }))
         .context("p1's Disconnected")?;
     entry.at += Duration::from_secs(5);
-    let violations = judge_with(&late, Promises::default());
+    let violations = judge(&late);
     ensure!(violations.iter().any(|v| v.invariant == 4), "expected invariant 4: {violations:?}");
     Ok(())
 }

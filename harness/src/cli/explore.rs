@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use faultline::sim::explore::{self, Case, ExploreConfig, Promises, Summary};
+use faultline::sim::explore::{self, Case, ExploreConfig, Summary};
 use faultline::sim::server::PlantedBug;
 
 /// Options of `faultline explore`.
@@ -31,10 +31,6 @@ pub struct Args {
     /// Run every case against a deliberately broken server, to see the explorer find it.
     #[arg(long, value_parser = parse_planted_bug)]
     planted_bug: Option<PlantedBug>,
-    /// Do not count reliable packets lost when their sender reconnected fully (a known
-    /// faultline-sdk gap; DESIGN.md's invariant 5 counts them).
-    #[arg(long)]
-    allow_data_loss_on_full_reconnect: bool,
     /// The most runs shrinking a failure may take.
     #[arg(long, default_value_t = 60)]
     shrink_runs: usize,
@@ -52,11 +48,6 @@ pub fn parse_planted_bug(name: &str) -> Result<PlantedBug, String> {
     })
 }
 
-/// The promises the verdict holds runs to, from the command line.
-pub fn promises(allow_data_loss_on_full_reconnect: bool) -> Promises {
-    Promises { data_survives_full_reconnect: !allow_data_loss_on_full_reconnect }
-}
-
 /// Runs the exploration and prints its summary.
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let config = ExploreConfig {
@@ -67,7 +58,6 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         flaky_links: args.flaky_links,
         planted_bug: args.planted_bug,
         shrink_runs: args.shrink_runs,
-        promises: promises(args.allow_data_loss_on_full_reconnect),
     };
     eprintln!(
         "exploring {} schedules with {} participants (seed {}, {} threads)",
@@ -113,7 +103,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         println!("  {violation}");
     }
     println!("trace of the shrunk case:\n{}", failure.trace);
-    println!("written to {}; replay it with:\n  {}", path.display(), replay_command(&path, &args));
+    println!("written to {}; replay it with:\n  {}", path.display(), replay_command(&path));
     Ok(ExitCode::FAILURE)
 }
 
@@ -134,13 +124,8 @@ fn print_summary(summary: &Summary) {
     );
 }
 
-fn replay_command(path: &std::path::Path, args: &Args) -> String {
-    let flag = if args.allow_data_loss_on_full_reconnect {
-        " --allow-data-loss-on-full-reconnect"
-    } else {
-        ""
-    };
-    format!("faultline replay {}{flag}", path.display())
+fn replay_command(path: &std::path::Path) -> String {
+    format!("faultline replay {}", path.display())
 }
 
 fn write_case(case: &Case, path: &std::path::Path, args: &Args) -> anyhow::Result<()> {
@@ -148,7 +133,7 @@ fn write_case(case: &Case, path: &std::path::Path, args: &Args) -> anyhow::Resul
         .with_context(|| format!("creating {} for the failing case", args.out.display()))?;
     let text = format!(
         "# A failing faultline exploration case. Replay: {}\n{}",
-        replay_command(path, args),
+        replay_command(path),
         case.to_toml()
     );
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))

@@ -9,7 +9,7 @@ use faultline::sim::explore::{self, Case};
 use faultline::sim::schedule::Schedule;
 use faultline::sim::server::PlantedBug;
 
-use super::explore::{parse_planted_bug, promises};
+use super::explore::parse_planted_bug;
 
 /// Options of `faultline replay`.
 #[derive(Debug, clap::Args)]
@@ -26,9 +26,6 @@ pub struct Args {
     /// With `--seed`: run against a deliberately broken server.
     #[arg(long, value_parser = parse_planted_bug, requires = "seed")]
     planted_bug: Option<PlantedBug>,
-    /// Do not count reliable packets lost when their sender reconnected fully.
-    #[arg(long)]
-    allow_data_loss_on_full_reconnect: bool,
 }
 
 /// Replays the case and prints what happened.
@@ -43,12 +40,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         None => Case::read(&args.file)?,
     };
-    let promises = promises(args.allow_data_loss_on_full_reconnect);
     let replayed = case.clone();
-    let (run, violations) =
-        tokio::task::spawn_blocking(move || explore::replay(&replayed, promises))
-            .await
-            .context("the replay thread panicked")??;
+    let (run, violations) = tokio::task::spawn_blocking(move || explore::replay(&replayed))
+        .await
+        .context("the replay thread panicked")??;
     println!(
         "case: seed {}, {} participant(s){}, {} step(s):",
         case.seed,

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use faultline::sim::explore::{self, Case, ExploreConfig, Promises};
+use faultline::sim::explore::{self, Case, ExploreConfig};
 use faultline::sim::schedule::Schedule;
 
 /// Measures and prints. `rooms`: how many fault-free two-participant runs to time;
@@ -34,14 +34,7 @@ pub async fn run(rooms: u32, cases: u64, jobs: usize, seed: u64) -> anyhow::Resu
         wall.as_secs_f64(),
         simulated.as_secs_f64() / wall.as_secs_f64().max(1e-9)
     );
-    let config = ExploreConfig {
-        cases,
-        seed,
-        participants: 2,
-        jobs,
-        promises: Promises { data_survives_full_reconnect: false },
-        ..ExploreConfig::default()
-    };
+    let config = ExploreConfig { cases, seed, participants: 2, jobs, ..ExploreConfig::default() };
     let summary = tokio::task::spawn_blocking(move || explore::explore(&config, |_| {}))
         .await
         .context("the benchmark thread panicked")??;

@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 pub use generate::generate;
 pub use run::{run_case, ParticipantRun, Published, Run, ROOM};
 pub use shrink::shrink;
-pub use verdict::{judge, judge_with, Promises, Violation};
+pub use verdict::{judge, Violation};
 
 use super::schedule::{Schedule, ScheduleError};
 use super::server::PlantedBug;
@@ -143,8 +143,6 @@ pub struct ExploreConfig {
     pub planted_bug: Option<PlantedBug>,
     /// The most runs shrinking may spend.
     pub shrink_runs: usize,
-    /// The promises every run is held to.
-    pub promises: Promises,
 }
 
 impl Default for ExploreConfig {
@@ -157,7 +155,6 @@ impl Default for ExploreConfig {
             flaky_links: false,
             planted_bug: None,
             shrink_runs: 60,
-            promises: Promises::default(),
         }
     }
 }
@@ -249,7 +246,7 @@ pub fn explore(
                         summary.failed_joins +=
                             run.participants.iter().filter(|p| p.join_error.is_some()).count()
                                 as u64;
-                        let violations = judge_with(&run, config.promises);
+                        let violations = judge(&run);
                         // Keep the lowest failing index, so the result does not depend on
                         // which thread got there first.
                         if !violations.is_empty()
@@ -280,7 +277,7 @@ pub fn explore(
     summary.wall = started.elapsed();
     if let Some((_, original, violations)) = failure {
         let shrinking = Instant::now();
-        let shrunk = shrink(&original, &violations, config.promises, config.shrink_runs)?;
+        let shrunk = shrink(&original, &violations, config.shrink_runs)?;
         summary.failure = Some(Failure {
             original,
             shrunk: shrunk.case,
@@ -293,9 +290,9 @@ pub fn explore(
     Ok(summary)
 }
 
-/// Re-runs one case: its run and what it broke under `promises` (empty: it passed).
-pub fn replay(case: &Case, promises: Promises) -> Result<(Run, Vec<Violation>), ExploreError> {
+/// Re-runs one case: its run and what it broke (empty: it passed).
+pub fn replay(case: &Case) -> Result<(Run, Vec<Violation>), ExploreError> {
     let run = run_case(case)?;
-    let violations = judge_with(&run, promises);
+    let violations = judge(&run);
     Ok((run, violations))
 }

@@ -14,11 +14,8 @@
 //!    to the end (its own outages, if any, ended in resumes). A receiver that reconnected
 //!    fully is a new session: it cannot get what was sent while it was away, and — as
 //!    exploration showed — may miss packets sent just after its `Reconnected`, before the
-//!    server's side of its new data channel is open.
-//!    [`Promises::data_survives_full_reconnect`] says whether a *sender* whose outage ended
-//!    in a full reconnect is held to it: DESIGN.md promises it; faultline-sdk does not keep
-//!    it yet (its engine empties the replay buffer on a full reconnect, so packets sent into
-//!    a link that died unnoticed are lost).
+//!    server's side of its new data channel is open. A *sender* is held to it whether its
+//!    outage ended in a resume or a full reconnect.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -53,20 +50,6 @@ impl std::fmt::Display for Violation {
     }
 }
 
-/// Which promises a run is held to, where faultline-sdk is known to fall short of DESIGN.md.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Promises {
-    /// Invariant 5 covers packets whose sender's outage ended in a full reconnect, not
-    /// only in a resume (DESIGN.md: yes — the default).
-    pub data_survives_full_reconnect: bool,
-}
-
-impl Default for Promises {
-    fn default() -> Self {
-        Self { data_survives_full_reconnect: true }
-    }
-}
-
 /// One reconnect episode of a room.
 struct Episode {
     began: Duration,
@@ -74,14 +57,8 @@ struct Episode {
     ended: Option<(Duration, bool)>,
 }
 
-/// Every invariant `run` breaks, holding it to all of DESIGN.md's promises (empty: it
-/// passed).
+/// Every invariant `run` breaks (empty: it passed).
 pub fn judge(run: &Run) -> Vec<Violation> {
-    judge_with(run, Promises::default())
-}
-
-/// Every invariant `run` breaks under `promises`.
-pub fn judge_with(run: &Run, promises: Promises) -> Vec<Violation> {
     let options = RoomOptions::default();
     let mut violations = Vec::new();
     let mut add = |invariant, participant: &str, what: String| {
@@ -145,7 +122,7 @@ pub fn judge_with(run: &Run, promises: Promises) -> Vec<Violation> {
             }
         }
     }
-    data(run, promises, &mut add);
+    data(run, &mut add);
     violations
 }
 
@@ -190,7 +167,7 @@ fn partitioned_throughout(run: &Run, identity: &str, from: Duration, to: Duratio
 }
 
 /// Invariant 5 over every (receiver, sender) pair.
-fn data(run: &Run, promises: Promises, add: &mut impl FnMut(u8, &str, String)) {
+fn data(run: &Run, add: &mut impl FnMut(u8, &str, String)) {
     let finals: BTreeMap<&str, Option<ConnectionState>> =
         run.participants.iter().map(|p| (p.identity.as_str(), p.final_state)).collect();
     for receiver in &run.participants {
@@ -240,11 +217,7 @@ fn data(run: &Run, promises: Promises, add: &mut impl FnMut(u8, &str, String)) {
             let missing: Vec<&Published> = sender
                 .published
                 .iter()
-                .filter(|p| {
-                    p.at > since
-                        && (promises.data_survives_full_reconnect || p.sid == sender.final_sid)
-                        && got.binary_search(&p.counter).is_err()
-                })
+                .filter(|p| p.at > since && got.binary_search(&p.counter).is_err())
                 .collect();
             if let Some(first) = missing.first() {
                 let how = if first.sid == sender.final_sid {
