@@ -1,6 +1,6 @@
 //! Reliable data across reconnection, against the real livekit-server: every packet sent
-//! before, during and after an outage that ends in a resume arrives exactly once, in order
-//! (DESIGN.md invariant 5).
+//! before, during and after an outage that ends in a resume or a full reconnect arrives
+//! exactly once, in order (DESIGN.md invariant 5).
 
 mod real_lane;
 
@@ -126,6 +126,63 @@ async fn reliable_data_sent_into_a_media_outage_arrives_exactly_once_in_order() 
     publish_range(&sender, 2 * PER_PHASE..3 * PER_PHASE).await?;
 
     expect_exactly_once_in_order(&mut watcher_log, "sender", PER_PHASE..3 * PER_PHASE).await?;
+    sender_log.check(sender.connection_state())?;
+    watcher_log.check(watcher.connection_state())?;
+    sender.close().await?;
+    watcher.close().await?;
+    Ok(())
+}
+
+/// Packets published into a dead media link, then a full reconnect: the old session's SCTP
+/// never delivers them (the media path stays cut both ways until the server has dropped the
+/// old session), so only the sender's replay on its new session can. The server accepts the new session's
+/// sequences where the old one left off, and the watcher gets every packet exactly once, in
+/// order, from the same identity under two sids.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reliable_data_sent_into_a_dead_link_survives_a_full_reconnect() -> Result<()> {
+    let server = server().await?;
+    let room = unique_room("data-full");
+    let (watcher, mut watcher_log) = join(&server, &room, "watcher").await?;
+    let network = FaultyNetwork::new(Arc::new(TokioNetwork), 11);
+    let faults: NetFaults = network.faults();
+    let options = RoomOptions { network: Arc::new(network), ..RoomOptions::default() };
+    let (sender, mut sender_log) =
+        join_at(&server, &server.ws_url(), &room, "sender", options).await?;
+    sees_sender(&mut watcher_log).await?;
+    publish_range(&sender, 0..PER_PHASE).await?;
+    expect_exactly_once_in_order(&mut watcher_log, "sender", 0..PER_PHASE).await?;
+    let sid = sender.local_participant().sid();
+
+    faults.partition_media(Direction::Both);
+    publish_range(&sender, PER_PHASE..2 * PER_PHASE).await?;
+    sender.simulate_scenario(SimulateScenario::FullReconnect).await?;
+    sender_log.wait_for("Reconnecting", WAIT, |e| *e == RoomEvent::Reconnecting).await?;
+    publish_range(&sender, 2 * PER_PHASE..3 * PER_PHASE).await?;
+    // Once the server has dropped the old session, nothing sent on it can arrive any more;
+    // the new session's peer connections need the media path back.
+    watcher_log
+        .wait_for(
+            "the sender's old session leaving",
+            WAIT,
+            |e| matches!(e, RoomEvent::ParticipantDisconnected(p) if p.sid() == sid),
+        )
+        .await?;
+    let is_data =
+        |e: &RoomEvent| matches!(e, RoomEvent::DataReceived { topic: Some(t), .. } if t == "seq");
+    ensure!(
+        watcher_log.count(is_data) == PER_PHASE as usize,
+        "nothing sent into the dead link should have arrived through the old session:\n{}",
+        watcher_log.trace()
+    );
+    faults.heal_media();
+    sender_log.wait_for("Reconnected", WAIT, |e| *e == RoomEvent::Reconnected).await?;
+    ensure!(
+        sender.local_participant().sid() != sid,
+        "the outage ended in a full reconnect (a new session), not a resume"
+    );
+    publish_range(&sender, 3 * PER_PHASE..4 * PER_PHASE).await?;
+
+    expect_exactly_once_in_order(&mut watcher_log, "sender", PER_PHASE..4 * PER_PHASE).await?;
     sender_log.check(sender.connection_state())?;
     watcher_log.check(watcher.connection_state())?;
     sender.close().await?;
