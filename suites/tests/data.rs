@@ -189,3 +189,35 @@ async fn reliable_data_sent_into_a_dead_link_survives_a_full_reconnect() -> Resu
     watcher.close().await?;
     Ok(())
 }
+
+/// A new client with an identity the watcher has had packets from (an app restart) numbers
+/// its packets from 1 again: the watcher delivers them, rather than taking them for the first
+/// client's packets replayed after a full reconnect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_client_with_a_known_identity_is_heard_from_its_first_packet() -> Result<()> {
+    let server = server().await?;
+    let room = unique_room("data-new-client");
+    let (watcher, mut watcher_log) = join(&server, &room, "watcher").await?;
+    let (first, _first_log) = join(&server, &room, "sender").await?;
+    sees_sender(&mut watcher_log).await?;
+    publish_range(&first, 0..PER_PHASE).await?;
+    expect_exactly_once_in_order(&mut watcher_log, "sender", 0..PER_PHASE).await?;
+    first.close().await?;
+    watcher_log
+        .wait_for(
+            "the first client leaving",
+            WAIT,
+            |e| matches!(e, RoomEvent::ParticipantDisconnected(p) if p.identity() == "sender"),
+        )
+        .await?;
+
+    let (second, mut second_log) = join(&server, &room, "sender").await?;
+    sees_sender(&mut watcher_log).await?;
+    publish_range(&second, PER_PHASE..2 * PER_PHASE).await?;
+    expect_exactly_once_in_order(&mut watcher_log, "sender", PER_PHASE..2 * PER_PHASE).await?;
+    second_log.check(second.connection_state())?;
+    watcher_log.check(watcher.connection_state())?;
+    second.close().await?;
+    watcher.close().await?;
+    Ok(())
+}

@@ -12,11 +12,25 @@
 //! it sent in a bounded buffer until it knows the server has it: from the publisher PC's
 //! SCTP acknowledgements ([`Outgoing::acked`]) or from a resume's `last_message_seq`. After a
 //! resume it re-sends what the server lacks; after a full reconnect, everything still
-//! unacknowledged, in order, before new data. A receiver remembers the highest sequence seen
-//! per sender *identity* (stable across that sender's full reconnects, unlike its sid) and
-//! delivers each packet once.
+//! unacknowledged, in order, before new data.
+//!
+//! A receiver remembers the highest sequence delivered per *sender* and delivers each packet
+//! once. A sender's sid changes with its full reconnect while its sequences go on, so the sid
+//! cannot name it; its identity cannot either, since a new client with the same identity (an
+//! app restart, a page reload) numbers from 1 again. So every reliable packet carries its
+//! client's origin in `UserPacket.nonce` (the protocol's field "added by SDK to enable
+//! de-duping"): [`ORIGIN_TAG`] and the sid of that client's first session. Receivers key
+//! packets by identity and origin; packets without an origin (other SDKs, which number each
+//! session from 1) by sid. livekit-server v1.13.5 forwards the nonce untouched; it reads a
+//! nonce of exactly 16 bytes as a per-message UUID and drops repeats room-wide
+//! (pkg/rtc/user_packet_deduper.go), and ignores other lengths — an origin is always longer
+//! than the tag's 17 bytes, so it is never taken for one.
 
 use std::collections::{BTreeMap, VecDeque};
+
+/// Marks a `UserPacket.nonce` as faultline-sdk's origin: this tag, then the sid of the
+/// sending client's first session.
+const ORIGIN_TAG: &[u8] = b"faultline-origin:";
 
 /// Bytes of sent reliable packets kept for replay.
 const REPLAY_BUFFER_BYTES: usize = 4 * 1024 * 1024;
@@ -35,6 +49,8 @@ pub(crate) struct Outgoing {
     /// `handed_base`-th one on (what an acknowledgement count refers to).
     handed: VecDeque<u32>,
     handed_base: u64,
+    /// The `UserPacket.nonce` naming this client, once its first session is known.
+    origin: Option<Vec<u8>>,
 }
 
 impl Default for Outgoing {
@@ -46,6 +62,7 @@ impl Default for Outgoing {
             replay_from: None,
             handed: VecDeque::new(),
             handed_base: 0,
+            origin: None,
         }
     }
 }
@@ -54,6 +71,15 @@ impl Outgoing {
     /// The sequence number the next new packet gets (taken by [`Outgoing::sent`]).
     pub(crate) fn next_sequence(&self) -> u32 {
         self.next_sequence
+    }
+
+    /// The `UserPacket.nonce` for this client's packets: its origin, fixed by the sid of the
+    /// first session it is asked with (`sid`). Empty (no origin) while no sid is known.
+    pub(crate) fn origin_nonce(&mut self, sid: &str) -> Vec<u8> {
+        if self.origin.is_none() && sid.is_empty() {
+            return Vec::new();
+        }
+        self.origin.get_or_insert_with(|| [ORIGIN_TAG, sid.as_bytes()].concat()).clone()
     }
 
     /// Remembers a new encoded packet with `sequence` that was handed to the current
@@ -141,30 +167,44 @@ impl Outgoing {
 /// The receiving side: the highest reliable sequence delivered per sender.
 #[derive(Debug, Default)]
 pub(crate) struct Incoming {
-    /// By sender identity (its sid when it has none): the last sequence delivered, and the
-    /// sid of the sender session it came from.
+    /// By sender (identity and origin, or sid): the last sequence delivered, and the sid of
+    /// the sender session it came from.
     last: BTreeMap<String, (u32, String)>,
 }
 
-impl Incoming {
-    /// Whether a reliable packet with `sequence` from the participant `sender_identity`
-    /// (session `sender_sid`) is new (and records it). Packets without a sequence or sender
-    /// cannot be de-duplicated and always count as new.
-    pub(crate) fn accept(
-        &mut self,
-        sender_identity: &str,
-        sender_sid: &str,
-        sequence: u32,
-    ) -> bool {
-        let key = if sender_identity.is_empty() { sender_sid } else { sender_identity };
-        if sequence == 0 || key.is_empty() {
-            return true;
+/// One sender of a received packet, as far as de-duplication goes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Sender<'a> {
+    /// The sender's identity.
+    pub identity: &'a str,
+    /// The sender's session.
+    pub sid: &'a str,
+    /// The packet's `UserPacket.nonce`.
+    pub nonce: &'a [u8],
+}
+
+impl Sender<'_> {
+    /// What names the sender across its sessions (see the module documentation).
+    fn key(&self) -> Option<String> {
+        match self.nonce.strip_prefix(ORIGIN_TAG) {
+            Some(origin) if !self.identity.is_empty() => {
+                Some(format!("{}\u{0}{}", self.identity, String::from_utf8_lossy(origin)))
+            }
+            _ => (!self.sid.is_empty()).then(|| self.sid.to_owned()),
         }
-        let last = self.last.entry(key.to_owned()).or_insert_with(|| (0, String::new()));
+    }
+}
+
+impl Incoming {
+    /// Whether a reliable packet with `sequence` from `sender` is new (and records it).
+    /// Packets without a sequence or sender cannot be de-duplicated and always count as new.
+    pub(crate) fn accept(&mut self, sender: Sender<'_>, sequence: u32) -> bool {
+        let Some(key) = sender.key().filter(|_| sequence != 0) else { return true };
+        let last = self.last.entry(key).or_insert_with(|| (0, String::new()));
         if sequence <= last.0 {
             return false;
         }
-        *last = (sequence, sender_sid.to_owned());
+        *last = (sequence, sender.sid.to_owned());
         true
     }
 
@@ -293,15 +333,29 @@ mod tests {
         assert_eq!(buffered(&outgoing), [5]);
     }
 
+    fn from<'a>(identity: &'a str, sid: &'a str, nonce: &'a [u8]) -> Sender<'a> {
+        Sender { identity, sid, nonce }
+    }
+
+    #[test]
+    fn the_origin_is_the_first_sessions_sid_for_good() {
+        let mut outgoing = Outgoing::default();
+        let first = outgoing.origin_nonce("PA_first");
+        assert_eq!(first, b"faultline-origin:PA_first");
+        assert_eq!(outgoing.origin_nonce("PA_second"), first, "a full reconnect keeps it");
+        assert!(Outgoing::default().origin_nonce("").is_empty(), "no session, no origin");
+    }
+
     #[test]
     fn receivers_deliver_each_sequence_once_per_sender() {
         let mut incoming = Incoming::default();
-        assert!(incoming.accept("alice", "PA_a", 1));
-        assert!(!incoming.accept("alice", "PA_a", 1));
-        assert!(incoming.accept("bob", "PA_b", 1));
-        assert!(incoming.accept("alice", "PA_a", 2));
-        assert!(!incoming.accept("alice", "PA_a", 2));
-        assert!(incoming.accept("", "", 0), "unsequenced packets pass");
+        let (a, b) = (b"faultline-origin:PA_a".as_slice(), b"faultline-origin:PA_b".as_slice());
+        assert!(incoming.accept(from("alice", "PA_a", a), 1));
+        assert!(!incoming.accept(from("alice", "PA_a", a), 1));
+        assert!(incoming.accept(from("bob", "PA_b", b), 1));
+        assert!(incoming.accept(from("alice", "PA_a", a), 2));
+        assert!(!incoming.accept(from("alice", "PA_a", a), 2));
+        assert!(incoming.accept(from("", "", b""), 0), "unsequenced packets pass");
         let mut states: Vec<_> = incoming.states().collect();
         states.sort();
         assert_eq!(states, [("PA_a", 2), ("PA_b", 1)]);
@@ -310,20 +364,39 @@ mod tests {
     #[test]
     fn a_senders_full_reconnect_keeps_its_sequences_deduplicated() {
         let mut incoming = Incoming::default();
-        assert!(incoming.accept("alice", "PA_old", 1));
-        assert!(incoming.accept("alice", "PA_old", 2));
-        // Alice rejoined as a new session and replays 2 (unacknowledged) and sends 3.
-        assert!(!incoming.accept("alice", "PA_new", 2), "the replayed duplicate is dropped");
-        assert!(incoming.accept("alice", "PA_new", 3));
+        let origin = b"faultline-origin:PA_old".as_slice();
+        assert!(incoming.accept(from("alice", "PA_old", origin), 1));
+        assert!(incoming.accept(from("alice", "PA_old", origin), 2));
+        // Alice rejoined as a new session: it replays 1 and 2 (unacknowledged), then sends 3.
+        assert!(!incoming.accept(from("alice", "PA_new", origin), 1), "a replayed duplicate");
+        assert!(!incoming.accept(from("alice", "PA_new", origin), 2), "a replayed duplicate");
+        assert!(incoming.accept(from("alice", "PA_new", origin), 3));
         let states: Vec<_> = incoming.states().collect();
         assert_eq!(states, [("PA_new", 3)], "SyncState names the sender's current session");
     }
 
     #[test]
-    fn senders_without_identity_are_keyed_by_sid() {
+    fn a_new_client_with_the_same_identity_starts_afresh() {
         let mut incoming = Incoming::default();
-        assert!(incoming.accept("", "PA_h", 4));
-        assert!(!incoming.accept("", "PA_h", 4));
-        assert_eq!(incoming.states().collect::<Vec<_>>(), [("PA_h", 4)]);
+        let old = b"faultline-origin:PA_old".as_slice();
+        for sequence in 1..=5 {
+            assert!(incoming.accept(from("alice", "PA_old", old), sequence));
+        }
+        // Alice's app restarted: a new client, numbering from 1.
+        let new = b"faultline-origin:PA_new".as_slice();
+        assert!(incoming.accept(from("alice", "PA_new", new), 1));
+        assert!(incoming.accept(from("alice", "PA_new", new), 2));
+        assert!(!incoming.accept(from("alice", "PA_new", new), 1));
+    }
+
+    #[test]
+    fn senders_without_an_origin_are_keyed_by_sid() {
+        let mut incoming = Incoming::default();
+        assert!(incoming.accept(from("carol", "PA_1", b"another SDK's nonce"), 4));
+        assert!(!incoming.accept(from("carol", "PA_1", b""), 4));
+        assert!(incoming.accept(from("carol", "PA_2", b""), 1), "a new session numbers anew");
+        let mut states: Vec<_> = incoming.states().collect();
+        states.sort();
+        assert_eq!(states, [("PA_1", 4), ("PA_2", 1)]);
     }
 }

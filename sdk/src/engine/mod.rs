@@ -29,7 +29,7 @@ use crate::{
     DataPacket, DataPacketKind, DisconnectReason, RemoteParticipant, RoomError, RoomEvent,
     SimulateScenario,
 };
-use data::{Incoming, Outgoing};
+use data::{Incoming, Outgoing, Sender};
 use episode::{AttemptKind, Episode, Next, Trigger};
 use session::{AttemptError, Output, Session, Setup};
 use shared::Shared;
@@ -393,9 +393,8 @@ impl Engine {
             DataChannelKind::Reliable => DataPacketKind::Reliable,
             DataChannelKind::Lossy => DataPacketKind::Lossy,
         };
-        if kind == DataPacketKind::Reliable
-            && !self.incoming.accept(&sender_identity, &sender_sid, packet.sequence)
-        {
+        let sender = Sender { identity: &sender_identity, sid: &sender_sid, nonce: &user.nonce };
+        if kind == DataPacketKind::Reliable && !self.incoming.accept(sender, packet.sequence) {
             tracing::debug!(
                 sender_identity,
                 sequence = packet.sequence,
@@ -426,6 +425,7 @@ impl Engine {
             self.outgoing.replayed(sequence);
         }
         let (identity, sid) = self.shared.local_identity_and_sid();
+        let origin = self.outgoing.origin_nonce(&sid);
         while let Some(packet) = self.queued.front() {
             let (channel, kind, sequence) = if packet.reliable {
                 (
@@ -446,6 +446,7 @@ impl Engine {
                 value: Some(proto::data_packet::Value::User(proto::UserPacket {
                     payload: packet.payload.clone(),
                     topic: packet.topic.clone(),
+                    nonce: if packet.reliable { origin.clone() } else { Vec::new() },
                     ..Default::default()
                 })),
             }
