@@ -221,3 +221,45 @@ async fn a_new_client_with_a_known_identity_is_heard_from_its_first_packet() -> 
     watcher.close().await?;
     Ok(())
 }
+
+/// Packets that reached the server but whose acknowledgements did not reach the sender (the
+/// media path is cut towards the sender only), then a full reconnect: the sender replays them
+/// on its new session, and the watcher — which has them already, from the old session —
+/// delivers each exactly once. That takes the sender's origin, which livekit-server forwards
+/// in `UserPacket.nonce`: the replays come under a new sid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivered_but_unacknowledged_packets_replayed_after_a_full_reconnect_arrive_once(
+) -> Result<()> {
+    let server = server().await?;
+    let room = unique_room("data-unacked");
+    let (watcher, mut watcher_log) = join(&server, &room, "watcher").await?;
+    let network = FaultyNetwork::new(Arc::new(TokioNetwork), 13);
+    let faults: NetFaults = network.faults();
+    let options = RoomOptions { network: Arc::new(network), ..RoomOptions::default() };
+    let (sender, mut sender_log) =
+        join_at(&server, &server.ws_url(), &room, "sender", options).await?;
+    sees_sender(&mut watcher_log).await?;
+    let sid = sender.local_participant().sid();
+
+    faults.partition_media(Direction::Inbound);
+    publish_range(&sender, 0..PER_PHASE).await?;
+    expect_exactly_once_in_order(&mut watcher_log, "sender", 0..PER_PHASE).await?;
+    sender.simulate_scenario(SimulateScenario::FullReconnect).await?;
+    watcher_log
+        .wait_for(
+            "the sender's old session leaving",
+            WAIT,
+            |e| matches!(e, RoomEvent::ParticipantDisconnected(p) if p.sid() == sid),
+        )
+        .await?;
+    faults.heal_media();
+    sender_log.wait_for("Reconnected", WAIT, |e| *e == RoomEvent::Reconnected).await?;
+    ensure!(sender.local_participant().sid() != sid, "expected a full reconnect (a new sid)");
+    publish_range(&sender, PER_PHASE..2 * PER_PHASE).await?;
+    expect_exactly_once_in_order(&mut watcher_log, "sender", PER_PHASE..2 * PER_PHASE).await?;
+    sender_log.check(sender.connection_state())?;
+    watcher_log.check(watcher.connection_state())?;
+    sender.close().await?;
+    watcher.close().await?;
+    Ok(())
+}
