@@ -174,8 +174,8 @@ pub(crate) struct ConnectParams<'a> {
 /// What the engine hands the I/O task.
 #[derive(Debug)]
 enum Outbound {
-    /// A request for the server.
-    Request(signal_request::Message),
+    /// A request for the server (boxed: requests are large, barriers small).
+    Request(Box<signal_request::Message>),
     /// Answered once the server has read everything queued before it (see
     /// [`SignalConn::barrier`]).
     Barrier(oneshot::Sender<()>),
@@ -196,7 +196,7 @@ impl SignalConn {
     /// engine learns that from [`SignalEvent::Closed`]).
     pub(crate) fn send(&self, message: signal_request::Message) {
         if let Some(tx) = &self.tx {
-            let _ = tx.send(Outbound::Request(message));
+            let _ = tx.send(Outbound::Request(Box::new(message)));
         }
     }
 
@@ -427,7 +427,7 @@ async fn run_link(
             biased;
             request = requests.recv() => match request {
                 Some(Outbound::Request(message)) => {
-                    if let Err(e) = send(&mut ws, message).await {
+                    if let Err(e) = send(&mut ws, *message).await {
                         break format!("cannot write to the signalling socket: {e}");
                     }
                 }
