@@ -1,11 +1,15 @@
-//! The `faultline` command's doctor and server subcommands report missing sources and bad
-//! input clearly, with a failing exit status.
+//! The `faultline` command reports missing sources and bad input clearly, with a failing exit
+//! status: doctor and server when no source works, and `faultline run`'s cannot-run cases (a
+//! malformed or missing scenario file, no livekit-server to be had), which exit with status 2
+//! before anything is started.
 
 use std::process::Command;
 
 use anyhow::Result;
 
-fn faultline(args: &[&str], cache: &std::path::Path) -> Result<(bool, String)> {
+/// Runs `faultline` with no programs on PATH and an empty cache; returns the exit code and
+/// everything it printed.
+fn faultline(args: &[&str], cache: &std::path::Path) -> Result<(Option<i32>, String)> {
     let out = Command::new(env!("CARGO_BIN_EXE_faultline"))
         .args(args)
         .env("PATH", "")
@@ -16,14 +20,14 @@ fn faultline(args: &[&str], cache: &std::path::Path) -> Result<(bool, String)> {
         .output()?;
     let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
     text.push_str(&String::from_utf8_lossy(&out.stderr));
-    Ok((out.status.success(), text))
+    Ok((out.status.code(), text))
 }
 
 #[test]
 fn doctor_fails_and_says_how_to_fix_it_when_no_source_works() -> Result<()> {
     let cache = tempfile::tempdir()?;
-    let (ok, text) = faultline(&["doctor"], cache.path())?;
-    assert!(!ok, "doctor succeeded without any source:\n{text}");
+    let (code, text) = faultline(&["doctor"], cache.path())?;
+    assert_eq!(code, Some(1), "doctor must fail without any source:\n{text}");
     assert!(text.contains("livekit-server v1.13.5: NO SOURCE"), "{text}");
     assert!(text.contains("toxiproxy-server v2.12.0: NO SOURCE"), "{text}");
     assert!(text.contains("go:           not found on PATH"), "{text}");
@@ -34,13 +38,51 @@ fn doctor_fails_and_says_how_to_fix_it_when_no_source_works() -> Result<()> {
 #[test]
 fn server_fails_with_the_provisioning_report_when_no_source_works() -> Result<()> {
     let cache = tempfile::tempdir()?;
-    let (ok, text) = faultline(&["server", "--version", "v1.13.5"], cache.path())?;
-    assert!(!ok, "{text}");
+    let (code, text) = faultline(&["server", "--version", "v1.13.5"], cache.path())?;
+    assert_ne!(code, Some(0), "{text}");
     assert!(text.contains("no source could provide livekit-server v1.13.5"), "{text}");
     assert!(text.contains("go not found on PATH"), "{text}");
 
-    let (ok, text) = faultline(&["server", "--version", "latest"], cache.path())?;
-    assert!(!ok, "{text}");
+    let (code, text) = faultline(&["server", "--version", "latest"], cache.path())?;
+    assert_ne!(code, Some(0), "{text}");
     assert!(text.contains("version \"latest\" is not of the form v1.2.3"), "{text}");
+    Ok(())
+}
+
+#[test]
+fn a_malformed_scenario_exits_2_naming_file_and_line() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("broken.toml");
+    std::fs::write(
+        &file,
+        "name = \"broken\"\n[[participant]]\nidentity = \"a\"\n[[fault]]\nat = \"1s\"\ntype = \"earthquake\"\n",
+    )?;
+    let (code, text) = faultline(&["run", file.to_str().unwrap_or_default()], dir.path())?;
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains(&format!("{}:4:", file.display())), "names file:line: {text}");
+    assert!(
+        text.contains("earthquake") && text.contains("partition"),
+        "says what is allowed: {text}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_missing_scenario_file_exits_2() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (code, text) = faultline(&["run", "/nonexistent/scenario.toml"], dir.path())?;
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("cannot read scenario file /nonexistent/scenario.toml"), "{text}");
+    Ok(())
+}
+
+#[test]
+fn no_livekit_server_exits_2_with_the_fix() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let scenario = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/scenarios/server-leave.toml");
+    let (code, text) = faultline(&["run", scenario], dir.path())?;
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("cannot start livekit-server for the scenario"), "{text}");
+    assert!(text.contains("fix: install Go"), "says how to fix it: {text}");
     Ok(())
 }
