@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context};
 use faultline::sim::explore::{self, judge, run_case, Case, ExploreConfig, Failure};
-use faultline::sim::schedule::{Fault, Scenario, Schedule, Step};
+use faultline::sim::schedule::{Fault, Schedule, SimulateKind, Step};
 use faultline::sim::server::PlantedBug;
 use faultline::sim::SERVER_HOST;
 use faultline_sdk::{ConnectionState, RoomEvent};
@@ -111,7 +111,7 @@ fn busy_schedule() -> Schedule {
             at_ms: 14_000,
             fault: Fault::Simulate {
                 participant: "p1".into(),
-                scenario: Scenario::SignalReconnect,
+                scenario: SimulateKind::SignalReconnect,
             },
         },
         Step { at_ms: 16_000, fault: Fault::Crash },

@@ -303,25 +303,9 @@ pub enum Direction {
     Outbound,
 }
 
-/// The SimulateScenario requests a scenario may make.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum SimulateKind {
-    /// Close the signalling socket; the client resumes.
-    SignalReconnect,
-    /// Force a full reconnect.
-    FullReconnect,
-    /// The server drops the signalling of the next resume.
-    DisconnectSignalOnResume,
-    /// The server fails the next resume's upgrade with HTTP 500.
-    DisconnectSignalOnResumeNoMessages,
-    /// The server forgets the participant without a leave.
-    NodeFailure,
-    /// A migration on a single node.
-    Migration,
-    /// The server sends a leave (server shutdown).
-    ServerLeave,
-}
+/// The SimulateScenario requests a scenario may make: the same set, spelled the same way, as
+/// in simulation schedules.
+pub use crate::sim::schedule::SimulateKind;
 
 /// What must be true of a run.
 #[derive(Debug, Clone, PartialEq, Deserialize)]

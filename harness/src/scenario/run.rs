@@ -36,9 +36,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::format::{
-    Direction, Fault, FaultStep, Lane, ProxyMode, Scenario, SimulateKind, Stream, Toxic,
-};
+use super::format::{Direction, Fault, FaultStep, Lane, ProxyMode, Scenario, Stream, Toxic};
 use super::judge::{self, DATA_TOPIC};
 use super::record::{EventRecord, FaultRecord, RunRecord};
 use crate::net::{self, FaultyNetwork, NetFaults};
@@ -649,7 +647,7 @@ impl Runner<'_> {
             Fault::Simulate { scenario } => {
                 let c = target("simulate")?;
                 c.room
-                    .simulate_scenario(simulate(*scenario))
+                    .simulate_scenario(SimulateScenario::from(*scenario))
                     .await
                     .map_err(|e| fail(e.to_string(), log.clone()))?;
             }
@@ -842,19 +840,5 @@ fn media_direction(direction: Direction) -> net::Direction {
         Direction::Both => net::Direction::Both,
         Direction::Inbound => net::Direction::Inbound,
         Direction::Outbound => net::Direction::Outbound,
-    }
-}
-
-fn simulate(kind: SimulateKind) -> SimulateScenario {
-    match kind {
-        SimulateKind::SignalReconnect => SimulateScenario::SignalReconnect,
-        SimulateKind::FullReconnect => SimulateScenario::FullReconnect,
-        SimulateKind::DisconnectSignalOnResume => SimulateScenario::DisconnectSignalOnResume,
-        SimulateKind::DisconnectSignalOnResumeNoMessages => {
-            SimulateScenario::DisconnectSignalOnResumeNoMessages
-        }
-        SimulateKind::NodeFailure => SimulateScenario::NodeFailure,
-        SimulateKind::Migration => SimulateScenario::Migration,
-        SimulateKind::ServerLeave => SimulateScenario::ServerLeave,
     }
 }

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use faultline_sdk::ConnectionState;
 
-use super::format::{Expectation, Fault, Lane, Scenario, SimulateKind};
+use super::format::{Expectation, Fault, Lane, Scenario};
 use super::judge;
 use super::record::{EventRecord, FaultRecord, RunRecord};
 use super::run::{label, lanes, RunError};
@@ -138,10 +138,9 @@ pub fn run_sim(scenario: &Scenario, file: &Path, seed: u64) -> Result<RunRecord,
             Fault::RemoveParticipant {} => {
                 (schedule::Fault::RemoveParticipant { participant: who.clone() }, None)
             }
-            Fault::Simulate { scenario: kind } => (
-                schedule::Fault::Simulate { participant: who.clone(), scenario: simulate(*kind) },
-                None,
-            ),
+            Fault::Simulate { scenario: kind } => {
+                (schedule::Fault::Simulate { participant: who.clone(), scenario: *kind }, None)
+            }
             _ => unreachable!("check_sim_lane refused it"),
         };
         steps.push(Step { at_ms: ms(start), fault: begin });
@@ -211,20 +210,6 @@ pub fn run_sim(scenario: &Scenario, file: &Path, seed: u64) -> Result<RunRecord,
     };
     record.verdicts = judge::judge(scenario, &record);
     Ok(record)
-}
-
-fn simulate(kind: SimulateKind) -> schedule::Scenario {
-    match kind {
-        SimulateKind::SignalReconnect => schedule::Scenario::SignalReconnect,
-        SimulateKind::FullReconnect => schedule::Scenario::FullReconnect,
-        SimulateKind::DisconnectSignalOnResume => schedule::Scenario::DisconnectSignalOnResume,
-        SimulateKind::DisconnectSignalOnResumeNoMessages => {
-            schedule::Scenario::DisconnectSignalOnResumeNoMessages
-        }
-        SimulateKind::NodeFailure => schedule::Scenario::NodeFailure,
-        SimulateKind::Migration => schedule::Scenario::Migration,
-        SimulateKind::ServerLeave => schedule::Scenario::ServerLeave,
-    }
 }
 
 #[cfg(test)]

@@ -160,7 +160,7 @@ pub enum Fault {
         /// The participant's identity.
         participant: String,
         /// Which one.
-        scenario: Scenario,
+        scenario: SimulateKind,
     },
 }
 
@@ -226,10 +226,11 @@ impl Fault {
     }
 }
 
-/// The `SimulateScenario`s a schedule can ask for (faultline-sdk's, in a writable form).
+/// The `SimulateScenario`s a schedule or a scenario file can ask for (faultline-sdk's, in a
+/// writable form: `"signal-reconnect"`, …, `{ speaker = { secs = 2 } }`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Scenario {
+#[serde(rename_all = "kebab-case")]
+pub enum SimulateKind {
     /// [`SimulateScenario::SignalReconnect`].
     SignalReconnect,
     /// [`SimulateScenario::FullReconnect`].
@@ -255,21 +256,21 @@ pub enum Scenario {
     },
 }
 
-impl From<Scenario> for SimulateScenario {
-    fn from(scenario: Scenario) -> Self {
+impl From<SimulateKind> for SimulateScenario {
+    fn from(scenario: SimulateKind) -> Self {
         match scenario {
-            Scenario::SignalReconnect => SimulateScenario::SignalReconnect,
-            Scenario::FullReconnect => SimulateScenario::FullReconnect,
-            Scenario::DisconnectSignalOnResume => SimulateScenario::DisconnectSignalOnResume,
-            Scenario::DisconnectSignalOnResumeNoMessages => {
+            SimulateKind::SignalReconnect => SimulateScenario::SignalReconnect,
+            SimulateKind::FullReconnect => SimulateScenario::FullReconnect,
+            SimulateKind::DisconnectSignalOnResume => SimulateScenario::DisconnectSignalOnResume,
+            SimulateKind::DisconnectSignalOnResumeNoMessages => {
                 SimulateScenario::DisconnectSignalOnResumeNoMessages
             }
-            Scenario::NodeFailure => SimulateScenario::NodeFailure,
-            Scenario::Migration => SimulateScenario::Migration,
-            Scenario::ServerLeave => SimulateScenario::ServerLeave,
-            Scenario::ForceTcp => SimulateScenario::ForceTcp,
-            Scenario::ForceTls => SimulateScenario::ForceTls,
-            Scenario::Speaker { secs } => SimulateScenario::Speaker(Duration::from_secs(secs)),
+            SimulateKind::NodeFailure => SimulateScenario::NodeFailure,
+            SimulateKind::Migration => SimulateScenario::Migration,
+            SimulateKind::ServerLeave => SimulateScenario::ServerLeave,
+            SimulateKind::ForceTcp => SimulateScenario::ForceTcp,
+            SimulateKind::ForceTls => SimulateScenario::ForceTls,
+            SimulateKind::Speaker { secs } => SimulateScenario::Speaker(Duration::from_secs(secs)),
         }
     }
 }
@@ -421,7 +422,7 @@ mod tests {
                 at_ms: 4000,
                 fault: Fault::Simulate {
                     participant: "p1".into(),
-                    scenario: Scenario::Speaker { secs: 2 },
+                    scenario: SimulateKind::Speaker { secs: 2 },
                 },
             },
             Step { at_ms: 5000, fault: Fault::Crash },

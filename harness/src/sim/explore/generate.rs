@@ -8,7 +8,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use super::Case;
-use crate::sim::schedule::{Fault, Scenario, Schedule, Step};
+use crate::sim::schedule::{Fault, Schedule, SimulateKind, Step};
 use crate::sim::server::PlantedBug;
 use crate::sim::SERVER_HOST;
 
@@ -85,15 +85,15 @@ pub fn generate(
             }
             6 => {
                 let scenario = match rng.random_range(0..12) {
-                    0..=2 => Scenario::SignalReconnect,
-                    3..=4 => Scenario::FullReconnect,
-                    5 => Scenario::DisconnectSignalOnResume,
-                    6 => Scenario::DisconnectSignalOnResumeNoMessages,
-                    7 => Scenario::NodeFailure,
-                    8 => Scenario::Migration,
-                    9 => Scenario::ServerLeave,
-                    10 => Scenario::ForceTcp,
-                    _ => Scenario::Speaker { secs: rng.random_range(1..5) },
+                    0..=2 => SimulateKind::SignalReconnect,
+                    3..=4 => SimulateKind::FullReconnect,
+                    5 => SimulateKind::DisconnectSignalOnResume,
+                    6 => SimulateKind::DisconnectSignalOnResumeNoMessages,
+                    7 => SimulateKind::NodeFailure,
+                    8 => SimulateKind::Migration,
+                    9 => SimulateKind::ServerLeave,
+                    10 => SimulateKind::ForceTcp,
+                    _ => SimulateKind::Speaker { secs: rng.random_range(1..5) },
                 };
                 steps.push(Step {
                     at_ms: at,
