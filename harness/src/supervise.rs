@@ -312,3 +312,18 @@ pub(crate) fn log_file_name(program: &str, id: impl fmt::Display) -> String {
         test.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' { c } else { '_' }).collect();
     format!("{test}.{program}.{id}.log")
 }
+
+/// Whether a process with this pid still exists, asked of `ps` (a zombie counts as gone).
+/// For tests that check a server process is gone, however it was started.
+pub fn process_alive(pid: u32) -> bool {
+    let out =
+        std::process::Command::new("ps").args(["-o", "stat=", "-p", &pid.to_string()]).output();
+    match out {
+        Ok(out) => {
+            let stat = String::from_utf8_lossy(&out.stdout);
+            let stat = stat.trim();
+            !stat.is_empty() && !stat.starts_with('Z')
+        }
+        Err(_) => false,
+    }
+}

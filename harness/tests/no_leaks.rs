@@ -10,19 +10,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-
-/// Whether a process with this pid still exists (a zombie counts as gone).
-fn alive(pid: u32) -> bool {
-    let out = Command::new("ps").args(["-o", "stat=", "-p", &pid.to_string()]).output();
-    match out {
-        Ok(out) => {
-            let stat = String::from_utf8_lossy(&out.stdout);
-            let stat = stat.trim();
-            !stat.is_empty() && !stat.starts_with('Z')
-        }
-        Err(_) => false,
-    }
-}
+use faultline::supervise::process_alive;
 
 fn pid_after(line: &str, prefix: &str) -> Option<u32> {
     line.strip_prefix(prefix).and_then(|rest| rest.trim().parse().ok())
@@ -69,18 +57,21 @@ fn servers_die_with_a_sigkilled_parent() -> Result<()> {
         livekit.context("no livekit-server pid printed")?,
         toxiproxy.context("no toxiproxy pid printed")?,
     );
-    assert!(alive(livekit) && alive(toxiproxy), "servers not running while the parent lives");
+    assert!(
+        process_alive(livekit) && process_alive(toxiproxy),
+        "servers not running while the parent lives"
+    );
 
     child.kill().context("SIGKILL faultline")?;
     child.wait()?;
     let deadline = Instant::now() + Duration::from_secs(10);
-    while alive(livekit) || alive(toxiproxy) {
+    while process_alive(livekit) || process_alive(toxiproxy) {
         if Instant::now() > deadline {
             bail!(
                 "10 s after SIGKILL of their parent: livekit-server {livekit} alive: {}, \
                  toxiproxy {toxiproxy} alive: {}",
-                alive(livekit),
-                alive(toxiproxy)
+                process_alive(livekit),
+                process_alive(toxiproxy)
             );
         }
         std::thread::sleep(Duration::from_millis(100));

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{ensure, Context, Result};
 use faultline::room_service::RoomServiceError;
 use faultline::server::{LiveKitServer, ServerError, ServerOptions};
+use faultline::supervise::process_alive;
 use faultline::token::TokenSpec;
 use livekit_api::access_token::Claims;
 
@@ -27,20 +28,6 @@ async fn eventually(
 
 fn accepts(addr: SocketAddr) -> bool {
     TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok()
-}
-
-/// Whether a process with this pid still exists (a zombie counts as gone).
-fn process_alive(pid: u32) -> bool {
-    let out =
-        std::process::Command::new("ps").args(["-o", "stat=", "-p", &pid.to_string()]).output();
-    match out {
-        Ok(out) => {
-            let stat = String::from_utf8_lossy(&out.stdout);
-            let stat = stat.trim();
-            !stat.is_empty() && !stat.starts_with('Z')
-        }
-        Err(_) => false,
-    }
 }
 
 async fn get_root(server: &LiveKitServer) -> Result<(u16, String)> {
