@@ -114,6 +114,11 @@ pub struct ProvisionEnv {
     pub livekit_server_bin: Option<PathBuf>,
     /// `TOXIPROXY_SERVER_BIN`: an explicit toxiproxy-server binary.
     pub toxiproxy_server_bin: Option<PathBuf>,
+    /// `CHROMIUM_BIN`: the browser the `js` client runs in (else `chromium` on `PATH`).
+    pub chromium_bin: Option<PathBuf>,
+    /// `FAULTLINE_PYTHON`: the Python that builds the `upstream-rust` client's venv (else
+    /// `python3` on `PATH`).
+    pub python: Option<PathBuf>,
     /// Bound on a `go install` (and on a `docker pull`).
     pub build_timeout: Duration,
     /// Bound on `docker info` answering.
@@ -132,6 +137,8 @@ impl fmt::Debug for ProvisionEnv {
             .field("livekit_api_secret", &"<redacted>")
             .field("livekit_server_bin", &self.livekit_server_bin)
             .field("toxiproxy_server_bin", &self.toxiproxy_server_bin)
+            .field("chromium_bin", &self.chromium_bin)
+            .field("python", &self.python)
             .field("build_timeout", &self.build_timeout)
             .finish_non_exhaustive()
     }
@@ -160,6 +167,8 @@ impl ProvisionEnv {
             livekit_api_secret: var("LIVEKIT_API_SECRET").unwrap_or_else(|| "secret".into()),
             livekit_server_bin: var("LIVEKIT_SERVER_BIN").map(PathBuf::from),
             toxiproxy_server_bin: var("TOXIPROXY_SERVER_BIN").map(PathBuf::from),
+            chromium_bin: var("CHROMIUM_BIN").map(PathBuf::from),
+            python: var("FAULTLINE_PYTHON").map(PathBuf::from),
             build_timeout: Duration::from_secs(20 * 60),
             docker_probe_timeout: Duration::from_secs(5),
             external_probe_timeout: Duration::from_secs(5),
@@ -177,6 +186,8 @@ impl ProvisionEnv {
             livekit_api_secret: "secret".into(),
             livekit_server_bin: None,
             toxiproxy_server_bin: None,
+            chromium_bin: None,
+            python: None,
             build_timeout: Duration::from_secs(20 * 60),
             docker_probe_timeout: Duration::from_secs(5),
             external_probe_timeout: Duration::from_secs(5),
@@ -597,7 +608,8 @@ async fn run_bounded(mut cmd: Command, timeout: Duration) -> Result<(bool, Strin
     }
 }
 
-fn command(program: &Path, env: &ProvisionEnv) -> Command {
+/// A command for `program` that sees [`ProvisionEnv::path`] as its `PATH`.
+pub fn command(program: &Path, env: &ProvisionEnv) -> Command {
     let mut cmd = Command::new(program);
     match &env.path {
         Some(path) => cmd.env("PATH", path),
@@ -676,43 +688,11 @@ async fn go_install(
 ) -> Result<GoInstalled, String> {
     let target = env.cached_binary(program, version);
     let bin_dir = env.cache_dir.join("bin");
-    let log_dir = env.cache_dir.join("logs");
-    for dir in [&bin_dir, &log_dir] {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    }
-    let lock_path = env.cache_dir.join(format!("{}-{version}.lock", program.binary_name()));
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(|e| format!("cannot open lock {}: {e}", lock_path.display()))?;
-    let wait_start = Instant::now();
-    let mut told = false;
-    loop {
-        match fs2::FileExt::try_lock_exclusive(&lock) {
-            Ok(()) => break,
-            Err(_) if wait_start.elapsed() < env.build_timeout => {
-                if !told {
-                    eprintln!(
-                        "faultline: another process is building {program} {version} \
-                         (lock {}); waiting for it",
-                        lock_path.display()
-                    );
-                    told = true;
-                }
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            Err(e) => {
-                return Err(format!(
-                    "waited {:?} for the build lock {}: {e}",
-                    env.build_timeout,
-                    lock_path.display()
-                ))
-            }
-        }
-    }
+    std::fs::create_dir_all(&bin_dir)
+        .map_err(|e| format!("cannot create {}: {e}", bin_dir.display()))?;
+    let what = format!("{program} {version}");
+    let lock = CacheLock::acquire(env, &format!("{}-{version}", program.binary_name()), &what)
+        .await?;
     // The lock is released when `lock` is dropped, on every return path below.
     if is_executable(&target) {
         return Ok(GoInstalled::BuiltByOther(target));
@@ -722,68 +702,147 @@ async fn go_install(
         .prefix("gobin-")
         .tempdir_in(&env.cache_dir)
         .map_err(|e| format!("cannot create a temp dir in {}: {e}", env.cache_dir.display()))?;
-    let log_path = log_dir.join(format!("go-install-{}-{version}.log", program.binary_name()));
-    let log = std::fs::File::create(&log_path)
-        .map_err(|e| format!("cannot create {}: {e}", log_path.display()))?;
-    let log_err = log.try_clone().map_err(|e| format!("cannot clone log handle: {e}"))?;
     let package = format!("{}@{version}", program.go_package());
-    eprintln!(
-        "faultline: building {program} {version} with `go install {package}` (a first build \
-         takes minutes; later runs use the cache {}); log: {}",
-        bin_dir.display(),
-        log_path.display()
-    );
-    let started = Instant::now();
     let mut cmd = command(go, env);
-    cmd.arg("install")
-        .arg(&package)
-        .env("GOBIN", gobin.path())
-        .env("CGO_ENABLED", "0")
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(log))
-        .stderr(Stdio::from(log_err))
-        .kill_on_drop(true);
-    let mut child = cmd.spawn().map_err(|e| format!("cannot run {} install: {e}", go.display()))?;
-    let deadline = tokio::time::Instant::now() + env.build_timeout;
-    let mut ticker = tokio::time::interval(Duration::from_secs(30));
-    ticker.tick().await;
-    let status = loop {
-        tokio::select! {
-            status = child.wait() => break status.map_err(|e| format!("go install failed: {e}"))?,
-            _ = ticker.tick() => eprintln!(
-                "faultline: still building {program} {version} ({}s elapsed)",
-                started.elapsed().as_secs()
-            ),
-            _ = tokio::time::sleep_until(deadline) => {
-                let _ = child.kill().await;
-                return Err(format!(
-                    "`go install {package}` did not finish within {:?}; log: {}",
-                    env.build_timeout,
-                    log_path.display()
-                ));
-            }
-        }
+    cmd.arg("install").arg(&package).env("GOBIN", gobin.path()).env("CGO_ENABLED", "0");
+    let step = BuildStep {
+        what: &what,
+        how: format!("`go install {package}`"),
+        log_name: format!("go-install-{}-{version}", program.binary_name()),
+        into: &bin_dir,
     };
-    if !status.success() {
-        return Err(format!(
-            "`go install {package}` failed ({status}); last lines:\n{}\nlog: {}",
-            crate::supervise::tail(&log_path, 15),
-            log_path.display()
-        ));
-    }
+    let elapsed = step.run(cmd, env).await?;
     let built = gobin.path().join("server");
     std::fs::rename(&built, &target)
         .map_err(|e| format!("cannot move {} to {}: {e}", built.display(), target.display()))?;
-    let elapsed = started.elapsed();
-    let mut log = tokio::fs::OpenOptions::new()
-        .append(true)
-        .open(&log_path)
-        .await
-        .map_err(|e| format!("cannot append to {}: {e}", log_path.display()))?;
-    let _ = log.write_all(format!("faultline: built in {elapsed:.1?}\n").as_bytes()).await;
     eprintln!("faultline: built {} in {:.0?}", target.display(), elapsed);
     drop(lock);
     Ok(GoInstalled::Built(target, elapsed))
+}
+
+/// An exclusive lock on one thing the cache builds, held across processes: however many
+/// test binaries ask for the same program at once, one builds it and the others wait, then
+/// find it built. Released when dropped.
+#[derive(Debug)]
+pub struct CacheLock {
+    _file: std::fs::File,
+}
+
+impl CacheLock {
+    /// Takes `<cache>/<name>.lock`, waiting up to [`ProvisionEnv::build_timeout`] for
+    /// another process that holds it (saying so once); `what` names the thing for messages.
+    pub async fn acquire(env: &ProvisionEnv, name: &str, what: &str) -> Result<Self, String> {
+        std::fs::create_dir_all(&env.cache_dir)
+            .map_err(|e| format!("cannot create {}: {e}", env.cache_dir.display()))?;
+        let lock_path = env.cache_dir.join(format!("{name}.lock"));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| format!("cannot open lock {}: {e}", lock_path.display()))?;
+        let wait_start = Instant::now();
+        let mut told = false;
+        loop {
+            match fs2::FileExt::try_lock_exclusive(&file) {
+                Ok(()) => return Ok(CacheLock { _file: file }),
+                Err(_) if wait_start.elapsed() < env.build_timeout => {
+                    if !told {
+                        eprintln!(
+                            "faultline: another process is preparing {what} (lock {}); \
+                             waiting for it",
+                            lock_path.display()
+                        );
+                        told = true;
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => {
+                    return Err(format!(
+                        "waited {:?} for the lock {}: {e}",
+                        env.build_timeout,
+                        lock_path.display()
+                    ))
+                }
+            }
+        }
+    }
+}
+
+/// One long step of preparing something in the cache (a `go install`, a `pip install`, an
+/// `npm install`): run with its output in a log under `<cache>/logs`, progress printed every
+/// 30 s, bounded by [`ProvisionEnv::build_timeout`], and a failure quoting the log's tail.
+#[derive(Debug)]
+pub struct BuildStep<'a> {
+    /// What is being prepared (`livekit-server v1.13.5`).
+    pub what: &'a str,
+    /// The command, as a user would type it, for messages.
+    pub how: String,
+    /// The log file's name, without `.log`.
+    pub log_name: String,
+    /// Where the result goes, for messages.
+    pub into: &'a Path,
+}
+
+impl BuildStep<'_> {
+    /// Runs `cmd` (its stdin, stdout and stderr are set here) and returns how long it took.
+    pub async fn run(&self, mut cmd: Command, env: &ProvisionEnv) -> Result<Duration, String> {
+        let log_dir = env.cache_dir.join("logs");
+        std::fs::create_dir_all(&log_dir)
+            .map_err(|e| format!("cannot create {}: {e}", log_dir.display()))?;
+        let log_path = log_dir.join(format!("{}.log", self.log_name));
+        let log = std::fs::File::create(&log_path)
+            .map_err(|e| format!("cannot create {}: {e}", log_path.display()))?;
+        let log_err = log.try_clone().map_err(|e| format!("cannot clone log handle: {e}"))?;
+        let (what, how) = (self.what, &self.how);
+        eprintln!(
+            "faultline: preparing {what} with {how} (a first time takes minutes; later runs \
+             use the cache {}); log: {}",
+            self.into.display(),
+            log_path.display()
+        );
+        let started = Instant::now();
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log_err))
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().map_err(|e| format!("cannot run {how}: {e}"))?;
+        let deadline = tokio::time::Instant::now() + env.build_timeout;
+        let mut ticker = tokio::time::interval(Duration::from_secs(30));
+        ticker.tick().await;
+        let status = loop {
+            tokio::select! {
+                status = child.wait() => break status.map_err(|e| format!("{how} failed: {e}"))?,
+                _ = ticker.tick() => eprintln!(
+                    "faultline: still preparing {what} ({}s elapsed)",
+                    started.elapsed().as_secs()
+                ),
+                _ = tokio::time::sleep_until(deadline) => {
+                    let _ = child.kill().await;
+                    return Err(format!(
+                        "{how} did not finish within {:?}; log: {}",
+                        env.build_timeout,
+                        log_path.display()
+                    ));
+                }
+            }
+        };
+        if !status.success() {
+            return Err(format!(
+                "{how} failed ({status}); last lines:\n{}\nlog: {}",
+                crate::supervise::tail(&log_path, 15),
+                log_path.display()
+            ));
+        }
+        let elapsed = started.elapsed();
+        let mut log = tokio::fs::OpenOptions::new()
+            .append(true)
+            .open(&log_path)
+            .await
+            .map_err(|e| format!("cannot append to {}: {e}", log_path.display()))?;
+        let _ = log.write_all(format!("faultline: done in {elapsed:.1?}\n").as_bytes()).await;
+        Ok(elapsed)
+    }
 }
 
 /// Checks that a Docker engine answers and the image is present (pulling it if needed).

@@ -504,8 +504,8 @@ fn launch_for(source: &Source, config: &Path, http_port: u16) -> Launch {
             let dir = config.parent().unwrap_or(config).display().to_string();
             let name = format!("faultline-livekit-{}-{http_port}", std::process::id());
             Launch {
-                program: docker.clone(),
-                args: vec![
+                container: Some((docker.clone(), name.clone())),
+                ..Launch::new(docker.clone(), vec![
                     "run".into(),
                     "--rm".into(),
                     "--name".into(),
@@ -517,15 +517,13 @@ fn launch_for(source: &Source, config: &Path, http_port: u16) -> Launch {
                     image.into(),
                     "--config".into(),
                     config.into(),
-                ],
-                container: Some((docker.clone(), name)),
+                ])
             }
         }
-        _ => Launch {
-            program: source.binary().map(Path::to_path_buf).unwrap_or_default(),
-            args: vec!["--config".into(), config.into()],
-            container: None,
-        },
+        _ => Launch::new(
+            source.binary().map(Path::to_path_buf).unwrap_or_default(),
+            vec!["--config".into(), config.into()],
+        ),
     }
 }
 

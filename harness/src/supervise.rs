@@ -1,5 +1,5 @@
-//! Running a server process (livekit-server, toxiproxy) for as long as a test needs it, and
-//! never longer.
+//! Running a server process (livekit-server, toxiproxy) or a client driver for as long as a
+//! test needs it, and never longer.
 //!
 //! The process writes to a log file under the target directory
 //! (`target/faultline-logs/<test binary>/…`), is SIGKILLed when its handle is dropped, and
@@ -32,6 +32,18 @@ pub(crate) struct Launch {
     /// The `docker` CLI and container name, when the program runs a container: the
     /// container is then stopped with `docker kill <name>`.
     pub container: Option<(PathBuf, String)>,
+    /// Environment variables to set for it.
+    pub env: Vec<(OsString, OsString)>,
+    /// Run it in a process group of its own and kill the whole group, so that whatever it
+    /// starts (a driver's browser) goes with it.
+    pub group: bool,
+}
+
+impl Launch {
+    /// Runs `program` with `args`, nothing else.
+    pub(crate) fn new(program: PathBuf, args: Vec<OsString>) -> Self {
+        Launch { program, args, container: None, env: Vec::new(), group: false }
+    }
 }
 
 /// A running (or exited) server process, with its watchdog.
@@ -40,32 +52,62 @@ pub(crate) struct Process {
     child: Child,
     watchdog: Option<Child>,
     container: Option<(PathBuf, String)>,
+    group: bool,
     killed_by_us: bool,
 }
 
 impl Process {
     /// Starts `launch` with stdout and stderr appended to `log_path`.
     pub(crate) fn spawn(launch: &Launch, log_path: &Path) -> std::io::Result<Process> {
-        let mut log = std::fs::OpenOptions::new().create(true).append(true).open(log_path)?;
-        writeln!(
-            log,
-            "---- faultline: starting {} {}",
-            launch.program.display(),
-            launch.args.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" ")
-        )?;
-        let child = Command::new(&launch.program)
-            .args(&launch.args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log.try_clone()?))
-            .stderr(Stdio::from(log))
-            .spawn()?;
+        let log = open_log(launch, log_path)?;
+        let stdout = Stdio::from(log.try_clone()?);
+        Self::start(launch, Stdio::null(), stdout, log)
+    }
+
+    /// Starts `launch` with its stdin and stdout piped to the caller (a driver speaking a
+    /// line protocol) and its stderr appended to `log_path`.
+    pub(crate) fn spawn_piped(
+        launch: &Launch,
+        log_path: &Path,
+    ) -> std::io::Result<(Process, std::process::ChildStdin, std::process::ChildStdout)> {
+        let log = open_log(launch, log_path)?;
+        let mut process = Self::start(launch, Stdio::piped(), Stdio::piped(), log)?;
+        let stdin = process.child.stdin.take();
+        let stdout = process.child.stdout.take();
+        match (stdin, stdout) {
+            (Some(stdin), Some(stdout)) => Ok((process, stdin, stdout)),
+            _ => Err(std::io::Error::other("the child's pipes were not created")),
+        }
+    }
+
+    fn start(
+        launch: &Launch,
+        stdin: Stdio,
+        stdout: Stdio,
+        log: std::fs::File,
+    ) -> std::io::Result<Process> {
+        let mut cmd = Command::new(&launch.program);
+        cmd.args(&launch.args).stdin(stdin).stdout(stdout).stderr(Stdio::from(log));
+        for (key, value) in &launch.env {
+            cmd.env(key, value);
+        }
+        if launch.group {
+            std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        }
+        let child = cmd.spawn()?;
         let mut process = Process {
             child,
             watchdog: None,
             container: launch.container.clone(),
+            group: launch.group,
             killed_by_us: false,
         };
-        match spawn_watchdog(process.child.id(), launch.container.as_ref()) {
+        let target = if launch.group {
+            format!("-{}", process.child.id())
+        } else {
+            process.child.id().to_string()
+        };
+        match spawn_watchdog(&target, launch.container.as_ref()) {
             Ok(watchdog) => process.watchdog = Some(watchdog),
             Err(e) => {
                 process.kill();
@@ -88,9 +130,17 @@ impl Process {
         self.child.try_wait().ok().flatten()
     }
 
-    /// SIGKILLs the process (and its container) and reaps it; stops the watchdog.
+    /// SIGKILLs the process (its group, or its container) and reaps it; stops the watchdog.
     pub(crate) fn kill(&mut self) {
         self.killed_by_us = true;
+        if self.group {
+            let _ = Command::new("kill")
+                .args(["-KILL", &format!("-{}", self.child.id())])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
         if let Some((docker, name)) = &self.container {
@@ -114,9 +164,22 @@ impl Drop for Process {
     }
 }
 
-fn spawn_watchdog(child: u32, container: Option<&(PathBuf, String)>) -> std::io::Result<Child> {
-    // $1 = the test process, $2 = the server; the rest is an extra command run after the
-    // kill (docker kill <name>).
+/// Opens `log_path` for appending and notes the start of `launch` in it.
+fn open_log(launch: &Launch, log_path: &Path) -> std::io::Result<std::fs::File> {
+    let mut log = std::fs::OpenOptions::new().create(true).append(true).open(log_path)?;
+    writeln!(
+        log,
+        "---- faultline: starting {} {}",
+        launch.program.display(),
+        launch.args.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" ")
+    )?;
+    Ok(log)
+}
+
+/// `target` is a pid, or `-pgid` for a whole process group.
+fn spawn_watchdog(target: &str, container: Option<&(PathBuf, String)>) -> std::io::Result<Child> {
+    // $1 = the test process, $2 = the server (or -group); the rest is an extra command run
+    // after the kill (docker kill <name>).
     const SCRIPT: &str = r#"p=$1; c=$2; shift 2
 while kill -0 "$c" 2>/dev/null; do
   if ! kill -0 "$p" 2>/dev/null; then kill -9 "$c" 2>/dev/null; "$@"; exit 0; fi
@@ -127,7 +190,7 @@ done"#;
         .arg(SCRIPT)
         .arg("faultline-watchdog")
         .arg(std::process::id().to_string())
-        .arg(child.to_string());
+        .arg(target);
     if let Some((docker, name)) = container {
         cmd.arg(docker).arg("kill").arg(name);
     } else {

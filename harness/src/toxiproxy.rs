@@ -281,13 +281,9 @@ fn launch_for(source: &Source, api_port: u16) -> Launch {
                 image.into(),
             ];
             args.extend(server_args);
-            Launch { program: docker.clone(), args, container: Some((docker.clone(), name)) }
+            Launch { container: Some((docker.clone(), name)), ..Launch::new(docker.clone(), args) }
         }
-        _ => Launch {
-            program: source.binary().map(Path::to_path_buf).unwrap_or_default(),
-            args: server_args,
-            container: None,
-        },
+        _ => Launch::new(source.binary().map(Path::to_path_buf).unwrap_or_default(), server_args),
     }
 }
 
