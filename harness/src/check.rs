@@ -1,5 +1,9 @@
 //! Event recording and the invariants every run is judged by.
 //!
+//! Both work on any event type that says which lifecycle step it is ([`Observed`]):
+//! faultline-sdk's `RoomEvent` in process, and the shared [`ClientEvent`] vocabulary every
+//! client under test reports in.
+//!
 //! An [`EventLog`] wraps a room's event stream, timestamps each event (`tokio::time`, so it
 //! works with paused or simulated time too) and lets a test wait for the event it expects,
 //! failing with the whole trace when it does not come. [`check_invariants`] judges a trace
@@ -19,21 +23,23 @@ use faultline_sdk::{ConnectionState, RoomEvent};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::Instant;
 
+pub use crate::client::event::{ClientEvent, Lifecycle, Observed};
+
 /// One recorded event and when it arrived, relative to the start of the log.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Recorded {
+pub struct Recorded<E = RoomEvent> {
     /// Time since the log was created.
     pub at: Duration,
     /// The event.
-    pub event: RoomEvent,
+    pub event: E,
 }
 
 /// A recorded event stream.
 #[derive(Debug)]
-pub struct EventLog {
-    events: UnboundedReceiver<RoomEvent>,
+pub struct EventLog<E = RoomEvent> {
+    events: UnboundedReceiver<E>,
     started: Instant,
-    seen: Vec<Recorded>,
+    seen: Vec<Recorded<E>>,
     /// Index of the first event not yet returned by a wait.
     cursor: usize,
     ended: bool,
@@ -62,14 +68,20 @@ pub enum WaitError {
     },
 }
 
-impl EventLog {
+impl<E: Observed> EventLog<E> {
     /// Starts recording `events`.
-    pub fn new(events: UnboundedReceiver<RoomEvent>) -> Self {
-        Self { events, started: Instant::now(), seen: Vec::new(), cursor: 0, ended: false }
+    pub fn new(events: UnboundedReceiver<E>) -> Self {
+        Self::starting_at(events, Instant::now())
+    }
+
+    /// Starts recording `events`, timing them from `started` (so that several logs share one
+    /// clock).
+    pub fn starting_at(events: UnboundedReceiver<E>, started: Instant) -> Self {
+        Self { events, started, seen: Vec::new(), cursor: 0, ended: false }
     }
 
     /// Everything recorded so far.
-    pub fn events(&self) -> &[Recorded] {
+    pub fn events(&self) -> &[Recorded<E>] {
         &self.seen
     }
 
@@ -94,7 +106,7 @@ impl EventLog {
         }
     }
 
-    fn record(&mut self, event: RoomEvent) {
+    fn record(&mut self, event: E) {
         self.seen.push(Recorded { at: self.started.elapsed(), event });
     }
 
@@ -104,8 +116,8 @@ impl EventLog {
         &mut self,
         what: &str,
         timeout: Duration,
-        matches: impl Fn(&RoomEvent) -> bool,
-    ) -> Result<RoomEvent, WaitError> {
+        matches: impl Fn(&E) -> bool,
+    ) -> Result<E, WaitError> {
         let deadline = Instant::now() + timeout;
         loop {
             while self.cursor < self.seen.len() {
@@ -152,12 +164,12 @@ impl EventLog {
     }
 
     /// When the first recorded event matching `matches` arrived (time since the log began).
-    pub fn first_at(&self, matches: impl Fn(&RoomEvent) -> bool) -> Option<Duration> {
+    pub fn first_at(&self, matches: impl Fn(&E) -> bool) -> Option<Duration> {
         self.seen.iter().find(|r| matches(&r.event)).map(|r| r.at)
     }
 
     /// How many recorded events match `matches`.
-    pub fn count(&self, matches: impl Fn(&RoomEvent) -> bool) -> usize {
+    pub fn count(&self, matches: impl Fn(&E) -> bool) -> usize {
         self.seen.iter().filter(|r| matches(&r.event)).count()
     }
 
@@ -232,8 +244,8 @@ pub struct InvariantViolation {
 }
 
 /// Checks `events` against invariants 1–3, given the room's state now.
-pub fn check_invariants(
-    events: &[Recorded],
+pub fn check_invariants<E: Observed>(
+    events: &[Recorded<E>],
     final_state: ConnectionState,
 ) -> Result<(), InvariantViolation> {
     let fail = |violation| Err(InvariantViolation { violation, trace: format_trace(events) });
@@ -244,21 +256,20 @@ pub fn check_invariants(
         if disconnected {
             return fail(Violation::EventAfterDisconnected { index });
         }
-        match recorded.event {
-            RoomEvent::Reconnecting if in_episode => {
+        let Some(step) = recorded.event.lifecycle() else { continue };
+        match step {
+            Lifecycle::Reconnecting if in_episode => {
                 return fail(Violation::ReconnectingTwice { index })
             }
-            RoomEvent::Reconnecting => in_episode = true,
-            RoomEvent::Reconnected if !in_episode => {
+            Lifecycle::Reconnecting => in_episode = true,
+            Lifecycle::Reconnected if !in_episode => {
                 return fail(Violation::ReconnectedWithoutReconnecting { index })
             }
-            RoomEvent::Reconnected => in_episode = false,
-            RoomEvent::Disconnected { .. } => disconnected = true,
-            _ => {}
+            Lifecycle::Reconnected => in_episode = false,
+            Lifecycle::Disconnected => disconnected = true,
+            Lifecycle::Connected => {}
         }
-        if let Some(state) = recorded.event.resulting_state() {
-            last_state = Some(state);
-        }
+        last_state = Some(step.resulting_state());
     }
     if final_state == ConnectionState::Reconnecting {
         return fail(Violation::StuckReconnecting);
@@ -272,7 +283,7 @@ pub fn check_invariants(
 }
 
 /// One line per event: `+1.234s Reconnecting`.
-pub fn format_trace(events: &[Recorded]) -> String {
+pub fn format_trace<E: std::fmt::Debug>(events: &[Recorded<E>]) -> String {
     let mut out = String::new();
     for (index, recorded) in events.iter().enumerate() {
         let _ = writeln!(out, "  #{index} +{:.3}s {:?}", recorded.at.as_secs_f64(), recorded.event);

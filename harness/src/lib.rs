@@ -1,6 +1,7 @@
 //! faultline: runs the real livekit-server and toxiproxy, puts faults in a LiveKit client's
 //! path, and checks that the client recovers as it promises.
 pub mod check;
+pub mod client;
 mod http;
 pub mod net;
 pub mod provision;

@@ -1,0 +1,150 @@
+//! faultline's event vocabulary: what any client under test — faultline-sdk in process, or an
+//! external SDK behind a driver — reports, in one shape the record, the judge and the
+//! reports read.
+//!
+//! The names follow the upstream `livekit` crate's `RoomEvent`; `SignalReconnecting` is the
+//! JavaScript SDK's extra step (its signalling is being resumed while media still flows) and
+//! carries no lifecycle meaning. Disconnect reasons are livekit-protocol's
+//! [`DisconnectReason`], which every LiveKit SDK reports in its own spelling and each driver
+//! translates (see `docs/driver-protocol.md`).
+
+use std::sync::Arc;
+
+use faultline_sdk::{ConnectionState, DisconnectReason, RoomEvent};
+
+/// Something a client under test reported.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClientEvent {
+    /// The room joined (the first event of every room).
+    Connected,
+    /// The JavaScript SDK's signalling-only resume began (media unaffected). Not a
+    /// lifecycle event: the invariants ignore it.
+    SignalReconnecting,
+    /// The connection was lost; the client is reconnecting. Once per episode.
+    Reconnecting,
+    /// The episode ended well.
+    Reconnected,
+    /// The room is gone for good.
+    Disconnected {
+        /// Why, as livekit-protocol names it.
+        reason: DisconnectReason,
+    },
+    /// A participant joined.
+    ParticipantConnected {
+        /// Its identity.
+        identity: String,
+        /// Its server-assigned session id.
+        sid: String,
+    },
+    /// A participant left.
+    ParticipantDisconnected {
+        /// Its identity.
+        identity: String,
+        /// Its server-assigned session id.
+        sid: String,
+    },
+    /// A user data packet arrived.
+    DataReceived {
+        /// The bytes sent.
+        payload: Arc<Vec<u8>>,
+        /// The sender's topic, if any.
+        topic: Option<String>,
+        /// Whether it came over the reliable channel.
+        reliable: bool,
+        /// The sender's identity, if the client knew the sender.
+        from: Option<String>,
+    },
+    /// The set of active speakers changed.
+    ActiveSpeakersChanged {
+        /// Identities of those now speaking.
+        speakers: Vec<String>,
+    },
+}
+
+/// The four events the invariants are about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lifecycle {
+    /// `Connected`.
+    Connected,
+    /// `Reconnecting`.
+    Reconnecting,
+    /// `Reconnected`.
+    Reconnected,
+    /// `Disconnected`.
+    Disconnected,
+}
+
+impl Lifecycle {
+    /// The connection state this event leaves the room in.
+    pub fn resulting_state(self) -> ConnectionState {
+        match self {
+            Lifecycle::Connected | Lifecycle::Reconnected => ConnectionState::Connected,
+            Lifecycle::Reconnecting => ConnectionState::Reconnecting,
+            Lifecycle::Disconnected => ConnectionState::Disconnected,
+        }
+    }
+}
+
+/// An event the invariants can judge: it says whether (and how) it moves the lifecycle.
+pub trait Observed: Clone + std::fmt::Debug {
+    /// The lifecycle step this event is, if it is one.
+    fn lifecycle(&self) -> Option<Lifecycle>;
+}
+
+impl Observed for ClientEvent {
+    fn lifecycle(&self) -> Option<Lifecycle> {
+        match self {
+            ClientEvent::Connected => Some(Lifecycle::Connected),
+            ClientEvent::Reconnecting => Some(Lifecycle::Reconnecting),
+            ClientEvent::Reconnected => Some(Lifecycle::Reconnected),
+            ClientEvent::Disconnected { .. } => Some(Lifecycle::Disconnected),
+            _ => None,
+        }
+    }
+}
+
+impl Observed for RoomEvent {
+    fn lifecycle(&self) -> Option<Lifecycle> {
+        match self {
+            RoomEvent::Connected => Some(Lifecycle::Connected),
+            RoomEvent::Reconnecting => Some(Lifecycle::Reconnecting),
+            RoomEvent::Reconnected => Some(Lifecycle::Reconnected),
+            RoomEvent::Disconnected { .. } => Some(Lifecycle::Disconnected),
+            _ => None,
+        }
+    }
+}
+
+impl ClientEvent {
+    /// faultline-sdk's event in the shared vocabulary; `None` for what the vocabulary does
+    /// not carry (state-change notifications, which repeat the lifecycle events, and name or
+    /// metadata changes).
+    pub fn from_room_event(event: &RoomEvent) -> Option<ClientEvent> {
+        Some(match event {
+            RoomEvent::Connected => ClientEvent::Connected,
+            RoomEvent::Reconnecting => ClientEvent::Reconnecting,
+            RoomEvent::Reconnected => ClientEvent::Reconnected,
+            RoomEvent::Disconnected { reason } => ClientEvent::Disconnected { reason: *reason },
+            RoomEvent::ParticipantConnected(p) => ClientEvent::ParticipantConnected {
+                identity: p.identity().to_owned(),
+                sid: p.sid().to_owned(),
+            },
+            RoomEvent::ParticipantDisconnected(p) => ClientEvent::ParticipantDisconnected {
+                identity: p.identity().to_owned(),
+                sid: p.sid().to_owned(),
+            },
+            RoomEvent::DataReceived { payload, topic, kind, participant } => {
+                ClientEvent::DataReceived {
+                    payload: payload.clone(),
+                    topic: topic.clone(),
+                    reliable: *kind == faultline_sdk::DataPacketKind::Reliable,
+                    from: participant.as_ref().map(|p| p.identity().to_owned()),
+                }
+            }
+            RoomEvent::ActiveSpeakersChanged { speakers } => {
+                ClientEvent::ActiveSpeakersChanged { speakers: speakers.clone() }
+            }
+            _ => return None,
+        })
+    }
+}
