@@ -10,7 +10,8 @@
 //! against DESIGN.md's invariants 1–3:
 //!
 //! 1. `Reconnected` only after a `Reconnecting` of the same episode; one `Reconnecting` per
-//!    episode.
+//!    episode. (The JavaScript SDK may open an episode with `SignalReconnecting` instead: see
+//!    [`Lifecycle`].)
 //! 2. At most one `Disconnected` and no event after it; the room's `connection_state()`
 //!    agrees with the last lifecycle event.
 //! 3. Liveness: once faults stop, the room is `Connected` or `Disconnected` within the
@@ -250,6 +251,7 @@ pub fn check_invariants<E: Observed>(
 ) -> Result<(), InvariantViolation> {
     let fail = |violation| Err(InvariantViolation { violation, trace: format_trace(events) });
     let mut in_episode = false;
+    let mut said_reconnecting = false;
     let mut disconnected = false;
     let mut last_state = None;
     for (index, recorded) in events.iter().enumerate() {
@@ -258,14 +260,22 @@ pub fn check_invariants<E: Observed>(
         }
         let Some(step) = recorded.event.lifecycle() else { continue };
         match step {
-            Lifecycle::Reconnecting if in_episode => {
+            Lifecycle::Reconnecting if said_reconnecting => {
                 return fail(Violation::ReconnectingTwice { index })
             }
-            Lifecycle::Reconnecting => in_episode = true,
+            Lifecycle::Reconnecting => {
+                in_episode = true;
+                said_reconnecting = true;
+            }
+            // Opens an episode; inside one it is a later resume attempt, nothing more.
+            Lifecycle::SignalReconnecting => in_episode = true,
             Lifecycle::Reconnected if !in_episode => {
                 return fail(Violation::ReconnectedWithoutReconnecting { index })
             }
-            Lifecycle::Reconnected => in_episode = false,
+            Lifecycle::Reconnected => {
+                in_episode = false;
+                said_reconnecting = false;
+            }
             Lifecycle::Disconnected => disconnected = true,
             Lifecycle::Connected => {}
         }
@@ -326,6 +336,36 @@ mod tests {
         ]);
         let result = check_invariants(&events, ConnectionState::Disconnected);
         assert!(result.is_ok(), "{result:?}");
+    }
+
+    #[test]
+    fn a_signalling_only_resume_opens_an_episode_of_its_own() {
+        let events = |list: &[ClientEvent]| -> Vec<Recorded<ClientEvent>> {
+            list.iter()
+                .enumerate()
+                .map(|(i, event)| Recorded {
+                    at: Duration::from_millis(i as u64),
+                    event: event.clone(),
+                })
+                .collect()
+        };
+        let gone = ClientEvent::Disconnected { reason: DisconnectReason::UnknownReason };
+        use ClientEvent::{Connected, Reconnected, Reconnecting, SignalReconnecting};
+        // livekit-client: a resume; an escalation with a later resume attempt that runs out.
+        let resume = events(&[Connected, SignalReconnecting, Reconnected]);
+        assert!(check_invariants(&resume, ConnectionState::Connected).is_ok());
+        let escalated =
+            events(&[Connected, SignalReconnecting, Reconnecting, SignalReconnecting, gone]);
+        assert!(check_invariants(&escalated, ConnectionState::Disconnected).is_ok());
+        let twice = events(&[Connected, SignalReconnecting, Reconnecting, Reconnecting]);
+        let error = check_invariants(&twice, ConnectionState::Reconnecting).expect_err("caught");
+        assert_eq!(error.violation, Violation::ReconnectingTwice { index: 3 });
+        let stuck = events(&[Connected, SignalReconnecting]);
+        let error = check_invariants(&stuck, ConnectionState::Reconnecting).expect_err("caught");
+        assert_eq!(error.violation, Violation::StuckReconnecting);
+        let mismatch = events(&[Connected, SignalReconnecting]);
+        let error = check_invariants(&mismatch, ConnectionState::Connected).expect_err("caught");
+        assert!(matches!(error.violation, Violation::StateMismatch { .. }));
     }
 
     #[test]

@@ -608,14 +608,21 @@ async fn run_bounded(mut cmd: Command, timeout: Duration) -> Result<(bool, Strin
     }
 }
 
-/// A command for `program` that sees [`ProvisionEnv::path`] as its `PATH`.
-pub fn command(program: &Path, env: &ProvisionEnv) -> Command {
-    let mut cmd = Command::new(program);
+/// A blocking command for `program` that sees [`ProvisionEnv::path`] as its `PATH` (for
+/// quick questions such as a version).
+pub fn command_std(program: &Path, env: &ProvisionEnv) -> std::process::Command {
+    let mut cmd = std::process::Command::new(program);
     match &env.path {
         Some(path) => cmd.env("PATH", path),
         None => cmd.env_remove("PATH"),
     };
+    cmd.stdin(Stdio::null());
     cmd
+}
+
+/// A command for `program` that sees [`ProvisionEnv::path`] as its `PATH`.
+pub fn command(program: &Path, env: &ProvisionEnv) -> Command {
+    Command::from(command_std(program, env))
 }
 
 /// The first `MAJOR.MINOR.PATCH` in `text`, as `vMAJOR.MINOR.PATCH`.
@@ -691,8 +698,8 @@ async fn go_install(
     std::fs::create_dir_all(&bin_dir)
         .map_err(|e| format!("cannot create {}: {e}", bin_dir.display()))?;
     let what = format!("{program} {version}");
-    let lock = CacheLock::acquire(env, &format!("{}-{version}", program.binary_name()), &what)
-        .await?;
+    let lock =
+        CacheLock::acquire(env, &format!("{}-{version}", program.binary_name()), &what).await?;
     // The lock is released when `lock` is dropped, on every return path below.
     if is_executable(&target) {
         return Ok(GoInstalled::BuiltByOther(target));

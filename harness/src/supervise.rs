@@ -134,12 +134,12 @@ impl Process {
     pub(crate) fn kill(&mut self) {
         self.killed_by_us = true;
         if self.group {
-            let _ = Command::new("kill")
-                .args(["-KILL", &format!("-{}", self.child.id())])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
+            // The group's id is the leader's pid (it was started with process_group(0)).
+            let leader =
+                i32::try_from(self.child.id()).ok().and_then(rustix::process::Pid::from_raw);
+            if let Some(group) = leader {
+                let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+            }
         }
         let _ = self.child.kill();
         let _ = self.child.wait();

@@ -1,8 +1,10 @@
-//! `faultline doctor`: what this machine can use to run livekit-server and toxiproxy.
+//! `faultline doctor`: what this machine can use to run livekit-server and toxiproxy, and
+//! which SDK clients can run here.
 
 use std::net::{TcpListener, UdpSocket};
 use std::process::ExitCode;
 
+use faultline::client::{js, upstream_rust, Sdk};
 use faultline::provision::{self, Program, ProvisionEnv};
 use faultline::server::ServerOptions;
 
@@ -53,6 +55,16 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         for attempt in &attempts {
             let mark = if attempt.chosen { "ok  " } else { "--  " };
             println!("  {mark}{:<22} {}", attempt.source, attempt.detail);
+        }
+    }
+    println!("\nSDK clients:");
+    println!("  ok  {:<14} in process", Sdk::Faultline);
+    for (sdk, readiness) in
+        [(Sdk::UpstreamRust, upstream_rust::readiness(&env)), (Sdk::Js, js::readiness(&env))]
+    {
+        match readiness {
+            Ok(what) => println!("  ok  {sdk:<14} {what}"),
+            Err(e) => println!("  --  {sdk:<14} {e}"),
         }
     }
     if all_ok {

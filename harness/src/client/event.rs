@@ -2,9 +2,12 @@
 //! external SDK behind a driver — reports, in one shape the record, the judge and the
 //! reports read.
 //!
-//! The names follow the upstream `livekit` crate's `RoomEvent`; `SignalReconnecting` is the
-//! JavaScript SDK's extra step (its signalling is being resumed while media still flows) and
-//! carries no lifecycle meaning. Disconnect reasons are livekit-protocol's
+//! The names follow the upstream `livekit` crate's `RoomEvent`. `SignalReconnecting` is the
+//! JavaScript SDK's: it starts a signalling-only resume with it *instead of* `Reconnecting`
+//! (media may still flow), and ends that episode with `Reconnected`; when the resume fails it
+//! escalates with `Reconnecting`, and may say `SignalReconnecting` again for a later resume
+//! attempt of the same episode. So `SignalReconnecting` opens an episode when none is open
+//! and is otherwise informational (see [`Lifecycle`]). Disconnect reasons are livekit-protocol's
 //! [`DisconnectReason`], which every LiveKit SDK reports in its own spelling and each driver
 //! translates (see `docs/driver-protocol.md`).
 
@@ -17,8 +20,8 @@ use faultline_sdk::{ConnectionState, DisconnectReason, RoomEvent};
 pub enum ClientEvent {
     /// The room joined (the first event of every room).
     Connected,
-    /// The JavaScript SDK's signalling-only resume began (media unaffected). Not a
-    /// lifecycle event: the invariants ignore it.
+    /// The JavaScript SDK's signalling-only resume began (media may still flow): opens a
+    /// reconnect episode when none is open.
     SignalReconnecting,
     /// The connection was lost; the client is reconnecting. Once per episode.
     Reconnecting,
@@ -61,11 +64,18 @@ pub enum ClientEvent {
     },
 }
 
-/// The four events the invariants are about.
+/// The events the invariants are about.
+///
+/// An episode opens with `Reconnecting` or `SignalReconnecting` and ends with `Reconnected`
+/// or `Disconnected`. Inside it, `Reconnecting` may come at most once (after a
+/// `SignalReconnecting`: the escalation from a signalling-only resume to a full reconnect)
+/// and `SignalReconnecting` is informational.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lifecycle {
     /// `Connected`.
     Connected,
+    /// `SignalReconnecting` (JavaScript SDK).
+    SignalReconnecting,
     /// `Reconnecting`.
     Reconnecting,
     /// `Reconnected`.
@@ -75,11 +85,18 @@ pub enum Lifecycle {
 }
 
 impl Lifecycle {
+    /// Whether this step can open a reconnect episode.
+    pub fn opens_episode(self) -> bool {
+        matches!(self, Lifecycle::Reconnecting | Lifecycle::SignalReconnecting)
+    }
+
     /// The connection state this event leaves the room in.
     pub fn resulting_state(self) -> ConnectionState {
         match self {
             Lifecycle::Connected | Lifecycle::Reconnected => ConnectionState::Connected,
-            Lifecycle::Reconnecting => ConnectionState::Reconnecting,
+            Lifecycle::Reconnecting | Lifecycle::SignalReconnecting => {
+                ConnectionState::Reconnecting
+            }
             Lifecycle::Disconnected => ConnectionState::Disconnected,
         }
     }
@@ -95,6 +112,7 @@ impl Observed for ClientEvent {
     fn lifecycle(&self) -> Option<Lifecycle> {
         match self {
             ClientEvent::Connected => Some(Lifecycle::Connected),
+            ClientEvent::SignalReconnecting => Some(Lifecycle::SignalReconnecting),
             ClientEvent::Reconnecting => Some(Lifecycle::Reconnecting),
             ClientEvent::Reconnected => Some(Lifecycle::Reconnected),
             ClientEvent::Disconnected { .. } => Some(Lifecycle::Disconnected),

@@ -1,6 +1,359 @@
-//! The client seam: any LiveKit SDK under test, behind one interface, reporting events in
-//! faultline's shared vocabulary ([`ClientEvent`]).
+//! The client seam: any LiveKit SDK under test, behind one interface — connect, simulate a
+//! scenario, publish data, read its state, close — reporting events in faultline's shared
+//! vocabulary ([`ClientEvent`]).
+//!
+//! faultline-sdk runs in process (its sockets can be wrapped with faults). Other SDKs run as
+//! supervised child processes speaking the driver protocol of `docs/driver-protocol.md`:
+//! [`Sdk::UpstreamRust`] (the upstream Rust SDK inside the PyPI `livekit` wheel) and
+//! [`Sdk::Js`] (`livekit-client` in headless Chromium). Each is provisioned on first use into
+//! the faultline cache, pinned, under a lock, like livekit-server.
 
+pub(crate) mod driver;
 pub mod event;
+pub mod js;
+mod stage;
+pub mod upstream_rust;
 
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use faultline_sdk::{
+    ConnectionState, DataPacket, ReconnectPolicy, Room, RoomError, RoomOptions, SimulateScenario,
+};
+use serde_json::json;
+use tokio::sync::mpsc;
+
+pub use driver::{Hello, PROTOCOL_VERSION};
 pub use event::{ClientEvent, Lifecycle, Observed};
+
+use crate::provision::ProvisionEnv;
+use crate::sim::schedule::SimulateKind;
+
+/// How long an external SDK may take to join a room.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// An SDK faultline can put under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Sdk {
+    /// faultline-sdk, in process.
+    Faultline,
+    /// The upstream Rust SDK as shipped in `liblivekit_ffi.so` (PyPI `livekit`).
+    UpstreamRust,
+    /// `livekit-client` in headless Chromium.
+    Js,
+}
+
+impl Sdk {
+    /// Every SDK, faultline's first.
+    pub const ALL: [Sdk; 3] = [Sdk::Faultline, Sdk::UpstreamRust, Sdk::Js];
+
+    /// The name scenario files and the command use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Sdk::Faultline => "faultline",
+            Sdk::UpstreamRust => "upstream-rust",
+            Sdk::Js => "js",
+        }
+    }
+
+    /// Whether its sockets are faultline's own (so media faults can wrap them).
+    pub fn in_process(self) -> bool {
+        self == Sdk::Faultline
+    }
+}
+
+impl fmt::Display for Sdk {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.name())
+    }
+}
+
+impl FromStr for Sdk {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Sdk::ALL.into_iter().find(|sdk| sdk.name() == s).ok_or_else(|| {
+            format!("unknown SDK {s:?}; the SDKs are faultline, upstream-rust and js")
+        })
+    }
+}
+
+/// A client that failed, or cannot run here.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Something the SDK needs is not on this machine.
+    #[error("the {sdk} client cannot run here: {missing}. Fix: {fix}")]
+    Unavailable {
+        /// The SDK.
+        sdk: Sdk,
+        /// What is missing.
+        missing: String,
+        /// The command or setting that provides it.
+        fix: String,
+    },
+    /// Preparing the SDK in the cache failed.
+    #[error("preparing the {sdk} client failed: {message}")]
+    Provision {
+        /// The SDK.
+        sdk: Sdk,
+        /// What failed, with the log to read.
+        message: String,
+    },
+    /// The driver process failed to start or talk.
+    #[error("the {sdk} driver failed: {message}; driver log: {}\nlast log lines:\n{tail}", log.display())]
+    Driver {
+        /// The SDK.
+        sdk: Sdk,
+        /// What went wrong.
+        message: String,
+        /// The driver's log.
+        log: PathBuf,
+        /// Its last lines.
+        tail: String,
+    },
+    /// The SDK cannot do what was asked at all.
+    #[error("the {sdk} client does not support {op}: {message}")]
+    Unsupported {
+        /// The SDK.
+        sdk: Sdk,
+        /// The operation.
+        op: String,
+        /// The driver's explanation.
+        message: String,
+    },
+    /// The SDK tried and failed.
+    #[error("{sdk}: {op} failed: {message}; driver log: {}\nlast log lines:\n{tail}", log.display())]
+    Failed {
+        /// The SDK.
+        sdk: Sdk,
+        /// The operation.
+        op: String,
+        /// The SDK's error.
+        message: String,
+        /// The driver's log.
+        log: PathBuf,
+        /// Its last lines.
+        tail: String,
+    },
+    /// faultline-sdk's own error.
+    #[error("faultline-sdk: {0}")]
+    Room(#[from] RoomError),
+}
+
+/// What a client says about its room right now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientState {
+    /// Its connection state.
+    pub connection_state: ConnectionState,
+    /// The room's sid.
+    pub room_sid: String,
+    /// The local participant's sid (new after a full reconnect, kept by a resume).
+    pub local_sid: String,
+    /// The local participant's identity.
+    pub local_identity: String,
+    /// The remote participants it knows, as (identity, sid), sorted by identity.
+    pub remotes: Vec<(String, String)>,
+}
+
+/// How to connect a client.
+#[derive(Debug, Clone, Default)]
+pub struct ClientOptions {
+    /// A reconnect policy to ask the SDK for; `None` keeps the SDK's own. An SDK that cannot
+    /// take one refuses to connect ([`ClientError::Unsupported`]).
+    pub reconnect: Option<ReconnectPolicy>,
+    /// faultline-sdk only: its room options (network seam, seed, timeouts). Its `reconnect`
+    /// is replaced by [`ClientOptions::reconnect`] when that is set.
+    pub faultline: RoomOptions,
+}
+
+/// One participant's client, of any SDK.
+#[derive(Debug)]
+pub struct Client {
+    sdk: Sdk,
+    inner: Inner,
+}
+
+#[derive(Debug)]
+enum Inner {
+    Faultline(Room),
+    Driver(Box<driver::Driver>),
+}
+
+impl Client {
+    /// Prepares `sdk` if needed, joins the room at `url` with `token`, and returns the client
+    /// with its event stream (which starts with `Connected`).
+    pub async fn connect(
+        sdk: Sdk,
+        url: &str,
+        token: &str,
+        options: ClientOptions,
+        env: &ProvisionEnv,
+    ) -> Result<(Client, mpsc::UnboundedReceiver<ClientEvent>), ClientError> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let inner = match sdk {
+            Sdk::Faultline => {
+                let mut room_options = options.faultline;
+                if let Some(policy) = options.reconnect {
+                    room_options.reconnect = policy;
+                }
+                let (room, mut events) = Room::connect(url, token, room_options).await?;
+                tokio::spawn(async move {
+                    while let Some(event) = events.recv().await {
+                        if let Some(event) = ClientEvent::from_room_event(&event) {
+                            if tx.send(event).is_err() {
+                                break;
+                            }
+                        }
+                    }
+                });
+                Inner::Faultline(room)
+            }
+            Sdk::UpstreamRust | Sdk::Js => {
+                let launch = match sdk {
+                    Sdk::UpstreamRust => upstream_rust::prepare(env).await?,
+                    _ => js::prepare(env).await?,
+                };
+                let log = crate::supervise::log_dir();
+                std::fs::create_dir_all(&log).map_err(|e| ClientError::Provision {
+                    sdk,
+                    message: format!("cannot create the log directory {}: {e}", log.display()),
+                })?;
+                let log = log.join(crate::supervise::log_file_name(sdk.name(), unique_id()));
+                let driver = driver::Driver::start(sdk, &launch, log, tx).await?;
+                let policy = options.reconnect.map(|p| {
+                    json!({
+                        "attempts": p.attempts,
+                        "base_delay_ms": p.base_delay.as_millis() as u64,
+                        "max_delay_ms": p.max_delay.as_millis() as u64,
+                    })
+                });
+                let mut wire_options = json!({});
+                if let Some(policy) = policy {
+                    wire_options["reconnect_policy"] = policy;
+                }
+                driver.connect(url, token, wire_options, CONNECT_TIMEOUT).await?;
+                Inner::Driver(Box::new(driver))
+            }
+        };
+        Ok((Client { sdk, inner }, rx))
+    }
+
+    /// Which SDK this is.
+    pub fn sdk(&self) -> Sdk {
+        self.sdk
+    }
+
+    /// The driver's hello (`None` in process).
+    pub fn hello(&self) -> Option<&Hello> {
+        match &self.inner {
+            Inner::Faultline(_) => None,
+            Inner::Driver(driver) => Some(driver.hello()),
+        }
+    }
+
+    /// The driver's log file (`None` in process).
+    pub fn log_path(&self) -> Option<&std::path::Path> {
+        match &self.inner {
+            Inner::Faultline(_) => None,
+            Inner::Driver(driver) => Some(driver.log_path()),
+        }
+    }
+
+    /// The driver's process id (`None` in process).
+    pub fn pid(&self) -> Option<u32> {
+        match &self.inner {
+            Inner::Faultline(_) => None,
+            Inner::Driver(driver) => Some(driver.pid()),
+        }
+    }
+
+    /// faultline-sdk's room, when this client is faultline-sdk.
+    pub fn room(&self) -> Option<&Room> {
+        match &self.inner {
+            Inner::Faultline(room) => Some(room),
+            Inner::Driver(_) => None,
+        }
+    }
+
+    /// Asks the SDK to simulate `scenario`.
+    pub async fn simulate(&self, scenario: SimulateKind) -> Result<(), ClientError> {
+        match &self.inner {
+            Inner::Faultline(room) => {
+                Ok(room.simulate_scenario(SimulateScenario::from(scenario)).await?)
+            }
+            Inner::Driver(driver) => {
+                let wire = match scenario {
+                    SimulateKind::Speaker { secs } => json!({"scenario": "speaker", "secs": secs}),
+                    other => json!({ "scenario": other }),
+                };
+                driver.simulate(wire).await
+            }
+        }
+    }
+
+    /// Publishes user data to `destinations` (empty: everyone).
+    pub async fn publish(
+        &self,
+        payload: &[u8],
+        topic: Option<&str>,
+        reliable: bool,
+        destinations: &[String],
+    ) -> Result<(), ClientError> {
+        match &self.inner {
+            Inner::Faultline(room) => {
+                let packet = DataPacket {
+                    payload: payload.to_vec(),
+                    topic: topic.map(str::to_owned),
+                    reliable,
+                    destination_identities: destinations.to_vec(),
+                };
+                Ok(room.local_participant().publish_data(packet).await?)
+            }
+            Inner::Driver(driver) => driver.publish(payload, topic, reliable, destinations).await,
+        }
+    }
+
+    /// The room as the SDK sees it now.
+    pub async fn state(&self) -> Result<ClientState, ClientError> {
+        match &self.inner {
+            Inner::Faultline(room) => {
+                let local = room.local_participant();
+                let mut remotes: Vec<(String, String)> = room
+                    .remote_participants()
+                    .into_values()
+                    .map(|p| (p.identity().to_owned(), p.sid().to_owned()))
+                    .collect();
+                remotes.sort();
+                Ok(ClientState {
+                    connection_state: room.connection_state(),
+                    room_sid: room.sid(),
+                    local_sid: local.sid(),
+                    local_identity: local.identity(),
+                    remotes,
+                })
+            }
+            Inner::Driver(driver) => {
+                let mut state = driver.state().await?;
+                state.remotes.sort();
+                Ok(state)
+            }
+        }
+    }
+
+    /// Leaves the room for good (and ends the driver).
+    pub async fn close(&self) -> Result<(), ClientError> {
+        match &self.inner {
+            Inner::Faultline(room) => Ok(room.close().await?),
+            Inner::Driver(driver) => driver.close().await,
+        }
+    }
+}
+
+/// A process-unique number for log file names.
+fn unique_id() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}

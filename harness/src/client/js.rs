@@ -1,0 +1,126 @@
+//! The `js` client: `livekit-client` (npm, pinned) in headless Chromium, driven by
+//! `harness/drivers/js/driver.mjs` — a Node.js program that starts the browser (through
+//! playwright-core), serves the page and the SDK's self-contained UMD bundle on 127.0.0.1,
+//! and relays the driver protocol between the harness and the page.
+//!
+//! Provisioned on first use: `npm ci` of the pinned packages into
+//! `<cache>/drivers/js-<pin>/node_modules`, once, under the cache lock. Chromium itself is
+//! not provisioned (no registry here ships it as a package faultline could fetch): it comes
+//! from `CHROMIUM_BIN` or `PATH`, and `.ci/run` installs Debian's `chromium` where it runs as
+//! root.
+
+use std::path::PathBuf;
+
+use super::stage::{self, Step};
+use super::{ClientError, Sdk};
+use crate::provision::ProvisionEnv;
+use crate::supervise::Launch;
+
+/// The pinned `livekit-client`.
+pub const LIVEKIT_CLIENT_VERSION: &str = "2.23.0";
+
+const DRIVER: &str = include_str!("../../drivers/js/driver.mjs");
+const PAGE: &str = include_str!("../../drivers/js/page.html");
+const PAGE_SCRIPT: &str = include_str!("../../drivers/js/page.js");
+const PACKAGE: &str = include_str!("../../drivers/js/package.json");
+const LOCK: &str = include_str!("../../drivers/js/package-lock.json");
+
+/// The driver's directory in the cache.
+fn dir(env: &ProvisionEnv) -> PathBuf {
+    stage::dir(env, &format!("js-{LIVEKIT_CLIENT_VERSION}"))
+}
+
+/// The pins the npm install is done for.
+fn pins() -> String {
+    format!("{PACKAGE}\n{LOCK}")
+}
+
+/// Whether the client can run here, without preparing anything: a sentence saying what is
+/// prepared or what first use will do, or why it cannot run.
+pub fn readiness(env: &ProvisionEnv) -> Result<String, ClientError> {
+    needed(env, "node", "Node.js 18 or later", "apt-get install nodejs")?;
+    let chromium = chromium(env)?;
+    let dir = dir(env);
+    if stage::is_ready(&dir, &pins()) {
+        return Ok(format!(
+            "livekit-client {LIVEKIT_CLIENT_VERSION} prepared in {}; browser {}",
+            dir.display(),
+            chromium.display()
+        ));
+    }
+    let npm = needed(env, "npm", "npm", "apt-get install npm")?;
+    Ok(format!(
+        "first use runs {} ci (livekit-client {LIVEKIT_CLIENT_VERSION}, playwright-core) in {}; \
+         browser {}",
+        npm.display(),
+        dir.display(),
+        chromium.display()
+    ))
+}
+
+/// Installs the npm packages if needed and returns how to start the driver.
+pub(crate) async fn prepare(env: &ProvisionEnv) -> Result<Launch, ClientError> {
+    let sdk = Sdk::Js;
+    let node = needed(env, "node", "Node.js 18 or later", "apt-get install nodejs")?;
+    let chromium = chromium(env)?;
+    let dir = dir(env);
+    let files = [
+        ("driver.mjs", DRIVER),
+        ("page.html", PAGE),
+        ("page.js", PAGE_SCRIPT),
+        ("package.json", PACKAGE),
+        ("package-lock.json", LOCK),
+    ];
+    let pins = pins();
+    // npm is needed only to install: a prepared cache runs without it.
+    let steps = if stage::is_ready(&dir, &pins) {
+        Vec::new()
+    } else {
+        let npm = needed(env, "npm", "npm", "apt-get install npm")?;
+        vec![Step {
+            program: npm,
+            args: ["ci", "--ignore-scripts", "--no-audit", "--no-fund", "--omit=dev"]
+                .map(Into::into)
+                .to_vec(),
+            log_name: "js-npm-ci".into(),
+        }]
+    };
+    stage::ensure(sdk, env, &dir, &files, &pins, &steps).await?;
+    let mut launch = Launch::new(node, vec![dir.join("driver.mjs").into_os_string()]);
+    launch.env.push(("FAULTLINE_JS_MODULES".into(), dir.join("node_modules").into_os_string()));
+    launch.env.push(("CHROMIUM_BIN".into(), chromium.into_os_string()));
+    launch.group = true;
+    Ok(launch)
+}
+
+/// `name` on `PATH`, or [`ClientError::Unavailable`] naming `what` and `install`.
+fn needed(
+    env: &ProvisionEnv,
+    name: &str,
+    what: &str,
+    install: &str,
+) -> Result<PathBuf, ClientError> {
+    env.find_on_path(name).ok_or_else(|| ClientError::Unavailable {
+        sdk: Sdk::Js,
+        missing: format!("{what} (`{name}`) is not on PATH"),
+        fix: format!("install it (Debian/Ubuntu: `{install}`)"),
+    })
+}
+
+/// The browser: `CHROMIUM_BIN`, else `chromium`, `chromium-browser` or `google-chrome` on
+/// `PATH`.
+fn chromium(env: &ProvisionEnv) -> Result<PathBuf, ClientError> {
+    if let Some(bin) = &env.chromium_bin {
+        return Ok(bin.clone());
+    }
+    ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find_map(|name| env.find_on_path(name))
+        .ok_or_else(|| ClientError::Unavailable {
+            sdk: Sdk::Js,
+            missing: "Chromium is not on PATH and CHROMIUM_BIN is not set".into(),
+            fix: "install it (Debian: `apt-get install chromium`; Ubuntu: a Chromium or Chrome \
+                  package) or set CHROMIUM_BIN to the browser's executable"
+                .into(),
+        })
+}

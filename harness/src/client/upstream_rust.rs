@@ -1,0 +1,129 @@
+//! The `upstream-rust` client: the upstream LiveKit Rust SDK as it ships in the PyPI
+//! `livekit` wheel (`liblivekit_ffi.so`), driven through the wheel's own Python API by
+//! `harness/drivers/upstream_rust/driver.py`.
+//!
+//! Why the Python API and not the `.so`'s C ABI from Rust: loading a shared library and
+//! calling into it needs `unsafe`, which this workspace forbids, and the FFI's protobuf
+//! messages would have to be regenerated from the wheel's descriptors for every pin. The
+//! wheel's Python layer is what its users call; it adds no reconnect logic of its own (the
+//! engine is in the `.so`), so the events faultline sees are the Rust SDK's.
+//!
+//! Provisioned on first use: a venv in `<cache>/drivers/upstream-rust-<pin>/venv` built with
+//! `python3 -m venv` and `pip install -r requirements.txt` (exact pins), once, under the
+//! cache lock.
+
+use std::path::PathBuf;
+
+use super::stage::{self, Step};
+use super::{ClientError, Sdk};
+use crate::provision::ProvisionEnv;
+use crate::supervise::Launch;
+
+/// The pinned `livekit` wheel.
+pub const LIVEKIT_WHEEL_VERSION: &str = "1.2.1";
+
+const DRIVER: &str = include_str!("../../drivers/upstream_rust/driver.py");
+const REQUIREMENTS: &str = include_str!("../../drivers/upstream_rust/requirements.txt");
+
+/// The driver's directory in the cache.
+fn dir(env: &ProvisionEnv) -> PathBuf {
+    stage::dir(env, &format!("upstream-rust-{LIVEKIT_WHEEL_VERSION}"))
+}
+
+/// Whether the client can run here, without preparing anything: a sentence saying what is
+/// prepared or what first use will do, or why it cannot run.
+pub fn readiness(env: &ProvisionEnv) -> Result<String, ClientError> {
+    let python = python(env)?;
+    let dir = dir(env);
+    Ok(if stage::is_ready(&dir, REQUIREMENTS) {
+        format!("livekit {LIVEKIT_WHEEL_VERSION} prepared in {}", dir.display())
+    } else {
+        format!(
+            "first use builds a venv with {} and pip-installs livekit {LIVEKIT_WHEEL_VERSION} \
+             into {}",
+            python.display(),
+            dir.display()
+        )
+    })
+}
+
+/// Builds the venv if needed and returns how to start the driver.
+pub(crate) async fn prepare(env: &ProvisionEnv) -> Result<Launch, ClientError> {
+    let sdk = Sdk::UpstreamRust;
+    let python = python(env)?;
+    let dir = dir(env);
+    let venv = dir.join("venv");
+    let venv_python = venv.join("bin").join("python");
+    let steps = [
+        Step {
+            program: python.clone(),
+            args: vec!["-m".into(), "venv".into(), "--clear".into(), venv.clone().into()],
+            log_name: "upstream-rust-venv".into(),
+        },
+        Step {
+            program: venv_python.clone(),
+            args: vec![
+                "-m".into(),
+                "pip".into(),
+                "install".into(),
+                "--disable-pip-version-check".into(),
+                "--no-input".into(),
+                "-r".into(),
+                dir.join("requirements.txt").into(),
+            ],
+            log_name: "upstream-rust-pip-install".into(),
+        },
+    ];
+    let files = [("driver.py", DRIVER), ("requirements.txt", REQUIREMENTS)];
+    stage::ensure(sdk, env, &dir, &files, REQUIREMENTS, &steps).await?;
+    let mut launch =
+        Launch::new(venv_python, vec!["-u".into(), dir.join("driver.py").into_os_string()]);
+    launch.env.push(("PYTHONUNBUFFERED".into(), "1".into()));
+    launch.env.push(("PYTHONDONTWRITEBYTECODE".into(), "1".into()));
+    launch.group = true;
+    Ok(launch)
+}
+
+/// The oldest Python the pinned requirements install on (numpy 2.4 needs 3.11).
+const MIN_PYTHON: (u32, u32) = (3, 11);
+
+/// The Python that builds the venv: `FAULTLINE_PYTHON`, else `python3` on `PATH`; checked
+/// to be [`MIN_PYTHON`] or later.
+fn python(env: &ProvisionEnv) -> Result<PathBuf, ClientError> {
+    let fix = format!(
+        "install Python {}.{}+ with venv (Debian/Ubuntu: `apt-get install python3 \
+         python3-venv`) or set FAULTLINE_PYTHON to such an interpreter",
+        MIN_PYTHON.0, MIN_PYTHON.1
+    );
+    let unavailable = |missing: String| ClientError::Unavailable {
+        sdk: Sdk::UpstreamRust,
+        missing,
+        fix: fix.clone(),
+    };
+    let python = match env.python.clone().or_else(|| env.find_on_path("python3")) {
+        Some(python) => python,
+        None => return Err(unavailable("python3 is not on PATH".into())),
+    };
+    let output = crate::provision::command_std(&python, env)
+        .args(["-c", "import sys; print('%d.%d' % sys.version_info[:2])"])
+        .output()
+        .map_err(|e| unavailable(format!("{} does not run: {e}", python.display())))?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    let version = text
+        .trim()
+        .split_once('.')
+        .and_then(|(major, minor)| Some((major.parse::<u32>().ok()?, minor.parse::<u32>().ok()?)));
+    match version {
+        Some(version) if version >= MIN_PYTHON => Ok(python),
+        Some((major, minor)) => Err(unavailable(format!(
+            "{} is Python {major}.{minor}; the pinned livekit wheel's dependencies need {}.{}+",
+            python.display(),
+            MIN_PYTHON.0,
+            MIN_PYTHON.1
+        ))),
+        None => Err(unavailable(format!(
+            "{} did not say its version (it printed {text:?})",
+            python.display()
+        ))),
+    }
+}
