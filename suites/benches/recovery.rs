@@ -1,71 +1,141 @@
-//! Recovery latency against the real livekit-server, printed (not asserted): how long from
-//! the moment recovery can begin to `Reconnected`, median over repeated runs.
+//! Recovery latency against the real livekit-server, for each SDK, printed (not asserted):
+//! how long from the moment recovery can begin to `Reconnected`; median, min and max over
+//! repeated runs.
 //!
-//! - resume: `SignalReconnect` asked → `Reconnected` (new socket, ICE restarts).
-//! - full reconnect: `FullReconnect` asked → `Reconnected` (new join, new peer connections).
-//! - outage healed: a proxy in front of signalling killed until the room is `Reconnecting`,
-//!   then healed → `Reconnected`; includes waiting out the backoff of the default policy.
+//! - signal-reconnect, full-reconnect, disconnect-signal-on-resume: the scenario asked →
+//!   `Reconnected`.
+//! - outage healed: a proxy in front of signalling killed until the room's episode starts,
+//!   then healed → `Reconnected` (includes waiting out the SDK's backoff).
+//! - media black hole (faultline-sdk only until kernel faults reach the external SDKs): all
+//!   media dropped; time to detect (drop → the episode starts), then healed → `Reconnected`.
 //!
-//! Run: `cargo bench -p faultline-suites --bench recovery` (`RUNS=n` to change the count).
+//! Run: `cargo bench -p faultline-suites --bench recovery`. `RUNS=n` changes the count
+//! (default 5), `SDKS=faultline,js` the SDKs (default all three).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use faultline::check::EventLog;
+use faultline::check::{ClientEvent, EventLog, Lifecycle, Observed};
+use faultline::client::{Client, ClientOptions, Sdk};
+use faultline::net::{Direction, FaultyNetwork, NetFaults};
+use faultline::provision::ProvisionEnv;
 use faultline::proxy::Proxy;
 use faultline::server::LiveKitServer;
-use faultline_sdk::{Room, RoomEvent, RoomOptions, SimulateScenario};
+use faultline::sim::schedule::SimulateKind;
+use faultline_sdk::net::TokioNetwork;
+use faultline_sdk::RoomOptions;
 use tokio::time::Instant;
 
-const WAIT: Duration = Duration::from_secs(60);
+/// Bound on any one wait: longer than a default-policy exhaustion of any SDK.
+const WAIT: Duration = Duration::from_secs(90);
 
-async fn join(server: &LiveKitServer, url: &str, room: &str) -> Result<(Room, EventLog)> {
-    let token = server.token(room, "bench")?;
-    let (room, events) = Room::connect(url, &token, RoomOptions::default()).await?;
-    Ok((room, EventLog::new(events)))
+struct Joined {
+    client: Client,
+    log: EventLog<ClientEvent>,
+    media: Option<NetFaults>,
 }
 
-async fn reconnected(log: &mut EventLog) -> Result<()> {
-    log.wait_for("Reconnected", WAIT, |e| *e == RoomEvent::Reconnected).await?;
-    Ok(())
+async fn join(server: &LiveKitServer, sdk: Sdk, url: &str, room: &str) -> Result<Joined> {
+    let token = server.token(room, "bench")?;
+    let mut options = ClientOptions::default();
+    let mut media = None;
+    if sdk == Sdk::Faultline {
+        let network = FaultyNetwork::new(Arc::new(TokioNetwork), 1);
+        media = Some(network.faults());
+        options.faultline = RoomOptions { network: Arc::new(network), ..RoomOptions::default() };
+    }
+    let (client, events) = Client::connect(sdk, url, &token, options, &ProvisionEnv::from_env())
+        .await
+        .with_context(|| format!("{sdk} joining {room}"))?;
+    let mut log = EventLog::new(events);
+    log.wait_for("Connected", WAIT, |e| *e == ClientEvent::Connected).await?;
+    Ok(Joined { client, log, media })
+}
+
+impl Joined {
+    async fn reconnected(&mut self) -> Result<()> {
+        self.log.wait_for("Reconnected", WAIT, |e| *e == ClientEvent::Reconnected).await?;
+        Ok(())
+    }
+
+    async fn episode_starts(&mut self) -> Result<()> {
+        self.log
+            .wait_for("the episode's start", WAIT, |e| {
+                e.lifecycle().is_some_and(Lifecycle::opens_episode)
+            })
+            .await?;
+        Ok(())
+    }
 }
 
 /// One run of a simulated scenario: asked → Reconnected.
 async fn simulated(
     server: &LiveKitServer,
-    scenario: SimulateScenario,
+    sdk: Sdk,
+    scenario: SimulateKind,
     run: usize,
 ) -> Result<Duration> {
-    let (room, mut log) =
-        join(server, &server.ws_url(), &format!("bench-{scenario:?}-{run}")).await?;
+    let room = format!("bench-{sdk}-{scenario:?}-{run}-{}", std::process::id());
+    let mut p = join(server, sdk, &server.ws_url(), &room).await?;
     let started = Instant::now();
-    room.simulate_scenario(scenario).await?;
-    reconnected(&mut log).await?;
+    p.client.simulate(scenario).await?;
+    p.reconnected().await?;
     let took = started.elapsed();
-    room.close().await?;
+    p.client.close().await?;
     Ok(took)
 }
 
 /// One run of a signalling outage through a killed proxy: healed → Reconnected.
-async fn outage(server: &LiveKitServer, run: usize) -> Result<Duration> {
+async fn outage(server: &LiveKitServer, sdk: Sdk, run: usize) -> Result<Duration> {
     let proxy = Proxy::start(server.signal_addr()).await?;
-    let (room, mut log) = join(server, &proxy.ws_url(), &format!("bench-outage-{run}")).await?;
+    let room = format!("bench-{sdk}-outage-{run}-{}", std::process::id());
+    let mut p = join(server, sdk, &proxy.ws_url(), &room).await?;
     proxy.kill().await?;
-    log.wait_for("Reconnecting", WAIT, |e| *e == RoomEvent::Reconnecting).await?;
+    p.episode_starts().await?;
     proxy.heal().await?;
     let healed = Instant::now();
-    reconnected(&mut log).await?;
+    p.reconnected().await?;
     let took = healed.elapsed();
-    room.close().await?;
+    p.client.close().await?;
     Ok(took)
 }
 
-fn report(name: &str, mut samples: Vec<Duration>) {
+/// One run of a media black hole: (drop → episode starts, heal → Reconnected); `None` when
+/// the SDK's media cannot be faulted here.
+async fn black_hole(
+    server: &LiveKitServer,
+    sdk: Sdk,
+    run: usize,
+) -> Result<Option<(Duration, Duration)>> {
+    let room = format!("bench-{sdk}-black-hole-{run}-{}", std::process::id());
+    let mut p = join(server, sdk, &server.ws_url(), &room).await?;
+    let Some(media) = p.media.clone() else {
+        p.client.close().await?;
+        return Ok(None);
+    };
+    media.partition_media(Direction::Both);
+    let dropped = Instant::now();
+    p.episode_starts().await?;
+    let detected = dropped.elapsed();
+    media.heal_media();
+    let healed = Instant::now();
+    p.reconnected().await?;
+    let recovered = healed.elapsed();
+    p.client.close().await?;
+    Ok(Some((detected, recovered)))
+}
+
+fn report(sdk: Sdk, name: &str, mut samples: Vec<Duration>) {
+    if samples.is_empty() {
+        println!("{sdk:<14} {name:<28} n/a (media faults for this SDK need kernel faults)");
+        return;
+    }
     samples.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let median = samples[samples.len() / 2];
     println!(
-        "{name:<16} runs {:>3}  median {:>8.1} ms  min {:>8.1} ms  max {:>8.1} ms",
+        "{sdk:<14} {name:<28} runs {:>3}  median {:>8.1} ms  min {:>8.1} ms  max {:>8.1} ms",
         samples.len(),
         ms(median),
         ms(samples[0]),
@@ -75,19 +145,44 @@ fn report(name: &str, mut samples: Vec<Duration>) {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
-    let runs: usize = std::env::var("RUNS").ok().and_then(|r| r.parse().ok()).unwrap_or(10).max(1);
+    let runs: usize = std::env::var("RUNS").ok().and_then(|r| r.parse().ok()).unwrap_or(5).max(1);
+    let sdks: Vec<Sdk> = match std::env::var("SDKS") {
+        Ok(list) if !list.is_empty() => list
+            .split(',')
+            .map(|name| name.trim().parse().map_err(anyhow::Error::msg))
+            .collect::<Result<_>>()?,
+        _ => Sdk::ALL.to_vec(),
+    };
     let server = LiveKitServer::shared().await.context("starting livekit-server")?;
-    let mut resume = Vec::new();
-    let mut full = Vec::new();
-    let mut healed = Vec::new();
-    for run in 0..runs {
-        resume.push(simulated(&server, SimulateScenario::SignalReconnect, run).await?);
-        full.push(simulated(&server, SimulateScenario::FullReconnect, run).await?);
-        healed.push(outage(&server, run).await?);
+    println!("recovery latency against livekit-server {}, {runs} runs each:", server.version());
+    let scenarios = [
+        SimulateKind::SignalReconnect,
+        SimulateKind::FullReconnect,
+        SimulateKind::DisconnectSignalOnResume,
+    ];
+    for sdk in sdks {
+        for scenario in scenarios {
+            let mut samples = Vec::new();
+            for run in 0..runs {
+                samples.push(simulated(&server, sdk, scenario, run).await?);
+            }
+            let name = serde_json::to_value(scenario)?.as_str().unwrap_or("?").to_owned();
+            report(sdk, &format!("{name} → Reconnected"), samples);
+        }
+        let mut healed = Vec::new();
+        for run in 0..runs {
+            healed.push(outage(&server, sdk, run).await?);
+        }
+        report(sdk, "outage healed → Reconnected", healed);
+        let (mut detect, mut recover) = (Vec::new(), Vec::new());
+        for run in 0..runs {
+            if let Some((detected, recovered)) = black_hole(&server, sdk, run).await? {
+                detect.push(detected);
+                recover.push(recovered);
+            }
+        }
+        report(sdk, "media black hole: detect", detect);
+        report(sdk, "media black hole: heal → Reconn.", recover);
     }
-    println!("recovery latency against livekit-server {}:", server.version());
-    report("resume", resume);
-    report("full reconnect", full);
-    report("outage healed", healed);
     Ok(())
 }
