@@ -691,8 +691,8 @@ async fn go_install(
     std::fs::create_dir_all(&bin_dir)
         .map_err(|e| format!("cannot create {}: {e}", bin_dir.display()))?;
     let what = format!("{program} {version}");
-    let lock = CacheLock::acquire(env, &format!("{}-{version}", program.binary_name()), &what)
-        .await?;
+    let lock =
+        CacheLock::acquire(env, &format!("{}-{version}", program.binary_name()), &what).await?;
     // The lock is released when `lock` is dropped, on every return path below.
     if is_executable(&target) {
         return Ok(GoInstalled::BuiltByOther(target));

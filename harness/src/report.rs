@@ -10,9 +10,9 @@ use std::path::Path;
 use faultline_sdk::RoomEvent;
 use serde_json::json;
 
+use crate::judge::DATA_TOPIC;
+use crate::record::{EventRecord, RunRecord};
 use crate::scenario::format::Lane;
-use crate::scenario::judge::DATA_TOPIC;
-use crate::scenario::record::{EventRecord, RunRecord};
 
 /// The record as JSON lines: a `run` header, then `fault-start`, `fault-heal` and `event`
 /// lines in time order, then one `verdict` line per verdict. `t` is seconds from everyone
@@ -497,7 +497,7 @@ mod tests {
     use faultline_sdk::{ConnectionState, DisconnectReason, RoomEvent};
 
     use super::*;
-    use crate::scenario::record::{FaultRecord, Verdict};
+    use crate::record::{FaultRecord, Verdict};
 
     fn record() -> RunRecord {
         let at = Duration::from_millis;

@@ -505,19 +505,22 @@ fn launch_for(source: &Source, config: &Path, http_port: u16) -> Launch {
             let name = format!("faultline-livekit-{}-{http_port}", std::process::id());
             Launch {
                 container: Some((docker.clone(), name.clone())),
-                ..Launch::new(docker.clone(), vec![
-                    "run".into(),
-                    "--rm".into(),
-                    "--name".into(),
-                    name.clone().into(),
-                    "--network".into(),
-                    "host".into(),
-                    "-v".into(),
-                    format!("{dir}:{dir}:ro").into(),
-                    image.into(),
-                    "--config".into(),
-                    config.into(),
-                ])
+                ..Launch::new(
+                    docker.clone(),
+                    vec![
+                        "run".into(),
+                        "--rm".into(),
+                        "--name".into(),
+                        name.clone().into(),
+                        "--network".into(),
+                        "host".into(),
+                        "-v".into(),
+                        format!("{dir}:{dir}:ro").into(),
+                        image.into(),
+                        "--config".into(),
+                        config.into(),
+                    ],
+                )
             }
         }
         _ => Launch::new(

@@ -37,10 +37,10 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::format::{Direction, Fault, FaultStep, Lane, ProxyMode, Scenario, Stream, Toxic};
-use super::judge::{self, DATA_TOPIC};
-use super::record::{EventRecord, FaultRecord, RunRecord};
+use crate::judge::{self, DATA_TOPIC};
 use crate::net::{self, FaultyNetwork, NetFaults};
 use crate::proxy::{Proxy, ProxyError};
+use crate::record::{EventRecord, FaultRecord, RunRecord};
 use crate::server::{LiveKitServer, ServerError, ServerOptions};
 use crate::token::TokenSpec;
 use crate::toxiproxy::{self, ToxicGuard, ToxicKind, Toxiproxy, ToxiproxyError};

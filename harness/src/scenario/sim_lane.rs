@@ -25,9 +25,9 @@ use std::time::Duration;
 use faultline_sdk::ConnectionState;
 
 use super::format::{Expectation, Fault, Lane, Scenario};
-use super::judge;
-use super::record::{EventRecord, FaultRecord, RunRecord};
 use super::run::{label, lanes, RunError};
+use crate::judge;
+use crate::record::{EventRecord, FaultRecord, RunRecord};
 use crate::sim::explore::{run_case, Case};
 use crate::sim::schedule::{self, Schedule, Step};
 use crate::sim::SERVER_HOST;

@@ -1,6 +1,6 @@
 //! What one run of a scenario saw: every fault with when it started and healed, every event
 //! each participant's room reported, their final states and the verdicts. The runner fills
-//! it in, [`super::judge`] judges it, and [`crate::report`] writes it out as a trace or an
+//! it in, [`crate::judge`] judges it, and [`crate::report`] writes it out as a trace or an
 //! HTML timeline. All times are measured from the start of the run (before anyone joined);
 //! [`RunRecord::timeline_zero`] is the moment everyone was connected, from which a
 //! scenario's `at` values count.
@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use faultline_sdk::{ConnectionState, RoomEvent};
 
-use super::format::Lane;
 use crate::check::{format_trace, Recorded};
+use crate::scenario::format::Lane;
 
 /// Everything a run saw.
 #[derive(Debug, Clone)]

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use faultline_sdk::{ConnectionState, RoomEvent};
 
-use super::format::{Expectation, FinalState, Scenario};
-use super::record::{EventRecord, FaultRecord, RunRecord, Verdict};
 use crate::check::check_invariants;
+use crate::record::{EventRecord, FaultRecord, RunRecord, Verdict};
+use crate::scenario::format::{Expectation, FinalState, Scenario};
 
 /// The topic the runner publishes scenario data on; payloads are big-endian `u32` sequence
 /// numbers from 0.
@@ -350,8 +350,8 @@ mod tests {
     use faultline_sdk::DisconnectReason;
 
     use super::*;
+    use crate::record::FaultRecord;
     use crate::scenario::format::Lane;
-    use crate::scenario::record::FaultRecord;
 
     const SCENARIO: &str = r#"
 name = "t"
