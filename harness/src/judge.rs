@@ -1,33 +1,54 @@
-//! Judging a run: each expectation of the scenario, and DESIGN.md's invariants 1–3 for each
-//! participant, become a [`Verdict`] saying what a correct client does and what this one did.
-//! Pure functions of the scenario and the [`RunRecord`], so any lane's record can be judged.
+//! The one judge: applies a scenario's expectations ([`expectations`]) and DESIGN.md's
+//! invariants 1–5 ([`invariants`]) to any [`RunRecord`] — whichever lane wrote it, whichever
+//! client it recorded — and says, per expectation and per participant, what a correct client
+//! does and what this one did ([`Verdict`]). The explorer takes the [`Violation`]s directly;
+//! a live [`crate::check::EventLog`] asks [`lifecycle`] about one room.
+//!
+//! Pure functions of the scenario and the record, plus what the runners need to know when to
+//! stop watching ([`settled`], [`latest_bound`], [`reconnecting_since`]).
+
+mod expectations;
+mod invariants;
 
 use std::time::Duration;
 
-use faultline_sdk::{ConnectionState, RoomEvent};
+pub use expectations::expectation;
+pub use invariants::{lifecycle, reconnecting_since, violations, Violation};
 
-use crate::check::check_invariants;
-use crate::record::{EventRecord, FaultRecord, RunRecord, Verdict};
-use crate::scenario::format::{Expectation, FinalState, Scenario};
-
-/// The topic the runner publishes scenario data on; payloads are big-endian `u32` sequence
-/// numbers from 0.
-pub const DATA_TOPIC: &str = "faultline-seq";
+use crate::record::{RunRecord, Verdict};
+use crate::scenario::format::{Expectation, Scenario};
 
 /// Every verdict of a finished run: the expectations in file order, then the invariants of
-/// each participant.
+/// each participant (5 only when the run published sequenced data).
 pub fn judge(scenario: &Scenario, record: &RunRecord) -> Vec<Verdict> {
     let mut verdicts: Vec<Verdict> =
         scenario.expectations.iter().map(|e| expectation(scenario, record, e.get_ref())).collect();
+    let broken = violations(record);
+    let data = record.participants.iter().any(|p| !p.published.is_empty());
     for p in &record.participants {
-        let state = record.final_state(p).unwrap_or(ConnectionState::Disconnected);
-        let what = format!("invariants of {p} (DESIGN.md 1–3)");
-        let expected = "one Reconnecting per episode, Reconnected only after it, at most one \
-                        Disconnected and nothing after it, never left Reconnecting"
-            .to_owned();
-        verdicts.push(match check_invariants(&record.events_of(p), state) {
-            Ok(()) => Verdict { what, expected, seen: "all hold".into(), passed: true },
-            Err(e) => Verdict { what, expected, seen: e.violation.to_string(), passed: false },
+        let mut expected = format!(
+            "one Reconnecting per episode, Reconnected only after it; at most one Disconnected, \
+             nothing after it; every episode over within {:?} (all attempts at their delay caps \
+             and timeouts)",
+            p.reconnect_bound
+        );
+        if data {
+            expected.push_str("; others' reliable data once each, in order");
+        }
+        let mine: Vec<String> = broken
+            .iter()
+            .filter(|v| v.participant == p.identity)
+            .map(|v| format!("invariant {}: {}", v.invariant, v.what))
+            .collect();
+        verdicts.push(Verdict {
+            what: format!(
+                "invariants of {} (DESIGN.md 1–{})",
+                p.identity,
+                if data { 5 } else { 4 }
+            ),
+            expected,
+            passed: mine.is_empty(),
+            seen: if mine.is_empty() { "all hold".into() } else { mine.join("; ") },
         });
     }
     verdicts
@@ -36,15 +57,7 @@ pub fn judge(scenario: &Scenario, record: &RunRecord) -> Vec<Verdict> {
 /// Whether the run can stop watching early: every expectation that waits for something has
 /// seen it, and nobody is in the middle of reconnecting.
 pub fn settled(scenario: &Scenario, record: &RunRecord) -> bool {
-    let nobody_reconnecting = record.participants.iter().all(|p| {
-        record
-            .events
-            .iter()
-            .rev()
-            .find(|e| e.participant == *p && e.event.is_lifecycle())
-            .is_none_or(|e| e.event != RoomEvent::Reconnecting)
-    });
-    nobody_reconnecting
+    record.participants.iter().all(|p| reconnecting_since(&record.events, &p.identity).is_none())
         && scenario.expectations.iter().all(|e| expectation(scenario, record, e.get_ref()).passed)
 }
 
@@ -83,274 +96,20 @@ pub fn latest_bound(scenario: &Scenario) -> Duration {
         .unwrap_or_default()
 }
 
-fn expectation(scenario: &Scenario, record: &RunRecord, exp: &Expectation) -> Verdict {
-    let rel = |at: Duration| format!("{:+.3}s", record.timeline_secs(at));
-    let events = |p: &str| -> Vec<&EventRecord> {
-        record.events.iter().filter(|e| e.participant == p).collect()
-    };
-    let hitting =
-        |p: &str| -> Vec<&FaultRecord> { record.faults.iter().filter(|f| f.hits(p)).collect() };
-    match exp {
-        Expectation::Reconnected { participant, within } => {
-            let first_hit = hitting(participant).into_iter().map(|f| f.started).min();
-            let heal = hitting(participant)
-                .into_iter()
-                .map(|f| f.healed.unwrap_or(f.started))
-                .max()
-                .unwrap_or(record.timeline_zero);
-            let from = first_hit.unwrap_or(record.timeline_zero);
-            let deadline = heal + *within;
-            let what = format!("reconnected: {participant} within {within:?} of the heal");
-            let expected = format!(
-                "Reconnecting, then Reconnected by {} ({} heal + {within:?})",
-                rel(deadline),
-                rel(heal)
-            );
-            let evs = events(participant);
-            let reconnecting =
-                evs.iter().find(|e| e.at >= from && e.event == RoomEvent::Reconnecting);
-            let seen;
-            let passed;
-            match reconnecting {
-                None => {
-                    passed = false;
-                    seen = format!(
-                        "no Reconnecting after the first fault ({})",
-                        lifecycle(record, participant)
-                    );
-                }
-                Some(r) => {
-                    match evs.iter().find(|e| e.at >= r.at && e.event == RoomEvent::Reconnected) {
-                        Some(done) => {
-                            passed = done.at <= deadline;
-                            seen = format!(
-                                "Reconnecting at {}, Reconnected at {} ({:.3}s after the heal)",
-                                rel(r.at),
-                                rel(done.at),
-                                done.at.as_secs_f64() - heal.as_secs_f64()
-                            );
-                        }
-                        None => {
-                            passed = false;
-                            seen = format!(
-                                "Reconnecting at {}, never Reconnected ({})",
-                                rel(r.at),
-                                lifecycle(record, participant)
-                            );
-                        }
-                    }
-                }
-            }
-            Verdict { what, expected, seen, passed }
-        }
-        Expectation::NoReconnect { participant } => {
-            let found =
-                events(participant).into_iter().find(|e| e.event == RoomEvent::Reconnecting);
-            Verdict {
-                what: format!("no-reconnect: {participant}"),
-                expected: "never Reconnecting (the faults go unnoticed)".into(),
-                seen: found.map_or(
-                    format!("never Reconnecting ({})", lifecycle(record, participant)),
-                    |e| {
-                        format!(
-                            "Reconnecting at {} ({})",
-                            rel(e.at),
-                            lifecycle(record, participant)
-                        )
-                    },
-                ),
-                passed: found.is_none(),
-            }
-        }
-        Expectation::NoDisconnect { participant } => {
-            let what = format!("no-disconnect: {participant}");
-            let found = events(participant)
-                .into_iter()
-                .find(|e| matches!(e.event, RoomEvent::Disconnected { .. }));
-            let (seen, passed) = match found {
-                Some(e) => (format!("{:?} at {}", e.event, rel(e.at)), false),
-                None => (format!("never Disconnected ({})", lifecycle(record, participant)), true),
-            };
-            Verdict { what, expected: "never Disconnected".into(), seen, passed }
-        }
-        Expectation::Disconnected { participant, reason, within } => {
-            let from = hitting(participant)
-                .into_iter()
-                .map(|f| f.started)
-                .min()
-                .unwrap_or(record.timeline_zero);
-            let deadline = from + *within;
-            let what = format!("disconnected: {participant} within {within:?} of the first fault");
-            let expected = format!(
-                "exactly one Disconnected{} by {}",
-                reason.as_ref().map_or(String::new(), |r| format!(" with reason {r}")),
-                rel(deadline)
-            );
-            let ends: Vec<&EventRecord> = events(participant)
-                .into_iter()
-                .filter(|e| matches!(e.event, RoomEvent::Disconnected { .. }))
-                .collect();
-            let (seen, passed) = match ends.as_slice() {
-                [] => (format!("no Disconnected ({})", lifecycle(record, participant)), false),
-                [one] => {
-                    let RoomEvent::Disconnected { reason: got } = &one.event else {
-                        unreachable!("filtered on Disconnected")
-                    };
-                    let reason_ok =
-                        reason.as_ref().is_none_or(|r| r.eq_ignore_ascii_case(got.as_str_name()));
-                    (
-                        format!(
-                            "Disconnected with reason {} at {} ({:.3}s after the first fault)",
-                            got.as_str_name(),
-                            rel(one.at),
-                            one.at.as_secs_f64() - from.as_secs_f64()
-                        ),
-                        reason_ok && one.at <= deadline,
-                    )
-                }
-                many => (format!("{} Disconnected events", many.len()), false),
-            };
-            Verdict { what, expected, seen, passed }
-        }
-        Expectation::PeerSawNoLeave { peer, of } => {
-            let left = events(peer).into_iter().find(
-                |e| matches!(&e.event, RoomEvent::ParticipantDisconnected(p) if record.scenario_identity(p.identity()) == of),
-            );
-            Verdict {
-                what: format!("peer-saw-no-leave: {peer} never sees {of} leave"),
-                expected: format!("no ParticipantDisconnected({of}) at {peer}"),
-                seen: left.map_or(format!("{peer} never saw {of} leave"), |e| {
-                    format!("{peer} saw {of} leave at {}", rel(e.at))
-                }),
-                passed: left.is_none(),
-            }
-        }
-        Expectation::PeerSawRejoin { peer, of } => {
-            let evs = events(peer);
-            let left = evs.iter().find(
-                |e| matches!(&e.event, RoomEvent::ParticipantDisconnected(p) if record.scenario_identity(p.identity()) == of),
-            );
-            let back = left.and_then(|l| {
-                evs.iter().find(|e| {
-                    e.at >= l.at
-                        && matches!(&e.event, RoomEvent::ParticipantConnected(p) if record.scenario_identity(p.identity()) == of)
-                })
-            });
-            let (seen, passed) = match (left, back) {
-                (None, _) => (format!("{peer} never saw {of} leave"), false),
-                (Some(l), None) => (format!("{of} left at {}, never came back", rel(l.at)), false),
-                (Some(l), Some(b)) => {
-                    (format!("{of} left at {} and joined again at {}", rel(l.at), rel(b.at)), true)
-                }
-            };
-            Verdict {
-                what: format!("peer-saw-rejoin: {peer} sees {of} leave and join again"),
-                expected: format!("ParticipantDisconnected({of}), then ParticipantConnected({of})"),
-                seen,
-                passed,
-            }
-        }
-        Expectation::DataDelivered { from, to } => {
-            let count =
-                scenario.participant(from).and_then(|p| p.publish.as_ref()).map_or(0, |p| p.count);
-            let received: Vec<u32> = events(to)
-                .into_iter()
-                .filter_map(|e| match &e.event {
-                    RoomEvent::DataReceived {
-                        payload, topic: Some(topic), participant, ..
-                    } if topic == DATA_TOPIC
-                        && participant
-                            .as_ref()
-                            .is_some_and(|p| record.scenario_identity(p.identity()) == from) =>
-                    {
-                        <[u8; 4]>::try_from(payload.as_slice()).ok().map(u32::from_be_bytes)
-                    }
-                    _ => None,
-                })
-                .collect();
-            let expected_seq: Vec<u32> = (0..count).collect();
-            Verdict {
-                what: format!("data-delivered: {from} → {to}"),
-                expected: format!("messages 0..{count} from {from}, each exactly once, in order"),
-                seen: describe_sequence(&received, count),
-                passed: received == expected_seq,
-            }
-        }
-        Expectation::FinalState { participant, state } => {
-            let want = match state {
-                FinalState::Connected => ConnectionState::Connected,
-                FinalState::Disconnected => ConnectionState::Disconnected,
-            };
-            let got = record.final_state(participant);
-            Verdict {
-                what: format!("final-state: {participant}"),
-                expected: format!("{want:?} at the end of the run"),
-                seen: got.map_or("no state recorded".into(), |s| format!("{s:?}")),
-                passed: got == Some(want),
-            }
-        }
-    }
-}
-
-/// The participant's lifecycle events, briefly, for a verdict's "seen".
-fn lifecycle(record: &RunRecord, participant: &str) -> String {
-    let parts: Vec<String> = record
-        .events
-        .iter()
-        .filter(|e| e.participant == participant && e.event.is_lifecycle())
-        .map(|e| {
-            let name = match &e.event {
-                RoomEvent::Disconnected { reason } => {
-                    format!("Disconnected({})", reason.as_str_name())
-                }
-                other => format!("{other:?}"),
-            };
-            format!("{name} {:+.3}s", record.timeline_secs(e.at))
-        })
-        .collect();
-    format!("lifecycle: {}", parts.join(", "))
-}
-
-/// What a receiver got, compared with 0..count: missing, duplicated or reordered numbers.
-fn describe_sequence(received: &[u32], count: u32) -> String {
-    let mut problems = Vec::new();
-    let missing: Vec<u32> = (0..count).filter(|n| !received.contains(n)).collect();
-    if !missing.is_empty() {
-        problems.push(format!("missing {}", short_list(&missing)));
-    }
-    let mut seen = std::collections::BTreeSet::new();
-    let dups: Vec<u32> = received.iter().copied().filter(|n| !seen.insert(*n)).collect();
-    if !dups.is_empty() {
-        problems.push(format!("duplicated {}", short_list(&dups)));
-    }
-    if received.windows(2).any(|w| w[0] >= w[1]) && dups.is_empty() {
-        problems.push("out of order".into());
-    }
-    if problems.is_empty() {
-        format!("all {} in order, once each", received.len())
-    } else {
-        format!("{} received: {}", received.len(), problems.join("; "))
-    }
-}
-
-fn short_list(numbers: &[u32]) -> String {
-    let shown: Vec<String> = numbers.iter().take(10).map(u32::to_string).collect();
-    let more = numbers.len().saturating_sub(10);
-    if more > 0 {
-        format!("{} (+{more} more)", shown.join(", "))
-    } else {
-        shown.join(", ")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::path::{Path, PathBuf};
+    use std::sync::Arc;
 
-    use faultline_sdk::DisconnectReason;
+    use faultline_sdk::{ConnectionState, DisconnectReason, ReconnectPolicy};
+    use rand::rngs::SmallRng;
+    use rand::SeedableRng;
 
     use super::*;
-    use crate::record::FaultRecord;
+    use crate::client::ClientEvent;
+    use crate::record::{
+        data_payload, Backoff, EventRecord, FaultRecord, ParticipantRecord, Published, DATA_TOPIC,
+    };
     use crate::scenario::format::Lane;
 
     const SCENARIO: &str = r#"
@@ -375,11 +134,25 @@ reason = "SERVER_SHUTDOWN"
 within = "5s"
 "#;
 
+    const BOUND: Duration = Duration::from_secs(20);
+
     fn secs(s: f64) -> Duration {
         Duration::from_secs_f64(s)
     }
 
-    fn record(events: Vec<(&str, f64, RoomEvent)>) -> RunRecord {
+    fn participant(identity: &str) -> ParticipantRecord {
+        ParticipantRecord {
+            identity: identity.into(),
+            sdk: "faultline".into(),
+            reconnect_bound: BOUND,
+            backoff: None,
+            joined_sid: format!("PA_{identity}"),
+            final_sid: format!("PA_{identity}"),
+            published: Vec::new(),
+        }
+    }
+
+    fn record(events: Vec<(&str, f64, ClientEvent)>) -> RunRecord {
         RunRecord {
             scenario: "t".into(),
             description: String::new(),
@@ -387,7 +160,7 @@ within = "5s"
             lane: Lane::Real,
             seed: 1,
             room: "r".into(),
-            participants: vec!["a".into(), "b".into()],
+            participants: vec![participant("a"), participant("b")],
             timeline_zero: Duration::ZERO,
             ended: secs(10.0),
             faults: vec![FaultRecord {
@@ -397,6 +170,7 @@ within = "5s"
                 target: Some("a".into()),
                 started: secs(1.0),
                 healed: Some(secs(3.0)),
+                refuses_connections: false,
             }],
             events: events
                 .into_iter()
@@ -416,15 +190,33 @@ within = "5s"
         Scenario::parse(SCENARIO, Path::new("t.toml")).expect("valid")
     }
 
+    fn disconnected(reason: DisconnectReason) -> ClientEvent {
+        ClientEvent::Disconnected { reason }
+    }
+
+    fn data(from: &str, seq: u32) -> ClientEvent {
+        ClientEvent::DataReceived {
+            payload: Arc::new(data_payload(from, seq)),
+            topic: Some(DATA_TOPIC.into()),
+            reliable: true,
+            from: Some(from.into()),
+        }
+    }
+
+    /// The violations of `record`, as (invariant, participant).
+    fn broken(record: &RunRecord) -> Vec<(u8, String)> {
+        violations(record).into_iter().map(|v| (v.invariant, v.participant)).collect()
+    }
+
     #[test]
     fn each_expectation_says_expected_and_seen() {
         let s = scenario();
         let r = record(vec![
-            ("a", 0.0, RoomEvent::Connected),
-            ("b", 0.0, RoomEvent::Connected),
-            ("a", 1.5, RoomEvent::Reconnecting),
-            ("a", 4.5, RoomEvent::Reconnected),
-            ("b", 2.0, RoomEvent::Disconnected { reason: DisconnectReason::SignalClose }),
+            ("a", 0.0, ClientEvent::Connected),
+            ("b", 0.0, ClientEvent::Connected),
+            ("a", 1.5, ClientEvent::Reconnecting),
+            ("a", 4.5, ClientEvent::Reconnected),
+            ("b", 2.0, disconnected(DisconnectReason::SignalClose)),
         ]);
         let verdicts = judge(&s, &r);
         // Reconnected 1.5 s after the heal, bound 1 s.
@@ -434,19 +226,20 @@ within = "5s"
         assert!(!verdicts[1].passed);
         assert!(verdicts[1].seen.contains("SIGNAL_CLOSE"), "{:?}", verdicts[1]);
         assert!(verdicts[1].expected.contains("SERVER_SHUTDOWN"), "{:?}", verdicts[1]);
-        // Invariants hold for both.
+        // Invariants hold for both; no data was published, so 5 is not judged.
         assert!(verdicts[2].passed && verdicts[3].passed, "{verdicts:?}");
+        assert_eq!(verdicts[2].what, "invariants of a (DESIGN.md 1–4)");
     }
 
     #[test]
     fn a_run_that_does_what_is_expected_passes_and_is_settled() {
         let s = scenario();
         let r = record(vec![
-            ("a", 0.0, RoomEvent::Connected),
-            ("b", 0.0, RoomEvent::Connected),
-            ("a", 1.5, RoomEvent::Reconnecting),
-            ("a", 3.5, RoomEvent::Reconnected),
-            ("b", 2.0, RoomEvent::Disconnected { reason: DisconnectReason::ServerShutdown }),
+            ("a", 0.0, ClientEvent::Connected),
+            ("b", 0.0, ClientEvent::Connected),
+            ("a", 1.5, ClientEvent::Reconnecting),
+            ("a", 3.5, ClientEvent::Reconnected),
+            ("b", 2.0, disconnected(DisconnectReason::ServerShutdown)),
         ]);
         let verdicts = judge(&s, &r);
         assert!(verdicts.iter().all(|v| v.passed), "{verdicts:?}");
@@ -455,21 +248,145 @@ within = "5s"
     }
 
     #[test]
-    fn a_sequence_is_described_by_what_is_wrong_with_it() {
-        assert_eq!(describe_sequence(&[0, 1, 2], 3), "all 3 in order, once each");
-        assert_eq!(describe_sequence(&[0, 2, 2], 3), "3 received: missing 1; duplicated 2");
-        assert_eq!(describe_sequence(&[1, 0], 2), "2 received: out of order");
+    fn each_broken_lifecycle_invariant_is_named() {
+        let cases = [
+            (vec![ClientEvent::Connected, ClientEvent::Reconnected], ConnectionState::Connected, 1),
+            (
+                vec![ClientEvent::Reconnecting, ClientEvent::Reconnecting],
+                ConnectionState::Disconnected,
+                1,
+            ),
+            (
+                vec![disconnected(DisconnectReason::SignalClose), ClientEvent::Connected],
+                ConnectionState::Connected,
+                2,
+            ),
+            (
+                vec![ClientEvent::Connected, disconnected(DisconnectReason::SignalClose)],
+                ConnectionState::Connected,
+                2,
+            ),
+            (
+                vec![ClientEvent::Connected, ClientEvent::Reconnecting],
+                ConnectionState::Reconnecting,
+                3,
+            ),
+        ];
+        for (events, state, invariant) in cases {
+            let events: Vec<EventRecord> = events
+                .into_iter()
+                .enumerate()
+                .map(|(i, event)| EventRecord {
+                    participant: "a".into(),
+                    at: Duration::from_millis(i as u64),
+                    event,
+                })
+                .collect();
+            let v = lifecycle("a", &events, state).expect("must be caught");
+            assert_eq!(v.invariant, invariant, "{v}");
+            assert_eq!(v.participant, "a");
+        }
+        let clean = [
+            ClientEvent::Connected,
+            ClientEvent::Reconnecting,
+            ClientEvent::Reconnected,
+            ClientEvent::Reconnecting,
+            disconnected(DisconnectReason::SignalClose),
+        ]
+        .map(|event| EventRecord { participant: "a".into(), at: Duration::ZERO, event });
+        assert_eq!(lifecycle("a", &clean, ConnectionState::Disconnected), None);
     }
 
     #[test]
-    fn a_participant_left_reconnecting_is_not_settled_and_breaks_an_invariant() {
+    fn a_participant_left_reconnecting_past_its_bound_is_stuck() {
         let s = scenario();
-        let mut r =
-            record(vec![("a", 0.0, RoomEvent::Connected), ("a", 1.5, RoomEvent::Reconnecting)]);
-        r.final_states[0].1 = ConnectionState::Reconnecting;
+        let mut r = record(vec![
+            ("a", 0.0, ClientEvent::Connected),
+            ("b", 0.0, ClientEvent::Connected),
+            ("a", 1.5, ClientEvent::Reconnecting),
+        ]);
+        r.final_states = vec![
+            ("a".into(), ConnectionState::Reconnecting),
+            ("b".into(), ConnectionState::Connected),
+        ];
+        r.ended = secs(1.5) + BOUND + secs(0.5);
         assert!(!settled(&s, &r));
+        assert_eq!(reconnecting_since(&r.events, "a"), Some(secs(1.5)));
+        assert_eq!(reconnecting_since(&r.events, "b"), None);
         let verdicts = judge(&s, &r);
         let a = verdicts.iter().find(|v| v.what.starts_with("invariants of a")).expect("judged");
         assert!(!a.passed && a.seen.contains("still Reconnecting"), "{a:?}");
+        assert!(a.seen.contains(&format!("its bound is {BOUND:?}")), "{a:?}");
+        assert!(!a.seen.contains("may yet have ended"), "the bound had passed: {a:?}");
+        // A run that stopped inside the bound says so: the lane, not the client, is at fault.
+        r.ended = secs(10.0);
+        let early = violations(&r);
+        assert!(early[0].what.contains("may yet have ended"), "{early:?}");
+    }
+
+    #[test]
+    fn episodes_longer_than_the_bound_break_liveness_or_exhaustion() {
+        let long = 1.0 + BOUND.as_secs_f64() + 1.0;
+        let r = record(vec![
+            ("a", 0.0, ClientEvent::Connected),
+            ("b", 0.0, ClientEvent::Connected),
+            ("a", 1.0, ClientEvent::Reconnecting),
+            ("a", long, ClientEvent::Reconnected),
+            ("b", 1.0, ClientEvent::Reconnecting),
+            ("b", long, disconnected(DisconnectReason::SignalClose)),
+        ]);
+        assert_eq!(broken(&r), [(3, "a".to_owned()), (4, "b".to_owned())]);
+    }
+
+    #[test]
+    fn an_exhausted_episode_under_refused_connections_lasts_its_drawn_delays() {
+        let policy = ReconnectPolicy { attempts: 4, ..ReconnectPolicy::default() };
+        let mut rng = SmallRng::seed_from_u64(3);
+        let delays: Duration = (1..=4).map(|a| policy.delay(a, &mut rng)).sum();
+        let run = |lasted: Duration| {
+            let mut r = record(vec![
+                ("a", 0.0, ClientEvent::Connected),
+                ("b", 0.0, ClientEvent::Connected),
+                ("b", 2.0, ClientEvent::Reconnecting),
+            ]);
+            r.events.push(EventRecord {
+                participant: "b".into(),
+                at: secs(2.0) + lasted,
+                event: disconnected(DisconnectReason::SignalClose),
+            });
+            r.participants[1].backoff = Some(Backoff { policy: policy.clone(), rng_seed: 3 });
+            r.faults[0].target = Some("b".into());
+            r.faults[0].healed = None;
+            r.faults[0].refuses_connections = true;
+            broken(&r)
+        };
+        assert_eq!(run(delays + secs(0.5)), []);
+        assert_eq!(run(delays + secs(5.0)), [(4, "b".to_owned())], "an extra attempt");
+        assert_eq!(run(delays / 2), [(4, "b".to_owned())], "too few attempts");
+    }
+
+    #[test]
+    fn reliable_data_arrives_once_in_order_unless_the_receiver_changed_session() {
+        let published = |seqs: std::ops::Range<u32>| -> Vec<Published> {
+            seqs.map(|seq| Published { seq, at: secs(1.0 + f64::from(seq)), sid: "PA_a".into() })
+                .collect()
+        };
+        let run = |received: &[u32], receiver_final_sid: &str| {
+            let mut events =
+                vec![("a", 0.0, ClientEvent::Connected), ("b", 0.0, ClientEvent::Connected)];
+            events.extend(received.iter().map(|&n| ("b", 5.0, data("a", n))));
+            let mut r = record(events);
+            r.final_states[1].1 = ConnectionState::Connected;
+            r.participants[0].published = published(0..3);
+            r.participants[1].final_sid = receiver_final_sid.into();
+            let verdicts = judge(&scenario(), &r);
+            assert_eq!(verdicts[3].what, "invariants of b (DESIGN.md 1–5)");
+            broken(&r)
+        };
+        assert_eq!(run(&[0, 1, 2], "PA_b"), []);
+        assert_eq!(run(&[0, 2, 1], "PA_b"), [(5, "b".to_owned())], "out of order");
+        assert_eq!(run(&[0, 1, 1, 2], "PA_b"), [(5, "b".to_owned())], "twice");
+        assert_eq!(run(&[0, 2], "PA_b"), [(5, "b".to_owned())], "missing");
+        assert_eq!(run(&[0, 2], "PA_b2"), [], "a new session cannot get what it missed");
     }
 }

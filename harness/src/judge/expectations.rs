@@ -1,0 +1,274 @@
+//! A scenario's expectations (`[[expect]]`), each judged on a [`RunRecord`] into a [`Verdict`]
+//! saying what a correct client does and what this one did.
+
+use std::time::Duration;
+
+use faultline_sdk::ConnectionState;
+
+use crate::client::{ClientEvent, Observed};
+use crate::record::{sequenced, EventRecord, FaultRecord, RunRecord, Verdict};
+use crate::scenario::format::{Expectation, FinalState, Scenario};
+
+/// The verdict on `exp`, one of `scenario`'s expectations.
+pub fn expectation(scenario: &Scenario, record: &RunRecord, exp: &Expectation) -> Verdict {
+    let rel = |at: Duration| format!("{:+.3}s", record.timeline_secs(at));
+    let events = |p: &str| -> Vec<&EventRecord> {
+        record.events.iter().filter(|e| e.participant == p).collect()
+    };
+    let hitting =
+        |p: &str| -> Vec<&FaultRecord> { record.faults.iter().filter(|f| f.hits(p)).collect() };
+    match exp {
+        Expectation::Reconnected { participant, within } => {
+            let first_hit = hitting(participant).into_iter().map(|f| f.started).min();
+            let heal = hitting(participant)
+                .into_iter()
+                .map(|f| f.healed.unwrap_or(f.started))
+                .max()
+                .unwrap_or(record.timeline_zero);
+            let from = first_hit.unwrap_or(record.timeline_zero);
+            let deadline = heal + *within;
+            let what = format!("reconnected: {participant} within {within:?} of the heal");
+            let expected = format!(
+                "Reconnecting, then Reconnected by {} ({} heal + {within:?})",
+                rel(deadline),
+                rel(heal)
+            );
+            let evs = events(participant);
+            let reconnecting =
+                evs.iter().find(|e| e.at >= from && e.event == ClientEvent::Reconnecting);
+            let seen;
+            let passed;
+            match reconnecting {
+                None => {
+                    passed = false;
+                    seen = format!(
+                        "no Reconnecting after the first fault ({})",
+                        lifecycle(record, participant)
+                    );
+                }
+                Some(r) => {
+                    match evs.iter().find(|e| e.at >= r.at && e.event == ClientEvent::Reconnected) {
+                        Some(done) => {
+                            passed = done.at <= deadline;
+                            seen = format!(
+                                "Reconnecting at {}, Reconnected at {} ({:.3}s after the heal)",
+                                rel(r.at),
+                                rel(done.at),
+                                done.at.as_secs_f64() - heal.as_secs_f64()
+                            );
+                        }
+                        None => {
+                            passed = false;
+                            seen = format!(
+                                "Reconnecting at {}, never Reconnected ({})",
+                                rel(r.at),
+                                lifecycle(record, participant)
+                            );
+                        }
+                    }
+                }
+            }
+            Verdict { what, expected, seen, passed }
+        }
+        Expectation::NoReconnect { participant } => {
+            let found =
+                events(participant).into_iter().find(|e| e.event == ClientEvent::Reconnecting);
+            Verdict {
+                what: format!("no-reconnect: {participant}"),
+                expected: "never Reconnecting (the faults go unnoticed)".into(),
+                seen: found.map_or(
+                    format!("never Reconnecting ({})", lifecycle(record, participant)),
+                    |e| {
+                        format!(
+                            "Reconnecting at {} ({})",
+                            rel(e.at),
+                            lifecycle(record, participant)
+                        )
+                    },
+                ),
+                passed: found.is_none(),
+            }
+        }
+        Expectation::NoDisconnect { participant } => {
+            let what = format!("no-disconnect: {participant}");
+            let found = events(participant)
+                .into_iter()
+                .find(|e| matches!(e.event, ClientEvent::Disconnected { .. }));
+            let (seen, passed) = match found {
+                Some(e) => (format!("{:?} at {}", e.event, rel(e.at)), false),
+                None => (format!("never Disconnected ({})", lifecycle(record, participant)), true),
+            };
+            Verdict { what, expected: "never Disconnected".into(), seen, passed }
+        }
+        Expectation::Disconnected { participant, reason, within } => {
+            let from = hitting(participant)
+                .into_iter()
+                .map(|f| f.started)
+                .min()
+                .unwrap_or(record.timeline_zero);
+            let deadline = from + *within;
+            let what = format!("disconnected: {participant} within {within:?} of the first fault");
+            let expected = format!(
+                "exactly one Disconnected{} by {}",
+                reason.as_ref().map_or(String::new(), |r| format!(" with reason {r}")),
+                rel(deadline)
+            );
+            let ends: Vec<&EventRecord> = events(participant)
+                .into_iter()
+                .filter(|e| matches!(e.event, ClientEvent::Disconnected { .. }))
+                .collect();
+            let (seen, passed) = match ends.as_slice() {
+                [] => (format!("no Disconnected ({})", lifecycle(record, participant)), false),
+                [one] => {
+                    let ClientEvent::Disconnected { reason: got } = &one.event else {
+                        unreachable!("filtered on Disconnected")
+                    };
+                    let reason_ok =
+                        reason.as_ref().is_none_or(|r| r.eq_ignore_ascii_case(got.as_str_name()));
+                    (
+                        format!(
+                            "Disconnected with reason {} at {} ({:.3}s after the first fault)",
+                            got.as_str_name(),
+                            rel(one.at),
+                            one.at.as_secs_f64() - from.as_secs_f64()
+                        ),
+                        reason_ok && one.at <= deadline,
+                    )
+                }
+                many => (format!("{} Disconnected events", many.len()), false),
+            };
+            Verdict { what, expected, seen, passed }
+        }
+        Expectation::PeerSawNoLeave { peer, of } => {
+            let left = events(peer).into_iter().find(
+                |e| matches!(&e.event, ClientEvent::ParticipantDisconnected { identity, .. } if record.scenario_identity(identity) == of),
+            );
+            Verdict {
+                what: format!("peer-saw-no-leave: {peer} never sees {of} leave"),
+                expected: format!("no ParticipantDisconnected({of}) at {peer}"),
+                seen: left.map_or(format!("{peer} never saw {of} leave"), |e| {
+                    format!("{peer} saw {of} leave at {}", rel(e.at))
+                }),
+                passed: left.is_none(),
+            }
+        }
+        Expectation::PeerSawRejoin { peer, of } => {
+            let evs = events(peer);
+            let left = evs.iter().find(
+                |e| matches!(&e.event, ClientEvent::ParticipantDisconnected { identity, .. } if record.scenario_identity(identity) == of),
+            );
+            let back = left.and_then(|l| {
+                evs.iter().find(|e| {
+                    e.at >= l.at
+                        && matches!(&e.event, ClientEvent::ParticipantConnected { identity, .. } if record.scenario_identity(identity) == of)
+                })
+            });
+            let (seen, passed) = match (left, back) {
+                (None, _) => (format!("{peer} never saw {of} leave"), false),
+                (Some(l), None) => (format!("{of} left at {}, never came back", rel(l.at)), false),
+                (Some(l), Some(b)) => {
+                    (format!("{of} left at {} and joined again at {}", rel(l.at), rel(b.at)), true)
+                }
+            };
+            Verdict {
+                what: format!("peer-saw-rejoin: {peer} sees {of} leave and join again"),
+                expected: format!("ParticipantDisconnected({of}), then ParticipantConnected({of})"),
+                seen,
+                passed,
+            }
+        }
+        Expectation::DataDelivered { from, to } => {
+            let count =
+                scenario.participant(from).and_then(|p| p.publish.as_ref()).map_or(0, |p| p.count);
+            let received: Vec<u32> = events(to)
+                .into_iter()
+                .filter_map(|e| sequenced(&e.event))
+                .filter(|(sender, _)| record.scenario_identity(sender) == from)
+                .map(|(_, seq)| seq)
+                .collect();
+            let expected_seq: Vec<u32> = (0..count).collect();
+            Verdict {
+                what: format!("data-delivered: {from} → {to}"),
+                expected: format!("messages 0..{count} from {from}, each exactly once, in order"),
+                seen: describe_sequence(&received, count),
+                passed: received == expected_seq,
+            }
+        }
+        Expectation::FinalState { participant, state } => {
+            let want = match state {
+                FinalState::Connected => ConnectionState::Connected,
+                FinalState::Disconnected => ConnectionState::Disconnected,
+            };
+            let got = record.final_state(participant);
+            Verdict {
+                what: format!("final-state: {participant}"),
+                expected: format!("{want:?} at the end of the run"),
+                seen: got.map_or("no state recorded".into(), |s| format!("{s:?}")),
+                passed: got == Some(want),
+            }
+        }
+    }
+}
+
+/// The participant's lifecycle events, briefly, for a verdict's "seen".
+fn lifecycle(record: &RunRecord, participant: &str) -> String {
+    let parts: Vec<String> = record
+        .events
+        .iter()
+        .filter(|e| e.participant == participant && e.event.lifecycle().is_some())
+        .map(|e| {
+            let name = match &e.event {
+                ClientEvent::Disconnected { reason } => {
+                    format!("Disconnected({})", reason.as_str_name())
+                }
+                other => format!("{other:?}"),
+            };
+            format!("{name} {:+.3}s", record.timeline_secs(e.at))
+        })
+        .collect();
+    format!("lifecycle: {}", parts.join(", "))
+}
+
+/// What a receiver got, compared with 0..count: missing, duplicated or reordered numbers.
+fn describe_sequence(received: &[u32], count: u32) -> String {
+    let mut problems = Vec::new();
+    let missing: Vec<u32> = (0..count).filter(|n| !received.contains(n)).collect();
+    if !missing.is_empty() {
+        problems.push(format!("missing {}", short_list(&missing)));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    let dups: Vec<u32> = received.iter().copied().filter(|n| !seen.insert(*n)).collect();
+    if !dups.is_empty() {
+        problems.push(format!("duplicated {}", short_list(&dups)));
+    }
+    if received.windows(2).any(|w| w[0] >= w[1]) && dups.is_empty() {
+        problems.push("out of order".into());
+    }
+    if problems.is_empty() {
+        format!("all {} in order, once each", received.len())
+    } else {
+        format!("{} received: {}", received.len(), problems.join("; "))
+    }
+}
+
+fn short_list(numbers: &[u32]) -> String {
+    let shown: Vec<String> = numbers.iter().take(10).map(u32::to_string).collect();
+    let more = numbers.len().saturating_sub(10);
+    if more > 0 {
+        format!("{} (+{more} more)", shown.join(", "))
+    } else {
+        shown.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::describe_sequence;
+
+    #[test]
+    fn a_sequence_is_described_by_what_is_wrong_with_it() {
+        assert_eq!(describe_sequence(&[0, 1, 2], 3), "all 3 in order, once each");
+        assert_eq!(describe_sequence(&[0, 2, 2], 3), "3 received: missing 1; duplicated 2");
+        assert_eq!(describe_sequence(&[1, 0], 2), "2 received: out of order");
+    }
+}
