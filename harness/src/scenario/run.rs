@@ -7,8 +7,11 @@
 //! a fresh room, waits until everyone sees everyone, and takes that moment as the zero of the
 //! timeline. It then starts each fault at its `at` and heals it at `at + for`, keeps watching
 //! for `settle` after the last heal (and, while an expectation is still unmet, up to the
-//! latest bound an expectation names), and judges the record ([`crate::judge`]). Once every
-//! room has ended (`Disconnected`) nothing more can happen, so the run stops there.
+//! latest bound an expectation names), and judges the record ([`crate::judge`]). It never
+//! stops while a participant is `Reconnecting` and its episode may still end within the
+//! participant's bound ([`ParticipantRecord::reconnect_bound`]), so the verdict does not depend
+//! on the `settle` the file guessed. Once every room has ended (`Disconnected`) nothing more
+//! can happen, so the run stops there.
 //!
 //! How each fault is done here:
 //!
@@ -448,13 +451,34 @@ impl Runner<'_> {
             self.pump_until((Instant::now() + RECHECK).min(watch_until)).await;
         }
         let hard_end = watch_until.max(zero + judge::latest_bound(self.scenario) + RECHECK);
-        while Instant::now() < hard_end && !judge::settled(self.scenario, &self.snapshot()) {
-            self.pump_until((Instant::now() + RECHECK).min(hard_end)).await;
+        // Past `hard_end` only while an open episode may still end within its bound; never
+        // longer than the longest bound past it.
+        let longest = self.clients.iter().map(|c| c.record.reconnect_bound).max();
+        let last_end = hard_end + longest.unwrap_or_default();
+        loop {
+            let end =
+                self.open_episodes_end().map_or(hard_end, |by| hard_end.max(by)).min(last_end);
+            if Instant::now() >= end || judge::settled(self.scenario, &self.snapshot()) {
+                break;
+            }
+            self.pump_until((Instant::now() + RECHECK).min(end)).await;
         }
         self.drain();
         let mut record = self.snapshot();
         record.verdicts = judge::judge(self.scenario, &record);
         Ok(record)
+    }
+
+    /// When the last open episode's bound passes (its `Reconnecting` plus its participant's
+    /// bound), if anyone is reconnecting.
+    fn open_episodes_end(&self) -> Option<Instant> {
+        self.clients
+            .iter()
+            .filter_map(|c| {
+                let began = judge::reconnecting_since(&self.recorded, &c.identity)?;
+                Some(self.started + began + c.record.reconnect_bound)
+            })
+            .max()
     }
 
     /// Whether every room has ended: nothing more can happen, so the run can stop early.
