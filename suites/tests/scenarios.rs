@@ -2,7 +2,8 @@
 //! expectations and the invariants; what the client does under each toxiproxy toxic in each
 //! direction and under each mode of the killable proxy, written as small scenarios and run by
 //! the same runner; that a scenario whose expectation is wrong fails with expected, seen and
-//! the trace; and that a run watches an episode to its end, not just for `settle`.
+//! the trace; that a run watches an episode to its end, not just for `settle`; and that an
+//! exhaustion under a partition is judged by the delays its policy drew.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -266,6 +267,46 @@ state = "disconnected"
     ensure!(
         ended.at > settle_ended,
         "the episode ended within `settle`, so this run no longer shows watching past it:\n{}",
+        record.summary()
+    );
+    Ok(())
+}
+
+/// Invariant 4 on the real lane: a partition refuses every new connection, so a room that
+/// exhausts a 3-attempt policy under it makes its attempts exactly as the policy's delays,
+/// drawn from the room's seed, space them. The run passes; the same record with the
+/// `Disconnected` 5 s late (as if a fourth attempt had been made) is caught.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exhaustion_under_a_partition_is_judged_by_its_drawn_delays() -> Result<()> {
+    let text = r#"name = "partition-exhaustion"
+lanes = ["real"]
+settle = "1s"
+[[participant]]
+identity = "laptop"
+reconnect = { attempts = 3, base_delay = "100ms", max_delay = "400ms" }
+[[fault]]
+at = "1s"
+for = "40s"
+target = "laptop"
+type = "partition"
+[[expect]]
+type = "final-state"
+participant = "laptop"
+state = "disconnected"
+"#;
+    let record = run_text("partition-exhaustion", text).await?;
+    passed(&record)?;
+    let mut late = record.clone();
+    let ended = late
+        .events
+        .iter_mut()
+        .find(|e| matches!(e.event, ClientEvent::Disconnected { .. }))
+        .context("a Disconnected")?;
+    ended.at += Duration::from_secs(5);
+    let broken = faultline::judge::violations(&late);
+    ensure!(
+        broken.iter().any(|v| v.invariant == 4),
+        "an episode 5 s longer than its drawn delays must break invariant 4: {broken:?}\n{}",
         record.summary()
     );
     Ok(())
