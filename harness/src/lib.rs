@@ -3,9 +3,11 @@
 pub mod check;
 pub mod client;
 mod http;
+pub mod judge;
 pub mod net;
 pub mod provision;
 pub mod proxy;
+pub mod record;
 pub mod report;
 pub mod room_service;
 pub mod scenario;

@@ -1,21 +1,23 @@
-//! A run, written out: [`write_trace`] gives JSON lines (one per fault start, heal, event and
-//! verdict, with timestamps) for tools, [`html`] one self-contained HTML page (inline CSS and
-//! SVG, nothing fetched) for people — faults as bands, each participant's connection state as
-//! a lane, events as marks, the verdicts listed.
+//! Views of a [`RunRecord`], whichever lane wrote it and whichever SDK each participant ran:
+//! [`write_trace`] gives JSON lines (one per fault start, heal, event and verdict, with
+//! timestamps) for tools, [`html`] one self-contained HTML page (inline CSS and SVG, nothing
+//! fetched) for people — faults as bands, each participant's connection state as a lane
+//! labelled with its SDK, events as marks, the verdicts listed.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::Path;
 
-use faultline_sdk::RoomEvent;
+use faultline_sdk::ConnectionState;
 use serde_json::json;
 
+use crate::client::{ClientEvent, Observed};
+use crate::record::{sequenced, EventRecord, RunRecord};
 use crate::scenario::format::Lane;
-use crate::scenario::judge::DATA_TOPIC;
-use crate::scenario::record::{EventRecord, RunRecord};
 
-/// The record as JSON lines: a `run` header, then `fault-start`, `fault-heal` and `event`
-/// lines in time order, then one `verdict` line per verdict. `t` is seconds from everyone
+/// The record as JSON lines: a `run` header (with each participant's identity, SDK and
+/// reconnect bound), then `fault-start`, `fault-heal` and `event` lines in time order, then
+/// one `verdict` line per verdict. `t` is seconds from everyone
 /// connected (negative while joining), `at` seconds from the start of the run.
 pub fn trace_lines(record: &RunRecord) -> Vec<String> {
     let t = |at: std::time::Duration| round3(record.timeline_secs(at));
@@ -37,7 +39,7 @@ pub fn trace_lines(record: &RunRecord) -> Vec<String> {
         }
     }
     for e in &record.events {
-        let (name, detail) = describe(&e.event);
+        let (name, detail) = describe(record, &e.event);
         timed.push((
             e.at,
             json!({"type": "event", "t": t(e.at), "at": at(e.at), "participant": e.participant,
@@ -48,7 +50,11 @@ pub fn trace_lines(record: &RunRecord) -> Vec<String> {
     let mut lines = vec![json!({
         "type": "run", "scenario": record.scenario, "description": record.description,
         "file": record.file.display().to_string(), "lane": record.lane.to_string(),
-        "seed": record.seed, "room": record.room, "participants": record.participants,
+        "seed": record.seed, "room": record.room,
+        "participants": record.participants.iter().map(|p| json!({
+            "identity": p.identity, "sdk": p.sdk,
+            "reconnect_bound": round3(p.reconnect_bound.as_secs_f64()),
+        })).collect::<Vec<_>>(),
         "timeline_zero": at(record.timeline_zero), "ended": at(record.ended),
         "passed": record.passed(),
     })
@@ -88,30 +94,32 @@ fn round3(x: f64) -> f64 {
 }
 
 /// An event's name and its detail (reason, who, data sequence number).
-fn describe(event: &RoomEvent) -> (String, String) {
+fn describe(record: &RunRecord, event: &ClientEvent) -> (String, String) {
     match event {
-        RoomEvent::Disconnected { reason } => ("Disconnected".into(), reason.as_str_name().into()),
-        RoomEvent::ConnectionStateChanged(s) => ("ConnectionStateChanged".into(), format!("{s:?}")),
-        RoomEvent::ParticipantConnected(p) => ("ParticipantConnected".into(), p.identity().into()),
-        RoomEvent::ParticipantDisconnected(p) => {
-            ("ParticipantDisconnected".into(), p.identity().into())
+        ClientEvent::Disconnected { reason } => {
+            ("Disconnected".into(), reason.as_str_name().into())
         }
-        RoomEvent::DataReceived { payload, topic, kind, participant } => {
-            let from = participant.as_ref().map_or("?", |p| p.identity());
-            let what = match (topic.as_deref(), <[u8; 4]>::try_from(payload.as_slice())) {
-                (Some(DATA_TOPIC), Ok(bytes)) => format!("#{}", u32::from_be_bytes(bytes)),
-                _ => format!("{} bytes", payload.len()),
+        ClientEvent::ParticipantConnected { identity, .. } => {
+            ("ParticipantConnected".into(), record.scenario_identity(identity).into())
+        }
+        ClientEvent::ParticipantDisconnected { identity, .. } => {
+            ("ParticipantDisconnected".into(), record.scenario_identity(identity).into())
+        }
+        ClientEvent::DataReceived { payload, reliable, from, .. } => {
+            let (what, from) = match sequenced(event) {
+                Some((sender, seq)) => (format!("#{seq}"), sender),
+                None => (format!("{} bytes", payload.len()), from.as_deref().unwrap_or("?")),
             };
-            ("DataReceived".into(), format!("{what} from {from} ({kind:?})"))
+            let kind = if *reliable { "reliable" } else { "lossy" };
+            (
+                "DataReceived".into(),
+                format!("{what} from {} ({kind})", record.scenario_identity(from)),
+            )
         }
-        RoomEvent::ActiveSpeakersChanged { speakers } => {
+        ClientEvent::ActiveSpeakersChanged { speakers } => {
             ("ActiveSpeakersChanged".into(), speakers.join(", "))
         }
-        other => {
-            let debug = format!("{other:?}");
-            let name = debug.split(['(', ' ', '{']).next().unwrap_or("").to_owned();
-            (name, String::new())
-        }
+        other => (format!("{other:?}"), String::new()),
     }
 }
 
@@ -272,31 +280,27 @@ pub fn html(record: &RunRecord) -> String {
     for (lane, p) in record.participants.iter().enumerate() {
         let top = lanes_top + lane_h * lane as f64;
         let band_y = top + 20.0;
-        let state = record.final_state(p).map_or(String::new(), |s| format!("{s:?}"));
+        let state = record.final_state(&p.identity).map_or(String::new(), |s| format!("{s:?}"));
         let _ = write!(
             svg,
-            r##"<line x1="8" y1="{}" x2="{}" y2="{}" stroke="#d5d9de"/><text x="12" y="{}" class="head">{}</text><text x="12" y="{}" class="muted">ends {}</text>"##,
+            r##"<line x1="8" y1="{}" x2="{}" y2="{}" stroke="#d5d9de"/><text x="12" y="{}" class="head">{}</text><text x="12" y="{}" class="muted">{} · ends {}</text>"##,
             top + 2.0,
             width - 8.0,
             top + 2.0,
             band_y + 12.0,
-            esc(p),
+            esc(&p.identity),
             band_y + 28.0,
+            esc(&p.sdk),
             state
         );
-        let events: Vec<&EventRecord> =
-            record.events.iter().filter(|e| e.participant == *p).collect();
+        let events: Vec<&EventRecord> = record.events_of(&p.identity).collect();
         // State bands.
         let mut segments: Vec<(f64, &str, &str)> = vec![(plot.t_min, JOINING, "joining")];
         for e in &events {
-            let colour = match e.event.resulting_state() {
-                Some(faultline_sdk::ConnectionState::Connected) => (CONNECTED, "Connected"),
-                Some(faultline_sdk::ConnectionState::Reconnecting) => {
-                    (RECONNECTING, "Reconnecting")
-                }
-                Some(faultline_sdk::ConnectionState::Disconnected) => {
-                    (DISCONNECTED, "Disconnected")
-                }
+            let colour = match e.event.lifecycle().map(|step| step.resulting_state()) {
+                Some(ConnectionState::Connected) => (CONNECTED, "Connected"),
+                Some(ConnectionState::Reconnecting) => (RECONNECTING, "Reconnecting"),
+                Some(ConnectionState::Disconnected) => (DISCONNECTED, "Disconnected"),
                 None => continue,
             };
             segments.push((record.timeline_secs(e.at), colour.0, colour.1));
@@ -319,18 +323,17 @@ pub fn html(record: &RunRecord) -> String {
         for e in &events {
             let t = record.timeline_secs(e.at);
             let x = plot.x(t);
-            let (name, detail) = describe(&e.event);
-            let title = esc(&format!("{p} {t:+.3}s {name} {detail}"));
+            let (name, detail) = describe(record, &e.event);
+            let title = esc(&format!("{} {t:+.3}s {name} {detail}", p.identity));
             match &e.event {
-                RoomEvent::ConnectionStateChanged(_) => {}
-                ev if ev.is_lifecycle() => {
+                ev if ev.lifecycle().is_some() => {
                     let _ = write!(
                         svg,
                         r##"<g><title>{title}</title><path d="M{x:.1} {} l-5 -8 h10 z" fill="#222"/></g>"##,
                         band_y - 1.0
                     );
                     let short = match ev {
-                        RoomEvent::Disconnected { reason } => {
+                        ClientEvent::Disconnected { reason } => {
                             format!("Disconnected {}", reason.as_str_name())
                         }
                         other => format!("{other:?}"),
@@ -357,7 +360,7 @@ pub fn html(record: &RunRecord) -> String {
                         row_ends[row] = x;
                     }
                 }
-                RoomEvent::DataReceived { .. } => {
+                ClientEvent::DataReceived { .. } => {
                     data += 1;
                     let _ = write!(
                         svg,
@@ -366,11 +369,11 @@ pub fn html(record: &RunRecord) -> String {
                         band_y - 1.0
                     );
                 }
-                RoomEvent::ParticipantConnected(other)
-                | RoomEvent::ParticipantDisconnected(other) => {
+                ClientEvent::ParticipantConnected { identity: other, .. }
+                | ClientEvent::ParticipantDisconnected { identity: other, .. } => {
                     // Joins filled, leaves hollow, each with who it was.
                     let (fill, sign) = match &e.event {
-                        RoomEvent::ParticipantConnected(_) => ("#2f6fb0", "+"),
+                        ClientEvent::ParticipantConnected { .. } => ("#2f6fb0", "+"),
                         _ => ("#fff", "−"),
                     };
                     let _ = write!(
@@ -379,7 +382,7 @@ pub fn html(record: &RunRecord) -> String {
                         band_y - 6.0,
                         x + 6.0,
                         band_y - 3.0,
-                        esc(record.scenario_identity(other.identity()))
+                        esc(record.scenario_identity(other))
                     );
                 }
                 _ => {
@@ -415,7 +418,7 @@ pub fn html(record: &RunRecord) -> String {
     }
     let mut rows = String::new();
     for e in &record.events {
-        let (name, detail) = describe(&e.event);
+        let (name, detail) = describe(record, &e.event);
         let _ = write!(
             rows,
             "<tr><td>{:+.3}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
@@ -494,10 +497,10 @@ mod tests {
     use std::path::PathBuf;
     use std::time::Duration;
 
-    use faultline_sdk::{ConnectionState, DisconnectReason, RoomEvent};
+    use faultline_sdk::DisconnectReason;
 
     use super::*;
-    use crate::scenario::record::{FaultRecord, Verdict};
+    use crate::record::{FaultRecord, ParticipantRecord, Verdict};
 
     fn record() -> RunRecord {
         let at = Duration::from_millis;
@@ -509,7 +512,15 @@ mod tests {
             lane: Lane::Real,
             seed: 7,
             room: "r".into(),
-            participants: vec!["a<b>".into()],
+            participants: vec![ParticipantRecord {
+                identity: "a<b>".into(),
+                sdk: "js".into(),
+                reconnect_bound: Duration::from_secs(40),
+                backoff: None,
+                joined_sid: String::new(),
+                final_sid: String::new(),
+                published: Vec::new(),
+            }],
             timeline_zero: at(1000),
             ended: at(9000),
             faults: vec![FaultRecord {
@@ -519,11 +530,12 @@ mod tests {
                 target: Some("a<b>".into()),
                 started: at(2000),
                 healed: Some(at(5000)),
+                refuses_connections: true,
             }],
             events: vec![
-                event(500, RoomEvent::Connected),
-                event(3000, RoomEvent::Reconnecting),
-                event(8000, RoomEvent::Disconnected { reason: DisconnectReason::SignalClose }),
+                event(500, ClientEvent::Connected),
+                event(3000, ClientEvent::Reconnecting),
+                event(8000, ClientEvent::Disconnected { reason: DisconnectReason::SignalClose }),
             ],
             final_states: vec![("a<b>".into(), ConnectionState::Disconnected)],
             verdicts: vec![Verdict {
@@ -557,6 +569,8 @@ mod tests {
             ]
         );
         assert_eq!(values[0]["passed"], false);
+        let who = &values[0]["participants"][0];
+        assert_eq!((&who["identity"], &who["sdk"]), (&json!("a<b>"), &json!("js")));
         assert_eq!(values[1]["t"], -0.5, "times count from everyone connected");
         assert_eq!(values[5]["detail"], "SIGNAL_CLOSE");
     }
@@ -566,6 +580,7 @@ mod tests {
         let page = html(&record());
         assert!(page.contains("<svg") && page.contains("FAIL"), "timeline and verdict");
         assert!(!page.contains("a<b>") && page.contains("a&lt;b&gt;"), "names are escaped");
+        assert!(page.contains("js · ends Disconnected"), "the lane says which SDK it shows");
         let outside: Vec<&str> = page
             .match_indices("http")
             .map(|(i, _)| &page[i..(i + 40).min(page.len())])

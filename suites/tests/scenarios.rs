@@ -1,12 +1,15 @@
 //! The scenario library (`fixtures/scenarios/`) on the real lane, each file judged by its own
 //! expectations and the invariants; what the client does under each toxiproxy toxic in each
 //! direction and under each mode of the killable proxy, written as small scenarios and run by
-//! the same runner; and that a scenario whose expectation is wrong fails with expected, seen
-//! and the trace.
+//! the same runner; that a scenario whose expectation is wrong fails with expected, seen and
+//! the trace; that a run watches an episode to its end, not just for `settle`; and that an
+//! exhaustion under a partition is judged by the delays its policy drew.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
+use faultline::client::ClientEvent;
 use faultline::scenario::format::Lane;
 use faultline::scenario::{run_real, run_sim, RunOptions, RunRecord, Scenario};
 use rstest::rstest;
@@ -226,5 +229,85 @@ within = "2s"
     ] {
         ensure!(summary.contains(needed), "the summary lacks {needed:?}:\n{summary}");
     }
+    Ok(())
+}
+
+/// A run keeps watching while an episode may still end within its bound, whatever `settle`
+/// the file guessed. `simulate force-tcp` has the server move the client to TCP candidates,
+/// which faultline-sdk cannot use: its media fails about 15 s later and a 3-attempt policy
+/// gives up about 25 s after that — past the 30 s of `settle`, well inside the bound (three
+/// attempts at their timeouts, ~78 s). The room must be judged as it ends, `Disconnected`,
+/// not as "still Reconnecting".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_episode_outlasting_settle_is_watched_to_its_end() -> Result<()> {
+    let text = r#"name = "force-tcp-exhaustion"
+lanes = ["real"]
+settle = "30s"
+[[participant]]
+identity = "client"
+reconnect = { attempts = 3 }
+[[fault]]
+at = "1s"
+target = "client"
+type = "simulate"
+scenario = "force-tcp"
+[[expect]]
+type = "final-state"
+participant = "client"
+state = "disconnected"
+"#;
+    let record = run_text("force-tcp-exhaustion", text).await?;
+    passed(&record)?;
+    let settle_ended = record.timeline_zero + Duration::from_secs(1 + 30);
+    let ended = record
+        .events
+        .iter()
+        .find(|e| matches!(e.event, ClientEvent::Disconnected { .. }))
+        .context("a Disconnected")?;
+    ensure!(
+        ended.at > settle_ended,
+        "the episode ended within `settle`, so this run no longer shows watching past it:\n{}",
+        record.summary()
+    );
+    Ok(())
+}
+
+/// Invariant 4 on the real lane: a partition refuses every new connection, so a room that
+/// exhausts a 3-attempt policy under it makes its attempts exactly as the policy's delays,
+/// drawn from the room's seed, space them. The run passes; the same record with the
+/// `Disconnected` 5 s late (as if a fourth attempt had been made) is caught.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exhaustion_under_a_partition_is_judged_by_its_drawn_delays() -> Result<()> {
+    let text = r#"name = "partition-exhaustion"
+lanes = ["real"]
+settle = "1s"
+[[participant]]
+identity = "laptop"
+reconnect = { attempts = 3, base_delay = "100ms", max_delay = "400ms" }
+[[fault]]
+at = "1s"
+for = "40s"
+target = "laptop"
+type = "partition"
+[[expect]]
+type = "final-state"
+participant = "laptop"
+state = "disconnected"
+"#;
+    let record = run_text("partition-exhaustion", text).await?;
+    passed(&record)?;
+    let mut late = record.clone();
+    let ended = late
+        .events
+        .iter_mut()
+        .find(|e| matches!(e.event, ClientEvent::Disconnected { .. }))
+        .context("a Disconnected")?;
+    ended.at += Duration::from_secs(5);
+    let broken = faultline::judge::violations(&late);
+    ensure!(
+        broken.iter().any(|v| v.invariant == 4),
+        "an episode 5 s longer than its drawn delays must break invariant 4: {broken:?}\n{}",
+        record.summary()
+    );
     Ok(())
 }

@@ -5,11 +5,14 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context};
-use faultline::sim::explore::{self, judge, run_case, Case, ExploreConfig, Failure};
+use faultline::client::ClientEvent;
+use faultline::judge::violations;
+use faultline::record::sequenced;
+use faultline::sim::explore::{self, run_case, Case, ExploreConfig, Failure};
 use faultline::sim::schedule::{Fault, Schedule, SimulateKind, Step};
 use faultline::sim::server::PlantedBug;
 use faultline::sim::SERVER_HOST;
-use faultline_sdk::{ConnectionState, RoomEvent};
+use faultline_sdk::ConnectionState;
 
 fn describe(failure: &Failure) -> String {
     format!(
@@ -132,24 +135,24 @@ fn the_same_case_gives_the_same_trace() -> anyhow::Result<()> {
         let second = run_case(&case)?;
         eprintln!("two runs of {:?} simulated each took {:?}", first.simulated, wall.elapsed());
         let reconnected =
-            first.entries.iter().filter(|e| e.event == RoomEvent::Reconnected).count();
+            first.record.events.iter().filter(|e| e.event == ClientEvent::Reconnected).count();
         ensure!(
             reconnected >= 2,
             "the faults should make rooms reconnect:\n{}",
             first.trace_text()
         );
         ensure!(
-            first.entries == second.entries,
+            first.record.events == second.record.events,
             "{participants} participants, same case, different traces:\n{}\nvs\n{}",
             first.trace_text(),
             second.trace_text()
         );
         let published = |run: &explore::Run| -> Vec<_> {
-            run.participants.iter().map(|p| p.published.clone()).collect()
+            run.record.participants.iter().map(|p| p.published.clone()).collect()
         };
         ensure!(published(&first) == published(&second), "the same data should be published");
-        let violations = judge(&first);
-        ensure!(violations.is_empty(), "{violations:?}\n{}", first.trace_text());
+        let broken = violations(&first.record);
+        ensure!(broken.is_empty(), "{broken:?}\n{}", first.trace_text());
     }
     Ok(())
 }
@@ -172,30 +175,26 @@ fn packets_sent_into_a_dead_link_survive_the_senders_full_reconnect() -> anyhow:
     let case =
         Case { seed: 16_836_161_867_980_068_218, participants: 2, planted_bug: None, schedule };
     let run = run_case(&case)?;
-    let p1 = run.participants.iter().find(|p| p.identity == "p1").context("p1's run")?;
+    let p1 = run.record.participant("p1").context("p1's record")?;
     let sessions: std::collections::BTreeSet<&str> =
         p1.published.iter().map(|p| p.sid.as_str()).collect();
     ensure!(sessions.len() >= 2, "p1 should reconnect fully (a new sid):\n{}", run.trace_text());
     let into_the_cut = p1.published.iter().filter(|p| p.at.as_millis() > 2_070).count();
     ensure!(into_the_cut > 10, "p1 should publish into the dead link:\n{}", run.trace_text());
     let received: Vec<u32> = run
+        .record
         .events_of("p0")
-        .iter()
-        .filter_map(|e| match &e.event {
-            RoomEvent::DataReceived { payload, .. } => {
-                std::str::from_utf8(payload).ok()?.strip_prefix("p1:")?.parse().ok()
-            }
-            _ => None,
-        })
+        .filter_map(|e| sequenced(&e.event).filter(|(sender, _)| *sender == "p1"))
+        .map(|(_, seq)| seq)
         .collect();
-    let published: Vec<u32> = p1.published.iter().map(|p| p.counter).collect();
+    let published: Vec<u32> = p1.published.iter().map(|p| p.seq).collect();
     ensure!(
         received == published,
         "p0 should receive each of p1's packets once, in order:\nreceived  {received:?}\npublished {published:?}\n{}",
         run.trace_text()
     );
-    let violations = judge(&run);
-    ensure!(violations.is_empty(), "{violations:?}\n{}", run.trace_text());
+    let broken = violations(&run.record);
+    ensure!(broken.is_empty(), "{broken:?}\n{}", run.trace_text());
     Ok(())
 }
 
@@ -209,29 +208,27 @@ fn a_partition_that_never_heals_passes_the_exhaustion_check() -> anyhow::Result<
         Schedule::new(vec![Step { at_ms: 3_000, fault: Fault::Partition { a, b, oneway: false } }]);
     let case = Case { seed: 5, participants: 2, planted_bug: None, schedule };
     let run = run_case(&case)?;
-    let state = |identity: &str| {
-        run.participants.iter().find(|p| p.identity == identity).and_then(|p| p.final_state)
-    };
+    let state = |identity: &str| run.record.final_state(identity);
     ensure!(state("p1") == Some(ConnectionState::Disconnected), "{}", run.trace_text());
     ensure!(state("p0") == Some(ConnectionState::Connected), "{}", run.trace_text());
     let disconnected = run
+        .record
         .events_of("p1")
-        .iter()
-        .filter(|e| matches!(e.event, RoomEvent::Disconnected { .. }))
+        .filter(|e| matches!(e.event, ClientEvent::Disconnected { .. }))
         .count();
     ensure!(disconnected == 1, "one Disconnected expected:\n{}", run.trace_text());
-    let violations = judge(&run);
-    ensure!(violations.is_empty(), "{violations:?}\n{}", run.trace_text());
+    let broken = violations(&run.record);
+    ensure!(broken.is_empty(), "{broken:?}\n{}", run.trace_text());
     // The exhaustion rule did judge the episode: the same run with its Disconnected 5 s
     // late (as if an extra attempt had been made) breaks invariant 4.
-    let mut late = run.clone();
+    let mut late = run.record.clone();
     let entry = late
-        .entries
+        .events
         .iter_mut()
-        .find(|e| e.identity == "p1" && matches!(e.event, RoomEvent::Disconnected { .. }))
+        .find(|e| e.participant == "p1" && matches!(e.event, ClientEvent::Disconnected { .. }))
         .context("p1's Disconnected")?;
     entry.at += Duration::from_secs(5);
-    let violations = judge(&late);
-    ensure!(violations.iter().any(|v| v.invariant == 4), "expected invariant 4: {violations:?}");
+    let broken = violations(&late);
+    ensure!(broken.iter().any(|v| v.invariant == 4), "expected invariant 4: {broken:?}");
     Ok(())
 }

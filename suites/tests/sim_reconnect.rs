@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context};
 use faultline::check::EventLog;
-use faultline::sim::{ClientContext, Sim, TraceEntry};
+use faultline::record::EventRecord;
+use faultline::sim::{ClientContext, Sim};
 use faultline_sdk::{ConnectionState, ReconnectPolicy, RoomEvent, SimulateScenario};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
@@ -148,7 +149,7 @@ fn a_partition_that_never_heals_exhausts_the_default_policy() -> anyhow::Result<
 /// the (simulated time, event) traces are identical.
 #[test]
 fn the_same_seed_gives_the_same_trace() -> anyhow::Result<()> {
-    fn run(seed: u64) -> anyhow::Result<Vec<TraceEntry>> {
+    fn run(seed: u64) -> anyhow::Result<Vec<EventRecord>> {
         let mut sim = Sim::new(seed);
         sim.client("alice", |ctx| async move {
             let (room, events) = ctx.connect("replay", "alice").await?;

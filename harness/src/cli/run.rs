@@ -8,10 +8,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use faultline::client::{ClientEvent, Observed};
 use faultline::report;
 use faultline::scenario::format::Lane;
 use faultline::scenario::{run_real, run_sim, Progress, RunOptions, Scenario};
-use faultline_sdk::RoomEvent;
 
 /// Options of `faultline run`.
 #[derive(Debug, clap::Args)]
@@ -167,26 +167,27 @@ impl Display {
                 format!("fault #{} healed: {}", f.index, f.label)
             }
             Progress::Event(e) => match &e.event {
-                RoomEvent::DataReceived { .. } => {
+                ClientEvent::DataReceived { .. } => {
                     *self.data.entry(e.participant.clone()).or_default() += 1;
                     return;
                 }
-                RoomEvent::ConnectionStateChanged(_) => return,
                 event => {
-                    if let Some(state) = event.resulting_state() {
+                    let step = event.lifecycle();
+                    if let Some(step) = step {
+                        let state = step.resulting_state();
                         self.states.insert(e.participant.clone(), format!("{state:?}"));
                     }
                     match event {
-                        RoomEvent::Disconnected { reason } => {
+                        ClientEvent::Disconnected { reason } => {
                             format!("{}: Disconnected ({})", e.participant, reason.as_str_name())
                         }
-                        RoomEvent::ParticipantConnected(p) => {
-                            format!("{}: sees {} join", e.participant, p.identity())
+                        ClientEvent::ParticipantConnected { identity, .. } => {
+                            format!("{}: sees {identity} join", e.participant)
                         }
-                        RoomEvent::ParticipantDisconnected(p) => {
-                            format!("{}: sees {} leave", e.participant, p.identity())
+                        ClientEvent::ParticipantDisconnected { identity, .. } => {
+                            format!("{}: sees {identity} leave", e.participant)
                         }
-                        other if other.is_lifecycle() => format!("{}: {other:?}", e.participant),
+                        other if step.is_some() => format!("{}: {other:?}", e.participant),
                         _ => return,
                     }
                 }

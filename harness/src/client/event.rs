@@ -102,13 +102,23 @@ impl Lifecycle {
     }
 }
 
-/// An event the invariants can judge: it says whether (and how) it moves the lifecycle.
+/// An event a client reported in its own type, which the judge can read once it is put in
+/// the shared vocabulary.
 pub trait Observed: Clone + std::fmt::Debug {
+    /// The event in the shared vocabulary, if the vocabulary carries it.
+    fn client_event(&self) -> Option<ClientEvent>;
+
     /// The lifecycle step this event is, if it is one.
-    fn lifecycle(&self) -> Option<Lifecycle>;
+    fn lifecycle(&self) -> Option<Lifecycle> {
+        self.client_event()?.lifecycle()
+    }
 }
 
 impl Observed for ClientEvent {
+    fn client_event(&self) -> Option<ClientEvent> {
+        Some(self.clone())
+    }
+
     fn lifecycle(&self) -> Option<Lifecycle> {
         match self {
             ClientEvent::Connected => Some(Lifecycle::Connected),
@@ -122,14 +132,8 @@ impl Observed for ClientEvent {
 }
 
 impl Observed for RoomEvent {
-    fn lifecycle(&self) -> Option<Lifecycle> {
-        match self {
-            RoomEvent::Connected => Some(Lifecycle::Connected),
-            RoomEvent::Reconnecting => Some(Lifecycle::Reconnecting),
-            RoomEvent::Reconnected => Some(Lifecycle::Reconnected),
-            RoomEvent::Disconnected { .. } => Some(Lifecycle::Disconnected),
-            _ => None,
-        }
+    fn client_event(&self) -> Option<ClientEvent> {
+        ClientEvent::from_room_event(self)
     }
 }
 

@@ -45,7 +45,8 @@ pub struct Scenario {
     /// Which lanes can run it; both by default.
     #[serde(default = "all_lanes")]
     pub lanes: Vec<Lane>,
-    /// How long to keep watching after the last fault has healed before judging.
+    /// How long to keep watching after the last fault has healed before judging (the run
+    /// watches longer while a participant's reconnect episode may still end within its bound).
     #[serde(default = "default_settle", deserialize_with = "duration")]
     pub settle: Duration,
     /// The participants, each a client of its own.

@@ -7,8 +7,11 @@
 //! a fresh room, waits until everyone sees everyone, and takes that moment as the zero of the
 //! timeline. It then starts each fault at its `at` and heals it at `at + for`, keeps watching
 //! for `settle` after the last heal (and, while an expectation is still unmet, up to the
-//! latest bound an expectation names), and judges the record ([`super::judge`]). Once every
-//! room has ended (`Disconnected`) nothing more can happen, so the run stops there.
+//! latest bound an expectation names), and judges the record ([`crate::judge`]). It never
+//! stops while a participant is `Reconnecting` and its episode may still end within the
+//! participant's bound ([`ParticipantRecord::reconnect_bound`]), so the verdict does not depend
+//! on the `settle` the file guessed. Once every room has ended (`Disconnected`) nothing more
+//! can happen, so the run stops there.
 //!
 //! How each fault is done here:
 //!
@@ -27,7 +30,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use faultline_sdk::net::TokioNetwork;
@@ -37,10 +40,13 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::format::{Direction, Fault, FaultStep, Lane, ProxyMode, Scenario, Stream, Toxic};
-use super::judge::{self, DATA_TOPIC};
-use super::record::{EventRecord, FaultRecord, RunRecord};
+use crate::client::ClientEvent;
+use crate::judge;
 use crate::net::{self, FaultyNetwork, NetFaults};
 use crate::proxy::{Proxy, ProxyError};
+use crate::record::{
+    data_payload, EventRecord, FaultRecord, ParticipantRecord, Published, RunRecord, DATA_TOPIC,
+};
 use crate::server::{LiveKitServer, ServerError, ServerOptions};
 use crate::token::TokenSpec;
 use crate::toxiproxy::{self, ToxicGuard, ToxicKind, Toxiproxy, ToxiproxyError};
@@ -202,6 +208,9 @@ pub fn lanes(scenario: &Scenario) -> String {
 /// One participant's room and fault path.
 struct Client {
     identity: String,
+    /// Its record so far (what it published is in `published` until the snapshot).
+    record: ParticipantRecord,
+    published: Arc<Mutex<Vec<Published>>>,
     room: Room,
     net: NetFaults,
     proxy: Proxy,
@@ -369,17 +378,20 @@ impl Runner<'_> {
                 why,
                 log: self.server_log(),
             };
+            let mut record = ParticipantRecord::faultline(&identity, &options);
             let token = self.server.token_with(&token_spec)?;
             let (room, mut events) =
                 tokio::time::timeout(JOIN_TIMEOUT, Room::connect(&url, &token, options))
                     .await
                     .map_err(|_| join_error(format!("no answer within {JOIN_TIMEOUT:?}")))?
                     .map_err(|e: RoomError| join_error(e.to_string()))?;
+            record.joined_sid = room.local_participant().sid();
             let tx = self.events_tx.clone();
             let started = self.started;
             let who = identity.clone();
             let forwarder = tokio::spawn(async move {
                 while let Some(event) = events.recv().await {
+                    let Some(event) = ClientEvent::from_room_event(&event) else { continue };
                     let record =
                         EventRecord { participant: who.clone(), at: started.elapsed(), event };
                     if tx.send(record).is_err() {
@@ -387,7 +399,16 @@ impl Runner<'_> {
                     }
                 }
             });
-            self.clients.push(Client { identity, room, net, proxy, toxic_proxy, forwarder });
+            self.clients.push(Client {
+                identity,
+                record,
+                published: Arc::default(),
+                room,
+                net,
+                proxy,
+                toxic_proxy,
+                forwarder,
+            });
         }
         self.wait_everyone_sees_everyone().await?;
         let zero = Instant::now();
@@ -430,13 +451,34 @@ impl Runner<'_> {
             self.pump_until((Instant::now() + RECHECK).min(watch_until)).await;
         }
         let hard_end = watch_until.max(zero + judge::latest_bound(self.scenario) + RECHECK);
-        while Instant::now() < hard_end && !judge::settled(self.scenario, &self.snapshot()) {
-            self.pump_until((Instant::now() + RECHECK).min(hard_end)).await;
+        // Past `hard_end` only while an open episode may still end within its bound; never
+        // longer than the longest bound past it.
+        let longest = self.clients.iter().map(|c| c.record.reconnect_bound).max();
+        let last_end = hard_end + longest.unwrap_or_default();
+        loop {
+            let end =
+                self.open_episodes_end().map_or(hard_end, |by| hard_end.max(by)).min(last_end);
+            if Instant::now() >= end || judge::settled(self.scenario, &self.snapshot()) {
+                break;
+            }
+            self.pump_until((Instant::now() + RECHECK).min(end)).await;
         }
         self.drain();
         let mut record = self.snapshot();
         record.verdicts = judge::judge(self.scenario, &record);
         Ok(record)
+    }
+
+    /// When the last open episode's bound passes (its `Reconnecting` plus its participant's
+    /// bound), if anyone is reconnecting.
+    fn open_episodes_end(&self) -> Option<Instant> {
+        self.clients
+            .iter()
+            .filter_map(|c| {
+                let began = judge::reconnecting_since(&self.recorded, &c.identity)?;
+                Some(self.started + began + c.record.reconnect_bound)
+            })
+            .max()
     }
 
     /// Whether every room has ended: nothing more can happen, so the run can stop early.
@@ -473,11 +515,14 @@ impl Runner<'_> {
             let Some(publish) = spec.publish.clone() else { continue };
             let local = client.room.local_participant();
             let identity = client.identity.clone();
+            let published = client.published.clone();
+            let started = self.started;
             self.publishers.push(tokio::spawn(async move {
                 for n in 0..publish.count {
                     tokio::time::sleep_until(zero + publish.every * n).await;
+                    let (at, sid) = (started.elapsed(), local.sid());
                     let packet = DataPacket {
-                        payload: n.to_be_bytes().to_vec(),
+                        payload: data_payload(&identity, n),
                         topic: Some(DATA_TOPIC.into()),
                         ..Default::default()
                     };
@@ -485,6 +530,10 @@ impl Runner<'_> {
                         tracing::warn!(%identity, n, %error, "publishing scenario data failed; stopping");
                         break;
                     }
+                    published
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .push(Published { seq: n, at, sid });
                 }
             }));
         }
@@ -538,7 +587,19 @@ impl Runner<'_> {
             lane: Lane::Real,
             seed: self.seed,
             room: self.room.clone(),
-            participants: self.clients.iter().map(|c| c.identity.clone()).collect(),
+            participants: self
+                .clients
+                .iter()
+                .map(|c| ParticipantRecord {
+                    final_sid: c.room.local_participant().sid(),
+                    published: c
+                        .published
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .clone(),
+                    ..c.record.clone()
+                })
+                .collect(),
             timeline_zero: self.zero.map_or(now, |z| z - self.started),
             ended: now,
             faults: self.faults.clone(),
@@ -663,6 +724,8 @@ impl Runner<'_> {
             target: step.target.as_ref().map(|t| t.get_ref().clone()),
             started: at,
             healed: step.fault.is_instant().then_some(at),
+            // The socket wrapper refuses the target's new signalling connections at once.
+            refuses_connections: step.fault == Fault::Partition {},
         };
         if let Some(o) = self.observer.as_mut() {
             o(Progress::FaultStarted(&record));

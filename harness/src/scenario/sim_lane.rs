@@ -1,11 +1,12 @@
 //! Running a scenario on the sim lane: the scenario becomes a [`Case`] of the simulation's
 //! explorer ([`crate::sim::explore::run_case`]) — same seed, one simulated host per
-//! participant, the faults as a [`Schedule`] — and the recorded run becomes a [`RunRecord`]
-//! judged exactly as on the real lane.
+//! participant, the faults as a [`Schedule`] — and the explorer's record of the run becomes
+//! the scenario's [`RunRecord`] (its hosts named as the scenario's participants, its faults as
+//! the file wrote them), judged exactly as on the real lane.
 //!
 //! The explorer's workload is fixed: participant `i` (host `p<i>`) joins at `i · 200 ms` with
-//! the default room options and publishes its own reliable data; the run settles at least
-//! 25 simulated seconds after the last fault. The timeline's zero ("everyone connected") is
+//! the default room options and publishes its own sequenced reliable data (so invariant 5 is
+//! judged); the run settles at least 25 simulated seconds after the last fault. The timeline's zero ("everyone connected") is
 //! put [`LEAD`] after the last join. What the lane can do:
 //!
 //! | fault | sim lane |
@@ -22,12 +23,10 @@
 use std::path::Path;
 use std::time::Duration;
 
-use faultline_sdk::ConnectionState;
-
 use super::format::{Expectation, Fault, Lane, Scenario};
-use super::judge;
-use super::record::{EventRecord, FaultRecord, RunRecord};
 use super::run::{label, lanes, RunError};
+use crate::judge;
+use crate::record::{FaultRecord, RunRecord};
 use crate::sim::explore::{run_case, Case};
 use crate::sim::schedule::{self, Schedule, Step};
 use crate::sim::SERVER_HOST;
@@ -154,6 +153,7 @@ pub fn run_sim(scenario: &Scenario, file: &Path, seed: u64) -> Result<RunRecord,
             target,
             started: start,
             healed: if step.fault.is_instant() { Some(start) } else { end },
+            refuses_connections: false,
         });
     }
     let case = Case {
@@ -169,45 +169,32 @@ pub fn run_sim(scenario: &Scenario, file: &Path, seed: u64) -> Result<RunRecord,
             .and_then(|i| identities.get(i).cloned())
             .unwrap_or_else(|| name.to_owned())
     };
-    let mut events = Vec::new();
-    let mut final_states = Vec::new();
-    for p in &run.participants {
-        if let Some(why) = &p.join_error {
-            return Err(RunError::Join {
-                identity: identity_of(&p.identity),
-                room: crate::sim::explore::ROOM.into(),
-                why: why.clone(),
-                log: "(the simulation keeps no log; re-run with RUST_LOG=debug)".into(),
-            });
-        }
-        final_states.push((
-            identity_of(&p.identity),
-            p.final_state.unwrap_or(ConnectionState::Disconnected),
-        ));
-        events.extend(run.events_of(&p.identity).into_iter().map(|e| EventRecord {
-            participant: identity_of(&e.identity),
-            at: e.at,
-            event: e.event.clone(),
-        }));
+    if let Some((p, why)) = run.participants.iter().find_map(|p| Some((p, p.join_error.as_ref()?)))
+    {
+        return Err(RunError::Join {
+            identity: identity_of(&p.identity),
+            room: crate::sim::explore::ROOM.into(),
+            why: why.clone(),
+            log: "(the simulation keeps no log; re-run with RUST_LOG=debug)".into(),
+        });
     }
-    events.sort_by_key(|e| e.at);
-    let mut record = RunRecord {
-        scenario: scenario.name.clone(),
-        description: scenario.description.clone(),
-        file: file.to_owned(),
-        lane: Lane::Sim,
-        seed,
-        room: crate::sim::explore::ROOM.into(),
-        participants: identities.clone(),
-        timeline_zero: zero,
-        ended: run.simulated,
-        faults,
-        events,
-        final_states,
-        verdicts: Vec::new(),
-        logs: Vec::new(),
-        aliases: identities.iter().enumerate().map(|(i, p)| (format!("p{i}"), p.clone())).collect(),
-    };
+    let mut record = run.record;
+    for p in &mut record.participants {
+        p.identity = identity_of(&p.identity);
+    }
+    for e in &mut record.events {
+        e.participant = identity_of(&e.participant);
+    }
+    for (p, _) in &mut record.final_states {
+        *p = identity_of(p);
+    }
+    record.scenario = scenario.name.clone();
+    record.description = scenario.description.clone();
+    record.file = file.to_owned();
+    record.timeline_zero = zero;
+    record.faults = faults;
+    record.aliases =
+        identities.iter().enumerate().map(|(i, p)| (format!("p{i}"), p.clone())).collect();
     record.verdicts = judge::judge(scenario, &record);
     Ok(record)
 }

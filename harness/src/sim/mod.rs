@@ -16,4 +16,4 @@ pub mod server;
 mod world;
 
 pub use network::TurmoilNetwork;
-pub use world::{ClientContext, Sim, SimError, Trace, TraceEntry, SERVER_HOST};
+pub use world::{ClientContext, Sim, SimError, Trace, SERVER_HOST};

@@ -182,7 +182,7 @@ impl Fault {
     }
 
     /// The link it acts on, if it is a link fault.
-    fn link(&self) -> Option<(&str, &str)> {
+    pub fn link(&self) -> Option<(&str, &str)> {
         match self {
             Fault::Partition { a, b, .. }
             | Fault::Repair { a, b, .. }

@@ -1,7 +1,7 @@
 //! [`Sim`]: one seeded turmoil simulation with a simulated LiveKit server host and client
 //! hosts, each client running a test closure with a [`ClientContext`] that connects
 //! faultline-sdk `Room`s through [`TurmoilNetwork`] and records every event they emit, with
-//! its simulated time, into a [`Trace`].
+//! its simulated time and in the shared vocabulary, into a [`Trace`] of [`EventRecord`]s.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -12,6 +12,8 @@ use tokio::sync::mpsc;
 
 use super::server::{ServerConfig, ServerControl, SimServer};
 use super::TurmoilNetwork;
+use crate::client::ClientEvent;
+use crate::record::EventRecord;
 use crate::token::{TokenError, TokenSpec};
 
 /// The server host's name (clients reach it at `ws://livekit:7880`).
@@ -50,32 +52,20 @@ pub enum SimError {
     },
 }
 
-/// One recorded room event.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TraceEntry {
-    /// Simulated time since the simulation started.
-    pub at: Duration,
-    /// The client host whose room emitted it.
-    pub host: String,
-    /// The identity the room connected as.
-    pub identity: String,
-    /// The event.
-    pub event: RoomEvent,
-}
-
-/// Every event of every room connected through a [`ClientContext`], in emission order.
+/// Every event of every room connected through a [`ClientContext`], in emission order; each
+/// record's participant is the identity the room connected as.
 #[derive(Debug, Clone, Default)]
 pub struct Trace {
-    entries: Arc<Mutex<Vec<TraceEntry>>>,
+    entries: Arc<Mutex<Vec<EventRecord>>>,
 }
 
 impl Trace {
-    fn push(&self, entry: TraceEntry) {
+    fn push(&self, entry: EventRecord) {
         self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(entry);
     }
 
     /// A copy of the entries so far.
-    pub fn entries(&self) -> Vec<TraceEntry> {
+    pub fn entries(&self) -> Vec<EventRecord> {
         self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 }
@@ -144,7 +134,7 @@ impl ClientContext {
     }
 
     /// Connects with the given options; every event the room emits is recorded in the
-    /// trace before it reaches the returned stream.
+    /// trace (if the shared vocabulary carries it) before it reaches the returned stream.
     pub async fn connect_with(
         &self,
         room: &str,
@@ -157,15 +147,16 @@ impl ClientContext {
                 SimError::Connect { host: self.host.clone(), identity: identity.to_owned(), source }
             })?;
         let (forward, recorded) = mpsc::unbounded_channel();
-        let (trace, host, identity) = (self.trace.clone(), self.host.clone(), identity.to_owned());
+        let (trace, identity) = (self.trace.clone(), identity.to_owned());
         tokio::spawn(async move {
             while let Some(event) = events.recv().await {
-                trace.push(TraceEntry {
-                    at: turmoil::sim_elapsed().unwrap_or_default(),
-                    host: host.clone(),
-                    identity: identity.clone(),
-                    event: event.clone(),
-                });
+                if let Some(shared) = ClientEvent::from_room_event(&event) {
+                    trace.push(EventRecord {
+                        participant: identity.clone(),
+                        at: turmoil::sim_elapsed().unwrap_or_default(),
+                        event: shared,
+                    });
+                }
                 // The test may have stopped listening; keep recording.
                 let _ = forward.send(event);
             }

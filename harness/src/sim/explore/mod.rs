@@ -6,8 +6,9 @@
 //!   so it prints as TOML and replays.
 //! - [`run_case`] (`run`): one case in a [`super::Sim`], with a workload of joins and reliable
 //!   data, faults applied at their times, then settling until every room is `Connected` or
-//!   `Disconnected` (or the liveness bound passes).
-//! - [`judge`] (`verdict`): invariants 1–5 on the recorded run.
+//!   `Disconnected` (or a room's episode outlives its bound), recorded as a
+//!   [`crate::record::RunRecord`] like any lane's run.
+//! - [`crate::judge::violations`]: invariants 1–5 on that record, the same judge every lane uses.
 //! - `generate`: random schedules from a seed; `shrink`: smaller failing schedules.
 //! - [`explore`]: the loop — generate, run, judge, and on a violation shrink and stop.
 //!
@@ -26,7 +27,6 @@
 mod generate;
 mod run;
 mod shrink;
-mod verdict;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -36,13 +36,13 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 pub use generate::generate;
-pub use run::{run_case, ParticipantRun, Published, Run, ROOM};
+pub use run::{run_case, ParticipantRun, Run, ROOM};
 pub use shrink::shrink;
-pub use verdict::{judge, Violation};
 
 use super::schedule::{Schedule, ScheduleError};
 use super::server::PlantedBug;
 use super::SimError;
+use crate::judge::{violations, Violation};
 
 /// Everything one run depends on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -246,13 +246,11 @@ pub fn explore(
                         summary.failed_joins +=
                             run.participants.iter().filter(|p| p.join_error.is_some()).count()
                                 as u64;
-                        let violations = judge(&run);
+                        let found = violations(&run.record);
                         // Keep the lowest failing index, so the result does not depend on
                         // which thread got there first.
-                        if !violations.is_empty()
-                            && failure.as_ref().is_none_or(|(i, ..)| index < *i)
-                        {
-                            *failure = Some((index, case, violations));
+                        if !found.is_empty() && failure.as_ref().is_none_or(|(i, ..)| index < *i) {
+                            *failure = Some((index, case, found));
                             stop.store(true, Ordering::Relaxed);
                         }
                     }
@@ -275,9 +273,9 @@ pub fn explore(
         return Err(error);
     }
     summary.wall = started.elapsed();
-    if let Some((_, original, violations)) = failure {
+    if let Some((_, original, broken)) = failure {
         let shrinking = Instant::now();
-        let shrunk = shrink(&original, &violations, config.shrink_runs)?;
+        let shrunk = shrink(&original, &broken, config.shrink_runs)?;
         summary.failure = Some(Failure {
             original,
             shrunk: shrunk.case,
@@ -293,6 +291,6 @@ pub fn explore(
 /// Re-runs one case: its run and what it broke (empty: it passed).
 pub fn replay(case: &Case) -> Result<(Run, Vec<Violation>), ExploreError> {
     let run = run_case(case)?;
-    let violations = judge(&run);
-    Ok((run, violations))
+    let found = violations(&run.record);
+    Ok((run, found))
 }

@@ -1,27 +1,37 @@
 //! [`run_case`]: one [`Case`] in a [`Sim`] — the workload, the faults at their times, and
-//! the settling that gives every room the chance to end its episode — recorded as a [`Run`].
+//! the settling that gives every room the chance to end its episode — recorded as a [`Run`]
+//! whose [`RunRecord`] the judge reads like any lane's.
 //!
 //! The workload: participant `i` joins room [`ROOM`] at `i · 200 ms` and publishes a
-//! reliable packet `"<identity>:<n>"` every 500 ms, whatever its state, until told to stop.
-//! Network and server faults are applied between simulation steps; `simulate` and
-//! `remove_participant` run in the participant's host at their time.
+//! sequenced reliable packet (`<identity>:<n>` on [`DATA_TOPIC`]) every 500 ms, whatever its
+//! state, until told to stop. Network and server faults are applied between simulation steps;
+//! `simulate` and `remove_participant` run in the participant's host at their time.
 //!
 //! After the last fault the run continues until every room has been `Connected` or
 //! `Disconnected` and quiet for a while, at least [`SETTLE`] later (long enough for a
 //! half-open link to be noticed by ping timeout); then publishing stops, in-flight data
-//! drains for [`DRAIN`], and each room's final state is taken. A room still `Reconnecting`
-//! at the liveness bound ([`liveness_bound`]) is reported and the run ends there.
+//! drains for [`DRAIN`], and each room's final state is taken. The run never stops while a
+//! room is `Reconnecting` within its episode's bound
+//! ([`ParticipantRecord::reconnect_bound`]); one still `Reconnecting` when that bound passes
+//! ends the run there, and the judge finds it stuck.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use faultline_sdk::{ConnectionState, DataPacket, RoomEvent, RoomOptions};
+use faultline_sdk::{ConnectionState, DataPacket, RoomOptions};
 
 use super::{Case, ExploreError};
-use crate::sim::schedule::{Fault, Step};
+use crate::client::{ClientEvent, Observed};
+use crate::judge::reconnecting_since;
+use crate::record::{
+    data_payload, FaultRecord, ParticipantRecord, Published, RunRecord, DATA_TOPIC,
+};
+use crate::scenario::format::Lane;
+use crate::sim::schedule::{Fault, Schedule, Step};
 use crate::sim::server::ServerConfig;
-use crate::sim::{ClientContext, Sim, TraceEntry};
+use crate::sim::{ClientContext, Sim, SERVER_HOST};
 
 /// The room every participant joins.
 pub const ROOM: &str = "explore";
@@ -49,39 +59,30 @@ const RUNNING: u8 = 0;
 const STOP_PUBLISHING: u8 = 1;
 const FINISH: u8 = 2;
 
-/// What one participant did and ended in.
+/// What one participant's workload ran into, beyond what the record says.
 #[derive(Debug, Clone, Default)]
 pub struct ParticipantRun {
     /// Its identity (and host name).
     pub identity: String,
-    /// Its room's RNG seed (the backoff jitter draws replay from it).
-    pub rng_seed: u64,
     /// Why it could not join, if it could not.
     pub join_error: Option<String>,
-    /// Reliable packets published successfully.
-    pub published: Vec<Published>,
-    /// The local participant's sid when the run ended (it changes with a full reconnect).
-    pub final_sid: String,
-    /// `connection_state()` when the run ended (`None` if it never joined).
-    pub final_state: Option<ConnectionState>,
-    /// How many of its events it had received when `final_state` was taken; later ones
-    /// (from tearing the room down) are not judged.
-    pub events_judged: usize,
-    /// Simulated time when the final state was taken.
-    pub finished_at: Duration,
     /// Things that went wrong in the workload without being violations.
     pub notes: Vec<String>,
 }
 
-/// One reliable packet a participant published.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Published {
-    /// Its counter (the payload is `"<identity>:<counter>"`).
-    pub counter: u32,
-    /// When `publish_data` was called.
-    pub at: Duration,
-    /// The publisher's session (sid) then.
-    pub sid: String,
+/// What one participant's host reports while the simulation runs.
+#[derive(Debug, Clone)]
+struct Host {
+    /// Its record: the default options' until the host starts, then its own (with its seed).
+    record: ParticipantRecord,
+    run: ParticipantRun,
+    /// `connection_state()` when the run ended (`None` if it never joined).
+    final_state: Option<ConnectionState>,
+    /// How many of its recorded events it had received when `final_state` was taken; later
+    /// ones (from tearing the room down) are not judged.
+    events_judged: usize,
+    /// Simulated time when the final state was taken.
+    finished_at: Duration,
 }
 
 /// A recorded run.
@@ -89,31 +90,18 @@ pub struct Published {
 pub struct Run {
     /// The case.
     pub case: Case,
-    /// Every room event, in emission order.
-    pub entries: Vec<TraceEntry>,
-    /// Each participant, in identity order.
+    /// What happened, as every lane records it: each room's events up to its final state,
+    /// the schedule's faults, the data published.
+    pub record: RunRecord,
+    /// Each participant's workload, in identity order.
     pub participants: Vec<ParticipantRun>,
     /// When the faults stopped (the last step, or the last join if later).
     pub faults_stopped: Duration,
-    /// The liveness bound after `faults_stopped`.
-    pub bound: Duration,
-    /// Participants still `Reconnecting` when the bound passed.
-    pub stuck: Vec<String>,
     /// Simulated time the run took.
     pub simulated: Duration,
 }
 
 impl Run {
-    /// The events `identity`'s room emitted up to its final state.
-    pub fn events_of(&self, identity: &str) -> Vec<&TraceEntry> {
-        let judged = self
-            .participants
-            .iter()
-            .find(|p| p.identity == identity)
-            .map_or(0, |p| p.events_judged);
-        self.entries.iter().filter(|e| e.identity == identity).take(judged).collect()
-    }
-
     /// The trace as text: faults and each room's events up to its final state, in time
     /// order, data compressed to `data <sender>:<n>`.
     pub fn trace_text(&self) -> String {
@@ -125,38 +113,33 @@ impl Run {
             .iter()
             .map(|step| (step.at(), format!("FAULT {}", describe(step))))
             .collect();
-        let mut left: std::collections::BTreeMap<&str, usize> =
-            self.participants.iter().map(|p| (p.identity.as_str(), p.events_judged)).collect();
-        for entry in &self.entries {
-            // Events after a room's final state come from tearing it down: not shown.
-            match left.get_mut(entry.identity.as_str()) {
-                Some(n) if *n > 0 => *n -= 1,
-                _ => continue,
-            }
+        for entry in &self.record.events {
             let event = match &entry.event {
-                RoomEvent::DataReceived { payload, .. } => {
+                ClientEvent::DataReceived { payload, .. } => {
                     format!("data {}", String::from_utf8_lossy(payload))
                 }
-                RoomEvent::ConnectionStateChanged(_) => continue,
                 other => format!("{other:?}"),
             };
-            lines.push((entry.at, format!("{:>4} {event}", entry.identity)));
+            lines.push((entry.at, format!("{:>4} {event}", entry.participant)));
         }
         lines.sort_by_key(|(at, _)| *at);
         let mut out = String::new();
         for (at, line) in lines {
             let _ = writeln!(out, "  +{:>8.3}s {line}", at.as_secs_f64());
         }
-        for p in &self.participants {
+        for (p, run) in self.record.participants.iter().zip(&self.participants) {
             let _ = writeln!(
                 out,
                 "  {} final state {:?}, {} packets published{}",
                 p.identity,
-                p.final_state,
+                self.record.final_state(&p.identity),
                 p.published.len(),
-                p.join_error.as_deref().map(|e| format!(", join failed: {e}")).unwrap_or_default()
+                run.join_error
+                    .as_deref()
+                    .map(|e| format!(", join failed: {e}"))
+                    .unwrap_or_default()
             );
-            for note in &p.notes {
+            for note in &run.notes {
                 let _ = writeln!(out, "    note: {note}");
             }
         }
@@ -165,22 +148,62 @@ impl Run {
 }
 
 fn describe(step: &Step) -> String {
-    let mut text = crate::sim::schedule::Schedule { steps: vec![step.clone()] }.to_string();
+    let mut text = Schedule { steps: vec![step.clone()] }.to_string();
     // "  +1.000s partition …\n" → "partition …"
     text = text.trim().to_owned();
     text.split_once(' ').map(|(_, rest)| rest.to_owned()).unwrap_or(text)
 }
 
-/// How long after the faults stop a room may still be `Reconnecting`: noticing a dead link
-/// (ping interval + timeout, or the peer connection failing) plus the policy's
-/// [`RoomOptions::reconnect_bound`] (every delay at its cap, every attempt using all its
-/// timeouts).
-pub fn liveness_bound(options: &RoomOptions) -> Duration {
-    PING_DETECTION.max(options.pc_failed_after) + options.reconnect_bound()
+/// The schedule's faults as the record shows them: a partition, hold or crash from its step
+/// to the step that undoes it (repair, release, restart), everything else an instant. A
+/// two-way partition between a participant and the server refuses its connections.
+fn fault_records(schedule: &Schedule) -> Vec<FaultRecord> {
+    let same_link = |x: Option<(&str, &str)>, y: Option<(&str, &str)>| match (x, y) {
+        (Some((a, b)), Some((c, d))) => (a, b) == (c, d) || (a, b) == (d, c),
+        (x, y) => x.is_none() && y.is_none(),
+    };
+    let mut out: Vec<(FaultRecord, Option<(&str, &str)>)> = Vec::new();
+    for (index, step) in schedule.steps.iter().enumerate() {
+        let at = step.at();
+        let link = step.fault.link();
+        let undone = match step.fault {
+            Fault::Repair { .. } => Some("partition"),
+            Fault::Release { .. } => Some("hold"),
+            Fault::Restart => Some("crash"),
+            _ => None,
+        };
+        if let Some(kind) = undone {
+            for (f, l) in &mut out {
+                if f.kind == kind && f.healed.is_none() && same_link(*l, link) {
+                    f.healed = Some(at);
+                }
+            }
+            continue;
+        }
+        let target = step.fault.performer().or(match link {
+            Some((a, b)) if a == SERVER_HOST => Some(b),
+            other => other.map(|(a, _)| a),
+        });
+        let lasts =
+            matches!(step.fault, Fault::Partition { .. } | Fault::Hold { .. } | Fault::Crash);
+        let refuses_connections = matches!(step.fault, Fault::Partition { oneway: false, .. })
+            && link.is_some_and(|(a, b)| a == SERVER_HOST || b == SERVER_HOST);
+        let record = FaultRecord {
+            index,
+            kind: step.fault.name(),
+            label: describe(step),
+            target: target.map(str::to_owned),
+            started: at,
+            healed: (!lasts).then_some(at),
+            refuses_connections,
+        };
+        out.push((record, link));
+    }
+    out.into_iter().map(|(f, _)| f).collect()
 }
 
 /// Runs `case` and records what happened. Errors only when the case cannot run (a bad
-/// schedule, a simulation failure); broken invariants are for [`super::judge`].
+/// schedule, a simulation failure); broken invariants are for [`crate::judge::violations`].
 pub fn run_case(case: &Case) -> Result<Run, ExploreError> {
     let identities = case.identities();
     if case.participants == 0 || case.participants > super::generate::MAX_PARTICIPANTS {
@@ -193,17 +216,25 @@ pub fn run_case(case: &Case) -> Result<Run, ExploreError> {
     let server = ServerConfig { planted_bug: case.planted_bug, ..ServerConfig::default() };
     let mut sim = Sim::with(case.seed, server, |_| {});
     let phase = Arc::new(AtomicU8::new(RUNNING));
-    let records: Arc<Mutex<Vec<ParticipantRun>>> = Arc::new(Mutex::new(
+    let defaults = RoomOptions::default();
+    let hosts: Arc<Mutex<Vec<Host>>> = Arc::new(Mutex::new(
         identities
             .iter()
-            .map(|identity| ParticipantRun { identity: identity.clone(), ..Default::default() })
+            .map(|identity| Host {
+                record: ParticipantRecord::faultline(identity, &defaults),
+                run: ParticipantRun { identity: identity.clone(), ..Default::default() },
+                final_state: None,
+                events_judged: 0,
+                finished_at: Duration::ZERO,
+            })
             .collect(),
     ));
+    let lock = || hosts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     for (index, identity) in identities.iter().enumerate() {
         let actions = case.schedule.client_actions(identity);
-        let (phase, records) = (phase.clone(), records.clone());
+        let (phase, hosts) = (phase.clone(), hosts.clone());
         sim.client(identity, move |ctx| async move {
-            participant(ctx, index, actions, phase, records).await;
+            participant(ctx, index, actions, phase, hosts).await;
             Ok::<_, std::convert::Infallible>(())
         });
     }
@@ -213,43 +244,85 @@ pub fn run_case(case: &Case) -> Result<Run, ExploreError> {
         step.fault.apply(sim.turmoil());
     }
     let faults_stopped = case.schedule.last_at().max(JOIN_STAGGER * case.participants as u32);
-    let bound = liveness_bound(&RoomOptions::default());
-    let deadline = faults_stopped + bound;
-    let settled = |sim: &Sim<'_>, earliest: Duration| {
+    let longest = lock().iter().map(|h| h.record.reconnect_bound).max().unwrap_or_default();
+    // Noticing a dead link (ping timeout, or the peer connection failing), then an episode.
+    let cap = faults_stopped + PING_DETECTION.max(defaults.pc_failed_after) + longest;
+    // Runs until every room is settled, no earlier than `earliest`; or until `until` has
+    // passed with no episode that may still end within its bound; or until an episode's bound
+    // passes (stuck: true). Never past `until` plus the longest bound.
+    let watch = |sim: &mut Sim<'_>, earliest: Duration, until: Duration| loop {
         let now = sim.elapsed();
         let entries = trace.entries();
-        let last_lifecycle = entries.iter().filter(|e| e.event.is_lifecycle()).map(|e| e.at).max();
-        now >= earliest
-            && reconnecting(&entries, &identities).is_empty()
-            && last_lifecycle.is_none_or(|at| now >= at + QUIET)
+        let deadlines: Vec<Duration> = lock()
+            .iter()
+            .filter_map(|h| {
+                reconnecting_since(&entries, &h.record.identity)
+                    .map(|began| began + h.record.reconnect_bound)
+            })
+            .collect();
+        if deadlines.iter().any(|deadline| now >= *deadline) {
+            return Ok::<_, ExploreError>(true);
+        }
+        let last_lifecycle =
+            entries.iter().filter(|e| e.event.lifecycle().is_some()).map(|e| e.at).max();
+        let settled = now >= earliest
+            && deadlines.is_empty()
+            && last_lifecycle.is_none_or(|at| now >= at + QUIET);
+        if settled || (now >= until && deadlines.is_empty()) || now >= until + longest {
+            return Ok(false);
+        }
+        advance(sim, POLL)?;
     };
-    let earliest = faults_stopped + SETTLE;
-    while !settled(&sim, earliest) && sim.elapsed() < deadline {
-        advance(&mut sim, POLL)?;
-    }
-    let mut stuck = Vec::new();
-    if sim.elapsed() >= deadline {
-        stuck = reconnecting(&trace.entries(), &identities);
-    }
-    if stuck.is_empty() {
+    let stuck = watch(&mut sim, faults_stopped + SETTLE, cap)?;
+    if !stuck {
         phase.store(STOP_PUBLISHING, Ordering::SeqCst);
         let drained = sim.elapsed() + DRAIN;
-        while !settled(&sim, drained) && sim.elapsed() < deadline + DRAIN {
-            advance(&mut sim, POLL)?;
-        }
+        watch(&mut sim, drained, cap + DRAIN)?;
     }
     phase.store(FINISH, Ordering::SeqCst);
     let finishing = sim.elapsed();
     let trace = sim.run()?;
-    let participants = records.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-    let simulated = participants.iter().map(|p| p.finished_at).fold(finishing, Duration::max);
+    let hosts = lock().clone();
+    let simulated = hosts.iter().map(|h| h.finished_at).fold(finishing, Duration::max);
+    // Events after a room's final state come from tearing it down: not judged.
+    let mut left: BTreeMap<&str, usize> =
+        hosts.iter().map(|h| (h.record.identity.as_str(), h.events_judged)).collect();
+    let events = trace
+        .entries()
+        .into_iter()
+        .filter(|e| match left.get_mut(e.participant.as_str()) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                true
+            }
+            _ => false,
+        })
+        .collect();
+    let record = RunRecord {
+        scenario: format!("explore case {}", case.seed),
+        description: String::new(),
+        file: std::path::PathBuf::new(),
+        lane: Lane::Sim,
+        seed: case.seed,
+        room: ROOM.into(),
+        participants: hosts.iter().map(|h| h.record.clone()).collect(),
+        timeline_zero: Duration::ZERO,
+        ended: simulated,
+        faults: fault_records(&case.schedule),
+        events,
+        final_states: hosts
+            .iter()
+            .filter_map(|h| Some((h.record.identity.clone(), h.final_state?)))
+            .collect(),
+        verdicts: Vec::new(),
+        logs: Vec::new(),
+        aliases: Vec::new(),
+    };
     Ok(Run {
         case: case.clone(),
-        entries: trace.entries(),
-        participants,
+        record,
+        participants: hosts.into_iter().map(|h| h.run).collect(),
         faults_stopped,
-        bound,
-        stuck,
         simulated,
     })
 }
@@ -261,21 +334,6 @@ fn advance(sim: &mut Sim<'_>, step: Duration) -> Result<(), ExploreError> {
     Ok(())
 }
 
-/// The identities whose last lifecycle event is `Reconnecting`.
-fn reconnecting(entries: &[TraceEntry], identities: &[String]) -> Vec<String> {
-    identities
-        .iter()
-        .filter(|identity| {
-            entries
-                .iter()
-                .rev()
-                .find(|e| &e.identity == *identity && e.event.is_lifecycle())
-                .is_some_and(|e| e.event == RoomEvent::Reconnecting)
-        })
-        .cloned()
-        .collect()
-}
-
 /// One participant's host: join, run its scheduled actions, publish until told to stop,
 /// then record its final state.
 async fn participant(
@@ -283,30 +341,32 @@ async fn participant(
     index: usize,
     actions: Vec<Step>,
     phase: Arc<AtomicU8>,
-    records: Arc<Mutex<Vec<ParticipantRun>>>,
+    hosts: Arc<Mutex<Vec<Host>>>,
 ) {
-    let update = |f: &dyn Fn(&mut ParticipantRun)| {
-        let mut records = records.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        f(&mut records[index]);
+    let update = |f: &dyn Fn(&mut Host)| {
+        let mut hosts = hosts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut hosts[index]);
     };
     let identity = ctx.host().to_owned();
+    let record = ParticipantRecord::faultline(&identity, &ctx.options());
+    update(&|h| h.record = record.clone());
     tokio::time::sleep(JOIN_STAGGER * index as u32).await;
-    let rng_seed = ctx.options().seed();
-    update(&|p| p.rng_seed = rng_seed);
     let (room, mut events) = match ctx.connect(ROOM, &identity).await {
         Ok(joined) => joined,
         Err(e) => {
             let error = e.to_string();
-            update(&|p| p.join_error = Some(error.clone()));
+            update(&|h| h.run.join_error = Some(error.clone()));
             while phase.load(Ordering::SeqCst) != FINISH {
                 tokio::time::sleep(PUBLISH_EVERY).await;
             }
             return;
         }
     };
+    let joined_sid = room.local_participant().sid();
+    update(&|h| h.record.joined_sid = joined_sid.clone());
     let room = Arc::new(room);
     let performer = {
-        let (room, ctx, records) = (room.clone(), ctx.clone(), records.clone());
+        let (room, ctx, hosts) = (room.clone(), ctx.clone(), hosts.clone());
         tokio::spawn(async move {
             for step in actions {
                 let now = turmoil::sim_elapsed().unwrap_or_default();
@@ -326,7 +386,8 @@ async fn participant(
                 if let Err(e) = result {
                     let note =
                         format!("{} at +{:?} did not happen: {e}", step.fault.name(), step.at());
-                    records.lock().unwrap_or_else(std::sync::PoisonError::into_inner)[index]
+                    hosts.lock().unwrap_or_else(std::sync::PoisonError::into_inner)[index]
+                        .run
                         .notes
                         .push(note);
                 }
@@ -342,7 +403,8 @@ async fn participant(
             let at = turmoil::sim_elapsed().unwrap_or_default();
             let sid = room.local_participant().sid();
             let packet = DataPacket {
-                payload: format!("{identity}:{counter}").into_bytes(),
+                payload: data_payload(&identity, counter),
+                topic: Some(DATA_TOPIC.into()),
                 ..Default::default()
             };
             let sent = tokio::time::timeout(
@@ -351,18 +413,18 @@ async fn participant(
             )
             .await;
             match sent {
-                Ok(Ok(())) => {
-                    update(&|p| p.published.push(Published { counter, at, sid: sid.clone() }))
-                }
+                Ok(Ok(())) => update(&|h| {
+                    h.record.published.push(Published { seq: counter, at, sid: sid.clone() })
+                }),
                 Ok(Err(e)) => {
                     let note = format!("publish #{counter} at +{at:?} refused: {e}");
-                    update(&|p| p.notes.push(note.clone()));
+                    update(&|h| h.run.notes.push(note.clone()));
                 }
                 Err(_) => {
                     let note = format!(
                         "publish #{counter} at +{at:?} did not return in {PUBLISH_TIMEOUT:?}"
                     );
-                    update(&|p| p.notes.push(note.clone()));
+                    update(&|h| h.run.notes.push(note.clone()));
                 }
             }
         }
@@ -370,13 +432,16 @@ async fn participant(
     }
     performer.abort();
     // Take the state once every event that led to it has been forwarded: the room updates
-    // its state before the recorder sees the event.
+    // its state before the recorder sees the event. Only the events the trace records (those
+    // the shared vocabulary carries) count.
     let mut seen = 0;
     let state = loop {
         let state = room.connection_state();
         tokio::time::sleep(Duration::from_millis(50)).await;
-        while events.try_recv().is_ok() {
-            seen += 1;
+        while let Ok(event) = events.try_recv() {
+            if ClientEvent::from_room_event(&event).is_some() {
+                seen += 1;
+            }
         }
         if room.connection_state() == state {
             break state;
@@ -384,10 +449,10 @@ async fn participant(
     };
     let finished_at = turmoil::sim_elapsed().unwrap_or_default();
     let final_sid = room.local_participant().sid();
-    update(&|p| {
-        p.final_sid = final_sid.clone();
-        p.final_state = Some(state);
-        p.events_judged = seen;
-        p.finished_at = finished_at;
+    update(&|h| {
+        h.record.final_sid = final_sid.clone();
+        h.final_state = Some(state);
+        h.events_judged = seen;
+        h.finished_at = finished_at;
     });
 }

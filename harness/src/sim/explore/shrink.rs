@@ -2,7 +2,8 @@
 //! (halves, quarters, …, single steps, as in delta debugging), then participants no step
 //! names, then moving steps earlier. Every candidate is a full re-run with the same seed.
 
-use super::{judge, run_case, Case, ExploreError, Run, Violation};
+use super::{run_case, Case, ExploreError, Run};
+use crate::judge::{violations, Violation};
 
 /// The result of shrinking.
 #[derive(Debug, Clone)]
@@ -17,17 +18,13 @@ pub struct Shrunk {
     pub runs: usize,
 }
 
-/// Shrinks `case`, which broke `violations`, spending at most `max_runs` runs. The result
-/// breaks the same invariant as `violations[0]`.
-pub fn shrink(
-    case: &Case,
-    violations: &[Violation],
-    max_runs: usize,
-) -> Result<Shrunk, ExploreError> {
-    let invariant = violations.first().map_or(0, |v| v.invariant);
+/// Shrinks `case`, which broke `broken`, spending at most `max_runs` runs. The result
+/// breaks the same invariant as `broken[0]`.
+pub fn shrink(case: &Case, broken: &[Violation], max_runs: usize) -> Result<Shrunk, ExploreError> {
+    let invariant = broken.first().map_or(0, |v| v.invariant);
     let mut runs = 1;
     let run = run_case(case)?;
-    let found = judge(&run);
+    let found = violations(&run.record);
     let mut best = Shrunk { case: case.clone(), violations: found, run, runs };
     let try_case = |candidate: Case, best: &mut Shrunk, runs: &mut usize| {
         if *runs >= max_runs {
@@ -35,7 +32,7 @@ pub fn shrink(
         }
         *runs += 1;
         let run = run_case(&candidate)?;
-        let found = judge(&run);
+        let found = violations(&run.record);
         if found.iter().any(|v| v.invariant == invariant) {
             *best = Shrunk { case: candidate, violations: found, run, runs: *runs };
             return Ok(true);
