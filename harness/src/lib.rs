@@ -4,6 +4,7 @@ pub mod check;
 pub mod client;
 mod http;
 pub mod judge;
+pub mod matrix;
 pub mod net;
 pub mod provision;
 pub mod proxy;

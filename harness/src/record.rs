@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use faultline_sdk::{ConnectionState, ReconnectPolicy, RoomOptions};
 
-use crate::client::ClientEvent;
+use crate::client::{ClientEvent, ClientOptions, Sdk};
 use crate::scenario::format::Lane;
 
 /// The topic of the harness's sequenced reliable data.
@@ -104,6 +104,22 @@ impl ParticipantRecord {
             backoff: options
                 .rng_seed
                 .map(|rng_seed| Backoff { policy: options.reconnect.clone(), rng_seed }),
+            joined_sid: String::new(),
+            final_sid: String::new(),
+            published: Vec::new(),
+        }
+    }
+}
+
+impl ParticipantRecord {
+    /// A participant of another SDK, connected with `options`: its bound is the SDK's
+    /// ([`Sdk::reconnect_bound`]) plus [`EPISODE_SLACK`]; its backoff cannot be replayed.
+    pub fn external(identity: &str, sdk: Sdk, options: &ClientOptions) -> Self {
+        Self {
+            identity: identity.to_owned(),
+            sdk: sdk.name().into(),
+            reconnect_bound: sdk.reconnect_bound(options) + EPISODE_SLACK,
+            backoff: None,
             joined_sid: String::new(),
             final_sid: String::new(),
             published: Vec::new(),

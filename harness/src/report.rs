@@ -123,8 +123,13 @@ fn describe(record: &RunRecord, event: &ClientEvent) -> (String, String) {
     }
 }
 
-fn esc(s: &str) -> String {
+/// `s` with the characters HTML gives meaning to escaped (for text and quoted attributes).
+pub fn escape_html(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+fn esc(s: &str) -> String {
+    escape_html(s)
 }
 
 /// Colours of the connection states and fault kinds.

@@ -1,7 +1,8 @@
 //! The `faultline` command reports missing sources and bad input clearly, with a failing exit
 //! status: doctor and server when no source works, and `faultline run`'s cannot-run cases (a
-//! malformed or missing scenario file, no livekit-server to be had), which exit with status 2
-//! before anything is started.
+//! malformed or missing scenario file, no livekit-server to be had, an SDK that cannot run here
+//! or cannot take what the scenario asks), which exit with status 2 before anything is
+//! started.
 
 use std::process::Command;
 
@@ -84,5 +85,48 @@ fn no_livekit_server_exits_2_with_the_fix() -> Result<()> {
     assert_eq!(code, Some(2), "{text}");
     assert!(text.contains("cannot start livekit-server for the scenario"), "{text}");
     assert!(text.contains("fix: install Go"), "says how to fix it: {text}");
+    Ok(())
+}
+
+#[test]
+fn an_sdk_that_cannot_run_here_exits_2_naming_what_to_install() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let scenario = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/scenarios/server-leave.toml");
+    let (code, text) = faultline(&["run", scenario, "--sdk", "js"], dir.path())?;
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("the js client cannot run here"), "{text}");
+    assert!(text.contains("apt-get install nodejs"), "says how to fix it: {text}");
+    let (code, text) = faultline(&["run", scenario, "--sdk", "upstream-rust"], dir.path())?;
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("python3 is not on PATH"), "{text}");
+    assert!(text.contains("FAULTLINE_PYTHON"), "says how to fix it: {text}");
+    let (code, text) = faultline(&["run", scenario, "--sdk", "swift"], dir.path())?;
+    assert_eq!(code, Some(2), "clap refuses an unknown SDK: {text}");
+    assert!(text.contains("faultline, upstream-rust and js"), "{text}");
+    Ok(())
+}
+
+#[test]
+fn a_fault_an_sdk_cannot_take_exits_2_before_anything_starts() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let wifi = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/scenarios/wifi-drop.toml");
+    let (code, text) = faultline(&["run", wifi, "--sdk", "upstream-rust"], dir.path())?;
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains("runs the upstream-rust SDK, which cannot take fault #0 (`partition`)"),
+        "{text}"
+    );
+    assert!(!text.contains("livekit-server"), "refused before a server was sought: {text}");
+
+    let file = dir.path().join("policy.toml");
+    std::fs::write(
+        &file,
+        "name = \"policy\"\n[[participant]]\nidentity = \"a\"\nsdk = \"upstream-rust\"\n\
+         [participant.reconnect]\nattempts = 3\n[[fault]]\nat = \"1s\"\ntype = \"simulate\"\n\
+         scenario = \"signal-reconnect\"\n",
+    )?;
+    let (code, text) = faultline(&["run", file.to_str().unwrap_or_default()], dir.path())?;
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("cannot take a `reconnect` policy"), "{text}");
     Ok(())
 }

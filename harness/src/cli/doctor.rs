@@ -4,7 +4,7 @@
 use std::net::{TcpListener, UdpSocket};
 use std::process::ExitCode;
 
-use faultline::client::{js, upstream_rust, Sdk};
+use faultline::client::Sdk;
 use faultline::provision::{self, Program, ProvisionEnv};
 use faultline::server::ServerOptions;
 
@@ -58,11 +58,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     println!("\nSDK clients:");
-    println!("  ok  {:<14} in process", Sdk::Faultline);
-    for (sdk, readiness) in
-        [(Sdk::UpstreamRust, upstream_rust::readiness(&env)), (Sdk::Js, js::readiness(&env))]
-    {
-        match readiness {
+    for sdk in Sdk::ALL {
+        match sdk.readiness(&env) {
             Ok(what) => println!("  ok  {sdk:<14} {what}"),
             Err(e) => println!("  --  {sdk:<14} {e}"),
         }

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod doctor;
 mod explore;
+mod matrix;
 mod replay;
 mod run;
 mod server;
@@ -31,6 +32,8 @@ enum Command {
     Bench(bench::Args),
     /// Run a scenario file against livekit-server and judge what the client did.
     Run(run::Args),
+    /// Run every scenario against every SDK and write the conformance table.
+    Matrix(matrix::Args),
     /// Explore random fault schedules in the simulation lane against the invariants.
     Explore(explore::Args),
     /// Re-run one simulation case (a file `explore` wrote) and print its trace and verdict.
@@ -60,6 +63,7 @@ pub fn main() -> ExitCode {
             Command::Server(args) => server::run(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::Run(args) => run::run(args).await,
+            Command::Matrix(args) => matrix::run(args).await,
             Command::Explore(args) => explore::run(args).await,
             Command::Replay(args) => replay::run(args).await,
         }

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use faultline::client::Sdk;
 use faultline::client::{ClientEvent, Observed};
 use faultline::report;
 use faultline::scenario::format::Lane;
@@ -30,6 +31,10 @@ pub struct Args {
     /// Write a self-contained HTML timeline of the run to this file.
     #[arg(long)]
     report: Option<PathBuf>,
+    /// Run every participant with this SDK (faultline, upstream-rust or js), whatever the
+    /// file says.
+    #[arg(long)]
+    sdk: Option<Sdk>,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -48,10 +53,15 @@ fn could_not_run(message: impl std::fmt::Display) -> ExitCode {
 
 /// Runs the scenario and reports on it.
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let scenario = match Scenario::load(&args.scenario) {
+    let mut scenario = match Scenario::load(&args.scenario) {
         Ok(s) => s,
         Err(e) => return Ok(could_not_run(e)),
     };
+    if let Some(sdk) = args.sdk {
+        for participant in &mut scenario.participants {
+            participant.sdk = sdk;
+        }
+    }
     let lane = match args.lane {
         LaneArg::Real => Lane::Real,
         LaneArg::Sim => Lane::Sim,

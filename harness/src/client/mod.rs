@@ -62,11 +62,79 @@ impl Sdk {
     pub fn in_process(self) -> bool {
         self == Sdk::Faultline
     }
+
+    /// Whether the SDK can run here, without preparing anything: a sentence saying what is
+    /// prepared or what its first use will do, or why it cannot run and how to fix that.
+    pub fn readiness(self, env: &ProvisionEnv) -> Result<String, ClientError> {
+        match self {
+            Sdk::Faultline => Ok("in process".into()),
+            Sdk::UpstreamRust => upstream_rust::readiness(env),
+            Sdk::Js => js::readiness(env),
+        }
+    }
+
+    /// Why this SDK cannot be asked to simulate `scenario`, if it cannot (known from its
+    /// API, so a scenario is refused before it starts).
+    pub fn cannot_simulate(self, scenario: SimulateKind) -> Option<&'static str> {
+        match (self, scenario) {
+            (Sdk::UpstreamRust, SimulateKind::DisconnectSignalOnResumeNoMessages) => {
+                Some("the upstream SDK's SimulateScenario has no such kind")
+            }
+            (Sdk::UpstreamRust, SimulateKind::Speaker { secs }) if secs != 3 => {
+                Some("the upstream SDK always asks the server for 3 s of speaking")
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether the SDK can be given a reconnect policy (the upstream Rust SDK's attempts and
+    /// delays are constants of its engine).
+    pub fn takes_reconnect_policy(self) -> bool {
+        self != Sdk::UpstreamRust
+    }
+
+    /// The longest one reconnect episode may last when connected with `options`: every
+    /// delay at its cap plus every attempt using all of its timeouts. The upstream SDK's and
+    /// livekit-client's figures are their defaults, read from their sources.
+    pub fn reconnect_bound(self, options: &ClientOptions) -> Duration {
+        match (self, &options.reconnect) {
+            (Sdk::Faultline, Some(policy)) => {
+                RoomOptions { reconnect: policy.clone(), ..options.faultline.clone() }
+                    .reconnect_bound()
+            }
+            (Sdk::Faultline, None) => options.faultline.reconnect_bound(),
+            // rust-sdks rtc_engine: 10 attempts, delay caps min(7 s, 300 ms · 2^(i-1)) summing
+            // to 44.3 s; each attempt bounded by the WebSocket connect (5 s), the
+            // Join/ReconnectResponse (5 s) and the peer connection (15 s).
+            (Sdk::UpstreamRust, _) => Duration::from_millis(44_300) + Duration::from_secs(25) * 10,
+            // livekit-client: each attempt bounded by the signal connection (15 s) and the peer
+            // connection (15 s) timeouts; its default policy makes 10 attempts with delays
+            // summing to 44 s.
+            (Sdk::Js, Some(policy)) => {
+                policy.total_delay_cap() + Duration::from_secs(30) * policy.attempts
+            }
+            (Sdk::Js, None) => Duration::from_secs(44) + Duration::from_secs(30) * 10,
+        }
+    }
 }
 
 impl fmt::Display for Sdk {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.pad(self.name())
+    }
+}
+
+impl Default for Sdk {
+    /// faultline-sdk, the client this project builds.
+    fn default() -> Self {
+        Sdk::Faultline
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Sdk {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        name.parse().map_err(serde::de::Error::custom)
     }
 }
 

@@ -11,6 +11,7 @@
 //!
 //! [[participant]]
 //! identity = "alice"
+//! sdk = "faultline"      # or "upstream-rust", "js"; `faultline run --sdk` sets everyone's
 //!
 //! [[fault]]
 //! at = "2s"
@@ -32,6 +33,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 use toml::Spanned;
+
+use crate::client::Sdk;
 
 /// A scenario, read and checked.
 #[derive(Debug, Clone, Deserialize)]
@@ -92,6 +95,9 @@ impl fmt::Display for Lane {
 pub struct ParticipantSpec {
     /// The participant's identity; faults and expectations refer to it.
     pub identity: Spanned<String>,
+    /// The SDK it runs: `faultline` (default), `upstream-rust` or `js`.
+    #[serde(default)]
+    pub sdk: Sdk,
     /// Reconnect policy overrides; unset fields keep the SDK's defaults (upstream's).
     #[serde(default)]
     pub reconnect: PolicySpec,
@@ -115,6 +121,13 @@ pub struct PolicySpec {
     /// The backoff's cap.
     #[serde(default, deserialize_with = "opt_duration")]
     pub max_delay: Option<Duration>,
+}
+
+impl PolicySpec {
+    /// Whether the file overrides anything of the SDK's policy.
+    pub fn is_set(&self) -> bool {
+        self.attempts.is_some() || self.base_delay.is_some() || self.max_delay.is_some()
+    }
 }
 
 /// Reliable messages a participant sends at a steady rate.
@@ -790,6 +803,20 @@ within = \"8s\"
         let e =
             error(&format!("{BASE}\n[[expect]]\ntype = \"no-reconnect\"\nparticipant = \"eve\"\n"));
         assert!(e.contains("unknown participant `eve`"), "{e}");
+        Ok(())
+    }
+
+    #[test]
+    fn each_participant_names_its_sdk_and_an_unknown_one_is_located() -> Result<(), ScenarioError> {
+        let s = parse(
+            "name = \"t\"\n[[participant]]\nidentity = \"a\"\nsdk = \"js\"\n\
+             [[participant]]\nidentity = \"b\"\n",
+        )?;
+        assert_eq!(s.participants[0].sdk, Sdk::Js);
+        assert_eq!(s.participants[1].sdk, Sdk::Faultline, "faultline is the default");
+        let e = error("name = \"t\"\n[[participant]]\nidentity = \"a\"\nsdk = \"swift\"\n");
+        assert!(e.starts_with("s.toml:4:"), "{e}");
+        assert!(e.contains("\"swift\"") && e.contains("faultline, upstream-rust and js"), "{e}");
         Ok(())
     }
 

@@ -34,15 +34,18 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use faultline_sdk::net::TokioNetwork;
-use faultline_sdk::{ConnectionState, DataPacket, Room, RoomError, RoomOptions, SimulateScenario};
+use faultline_sdk::{ConnectionState, RoomOptions};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::format::{Direction, Fault, FaultStep, Lane, ProxyMode, Scenario, Stream, Toxic};
-use crate::client::ClientEvent;
+use super::format::{
+    Direction, Fault, FaultStep, Lane, ParticipantSpec, ProxyMode, Scenario, Stream, Toxic,
+};
+use crate::client::{Client, ClientError, ClientOptions, Observed, Sdk};
 use crate::judge;
 use crate::net::{self, FaultyNetwork, NetFaults};
+use crate::provision::ProvisionEnv;
 use crate::proxy::{Proxy, ProxyError};
 use crate::record::{
     data_payload, EventRecord, FaultRecord, ParticipantRecord, Published, RunRecord, DATA_TOPIC,
@@ -145,6 +148,22 @@ pub enum RunError {
         /// The setting.
         what: &'static str,
     },
+    /// A participant's SDK cannot take what the scenario asks of it; found before anything
+    /// started.
+    #[error("{}: participant `{identity}` runs the {sdk} SDK, which cannot take {what}", file.display())]
+    SdkCannot {
+        /// The file.
+        file: PathBuf,
+        /// Who.
+        identity: String,
+        /// Its SDK.
+        sdk: Sdk,
+        /// What it cannot take, and what to do instead.
+        what: String,
+    },
+    /// A participant's SDK cannot run on this machine (its message names the fix).
+    #[error(transparent)]
+    Client(ClientError),
     /// The simulation failed.
     #[error("the simulation failed: {0}")]
     Sim(String),
@@ -189,15 +208,74 @@ pub enum RunError {
 /// lane. (The real lane can do every fault of the format; a server it cannot kill is found
 /// once the server is known.)
 pub fn check_real_lane(scenario: &Scenario, file: &Path) -> Result<(), RunError> {
-    if scenario.lanes.contains(&Lane::Real) {
-        return Ok(());
+    if !scenario.lanes.contains(&Lane::Real) {
+        return Err(RunError::LaneNotListed {
+            file: file.to_owned(),
+            scenario: scenario.name.clone(),
+            lane: Lane::Real,
+            listed: lanes(scenario),
+        });
     }
-    Err(RunError::LaneNotListed {
+    check_sdks(scenario, file)
+}
+
+/// Checks that each participant's SDK can take what the scenario asks of it: a reconnect
+/// policy, the faults aimed at it, the scenarios it is asked to simulate.
+pub fn check_sdks(scenario: &Scenario, file: &Path) -> Result<(), RunError> {
+    let refuse = |identity: &str, sdk: Sdk, what: String| RunError::SdkCannot {
         file: file.to_owned(),
-        scenario: scenario.name.clone(),
-        lane: Lane::Real,
-        listed: lanes(scenario),
-    })
+        identity: identity.to_owned(),
+        sdk,
+        what,
+    };
+    for spec in &scenario.participants {
+        let (identity, sdk) = (spec.identity.get_ref(), spec.sdk);
+        if spec.reconnect.is_set() && !sdk.takes_reconnect_policy() {
+            return Err(refuse(
+                identity,
+                sdk,
+                "a `reconnect` policy, but its attempts and delays are constants of its engine; \
+                 remove the participant's `reconnect` table"
+                    .into(),
+            ));
+        }
+    }
+    for (index, step) in scenario.faults.iter().enumerate() {
+        let spec = match &step.target {
+            Some(target) => scenario.participant(target.get_ref()),
+            None => scenario.participants.first(),
+        };
+        let Some(spec) = spec else { continue };
+        let (identity, sdk) = (spec.identity.get_ref(), spec.sdk);
+        let needs_sockets = matches!(
+            step.fault,
+            Fault::Partition {} | Fault::Media { .. } | Fault::NetworkChange {}
+        );
+        if needs_sockets && !sdk.in_process() {
+            return Err(refuse(
+                identity,
+                sdk,
+                format!(
+                    "fault #{index} (`{}`), which acts on the client's own sockets: only \
+                     faultline-sdk's can be wrapped here, and kernel-level media faults for other \
+                     SDKs are not wired into scenarios yet; use `signal-proxy`, `toxic`, \
+                     `server-kill` or `simulate` faults for this participant, or run it with \
+                     `sdk = \"faultline\"`",
+                    step.fault.kind()
+                ),
+            ));
+        }
+        if let Fault::Simulate { scenario: kind } = &step.fault {
+            if let Some(why) = sdk.cannot_simulate(*kind) {
+                return Err(refuse(
+                    identity,
+                    sdk,
+                    format!("fault #{index} (simulate {kind:?}): {why}"),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The lanes a scenario lists, comma-separated.
@@ -205,17 +283,20 @@ pub fn lanes(scenario: &Scenario) -> String {
     scenario.lanes.iter().map(Lane::to_string).collect::<Vec<_>>().join(", ")
 }
 
-/// One participant's room and fault path.
-struct Client {
+/// One participant: its client (of any SDK) and its fault path.
+struct Participant {
     identity: String,
     /// Its record so far (what it published is in `published` until the snapshot).
     record: ParticipantRecord,
     published: Arc<Mutex<Vec<Published>>>,
-    room: Room,
-    net: NetFaults,
+    client: Arc<Client>,
+    /// Its sockets' fault wrapper: faultline-sdk's only (other SDKs own their sockets).
+    net: Option<NetFaults>,
     proxy: Proxy,
     toxic_proxy: Option<toxiproxy::Proxy>,
     forwarder: JoinHandle<()>,
+    /// Its state and sid as the SDK reported them when recording stopped.
+    finished: Option<(ConnectionState, String)>,
 }
 
 /// A running scenario.
@@ -226,7 +307,8 @@ struct Runner<'a> {
     observer: Option<Observer>,
     server: Arc<LiveKitServer>,
     room: String,
-    clients: Vec<Client>,
+    clients: Vec<Participant>,
+    env: ProvisionEnv,
     started: Instant,
     zero: Option<Instant>,
     events: mpsc::UnboundedReceiver<EventRecord>,
@@ -236,6 +318,8 @@ struct Runner<'a> {
     toxics: Vec<(usize, ToxicGuard)>,
     networks_changed: AtomicU8,
     publishers: Vec<JoinHandle<()>>,
+    /// The logs of the external SDKs' drivers (name, path).
+    driver_logs: Vec<(String, PathBuf)>,
 }
 
 /// Runs `scenario` (read from `file`) on the real lane and returns what happened, judged.
@@ -247,6 +331,13 @@ pub async fn run_real(
     options: RunOptions,
 ) -> Result<RunRecord, RunError> {
     check_real_lane(scenario, file)?;
+    let env = ProvisionEnv::from_env();
+    let mut sdks: Vec<Sdk> = scenario.participants.iter().map(|p| p.sdk).collect();
+    sdks.sort();
+    sdks.dedup();
+    for sdk in sdks {
+        sdk.readiness(&env).map_err(RunError::Client)?;
+    }
     let started = Instant::now();
     let mut observer = options.observer;
     let mut say = |text: &str| {
@@ -288,6 +379,7 @@ pub async fn run_real(
         server,
         room: unique_room(&scenario.name),
         clients: Vec::new(),
+        env,
         started,
         zero: None,
         events,
@@ -297,6 +389,7 @@ pub async fn run_real(
         toxics: Vec::new(),
         networks_changed: AtomicU8::new(0),
         publishers: Vec::new(),
+        driver_logs: Vec::new(),
     };
     let result = runner.run().await;
     runner.teardown().await;
@@ -351,22 +444,10 @@ impl Runner<'_> {
                 _ => (None, proxy.ws_url()),
             };
             let seed = self.seed.wrapping_add(index as u64);
-            let network = FaultyNetwork::new(Arc::new(TokioNetwork), seed);
-            let net = network.faults();
-            let mut options = RoomOptions {
-                network: Arc::new(network),
-                rng_seed: Some(seed),
-                ..RoomOptions::default()
-            };
-            let policy = &spec.reconnect;
-            if let Some(attempts) = policy.attempts {
-                options.reconnect.attempts = attempts;
-            }
-            if let Some(base) = policy.base_delay {
-                options.reconnect.base_delay = base;
-            }
-            if let Some(max) = policy.max_delay {
-                options.reconnect.max_delay = max;
+            let (options, net) = client_options(spec, seed);
+            let sdk = spec.sdk;
+            if !sdk.in_process() {
+                self.say(&format!("starting the {sdk} client for {identity}"));
             }
             let mut token_spec = TokenSpec::join(&self.room, &identity);
             if let Some(ttl) = spec.token_ttl {
@@ -378,20 +459,25 @@ impl Runner<'_> {
                 why,
                 log: self.server_log(),
             };
-            let mut record = ParticipantRecord::faultline(&identity, &options);
+            let mut record = match sdk {
+                Sdk::Faultline => ParticipantRecord::faultline(&identity, &options.faultline),
+                _ => ParticipantRecord::external(&identity, sdk, &options),
+            };
             let token = self.server.token_with(&token_spec)?;
-            let (room, mut events) =
-                tokio::time::timeout(JOIN_TIMEOUT, Room::connect(&url, &token, options))
-                    .await
-                    .map_err(|_| join_error(format!("no answer within {JOIN_TIMEOUT:?}")))?
-                    .map_err(|e: RoomError| join_error(e.to_string()))?;
-            record.joined_sid = room.local_participant().sid();
+            let connect = Client::connect(sdk, &url, &token, options, &self.env);
+            let (client, mut events) = match tokio::time::timeout(JOIN_TIMEOUT, connect).await {
+                Err(_) => return Err(join_error(format!("no answer within {JOIN_TIMEOUT:?}"))),
+                Ok(Err(e @ ClientError::Unavailable { .. })) => return Err(RunError::Client(e)),
+                Ok(Err(e)) => return Err(join_error(e.to_string())),
+                Ok(Ok(joined)) => joined,
+            };
+            record.joined_sid =
+                client.state().await.map_err(|e| join_error(e.to_string()))?.local_sid;
             let tx = self.events_tx.clone();
             let started = self.started;
             let who = identity.clone();
             let forwarder = tokio::spawn(async move {
                 while let Some(event) = events.recv().await {
-                    let Some(event) = ClientEvent::from_room_event(&event) else { continue };
                     let record =
                         EventRecord { participant: who.clone(), at: started.elapsed(), event };
                     if tx.send(record).is_err() {
@@ -399,15 +485,19 @@ impl Runner<'_> {
                     }
                 }
             });
-            self.clients.push(Client {
+            if let Some(log) = client.log_path() {
+                self.driver_logs.push((format!("{identity} ({sdk} driver)"), log.to_owned()));
+            }
+            self.clients.push(Participant {
                 identity,
                 record,
                 published: Arc::default(),
-                room,
+                client: Arc::new(client),
                 net,
                 proxy,
                 toxic_proxy,
                 forwarder,
+                finished: None,
             });
         }
         self.wait_everyone_sees_everyone().await?;
@@ -463,7 +553,7 @@ impl Runner<'_> {
             }
             self.pump_until((Instant::now() + RECHECK).min(end)).await;
         }
-        self.drain();
+        self.finish().await;
         let mut record = self.snapshot();
         record.verdicts = judge::judge(self.scenario, &record);
         Ok(record)
@@ -483,20 +573,52 @@ impl Runner<'_> {
 
     /// Whether every room has ended: nothing more can happen, so the run can stop early.
     fn all_disconnected(&self) -> bool {
-        self.clients.iter().all(|c| c.room.connection_state() == ConnectionState::Disconnected)
+        self.clients.iter().all(|c| self.state_of(c) == ConnectionState::Disconnected)
+    }
+
+    /// A participant's connection state now: faultline-sdk's own, another SDK's as its
+    /// last lifecycle event left it (asking a driver on every event would slow the run; the
+    /// SDK's own answer is taken once, when recording stops, and judged against the events).
+    fn state_of(&self, c: &Participant) -> ConnectionState {
+        if let Some((state, _)) = &c.finished {
+            return *state;
+        }
+        if let Some(room) = c.client.room() {
+            return room.connection_state();
+        }
+        self.recorded
+            .iter()
+            .rev()
+            .filter(|e| e.participant == c.identity)
+            .find_map(|e| e.event.lifecycle())
+            .map_or(ConnectionState::Connected, |step| step.resulting_state())
     }
 
     /// Records events until everyone's room lists every other participant.
     async fn wait_everyone_sees_everyone(&mut self) -> Result<(), RunError> {
         let deadline = Instant::now() + JOIN_TIMEOUT;
         loop {
-            let missing = self.clients.iter().find_map(|c| {
-                let remotes = c.room.remote_participants();
-                self.clients
-                    .iter()
-                    .find(|o| o.identity != c.identity && !remotes.contains_key(&o.identity))
-                    .map(|o| (c.identity.clone(), o.identity.clone()))
-            });
+            let mut missing = None;
+            for c in &self.clients {
+                let remotes = match c.client.state().await {
+                    Ok(state) => state.remotes,
+                    Err(e) => {
+                        return Err(RunError::Join {
+                            identity: c.identity.clone(),
+                            room: self.room.clone(),
+                            why: e.to_string(),
+                            log: self.server_log(),
+                        })
+                    }
+                };
+                let absent = self.clients.iter().find(|o| {
+                    o.identity != c.identity && !remotes.iter().any(|(who, _)| *who == o.identity)
+                });
+                if let Some(o) = absent {
+                    missing = Some((c.identity.clone(), o.identity.clone()));
+                    break;
+                }
+            }
             let Some((who, whom)) = missing else { return Ok(()) };
             if Instant::now() >= deadline {
                 return Err(RunError::Join {
@@ -513,20 +635,22 @@ impl Runner<'_> {
     fn start_publishers(&mut self, zero: Instant) {
         for (spec, client) in self.scenario.participants.iter().zip(&self.clients) {
             let Some(publish) = spec.publish.clone() else { continue };
-            let local = client.room.local_participant();
+            let local = client.client.clone();
             let identity = client.identity.clone();
             let published = client.published.clone();
             let started = self.started;
             self.publishers.push(tokio::spawn(async move {
                 for n in 0..publish.count {
                     tokio::time::sleep_until(zero + publish.every * n).await;
-                    let (at, sid) = (started.elapsed(), local.sid());
-                    let packet = DataPacket {
-                        payload: data_payload(&identity, n),
-                        topic: Some(DATA_TOPIC.into()),
-                        ..Default::default()
+                    let at = started.elapsed();
+                    let sid = match local.room() {
+                        Some(room) => room.local_participant().sid(),
+                        None => local.state().await.map(|s| s.local_sid).unwrap_or_default(),
                     };
-                    if let Err(error) = local.publish_data(packet).await {
+                    let payload = data_payload(&identity, n);
+                    if let Err(error) =
+                        local.publish(&payload, Some(DATA_TOPIC), true, &[]).await
+                    {
                         tracing::warn!(%identity, n, %error, "publishing scenario data failed; stopping");
                         break;
                     }
@@ -560,6 +684,24 @@ impl Runner<'_> {
         }
     }
 
+    /// Asks each SDK for its state and sid once recording stops (the judge compares the state
+    /// with the last lifecycle event), then records what arrived meanwhile.
+    async fn finish(&mut self) {
+        self.drain();
+        for c in &mut self.clients {
+            let answer = c.client.state().await;
+            c.finished = Some(match answer {
+                Ok(state) => (state.connection_state, state.local_sid),
+                // A driver that no longer answers has no room left.
+                Err(error) => {
+                    tracing::warn!(identity = %c.identity, %error, "reading the final state");
+                    (ConnectionState::Disconnected, String::new())
+                }
+            });
+        }
+        self.drain();
+    }
+
     /// Records whatever has arrived, without waiting.
     fn drain(&mut self) {
         while let Ok(event) = self.events.try_recv() {
@@ -580,6 +722,7 @@ impl Runner<'_> {
         if let Some(p) = self.server.log_path() {
             logs.push(("livekit-server".to_owned(), p.to_owned()));
         }
+        logs.extend(self.driver_logs.iter().cloned());
         RunRecord {
             scenario: self.scenario.name.clone(),
             description: self.scenario.description.clone(),
@@ -591,7 +734,11 @@ impl Runner<'_> {
                 .clients
                 .iter()
                 .map(|c| ParticipantRecord {
-                    final_sid: c.room.local_participant().sid(),
+                    final_sid: match (&c.finished, c.client.room()) {
+                        (Some((_, sid)), _) => sid.clone(),
+                        (None, Some(room)) => room.local_participant().sid(),
+                        (None, None) => String::new(),
+                    },
                     published: c
                         .published
                         .lock()
@@ -607,7 +754,7 @@ impl Runner<'_> {
             final_states: self
                 .clients
                 .iter()
-                .map(|c| (c.identity.clone(), c.room.connection_state()))
+                .map(|c| (c.identity.clone(), self.state_of(c)))
                 .collect(),
             verdicts: Vec::new(),
             logs,
@@ -615,7 +762,7 @@ impl Runner<'_> {
         }
     }
 
-    fn client(&self, step: &FaultStep) -> Option<&Client> {
+    fn client(&self, step: &FaultStep) -> Option<&Participant> {
         match &step.target {
             Some(t) => self.clients.iter().find(|c| c.identity == *t.get_ref()),
             None => self.clients.first(),
@@ -642,9 +789,10 @@ impl Runner<'_> {
         match &step.fault {
             Fault::Partition {} => {
                 let c = target("a partition")?;
+                let net = sockets(c).map_err(|why| fail(why, log.clone()))?;
                 c.proxy.pause().await.map_err(|e| fail(e.to_string(), log.clone()))?;
-                c.net.refuse_new_signalling();
-                c.net.partition_media(net::Direction::Both);
+                net.refuse_new_signalling();
+                net.partition_media(net::Direction::Both);
             }
             Fault::SignalProxy { mode, rate } => {
                 let c = target("a signal-proxy fault")?;
@@ -671,21 +819,22 @@ impl Runner<'_> {
             }
             Fault::Media { direction, loss_percent, delay } => {
                 let c = target("a media fault")?;
+                let net = sockets(c).map_err(|why| fail(why, log.clone()))?;
                 let direction = media_direction(*direction);
                 if let Some(percent) = loss_percent {
-                    c.net
-                        .set_media_loss(direction, *percent)
+                    net.set_media_loss(direction, *percent)
                         .map_err(|e| fail(e.to_string(), log.clone()))?;
                 }
                 if let Some(delay) = delay {
-                    c.net.set_media_delay(direction, *delay);
+                    net.set_media_delay(direction, *delay);
                 }
             }
             Fault::NetworkChange {} => {
                 let c = target("a network change")?;
+                let net = sockets(c).map_err(|why| fail(why, log.clone()))?;
                 let changes = self.networks_changed.fetch_add(1, Ordering::Relaxed);
                 let ip = Ipv4Addr::new(127, 0, 0, changes.saturating_add(2));
-                c.net.change_network(IpAddr::V4(ip));
+                net.change_network(IpAddr::V4(ip));
             }
             Fault::ServerKill {} => {
                 self.server.kill().await.map_err(|e| fail(e.to_string(), log.clone()))?;
@@ -707,14 +856,11 @@ impl Runner<'_> {
             }
             Fault::Simulate { scenario } => {
                 let c = target("simulate")?;
-                c.room
-                    .simulate_scenario(SimulateScenario::from(*scenario))
-                    .await
-                    .map_err(|e| fail(e.to_string(), log.clone()))?;
+                c.client.simulate(*scenario).await.map_err(|e| fail(e.to_string(), log.clone()))?;
             }
             Fault::Close {} => {
                 let c = target("close")?;
-                c.room.close().await.map_err(|e| fail(e.to_string(), log.clone()))?;
+                c.client.close().await.map_err(|e| fail(e.to_string(), log.clone()))?;
             }
         }
         let record = FaultRecord {
@@ -748,8 +894,9 @@ impl Runner<'_> {
         let client = self.client(step);
         match (&step.fault, client) {
             (Fault::Partition {}, Some(c)) => {
-                c.net.heal_signalling();
-                c.net.heal_media();
+                let net = sockets(c).map_err(&fail)?;
+                net.heal_signalling();
+                net.heal_media();
                 c.proxy.resume().await.map_err(|e| fail(e.to_string()))?;
             }
             (Fault::SignalProxy { mode: ProxyMode::Throttle, .. }, Some(c)) => {
@@ -764,7 +911,7 @@ impl Runner<'_> {
                     guard.remove().await.map_err(|e| fail(e.to_string()))?;
                 }
             }
-            (Fault::Media { .. }, Some(c)) => c.net.heal_media(),
+            (Fault::Media { .. }, Some(c)) => sockets(c).map_err(&fail)?.heal_media(),
             (Fault::ServerKill {}, _) => {
                 self.say("restarting livekit-server on the same ports");
                 self.server.restart().await.map_err(|e| fail(e.to_string()))?;
@@ -794,7 +941,7 @@ impl Runner<'_> {
         }
         for client in self.clients.drain(..) {
             client.forwarder.abort();
-            if let Err(error) = client.room.close().await {
+            if let Err(error) = client.client.close().await {
                 tracing::warn!(identity = %client.identity, %error, "closing a room after the run");
             }
             if let Some(p) = client.toxic_proxy {
@@ -804,6 +951,49 @@ impl Runner<'_> {
             }
             drop(client.proxy);
         }
+    }
+}
+
+/// The fault wrapper of a participant's sockets (faultline-sdk's only; [`check_sdks`]
+/// refuses socket faults for other SDKs before a run starts).
+fn sockets(c: &Participant) -> Result<&NetFaults, String> {
+    c.net.as_ref().ok_or_else(|| {
+        format!(
+            "{} runs the {} SDK, whose sockets faultline does not own",
+            c.identity,
+            c.client.sdk()
+        )
+    })
+}
+
+/// How a participant connects: faultline-sdk through a fault wrapper on its sockets with
+/// the run's seed and the file's policy overrides; another SDK with the overrides as a
+/// policy of its own, if the file sets any.
+fn client_options(spec: &ParticipantSpec, seed: u64) -> (ClientOptions, Option<NetFaults>) {
+    let mut policy = faultline_sdk::ReconnectPolicy::default();
+    let overrides = &spec.reconnect;
+    if let Some(attempts) = overrides.attempts {
+        policy.attempts = attempts;
+    }
+    if let Some(base) = overrides.base_delay {
+        policy.base_delay = base;
+    }
+    if let Some(max) = overrides.max_delay {
+        policy.max_delay = max;
+    }
+    if spec.sdk.in_process() {
+        let network = FaultyNetwork::new(Arc::new(TokioNetwork), seed);
+        let net = network.faults();
+        let faultline = RoomOptions {
+            network: Arc::new(network),
+            rng_seed: Some(seed),
+            reconnect: policy,
+            ..RoomOptions::default()
+        };
+        (ClientOptions { reconnect: None, faultline }, Some(net))
+    } else {
+        let reconnect = overrides.is_set().then_some(policy);
+        (ClientOptions { reconnect, ..ClientOptions::default() }, None)
     }
 }
 

@@ -55,8 +55,9 @@ pub fn check_sim_lane(scenario: &Scenario, file: &Path) -> Result<(), RunError> 
         });
     }
     for p in &scenario.participants {
-        let r = &p.reconnect;
-        let what = if r.attempts.is_some() || r.base_delay.is_some() || r.max_delay.is_some() {
+        let what = if !p.sdk.in_process() {
+            Some("an SDK other than faultline (the simulation runs faultline-sdk only)")
+        } else if p.reconnect.is_set() {
             Some("a reconnect policy")
         } else if p.token_ttl.is_some() {
             Some("a token lifetime")
