@@ -1,0 +1,135 @@
+//! Each library scenario (`fixtures/scenarios/`) for the upstream Rust SDK and for
+//! livekit-client, on the real lane, as `faultline matrix` runs it: every participant on that
+//! SDK, judged by the scenario's own expectations and the invariants.
+//!
+//! The table below is what each SDK does today. An SDK that cannot take what a scenario asks
+//! is refused before anything starts (and the refusal must keep naming why); where an SDK
+//! behaves differently from what a scenario expects, the difference is named and must keep
+//! happening exactly so — a difference that goes away, or a new one, fails the test, so the
+//! table (and the README's matrix) stays true. The invariants must hold for every SDK.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, ensure, Result};
+use faultline::client::Sdk;
+use faultline::matrix::{run_cell, Cell};
+use faultline::scenario::Scenario;
+use rstest::rstest;
+
+/// What an SDK does with a library scenario.
+#[derive(Debug, Clone, Copy)]
+enum Expect {
+    /// Refused before it starts; the reason names this.
+    Refused(&'static str),
+    /// Every verdict passes.
+    Passes,
+    /// Every verdict passes but the ones whose description starts with this.
+    FailsOnly(&'static str),
+}
+
+/// livekit-client keys remote participants by identity: a peer that reconnects fully comes
+/// back under a new sid in the same server update that retires the old one (the server
+/// batches a non-publisher's updates), so a livekit-client watcher swaps the sid in place and
+/// reports neither a leave nor a join. `peer-saw-rejoin` expects both.
+const JS_SEES_NO_REJOIN: Expect = Expect::FailsOnly("peer-saw-rejoin");
+
+/// Faults on the client's own sockets: only faultline-sdk's can be wrapped.
+const SOCKETS: Expect = Expect::Refused("acts on the client's own sockets");
+
+fn library(file: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/scenarios").join(file)
+}
+
+#[rstest]
+#[case::upstream_cellular_handover("cellular-handover.toml", Sdk::UpstreamRust, SOCKETS)]
+#[case::upstream_expired_token("expired-token.toml", Sdk::UpstreamRust, Expect::Passes)]
+#[case::upstream_half_open_socket("half-open-socket.toml", Sdk::UpstreamRust, Expect::Passes)]
+#[case::upstream_latency_spike_during_resume(
+    "latency-spike-during-resume.toml",
+    Sdk::UpstreamRust,
+    Expect::Passes
+)]
+#[case::upstream_lossy_3g("lossy-3g.toml", Sdk::UpstreamRust, SOCKETS)]
+#[case::upstream_media_only_loss("media-only-loss.toml", Sdk::UpstreamRust, SOCKETS)]
+#[case::upstream_middlebox_rst("middlebox-rst.toml", Sdk::UpstreamRust, Expect::Passes)]
+#[case::upstream_migration("migration.toml", Sdk::UpstreamRust, Expect::Passes)]
+#[case::upstream_outage_exhaustion(
+    "outage-exhaustion.toml",
+    Sdk::UpstreamRust,
+    Expect::Refused("cannot take a `reconnect` policy")
+)]
+#[case::upstream_removed_by_moderator(
+    "removed-by-moderator.toml",
+    Sdk::UpstreamRust,
+    Expect::Passes
+)]
+#[case::upstream_server_leave("server-leave.toml", Sdk::UpstreamRust, Expect::Passes)]
+#[case::upstream_sfu_restart("sfu-restart.toml", Sdk::UpstreamRust, Expect::Passes)]
+#[case::upstream_train_tunnel("train-tunnel.toml", Sdk::UpstreamRust, SOCKETS)]
+#[case::upstream_wifi_drop("wifi-drop.toml", Sdk::UpstreamRust, SOCKETS)]
+#[case::js_cellular_handover("cellular-handover.toml", Sdk::Js, SOCKETS)]
+#[case::js_expired_token("expired-token.toml", Sdk::Js, JS_SEES_NO_REJOIN)]
+#[case::js_half_open_socket("half-open-socket.toml", Sdk::Js, Expect::Passes)]
+#[case::js_latency_spike_during_resume("latency-spike-during-resume.toml", Sdk::Js, Expect::Passes)]
+#[case::js_lossy_3g("lossy-3g.toml", Sdk::Js, SOCKETS)]
+#[case::js_media_only_loss("media-only-loss.toml", Sdk::Js, SOCKETS)]
+#[case::js_middlebox_rst("middlebox-rst.toml", Sdk::Js, JS_SEES_NO_REJOIN)]
+#[case::js_migration("migration.toml", Sdk::Js, JS_SEES_NO_REJOIN)]
+#[case::js_outage_exhaustion("outage-exhaustion.toml", Sdk::Js, SOCKETS)]
+#[case::js_removed_by_moderator("removed-by-moderator.toml", Sdk::Js, Expect::Passes)]
+#[case::js_server_leave("server-leave.toml", Sdk::Js, Expect::Passes)]
+#[case::js_sfu_restart("sfu-restart.toml", Sdk::Js, Expect::Passes)]
+#[case::js_train_tunnel("train-tunnel.toml", Sdk::Js, SOCKETS)]
+#[case::js_wifi_drop("wifi-drop.toml", Sdk::Js, SOCKETS)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn library_scenario_on_each_sdk(
+    #[case] file: &str,
+    #[case] sdk: Sdk,
+    #[case] expected: Expect,
+) -> Result<()> {
+    let path = library(file);
+    let scenario = Scenario::load(&path)?;
+    let cell = run_cell(&scenario, &path, sdk, 1).await;
+    match (expected, cell) {
+        (Expect::Refused(why), Cell::NotApplicable(said)) => {
+            ensure!(said.contains(why), "{file} × {sdk} refused, but not for {why:?}: {said}");
+        }
+        (Expect::Passes, Cell::Ran(outcome)) => ensure!(
+            outcome.ok(),
+            "{file} × {sdk}: {} of {} verdicts failed: {:#?}",
+            outcome.failures.len(),
+            outcome.total,
+            outcome.failures
+        ),
+        (Expect::FailsOnly(what), Cell::Ran(outcome)) => {
+            let failed: Vec<&str> = outcome.failures.iter().map(|(w, _, _)| w.as_str()).collect();
+            ensure!(
+                failed.len() == 1 && failed[0].starts_with(what),
+                "{file} × {sdk} should fail only {what:?} (a known SDK difference); failed: \
+                 {:#?}",
+                outcome.failures
+            );
+        }
+        (expected, cell) => bail!("{file} × {sdk}: expected {expected:?}, got {cell:#?}"),
+    }
+    Ok(())
+}
+
+#[test]
+fn every_library_file_is_in_the_table_for_each_external_sdk() -> Result<()> {
+    let table = include_str!("library_sdks.rs");
+    for entry in std::fs::read_dir(library(""))? {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        if !name.ends_with(".toml") {
+            continue;
+        }
+        for sdk in ["Sdk::UpstreamRust", "Sdk::Js"] {
+            ensure!(
+                table.contains(&format!("\"{name}\", {sdk},"))
+                    || table.contains(&format!("\"{name}\",\n    {sdk},")),
+                "{name} has no case for {sdk} in library_sdks.rs"
+            );
+        }
+    }
+    Ok(())
+}
