@@ -4,6 +4,7 @@ pub mod check;
 pub mod client;
 mod http;
 pub mod net;
+pub mod netns;
 pub mod provision;
 pub mod proxy;
 pub mod report;
