@@ -102,6 +102,20 @@ async fn reaches(from: &UdpSocket, to: &UdpSocket, bound: Duration) -> Result<bo
     }
 }
 
+/// Fails unless datagrams go from `client` to `server` and back within [`PATIENCE`].
+async fn flows_both_ways(client: &UdpSocket, server: &UdpSocket, when: &str) -> Result<()> {
+    ensure!(reaches(client, server, PATIENCE).await?, "no datagram client → server {when}");
+    ensure!(reaches(server, client, PATIENCE).await?, "no datagram server → client {when}");
+    Ok(())
+}
+
+/// Fails if a datagram goes either way between `client` and `server` within [`QUIET`].
+async fn blocked_both_ways(client: &UdpSocket, server: &UdpSocket, when: &str) -> Result<()> {
+    ensure!(!reaches(client, server, QUIET).await?, "a datagram went client → server {when}");
+    ensure!(!reaches(server, client, QUIET).await?, "a datagram went server → client {when}");
+    Ok(())
+}
+
 async fn round_trip(stream: &mut TcpStream, message: &[u8], bound: Duration) -> Result<bool> {
     stream.write_all(message).await?;
     let mut echoed = vec![0; message.len()];
@@ -127,8 +141,7 @@ async fn udp_and_tcp_flow_between_a_client_and_the_server_namespace_and_nowhere_
     let Some(topology) = topology(1).await? else { return Ok(()) };
     let link = &topology.clients()[0];
     let (server, client) = (server_udp(&topology)?, client_udp(link)?);
-    ensure!(reaches(&client, &server, PATIENCE).await?, "client → server UDP");
-    ensure!(reaches(&server, &client, PATIENCE).await?, "server → client UDP");
+    flows_both_ways(&client, &server, "without faults").await?;
 
     let echo = server_echo(&topology)?;
     let mut stream = connect_from(link.namespace(), echo.addr).await?;
@@ -163,16 +176,14 @@ async fn a_media_partition_blocks_udp_both_ways_keeps_signalling_and_heals() -> 
     let mut signalling = connect_from(link.namespace(), echo.addr).await?;
 
     link.partition(Scope::Media).await?;
-    ensure!(!reaches(&client, &server, QUIET).await?, "client → server media during partition");
-    ensure!(!reaches(&server, &client, QUIET).await?, "server → client media during partition");
+    blocked_both_ways(&client, &server, "during a media partition").await?;
     ensure!(
         round_trip(&mut signalling, b"still here", PATIENCE).await?,
         "a media partition must leave signalling alone"
     );
 
     link.heal().await?;
-    ensure!(reaches(&client, &server, PATIENCE).await?, "client → server after heal");
-    ensure!(reaches(&server, &client, PATIENCE).await?, "server → client after heal");
+    flows_both_ways(&client, &server, "after heal").await?;
     Ok(())
 }
 
@@ -310,8 +321,7 @@ async fn a_link_down_makes_the_server_unreachable_until_it_is_up() -> Result<()>
     );
 
     link.set_up().await?;
-    ensure!(reaches(&client, &server, PATIENCE).await?, "client → server after link up");
-    ensure!(reaches(&server, &client, PATIENCE).await?, "server → client after link up");
+    flows_both_ways(&client, &server, "after link up").await?;
     Ok(())
 }
 
@@ -336,8 +346,7 @@ async fn an_address_change_breaks_existing_flows_and_new_ones_work() -> Result<(
     }
 
     let fresh = client_udp(link)?;
-    ensure!(reaches(&fresh, &server, PATIENCE).await?, "new client → server");
-    ensure!(reaches(&server, &fresh, PATIENCE).await?, "server → new client");
+    flows_both_ways(&fresh, &server, "from a socket on the new address").await?;
     let mut new_stream = connect_from(link.namespace(), echo.addr).await?;
     ensure!(new_stream.local_addr()?.ip() == new, "a new connection comes from {new}");
     ensure!(round_trip(&mut new_stream, b"after", PATIENCE).await?, "echo on a new connection");
