@@ -16,8 +16,8 @@ use futures_util::future::BoxFuture;
 
 use super::namespace::Namespace;
 
-/// Real sockets made inside a namespace; see the [module docs](self). Hosts must be IP
-/// literals: a topology has no DNS.
+/// faultline-sdk's sockets, made inside a namespace (only their creation happens there; they
+/// are used on the caller's runtime). Hosts must be IP literals: a topology has no DNS.
 #[derive(Debug, Clone)]
 pub struct NamespaceNetwork {
     namespace: Namespace,
