@@ -6,6 +6,7 @@ mod http;
 pub mod judge;
 pub mod matrix;
 pub mod net;
+pub mod netns;
 pub mod provision;
 pub mod proxy;
 pub mod record;

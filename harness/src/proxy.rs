@@ -1,8 +1,8 @@
 //! A killable TCP proxy: put it in front of any address (typically livekit-server's
 //! signalling port) and cut, stall, black-hole or throttle the connections that go through it.
 //!
-//! The proxy listens on `127.0.0.1` on a port the system picks and forwards every accepted
-//! connection to its upstream. Its [`Mode`] can be switched at any time and applies to the
+//! The proxy listens on `127.0.0.1` (or the address given to [`Proxy::start_on`]) on a port
+//! the system picks and forwards every accepted connection to its upstream. Its [`Mode`] can be switched at any time and applies to the
 //! connections already open as well as to new ones:
 //!
 //! | mode | open connections | new connections |
@@ -250,7 +250,13 @@ impl Proxy {
     /// Starts a proxy to `upstream`, listening on `127.0.0.1` on a port the system picks, in
     /// [`Mode::Pass`].
     pub async fn start(upstream: SocketAddr) -> Result<Proxy, ProxyError> {
-        let wanted = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+        Self::start_on(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), upstream).await
+    }
+
+    /// Starts a proxy to `upstream` listening on `wanted` (port 0: one the system picks), in
+    /// [`Mode::Pass`]. For clients in network namespaces, listen on the topology's
+    /// [`root_address`](crate::netns::Topology::root_address).
+    pub async fn start_on(wanted: SocketAddr, upstream: SocketAddr) -> Result<Proxy, ProxyError> {
         let listener = TcpListener::bind(wanted)
             .await
             .map_err(|source| ProxyError::Listen { addr: wanted, source })?;

@@ -2,15 +2,22 @@
 //! loopback-only on free ports from `fixtures/livekit.yaml`, ready when `GET /` answers
 //! "OK", logged under the target directory, and killed when dropped. It can be SIGKILLed
 //! and restarted on the same ports to reproduce an SFU crash.
+//!
+//! Or, with [`ServerOptions::netns`], inside the server namespace of a
+//! [`Topology`](crate::netns::Topology): started behind `ip netns exec`, bound to that
+//! namespace's private address (reachable only from the topology's namespaces and this
+//! machine's root namespace) on livekit's fixed ports, with ICE/TCP on, since the namespace
+//! contains the listener that livekit-server binds on every interface.
 
 use std::fmt;
-use std::net::{SocketAddr, TcpListener, ToSocketAddrs, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, ToSocketAddrs, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use url::Url;
 
+use crate::netns::{self, ServerSite};
 use crate::provision::{self, Attempt, Program, ProvisionEnv, ProvisionError, Source};
 use crate::room_service::RoomService;
 use crate::supervise::{self, Launch, Liveness, NotReady, Process, ProcessDied};
@@ -35,6 +42,9 @@ pub struct ServerOptions {
     pub ready_timeout: Duration,
     /// A name for the log file; `None` uses the current test's name.
     pub name: Option<String>,
+    /// Run inside this network namespace (from [`Topology::server`](netns::Topology::server))
+    /// instead of on loopback. The server keeps the namespace alive while it runs.
+    pub netns: Option<ServerSite>,
 }
 
 impl Default for ServerOptions {
@@ -48,6 +58,7 @@ impl Default for ServerOptions {
             env: ProvisionEnv::from_env(),
             ready_timeout: Duration::from_secs(30),
             name: None,
+            netns: None,
         }
     }
 }
@@ -109,6 +120,18 @@ pub enum ServerError {
     /// A token could not be minted.
     #[error(transparent)]
     Token(#[from] TokenError),
+    /// Only a binary can be started in a network namespace.
+    #[error(
+        "livekit-server cannot run in the network namespace {namespace}: it would come from \
+         {from}, and only a binary can be started behind `ip netns exec`; unset LIVEKIT_URL \
+         and let faultline build the binary, or point LIVEKIT_SERVER_BIN at one"
+    )]
+    NotInNamespace {
+        /// The namespace asked for.
+        namespace: String,
+        /// Where the server would have come from.
+        from: String,
+    },
 }
 
 /// The ports a local server listens on.
@@ -116,8 +139,11 @@ pub enum ServerError {
 pub struct ServerPorts {
     /// HTTP / WebSocket (signalling, RoomService).
     pub http: u16,
-    /// The UDP mux port (all media). ICE/TCP is disabled (see `fixtures/livekit.yaml`).
+    /// The UDP mux port (all media).
     pub udp: u16,
+    /// The ICE/TCP port: `None` on loopback, where it is disabled (see
+    /// `fixtures/livekit.yaml`); on for a server in a network namespace of its own.
+    pub ice_tcp: Option<u16>,
 }
 
 struct Local {
@@ -126,6 +152,8 @@ struct Local {
     liveness: Liveness,
     ready_timeout: Duration,
     _config_dir: tempfile::TempDir,
+    /// Keeps the namespace until the server is killed (fields drop after `Drop::drop`).
+    _netns: Option<ServerSite>,
 }
 
 /// A running livekit-server (started by faultline, or external via `LIVEKIT_URL`).
@@ -161,10 +189,18 @@ impl LiveKitServer {
     pub async fn start(opts: ServerOptions) -> Result<LiveKitServer, ServerError> {
         let provisioned =
             provision::provision(Program::LiveKitServer, &opts.version, &opts.env).await?;
+        if let Some(site) = &opts.netns {
+            if provisioned.source.binary().is_none() {
+                return Err(ServerError::NotInNamespace {
+                    namespace: site.namespace().name().to_string(),
+                    from: provisioned.source.to_string(),
+                });
+            }
+        }
         if let Source::External { url } = &provisioned.source {
             return Ok(Self::external(url, &opts.env, provisioned.clone()));
         }
-        if let Some(port) = opts.http_port {
+        if let (Some(port), None) = (opts.http_port, &opts.netns) {
             // Fail with a clear message before spawning anything.
             if let Err(e) = TcpListener::bind(("127.0.0.1", port)) {
                 return Err(ServerError::PortInUse { port, reason: e.to_string() });
@@ -238,19 +274,36 @@ impl LiveKitServer {
         provisioned: &provision::Provisioned,
         log_dir: &Path,
     ) -> Result<LiveKitServer, StartFailure> {
-        let ports = ServerPorts {
-            http: match opts.http_port {
-                Some(port) => port,
-                None => free_tcp_port("127.0.0.1")
-                    .map_err(StartFailure::spawn("pick a free HTTP port"))?,
-            },
-            udp: free_udp_port().map_err(StartFailure::spawn("pick a free UDP port"))?,
+        let (address, ports) = match &opts.netns {
+            // Nothing else lives in the namespace: livekit's own ports are free there.
+            Some(site) => (
+                site.address(),
+                ServerPorts {
+                    http: opts.http_port.unwrap_or(netns::SIGNAL_PORT),
+                    udp: netns::MEDIA_UDP_PORT,
+                    ice_tcp: Some(netns::ICE_TCP_PORT),
+                },
+            ),
+            None => (
+                Ipv4Addr::LOCALHOST,
+                ServerPorts {
+                    http: match opts.http_port {
+                        Some(port) => port,
+                        None => free_tcp_port("127.0.0.1")
+                            .map_err(StartFailure::spawn("pick a free HTTP port"))?,
+                    },
+                    udp: free_udp_port().map_err(StartFailure::spawn("pick a free UDP port"))?,
+                    ice_tcp: None,
+                },
+            ),
         };
         let api_key = "faultline".to_string();
         let api_secret = random_secret();
         let config = CONFIG_TEMPLATE
+            .replace("{{address}}", &address.to_string())
             .replace("{{http_port}}", &ports.http.to_string())
             .replace("{{udp_port}}", &ports.udp.to_string())
+            .replace("{{tcp_port}}", &ports.ice_tcp.unwrap_or(0).to_string())
             .replace("{{api_key}}", &api_key)
             .replace("{{api_secret}}", &api_secret);
         let log_name = match &opts.name {
@@ -275,18 +328,22 @@ impl LiveKitServer {
         std::fs::write(&config_path, config).map_err(|e| spawn_err("write the config", e))?;
 
         let launch = launch_for(&provisioned.source, &config_path, ports.http);
+        let launch = match &opts.netns {
+            Some(site) => site.namespace().wrap(launch),
+            None => launch,
+        };
         let process = Process::spawn(&launch, &log_path)
             .map_err(|e| spawn_err(&format!("spawn {}", launch.program.display()), e))?;
         tracing::info!(pid = process.pid(), http = ports.http, log = %log_path.display(), "livekit-server spawned");
         let liveness = Liveness::new("livekit-server", process, log_path.clone());
-        let http_url = Url::parse(&format!("http://127.0.0.1:{}/", ports.http))
-            .expect("a loopback URL with a numeric port is valid");
+        let http_url = Url::parse(&format!("http://{address}:{}/", ports.http))
+            .expect("a URL of an IPv4 address and a numeric port is valid");
         let server = LiveKitServer {
             version: provisioned.version.clone(),
             source: provisioned.source.clone(),
             attempts: provisioned.attempts.clone(),
             http_url,
-            signal_addr: SocketAddr::from(([127, 0, 0, 1], ports.http)),
+            signal_addr: SocketAddr::from((address, ports.http)),
             api_key,
             api_secret,
             local: Some(Local {
@@ -295,6 +352,7 @@ impl LiveKitServer {
                 liveness,
                 ready_timeout: opts.ready_timeout,
                 _config_dir: config_dir,
+                _netns: opts.netns.clone(),
             }),
         };
         server.wait_ready().await.map_err(|e| match e {
@@ -342,7 +400,8 @@ impl LiveKitServer {
         }
     }
 
-    /// The signalling URL, `ws://127.0.0.1:<port>`.
+    /// The signalling URL, `ws://127.0.0.1:<port>` (the namespace's address for a server in
+    /// a network namespace).
     pub fn ws_url(&self) -> String {
         let mut url = self.http_url.clone();
         let scheme = if url.scheme() == "https" { "wss" } else { "ws" };

@@ -1,11 +1,11 @@
-//! A process that started livekit-server and toxiproxy and is then SIGKILLed (so none of
-//! its destructors run) leaves neither program running.
+//! A process that started livekit-server and toxiproxy, or network namespaces, and is then
+//! SIGKILLed (so none of its destructors run) leaves none of them behind.
 //!
 //! It lives in the harness package because it runs the `faultline` binary, which cargo
 //! builds (and names in `CARGO_BIN_EXE_faultline`) only for this package's own tests.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -16,15 +16,16 @@ fn pid_after(line: &str, prefix: &str) -> Option<u32> {
     line.strip_prefix(prefix).and_then(|rest| rest.trim().parse().ok())
 }
 
-#[test]
-fn servers_die_with_a_sigkilled_parent() -> Result<()> {
+/// Starts `faultline server <args>` and returns it with every line it printed up to `ready`.
+fn start_server(args: &[&str]) -> Result<(Child, Vec<String>)> {
     let mut child = Command::new(env!("CARGO_BIN_EXE_faultline"))
-        .args(["server", "--toxiproxy"])
+        .arg("server")
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .context("spawning faultline server --toxiproxy")?;
+        .with_context(|| format!("spawning faultline server {}", args.join(" ")))?;
     let stdout = child.stdout.take().context("stdout is piped")?;
     let (lines_tx, lines) = mpsc::channel();
     std::thread::spawn(move || {
@@ -37,26 +38,38 @@ fn servers_die_with_a_sigkilled_parent() -> Result<()> {
 
     // A first run may build both programs into the cache: allow for that.
     let deadline = Instant::now() + Duration::from_secs(25 * 60);
-    let (mut livekit, mut toxiproxy) = (None, None);
+    let mut printed = Vec::new();
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let line = match lines.recv_timeout(left) {
-            Ok(line) => line,
+        match lines.recv_timeout(left) {
+            Ok(line) if line.starts_with("ready") => return Ok((child, printed)),
+            Ok(line) => printed.push(line),
             Err(e) => {
                 let _ = child.kill();
-                bail!("faultline server did not report ready: {e}");
+                bail!("faultline server did not report ready: {e}; it printed {printed:#?}");
             }
-        };
-        livekit = livekit.or_else(|| pid_after(&line, "livekit-server pid:"));
-        toxiproxy = toxiproxy.or_else(|| pid_after(&line, "toxiproxy pid:"));
-        if line.starts_with("ready") {
-            break;
         }
     }
-    let (livekit, toxiproxy) = (
-        livekit.context("no livekit-server pid printed")?,
-        toxiproxy.context("no toxiproxy pid printed")?,
-    );
+}
+
+/// Polls `gone` every 100 ms for up to 10 s after a SIGKILL.
+fn wait_gone(what: impl Fn() -> String, gone: impl Fn() -> bool) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !gone() {
+        if Instant::now() > deadline {
+            bail!("10 s after SIGKILL of their parent: {}", what());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
+#[test]
+fn servers_die_with_a_sigkilled_parent() -> Result<()> {
+    let (mut child, printed) = start_server(&["--toxiproxy"])?;
+    let pid = |prefix| printed.iter().find_map(|line| pid_after(line, prefix));
+    let livekit = pid("livekit-server pid:").context("no livekit-server pid printed")?;
+    let toxiproxy = pid("toxiproxy pid:").context("no toxiproxy pid printed")?;
     assert!(
         process_alive(livekit) && process_alive(toxiproxy),
         "servers not running while the parent lives"
@@ -64,17 +77,71 @@ fn servers_die_with_a_sigkilled_parent() -> Result<()> {
 
     child.kill().context("SIGKILL faultline")?;
     child.wait()?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while process_alive(livekit) || process_alive(toxiproxy) {
-        if Instant::now() > deadline {
-            bail!(
-                "10 s after SIGKILL of their parent: livekit-server {livekit} alive: {}, \
-                 toxiproxy {toxiproxy} alive: {}",
+    wait_gone(
+        || {
+            format!(
+                "livekit-server {livekit} alive: {}, toxiproxy {toxiproxy} alive: {}",
                 process_alive(livekit),
                 process_alive(toxiproxy)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
+            )
+        },
+        || !process_alive(livekit) && !process_alive(toxiproxy),
+    )
+}
+
+/// What of `namespaces` `ip netns list` still lists, and `link` if it still exists.
+fn namespaces_left(namespaces: &[String], link: &str) -> Vec<String> {
+    let listed = Command::new("ip").args(["netns", "list"]).output();
+    let listed = listed.map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+    let listed = listed.unwrap_or_default();
+    let mut left: Vec<String> = namespaces
+        .iter()
+        .filter(|ns| listed.lines().any(|l| l.split_whitespace().next() == Some(ns.as_str())))
+        .cloned()
+        .collect();
+    let link_exists = Command::new("ip")
+        .args(["link", "show", link])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if link_exists {
+        left.push(link.to_string());
     }
-    Ok(())
+    left
+}
+
+#[test]
+fn network_namespaces_go_with_a_sigkilled_parent() -> Result<()> {
+    if !faultline::netns::usable_in_tests()? {
+        return Ok(());
+    }
+    let (mut child, printed) = start_server(&["--netns", "2"])?;
+    let namespaces: Vec<String> =
+        printed.iter().filter_map(|l| l.strip_prefix("netns: ")).map(str::to_string).collect();
+    let link = printed
+        .iter()
+        .find_map(|l| l.strip_prefix("root link: "))
+        .context("no root link printed")?
+        .to_string();
+    let livekit = printed
+        .iter()
+        .find_map(|line| pid_after(line, "livekit-server pid:"))
+        .context("no livekit-server pid printed")?;
+    assert_eq!(namespaces.len(), 3, "a server and two client namespaces: {printed:#?}");
+    let before = namespaces_left(&namespaces, &link);
+    assert_eq!(before.len(), 4, "the namespaces and the root link exist while the parent lives");
+
+    child.kill().context("SIGKILL faultline")?;
+    child.wait()?;
+    wait_gone(
+        || {
+            format!(
+                "left behind: {:?}; livekit-server {livekit} alive: {}",
+                namespaces_left(&namespaces, &link),
+                process_alive(livekit)
+            )
+        },
+        || namespaces_left(&namespaces, &link).is_empty() && !process_alive(livekit),
+    )
 }

@@ -75,10 +75,7 @@ impl Network for TokioNetwork {
         let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
         Box::pin(async move {
             let stream = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
-            stream.set_nodelay(true)?;
-            let local_addr = stream.local_addr()?;
-            let peer_addr = stream.peer_addr()?;
-            Ok(TcpConnection { stream: Box::new(stream), local_addr, peer_addr })
+            Self::tcp_connection(stream)
         })
     }
 
@@ -88,8 +85,25 @@ impl Network for TokioNetwork {
     ) -> BoxFuture<'static, io::Result<Arc<dyn DatagramSocket>>> {
         Box::pin(async move {
             let socket = tokio::net::UdpSocket::bind(SocketAddr::new(local_ip, 0)).await?;
-            Ok(Arc::new(TokioUdp(socket)) as Arc<dyn DatagramSocket>)
+            Ok(Self::datagram_socket(socket))
         })
+    }
+}
+
+impl TokioNetwork {
+    /// A connected tokio stream as the SDK uses it (no Nagle delay), for a [`Network`] that
+    /// makes its own tokio sockets.
+    pub fn tcp_connection(stream: tokio::net::TcpStream) -> io::Result<TcpConnection> {
+        stream.set_nodelay(true)?;
+        let local_addr = stream.local_addr()?;
+        let peer_addr = stream.peer_addr()?;
+        Ok(TcpConnection { stream: Box::new(stream), local_addr, peer_addr })
+    }
+
+    /// A bound tokio UDP socket behind the [`DatagramSocket`] trait, for a [`Network`] that
+    /// makes its own tokio sockets.
+    pub fn datagram_socket(socket: tokio::net::UdpSocket) -> Arc<dyn DatagramSocket> {
+        Arc::new(TokioUdp(socket))
     }
 }
 

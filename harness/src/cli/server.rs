@@ -1,8 +1,11 @@
-//! `faultline server`: a livekit-server (and toxiproxy) for manual use, until Ctrl-C.
+//! `faultline server`: a livekit-server (and toxiproxy) for manual use, until Ctrl-C —
+//! optionally in a network namespace of its own with client namespaces joined to it, to run
+//! clients in and fault by hand.
 
 use std::process::ExitCode;
 
 use anyhow::Context;
+use faultline::netns::Topology;
 use faultline::server::{LiveKitServer, ServerOptions};
 use faultline::toxiproxy::{Toxiproxy, ToxiproxyOptions};
 
@@ -18,15 +21,31 @@ pub struct Args {
     /// Also start toxiproxy.
     #[arg(long)]
     toxiproxy: bool,
+    /// Run the server in a network namespace of its own, with this many client namespaces
+    /// joined to it (Linux, as root); prints their names and addresses.
+    #[arg(long, value_name = "CLIENTS")]
+    netns: Option<usize>,
 }
 
 /// Starts the programs, prints how to reach them, waits for Ctrl-C, then stops them.
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let topology = match args.netns {
+        Some(clients) => {
+            // Refused up front, with the cause and the fix, rather than run without them.
+            if let Err(e) = Topology::available() {
+                eprintln!("faultline: cannot use network namespaces: {e}");
+                return Ok(ExitCode::from(2));
+            }
+            Some(Topology::create(clients).await.context("creating the network namespaces")?)
+        }
+        None => None,
+    };
     let defaults = ServerOptions::default();
     let opts = ServerOptions {
         version: args.livekit_version.unwrap_or(defaults.version.clone()),
         http_port: args.port,
         name: Some("faultline-server".into()),
+        netns: topology.as_ref().map(|t| t.server().clone()),
         ..defaults
     };
     let server = LiveKitServer::start(opts).await.context("starting livekit-server")?;
@@ -41,6 +60,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     if let Some(pid) = server.pid() {
         println!("livekit-server pid: {pid}");
+    }
+    if let Some(topology) = &topology {
+        print_topology(topology);
     }
     let toxiproxy = if args.toxiproxy {
         let opts = ToxiproxyOptions { name: Some("faultline-server".into()), ..Default::default() };
@@ -60,5 +82,33 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     println!("stopping");
     drop(toxiproxy);
     drop(server);
+    drop(topology);
     Ok(ExitCode::SUCCESS)
+}
+
+/// The namespaces, how to run a client in one, and how to look inside; one `netns:` line per
+/// namespace for scripts. They are removed when the command ends, however it ends.
+fn print_topology(topology: &Topology) {
+    let server = topology.server();
+    println!("network namespaces (removed when this command ends):");
+    println!("  root side:  {} {}", topology.name(), topology.root_address());
+    println!("  server:     {} {}", server.namespace().name(), server.address());
+    for client in topology.clients() {
+        println!(
+            "  client {}:   {} {}",
+            client.index(),
+            client.namespace().name(),
+            client.address()
+        );
+    }
+    if let Some(client) = topology.clients().first() {
+        let ns = client.namespace().name();
+        println!("  run a client: ip netns exec {ns} <program> (signalling at the url above)");
+        println!("  look inside:  ip -n {ns} addr; ip netns exec {ns} nft -a list ruleset");
+    }
+    println!("root link: {}", topology.name());
+    println!("netns: {}", server.namespace().name());
+    for client in topology.clients() {
+        println!("netns: {}", client.namespace().name());
+    }
 }

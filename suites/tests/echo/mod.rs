@@ -1,5 +1,7 @@
-//! A TCP echo server on 127.0.0.1 for the fault-tool tests: it sends back every byte it
-//! receives and counts them.
+//! A TCP echo server (on 127.0.0.1, or on a listener made elsewhere) for the fault-tool
+//! tests: it sends back every byte it receives and counts them.
+
+#![allow(dead_code)] // each test binary uses a different part of it
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,7 +22,11 @@ pub struct Echo {
 impl Echo {
     /// Starts an echo server on a free port.
     pub async fn start() -> std::io::Result<Echo> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        Self::serve(TcpListener::bind("127.0.0.1:0").await?)
+    }
+
+    /// Serves echo on `listener` (one made elsewhere, say in a network namespace).
+    pub fn serve(listener: TcpListener) -> std::io::Result<Echo> {
         let addr = listener.local_addr()?;
         let received = Arc::new(AtomicU64::new(0));
         let counter = Arc::clone(&received);

@@ -1,0 +1,439 @@
+//! One client's link to the server namespace — its veth pair, addresses and route — and the
+//! faults put on it.
+//!
+//! Drops and loss are nftables rules on the **receiving** side, in a `netdev` ingress chain
+//! of the receiving veth end (a drop in the sender's output hook would hand the sender an
+//! `EPERM`, which no real network does): traffic to the server is dropped on the server
+//! namespace's end (chain `c<i>` of its table `faultline`), traffic to the client on the
+//! client's end (chain `eth0` of the client namespace's table `faultline`). Every rule
+//! carries a comment naming the client, the fault and its direction; a heal flushes that
+//! link's two chains, which hold nothing else. Rate and delay are `tc` qdiscs on the
+//! **sending** end's egress, where a real bottleneck queues (see `shape.rs`).
+//!
+//! Directions are [`Direction`]s from the client's point of view, as for faultline-sdk's
+//! socket wrappers: [`Direction::Outbound`] is client → server, [`Direction::Inbound`]
+//! server → client.
+
+use std::net::Ipv4Addr;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use super::command::{run, run_with_input};
+use super::error::{NetnsError, Tool};
+use super::namespace::Namespace;
+use super::plan::{Block, LINK_PREFIX};
+use super::shape::{self, Egress, Part, Shaping};
+use super::{ICE_TCP_PORT, MEDIA_UDP_PORT, TABLE};
+use crate::net::Direction;
+
+/// The client's end of its link, in its namespace.
+const CLIENT_DEVICE: &str = "eth0";
+
+/// Which traffic of a link a fault applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Scope {
+    /// The media path only: UDP to or from the server's media port
+    /// ([`MEDIA_UDP_PORT`](super::MEDIA_UDP_PORT)) and TCP to or from its ICE/TCP port
+    /// ([`ICE_TCP_PORT`](super::ICE_TCP_PORT)). Signalling still flows: the client learns of
+    /// the outage from its media transport, not from a dead WebSocket.
+    #[default]
+    Media,
+    /// Every IPv4 packet on the link: media, signalling (also to the proxies in the root
+    /// namespace), anything. ARP still passes, so the link itself stays up.
+    Link,
+}
+
+impl Scope {
+    fn name(self) -> &'static str {
+        match self {
+            Scope::Media => "media",
+            Scope::Link => "whole link",
+        }
+    }
+}
+
+/// One way of a link, resolved from a [`Direction`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Way {
+    ToServer,
+    FromServer,
+}
+
+impl Way {
+    fn of(direction: Direction) -> &'static [Way] {
+        match direction {
+            Direction::Outbound => &[Way::ToServer],
+            Direction::Inbound => &[Way::FromServer],
+            Direction::Both => &[Way::ToServer, Way::FromServer],
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Way::ToServer => "to-server",
+            Way::FromServer => "from-server",
+        }
+    }
+
+    fn slot(self) -> usize {
+        self as usize
+    }
+}
+
+/// What a link's operations change together; the lock serializes them.
+#[derive(Debug, Default)]
+struct State {
+    /// Address changes so far.
+    changes: u32,
+    /// The shaping of each [`Way`].
+    shaping: [Option<Shaping>; 2],
+}
+
+/// A client namespace's link to the server namespace, and its faults.
+#[derive(Debug)]
+pub struct Link {
+    index: usize,
+    namespace: Namespace,
+    server_namespace: String,
+    server_device: String,
+    block: Block,
+    address: Mutex<Ipv4Addr>,
+    state: tokio::sync::Mutex<State>,
+}
+
+impl Link {
+    /// Wires client `index`'s namespace (which exists) to the server namespace (which has
+    /// its nftables table): veth pair, addresses, the route to the block, an empty ingress
+    /// chain on each end.
+    pub(super) async fn create(
+        index: usize,
+        namespace: Namespace,
+        server_namespace: &str,
+        block: Block,
+    ) -> Result<Link, NetnsError> {
+        let (client, server) = (namespace.name().to_string(), server_namespace);
+        let client = client.as_str();
+        let server_device = format!("c{index}");
+        let gateway = format!("{}/{LINK_PREFIX}", block.client_gateway(index));
+        let address = block.client_address(index, 0);
+        let address_cidr = format!("{address}/{LINK_PREFIX}");
+        let commands: [&[&str]; 6] = [
+            &[
+                "-n",
+                server,
+                "link",
+                "add",
+                &server_device,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                CLIENT_DEVICE,
+                "netns",
+                client,
+            ],
+            &["-n", server, "addr", "add", &gateway, "dev", &server_device],
+            &["-n", server, "link", "set", &server_device, "up"],
+            &["-n", client, "link", "set", "lo", "up"],
+            &["-n", client, "addr", "add", &address_cidr, "dev", CLIENT_DEVICE],
+            &["-n", client, "link", "set", CLIENT_DEVICE, "up"],
+        ];
+        for args in commands {
+            run(Tool::Ip, args).await?;
+        }
+        let link = Link {
+            index,
+            server_namespace: server.to_string(),
+            server_device,
+            block,
+            address: Mutex::new(address),
+            state: tokio::sync::Mutex::new(State::default()),
+            namespace,
+        };
+        link.route().await?;
+        nft(server, &format!("add chain netdev {TABLE} {}", link.chain_spec(Way::ToServer)))
+            .await?;
+        nft(
+            link.namespace.name(),
+            &format!(
+                "add table netdev {TABLE}\nadd chain netdev {TABLE} {}",
+                link.chain_spec(Way::FromServer)
+            ),
+        )
+        .await?;
+        Ok(link)
+    }
+
+    /// Which client this is (its position in [`Topology::clients`](super::Topology::clients)).
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// The client's namespace: run the client in it.
+    pub fn namespace(&self) -> &Namespace {
+        &self.namespace
+    }
+
+    /// The client's current address (it changes with [`Link::change_address`]).
+    pub fn address(&self) -> Ipv4Addr {
+        *self.address_slot()
+    }
+
+    /// Drops every packet of `scope` both ways: a partition.
+    pub async fn partition(&self, scope: Scope) -> Result<(), NetnsError> {
+        self.drop_all(Direction::Both, scope).await
+    }
+
+    /// Drops every packet of `scope` going `direction` (one way, or both).
+    pub async fn drop_all(&self, direction: Direction, scope: Scope) -> Result<(), NetnsError> {
+        let _state = self.state.lock().await;
+        for &way in Way::of(direction) {
+            self.add_rule(way, scope, "drop", "").await?;
+        }
+        Ok(())
+    }
+
+    /// Drops `percent` % of the packets of `scope` going `direction`, each independently at
+    /// random (nftables `numgen random`).
+    pub async fn loss(
+        &self,
+        direction: Direction,
+        scope: Scope,
+        percent: u8,
+    ) -> Result<(), NetnsError> {
+        if percent > 100 {
+            return Err(NetnsError::InvalidFault(format!(
+                "loss is a percentage, 0 to 100; got {percent}"
+            )));
+        }
+        let _state = self.state.lock().await;
+        for &way in Way::of(direction) {
+            let matcher = format!("numgen random mod 100 < {percent}");
+            self.add_rule(way, scope, &format!("loss {percent}%"), &matcher).await?;
+        }
+        Ok(())
+    }
+
+    /// Caps the traffic of `scope` going `direction` at `bits_per_sec` (tbf on the sending
+    /// end's egress; what does not fit in 300 ms of queue is dropped). Replaces an earlier
+    /// rate of that direction; keeps its delay.
+    pub async fn rate_limit(
+        &self,
+        direction: Direction,
+        scope: Scope,
+        bits_per_sec: u64,
+    ) -> Result<(), NetnsError> {
+        if bits_per_sec == 0 {
+            return Err(NetnsError::InvalidFault(
+                "a rate limit must allow at least 1 bit per second; use drop_all to stop the \
+                 traffic"
+                    .into(),
+            ));
+        }
+        self.shape(direction, scope, Part::Rate(bits_per_sec)).await
+    }
+
+    /// Delays the traffic of `scope` going `direction` by `delay` ± `jitter` (netem on the
+    /// sending end's egress). Refused with [`NetnsError::NoNetem`] on a kernel without
+    /// netem. Replaces an earlier delay of that direction; keeps its rate.
+    pub async fn delay(
+        &self,
+        direction: Direction,
+        scope: Scope,
+        delay: Duration,
+        jitter: Duration,
+    ) -> Result<(), NetnsError> {
+        if let Err(answer) = shape::netem_available(&self.server_namespace).await? {
+            return Err(NetnsError::NoNetem { answer });
+        }
+        self.shape(direction, scope, Part::Delay(delay, jitter)).await
+    }
+
+    /// Takes the client's end of the link down, as when Wi-Fi is switched off: the client
+    /// gets "Network is unreachable" for the server and the proxies, and nothing arrives.
+    pub async fn set_down(&self) -> Result<(), NetnsError> {
+        let _state = self.state.lock().await;
+        run(Tool::Ip, &["-n", self.namespace.name(), "link", "set", CLIENT_DEVICE, "down"]).await?;
+        tracing::info!(client = self.index, "netns link down");
+        Ok(())
+    }
+
+    /// Brings the client's end of the link up again, with its route.
+    pub async fn set_up(&self) -> Result<(), NetnsError> {
+        let _state = self.state.lock().await;
+        self.bring_up().await?;
+        tracing::info!(client = self.index, "netns link up");
+        Ok(())
+    }
+
+    /// A handover: the client gets a new address on its link and loses the old one, so
+    /// that flows from the old address break (the server's answers go to an address no one
+    /// has; a socket bound or connected from it can no longer send) while new ones work.
+    /// Returns the new address.
+    pub async fn change_address(&self) -> Result<Ipv4Addr, NetnsError> {
+        let mut state = self.state.lock().await;
+        let ns = self.namespace.name();
+        let old = format!("{}/{LINK_PREFIX}", self.address());
+        let new = self.block.client_address(self.index, state.changes + 1);
+        // Delete first: deleting a primary address also deletes the secondaries of its subnet.
+        run(Tool::Ip, &["-n", ns, "addr", "del", &old, "dev", CLIENT_DEVICE]).await?;
+        let new_cidr = format!("{new}/{LINK_PREFIX}");
+        run(Tool::Ip, &["-n", ns, "addr", "add", &new_cidr, "dev", CLIENT_DEVICE]).await?;
+        state.changes += 1;
+        *self.address_slot() = new;
+        // Losing the last address flushed the route through the link.
+        self.route().await?;
+        tracing::info!(client = self.index, %old, %new, "netns address changed");
+        Ok(new)
+    }
+
+    /// Removes every fault of this link: its drop and loss rules, its shaping, and a link
+    /// taken down comes up. (An address change is not undone: it is a move, not a fault.)
+    pub async fn heal(&self) -> Result<(), NetnsError> {
+        let mut state = self.state.lock().await;
+        for way in [Way::ToServer, Way::FromServer] {
+            let (ns, chain) = self.chain(way);
+            nft(ns, &format!("flush chain netdev {TABLE} {chain}")).await?;
+            state.shaping[way.slot()] = None;
+            shape::apply(self.egress(way), None).await?;
+        }
+        self.bring_up().await?;
+        tracing::info!(client = self.index, "netns link healed");
+        Ok(())
+    }
+
+    fn address_slot(&self) -> MutexGuard<'_, Ipv4Addr> {
+        self.address.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    async fn bring_up(&self) -> Result<(), NetnsError> {
+        run(Tool::Ip, &["-n", self.namespace.name(), "link", "set", CLIENT_DEVICE, "up"]).await?;
+        // Taking the link down flushed its route.
+        self.route().await
+    }
+
+    /// The client's one route: the whole block (server, proxies) through its gateway. No
+    /// default route, so nothing the client sends can leave the topology.
+    async fn route(&self) -> Result<(), NetnsError> {
+        let block = format!("{}/24", self.block.network());
+        let gateway = self.block.client_gateway(self.index).to_string();
+        run(
+            Tool::Ip,
+            &[
+                "-n",
+                self.namespace.name(),
+                "route",
+                "replace",
+                &block,
+                "via",
+                &gateway,
+                "dev",
+                CLIENT_DEVICE,
+            ],
+        )
+        .await
+        .map(drop)
+    }
+
+    /// The namespace and chain where packets going `way` are received.
+    fn chain(&self, way: Way) -> (&str, &str) {
+        match way {
+            Way::ToServer => (&self.server_namespace, &self.server_device),
+            Way::FromServer => (self.namespace.name(), CLIENT_DEVICE),
+        }
+    }
+
+    /// `<chain> { type filter hook ingress device "<dev>" priority filter; }`: each chain is
+    /// named after the device whose ingress it hooks.
+    fn chain_spec(&self, way: Way) -> String {
+        let (_, device) = self.chain(way);
+        format!("{device} {{ type filter hook ingress device \"{device}\" priority filter; }}")
+    }
+
+    /// Where packets going `way` are sent from.
+    fn egress(&self, way: Way) -> Egress<'_> {
+        match way {
+            Way::ToServer => Egress {
+                namespace: self.namespace.name(),
+                device: CLIENT_DEVICE,
+                media_port_field: "dport",
+            },
+            Way::FromServer => Egress {
+                namespace: &self.server_namespace,
+                device: &self.server_device,
+                media_port_field: "sport",
+            },
+        }
+    }
+
+    /// Adds `<scope match> <matcher> counter drop` to the ingress chain receiving `way`.
+    async fn add_rule(
+        &self,
+        way: Way,
+        scope: Scope,
+        fault: &str,
+        matcher: &str,
+    ) -> Result<(), NetnsError> {
+        let (ns, chain) = self.chain(way);
+        let server = self.block.server();
+        let scope_match = match (scope, way) {
+            (Scope::Link, _) => "meta protocol ip".to_string(),
+            (Scope::Media, Way::ToServer) => format!(
+                "meta protocol ip ip daddr {server} meta l4proto . th dport \
+                 {{ udp . {MEDIA_UDP_PORT}, tcp . {ICE_TCP_PORT} }}"
+            ),
+            (Scope::Media, Way::FromServer) => format!(
+                "meta protocol ip ip saddr {server} meta l4proto . th sport \
+                 {{ udp . {MEDIA_UDP_PORT}, tcp . {ICE_TCP_PORT} }}"
+            ),
+        };
+        let comment =
+            format!("faultline client {}: {fault} {} {}", self.index, way.name(), scope.name());
+        nft(
+            ns,
+            &format!(
+                "add rule netdev {TABLE} {chain} {scope_match} {matcher} counter drop \
+                 comment \"{comment}\""
+            ),
+        )
+        .await?;
+        tracing::info!(
+            client = self.index,
+            fault,
+            way = way.name(),
+            scope = scope.name(),
+            "netns fault"
+        );
+        Ok(())
+    }
+
+    /// Sets `part` of the shaping of each way of `direction`, in `scope`, and rebuilds it.
+    async fn shape(
+        &self,
+        direction: Direction,
+        scope: Scope,
+        part: Part,
+    ) -> Result<(), NetnsError> {
+        let mut state = self.state.lock().await;
+        for &way in Way::of(direction) {
+            let existing = state.shaping[way.slot()];
+            let shaping = part.merge(existing, scope).ok_or_else(|| NetnsError::MixedScopes {
+                client: self.index,
+                direction: way.name(),
+                existing: existing.map_or("", |e| e.scope.name()),
+                asked: scope.name(),
+            })?;
+            shape::apply(self.egress(way), Some(shaping)).await?;
+            state.shaping[way.slot()] = Some(shaping);
+            tracing::info!(client = self.index, way = way.name(), ?shaping, "netns shaping");
+        }
+        Ok(())
+    }
+}
+
+/// Runs an nftables script inside `namespace` (nft itself has no namespace option).
+async fn nft(namespace: &str, script: &str) -> Result<(), NetnsError> {
+    run_with_input(Tool::Ip, &["netns", "exec", namespace, "nft", "-f", "-"], Some(script))
+        .await
+        .map(drop)
+}

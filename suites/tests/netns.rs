@@ -1,0 +1,468 @@
+//! Kernel-level faults (faultline::netns) against the real kernel: traffic flows between a
+//! client namespace and the server namespace, each fault does to it what a user would
+//! notice on a real network, a real livekit-server runs in the server namespace, and
+//! nothing is left behind.
+//!
+//! These tests need Linux and root. Elsewhere they fail with the reason and the fix, unless
+//! `FAULTLINE_SKIP_NETNS` says why the machine runs without them (then they print it).
+
+use std::io::ErrorKind;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, ensure, Context, Result};
+use faultline::net::Direction;
+use faultline::netns::{
+    self, Link, Namespace, NamespaceNetwork, NetnsError, Scope, Topology, MEDIA_UDP_PORT,
+    SIGNAL_PORT,
+};
+use faultline::proxy::Proxy;
+use faultline::server::{LiveKitServer, ServerOptions};
+use faultline_sdk::{ConnectionState, RoomEvent, RoomOptions};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
+use tokio::time::{timeout, Instant};
+
+mod echo;
+use echo::Echo;
+
+mod real_lane;
+use real_lane::{join_at, unique_room, WAIT};
+
+/// Bound on waiting for something that must happen.
+const PATIENCE: Duration = Duration::from_secs(10);
+/// How long we watch to show that something does not happen.
+const QUIET: Duration = Duration::from_secs(1);
+
+/// A topology with `clients` clients, or `None` (after saying why) where namespaces cannot
+/// be had and are not required.
+async fn topology(clients: usize) -> Result<Option<Topology>> {
+    if !netns::usable_in_tests()? {
+        return Ok(None);
+    }
+    Ok(Some(Topology::create(clients).await?))
+}
+
+/// A UDP socket bound to `addr` inside `ns`.
+fn udp_in(ns: &Namespace, addr: impl Into<SocketAddr>) -> Result<UdpSocket> {
+    let addr = addr.into();
+    let socket = ns.run(|| std::net::UdpSocket::bind(addr))?.context("binding UDP")?;
+    socket.set_nonblocking(true)?;
+    Ok(UdpSocket::from_std(socket)?)
+}
+
+/// A TCP listener on `addr` inside `ns`.
+fn listen_in(ns: &Namespace, addr: impl Into<SocketAddr>) -> Result<TcpListener> {
+    let addr = addr.into();
+    let listener = ns.run(|| std::net::TcpListener::bind(addr))?.context("listening")?;
+    listener.set_nonblocking(true)?;
+    Ok(TcpListener::from_std(listener)?)
+}
+
+/// A TCP connection from inside `ns` to `target`, bounded by [`PATIENCE`].
+async fn connect_from(ns: &Namespace, target: impl Into<SocketAddr>) -> Result<TcpStream> {
+    let target = target.into();
+    let socket = ns.run(TcpSocket::new_v4)??;
+    Ok(timeout(PATIENCE, socket.connect(target)).await.context("connect timed out")??)
+}
+
+/// The server's UDP media port, bound in the server namespace.
+fn server_udp(topology: &Topology) -> Result<UdpSocket> {
+    let server = topology.server();
+    udp_in(server.namespace(), (server.address(), MEDIA_UDP_PORT))
+}
+
+/// A client's UDP socket on its own address, as an ICE host candidate is.
+fn client_udp(link: &Link) -> Result<UdpSocket> {
+    udp_in(link.namespace(), (link.address(), 0))
+}
+
+/// Whether a datagram from `from` reaches `to` within `bound`: one probe every 50 ms, each
+/// with a number of its own, so a late probe of an earlier check is never counted.
+async fn reaches(from: &UdpSocket, to: &UdpSocket, bound: Duration) -> Result<bool> {
+    static PROBES: AtomicU32 = AtomicU32::new(0);
+    let probe = PROBES.fetch_add(1, Ordering::Relaxed).to_be_bytes();
+    let target = to.local_addr()?;
+    let deadline = Instant::now() + bound;
+    let mut buf = [0; 64];
+    loop {
+        from.send_to(&probe, target).await.context("sending a probe")?;
+        let poll_until = Instant::now() + Duration::from_millis(50);
+        while let Ok(received) = tokio::time::timeout_at(poll_until, to.recv_from(&mut buf)).await {
+            let (len, _) = received?;
+            if buf[..len] == probe {
+                return Ok(true);
+            }
+        }
+        if Instant::now() >= deadline {
+            return Ok(false);
+        }
+    }
+}
+
+/// Fails unless datagrams go from `client` to `server` and back within [`PATIENCE`].
+async fn flows_both_ways(client: &UdpSocket, server: &UdpSocket, when: &str) -> Result<()> {
+    ensure!(reaches(client, server, PATIENCE).await?, "no datagram client → server {when}");
+    ensure!(reaches(server, client, PATIENCE).await?, "no datagram server → client {when}");
+    Ok(())
+}
+
+/// Fails if a datagram goes either way between `client` and `server` within [`QUIET`].
+async fn blocked_both_ways(client: &UdpSocket, server: &UdpSocket, when: &str) -> Result<()> {
+    ensure!(!reaches(client, server, QUIET).await?, "a datagram went client → server {when}");
+    ensure!(!reaches(server, client, QUIET).await?, "a datagram went server → client {when}");
+    Ok(())
+}
+
+async fn round_trip(stream: &mut TcpStream, message: &[u8], bound: Duration) -> Result<bool> {
+    stream.write_all(message).await?;
+    let mut echoed = vec![0; message.len()];
+    match timeout(bound, stream.read_exact(&mut echoed)).await {
+        Err(_) => Ok(false),
+        Ok(read) => {
+            read?;
+            ensure!(echoed == message, "echo was {echoed:?}, expected {message:?}");
+            Ok(true)
+        }
+    }
+}
+
+/// A TCP echo server on the server's signalling port, in its namespace.
+fn server_echo(topology: &Topology) -> Result<Echo> {
+    let server = topology.server();
+    Ok(Echo::serve(listen_in(server.namespace(), (server.address(), SIGNAL_PORT))?)?)
+}
+
+#[tokio::test]
+async fn udp_and_tcp_flow_between_a_client_and_the_server_namespace_and_nowhere_else() -> Result<()>
+{
+    let Some(topology) = topology(1).await? else { return Ok(()) };
+    let link = &topology.clients()[0];
+    let (server, client) = (server_udp(&topology)?, client_udp(link)?);
+    flows_both_ways(&client, &server, "without faults").await?;
+
+    let echo = server_echo(&topology)?;
+    let mut stream = connect_from(link.namespace(), echo.addr).await?;
+    ensure!(
+        stream.local_addr()?.ip() == link.address(),
+        "the server sees the client's own address (no NAT)"
+    );
+    ensure!(round_trip(&mut stream, b"hello", PATIENCE).await?, "TCP echo from the client");
+
+    // What listens on the root side of the root link (a proxy) is reachable from clients.
+    let root = TcpListener::bind((topology.root_address(), 0)).await?;
+    let _client_side = connect_from(link.namespace(), root.local_addr()?).await?;
+    let (_, peer) = timeout(PATIENCE, root.accept()).await??;
+    ensure!(peer.ip() == link.address(), "the root namespace sees the client as {peer}");
+
+    // Nothing outside the topology is routed from a client.
+    let outside = SocketAddr::from((Ipv4Addr::new(192, 0, 2, 1), 9));
+    let sent = client.send_to(b"x", outside).await;
+    ensure!(
+        matches!(&sent, Err(e) if e.kind() == ErrorKind::NetworkUnreachable),
+        "a client must have no route out of the topology, send gave {sent:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_media_partition_blocks_udp_both_ways_keeps_signalling_and_heals() -> Result<()> {
+    let Some(topology) = topology(1).await? else { return Ok(()) };
+    let link = &topology.clients()[0];
+    let (server, client) = (server_udp(&topology)?, client_udp(link)?);
+    let echo = server_echo(&topology)?;
+    let mut signalling = connect_from(link.namespace(), echo.addr).await?;
+
+    link.partition(Scope::Media).await?;
+    blocked_both_ways(&client, &server, "during a media partition").await?;
+    ensure!(
+        round_trip(&mut signalling, b"still here", PATIENCE).await?,
+        "a media partition must leave signalling alone"
+    );
+
+    link.heal().await?;
+    flows_both_ways(&client, &server, "after heal").await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_whole_link_partition_also_cuts_signalling_until_healed() -> Result<()> {
+    let Some(topology) = topology(1).await? else { return Ok(()) };
+    let link = &topology.clients()[0];
+    let echo = server_echo(&topology)?;
+    let mut signalling = connect_from(link.namespace(), echo.addr).await?;
+    ensure!(round_trip(&mut signalling, b"before", PATIENCE).await?, "echo before the fault");
+
+    link.partition(Scope::Link).await?;
+    ensure!(
+        !round_trip(&mut signalling, b"during", QUIET).await?,
+        "an echo came back through a whole-link partition"
+    );
+    let root = TcpListener::bind((topology.root_address(), 0)).await?;
+    let socket = link.namespace().run(TcpSocket::new_v4)??;
+    ensure!(
+        timeout(QUIET, socket.connect(root.local_addr()?)).await.is_err(),
+        "a connection to the root side got through a whole-link partition"
+    );
+
+    link.heal().await?;
+    // TCP retransmits what the partition dropped: the held echo arrives after the heal.
+    let mut echoed = [0; 6];
+    timeout(PATIENCE, signalling.read_exact(&mut echoed))
+        .await
+        .context("the echo sent during the partition never arrived after the heal")??;
+    ensure!(&echoed == b"during", "got {echoed:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_one_way_drop_blocks_exactly_one_direction() -> Result<()> {
+    let Some(topology) = topology(1).await? else { return Ok(()) };
+    let link = &topology.clients()[0];
+    let (server, client) = (server_udp(&topology)?, client_udp(link)?);
+
+    link.drop_all(Direction::Outbound, Scope::Media).await?;
+    ensure!(!reaches(&client, &server, QUIET).await?, "to-server drop let a datagram through");
+    ensure!(reaches(&server, &client, PATIENCE).await?, "to-server drop blocked from-server");
+
+    link.heal().await?;
+    link.drop_all(Direction::Inbound, Scope::Media).await?;
+    ensure!(!reaches(&server, &client, QUIET).await?, "from-server drop let a datagram through");
+    ensure!(reaches(&client, &server, PATIENCE).await?, "from-server drop blocked to-server");
+    Ok(())
+}
+
+#[tokio::test]
+async fn thirty_percent_loss_lets_a_plausible_fraction_through() -> Result<()> {
+    let Some(topology) = topology(1).await? else { return Ok(()) };
+    let link = &topology.clients()[0];
+    let (server, client) = (server_udp(&topology)?, client_udp(link)?);
+    // Resolve the neighbours first, so that every datagram below meets only the loss.
+    ensure!(reaches(&client, &server, PATIENCE).await?, "no path before the fault");
+    while server.try_recv_from(&mut [0; 64]).is_ok() {}
+
+    link.loss(Direction::Outbound, Scope::Media, 30).await?;
+    let target = server.local_addr()?;
+    for i in 0..400u32 {
+        client.send_to(&i.to_be_bytes(), target).await?;
+        if i % 50 == 49 {
+            // Paced, so that no socket buffer overflows and only the rule drops.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    let mut received = 0;
+    let mut buf = [0; 64];
+    // Everything sent is in flight on a local link: it has arrived once the socket stays
+    // quiet for QUIET.
+    while timeout(QUIET, server.recv_from(&mut buf)).await.is_ok() {
+        received += 1;
+    }
+    // Expected 280 (σ ≈ 9): the bounds are about 7σ wide each way.
+    ensure!((215..=345).contains(&received), "30 % loss let {received} of 400 datagrams through");
+    Ok(())
+}
+
+/// Time for the client to send `bytes` to the server's echo and get them all back.
+async fn echo_time(link: &Link, echo: &Echo, bytes: usize) -> Result<Duration> {
+    let mut stream = connect_from(link.namespace(), echo.addr).await?;
+    let (mut read, mut write) = stream.split();
+    let started = Instant::now();
+    let payload = vec![7u8; bytes];
+    let mut back = vec![0; bytes];
+    let (written, echoed) = tokio::join!(write.write_all(&payload), async {
+        timeout(WAIT, read.read_exact(&mut back)).await
+    });
+    written?;
+    echoed.context("the echo did not come back in time")??;
+    Ok(started.elapsed())
+}
+
+#[tokio::test]
+async fn a_rate_limit_caps_throughput() -> Result<()> {
+    let Some(topology) = topology(1).await? else { return Ok(()) };
+    let link = &topology.clients()[0];
+    let echo = server_echo(&topology)?;
+    const BYTES: usize = 250_000;
+    let free = echo_time(link, &echo, BYTES).await?;
+
+    // 1 Mbit/s to the server: 250 kB need at least 2 s (less the 20 ms burst).
+    link.rate_limit(Direction::Outbound, Scope::Link, 1_000_000).await?;
+    let capped = echo_time(link, &echo, BYTES).await?;
+    ensure!(
+        capped >= Duration::from_millis(1800),
+        "250 kB through a 1 Mbit/s cap took {capped:?} (unlimited: {free:?})"
+    );
+    ensure!(free * 4 < capped, "the unlimited link ({free:?}) is not much faster than {capped:?}");
+    ensure!(echo.received() == 2 * BYTES as u64, "every byte arrived: {}", echo.received());
+
+    link.heal().await?;
+    let healed = echo_time(link, &echo, BYTES).await?;
+    ensure!(healed * 4 < capped, "after heal {healed:?}, capped {capped:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_link_down_makes_the_server_unreachable_until_it_is_up() -> Result<()> {
+    let Some(topology) = topology(1).await? else { return Ok(()) };
+    let link = &topology.clients()[0];
+    let (server, client) = (server_udp(&topology)?, client_udp(link)?);
+
+    link.set_down().await?;
+    let sent = client.send_to(b"x", server.local_addr()?).await;
+    ensure!(
+        matches!(&sent, Err(e) if e.kind() == ErrorKind::NetworkUnreachable),
+        "with the link down, send gave {sent:?}"
+    );
+    ensure!(
+        !reaches(&server, &client, QUIET).await?,
+        "a datagram reached a client whose link is down"
+    );
+
+    link.set_up().await?;
+    flows_both_ways(&client, &server, "after link up").await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_address_change_breaks_existing_flows_and_new_ones_work() -> Result<()> {
+    let Some(topology) = topology(1).await? else { return Ok(()) };
+    let link = &topology.clients()[0];
+    let (server, client) = (server_udp(&topology)?, client_udp(link)?);
+    let echo = server_echo(&topology)?;
+    let mut old_stream = connect_from(link.namespace(), echo.addr).await?;
+    ensure!(round_trip(&mut old_stream, b"before", PATIENCE).await?, "echo before the move");
+    let old = link.address();
+
+    let new = link.change_address().await?;
+    ensure!(new != old && link.address() == new, "the address moved from {old} to {new}");
+    ensure!(!reaches(&server, &client, QUIET).await?, "a datagram reached the old address");
+    let moved = client.send_to(b"x", server.local_addr()?).await;
+    ensure!(moved.is_err(), "a socket bound to the old address could still send: {moved:?}");
+    match round_trip(&mut old_stream, b"after", QUIET).await {
+        Ok(false) | Err(_) => {}
+        Ok(true) => bail!("a TCP connection from the old address survived the move"),
+    }
+
+    let fresh = client_udp(link)?;
+    flows_both_ways(&fresh, &server, "from a socket on the new address").await?;
+    let mut new_stream = connect_from(link.namespace(), echo.addr).await?;
+    ensure!(new_stream.local_addr()?.ip() == new, "a new connection comes from {new}");
+    ensure!(round_trip(&mut new_stream, b"after", PATIENCE).await?, "echo on a new connection");
+    Ok(())
+}
+
+#[tokio::test]
+async fn delay_is_applied_with_netem_or_refused_naming_it() -> Result<()> {
+    let Some(topology) = topology(1).await? else { return Ok(()) };
+    let link = &topology.clients()[0];
+    let echo = server_echo(&topology)?;
+    let mut stream = connect_from(link.namespace(), echo.addr).await?;
+    let delay = Duration::from_millis(150);
+    match link.delay(Direction::Outbound, Scope::Link, delay, Duration::ZERO).await {
+        Err(NetnsError::NoNetem { answer }) => {
+            let message = NetnsError::NoNetem { answer }.to_string();
+            ensure!(message.contains("CONFIG_NET_SCH_NETEM"), "{message}");
+        }
+        Err(other) => bail!("delay failed for another reason: {other}"),
+        Ok(()) => {
+            let started = Instant::now();
+            ensure!(round_trip(&mut stream, b"slow", PATIENCE).await?, "echo through the delay");
+            ensure!(started.elapsed() >= delay, "a round trip took {:?}", started.elapsed());
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn bad_faults_and_too_many_clients_are_refused() -> Result<()> {
+    let Some(topology) = topology(1).await? else { return Ok(()) };
+    let link = &topology.clients()[0];
+    let loss = link.loss(Direction::Both, Scope::Media, 101).await;
+    ensure!(matches!(loss, Err(NetnsError::InvalidFault(_))), "{loss:?}");
+    let rate = link.rate_limit(Direction::Both, Scope::Media, 0).await;
+    ensure!(matches!(rate, Err(NetnsError::InvalidFault(_))), "{rate:?}");
+    let many = Topology::create(netns::MAX_CLIENTS + 1).await;
+    ensure!(matches!(many, Err(NetnsError::TooManyClients { .. })), "{many:?}");
+    Ok(())
+}
+
+/// The root namespace's view: namespace names and whether the block is still routed.
+fn leftovers(names: &[String], root_link: &str) -> Result<Vec<String>> {
+    let listed = std::process::Command::new("ip").args(["netns", "list"]).output()?;
+    let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+    let mut left: Vec<String> = names
+        .iter()
+        .filter(|n| listed.lines().any(|l| l.split_whitespace().next() == Some(n.as_str())))
+        .cloned()
+        .collect();
+    let link = std::process::Command::new("ip").args(["link", "show", root_link]).output()?;
+    if link.status.success() {
+        left.push(root_link.to_string());
+    }
+    Ok(left)
+}
+
+#[tokio::test]
+async fn dropping_topologies_removes_everything_and_parallel_ones_do_not_collide() -> Result<()> {
+    if !netns::usable_in_tests()? {
+        return Ok(());
+    }
+    let (a, b) = tokio::try_join!(Topology::create(2), Topology::create(2))?;
+    ensure!(a.name() != b.name(), "two topologies named {}", a.name());
+    ensure!(a.root_address() != b.root_address(), "two topologies on {}", a.root_address());
+    let mut names = vec![a.server().namespace().name().to_string()];
+    names.extend(a.clients().iter().map(|c| c.namespace().name().to_string()));
+    let root_link = a.name().to_string();
+    ensure!(leftovers(&names, &root_link)?.len() == 4, "the namespaces exist while in use");
+
+    a.clients()[0].partition(Scope::Link).await?;
+    a.clients()[1].rate_limit(Direction::Both, Scope::Media, 1_000_000).await?;
+    drop(a);
+    let left = leftovers(&names, &root_link)?;
+    ensure!(left.is_empty(), "left behind after drop: {left:?}");
+    drop(b);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_livekit_server_in_its_namespace_serves_the_root_and_a_client_and_feels_the_kernel(
+) -> Result<()> {
+    let Some(topology) = topology(1).await? else { return Ok(()) };
+    let link = &topology.clients()[0];
+    let opts = ServerOptions { netns: Some(topology.server().clone()), ..Default::default() };
+    let server = LiveKitServer::start(opts).await?;
+    let address = topology.server().address();
+    ensure!(server.signal_addr() == SocketAddr::from((address, SIGNAL_PORT)), "{server:?}");
+    let ports = server.ports().context("a local server has ports")?;
+    ensure!(ports.ice_tcp.is_some(), "ICE/TCP is on in a namespace of its own: {ports:?}");
+
+    // From the root namespace (where the harness runs).
+    let body = reqwest::get(format!("{}/", server.http_url())).await?.text().await?;
+    ensure!(body.trim() == "OK", "GET / from the root answered {body:?}");
+    // From the client namespace, over plain HTTP/1.0.
+    let mut http = connect_from(link.namespace(), server.signal_addr()).await?;
+    http.write_all(b"GET / HTTP/1.0\r\n\r\n").await?;
+    let mut answer = String::new();
+    timeout(PATIENCE, http.read_to_string(&mut answer)).await??;
+    ensure!(answer.starts_with("HTTP/1.0 200") && answer.ends_with("OK"), "{answer:?}");
+
+    // faultline-sdk in the client namespace, signalling through a proxy on the root side:
+    // joining needs signalling and the UDP media port (ICE + DTLS), so Connected proves both.
+    let proxy = Proxy::start_on((topology.root_address(), 0).into(), server.signal_addr()).await?;
+    let network = Arc::new(NamespaceNetwork::new(link.namespace().clone()));
+    let options = RoomOptions { network, ..RoomOptions::default() };
+    let room_name = unique_room("netns");
+    let (room, mut log) = join_at(&server, &proxy.ws_url(), &room_name, "c0", options).await?;
+
+    // A kernel media partition is a media outage for the SDK; healing it recovers the room.
+    link.partition(Scope::Media).await?;
+    log.wait_for("Reconnecting", WAIT, |e| *e == RoomEvent::Reconnecting).await?;
+    link.heal().await?;
+    log.wait_for("Reconnected", WAIT, |e| *e == RoomEvent::Reconnected).await?;
+    ensure!(room.connection_state() == ConnectionState::Connected, "{}", log.trace());
+    log.check(room.connection_state())?;
+    room.close().await?;
+    Ok(())
+}
