@@ -109,13 +109,16 @@ fn an_sdk_that_cannot_run_here_exits_2_naming_what_to_install() -> Result<()> {
 #[test]
 fn a_fault_an_sdk_cannot_take_exits_2_before_anything_starts() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let wifi = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/scenarios/wifi-drop.toml");
-    let (code, text) = faultline(&["run", wifi, "--sdk", "upstream-rust"], dir.path())?;
+    let file = dir.path().join("delay.toml");
+    std::fs::write(
+        &file,
+        "name = \"delay\"\n[[participant]]\nidentity = \"a\"\nsdk = \"js\"\n[[fault]]\n\
+         at = \"1s\"\nfor = \"2s\"\ntype = \"media\"\ndelay = \"200ms\"\n",
+    )?;
+    let (code, text) = faultline(&["run", file.to_str().unwrap_or_default()], dir.path())?;
     assert_eq!(code, Some(2), "{text}");
-    assert!(
-        text.contains("runs the upstream-rust SDK, which cannot take fault #0 (`partition`)"),
-        "{text}"
-    );
+    assert!(text.contains("runs the js SDK, which cannot take fault #0"), "{text}");
+    assert!(text.contains("netem"), "{text}");
     assert!(!text.contains("livekit-server"), "refused before a server was sought: {text}");
 
     let file = dir.path().join("policy.toml");

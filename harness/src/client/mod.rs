@@ -234,6 +234,9 @@ pub struct ClientOptions {
     /// faultline-sdk only: its room options (network seam, seed, timeouts). Its `reconnect`
     /// is replaced by [`ClientOptions::reconnect`] when that is set.
     pub faultline: RoomOptions,
+    /// Other SDKs only: run the driver inside this network namespace (a client link of a
+    /// [`crate::netns::Topology`]), so that kernel-level faults reach its media.
+    pub namespace: Option<crate::netns::Namespace>,
 }
 
 /// One participant's client, of any SDK.
@@ -241,6 +244,8 @@ pub struct ClientOptions {
 pub struct Client {
     sdk: Sdk,
     inner: Inner,
+    /// The namespace a driver runs in, kept alive as long as the driver.
+    _namespace: Option<crate::netns::Namespace>,
 }
 
 #[derive(Debug)]
@@ -283,6 +288,10 @@ impl Client {
                     Sdk::UpstreamRust => upstream_rust::prepare(env).await?,
                     _ => js::prepare(env).await?,
                 };
+                let launch = match &options.namespace {
+                    Some(namespace) => namespace.wrap(launch),
+                    None => launch,
+                };
                 let log = crate::supervise::log_dir();
                 std::fs::create_dir_all(&log).map_err(|e| ClientError::Provision {
                     sdk,
@@ -305,7 +314,7 @@ impl Client {
                 Inner::Driver(Box::new(driver))
             }
         };
-        Ok((Client { sdk, inner }, rx))
+        Ok((Client { sdk, inner, _namespace: options.namespace }, rx))
     }
 
     /// Which SDK this is.

@@ -27,7 +27,7 @@
 //! | `simulate` | `Room::simulate_scenario` |
 //! | `close` | `Room::close` |
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
@@ -45,6 +45,7 @@ use super::format::{
 use crate::client::{Client, ClientError, ClientOptions, Observed, Sdk};
 use crate::judge;
 use crate::net::{self, FaultyNetwork, NetFaults};
+use crate::netns::{Link, Scope, Topology};
 use crate::provision::ProvisionEnv;
 use crate::proxy::{Proxy, ProxyError};
 use crate::record::{
@@ -164,6 +165,9 @@ pub enum RunError {
     /// A participant's SDK cannot run on this machine (its message names the fix).
     #[error(transparent)]
     Client(ClientError),
+    /// The network namespaces a run with kernel-level faults needs could not be made.
+    #[error("kernel-level faults need network namespaces, which could not be made: {0}")]
+    Kernel(#[from] crate::netns::NetnsError),
     /// The simulation failed.
     #[error("the simulation failed: {0}")]
     Sim(String),
@@ -247,23 +251,30 @@ pub fn check_sdks(scenario: &Scenario, file: &Path) -> Result<(), RunError> {
         };
         let Some(spec) = spec else { continue };
         let (identity, sdk) = (spec.identity.get_ref(), spec.sdk);
-        let needs_sockets = matches!(
-            step.fault,
-            Fault::Partition {} | Fault::Media { .. } | Fault::NetworkChange {}
-        );
-        if needs_sockets && !sdk.in_process() {
-            return Err(refuse(
-                identity,
-                sdk,
-                format!(
-                    "fault #{index} (`{}`), which acts on the client's own sockets: only \
-                     faultline-sdk's can be wrapped here, and kernel-level media faults for other \
-                     SDKs are not wired into scenarios yet; use `signal-proxy`, `toxic`, \
-                     `server-kill` or `simulate` faults for this participant, or run it with \
-                     `sdk = \"faultline\"`",
-                    step.fault.kind()
-                ),
-            ));
+        if on_sockets(&step.fault) && !sdk.in_process() {
+            if matches!(step.fault, Fault::Media { delay: Some(_), .. }) {
+                return Err(refuse(
+                    identity,
+                    sdk,
+                    format!(
+                        "fault #{index} (`media` with a `delay`): the kernel delays packets with \
+                         netem only, which faultline has not verified on a kernel that has it; \
+                         use `loss_percent`, or run the participant with `sdk = \"faultline\"`"
+                    ),
+                ));
+            }
+            if let Err(e) = Topology::available() {
+                return Err(refuse(
+                    identity,
+                    sdk,
+                    format!(
+                        "fault #{index} (`{}`) here: only faultline-sdk's own sockets can be \
+                         wrapped, and another SDK's media is faulted by the kernel, which needs \
+                         network namespaces: {e}",
+                        step.fault.kind()
+                    ),
+                ));
+            }
         }
         if let Fault::Simulate { scenario: kind } = &step.fault {
             if let Some(why) = sdk.cannot_simulate(*kind) {
@@ -292,6 +303,8 @@ struct Participant {
     client: Arc<Client>,
     /// Its sockets' fault wrapper: faultline-sdk's only (other SDKs own their sockets).
     net: Option<NetFaults>,
+    /// Its client link in the run's topology (another SDK in a run with kernel faults).
+    link: Option<usize>,
     proxy: Proxy,
     toxic_proxy: Option<toxiproxy::Proxy>,
     forwarder: JoinHandle<()>,
@@ -309,6 +322,9 @@ struct Runner<'a> {
     room: String,
     clients: Vec<Participant>,
     env: ProvisionEnv,
+    /// The network namespaces of a run with kernel-level faults: participant `i` is on
+    /// client link `i`.
+    topology: Option<Topology>,
     started: Instant,
     zero: Option<Instant>,
     events: mpsc::UnboundedReceiver<EventRecord>,
@@ -346,10 +362,23 @@ pub async fn run_real(
         }
     };
     let kills_server = scenario.faults.iter().any(|f| f.fault == Fault::ServerKill {});
-    let server = if kills_server {
-        say("starting a livekit-server of its own (the scenario kills it)");
+    let topology = if needs_kernel(scenario) {
+        say("creating network namespaces (kernel-level faults for SDKs faultline does not own)");
+        let topology =
+            Topology::create(scenario.participants.len()).await.map_err(RunError::Kernel)?;
+        Some(topology)
+    } else {
+        None
+    };
+    let server = if kills_server || topology.is_some() {
+        say(if topology.is_some() {
+            "starting a livekit-server of its own, in its network namespace"
+        } else {
+            "starting a livekit-server of its own (the scenario kills it)"
+        });
         let opts = ServerOptions {
             name: Some(format!("scenario-{}", scenario.name)),
+            netns: topology.as_ref().map(|t| t.server().clone()),
             ..Default::default()
         };
         let server = Arc::new(LiveKitServer::start(opts).await?);
@@ -380,6 +409,7 @@ pub async fn run_real(
         room: unique_room(&scenario.name),
         clients: Vec::new(),
         env,
+        topology,
         started,
         zero: None,
         events,
@@ -432,20 +462,35 @@ impl Runner<'_> {
                 matches!(f.fault, Fault::Toxic { .. })
                     && f.target.as_ref().is_none_or(|t| *t.get_ref() == identity)
             });
-            let proxy = Proxy::start(self.server.signal_addr()).await?;
+            // In a run with namespaces the proxies listen where the client namespaces reach
+            // them: the root namespace's end of the topology.
+            let listen = self
+                .topology
+                .as_ref()
+                .map_or(IpAddr::V4(Ipv4Addr::LOCALHOST), |t| IpAddr::V4(t.root_address()));
+            let proxy =
+                Proxy::start_on(SocketAddr::new(listen, 0), self.server.signal_addr()).await?;
             let (toxic_proxy, url) = match (&toxiproxy, toxic_target) {
                 (Some(tp), true) => {
                     let name = format!("{}-{identity}", self.room);
-                    let p =
-                        tp.client().create_proxy(&name, &proxy.local_addr().to_string()).await?;
+                    let upstream = proxy.local_addr().to_string();
+                    let p = tp
+                        .client()
+                        .create_proxy_on(&name, &SocketAddr::new(listen, 0).to_string(), &upstream)
+                        .await?;
                     let url = format!("ws://{}", p.listen_addr()?);
                     (Some(p), url)
                 }
                 _ => (None, proxy.ws_url()),
             };
             let seed = self.seed.wrapping_add(index as u64);
-            let (options, net) = client_options(spec, seed);
+            let (mut options, net) = client_options(spec, seed);
             let sdk = spec.sdk;
+            // The topology has a client link per participant, in file order.
+            let link = (self.topology.is_some() && !sdk.in_process()).then_some(index);
+            if let (Some(i), Some(t)) = (link, &self.topology) {
+                options.namespace = Some(t.clients()[i].namespace().clone());
+            }
             if !sdk.in_process() {
                 self.say(&format!("starting the {sdk} client for {identity}"));
             }
@@ -494,6 +539,7 @@ impl Runner<'_> {
                 published: Arc::default(),
                 client: Arc::new(client),
                 net,
+                link,
                 proxy,
                 toxic_proxy,
                 forwarder,
@@ -762,6 +808,11 @@ impl Runner<'_> {
         }
     }
 
+    /// A participant's client link, when the kernel carries its faults.
+    fn link(&self, c: &Participant) -> Option<&Link> {
+        Some(&self.topology.as_ref()?.clients()[c.link?])
+    }
+
     fn client(&self, step: &FaultStep) -> Option<&Participant> {
         match &step.target {
             Some(t) => self.clients.iter().find(|c| c.identity == *t.get_ref()),
@@ -783,16 +834,24 @@ impl Runner<'_> {
         // Stamped before acting: what the fault causes can be recorded while it is applied.
         let at = self.started.elapsed();
         let client = self.client(step);
+        let on_kernel = client.is_some_and(|c| c.link.is_some());
         let target = |what: &str| {
             client.ok_or_else(|| fail(format!("{what} needs a target participant"), log.clone()))
         };
         match &step.fault {
             Fault::Partition {} => {
                 let c = target("a partition")?;
-                let net = sockets(c).map_err(|why| fail(why, log.clone()))?;
-                c.proxy.pause().await.map_err(|e| fail(e.to_string(), log.clone()))?;
-                net.refuse_new_signalling();
-                net.partition_media(net::Direction::Both);
+                if let Some(link) = self.link(c) {
+                    // The kernel drops everything on the client's link: signalling and media.
+                    link.partition(Scope::Link)
+                        .await
+                        .map_err(|e| fail(e.to_string(), log.clone()))?;
+                } else {
+                    let net = sockets(c).map_err(|why| fail(why, log.clone()))?;
+                    c.proxy.pause().await.map_err(|e| fail(e.to_string(), log.clone()))?;
+                    net.refuse_new_signalling();
+                    net.partition_media(net::Direction::Both);
+                }
             }
             Fault::SignalProxy { mode, rate } => {
                 let c = target("a signal-proxy fault")?;
@@ -819,22 +878,41 @@ impl Runner<'_> {
             }
             Fault::Media { direction, loss_percent, delay } => {
                 let c = target("a media fault")?;
-                let net = sockets(c).map_err(|why| fail(why, log.clone()))?;
                 let direction = media_direction(*direction);
-                if let Some(percent) = loss_percent {
-                    net.set_media_loss(direction, *percent)
-                        .map_err(|e| fail(e.to_string(), log.clone()))?;
-                }
-                if let Some(delay) = delay {
-                    net.set_media_delay(direction, *delay);
+                if let Some(link) = self.link(c) {
+                    if let Some(percent) = loss_percent {
+                        // Whole percent: nftables draws numgen mod 100.
+                        let percent = percent.round().clamp(0.0, 100.0) as u8;
+                        link.loss(direction, Scope::Media, percent)
+                            .await
+                            .map_err(|e| fail(e.to_string(), log.clone()))?;
+                    }
+                    if let Some(delay) = delay {
+                        link.delay(direction, Scope::Media, *delay, Duration::ZERO)
+                            .await
+                            .map_err(|e| fail(e.to_string(), log.clone()))?;
+                    }
+                } else {
+                    let net = sockets(c).map_err(|why| fail(why, log.clone()))?;
+                    if let Some(percent) = loss_percent {
+                        net.set_media_loss(direction, *percent)
+                            .map_err(|e| fail(e.to_string(), log.clone()))?;
+                    }
+                    if let Some(delay) = delay {
+                        net.set_media_delay(direction, *delay);
+                    }
                 }
             }
             Fault::NetworkChange {} => {
                 let c = target("a network change")?;
-                let net = sockets(c).map_err(|why| fail(why, log.clone()))?;
-                let changes = self.networks_changed.fetch_add(1, Ordering::Relaxed);
-                let ip = Ipv4Addr::new(127, 0, 0, changes.saturating_add(2));
-                net.change_network(IpAddr::V4(ip));
+                if let Some(link) = self.link(c) {
+                    link.change_address().await.map_err(|e| fail(e.to_string(), log.clone()))?;
+                } else {
+                    let net = sockets(c).map_err(|why| fail(why, log.clone()))?;
+                    let changes = self.networks_changed.fetch_add(1, Ordering::Relaxed);
+                    let ip = Ipv4Addr::new(127, 0, 0, changes.saturating_add(2));
+                    net.change_network(IpAddr::V4(ip));
+                }
             }
             Fault::ServerKill {} => {
                 self.server.kill().await.map_err(|e| fail(e.to_string(), log.clone()))?;
@@ -870,8 +948,9 @@ impl Runner<'_> {
             target: step.target.as_ref().map(|t| t.get_ref().clone()),
             started: at,
             healed: step.fault.is_instant().then_some(at),
-            // The socket wrapper refuses the target's new signalling connections at once.
-            refuses_connections: step.fault == Fault::Partition {},
+            // The socket wrapper refuses the target's new signalling connections at once (a
+            // kernel partition drops them instead).
+            refuses_connections: step.fault == Fault::Partition {} && !on_kernel,
         };
         if let Some(o) = self.observer.as_mut() {
             o(Progress::FaultStarted(&record));
@@ -893,6 +972,11 @@ impl Runner<'_> {
         };
         let client = self.client(step);
         match (&step.fault, client) {
+            (Fault::Partition {} | Fault::Media { .. }, Some(c)) if self.link(c).is_some() => {
+                if let Some(link) = self.link(c) {
+                    link.heal().await.map_err(|e| fail(e.to_string()))?;
+                }
+            }
             (Fault::Partition {}, Some(c)) => {
                 let net = sockets(c).map_err(&fail)?;
                 net.heal_signalling();
@@ -954,6 +1038,24 @@ impl Runner<'_> {
     }
 }
 
+/// Whether `fault` acts on the client's own connection (sockets or, for another SDK, its
+/// link in the kernel).
+fn on_sockets(fault: &Fault) -> bool {
+    matches!(fault, Fault::Partition {} | Fault::Media { .. } | Fault::NetworkChange {})
+}
+
+/// Whether a run of `scenario` needs network namespaces: a fault on the connection of a
+/// participant whose sockets faultline does not own.
+fn needs_kernel(scenario: &Scenario) -> bool {
+    scenario.faults.iter().any(|step| {
+        let spec = match &step.target {
+            Some(target) => scenario.participant(target.get_ref()),
+            None => scenario.participants.first(),
+        };
+        on_sockets(&step.fault) && spec.is_some_and(|p| !p.sdk.in_process())
+    })
+}
+
 /// The fault wrapper of a participant's sockets (faultline-sdk's only; [`check_sdks`]
 /// refuses socket faults for other SDKs before a run starts).
 fn sockets(c: &Participant) -> Result<&NetFaults, String> {
@@ -990,7 +1092,7 @@ fn client_options(spec: &ParticipantSpec, seed: u64) -> (ClientOptions, Option<N
             reconnect: policy,
             ..RoomOptions::default()
         };
-        (ClientOptions { reconnect: None, faultline }, Some(net))
+        (ClientOptions { reconnect: None, faultline, namespace: None }, Some(net))
     } else {
         let reconnect = overrides.is_set().then_some(policy);
         (ClientOptions { reconnect, ..ClientOptions::default() }, None)
