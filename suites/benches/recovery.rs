@@ -6,8 +6,9 @@
 //!   `Reconnected`.
 //! - outage healed: a proxy in front of signalling killed until the room's episode starts,
 //!   then healed → `Reconnected` (includes waiting out the SDK's backoff).
-//! - media black hole (faultline-sdk only until kernel faults reach the external SDKs): all
-//!   media dropped; time to detect (drop → the episode starts), then healed → `Reconnected`.
+//! - media black hole: all media dropped (faultline-sdk: its socket wrapper; the other SDKs:
+//!   the kernel, the client in a network namespace of its own); time to detect (drop → the
+//!   episode starts), then healed → `Reconnected`.
 //!
 //! Run: `cargo bench -p faultline-suites --bench recovery`. `RUNS=n` changes the count
 //! (default 5), `SDKS=faultline,js` the SDKs (default all three).
@@ -19,9 +20,10 @@ use anyhow::{Context, Result};
 use faultline::check::{ClientEvent, EventLog, Lifecycle, Observed};
 use faultline::client::{Client, ClientOptions, Sdk};
 use faultline::net::{Direction, FaultyNetwork, NetFaults};
+use faultline::netns::{Namespace, Scope, Topology};
 use faultline::provision::ProvisionEnv;
 use faultline::proxy::Proxy;
-use faultline::server::LiveKitServer;
+use faultline::server::{LiveKitServer, ServerOptions};
 use faultline::sim::schedule::SimulateKind;
 use faultline_sdk::net::TokioNetwork;
 use faultline_sdk::RoomOptions;
@@ -37,8 +39,28 @@ struct Joined {
 }
 
 async fn join(server: &LiveKitServer, sdk: Sdk, url: &str, room: &str) -> Result<Joined> {
+    join_with(server, sdk, url, room, None).await
+}
+
+/// Joins the server of a [`Kernel`] from the client namespace `namespace`.
+async fn join_in(
+    server: &LiveKitServer,
+    sdk: Sdk,
+    room: &str,
+    namespace: Option<Namespace>,
+) -> Result<Joined> {
+    join_with(server, sdk, &server.ws_url(), room, namespace).await
+}
+
+async fn join_with(
+    server: &LiveKitServer,
+    sdk: Sdk,
+    url: &str,
+    room: &str,
+    namespace: Option<Namespace>,
+) -> Result<Joined> {
     let token = server.token(room, "bench")?;
-    let mut options = ClientOptions::default();
+    let mut options = ClientOptions { namespace, ..ClientOptions::default() };
     let mut media = None;
     if sdk == Sdk::Faultline {
         let network = FaultyNetwork::new(Arc::new(TokioNetwork), 1);
@@ -101,36 +123,60 @@ async fn outage(server: &LiveKitServer, sdk: Sdk, run: usize) -> Result<Duration
     Ok(took)
 }
 
-/// One run of a media black hole: (drop → episode starts, heal → Reconnected); `None` when
-/// the SDK's media cannot be faulted here.
+/// Where another SDK's media can be dropped by the kernel: a server in a network namespace
+/// and one client link.
+struct Kernel {
+    topology: Topology,
+    server: LiveKitServer,
+}
+
+impl Kernel {
+    async fn start() -> Result<Kernel> {
+        let topology = Topology::create(1).await?;
+        let options = ServerOptions {
+            netns: Some(topology.server().clone()),
+            name: Some("bench-netns".into()),
+            ..ServerOptions::default()
+        };
+        let server = LiveKitServer::start(options).await?;
+        Ok(Kernel { topology, server })
+    }
+}
+
+/// One run of a media black hole: (drop → episode starts, heal → Reconnected).
 async fn black_hole(
     server: &LiveKitServer,
+    kernel: Option<&Kernel>,
     sdk: Sdk,
     run: usize,
-) -> Result<Option<(Duration, Duration)>> {
+) -> Result<(Duration, Duration)> {
     let room = format!("bench-{sdk}-black-hole-{run}-{}", std::process::id());
-    let mut p = join(server, sdk, &server.ws_url(), &room).await?;
-    let Some(media) = p.media.clone() else {
-        p.client.close().await?;
-        return Ok(None);
+    let link = kernel.map(|k| &k.topology.clients()[0]);
+    let mut p = match kernel {
+        Some(k) => join_in(&k.server, sdk, &room, link.map(|l| l.namespace().clone())).await?,
+        None => join(server, sdk, &server.ws_url(), &room).await?,
     };
-    media.partition_media(Direction::Both);
+    match (&p.media, link) {
+        (Some(media), _) => media.partition_media(Direction::Both),
+        (None, Some(link)) => link.partition(Scope::Media).await?,
+        (None, None) => anyhow::bail!("{sdk}: no way to drop its media"),
+    }
     let dropped = Instant::now();
     p.episode_starts().await?;
     let detected = dropped.elapsed();
-    media.heal_media();
+    match (&p.media, link) {
+        (Some(media), _) => media.heal_media(),
+        (None, Some(link)) => link.heal().await?,
+        (None, None) => {}
+    }
     let healed = Instant::now();
     p.reconnected().await?;
     let recovered = healed.elapsed();
     p.client.close().await?;
-    Ok(Some((detected, recovered)))
+    Ok((detected, recovered))
 }
 
 fn report(sdk: Sdk, name: &str, mut samples: Vec<Duration>) {
-    if samples.is_empty() {
-        println!("{sdk:<14} {name:<28} n/a (media faults for this SDK need kernel faults)");
-        return;
-    }
     samples.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let median = samples[samples.len() / 2];
@@ -174,12 +220,12 @@ async fn main() -> Result<()> {
             healed.push(outage(&server, sdk, run).await?);
         }
         report(sdk, "outage healed → Reconnected", healed);
+        let kernel = if sdk.in_process() { None } else { Some(Kernel::start().await?) };
         let (mut detect, mut recover) = (Vec::new(), Vec::new());
         for run in 0..runs {
-            if let Some((detected, recovered)) = black_hole(&server, sdk, run).await? {
-                detect.push(detected);
-                recover.push(recovered);
-            }
+            let (detected, recovered) = black_hole(&server, kernel.as_ref(), sdk, run).await?;
+            detect.push(detected);
+            recover.push(recovered);
         }
         report(sdk, "media black hole: detect", detect);
         report(sdk, "media black hole: heal → Reconn.", recover);
