@@ -1,5 +1,6 @@
-//! A process that started livekit-server and toxiproxy, or network namespaces, and is then
-//! SIGKILLed (so none of its destructors run) leaves none of them behind.
+//! A process that started livekit-server and toxiproxy, network namespaces, or SDK drivers
+//! (and the browser one of them runs), and is then SIGKILLed (so none of its destructors
+//! run) leaves none of them behind.
 //!
 //! It lives in the harness package because it runs the `faultline` binary, which cargo
 //! builds (and names in `CARGO_BIN_EXE_faultline`) only for this package's own tests.
@@ -143,5 +144,68 @@ fn network_namespaces_go_with_a_sigkilled_parent() -> Result<()> {
             )
         },
         || namespaces_left(&namespaces, &link).is_empty() && !process_alive(livekit),
+    )
+}
+
+/// The pids of processes whose command line contains `needle`.
+fn pids_with(needle: &str) -> Vec<u32> {
+    let out = Command::new("ps").args(["-eo", "pid=,args="]).output();
+    let text = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+    text.lines()
+        .filter(|line| line.contains(needle) && !line.contains("ps -eo"))
+        .filter_map(|line| line.split_whitespace().next()?.parse().ok())
+        .collect()
+}
+
+#[test]
+fn sdk_drivers_and_their_browser_die_with_a_sigkilled_parent() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let scenario = dir.path().join("idle.toml");
+    // Two external clients that sit in a room until a fault a minute away.
+    std::fs::write(
+        &scenario,
+        "name = \"idle\"\n[[participant]]\nidentity = \"py\"\nsdk = \"upstream-rust\"\n\
+         [[participant]]\nidentity = \"web\"\nsdk = \"js\"\n[[fault]]\nat = \"60s\"\n\
+         target = \"py\"\ntype = \"simulate\"\nscenario = \"signal-reconnect\"\n",
+    )?;
+    let before: Vec<u32> = pids_with("--remote-debugging-pipe");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_faultline"))
+        .arg("run")
+        .arg(&scenario)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("spawning faultline run")?;
+    // A first run may prepare both SDKs in the cache: allow for that.
+    let deadline = Instant::now() + Duration::from_secs(10 * 60);
+    let running = loop {
+        let drivers: Vec<u32> = ["upstream-rust-1.2.1/driver.py", "js-2.23.0/driver.mjs"]
+            .iter()
+            .flat_map(|needle| pids_with(needle))
+            .collect();
+        let browsers: Vec<u32> = pids_with("--remote-debugging-pipe")
+            .into_iter()
+            .filter(|pid| !before.contains(pid))
+            .collect();
+        if drivers.len() >= 2 && !browsers.is_empty() {
+            break [drivers, browsers].concat();
+        }
+        if Instant::now() > deadline || child.try_wait()?.is_some() {
+            let _ = child.kill();
+            bail!("the run never had both drivers and a browser running: {drivers:?} {browsers:?}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    child.kill().context("SIGKILL faultline")?;
+    child.wait()?;
+    wait_gone(
+        || {
+            format!(
+                "still running: {:?}",
+                running.iter().filter(|p| process_alive(**p)).collect::<Vec<_>>()
+            )
+        },
+        || running.iter().all(|pid| !process_alive(*pid)),
     )
 }

@@ -234,8 +234,16 @@ async fn a_one_way_drop_blocks_exactly_one_direction() -> Result<()> {
     Ok(())
 }
 
+/// `percent` % loss lets through a number of 400 datagrams within `expected`: for 30 %,
+/// 280 expected (σ ≈ 9), the bounds about 7σ wide each way; 100 % lets none through.
+#[rstest::rstest]
+#[case::thirty_percent(30, 215..=345)]
+#[case::all(100, 0..=0)]
 #[tokio::test]
-async fn thirty_percent_loss_lets_a_plausible_fraction_through() -> Result<()> {
+async fn loss_lets_a_plausible_fraction_through(
+    #[case] percent: u8,
+    #[case] expected: std::ops::RangeInclusive<u32>,
+) -> Result<()> {
     let Some(topology) = topology(1).await? else { return Ok(()) };
     let link = &topology.clients()[0];
     let (server, client) = (server_udp(&topology)?, client_udp(link)?);
@@ -243,7 +251,7 @@ async fn thirty_percent_loss_lets_a_plausible_fraction_through() -> Result<()> {
     ensure!(reaches(&client, &server, PATIENCE).await?, "no path before the fault");
     while server.try_recv_from(&mut [0; 64]).is_ok() {}
 
-    link.loss(Direction::Outbound, Scope::Media, 30).await?;
+    link.loss(Direction::Outbound, Scope::Media, percent).await?;
     let target = server.local_addr()?;
     for i in 0..400u32 {
         client.send_to(&i.to_be_bytes(), target).await?;
@@ -259,8 +267,10 @@ async fn thirty_percent_loss_lets_a_plausible_fraction_through() -> Result<()> {
     while timeout(QUIET, server.recv_from(&mut buf)).await.is_ok() {
         received += 1;
     }
-    // Expected 280 (σ ≈ 9): the bounds are about 7σ wide each way.
-    ensure!((215..=345).contains(&received), "30 % loss let {received} of 400 datagrams through");
+    ensure!(
+        expected.contains(&received),
+        "{percent} % loss let {received} of 400 datagrams through, expected {expected:?}"
+    );
     Ok(())
 }
 

@@ -194,7 +194,8 @@ impl Link {
     }
 
     /// Drops `percent` % of the packets of `scope` going `direction`, each independently at
-    /// random (nftables `numgen random`).
+    /// random (nftables `numgen random`); 100 % drops every packet (`numgen` counts 0–99, so
+    /// `< 100` is no valid rule), 0 % drops none.
     pub async fn loss(
         &self,
         direction: Direction,
@@ -206,9 +207,16 @@ impl Link {
                 "loss is a percentage, 0 to 100; got {percent}"
             )));
         }
+        if percent == 0 {
+            return Ok(());
+        }
+        let matcher = if percent == 100 {
+            String::new()
+        } else {
+            format!("numgen random mod 100 < {percent}")
+        };
         let _state = self.state.lock().await;
         for &way in Way::of(direction) {
-            let matcher = format!("numgen random mod 100 < {percent}");
             self.add_rule(way, scope, &format!("loss {percent}%"), &matcher).await?;
         }
         Ok(())
