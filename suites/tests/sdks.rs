@@ -20,7 +20,7 @@ use faultline::proxy::Proxy;
 use faultline::server::LiveKitServer;
 use faultline::sim::schedule::SimulateKind;
 use faultline_sdk::ConnectionState;
-use real_lane::{server, unique_room, WAIT};
+use real_lane::{server, server_sees_active, unique_room, WAIT};
 use rstest::rstest;
 
 /// Bound on an exhausted episode for any SDK's default policy: faultline-sdk's caps add up
@@ -49,6 +49,7 @@ async fn join_at(
         )?;
     let mut log = EventLog::new(events);
     log.wait_for("Connected", WAIT, |e| *e == ClientEvent::Connected).await?;
+    server_sees_active(server, room, identity).await?;
     Ok(Joined { client, log })
 }
 

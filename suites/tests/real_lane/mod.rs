@@ -60,7 +60,32 @@ pub async fn join_at(
     let mut log = EventLog::new(events);
     log.wait_for("Connected", WAIT, |e| *e == RoomEvent::Connected).await?;
     ensure!(joined.connection_state() == ConnectionState::Connected, "a joined room is Connected");
+    server_sees_active(server, room, identity).await?;
     Ok((joined, log))
+}
+
+/// Waits until the server lists `identity` in `room` as ACTIVE. A client reports `Connected`
+/// once its own side of the peer connection is up, which can be a few milliseconds before the
+/// server marks the participant active; signalling cut in that window makes the server drop
+/// the participant (and its peer connections) instead of waiting for a resume, so a test that
+/// cuts signalling right after joining waits for this first.
+pub async fn server_sees_active(server: &LiveKitServer, room: &str, identity: &str) -> Result<()> {
+    use livekit_protocol::participant_info::State;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let listed = server.room_service().list_participants(room).await?;
+        let state = listed.iter().find(|p| p.identity == identity).map(|p| p.state);
+        if state == Some(State::Active as i32) {
+            return Ok(());
+        }
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the server never listed {identity} in {room} as ACTIVE within {WAIT:?} (state \
+             {state:?}); server log: {:?}",
+            server.log_path()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Joins `room` on the server directly.
