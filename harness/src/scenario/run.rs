@@ -245,11 +245,7 @@ pub fn check_sdks(scenario: &Scenario, file: &Path) -> Result<(), RunError> {
         }
     }
     for (index, step) in scenario.faults.iter().enumerate() {
-        let spec = match &step.target {
-            Some(target) => scenario.participant(target.get_ref()),
-            None => scenario.participants.first(),
-        };
-        let Some(spec) = spec else { continue };
+        let Some(spec) = hit(scenario, step) else { continue };
         let (identity, sdk) = (spec.identity.get_ref(), spec.sdk);
         if on_sockets(&step.fault) && !sdk.in_process() {
             if matches!(step.fault, Fault::Media { delay: Some(_), .. }) {
@@ -1044,15 +1040,20 @@ fn on_sockets(fault: &Fault) -> bool {
     matches!(fault, Fault::Partition {} | Fault::Media { .. } | Fault::NetworkChange {})
 }
 
+/// The participant a fault step acts on: its target, else the first participant (as the
+/// runner applies it).
+fn hit<'a>(scenario: &'a Scenario, step: &FaultStep) -> Option<&'a ParticipantSpec> {
+    match &step.target {
+        Some(target) => scenario.participant(target.get_ref()),
+        None => scenario.participants.first(),
+    }
+}
+
 /// Whether a run of `scenario` needs network namespaces: a fault on the connection of a
 /// participant whose sockets faultline does not own.
 fn needs_kernel(scenario: &Scenario) -> bool {
     scenario.faults.iter().any(|step| {
-        let spec = match &step.target {
-            Some(target) => scenario.participant(target.get_ref()),
-            None => scenario.participants.first(),
-        };
-        on_sockets(&step.fault) && spec.is_some_and(|p| !p.sdk.in_process())
+        on_sockets(&step.fault) && hit(scenario, step).is_some_and(|p| !p.sdk.in_process())
     })
 }
 
