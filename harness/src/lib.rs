@@ -2,6 +2,7 @@
 //! path, and checks that the client recovers as it promises.
 pub mod check;
 pub mod client;
+pub mod cluster;
 mod http;
 pub mod judge;
 pub mod matrix;

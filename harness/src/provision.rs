@@ -116,6 +116,9 @@ pub struct ProvisionEnv {
     pub toxiproxy_server_bin: Option<PathBuf>,
     /// `CHROMIUM_BIN`: the browser the `js` client runs in (else `chromium` on `PATH`).
     pub chromium_bin: Option<PathBuf>,
+    /// `REDIS_SERVER_BIN`: the redis-server a cluster's nodes share (else `redis-server` on
+    /// `PATH`).
+    pub redis_server_bin: Option<PathBuf>,
     /// `FAULTLINE_PYTHON`: the Python that builds the `upstream-rust` client's venv (else
     /// `python3` on `PATH`).
     pub python: Option<PathBuf>,
@@ -138,6 +141,7 @@ impl fmt::Debug for ProvisionEnv {
             .field("livekit_server_bin", &self.livekit_server_bin)
             .field("toxiproxy_server_bin", &self.toxiproxy_server_bin)
             .field("chromium_bin", &self.chromium_bin)
+            .field("redis_server_bin", &self.redis_server_bin)
             .field("python", &self.python)
             .field("build_timeout", &self.build_timeout)
             .finish_non_exhaustive()
@@ -168,6 +172,7 @@ impl ProvisionEnv {
             livekit_server_bin: var("LIVEKIT_SERVER_BIN").map(PathBuf::from),
             toxiproxy_server_bin: var("TOXIPROXY_SERVER_BIN").map(PathBuf::from),
             chromium_bin: var("CHROMIUM_BIN").map(PathBuf::from),
+            redis_server_bin: var("REDIS_SERVER_BIN").map(PathBuf::from),
             python: var("FAULTLINE_PYTHON").map(PathBuf::from),
             build_timeout: Duration::from_secs(20 * 60),
             docker_probe_timeout: Duration::from_secs(5),
@@ -187,6 +192,7 @@ impl ProvisionEnv {
             livekit_server_bin: None,
             toxiproxy_server_bin: None,
             chromium_bin: None,
+            redis_server_bin: None,
             python: None,
             build_timeout: Duration::from_secs(20 * 60),
             docker_probe_timeout: Duration::from_secs(5),
@@ -594,7 +600,7 @@ async fn probe_external(raw: &str, url: &Url, timeout: Duration) -> Result<(), P
 }
 
 /// Runs `cmd`, bounded by `timeout`, returning its combined output.
-async fn run_bounded(mut cmd: Command, timeout: Duration) -> Result<(bool, String), String> {
+pub(crate) async fn run_bounded(mut cmd: Command, timeout: Duration) -> Result<(bool, String), String> {
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
     let child = cmd.spawn().map_err(|e| format!("cannot run it: {e}"))?;
     match tokio::time::timeout(timeout, child.wait_with_output()).await {

@@ -234,7 +234,8 @@ struct AcceptLoop {
 #[derive(Debug)]
 pub struct Proxy {
     addr: SocketAddr,
-    upstream: SocketAddr,
+    /// Where new connections go; connections already open keep their upstream.
+    upstream: watch::Receiver<SocketAddr>,
     link: watch::Sender<Link>,
     counters: Arc<Counters>,
     events: broadcast::Sender<ProxyEvent>,
@@ -257,6 +258,19 @@ impl Proxy {
     /// [`Mode::Pass`]. For clients in network namespaces, listen on the topology's
     /// [`root_address`](crate::netns::Topology::root_address).
     pub async fn start_on(wanted: SocketAddr, upstream: SocketAddr) -> Result<Proxy, ProxyError> {
+        // A receiver keeps the last value after its sender is gone: a fixed upstream.
+        Self::start_routed(wanted, watch::channel(upstream).1).await
+    }
+
+    /// Starts a proxy listening on `wanted` that forwards each new connection to wherever
+    /// `route` points when the connection is accepted (a load balancer in front of several
+    /// servers: [`crate::cluster`] re-points it when a node dies or drains). Connections
+    /// already open keep their upstream.
+    pub async fn start_routed(
+        wanted: SocketAddr,
+        route: watch::Receiver<SocketAddr>,
+    ) -> Result<Proxy, ProxyError> {
+        let upstream = *route.borrow();
         let listener = TcpListener::bind(wanted)
             .await
             .map_err(|source| ProxyError::Listen { addr: wanted, source })?;
@@ -266,10 +280,10 @@ impl Proxy {
         let counters = Arc::new(Counters::new());
         let (accepted, queue) = mpsc::unbounded_channel();
         let supervisor =
-            tokio::spawn(supervise(queue, upstream, link.subscribe(), Arc::clone(&counters)));
+            tokio::spawn(supervise(queue, route.clone(), link.subscribe(), Arc::clone(&counters)));
         let proxy = Proxy {
             addr,
-            upstream,
+            upstream: route,
             link,
             counters,
             events: broadcast::channel(256).0,
@@ -287,9 +301,9 @@ impl Proxy {
         self.addr
     }
 
-    /// The address the proxy forwards to.
+    /// The address the proxy forwards new connections to.
     pub fn upstream(&self) -> SocketAddr {
-        self.upstream
+        *self.upstream.borrow()
     }
 
     /// A URL with `scheme` for the proxy's address, e.g. `url("http")` is
@@ -506,7 +520,7 @@ async fn accept_loop(
 /// Owns the connection tasks: aborting it aborts them all.
 async fn supervise(
     mut queue: mpsc::UnboundedReceiver<Accepted>,
-    upstream: SocketAddr,
+    route: watch::Receiver<SocketAddr>,
     link: watch::Receiver<Link>,
     counters: Arc<Counters>,
 ) {
@@ -515,6 +529,7 @@ async fn supervise(
         tokio::select! {
             next = queue.recv() => match next {
                 Some(accepted) => {
+                    let upstream = *route.borrow();
                     connections.spawn(serve(accepted, upstream, link.clone(), Arc::clone(&counters)));
                 }
                 None => return,

@@ -125,6 +125,21 @@ impl RoomService {
         self.call("CreateRoom", name, &request).await
     }
 
+    /// Creates a room on the cluster node with this livekit node id (CreateRoom's `node_id`,
+    /// which livekit-server honours while that node is available).
+    pub async fn create_room_on(
+        &self,
+        name: &str,
+        node_id: &str,
+    ) -> Result<proto::Room, RoomServiceError> {
+        let request = proto::CreateRoomRequest {
+            name: name.to_string(),
+            node_id: node_id.to_string(),
+            ..Default::default()
+        };
+        self.call("CreateRoom", name, &request).await
+    }
+
     /// Deletes a room, disconnecting everyone in it (they get `ROOM_DELETED`).
     pub async fn delete_room(&self, room: &str) -> Result<(), RoomServiceError> {
         let request = proto::DeleteRoomRequest { room: room.to_string() };

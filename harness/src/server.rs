@@ -45,6 +45,12 @@ pub struct ServerOptions {
     /// Run inside this network namespace (from [`Topology::server`](netns::Topology::server))
     /// instead of on loopback. The server keeps the namespace alive while it runs.
     pub netns: Option<ServerSite>,
+    /// Share rooms through the Redis at this address: the server is then one node of a
+    /// cluster ([`crate::cluster`]).
+    pub redis: Option<SocketAddr>,
+    /// The API secret (key `faultline`); `None` draws a new one. The nodes of a cluster
+    /// share one, so a token minted for one node is good on every node.
+    pub api_secret: Option<String>,
 }
 
 impl Default for ServerOptions {
@@ -59,6 +65,8 @@ impl Default for ServerOptions {
             ready_timeout: Duration::from_secs(30),
             name: None,
             netns: None,
+            redis: None,
+            api_secret: None,
         }
     }
 }
@@ -298,14 +306,17 @@ impl LiveKitServer {
             ),
         };
         let api_key = "faultline".to_string();
-        let api_secret = random_secret();
-        let config = CONFIG_TEMPLATE
+        let api_secret = opts.api_secret.clone().unwrap_or_else(random_secret);
+        let mut config = CONFIG_TEMPLATE
             .replace("{{address}}", &address.to_string())
             .replace("{{http_port}}", &ports.http.to_string())
             .replace("{{udp_port}}", &ports.udp.to_string())
             .replace("{{tcp_port}}", &ports.ice_tcp.unwrap_or(0).to_string())
             .replace("{{api_key}}", &api_key)
             .replace("{{api_secret}}", &api_secret);
+        if let Some(redis) = opts.redis {
+            config.push_str(&format!("\n# One node of a cluster: rooms are shared through Redis.\nredis:\n  address: {redis}\n"));
+        }
         let log_name = match &opts.name {
             Some(name) => format!("{name}.livekit-server.{}.log", ports.http),
             None => supervise::log_file_name("livekit-server", ports.http),
@@ -488,6 +499,16 @@ impl LiveKitServer {
         Ok(())
     }
 
+    /// SIGTERMs the server: livekit-server drains — it stops taking new rooms and exits once
+    /// its participants have left (a node taken out for a deploy).
+    pub fn terminate(&self) -> Result<(), ServerError> {
+        let local = self.local_for("terminate")?;
+        local.liveness.check()?;
+        local.liveness.terminate();
+        tracing::info!(log = %local.liveness.log_path().display(), "livekit-server sent SIGTERM");
+        Ok(())
+    }
+
     /// Starts the server again on the same ports and keys (after [`LiveKitServer::kill`],
     /// or killing it first if it still runs), returning once it answers `GET /`.
     pub async fn restart(&self) -> Result<(), ServerError> {
@@ -601,7 +622,7 @@ fn free_udp_port() -> std::io::Result<u16> {
 
 /// A 48-hex-digit secret, different for every server (std's hasher keys are seeded from
 /// the OS's randomness and advanced for every `RandomState`).
-fn random_secret() -> String {
+pub(crate) fn random_secret() -> String {
     use std::hash::{BuildHasher, Hasher};
     (0..3)
         .map(|i| {

@@ -54,6 +54,8 @@ pub(crate) struct Process {
     container: Option<(PathBuf, String)>,
     group: bool,
     killed_by_us: bool,
+    /// Asked to stop with SIGTERM (it may still be running, winding down).
+    terminated_by_us: bool,
 }
 
 impl Process {
@@ -101,6 +103,7 @@ impl Process {
             container: launch.container.clone(),
             group: launch.group,
             killed_by_us: false,
+            terminated_by_us: false,
         };
         let target = if launch.group {
             format!("-{}", process.child.id())
@@ -155,6 +158,28 @@ impl Process {
             let _ = watchdog.kill();
             let _ = watchdog.wait();
         }
+    }
+}
+
+impl Process {
+    /// Sends SIGTERM (to the group, for a grouped launch): the program winds down in its own
+    /// time — livekit-server drains, waiting for its participants to leave. The watchdog
+    /// stays, so the process still cannot outlive the test process. (A container's attached
+    /// `docker run` passes the signal on to the container.)
+    pub(crate) fn terminate(&mut self) {
+        if self.exit_status().is_some() {
+            return;
+        }
+        self.terminated_by_us = true;
+        let Some(pid) = i32::try_from(self.child.id()).ok().and_then(rustix::process::Pid::from_raw)
+        else {
+            return;
+        };
+        let _ = if self.group {
+            rustix::process::kill_process_group(pid, rustix::process::Signal::TERM)
+        } else {
+            rustix::process::kill_process(pid, rustix::process::Signal::TERM)
+        };
     }
 }
 
@@ -226,6 +251,13 @@ impl Liveness {
         }
     }
 
+    /// SIGTERMs the process if it runs ([`Process::terminate`]).
+    pub(crate) fn terminate(&self) {
+        if let Some(process) = self.lock().as_mut() {
+            process.terminate();
+        }
+    }
+
     /// The log file.
     pub(crate) fn log_path(&self) -> &Path {
         &self.log_path
@@ -247,6 +279,9 @@ impl Liveness {
                 None => return Ok(()),
                 Some(status) if p.killed_by_us => {
                     (Some(p.pid()), format!("was killed by faultline ({status})"))
+                }
+                Some(status) if p.terminated_by_us => {
+                    (Some(p.pid()), format!("exited after faultline sent it SIGTERM ({status})"))
                 }
                 Some(status) => (Some(p.pid()), format!("exited unexpectedly ({status})")),
             },
