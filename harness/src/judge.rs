@@ -183,6 +183,7 @@ within = "5s"
             verdicts: Vec::new(),
             logs: Vec::new(),
             aliases: Vec::new(),
+            cluster: Vec::new(),
         }
     }
 

@@ -23,6 +23,7 @@ use std::time::Duration;
 use faultline_sdk::{ConnectionState, ReconnectPolicy, RoomOptions};
 
 use crate::client::{ClientEvent, ClientOptions, Sdk};
+use crate::cluster::NodeChange;
 use crate::scenario::format::Lane;
 
 /// The topic of the harness's sequenced reliable data.
@@ -69,6 +70,18 @@ pub struct RunRecord {
     /// Names the lane gave participants (the sim lane's hosts `p0`, `p1`, …) and the
     /// scenario identities they stand for; empty when the lane used the scenario's names.
     pub aliases: Vec<(String, String)>,
+    /// What happened to the cluster's nodes, Redis, routes and the room's placement, in
+    /// order (empty for a run on one server).
+    pub cluster: Vec<ClusterRecord>,
+}
+
+/// One change in a cluster run, and when (from the start of the run).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterRecord {
+    /// When it happened.
+    pub at: Duration,
+    /// What changed.
+    pub change: NodeChange,
 }
 
 /// One participant: who, on which SDK, and what the judge needs to know about its client.

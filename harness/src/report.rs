@@ -2,7 +2,9 @@
 //! [`write_trace`] gives JSON lines (one per fault start, heal, event and verdict, with
 //! timestamps) for tools, [`html`] one self-contained HTML page (inline CSS and SVG, nothing
 //! fetched) for people — faults as bands, each participant's connection state as a lane
-//! labelled with its SDK, events as marks, the verdicts listed.
+//! labelled with its SDK, events as marks, the verdicts listed. A cluster run adds its
+//! node, Redis and placement changes (`cluster` lines; a row of marks, and each participant's
+//! node over time beside its lane).
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -12,6 +14,7 @@ use faultline_sdk::ConnectionState;
 use serde_json::json;
 
 use crate::client::{ClientEvent, Observed};
+use crate::cluster::NodeChange;
 use crate::record::{sequenced, EventRecord, RunRecord};
 use crate::scenario::format::Lane;
 
@@ -45,6 +48,15 @@ pub fn trace_lines(record: &RunRecord) -> Vec<String> {
             json!({"type": "event", "t": t(e.at), "at": at(e.at), "participant": e.participant,
                    "event": name, "detail": detail}),
         ));
+    }
+    for c in &record.cluster {
+        let mut line = json!({"type": "cluster", "t": t(c.at), "at": at(c.at),
+                              "change": c.change.kind(), "node": c.change.node(),
+                              "detail": c.change.to_string()});
+        if let NodeChange::Routed { route, .. } = &c.change {
+            line["participant"] = json!(route);
+        }
+        timed.push((c.at, line));
     }
     timed.sort_by_key(|(when, _)| *when);
     let mut lines = vec![json!({
@@ -193,8 +205,10 @@ pub fn html(record: &RunRecord) -> String {
     let axis_y = 28.0;
     let fault_row = 26.0;
     let faults_top = axis_y + 14.0;
-    let lane_h = 64.0;
-    let lanes_top = faults_top + fault_row * record.faults.len().max(1) as f64 + 18.0;
+    let lane_h = if record.cluster.is_empty() { 64.0 } else { 78.0 };
+    let cluster_top = faults_top + fault_row * record.faults.len().max(1) as f64 + 8.0;
+    let cluster_h = if record.cluster.is_empty() { 0.0 } else { 56.0 };
+    let lanes_top = cluster_top + cluster_h + 10.0;
     let height = lanes_top + lane_h * record.participants.len() as f64 + 14.0;
     let _ = write!(
         svg,
@@ -281,6 +295,7 @@ pub fn html(record: &RunRecord) -> String {
             );
         }
     }
+    cluster_row(&mut svg, record, &plot, cluster_top);
     // Participant lanes.
     for (lane, p) in record.participants.iter().enumerate() {
         let top = lanes_top + lane_h * lane as f64;
@@ -298,6 +313,15 @@ pub fn html(record: &RunRecord) -> String {
             esc(&p.sdk),
             state
         );
+        let nodes = nodes_of(record, &p.identity);
+        if !nodes.is_empty() {
+            let _ = write!(
+                svg,
+                r#"<text x="12" y="{}" class="muted">via node {}</text>"#,
+                band_y + 54.0,
+                esc(&nodes)
+            );
+        }
         let events: Vec<&EventRecord> = record.events_of(&p.identity).collect();
         // State bands.
         let mut segments: Vec<(f64, &str, &str)> = vec![(plot.t_min, JOINING, "joining")];
@@ -421,16 +445,30 @@ pub fn html(record: &RunRecord) -> String {
             esc(&v.seen)
         );
     }
+    let mut table: Vec<(std::time::Duration, String, String, String)> = record
+        .events
+        .iter()
+        .map(|e| {
+            let (name, detail) = describe(record, &e.event);
+            (e.at, e.participant.clone(), name, detail)
+        })
+        .collect();
+    table.extend(
+        record
+            .cluster
+            .iter()
+            .map(|c| (c.at, "cluster".to_owned(), c.change.kind().to_owned(), c.change.to_string())),
+    );
+    table.sort_by_key(|row| row.0);
     let mut rows = String::new();
-    for e in &record.events {
-        let (name, detail) = describe(record, &e.event);
+    for (at, who, name, detail) in &table {
         let _ = write!(
             rows,
             "<tr><td>{:+.3}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            record.timeline_secs(e.at),
-            esc(&e.participant),
-            esc(&name),
-            esc(&detail)
+            record.timeline_secs(*at),
+            esc(who),
+            esc(name),
+            esc(detail)
         );
     }
     let logs: String = record
@@ -465,7 +503,7 @@ details {{ margin-top: 16px; }} code {{ font-size: 12px; }}
 <h1>{name}<span class="badge {badge_class}">{badge}</span></h1>
 <div class="meta">{file} · {lane} lane · seed {seed} · room {room} · {secs:.1} s{clock}</div>
 <p class="desc">{description}</p>
-<div class="legend"><span><i style="background:{JOINING}"></i>joining</span><span><i style="background:{CONNECTED}"></i>Connected</span><span><i style="background:{RECONNECTING}"></i>Reconnecting</span><span><i style="background:{DISCONNECTED}"></i>Disconnected</span><span>▼ lifecycle event</span><span><b style="color:#2f6fb0">●</b> / ○ another participant joined / left</span><span>│ data received</span><span>◆ instant fault</span><span>times in seconds from everyone connected; hover a mark for details</span></div>
+<div class="legend"><span><i style="background:{JOINING}"></i>joining</span><span><i style="background:{CONNECTED}"></i>Connected</span><span><i style="background:{RECONNECTING}"></i>Reconnecting</span><span><i style="background:{DISCONNECTED}"></i>Disconnected</span><span>▼ lifecycle event</span><span><b style="color:#2f6fb0">●</b> / ○ another participant joined / left</span><span>│ data received</span><span>◆ instant fault or cluster change</span><span>times in seconds from everyone connected; hover a mark for details</span></div>
 {svg}
 <h2>Verdicts</h2>
 <table><tr><th></th><th>expectation</th><th>expected</th><th>seen</th></tr>{verdicts}</table>
@@ -483,8 +521,68 @@ details {{ margin-top: 16px; }} code {{ font-size: 12px; }}
         secs = record.ended.as_secs_f64(),
         clock = if record.lane == Lane::Sim { " simulated" } else { "" },
         description = esc(&record.description),
-        count = record.events.len(),
+        count = table.len(),
     )
+}
+
+/// The cluster row of the timeline: a mark per change of a node, Redis or the room's node,
+/// labelled; routes are shown beside each participant's lane instead.
+fn cluster_row(svg: &mut String, record: &RunRecord, plot: &Plot, top: f64) {
+    if record.cluster.is_empty() {
+        return;
+    }
+    let _ = write!(svg, r#"<text x="12" y="{}" class="head">cluster</text>"#, top + 16.0);
+    // Three rows of labels; each takes the first row with room, else the emptiest.
+    let mut row_ends = [f64::NEG_INFINITY; 3];
+    for c in &record.cluster {
+        let colour = match &c.change {
+            NodeChange::NodeKilled { .. } | NodeChange::RedisKilled => DISCONNECTED,
+            NodeChange::NodeDraining { .. } | NodeChange::NodeExited { .. } => RECONNECTING,
+            NodeChange::NodeUp { .. } | NodeChange::RedisRestarted => CONNECTED,
+            NodeChange::RoomHosted { .. } => "#7b5ea7",
+            NodeChange::Routed { .. } => continue,
+        };
+        let t = record.timeline_secs(c.at);
+        let x = plot.x(t.max(plot.t_min));
+        let detail = c.change.to_string();
+        let title = esc(&format!("{t:+.3}s {detail}"));
+        let short = match &c.change {
+            NodeChange::RoomHosted { node: Some(n), .. } => format!("room on node {n}"),
+            NodeChange::RoomHosted { node: None, .. } => "room on no node".to_owned(),
+            NodeChange::NodeUp { node, .. } => format!("node {node} up"),
+            other => other.kind().replace('-', " "),
+        };
+        let row = row_ends.iter().position(|end| x - end >= 120.0).unwrap_or_else(|| {
+            (0..row_ends.len()).min_by(|a, b| row_ends[*a].total_cmp(&row_ends[*b])).unwrap_or(0)
+        });
+        row_ends[row] = x;
+        let _ = write!(
+            svg,
+            r#"<g><title>{title}</title><path d="M{x:.1} {} l5 6 l-5 6 l-5 -6 z" fill="{colour}"/><text x="{:.1}" y="{}" class="elabel">{}</text></g>"#,
+            top + 4.0,
+            x + 7.0,
+            top + 14.0 + 13.0 * row as f64,
+            esc(&short)
+        );
+    }
+}
+
+/// The nodes a participant's signalling was routed to, in order: `0 → 1 (+4.2s)`.
+fn nodes_of(record: &RunRecord, identity: &str) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for c in &record.cluster {
+        if let NodeChange::Routed { route, node } = &c.change {
+            if route == identity {
+                let t = record.timeline_secs(c.at);
+                parts.push(if parts.is_empty() {
+                    node.to_string()
+                } else {
+                    format!("{node} ({t:+.1}s)")
+                });
+            }
+        }
+    }
+    parts.join(" → ")
 }
 
 fn format_tick(t: f64, step: f64) -> String {
@@ -551,6 +649,7 @@ mod tests {
             }],
             logs: vec![("livekit-server".into(), PathBuf::from("/tmp/x.log"))],
             aliases: Vec::new(),
+            cluster: Vec::new(),
         }
     }
 

@@ -119,3 +119,69 @@ async fn when_the_node_hosting_the_room_dies_everyone_recovers_on_another_node()
     bob.room.close().await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explore_signal_node_dies() -> Result<()> {
+    let cluster = Cluster::start(ClusterOptions::new(2, "explore-signal")).await?;
+    let room = unique_room("explore-signal");
+    cluster.place_room(&room, 0).await?;
+    let mut alice = join_via(&cluster, 1, &room, "alice").await?;
+    let mut bob = join_via(&cluster, 0, &room, "bob").await?;
+    sees(&mut alice, "bob").await?;
+    sees(&mut bob, "alice").await?;
+    let sid = alice.room.local_participant().sid();
+    cluster.kill(1).await?;
+    let r = tokio::time::timeout(std::time::Duration::from_secs(40), recovers(&mut alice)).await;
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    alice.log.poll();
+    bob.log.poll();
+    eprintln!("RESULT {r:?}\nsid kept {}\nALICE\n{}\nBOB\n{}", alice.room.local_participant().sid() == sid, alice.log.trace(), bob.log.trace());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explore_drain() -> Result<()> {
+    let cluster = Cluster::start(ClusterOptions::new(2, "explore-drain")).await?;
+    let room = unique_room("explore-drain");
+    cluster.place_room(&room, 0).await?;
+    let mut alice = join_via(&cluster, 0, &room, "alice").await?;
+    let mut bob = join_via(&cluster, 1, &room, "bob").await?;
+    sees(&mut alice, "bob").await?;
+    sees(&mut bob, "alice").await?;
+    cluster.drain(0).await?;
+    tokio::time::sleep(std::time::Duration::from_secs(8)).await;
+    let carol = join_via(&cluster, 0, &room, "carol").await;
+    eprintln!("carol joined: {:?}", carol.as_ref().map(|c| c.room.remote_participants().keys().cloned().collect::<Vec<_>>()));
+    eprintln!("room node {:?} state0 {:?}", cluster.room_node(&room).await, cluster.state(0));
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    alice.log.poll();
+    bob.log.poll();
+    eprintln!("ALICE\n{}\nBOB\n{}", alice.log.trace(), bob.log.trace());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explore_redis() -> Result<()> {
+    let cluster = Cluster::start(ClusterOptions::new(2, "explore-redis")).await?;
+    let room = unique_room("explore-redis");
+    cluster.place_room(&room, 0).await?;
+    let mut alice = join_via(&cluster, 0, &room, "alice").await?;
+    let mut bob = join_via(&cluster, 1, &room, "bob").await?;
+    sees(&mut alice, "bob").await?;
+    sees(&mut bob, "alice").await?;
+    cluster.kill_redis();
+    let early = join_via(&cluster, 1, &unique_room("during"), "dave").await;
+    eprintln!("join during outage: {:?}", early.as_ref().err());
+    tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+    cluster.restart_redis().await?;
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let carol = join_via(&cluster, 1, &room, "carol").await;
+    eprintln!("carol joined: {:?}", carol.as_ref().map(|c| c.room.remote_participants().keys().cloned().collect::<Vec<_>>()));
+    let erin = join_via(&cluster, 0, &unique_room("after"), "erin").await;
+    eprintln!("erin new room: {:?}", erin.as_ref().err());
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    alice.log.poll();
+    bob.log.poll();
+    eprintln!("ALICE {:?}\n{}\nBOB {:?}\n{}", alice.room.connection_state(), alice.log.trace(), bob.room.connection_state(), bob.log.trace());
+    Ok(())
+}

@@ -155,6 +155,7 @@ impl Display {
             Progress::FaultHealed(f) => f.healed,
             Progress::Event(e) => Some(e.at),
             Progress::TimelineStarted(at) => Some(*at),
+            Progress::Cluster(c) => Some(c.at),
             Progress::Phase(_) => None,
         };
         let line = match progress {
@@ -176,6 +177,7 @@ impl Display {
                 self.active.remove(&f.index);
                 format!("fault #{} healed: {}", f.index, f.label)
             }
+            Progress::Cluster(c) => format!("cluster: {}", c.change),
             Progress::Event(e) => match &e.event {
                 ClientEvent::DataReceived { .. } => {
                     *self.data.entry(e.participant.clone()).or_default() += 1;

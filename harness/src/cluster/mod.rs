@@ -170,14 +170,42 @@ pub enum NodeChange {
         /// The node.
         node: usize,
     },
-    /// A watched room's node changed in Redis (`None`: no node holds it, or Redis did not
-    /// answer).
+    /// A watched room's node changed in Redis (`None`: Redis has no node for it).
     RoomHosted {
         /// The room.
         room: String,
         /// The node hosting it.
         node: Option<usize>,
     },
+}
+
+impl NodeChange {
+    /// A short kebab-case name of the change, for traces.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            NodeChange::NodeUp { .. } => "node-up",
+            NodeChange::NodeKilled { .. } => "node-killed",
+            NodeChange::NodeDraining { .. } => "node-draining",
+            NodeChange::NodeExited { .. } => "node-exited",
+            NodeChange::RedisKilled => "redis-killed",
+            NodeChange::RedisRestarted => "redis-restarted",
+            NodeChange::Routed { .. } => "routed",
+            NodeChange::RoomHosted { .. } => "room-hosted",
+        }
+    }
+
+    /// The node the change is about, if one.
+    pub fn node(&self) -> Option<usize> {
+        match self {
+            NodeChange::NodeUp { node, .. }
+            | NodeChange::NodeKilled { node }
+            | NodeChange::NodeDraining { node }
+            | NodeChange::NodeExited { node }
+            | NodeChange::Routed { node, .. } => Some(*node),
+            NodeChange::RoomHosted { node, .. } => *node,
+            NodeChange::RedisKilled | NodeChange::RedisRestarted => None,
+        }
+    }
 }
 
 impl std::fmt::Display for NodeChange {
@@ -196,7 +224,7 @@ impl std::fmt::Display for NodeChange {
                 write!(f, "room {room} hosted on node {node}")
             }
             NodeChange::RoomHosted { room, node: None } => {
-                write!(f, "room {room} hosted on no live node")
+                write!(f, "room {room} placed on no node (Redis has no entry for it)")
             }
         }
     }
@@ -394,10 +422,12 @@ impl Cluster {
         let task = tokio::spawn(async move {
             let mut last: Option<Option<usize>> = None;
             loop {
-                let now = match inner.redis.hget("room_node_map", &room).await {
-                    Ok(id) => id.and_then(|id| inner.index_of(&id)),
-                    Err(_) => None,
+                // While Redis does not answer, nothing is known to have changed.
+                let Ok(id) = inner.redis.hget("room_node_map", &room).await else {
+                    tokio::time::sleep(POLL).await;
+                    continue;
                 };
+                let now = id.and_then(|id| inner.index_of(&id));
                 if last != Some(now) {
                     inner.publish(NodeChange::RoomHosted { room: room.clone(), node: now });
                     last = Some(now);

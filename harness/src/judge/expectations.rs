@@ -69,13 +69,26 @@ pub fn expectation(scenario: &Scenario, record: &RunRecord, exp: &Expectation) -
             }
             Verdict { what, expected, seen, passed }
         }
-        Expectation::NoReconnect { participant } => {
-            let found = events(participant).into_iter().find(|e| opens_episode(&e.event));
+        Expectation::NoReconnect { participant, until } => {
+            let before = until.map(|u| record.timeline_zero + u);
+            let found = events(participant)
+                .into_iter()
+                .find(|e| opens_episode(&e.event) && before.is_none_or(|b| e.at < b));
             Verdict {
                 what: format!("no-reconnect: {participant}"),
-                expected: "never Reconnecting (the faults go unnoticed)".into(),
+                expected: match before {
+                    Some(b) => format!("no Reconnecting before {} (the faults go unnoticed)", rel(b)),
+                    None => "never Reconnecting (the faults go unnoticed)".into(),
+                },
                 seen: found.map_or(
-                    format!("never Reconnecting ({})", lifecycle(record, participant)),
+                    match before {
+                        Some(b) => format!(
+                            "no Reconnecting before {} ({})",
+                            rel(b),
+                            lifecycle(record, participant)
+                        ),
+                        None => format!("never Reconnecting ({})", lifecycle(record, participant)),
+                    },
                     |e| {
                         format!(
                             "Reconnecting at {} ({})",

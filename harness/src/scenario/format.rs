@@ -24,6 +24,26 @@
 //! participant = "alice"
 //! within = "8s"
 //! ```
+//!
+//! A scenario with a `[cluster]` table runs on several livekit-server nodes sharing Redis
+//! (real lane only): each participant's signalling goes to its `node` (while that node is up,
+//! else the next one that is), and the faults `node-kill`, `node-restart`, `node-drain` and
+//! `redis-kill` act on the cluster:
+//!
+//! ```toml
+//! [cluster]
+//! nodes = 2
+//! room_node = 0          # the room is created there; livekit-server picks when unset
+//!
+//! [[participant]]
+//! identity = "alice"
+//! node = 1               # default: the participant's position, modulo `nodes`
+//!
+//! [[fault]]
+//! at = "2s"
+//! type = "node-kill"
+//! node = "room"          # or an index: 0, 1, …
+//! ```
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -52,6 +72,9 @@ pub struct Scenario {
     /// watches longer while a participant's reconnect episode may still end within its bound).
     #[serde(default = "default_settle", deserialize_with = "duration")]
     pub settle: Duration,
+    /// Several livekit-server nodes sharing Redis instead of one server (real lane only).
+    #[serde(default)]
+    pub cluster: Option<ClusterSpec>,
     /// The participants, each a client of its own.
     #[serde(rename = "participant")]
     pub participants: Vec<ParticipantSpec>,
@@ -89,6 +112,57 @@ impl fmt::Display for Lane {
     }
 }
 
+/// The cluster a scenario runs on.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSpec {
+    /// How many livekit-server nodes, 1 to [`MAX_NODES`].
+    pub nodes: Spanned<usize>,
+    /// The node the room is created on before anyone joins; unset, livekit-server places
+    /// it when the first participant joins.
+    #[serde(default)]
+    pub room_node: Option<Spanned<usize>>,
+}
+
+/// The most nodes a `[cluster]` may have (each is a livekit-server process).
+pub const MAX_NODES: usize = 8;
+
+/// A cluster node a fault acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeRef {
+    /// The node with this index.
+    Index(usize),
+    /// Whichever node hosts the room when the fault starts.
+    Room,
+}
+
+impl<'de> Deserialize<'de> for NodeRef {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Index(usize),
+            Name(String),
+        }
+        match Raw::deserialize(d) {
+            Ok(Raw::Index(i)) => Ok(NodeRef::Index(i)),
+            Ok(Raw::Name(name)) if name == "room" => Ok(NodeRef::Room),
+            _ => Err(serde::de::Error::custom(
+                "`node` is a node index (0, 1, …) or \"room\" (the node hosting the room)",
+            )),
+        }
+    }
+}
+
+impl fmt::Display for NodeRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NodeRef::Index(i) => write!(f, "node {i}"),
+            NodeRef::Room => f.write_str("the room's node"),
+        }
+    }
+}
+
 /// One participant of a scenario.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -107,6 +181,10 @@ pub struct ParticipantSpec {
     /// Reliable data this participant publishes during the run, for delivery checks.
     #[serde(default)]
     pub publish: Option<PublishSpec>,
+    /// In a `[cluster]` scenario: the node its signalling goes to while that node is up
+    /// (else the next one that is); by default its position in the file, modulo the nodes.
+    #[serde(default)]
+    pub node: Option<Spanned<usize>>,
 }
 
 /// Overrides of the SDK's reconnect policy.
@@ -221,6 +299,28 @@ pub enum Fault {
     },
     /// The target closes its room.
     Close {},
+    /// A `[cluster]` node is killed (SIGKILL: a crash); with `for`, it is restarted on its
+    /// ports when the fault ends.
+    NodeKill {
+        /// Which node.
+        node: NodeRef,
+    },
+    /// A `[cluster]` node is killed and started again at once on its ports (a crash loop's
+    /// restart, or a deploy that replaces the process without draining it).
+    NodeRestart {
+        /// Which node.
+        node: NodeRef,
+    },
+    /// A `[cluster]` node is sent SIGTERM and drains: it keeps its participants and exits
+    /// once they have left; new connections go to other nodes. With `for`, it is killed
+    /// when the fault ends if it is still running (a deploy's grace period running out).
+    NodeDrain {
+        /// Which node.
+        node: NodeRef,
+    },
+    /// The `[cluster]`'s Redis is killed; with `for`, it is restarted (empty) when the
+    /// fault ends.
+    RedisKill {},
 }
 
 /// Modes of the killable signalling proxy.
@@ -334,10 +434,14 @@ pub enum Expectation {
         #[serde(deserialize_with = "duration")]
         within: Duration,
     },
-    /// The participant never reports `Reconnecting`: the faults went unnoticed.
+    /// The participant never reports `Reconnecting` (with `until`: not before that time on
+    /// the timeline): the faults went unnoticed.
     NoReconnect {
         /// Whose events.
         participant: String,
+        /// Only until this time (from everyone connected); to the end of the run when unset.
+        #[serde(default, deserialize_with = "opt_duration")]
+        until: Option<Duration>,
     },
     /// The participant never reports `Disconnected`.
     NoDisconnect {
@@ -505,13 +609,16 @@ impl Scenario {
                     table.clone(),
                     format!(
                         "a `{}` fault happens at once, so `for` means nothing on it; remove `for` \
-                         (faults that last: partition, signal-proxy, toxic, media, server-kill)",
+                         (faults that last: partition, signal-proxy, toxic, media, server-kill, \
+                         node-kill, node-drain, redis-kill)",
                         step.fault.kind()
                     ),
                 ));
             }
-            step.fault.check().map_err(|m| (table, m))?;
+            step.fault.check().map_err(|m| (table.clone(), m))?;
+            self.check_cluster_fault(&step.fault).map_err(|m| (table, m))?;
         }
+        self.check_cluster()?;
         for exp in &self.expectations {
             let span = exp.span();
             for name in exp.get_ref().participants() {
@@ -530,6 +637,81 @@ impl Scenario {
     }
 }
 
+impl Scenario {
+    /// Checks the `[cluster]` table and the participants' `node`s.
+    fn check_cluster(&self) -> Result<(), (Range<usize>, String)> {
+        let Some(cluster) = &self.cluster else {
+            return match self.participants.iter().find_map(|p| p.node.as_ref()) {
+                Some(node) => Err((
+                    node.span(),
+                    "`node` only means something in a scenario with a `[cluster]` table".into(),
+                )),
+                None => Ok(()),
+            };
+        };
+        let nodes = *cluster.nodes.get_ref();
+        if !(1..=MAX_NODES).contains(&nodes) {
+            return Err((
+                cluster.nodes.span(),
+                format!("a cluster has 1 to {MAX_NODES} nodes, not {nodes}"),
+            ));
+        }
+        let in_range = |n: &Spanned<usize>, what: &str| {
+            if *n.get_ref() < nodes {
+                Ok(())
+            } else {
+                Err((
+                    n.span(),
+                    format!(
+                        "{what} {} does not exist: the cluster's nodes are 0 to {}",
+                        n.get_ref(),
+                        nodes - 1
+                    ),
+                ))
+            }
+        };
+        if let Some(room_node) = &cluster.room_node {
+            in_range(room_node, "`room_node`")?;
+        }
+        for node in self.participants.iter().filter_map(|p| p.node.as_ref()) {
+            in_range(node, "node")?;
+        }
+        if self.lanes.contains(&Lane::Sim) {
+            return Err((
+                cluster.nodes.span(),
+                "a `[cluster]` scenario runs on the real lane only (the simulation has one \
+                 server): write `lanes = [\"real\"]`"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks that a cluster fault has a cluster and names one of its nodes, and that a
+    /// cluster scenario does not use the single server's faults.
+    fn check_cluster_fault(&self, fault: &Fault) -> Result<(), String> {
+        match (&self.cluster, fault) {
+            (None, f) if f.needs_cluster() => Err(format!(
+                "a `{}` fault needs a `[cluster]` table (e.g. `[cluster]` with `nodes = 2`)",
+                f.kind()
+            )),
+            (Some(_), Fault::ServerKill {}) => Err(
+                "in a `[cluster]` scenario, kill a node instead: `type = \"node-kill\"` with \
+                 `node = 0` (or `node = \"room\"`)"
+                    .into(),
+            ),
+            (Some(cluster), f) => match f.node() {
+                Some(NodeRef::Index(i)) if i >= *cluster.nodes.get_ref() => Err(format!(
+                    "node {i} does not exist: the cluster's nodes are 0 to {}",
+                    cluster.nodes.get_ref().saturating_sub(1)
+                )),
+                _ => Ok(()),
+            },
+            _ => Ok(()),
+        }
+    }
+}
+
 impl Fault {
     /// The `type` name of this fault, as written in files.
     pub fn kind(&self) -> &'static str {
@@ -544,6 +726,10 @@ impl Fault {
             Fault::DeleteRoom {} => "delete-room",
             Fault::Simulate { .. } => "simulate",
             Fault::Close {} => "close",
+            Fault::NodeKill { .. } => "node-kill",
+            Fault::NodeRestart { .. } => "node-restart",
+            Fault::NodeDrain { .. } => "node-drain",
+            Fault::RedisKill {} => "redis-kill",
         }
     }
 
@@ -556,12 +742,28 @@ impl Fault {
                 | Fault::DeleteRoom {}
                 | Fault::Simulate { .. }
                 | Fault::Close {}
+                | Fault::NodeRestart { .. }
         )
+    }
+
+    /// The cluster node this fault acts on, for the faults of a `[cluster]`.
+    pub fn node(&self) -> Option<NodeRef> {
+        match self {
+            Fault::NodeKill { node } | Fault::NodeRestart { node } | Fault::NodeDrain { node } => {
+                Some(*node)
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether this fault needs a `[cluster]`.
+    pub fn needs_cluster(&self) -> bool {
+        self.node().is_some() || *self == Fault::RedisKill {}
     }
 
     /// Whether this fault acts on one participant (rather than the server or the room).
     pub fn needs_target(&self) -> bool {
-        !matches!(self, Fault::ServerKill {} | Fault::DeleteRoom {})
+        !matches!(self, Fault::ServerKill {} | Fault::DeleteRoom {}) && !self.needs_cluster()
     }
 
     fn check(&self) -> Result<(), String> {
@@ -592,7 +794,7 @@ impl Expectation {
         match self {
             Expectation::Reconnected { participant, .. }
             | Expectation::NoDisconnect { participant }
-            | Expectation::NoReconnect { participant }
+            | Expectation::NoReconnect { participant, .. }
             | Expectation::Disconnected { participant, .. }
             | Expectation::FinalState { participant, .. } => vec![participant],
             Expectation::PeerSawNoLeave { peer, of } | Expectation::PeerSawRejoin { peer, of } => {

@@ -9,6 +9,7 @@
 //! The command (`faultline run`) and the suites share this module, so a scenario means the same
 //! thing wherever it runs.
 
+mod backend;
 pub mod format;
 pub mod run;
 pub mod sim_lane;

@@ -26,6 +26,12 @@
 //! | `remove-participant`, `delete-room` | RoomService calls |
 //! | `simulate` | `Room::simulate_scenario` |
 //! | `close` | `Room::close` |
+//! | `node-kill`, `node-restart`, `node-drain`, `redis-kill` | on the `[cluster]` ([`crate::cluster`]): SIGKILL, kill and start again, SIGTERM; with `for`, a restart (a kill, for a drain) at the heal |
+//!
+//! In a `[cluster]` scenario the killable proxy is each participant's way into the cluster:
+//! it sends new connections to the participant's node while that node is up, else to the
+//! next one that is (a load balancer), and the record lists every change of node, route and
+//! room placement ([`RunRecord::cluster`]).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -39,7 +45,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::format::{
+use super::format::{NodeRef, 
     Direction, Fault, FaultStep, Lane, ParticipantSpec, ProxyMode, Scenario, Stream, Toxic,
 };
 use crate::client::{Client, ClientError, ClientOptions, Observed, Sdk};
@@ -51,7 +57,10 @@ use crate::proxy::{Proxy, ProxyError};
 use crate::record::{
     data_payload, EventRecord, FaultRecord, ParticipantRecord, Published, RunRecord, DATA_TOPIC,
 };
-use crate::server::{LiveKitServer, ServerError, ServerOptions};
+use super::backend::Backend;
+use crate::cluster::{ClusterError, ClusterEvent};
+use crate::record::ClusterRecord;
+use crate::server::ServerError;
 use crate::token::TokenSpec;
 use crate::toxiproxy::{self, ToxicGuard, ToxicKind, Toxiproxy, ToxiproxyError};
 
@@ -75,6 +84,8 @@ pub enum Progress<'a> {
     FaultHealed(&'a FaultRecord),
     /// A participant's room reported an event.
     Event(&'a EventRecord),
+    /// The cluster changed (a `[cluster]` scenario only).
+    Cluster(&'a ClusterRecord),
 }
 
 /// Receives [`Progress`] as the run goes.
@@ -174,6 +185,9 @@ pub enum RunError {
     /// livekit-server could not be started or reached.
     #[error("cannot start livekit-server for the scenario: {0}")]
     Server(#[from] ServerError),
+    /// The cluster could not be started or used.
+    #[error("the scenario's cluster failed: {0}")]
+    Cluster(#[from] ClusterError),
     /// toxiproxy could not be started or used.
     #[error("toxiproxy, needed for the scenario's toxics, failed: {0}")]
     Toxiproxy(#[from] ToxiproxyError),
@@ -248,6 +262,20 @@ pub fn check_sdks(scenario: &Scenario, file: &Path) -> Result<(), RunError> {
         let Some(spec) = hit(scenario, step) else { continue };
         let (identity, sdk) = (spec.identity.get_ref(), spec.sdk);
         if on_sockets(&step.fault) && !sdk.in_process() {
+            if scenario.cluster.is_some() {
+                return Err(refuse(
+                    identity,
+                    sdk,
+                    format!(
+                        "fault #{index} (`{}`) in a `[cluster]` scenario: another SDK's \
+                         connection is faulted by the kernel, in network namespaces, and the \
+                         cluster's nodes run on loopback; fault the cluster instead (node-kill, \
+                         node-drain, redis-kill), or run the participant with \
+                         `sdk = \"faultline\"`",
+                        step.fault.kind()
+                    ),
+                ));
+            }
             if matches!(step.fault, Fault::Media { delay: Some(_), .. }) {
                 return Err(refuse(
                     identity,
@@ -314,7 +342,7 @@ struct Runner<'a> {
     file: PathBuf,
     seed: u64,
     observer: Option<Observer>,
-    server: Arc<LiveKitServer>,
+    backend: Backend,
     room: String,
     clients: Vec<Participant>,
     env: ProvisionEnv,
@@ -332,6 +360,11 @@ struct Runner<'a> {
     publishers: Vec<JoinHandle<()>>,
     /// The logs of the external SDKs' drivers (name, path).
     driver_logs: Vec<(String, PathBuf)>,
+    /// The cluster's changes, as published (a `[cluster]` scenario only).
+    cluster_events: Option<tokio::sync::broadcast::Receiver<ClusterEvent>>,
+    cluster: Vec<ClusterRecord>,
+    /// The node each cluster fault acted on (by fault index), for its heal.
+    fault_nodes: Vec<(usize, usize)>,
 }
 
 /// Runs `scenario` (read from `file`) on the real lane and returns what happened, judged.
@@ -357,7 +390,6 @@ pub async fn run_real(
             o(Progress::Phase(text));
         }
     };
-    let kills_server = scenario.faults.iter().any(|f| f.fault == Fault::ServerKill {});
     let topology = if needs_kernel(scenario) {
         say("creating network namespaces (kernel-level faults for SDKs faultline does not own)");
         let topology =
@@ -366,42 +398,15 @@ pub async fn run_real(
     } else {
         None
     };
-    let server = if kills_server || topology.is_some() {
-        say(if topology.is_some() {
-            "starting a livekit-server of its own, in its network namespace"
-        } else {
-            "starting a livekit-server of its own (the scenario kills it)"
-        });
-        let opts = ServerOptions {
-            name: Some(format!("scenario-{}", scenario.name)),
-            netns: topology.as_ref().map(|t| t.server().clone()),
-            ..Default::default()
-        };
-        let server = Arc::new(LiveKitServer::start(opts).await?);
-        if server.ports().is_none() {
-            let index = scenario.faults.iter().position(|f| f.fault == Fault::ServerKill {});
-            return Err(RunError::Unsupported {
-                file: file.to_owned(),
-                index: index.unwrap_or_default(),
-                kind: "server-kill",
-                lane: Lane::Real,
-                why: "the livekit-server is external (LIVEKIT_URL is set), so faultline cannot \
-                      kill or restart it; unset LIVEKIT_URL to let faultline run its own"
-                    .into(),
-            });
-        }
-        server
-    } else {
-        say("starting livekit-server");
-        LiveKitServer::shared().await?
-    };
+    let backend = Backend::start(scenario, file, topology.as_ref(), &mut say).await?;
+    let cluster_events = backend.cluster().map(crate::cluster::Cluster::subscribe);
     let (events_tx, events) = mpsc::unbounded_channel();
     let mut runner = Runner {
         scenario,
         file: file.to_owned(),
         seed: options.seed,
         observer,
-        server,
+        backend,
         room: unique_room(&scenario.name),
         clients: Vec::new(),
         env,
@@ -416,6 +421,9 @@ pub async fn run_real(
         networks_changed: AtomicU8::new(0),
         publishers: Vec::new(),
         driver_logs: Vec::new(),
+        cluster_events,
+        cluster: Vec::new(),
+        fault_nodes: Vec::new(),
     };
     let result = runner.run().await;
     runner.teardown().await;
@@ -438,9 +446,7 @@ impl Runner<'_> {
     }
 
     fn server_log(&self) -> String {
-        self.server
-            .log_path()
-            .map_or("(external server: see its own logs)".into(), |p| p.display().to_string())
+        self.backend.log()
     }
 
     async fn run(&mut self) -> Result<RunRecord, RunError> {
@@ -451,6 +457,7 @@ impl Runner<'_> {
             } else {
                 None
             };
+        self.backend.prepare_room(self.scenario, &self.room).await?;
         for (index, spec) in self.scenario.participants.iter().enumerate() {
             let identity = spec.identity.get_ref().clone();
             self.say(&format!("joining {identity} to room {}", self.room));
@@ -464,8 +471,8 @@ impl Runner<'_> {
                 .topology
                 .as_ref()
                 .map_or(IpAddr::V4(Ipv4Addr::LOCALHOST), |t| IpAddr::V4(t.root_address()));
-            let proxy =
-                Proxy::start_on(SocketAddr::new(listen, 0), self.server.signal_addr()).await?;
+            let route = self.backend.route(self.scenario, index)?;
+            let proxy = Proxy::start_routed(SocketAddr::new(listen, 0), route).await?;
             let (toxic_proxy, url) = match (&toxiproxy, toxic_target) {
                 (Some(tp), true) => {
                     let name = format!("{}-{identity}", self.room);
@@ -504,7 +511,7 @@ impl Runner<'_> {
                 Sdk::Faultline => ParticipantRecord::faultline(&identity, &options.faultline),
                 _ => ParticipantRecord::external(&identity, sdk, &options),
             };
-            let token = self.server.token_with(&token_spec)?;
+            let token = self.backend.token_with(&token_spec)?;
             let connect = Client::connect(sdk, &url, &token, options, &self.env);
             let (client, mut events) = match tokio::time::timeout(JOIN_TIMEOUT, connect).await {
                 Err(_) => return Err(join_error(format!("no answer within {JOIN_TIMEOUT:?}"))),
@@ -708,9 +715,16 @@ impl Runner<'_> {
     /// Records events (telling the observer) until `deadline`, or until every room has ended.
     async fn pump_until(&mut self, deadline: Instant) {
         loop {
+            let cluster_changed = async {
+                match self.cluster_events.as_mut() {
+                    Some(events) => events.recv().await.ok(),
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 event = self.events.recv() => match event {
                     Some(event) => {
+                        self.drain_cluster();
                         self.record(event);
                         if self.all_disconnected() {
                             return;
@@ -721,6 +735,10 @@ impl Runner<'_> {
                         return;
                     }
                 },
+                Some(change) = cluster_changed => {
+                    self.record_cluster(change);
+                    self.drain_cluster();
+                }
                 () = tokio::time::sleep_until(deadline) => return,
             }
         }
@@ -749,6 +767,36 @@ impl Runner<'_> {
         while let Ok(event) = self.events.try_recv() {
             self.record(event);
         }
+        self.drain_cluster();
+    }
+
+    /// Records the cluster's changes published so far.
+    fn drain_cluster(&mut self) {
+        let Some(events) = self.cluster_events.as_mut() else { return };
+        let mut got = Vec::new();
+        loop {
+            match events.try_recv() {
+                Ok(event) => got.push(event),
+                Err(tokio::sync::broadcast::error::TryRecvError::Lagged(missed)) => {
+                    tracing::warn!(missed, "the run fell behind the cluster's changes");
+                }
+                Err(_) => break,
+            }
+        }
+        for event in got {
+            self.record_cluster(event);
+        }
+    }
+
+    fn record_cluster(&mut self, event: ClusterEvent) {
+        let record = ClusterRecord {
+            at: event.at.saturating_duration_since(self.started),
+            change: event.change,
+        };
+        if let Some(o) = self.observer.as_mut() {
+            o(Progress::Cluster(&record));
+        }
+        self.cluster.push(record);
     }
 
     fn record(&mut self, event: EventRecord) {
@@ -760,10 +808,7 @@ impl Runner<'_> {
 
     fn snapshot(&self) -> RunRecord {
         let now = self.started.elapsed();
-        let mut logs = Vec::new();
-        if let Some(p) = self.server.log_path() {
-            logs.push(("livekit-server".to_owned(), p.to_owned()));
-        }
+        let mut logs = self.backend.logs();
         logs.extend(self.driver_logs.iter().cloned());
         RunRecord {
             scenario: self.scenario.name.clone(),
@@ -801,6 +846,7 @@ impl Runner<'_> {
             verdicts: Vec::new(),
             logs,
             aliases: Vec::new(),
+            cluster: self.cluster.clone(),
         }
     }
 
@@ -911,19 +957,53 @@ impl Runner<'_> {
                 }
             }
             Fault::ServerKill {} => {
-                self.server.kill().await.map_err(|e| fail(e.to_string(), log.clone()))?;
+                let server = self.backend.server().ok_or_else(|| {
+                    fail("a cluster scenario kills nodes, not the server".into(), log.clone())
+                })?;
+                server.kill().await.map_err(|e| fail(e.to_string(), log.clone()))?;
+            }
+            Fault::NodeKill { .. } | Fault::NodeRestart { .. } | Fault::NodeDrain { .. } => {
+                let named = step.fault.node().unwrap_or(NodeRef::Room);
+                let node = self
+                    .backend
+                    .resolve(named, &self.room)
+                    .await
+                    .map_err(|why| fail(why, log.clone()))?;
+                if let Fault::NodeRestart { .. } = step.fault {
+                    self.say(&format!("restarting node {node} on its ports"));
+                }
+                let cluster = self
+                    .backend
+                    .cluster()
+                    .ok_or_else(|| fail("the run has no cluster".into(), log.clone()))?;
+                let done = match &step.fault {
+                    Fault::NodeKill { .. } => cluster.kill(node).await,
+                    Fault::NodeDrain { .. } => cluster.drain(node).await,
+                    _ => cluster.restart(node).await,
+                };
+                done.map_err(|e| fail(e.to_string(), log.clone()))?;
+                self.fault_nodes.push((index, node));
+            }
+            Fault::RedisKill {} => {
+                let cluster = self
+                    .backend
+                    .cluster()
+                    .ok_or_else(|| fail("the run has no cluster".into(), log.clone()))?;
+                cluster.kill_redis();
             }
             Fault::RemoveParticipant {} => {
                 let c = target("remove-participant")?;
-                self.server
+                self.backend
                     .room_service()
+                    .map_err(|e| fail(e.to_string(), log.clone()))?
                     .remove_participant(&self.room, &c.identity)
                     .await
                     .map_err(|e| fail(e.to_string(), log.clone()))?;
             }
             Fault::DeleteRoom {} => {
-                self.server
+                self.backend
                     .room_service()
+                    .map_err(|e| fail(e.to_string(), log.clone()))?
                     .delete_room(&self.room)
                     .await
                     .map_err(|e| fail(e.to_string(), log.clone()))?;
@@ -994,7 +1074,35 @@ impl Runner<'_> {
             (Fault::Media { .. }, Some(c)) => sockets(c).map_err(&fail)?.heal_media(),
             (Fault::ServerKill {}, _) => {
                 self.say("restarting livekit-server on the same ports");
-                self.server.restart().await.map_err(|e| fail(e.to_string()))?;
+                let server = self
+                    .backend
+                    .server()
+                    .ok_or_else(|| fail("a cluster scenario kills nodes, not the server".into()))?;
+                server.restart().await.map_err(|e| fail(e.to_string()))?;
+            }
+            (Fault::NodeKill { .. } | Fault::NodeDrain { .. }, _) => {
+                let node = self.fault_nodes.iter().find(|(i, _)| *i == index).map(|(_, n)| *n);
+                let Some(node) = node else {
+                    return Err(fail("the fault's node is unknown".into()));
+                };
+                let restart = matches!(step.fault, Fault::NodeKill { .. });
+                if restart {
+                    self.say(&format!("restarting node {node} on its ports"));
+                }
+                let cluster =
+                    self.backend.cluster().ok_or_else(|| fail("the run has no cluster".into()))?;
+                if restart {
+                    cluster.restart(node).await.map_err(|e| fail(e.to_string()))?;
+                } else if cluster.node(node).is_ok_and(|n| n.ensure_running().is_ok()) {
+                    // The grace period is over and participants are still there.
+                    cluster.kill(node).await.map_err(|e| fail(e.to_string()))?;
+                }
+            }
+            (Fault::RedisKill {}, _) => {
+                self.say("restarting Redis (empty) on its port");
+                let cluster =
+                    self.backend.cluster().ok_or_else(|| fail("the run has no cluster".into()))?;
+                cluster.restart_redis().await.map_err(|e| fail(e.to_string()))?;
             }
             _ => {}
         }
