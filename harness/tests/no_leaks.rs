@@ -209,3 +209,65 @@ fn sdk_drivers_and_their_browser_die_with_a_sigkilled_parent() -> Result<()> {
         || running.iter().all(|pid| !process_alive(*pid)),
     )
 }
+
+/// The pids and command lines of `parent`'s children.
+fn children_of(parent: u32) -> Vec<(u32, String)> {
+    // `-eo` and a filter here rather than `--ppid`, which macOS's ps lacks.
+    let out = Command::new("ps").args(["-eo", "pid=,ppid=,args="]).output();
+    let text = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+    text.lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            let pid = words.next()?.parse().ok()?;
+            let ppid: u32 = words.next()?.parse().ok()?;
+            (ppid == parent).then(|| (pid, words.collect::<Vec<_>>().join(" ")))
+        })
+        .collect()
+}
+
+#[test]
+fn a_clusters_nodes_and_redis_die_with_a_sigkilled_parent() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let scenario = dir.path().join("cluster-idle.toml");
+    // Two nodes on Redis, one client, nothing happening for a minute.
+    std::fs::write(
+        &scenario,
+        "name = \"cluster-idle\"\nlanes = [\"real\"]\n[cluster]\nnodes = 2\n\
+         [[participant]]\nidentity = \"a\"\n[[fault]]\nat = \"60s\"\ntype = \"node-kill\"\nnode = 0\n",
+    )?;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_faultline"))
+        .arg("run")
+        .arg(&scenario)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("spawning faultline run")?;
+    let deadline = Instant::now() + Duration::from_secs(5 * 60);
+    let running = loop {
+        let servers: Vec<(u32, String)> = children_of(child.id())
+            .into_iter()
+            .filter(|(_, args)| args.contains("livekit-server") || args.contains("redis-server"))
+            .collect();
+        let nodes = servers.iter().filter(|(_, a)| a.contains("livekit-server")).count();
+        if nodes == 2 && servers.len() == 3 {
+            break servers.into_iter().map(|(pid, _)| pid).collect::<Vec<_>>();
+        }
+        if Instant::now() > deadline || child.try_wait()?.is_some() {
+            let _ = child.kill();
+            bail!("the run never had Redis and two nodes running: {servers:?}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    child.kill().context("SIGKILL faultline")?;
+    child.wait()?;
+    wait_gone(
+        || {
+            format!(
+                "still running: {:?}",
+                running.iter().filter(|p| process_alive(**p)).collect::<Vec<_>>()
+            )
+        },
+        || running.iter().all(|pid| !process_alive(*pid)),
+    )
+}

@@ -53,6 +53,10 @@ fn passed(record: &RunRecord) -> Result<()> {
 #[case::media_only_loss("media-only-loss.toml")]
 #[case::removed_by_moderator("removed-by-moderator.toml")]
 #[case::expired_token("expired-token.toml")]
+#[case::node_crash("node-crash.toml")]
+#[case::signal_node_crash("signal-node-crash.toml")]
+#[case::node_drain("node-drain.toml")]
+#[case::redis_outage("redis-outage.toml")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn library_scenario_passes_on_the_real_lane(#[case] file: &str) -> Result<()> {
     passed(&run_file(&library(file)).await?)

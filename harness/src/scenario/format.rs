@@ -1038,6 +1038,56 @@ within = \"8s\"
         assert!(e.starts_with("s.toml:1:"), "{e}");
     }
 
+    const CLUSTER: &str = r#"
+name = "c"
+lanes = ["real"]
+[cluster]
+nodes = 2
+room_node = 0
+[[participant]]
+identity = "alice"
+node = 1
+"#;
+
+    #[test]
+    fn a_cluster_scenario_names_nodes_by_index_or_as_the_rooms() -> Result<(), ScenarioError> {
+        let s = parse(&format!(
+            "{CLUSTER}\n[[fault]]\nat = \"1s\"\nfor = \"2s\"\ntype = \"node-kill\"\nnode = \"room\"\n\
+             [[fault]]\nat = \"4s\"\ntype = \"node-restart\"\nnode = 1\n\
+             [[fault]]\nat = \"5s\"\nfor = \"3s\"\ntype = \"redis-kill\"\n"
+        ))?;
+        assert_eq!(s.cluster.as_ref().map(|c| *c.nodes.get_ref()), Some(2));
+        assert_eq!(s.participants[0].node.as_ref().map(|n| *n.get_ref()), Some(1));
+        assert_eq!(s.faults[0].fault.node(), Some(NodeRef::Room));
+        assert_eq!(s.faults[1].fault.node(), Some(NodeRef::Index(1)));
+        assert!(s.faults[1].fault.is_instant() && !s.faults[0].fault.is_instant());
+        assert!(s.faults.iter().all(|f| !f.fault.needs_target()), "cluster faults hit everyone");
+        Ok(())
+    }
+
+    #[test]
+    fn cluster_mistakes_are_located_and_say_what_is_allowed() {
+        let fault = |body: &str| format!("{CLUSTER}\n[[fault]]\nat = \"1s\"\n{body}\n");
+        let e = error(&fault("type = \"node-kill\"\nnode = 2"));
+        assert!(e.starts_with("s.toml:11:") && e.contains("nodes are 0 to 1"), "{e}");
+        let e = error(&fault("type = \"node-kill\"\nnode = \"leader\""));
+        assert!(e.contains("a node index (0, 1, …) or \"room\""), "{e}");
+        let e = error(&fault("type = \"server-kill\""));
+        assert!(e.contains("kill a node instead"), "{e}");
+        let e = error(&fault("type = \"node-restart\"\nnode = 0\nfor = \"1s\""));
+        assert!(e.contains("happens at once"), "{e}");
+        let e = error(&CLUSTER.replace("nodes = 2", "nodes = 9"));
+        assert!(e.contains("1 to 8 nodes") && e.starts_with("s.toml:5:"), "{e}");
+        let e = error(&CLUSTER.replace("room_node = 0", "room_node = 5"));
+        assert!(e.contains("`room_node` 5 does not exist"), "{e}");
+        let e = error(&CLUSTER.replace("lanes = [\"real\"]\n", ""));
+        assert!(e.contains("real lane only") && e.contains("lanes = [\"real\"]"), "{e}");
+        let e = error(&format!("{BASE}\n[[fault]]\nat = \"1s\"\ntype = \"redis-kill\"\n"));
+        assert!(e.contains("needs a `[cluster]` table"), "{e}");
+        let e = error("name = \"t\"\n[[participant]]\nidentity = \"a\"\nnode = 0\n");
+        assert!(e.starts_with("s.toml:4:") && e.contains("[cluster]"), "{e}");
+    }
+
     #[test]
     fn durations() {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
