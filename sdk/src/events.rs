@@ -199,7 +199,9 @@ pub enum SimulateScenario {
     /// Ask the server to drop us without a leave (as if its node died): our resume finds no
     /// session (STATE_MISMATCH) and the episode escalates to a full reconnect.
     NodeFailure,
-    /// Ask the server to simulate a migration (on one node: like `NodeFailure`).
+    /// Ask the server to simulate a migration. Open-source livekit-server has no cross-node
+    /// participant migration (on one node or a cluster): it closes the participant, so this
+    /// goes like `NodeFailure`.
     Migration,
     /// Ask the server to send `Leave{DISCONNECT, SERVER_SHUTDOWN}`: the room disconnects.
     ServerLeave,

@@ -1,10 +1,11 @@
-//! `faultline doctor`: what this machine can use to run livekit-server and toxiproxy, and
-//! which SDK clients can run here.
+//! `faultline doctor`: what this machine can use to run livekit-server, toxiproxy and the
+//! cluster lane's Redis, and which SDK clients can run here.
 
 use std::net::{TcpListener, UdpSocket};
 use std::process::ExitCode;
 
 use faultline::client::Sdk;
+use faultline::cluster::redis;
 use faultline::provision::{self, Program, ProvisionEnv};
 use faultline::server::ServerOptions;
 
@@ -57,6 +58,22 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             println!("  {mark}{:<22} {}", attempt.source, attempt.detail);
         }
     }
+    let (redis_ok, attempts) = match redis::provision(&env, true).await {
+        Ok((_, attempts)) => (true, attempts),
+        Err(redis::RedisError::NoSource { attempts }) => (false, attempts),
+        Err(e) => (false, vec![provision::Attempt { source: "redis", chosen: false, detail: e.to_string() }]),
+    };
+    println!(
+        "\nredis-server (the cluster lane): {}",
+        if redis_ok { "available" } else { "NO SOURCE" }
+    );
+    for attempt in &attempts {
+        let mark = if attempt.chosen { "ok  " } else { "--  " };
+        println!("  {mark}{:<22} {}", attempt.source, attempt.detail);
+    }
+    if !redis_ok {
+        println!("  fix: {}, or set REDIS_SERVER_BIN", redis::install_hint());
+    }
     println!("\nSDK clients:");
     for sdk in Sdk::ALL {
         match sdk.readiness(&env) {
@@ -64,15 +81,13 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             Err(e) => println!("  --  {sdk:<14} {e}"),
         }
     }
-    if all_ok {
-        Ok(ExitCode::SUCCESS)
-    } else {
+    if !all_ok {
         println!(
             "\nfix: install Go >= 1.26 (faultline builds the programs once into its cache), \
              or set LIVEKIT_SERVER_BIN / TOXIPROXY_SERVER_BIN, or start a Docker engine"
         );
-        Ok(ExitCode::FAILURE)
     }
+    Ok(if all_ok && redis_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 fn cached_binaries(env: &ProvisionEnv) -> String {
