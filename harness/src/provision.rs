@@ -600,7 +600,10 @@ async fn probe_external(raw: &str, url: &Url, timeout: Duration) -> Result<(), P
 }
 
 /// Runs `cmd`, bounded by `timeout`, returning its combined output.
-pub(crate) async fn run_bounded(mut cmd: Command, timeout: Duration) -> Result<(bool, String), String> {
+pub(crate) async fn run_bounded(
+    mut cmd: Command,
+    timeout: Duration,
+) -> Result<(bool, String), String> {
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
     let child = cmd.spawn().map_err(|e| format!("cannot run it: {e}"))?;
     match tokio::time::timeout(timeout, child.wait_with_output()).await {

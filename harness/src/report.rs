@@ -454,10 +454,9 @@ pub fn html(record: &RunRecord) -> String {
         })
         .collect();
     table.extend(
-        record
-            .cluster
-            .iter()
-            .map(|c| (c.at, "cluster".to_owned(), c.change.kind().to_owned(), c.change.to_string())),
+        record.cluster.iter().map(|c| {
+            (c.at, "cluster".to_owned(), c.change.kind().to_owned(), c.change.to_string())
+        }),
     );
     table.sort_by_key(|row| row.0);
     let mut rows = String::new();

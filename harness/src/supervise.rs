@@ -171,7 +171,8 @@ impl Process {
             return;
         }
         self.terminated_by_us = true;
-        let Some(pid) = i32::try_from(self.child.id()).ok().and_then(rustix::process::Pid::from_raw)
+        let Some(pid) =
+            i32::try_from(self.child.id()).ok().and_then(rustix::process::Pid::from_raw)
         else {
             return;
         };

@@ -1,7 +1,7 @@
 //! The `faultline` command reports missing sources and bad input clearly, with a failing exit
 //! status: doctor and server when no source works, and `faultline run`'s cannot-run cases (a
 //! malformed or missing scenario file, no livekit-server to be had, an SDK that cannot run here
-//! or cannot take what the scenario asks), which exit with status 2 before anything is
+//! or cannot take what the scenario asks, no Redis for a cluster), which exit with status 2 before anything is
 //! started.
 
 use std::process::Command;
@@ -18,6 +18,7 @@ fn faultline(args: &[&str], cache: &std::path::Path) -> Result<(Option<i32>, Str
         .env_remove("LIVEKIT_URL")
         .env_remove("LIVEKIT_SERVER_BIN")
         .env_remove("TOXIPROXY_SERVER_BIN")
+        .env_remove("REDIS_SERVER_BIN")
         .output()?;
     let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
     text.push_str(&String::from_utf8_lossy(&out.stderr));
@@ -33,6 +34,8 @@ fn doctor_fails_and_says_how_to_fix_it_when_no_source_works() -> Result<()> {
     assert!(text.contains("toxiproxy-server v2.12.0: NO SOURCE"), "{text}");
     assert!(text.contains("go:           not found on PATH"), "{text}");
     assert!(text.contains("fix: install Go >= 1.26"), "{text}");
+    assert!(text.contains("redis-server (the cluster lane): NO SOURCE"), "{text}");
+    assert!(text.contains("fix: install it with"), "{text}");
     Ok(())
 }
 
@@ -131,5 +134,17 @@ fn a_fault_an_sdk_cannot_take_exits_2_before_anything_starts() -> Result<()> {
     let (code, text) = faultline(&["run", file.to_str().unwrap_or_default()], dir.path())?;
     assert_eq!(code, Some(2), "{text}");
     assert!(text.contains("cannot take a `reconnect` policy"), "{text}");
+    Ok(())
+}
+
+#[test]
+fn a_cluster_scenario_without_redis_exits_2_naming_the_install_command() -> Result<()> {
+    let cache = tempfile::tempdir()?;
+    let library = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/scenarios/node-crash.toml");
+    let (code, text) = faultline(&["run", library], cache.path())?;
+    assert_eq!(code, Some(2), "{text}");
+    for needle in ["no source could provide redis-server", "REDIS_SERVER_BIN", "install it with"] {
+        assert!(text.contains(needle), "names {needle}: {text}");
+    }
     Ok(())
 }

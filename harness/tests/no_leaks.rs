@@ -147,6 +147,21 @@ fn network_namespaces_go_with_a_sigkilled_parent() -> Result<()> {
     )
 }
 
+/// SIGKILLs `child` (a `faultline run`) and waits until every process in `running` is gone.
+fn sigkill_and_wait_gone(child: &mut Child, running: &[u32]) -> Result<()> {
+    child.kill().context("SIGKILL faultline")?;
+    child.wait()?;
+    wait_gone(
+        || {
+            format!(
+                "still running: {:?}",
+                running.iter().filter(|p| process_alive(**p)).collect::<Vec<_>>()
+            )
+        },
+        || running.iter().all(|pid| !process_alive(*pid)),
+    )
+}
+
 /// The pids of processes whose command line contains `needle`.
 fn pids_with(needle: &str) -> Vec<u32> {
     let out = Command::new("ps").args(["-eo", "pid=,args="]).output();
@@ -197,17 +212,7 @@ fn sdk_drivers_and_their_browser_die_with_a_sigkilled_parent() -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(200));
     };
-    child.kill().context("SIGKILL faultline")?;
-    child.wait()?;
-    wait_gone(
-        || {
-            format!(
-                "still running: {:?}",
-                running.iter().filter(|p| process_alive(**p)).collect::<Vec<_>>()
-            )
-        },
-        || running.iter().all(|pid| !process_alive(*pid)),
-    )
+    sigkill_and_wait_gone(&mut child, &running)
 }
 
 /// The pids and command lines of `parent`'s children.
@@ -259,15 +264,5 @@ fn a_clusters_nodes_and_redis_die_with_a_sigkilled_parent() -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(200));
     };
-    child.kill().context("SIGKILL faultline")?;
-    child.wait()?;
-    wait_gone(
-        || {
-            format!(
-                "still running: {:?}",
-                running.iter().filter(|p| process_alive(**p)).collect::<Vec<_>>()
-            )
-        },
-        || running.iter().all(|pid| !process_alive(*pid)),
-    )
+    sigkill_and_wait_gone(&mut child, &running)
 }

@@ -1,8 +1,8 @@
 //! The cluster lane's recovery time, printed (not asserted): N faultline-sdk clients in one
 //! room on node 0 of a two-node cluster, their signalling through node 0 too; node 0 is
-//! SIGKILLed, and each client's time from the kill to `Reconnected` (a full reconnect on node
-//! 1) is measured. For N = 1, 10 and 50 clients in one process: the median and the slowest
-//! client per run, and how they grow with N.
+//! SIGKILLed, and each client's time from the kill to `Reconnected` (a full reconnect on the
+//! other node) is measured. For N = 1, 10 and 50 clients in one process: the median and the
+//! slowest client per run, and how they grow with N.
 //!
 //! Run: `cargo bench -p faultline-suites --bench cluster`. `RUNS=n` changes the runs per N
 //! (default 3), `CLIENTS=1,10` the sizes (default 1,10,50).
@@ -47,7 +47,8 @@ async fn join_all(cluster: &Cluster, room: &str, n: usize) -> Result<Vec<Member>
 
 /// One run with `n` clients: each client's time from the kill to `Reconnected`, sorted.
 async fn run(n: usize, index: usize) -> Result<Vec<Duration>> {
-    let cluster = Cluster::start(ClusterOptions::new(2, &format!("bench-cluster-{n}-{index}"))).await?;
+    let cluster =
+        Cluster::start(ClusterOptions::new(2, &format!("bench-cluster-{n}-{index}"))).await?;
     let room = format!("bench-cluster-{n}-{index}-{}", std::process::id());
     cluster.place_room(&room, 0).await?;
     let mut members = join_all(&cluster, &room, n).await?;
@@ -78,7 +79,9 @@ async fn main() -> Result<()> {
         .ok()
         .map(|s| s.split(',').filter_map(|n| n.trim().parse().ok()).collect())
         .unwrap_or_else(|| vec![1, 10, 50]);
-    println!("node kill → Reconnected (full reconnect on the surviving node), faultline-sdk clients");
+    println!(
+        "node kill → Reconnected (full reconnect on the surviving node), faultline-sdk clients"
+    );
     for n in sizes {
         let mut medians = Vec::new();
         let mut slowest = Vec::new();

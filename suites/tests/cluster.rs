@@ -22,6 +22,14 @@ struct Member {
     _proxy: Proxy,
 }
 
+/// A two-node cluster (logs named `name`) and a fresh room placed on node 0.
+async fn two_nodes_room_on_0(name: &str) -> Result<(Cluster, String)> {
+    let cluster = Cluster::start(ClusterOptions::new(2, name)).await?;
+    let room = unique_room(name);
+    cluster.place_room(&room, 0).await?;
+    Ok((cluster, room))
+}
+
 /// Joins `room` as `identity` through a routed proxy that prefers node `node`.
 async fn join_via(cluster: &Cluster, node: usize, room: &str, identity: &str) -> Result<Member> {
     let route = cluster.route(identity, node)?;
@@ -39,9 +47,11 @@ async fn sees(member: &mut Member, identity: &str) -> Result<()> {
     }
     member
         .log
-        .wait_for(&format!("{identity} joining"), WAIT, |e| {
-            matches!(e, RoomEvent::ParticipantConnected(p) if p.identity() == identity)
-        })
+        .wait_for(
+            &format!("{identity} joining"),
+            WAIT,
+            |e| matches!(e, RoomEvent::ParticipantConnected(p) if p.identity() == identity),
+        )
         .await?;
     Ok(())
 }
@@ -59,9 +69,7 @@ async fn room_sid(cluster: &Cluster, room: &str) -> Result<String> {
 /// Waits until `member` has seen `identity` leave and then join again (however much of
 /// that was recorded by earlier waits).
 async fn sees_rejoin(member: &mut Member, identity: &str) -> Result<()> {
-    let left = |e: &RoomEvent| {
-        matches!(e, RoomEvent::ParticipantDisconnected(p) if p.identity() == identity)
-    };
+    let left = |e: &RoomEvent| matches!(e, RoomEvent::ParticipantDisconnected(p) if p.identity() == identity);
     let joined =
         |e: &RoomEvent| matches!(e, RoomEvent::ParticipantConnected(p) if p.identity() == identity);
     member.log.poll();
@@ -94,9 +102,7 @@ async fn recovers(member: &mut Member) -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_the_node_hosting_the_room_dies_everyone_recovers_on_another_node() -> Result<()> {
-    let cluster = Cluster::start(ClusterOptions::new(2, "room-node-dies")).await?;
-    let room = unique_room("room-node-dies");
-    cluster.place_room(&room, 0).await?;
+    let (cluster, room) = two_nodes_room_on_0("room-node-dies").await?;
     // alice signals through the room's node, bob through the other one.
     let mut alice = join_via(&cluster, 0, &room, "alice").await?;
     let mut bob = join_via(&cluster, 1, &room, "bob").await?;
@@ -123,9 +129,7 @@ async fn when_the_node_hosting_the_room_dies_everyone_recovers_on_another_node()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_a_clients_signalling_node_dies_it_resumes_through_another_node() -> Result<()> {
-    let cluster = Cluster::start(ClusterOptions::new(2, "signal-node-dies")).await?;
-    let room = unique_room("signal-node-dies");
-    cluster.place_room(&room, 0).await?;
+    let (cluster, room) = two_nodes_room_on_0("signal-node-dies").await?;
     // alice's signalling is relayed by node 1; her session lives on node 0 with the room.
     let mut alice = join_via(&cluster, 1, &room, "alice").await?;
     let mut bob = join_via(&cluster, 0, &room, "bob").await?;
@@ -135,7 +139,10 @@ async fn when_a_clients_signalling_node_dies_it_resumes_through_another_node() -
 
     cluster.kill(1).await?;
     recovers(&mut alice).await?;
-    ensure!(alice.room.local_participant().sid() == sid, "her session lives on: a resume keeps the sid");
+    ensure!(
+        alice.room.local_participant().sid() == sid,
+        "her session lives on: a resume keeps the sid"
+    );
     let listed = cluster.room_service()?.list_participants(&room).await?;
     ensure!(
         listed.iter().any(|p| p.identity == "alice" && p.sid == sid),
@@ -143,7 +150,10 @@ async fn when_a_clients_signalling_node_dies_it_resumes_through_another_node() -
     );
     bob.log.poll();
     ensure!(
-        bob.log.count(|e| matches!(e, RoomEvent::ParticipantDisconnected(_) | RoomEvent::Reconnecting)) == 0,
+        bob.log.count(|e| matches!(
+            e,
+            RoomEvent::ParticipantDisconnected(_) | RoomEvent::Reconnecting
+        )) == 0,
         "bob's node was untouched: he must see no leave and no reconnect\n{}",
         bob.log.trace()
     );
@@ -155,10 +165,8 @@ async fn when_a_clients_signalling_node_dies_it_resumes_through_another_node() -
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_draining_node_keeps_its_room_sends_newcomers_elsewhere_and_exits_when_it_is_empty(
 ) -> Result<()> {
-    let cluster = Cluster::start(ClusterOptions::new(2, "node-drains")).await?;
+    let (cluster, room) = two_nodes_room_on_0("node-drains").await?;
     let mut changes = cluster.subscribe();
-    let room = unique_room("node-drains");
-    cluster.place_room(&room, 0).await?;
     let mut alice = join_via(&cluster, 0, &room, "alice").await?;
     let mut bob = join_via(&cluster, 1, &room, "bob").await?;
     sees(&mut alice, "bob").await?;
@@ -208,16 +216,15 @@ async fn a_draining_node_keeps_its_room_sends_newcomers_elsewhere_and_exits_when
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn through_a_redis_outage_joins_fail_clearly_clients_retry_and_the_cluster_serves_again(
 ) -> Result<()> {
-    let cluster = Cluster::start(ClusterOptions::new(2, "redis-outage")).await?;
-    let room = unique_room("redis-outage");
-    cluster.place_room(&room, 0).await?;
+    let (cluster, room) = two_nodes_room_on_0("redis-outage").await?;
     let mut alice = join_via(&cluster, 0, &room, "alice").await?;
     let mut bob = join_via(&cluster, 1, &room, "bob").await?;
     sees(&mut alice, "bob").await?;
 
     cluster.kill_redis();
     // A join while Redis is away is refused with an error, not left hanging.
-    let refused = tokio::time::timeout(WAIT, join_via(&cluster, 1, &unique_room("during"), "dave")).await;
+    let refused =
+        tokio::time::timeout(WAIT, join_via(&cluster, 1, &unique_room("during"), "dave")).await;
     match refused {
         Ok(Err(e)) => ensure!(format!("{e:#}").contains("HTTP 500"), "the node answers 500: {e:#}"),
         Ok(Ok(_)) => anyhow::bail!("a join succeeded while Redis was down"),
@@ -235,7 +242,10 @@ async fn through_a_redis_outage_joins_fail_clearly_clients_retry_and_the_cluster
     }
     // The cluster serves joins again: into the old room and into a new one.
     let carol = join_via(&cluster, 1, &room, "carol").await?;
-    ensure!(carol.room.connection_state() == ConnectionState::Connected, "carol joins the old room");
+    ensure!(
+        carol.room.connection_state() == ConnectionState::Connected,
+        "carol joins the old room"
+    );
     let erin = join_via(&cluster, 0, &unique_room("after"), "erin").await?;
     ensure!(erin.room.connection_state() == ConnectionState::Connected, "erin opens a new room");
     Ok(())

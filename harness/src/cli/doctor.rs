@@ -61,7 +61,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let (redis_ok, attempts) = match redis::provision(&env, true).await {
         Ok((_, attempts)) => (true, attempts),
         Err(redis::RedisError::NoSource { attempts }) => (false, attempts),
-        Err(e) => (false, vec![provision::Attempt { source: "redis", chosen: false, detail: e.to_string() }]),
+        Err(e) => (
+            false,
+            vec![provision::Attempt { source: "redis", chosen: false, detail: e.to_string() }],
+        ),
     };
     println!(
         "\nredis-server (the cluster lane): {}",

@@ -364,14 +364,17 @@ impl Cluster {
 
     /// A token for `spec`, good on every node.
     pub fn token_with(&self, spec: &TokenSpec) -> Result<String, ClusterError> {
-        self.inner.nodes[0].token_with(spec).map_err(|source| ClusterError::Node { node: 0, source })
+        self.inner.nodes[0]
+            .token_with(spec)
+            .map_err(|source| ClusterError::Node { node: 0, source })
     }
 
     /// A RoomService client on the first node that is up (rooms live in Redis, so any node
     /// answers for all of them).
     pub fn room_service(&self) -> Result<RoomService, ClusterError> {
         let state = self.inner.lock();
-        let up = state.nodes.iter().position(|s| *s == NodeState::Up).ok_or(ClusterError::NoNodeUp)?;
+        let up =
+            state.nodes.iter().position(|s| *s == NodeState::Up).ok_or(ClusterError::NoNodeUp)?;
         Ok(self.inner.nodes[up].room_service())
     }
 
@@ -516,7 +519,9 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        for task in self.watchers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).drain(..) {
+        for task in
+            self.watchers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).drain(..)
+        {
             task.abort();
         }
     }

@@ -165,7 +165,10 @@ async fn check_binary(bin: &Path, env: &ProvisionEnv) -> Result<String, String> 
     if major >= MIN_MAJOR {
         Ok(format!("{} is Redis {version}", bin.display()))
     } else {
-        Err(format!("{} is Redis {version}; livekit-server needs {MIN_MAJOR} or later", bin.display()))
+        Err(format!(
+            "{} is Redis {version}; livekit-server needs {MIN_MAJOR} or later",
+            bin.display()
+        ))
     }
 }
 
@@ -195,10 +198,12 @@ impl Redis {
             log: log_dir.clone(),
         })?;
         let log = log_dir.join(format!("{name}.redis-server.{port}.log"));
-        let spawn_err = |e: std::io::Error| RedisError::Spawn { reason: e.to_string(), log: log.clone() };
+        let spawn_err =
+            |e: std::io::Error| RedisError::Spawn { reason: e.to_string(), log: log.clone() };
         std::fs::create_dir_all(&log_dir).map_err(spawn_err)?;
         let _ = std::fs::remove_file(&log);
-        let dir = tempfile::Builder::new().prefix("faultline-redis-").tempdir().map_err(spawn_err)?;
+        let dir =
+            tempfile::Builder::new().prefix("faultline-redis-").tempdir().map_err(spawn_err)?;
         // Loopback only, nothing written to disk.
         let args: Vec<std::ffi::OsString> = vec![
             "--port".into(),
@@ -238,10 +243,11 @@ impl Redis {
         };
         let process = Process::spawn(&launch, &log).map_err(spawn_err)?;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let client = redis::Client::open(format!("redis://{addr}/")).map_err(|e| RedisError::Spawn {
-            reason: format!("cannot make a client for {addr}: {e}"),
-            log: log.clone(),
-        })?;
+        let client =
+            redis::Client::open(format!("redis://{addr}/")).map_err(|e| RedisError::Spawn {
+                reason: format!("cannot make a client for {addr}: {e}"),
+                log: log.clone(),
+            })?;
         let redis = Redis {
             addr,
             launch,
@@ -299,8 +305,9 @@ impl Redis {
             if let Some(old) = slot.as_mut() {
                 old.kill();
             }
-            let process = Process::spawn(&self.launch, self.log_path())
-                .map_err(|e| RedisError::Spawn { reason: e.to_string(), log: self.log_path().to_owned() })?;
+            let process = Process::spawn(&self.launch, self.log_path()).map_err(|e| {
+                RedisError::Spawn { reason: e.to_string(), log: self.log_path().to_owned() }
+            })?;
             *slot = Some(process);
         }
         self.wait_ready().await

@@ -77,7 +77,9 @@ pub fn expectation(scenario: &Scenario, record: &RunRecord, exp: &Expectation) -
             Verdict {
                 what: format!("no-reconnect: {participant}"),
                 expected: match before {
-                    Some(b) => format!("no Reconnecting before {} (the faults go unnoticed)", rel(b)),
+                    Some(b) => {
+                        format!("no Reconnecting before {} (the faults go unnoticed)", rel(b))
+                    }
                     None => "never Reconnecting (the faults go unnoticed)".into(),
                 },
                 seen: found.map_or(

@@ -134,8 +134,7 @@ impl Backend {
             Backend::Server(server) => Ok(watch::channel(server.signal_addr()).1),
             Backend::Cluster(cluster) => {
                 let spec = &scenario.participants[index];
-                let node =
-                    spec.node.as_ref().map_or(index % cluster.len(), |n| *n.get_ref());
+                let node = spec.node.as_ref().map_or(index % cluster.len(), |n| *n.get_ref());
                 Ok(cluster.route(spec.identity.get_ref(), node)?)
             }
         }
@@ -143,7 +142,11 @@ impl Backend {
 
     /// Before anyone joins: places the room on the scenario's `room_node` and starts
     /// watching which node hosts it.
-    pub(crate) async fn prepare_room(&self, scenario: &Scenario, room: &str) -> Result<(), RunError> {
+    pub(crate) async fn prepare_room(
+        &self,
+        scenario: &Scenario,
+        room: &str,
+    ) -> Result<(), RunError> {
         let Backend::Cluster(cluster) = self else { return Ok(()) };
         if let Some(node) = scenario.cluster.as_ref().and_then(|c| c.room_node.as_ref()) {
             cluster.place_room(room, *node.get_ref()).await?;

@@ -695,11 +695,11 @@ impl Scenario {
                 "a `{}` fault needs a `[cluster]` table (e.g. `[cluster]` with `nodes = 2`)",
                 f.kind()
             )),
-            (Some(_), Fault::ServerKill {}) => Err(
-                "in a `[cluster]` scenario, kill a node instead: `type = \"node-kill\"` with \
+            (Some(_), Fault::ServerKill {}) => {
+                Err("in a `[cluster]` scenario, kill a node instead: `type = \"node-kill\"` with \
                  `node = 0` (or `node = \"room\"`)"
-                    .into(),
-            ),
+                    .into())
+            }
             (Some(cluster), f) => match f.node() {
                 Some(NodeRef::Index(i)) if i >= *cluster.nodes.get_ref() => Err(format!(
                     "node {i} does not exist: the cluster's nodes are 0 to {}",

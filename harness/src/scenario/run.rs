@@ -45,21 +45,21 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::format::{NodeRef, 
-    Direction, Fault, FaultStep, Lane, ParticipantSpec, ProxyMode, Scenario, Stream, Toxic,
+use super::backend::Backend;
+use super::format::{
+    Direction, Fault, FaultStep, Lane, NodeRef, ParticipantSpec, ProxyMode, Scenario, Stream, Toxic,
 };
 use crate::client::{Client, ClientError, ClientOptions, Observed, Sdk};
+use crate::cluster::{ClusterError, ClusterEvent};
 use crate::judge;
 use crate::net::{self, FaultyNetwork, NetFaults};
 use crate::netns::{Link, Scope, Topology};
 use crate::provision::ProvisionEnv;
 use crate::proxy::{Proxy, ProxyError};
+use crate::record::ClusterRecord;
 use crate::record::{
     data_payload, EventRecord, FaultRecord, ParticipantRecord, Published, RunRecord, DATA_TOPIC,
 };
-use super::backend::Backend;
-use crate::cluster::{ClusterError, ClusterEvent};
-use crate::record::ClusterRecord;
 use crate::server::ServerError;
 use crate::token::TokenSpec;
 use crate::toxiproxy::{self, ToxicGuard, ToxicKind, Toxiproxy, ToxiproxyError};

@@ -317,7 +317,7 @@ pub fn run_case(case: &Case) -> Result<Run, ExploreError> {
         verdicts: Vec::new(),
         logs: Vec::new(),
         aliases: Vec::new(),
-            cluster: Vec::new(),
+        cluster: Vec::new(),
     };
     Ok(Run {
         case: case.clone(),
