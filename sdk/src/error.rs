@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::signal::SignalError;
+use crate::DisconnectReason;
 
 /// Why a room operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +34,25 @@ pub enum RoomError {
     /// The room is disconnected for good.
     #[error("the room is closed (it was disconnected or close() was called)")]
     Closed,
+    /// Data published while the room was reconnecting (or waiting for its channel) was not
+    /// sent: the room disconnected first.
+    #[error("the data was not sent: the room disconnected ({reason:?}) before it could be")]
+    NotSent {
+        /// Why the room disconnected.
+        reason: DisconnectReason,
+    },
+    /// Too much data is waiting to be sent: the caller must wait for earlier
+    /// `publish_data` calls (each completes once its packet is sent) before adding more.
+    #[error(
+        "{queued} bytes of data are already waiting to be sent (the limit is {limit}); await \
+         the earlier publish_data calls before publishing more"
+    )]
+    SendQueueFull {
+        /// Bytes waiting.
+        queued: usize,
+        /// The most that may wait.
+        limit: usize,
+    },
 }
 
 impl RoomError {

@@ -125,8 +125,17 @@ pub enum RoomEvent {
         reason: DisconnectReason,
     },
     /// A participant joined.
+    ///
+    /// After this room's own full reconnect, only what changed is reported: a remote
+    /// participant missing from the new session's list gets `ParticipantDisconnected`, one
+    /// that is new or came back as a new session (a new sid) gets `ParticipantConnected`
+    /// (after its old session's `ParticipantDisconnected`), and one present in both with the
+    /// same sid gets nothing. This differs on purpose from the upstream `livekit` crate, which
+    /// reports every remote participant disconnected and everyone in the new list connected:
+    /// here an event always means someone really came or went, so an app keyed by identity
+    /// does not flicker and a peer's "did they leave?" has one answer.
     ParticipantConnected(RemoteParticipant),
-    /// A participant left.
+    /// A participant left (see [`RoomEvent::ParticipantConnected`] for a full reconnect).
     ParticipantDisconnected(RemoteParticipant),
     /// A participant's metadata changed.
     ParticipantMetadataChanged {

@@ -137,10 +137,21 @@ impl LocalParticipant {
         self.shared.local().metadata
     }
 
-    /// Publishes a data packet. Reliable packets published while the room reconnects are
-    /// queued and sent, in order, once it is back; after a resume, reliable packets the
-    /// server did not get are sent again (receivers drop duplicates). Lossy packets published
-    /// while reconnecting are dropped.
+    /// Publishes a data packet; returns once it has been handed to the room's live
+    /// connection, in order with the others.
+    ///
+    /// - **Reliable** (the default): while the room reconnects, the call waits for the
+    ///   episode's outcome — `Ok` once the packet is sent on the recovered connection,
+    ///   [`RoomError::NotSent`] if the room disconnects instead; it never reports success for
+    ///   a packet it dropped. A sent packet is kept until the server acknowledges it and sent
+    ///   again after a resume or a full reconnect if need be; each receiver gets it once (see
+    ///   the crate's data de-duplication notes). At most 4 MiB of unacknowledged packets are
+    ///   kept: past that, calls wait for acknowledgements (backpressure); and at most 4 MiB
+    ///   more may wait to be sent, past which a call fails at once with
+    ///   [`RoomError::SendQueueFull`].
+    /// - **Lossy**: sent at once if the room is connected, never kept or sent again; while
+    ///   the room reconnects it fails at once with [`RoomError::NotConnected`] (lossy data
+    ///   would arrive stale). Once sent it may still be lost on the way, by design.
     pub async fn publish_data(&self, packet: DataPacket) -> Result<(), RoomError> {
         let (reply, answer) = oneshot::channel();
         self.commands.send(Command::PublishData(packet, reply)).map_err(|_| RoomError::Closed)?;

@@ -1,6 +1,7 @@
 //! Reliable data across reconnection, against the real livekit-server: every packet sent
 //! before, during and after an outage that ends in a resume or a full reconnect arrives
-//! exactly once, in order (DESIGN.md invariant 5).
+//! exactly once, in order (DESIGN.md invariant 5); and `publish_data` never reports success
+//! for a packet it will not send.
 
 mod real_lane;
 
@@ -10,9 +11,13 @@ use std::time::Duration;
 use anyhow::{ensure, Context, Result};
 use faultline::check::EventLog;
 use faultline::net::{Direction, FaultyNetwork, NetFaults};
+use faultline::proxy::Proxy;
 use faultline_sdk::net::TokioNetwork;
-use faultline_sdk::{DataPacket, DataPacketKind, Room, RoomEvent, RoomOptions, SimulateScenario};
-use real_lane::{join, join_at, server, unique_room, WAIT};
+use faultline_sdk::{
+    DataPacket, DataPacketKind, DisconnectReason, Room, RoomError, RoomEvent, RoomOptions,
+    SimulateScenario,
+};
+use real_lane::{fast_options, join, join_at, server, unique_room, WAIT};
 
 /// Packets per phase (before, during, after the outage).
 const PER_PHASE: u32 = 20;
@@ -148,6 +153,7 @@ async fn reliable_data_sent_into_a_dead_link_survives_a_full_reconnect() -> Resu
     let options = RoomOptions { network: Arc::new(network), ..RoomOptions::default() };
     let (sender, mut sender_log) =
         join_at(&server, &server.ws_url(), &room, "sender", options).await?;
+    let sender = Arc::new(sender);
     sees_sender(&mut watcher_log).await?;
     publish_range(&sender, 0..PER_PHASE).await?;
     expect_exactly_once_in_order(&mut watcher_log, "sender", 0..PER_PHASE).await?;
@@ -157,7 +163,11 @@ async fn reliable_data_sent_into_a_dead_link_survives_a_full_reconnect() -> Resu
     publish_range(&sender, PER_PHASE..2 * PER_PHASE).await?;
     sender.simulate_scenario(SimulateScenario::FullReconnect).await?;
     sender_log.wait_for("Reconnecting", WAIT, |e| *e == RoomEvent::Reconnecting).await?;
-    publish_range(&sender, 2 * PER_PHASE..3 * PER_PHASE).await?;
+    // Published while reconnecting: these calls return once the room is back.
+    let during = {
+        let sender = sender.clone();
+        tokio::spawn(async move { publish_range(&sender, 2 * PER_PHASE..3 * PER_PHASE).await })
+    };
     // Once the server has dropped the old session, nothing sent on it can arrive any more;
     // the new session's peer connections need the media path back.
     watcher_log
@@ -180,6 +190,9 @@ async fn reliable_data_sent_into_a_dead_link_survives_a_full_reconnect() -> Resu
         sender.local_participant().sid() != sid,
         "the outage ended in a full reconnect (a new session), not a resume"
     );
+    tokio::time::timeout(WAIT, during)
+        .await
+        .context("the publishes made while reconnecting")???;
     publish_range(&sender, 3 * PER_PHASE..4 * PER_PHASE).await?;
 
     expect_exactly_once_in_order(&mut watcher_log, "sender", PER_PHASE..4 * PER_PHASE).await?;
@@ -222,11 +235,95 @@ async fn a_new_client_with_a_known_identity_is_heard_from_its_first_packet() -> 
     Ok(())
 }
 
+/// Starts publishing reliable packet `n` from `room` (the call returns once it is sent, or
+/// never will be), then makes a lossy publish, which the room answers in order after it:
+/// once that returns, the reliable packet's command has reached the room. Returns the
+/// reliable call and the lossy call's result.
+async fn publish_reliable_then_lossy(
+    room: &Arc<Room>,
+    n: u32,
+) -> Result<(tokio::task::JoinHandle<Result<(), RoomError>>, Result<(), RoomError>)> {
+    let publisher = room.clone();
+    let reliable = tokio::spawn(async move {
+        let packet = DataPacket {
+            payload: n.to_be_bytes().to_vec(),
+            topic: Some("seq".into()),
+            ..Default::default()
+        };
+        publisher.local_participant().publish_data(packet).await
+    });
+    let lossy = DataPacket { payload: b"now".to_vec(), reliable: false, ..Default::default() };
+    let answered = tokio::time::timeout(WAIT, room.local_participant().publish_data(lossy))
+        .await
+        .context("a lossy publish while reconnecting must be answered at once")?;
+    Ok((reliable, answered))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishing_while_reconnecting_sends_reliable_data_once_back_and_refuses_lossy_data(
+) -> Result<()> {
+    let server = server().await?;
+    let room = unique_room("data-publish-reconnecting");
+    let (watcher, mut watcher_log) = join(&server, &room, "watcher").await?;
+    let proxy = Proxy::start(server.signal_addr()).await?;
+    let (sender, mut sender_log) =
+        join_at(&server, &proxy.ws_url(), &room, "sender", RoomOptions::default()).await?;
+    let sender = Arc::new(sender);
+    sees_sender(&mut watcher_log).await?;
+
+    proxy.kill().await?;
+    sender_log.wait_for("Reconnecting", WAIT, |e| *e == RoomEvent::Reconnecting).await?;
+    let (reliable, lossy) = publish_reliable_then_lossy(&sender, 0).await?;
+    ensure!(
+        matches!(lossy, Err(RoomError::NotConnected)),
+        "lossy data is not kept across a reconnect: expected NotConnected, got {lossy:?}"
+    );
+    ensure!(
+        !reliable.is_finished(),
+        "a reliable publish made while reconnecting must wait for the episode's outcome"
+    );
+    proxy.heal().await?;
+    sender_log.wait_for("Reconnected", WAIT, |e| *e == RoomEvent::Reconnected).await?;
+    let sent = tokio::time::timeout(WAIT, reliable).await.context("the publish returns")??;
+    ensure!(sent.is_ok(), "sent on the recovered connection: {sent:?}");
+    expect_exactly_once_in_order(&mut watcher_log, "sender", 0..1).await?;
+    sender_log.check(sender.connection_state())?;
+    sender.close().await?;
+    watcher.close().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reliable_publish_into_an_episode_that_ends_disconnected_reports_it_was_not_sent(
+) -> Result<()> {
+    let server = server().await?;
+    let room = unique_room("data-publish-lost");
+    let proxy = Proxy::start(server.signal_addr()).await?;
+    let (sender, mut sender_log) =
+        join_at(&server, &proxy.ws_url(), &room, "sender", fast_options()).await?;
+    let sender = Arc::new(sender);
+
+    proxy.kill().await?;
+    sender_log.wait_for("Reconnecting", WAIT, |e| *e == RoomEvent::Reconnecting).await?;
+    let (reliable, _) = publish_reliable_then_lossy(&sender, 0).await?;
+    sender_log
+        .wait_for("Disconnected", WAIT, |e| matches!(e, RoomEvent::Disconnected { .. }))
+        .await?;
+    let answer = tokio::time::timeout(WAIT, reliable).await.context("the publish returns")??;
+    ensure!(
+        matches!(answer, Err(RoomError::NotSent { reason: DisconnectReason::SignalClose })),
+        "the packet was never sent: expected NotSent(SignalClose), got {answer:?}"
+    );
+    sender_log.check(sender.connection_state())?;
+    Ok(())
+}
+
 /// Packets that reached the server but whose acknowledgements did not reach the sender (the
 /// media path is cut towards the sender only), then a full reconnect: the sender replays them
 /// on its new session, and the watcher — which has them already, from the old session —
-/// delivers each exactly once. That takes the sender's origin, which livekit-server forwards
-/// in `UserPacket.nonce`: the replays come under a new sid.
+/// delivers each exactly once: livekit-server drops the replays it has forwarded already, by
+/// their message ids, and past its window the watcher's own de-duplication (by the origin in
+/// the message id: the replays come under a new sid) would.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delivered_but_unacknowledged_packets_replayed_after_a_full_reconnect_arrive_once(
 ) -> Result<()> {
@@ -261,5 +358,90 @@ async fn delivered_but_unacknowledged_packets_replayed_after_a_full_reconnect_ar
     watcher_log.check(watcher.connection_state())?;
     sender.close().await?;
     watcher.close().await?;
+    Ok(())
+}
+
+/// While nothing the sender sends is acknowledged (its inbound media is cut, so SCTP's
+/// acknowledgements never arrive), `publish_data` accepts reliable packets until 4 MiB wait
+/// unacknowledged, then makes the caller wait instead of dropping the oldest; once the path
+/// heals, the waiting call completes and every packet arrives exactly once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_replay_buffer_makes_publishers_wait_and_loses_nothing() -> Result<()> {
+    const SIZE: usize = 16 * 1024;
+    const BUFFER: usize = 4 * 1024 * 1024;
+    let server = server().await?;
+    let room = unique_room("data-backpressure");
+    let (watcher, mut watcher_log) = join(&server, &room, "watcher").await?;
+    let network = FaultyNetwork::new(Arc::new(TokioNetwork), 17);
+    let faults: NetFaults = network.faults();
+    // No episode while the acknowledgements are away: the test is about the buffer.
+    let options = RoomOptions {
+        network: Arc::new(network),
+        pc_failed_after: Duration::from_secs(60),
+        ..RoomOptions::default()
+    };
+    let (sender, mut sender_log) =
+        join_at(&server, &server.ws_url(), &room, "sender", options).await?;
+    let sender = Arc::new(sender);
+    sees_sender(&mut watcher_log).await?;
+
+    let big = |n: u32| {
+        let mut payload = vec![0u8; SIZE];
+        payload[..4].copy_from_slice(&n.to_be_bytes());
+        DataPacket { payload, topic: Some("big".into()), ..Default::default() }
+    };
+    faults.partition_media(Direction::Inbound);
+    // Far more than fits; each call returns once its packet is handed over, so the first one
+    // that does not return within a few seconds is the one waiting for room.
+    let mut waiting = None;
+    let mut accepted = 0u32;
+    for n in 0..(2 * BUFFER / SIZE) as u32 {
+        let publisher = sender.clone();
+        let mut call =
+            tokio::spawn(async move { publisher.local_participant().publish_data(big(n)).await });
+        match tokio::time::timeout(Duration::from_secs(5), &mut call).await {
+            Ok(done) => {
+                done.context("the publish task")?.with_context(|| format!("publishing #{n}"))?;
+                accepted += 1;
+            }
+            Err(_) => {
+                waiting = Some(call);
+                break;
+            }
+        }
+    }
+    let waiting = waiting.context("no publish ever waited: the buffer is not bounded")?;
+    let accepted_bytes = accepted as usize * SIZE;
+    ensure!(
+        accepted_bytes + 2 * SIZE >= BUFFER && accepted_bytes <= BUFFER,
+        "publishers must wait only once about 4 MiB is unacknowledged; {accepted} packets \
+         ({accepted_bytes} bytes) went first"
+    );
+    faults.heal_media();
+    let done = tokio::time::timeout(WAIT, waiting).await.context("the waiting publish returns")?;
+    done.context("the publish task")?.context("the waiting publish")?;
+    let total = accepted + 1;
+    let mut received = Vec::new();
+    while received.len() < total as usize {
+        let event = watcher_log
+            .wait_for(
+                &format!("big packet {} of {total}", received.len()),
+                WAIT,
+                |e| matches!(e, RoomEvent::DataReceived { topic: Some(t), .. } if t == "big"),
+            )
+            .await?;
+        if let RoomEvent::DataReceived { payload, .. } = event {
+            let head: [u8; 4] = payload[..4].try_into().context("a numbered payload")?;
+            received.push(u32::from_be_bytes(head));
+        }
+    }
+    ensure!(
+        received == (0..total).collect::<Vec<_>>(),
+        "every packet exactly once, in order: got {} packets, first out of place at {:?}",
+        received.len(),
+        received.iter().enumerate().find(|(i, n)| **n != *i as u32)
+    );
+    sender_log.check(sender.connection_state())?;
+    watcher_log.check(watcher.connection_state())?;
     Ok(())
 }

@@ -10,16 +10,19 @@
 mod real_lane;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
 use faultline::check::{ClientEvent, EventLog, Lifecycle, Observed};
 use faultline::client::{Client, ClientOptions, Sdk};
+use faultline::net::{Direction, FaultyNetwork, NetFaults};
 use faultline::provision::ProvisionEnv;
 use faultline::proxy::Proxy;
 use faultline::server::LiveKitServer;
 use faultline::sim::schedule::SimulateKind;
-use faultline_sdk::ConnectionState;
+use faultline_sdk::net::TokioNetwork;
+use faultline_sdk::{ConnectionState, RoomOptions};
 use real_lane::{server, server_sees_active, unique_room, WAIT};
 use rstest::rstest;
 
@@ -41,12 +44,24 @@ async fn join_at(
     room: &str,
     identity: &str,
 ) -> Result<Joined> {
+    join_with(server, sdk, url, room, identity, ClientOptions::default()).await
+}
+
+/// [`join_at`] with `options`.
+async fn join_with(
+    server: &LiveKitServer,
+    sdk: Sdk,
+    url: &str,
+    room: &str,
+    identity: &str,
+    options: ClientOptions,
+) -> Result<Joined> {
     let token = server.token(room, identity)?;
     let env = ProvisionEnv::from_env();
     let (client, events) =
-        Client::connect(sdk, url, &token, ClientOptions::default(), &env).await.with_context(
-            || format!("{sdk} joining {room} as {identity}; server log: {:?}", server.log_path()),
-        )?;
+        Client::connect(sdk, url, &token, options, &env).await.with_context(|| {
+            format!("{sdk} joining {room} as {identity}; server log: {:?}", server.log_path())
+        })?;
     let mut log = EventLog::new(events);
     log.wait_for("Connected", WAIT, |e| *e == ClientEvent::Connected).await?;
     server_sees_active(server, room, identity).await?;
@@ -404,26 +419,43 @@ async fn reliable_data_faultline_publishes_across_a_resume_arrives_once_in_order
 
     // A third of the packets before the fault, a third while the resume is under way, the
     // rest after it.
-    async fn send(sender: &Joined, seqs: std::ops::Range<u32>) -> Result<()> {
-        for seq in seqs {
-            sender.client.publish(&seq.to_be_bytes(), Some("seq"), true, &[]).await?;
-        }
-        Ok(())
-    }
     send(&sender, 0..COUNT / 3).await?;
     sender.client.simulate(SimulateKind::SignalReconnect).await?;
     send(&sender, COUNT / 3..2 * COUNT / 3).await?;
     sender.episode_starts().await?;
     sender.log.wait_for("Reconnected", WAIT, |e| *e == ClientEvent::Reconnected).await?;
     send(&sender, 2 * COUNT / 3..COUNT).await?;
-    let last = (COUNT - 1).to_be_bytes();
+    receives_once_in_order(&mut receiver, COUNT).await?;
+    sender.close().await?;
+    receiver.close().await
+}
+
+/// Publishes packets `seqs` (each its 4-byte number, topic `seq`, reliable) from `sender`.
+async fn send(sender: &Joined, seqs: std::ops::Range<u32>) -> Result<()> {
+    for seq in seqs {
+        sender.client.publish(&seq.to_be_bytes(), Some("seq"), true, &[]).await?;
+    }
+    Ok(())
+}
+
+/// Waits for packet `until - 1` (see [`send`]) at `receiver`.
+async fn received_through(receiver: &mut Joined, until: u32) -> Result<()> {
+    let last = (until - 1).to_be_bytes();
+    let logs = receiver.where_logs();
     receiver
         .log
-        .wait_for("the last packet", WAIT, |e| {
+        .wait_for(&format!("packet #{}", until - 1), WAIT, |e| {
             matches!(e, ClientEvent::DataReceived { payload, .. } if payload.as_slice() == last)
         })
         .await
-        .with_context(|| receiver.where_logs())?;
+        .with_context(|| logs)?;
+    Ok(())
+}
+
+/// Waits for the last of `count` packets at `receiver` and checks it got 0..count, once
+/// each, in order, each naming its sender.
+async fn receives_once_in_order(receiver: &mut Joined, count: u32) -> Result<()> {
+    received_through(receiver, count).await?;
     let mut received = Vec::new();
     let mut senders = BTreeMap::new();
     for r in receiver.log.events() {
@@ -438,14 +470,53 @@ async fn reliable_data_faultline_publishes_across_a_resume_arrives_once_in_order
         }
     }
     ensure!(
-        received == (0..COUNT).collect::<Vec<_>>(),
-        "{receiver_sdk} must get 0..{COUNT} once each, in order; got {received:?}{}",
+        received == (0..count).collect::<Vec<_>>(),
+        "{} must get 0..{count} once each, in order; got {received:?}{}",
+        receiver.client.sdk(),
         receiver.where_logs()
     );
     ensure!(
         senders.keys().all(|k| k.as_deref() == Some("sender")),
         "every packet names its sender: {senders:?}"
     );
+    Ok(())
+}
+
+/// Packets that reached the server but whose acknowledgements never reached faultline-sdk
+/// (its inbound media is cut), then a full reconnect: faultline-sdk sends them again on its
+/// new session. livekit-server has forwarded them already and drops the repeats by their
+/// message id, so a receiver on another SDK — which cannot tell the replay from new data: it
+/// comes under the sender's new sid — still gets each exactly once.
+#[rstest]
+#[case::upstream_rust(Sdk::UpstreamRust)]
+#[case::js(Sdk::Js)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reliable_data_faultline_replays_after_a_full_reconnect_reaches_other_sdks_once(
+    #[case] receiver_sdk: Sdk,
+) -> Result<()> {
+    const COUNT: u32 = 60;
+    let server = server().await?;
+    let room = unique_room(&format!("{receiver_sdk}-replay"));
+    let mut receiver = join(&server, receiver_sdk, &room, "receiver").await?;
+    let network = FaultyNetwork::new(Arc::new(TokioNetwork), 13);
+    let faults: NetFaults = network.faults();
+    let options = ClientOptions {
+        faultline: RoomOptions { network: Arc::new(network), ..RoomOptions::default() },
+        ..ClientOptions::default()
+    };
+    let mut sender =
+        join_with(&server, Sdk::Faultline, &server.ws_url(), &room, "sender", options).await?;
+    sees(&mut receiver, "sender").await?;
+
+    faults.partition_media(Direction::Inbound);
+    send(&sender, 0..COUNT / 2).await?;
+    received_through(&mut receiver, COUNT / 2).await?;
+    sender.client.simulate(SimulateKind::FullReconnect).await?;
+    sender.episode_starts().await?;
+    faults.heal_media();
+    sender.log.wait_for("Reconnected", WAIT, |e| *e == ClientEvent::Reconnected).await?;
+    send(&sender, COUNT / 2..COUNT).await?;
+    receives_once_in_order(&mut receiver, COUNT).await?;
     sender.close().await?;
     receiver.close().await
 }

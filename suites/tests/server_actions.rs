@@ -11,7 +11,8 @@ use std::time::Duration;
 use anyhow::{ensure, Context, Result};
 use faultline::check::{EventLog, WaitError};
 use faultline_sdk::{
-    ConnectionState, DisconnectReason, Room, RoomEvent, RoomOptions, SimulateScenario,
+    ConnectionState, DisconnectReason, Jitter, ReconnectPolicy, Room, RoomEvent, RoomOptions,
+    SimulateScenario,
 };
 use livekit_protocol::participant_info::State;
 use real_lane::{assert_recovers, fast_options, join, join_at, server, unique_room, WAIT};
@@ -50,6 +51,43 @@ async fn node_failure_ends_in_a_full_reconnect() -> Result<()> {
         room.local_participant().sid() != sid,
         "the server dropped the session, so only a new one (new sid) can recover"
     );
+    room.close().await?;
+    Ok(())
+}
+
+/// The server answers the resume after a node failure with `Leave{RECONNECT}`: it has said
+/// what will work, so the full reconnect follows at once, not after the policy's delay (here
+/// 10 s, which the whole episode must stay well under).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_refused_with_a_leave_is_followed_by_a_full_reconnect_at_once() -> Result<()> {
+    let server = server().await?;
+    let delay = Duration::from_secs(10);
+    let options = RoomOptions {
+        reconnect: ReconnectPolicy {
+            attempts: 3,
+            base_delay: delay,
+            multiplier: 1.0,
+            max_delay: delay,
+            jitter: Jitter::None,
+        },
+        ..RoomOptions::default()
+    };
+    let (room, mut log) =
+        join_at(&server, &server.ws_url(), &unique_room("leave-retry-now"), "p0", options).await?;
+    let sid = room.local_participant().sid();
+    room.simulate_scenario(SimulateScenario::NodeFailure).await?;
+    log.wait_for("Reconnecting", WAIT, |e| *e == RoomEvent::Reconnecting).await?;
+    log.wait_for("Reconnected", WAIT, |e| *e == RoomEvent::Reconnected).await?;
+    let began = log.first_at(|e| *e == RoomEvent::Reconnecting).context("no Reconnecting")?;
+    let ended = log.first_at(|e| *e == RoomEvent::Reconnected).context("no Reconnected")?;
+    ensure!(room.local_participant().sid() != sid, "a full reconnect: a new session");
+    ensure!(
+        ended - began < delay / 2,
+        "the full reconnect must not wait out the {delay:?} delay: the episode took {:?}\n{}",
+        ended - began,
+        log.trace()
+    );
+    log.check(room.connection_state())?;
     room.close().await?;
     Ok(())
 }

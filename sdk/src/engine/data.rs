@@ -9,31 +9,67 @@
 //!
 //! So the sender numbers its packets once for the room's lifetime — sequences continue
 //! across a full reconnect, which the new server-side participant accepts — and keeps what
-//! it sent in a bounded buffer until it knows the server has it: from the publisher PC's
+//! it sent in a bounded buffer (new packets wait while it is full) until it knows the server
+//! has it: from the publisher PC's
 //! SCTP acknowledgements ([`Outgoing::acked`]) or from a resume's `last_message_seq`. After a
 //! resume it re-sends what the server lacks; after a full reconnect, everything still
 //! unacknowledged, in order, before new data.
 //!
-//! A receiver remembers the highest sequence delivered per *sender* and delivers each packet
-//! once. A sender's sid changes with its full reconnect while its sequences go on, so the sid
-//! cannot name it; its identity cannot either, since a new client with the same identity (an
-//! app restart, a page reload) numbers from 1 again. So every reliable packet carries its
-//! client's origin in `UserPacket.nonce` (the protocol's field "added by SDK to enable
-//! de-duping"): [`ORIGIN_TAG`] and the sid of that client's first session. Receivers key
-//! packets by identity and origin; packets without an origin (other SDKs, which number each
-//! session from 1) by sid. livekit-server v1.13.5 forwards the nonce untouched; it reads a
-//! nonce of exactly 16 bytes as a per-message UUID and drops repeats room-wide
-//! (pkg/rtc/user_packet_deduper.go), and ignores other lengths — an origin is always longer
-//! than the tag's 17 bytes, so it is never taken for one.
+//! Every reliable packet carries a message id in `UserPacket.nonce` (the protocol's field
+//! "added by SDK to enable de-duping"), 16 bytes: [`MESSAGE_ID_TAG`], an 8-byte *origin* —
+//! a hash of the sid of this client's first session, which stays with it across full
+//! reconnects — two zero bytes and the sequence. livekit-server v1.13.5 reads a 16-byte
+//! nonce as a message UUID and drops a repeat of one of the last 100 user packets of the room
+//! (pkg/rtc/user_packet_deduper.go), before forwarding: so a packet replayed after a full
+//! reconnect that the server had already forwarded reaches no receiver twice, whatever SDK
+//! the receiver runs — as long as it is among the room's last 100 user packets.
+//!
+//! Past that window the server forwards a replay again, so receivers de-duplicate too: a
+//! faultline-sdk receiver remembers the highest sequence delivered per *sender* and delivers
+//! each packet once. A sender's sid changes with its full reconnect while its sequences go
+//! on, so the sid cannot name it; its identity cannot either, since a new client with the
+//! same identity (an app restart, a page reload) numbers from 1 again. So receivers key
+//! packets by identity and the origin in the message id; packets without one (other SDKs,
+//! which number each session from 1) by sid. Receivers on other SDKs key by sid and see a
+//! replayed packet outside the server's window twice: the promise to them is exactly once
+//! within that window, at most twice past it.
 
 use std::collections::{BTreeMap, VecDeque};
 
-/// Marks a `UserPacket.nonce` as faultline-sdk's origin: this tag, then the sid of the
-/// sending client's first session.
-const ORIGIN_TAG: &[u8] = b"faultline-origin:";
+/// The first bytes of a faultline-sdk message id (`UserPacket.nonce`): then the origin (8
+/// bytes), two zero bytes and the sequence (big-endian), 16 bytes in all.
+const MESSAGE_ID_TAG: &[u8; 2] = b"fl";
 
-/// Bytes of sent reliable packets kept for replay.
-const REPLAY_BUFFER_BYTES: usize = 4 * 1024 * 1024;
+/// A 64-bit FNV-1a hash of `bytes`: a client's origin from the sid of its first session.
+fn fnv64(bytes: &[u8]) -> [u8; 8] {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in bytes {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash.to_be_bytes()
+}
+
+/// The message id of the packet with `sequence` from the client with `origin`.
+fn message_id(origin: [u8; 8], sequence: u32) -> Vec<u8> {
+    let mut id = Vec::with_capacity(16);
+    id.extend_from_slice(MESSAGE_ID_TAG);
+    id.extend_from_slice(&origin);
+    id.extend_from_slice(&[0, 0]);
+    id.extend_from_slice(&sequence.to_be_bytes());
+    id
+}
+
+/// The origin in a faultline-sdk message id, if `nonce` is one.
+fn origin_of(nonce: &[u8]) -> Option<&[u8]> {
+    (nonce.len() == 16 && nonce.starts_with(MESSAGE_ID_TAG) && nonce[10..12] == [0, 0])
+        .then(|| &nonce[2..10])
+}
+
+/// The most bytes of sent, unacknowledged reliable packets kept for replay. Nothing is ever
+/// evicted: while the buffer is full, new packets wait ([`Outgoing::has_room_for`]) until
+/// acknowledgements free it — backpressure the publisher sees, never a silent loss.
+pub(crate) const REPLAY_BUFFER_BYTES: usize = 4 * 1024 * 1024;
 
 /// The sending side of a room's reliable data, across its sessions.
 #[derive(Debug)]
@@ -49,8 +85,8 @@ pub(crate) struct Outgoing {
     /// `handed_base`-th one on (what an acknowledgement count refers to).
     handed: VecDeque<u32>,
     handed_base: u64,
-    /// The `UserPacket.nonce` naming this client, once its first session is known.
-    origin: Option<Vec<u8>>,
+    /// This client's origin (a hash of its first session's sid), once that is known.
+    origin: Option<[u8; 8]>,
 }
 
 impl Default for Outgoing {
@@ -73,13 +109,15 @@ impl Outgoing {
         self.next_sequence
     }
 
-    /// The `UserPacket.nonce` for this client's packets: its origin, fixed by the sid of the
-    /// first session it is asked with (`sid`). Empty (no origin) while no sid is known.
-    pub(crate) fn origin_nonce(&mut self, sid: &str) -> Vec<u8> {
+    /// The `UserPacket.nonce` of this client's reliable packet with `sequence`: its message
+    /// id, whose origin is fixed by the sid of the first session it is asked with (`sid`).
+    /// Empty (no id) while no sid is known.
+    pub(crate) fn message_id(&mut self, sid: &str, sequence: u32) -> Vec<u8> {
         if self.origin.is_none() && sid.is_empty() {
             return Vec::new();
         }
-        self.origin.get_or_insert_with(|| [ORIGIN_TAG, sid.as_bytes()].concat()).clone()
+        let origin = *self.origin.get_or_insert_with(|| fnv64(sid.as_bytes()));
+        message_id(origin, sequence)
     }
 
     /// Remembers a new encoded packet with `sequence` that was handed to the current
@@ -89,13 +127,12 @@ impl Outgoing {
         self.sent_bytes += encoded.len();
         self.sent.push_back((sequence, encoded));
         self.handed.push_back(sequence);
-        while self.sent_bytes > REPLAY_BUFFER_BYTES {
-            match self.sent.pop_front() {
-                Some((_, dropped)) => self.sent_bytes -= dropped.len(),
-                None => break,
-            }
-        }
-        self.forget_unbuffered_handed();
+    }
+
+    /// Whether a new packet of `len` encoded bytes fits in the replay buffer now (an empty
+    /// buffer takes any one packet, so a large packet waits for the others, never forever).
+    pub(crate) fn has_room_for(&self, len: usize) -> bool {
+        self.sent.is_empty() || self.sent_bytes + len <= REPLAY_BUFFER_BYTES
     }
 
     /// The next packet to re-send on the current session before any new one, if any.
@@ -186,9 +223,10 @@ pub(crate) struct Sender<'a> {
 impl Sender<'_> {
     /// What names the sender across its sessions (see the module documentation).
     fn key(&self) -> Option<String> {
-        match self.nonce.strip_prefix(ORIGIN_TAG) {
+        match origin_of(self.nonce) {
             Some(origin) if !self.identity.is_empty() => {
-                Some(format!("{}\u{0}{}", self.identity, String::from_utf8_lossy(origin)))
+                let hex: String = origin.iter().map(|b| format!("{b:02x}")).collect();
+                Some(format!("{}\u{0}{hex}", self.identity))
             }
             _ => (!self.sid.is_empty()).then(|| self.sid.to_owned()),
         }
@@ -313,48 +351,62 @@ mod tests {
     }
 
     #[test]
-    fn packets_evicted_from_the_bounded_buffer_are_not_replayed() {
+    fn a_full_buffer_takes_no_new_packet_until_acknowledgements_free_it() {
         let mut outgoing = Outgoing::default();
-        for _ in 0..5 {
+        let half = REPLAY_BUFFER_BYTES / 2;
+        assert!(outgoing.has_room_for(REPLAY_BUFFER_BYTES * 2), "an empty buffer takes anything");
+        for _ in 0..2 {
+            assert!(outgoing.has_room_for(half));
             let sequence = outgoing.next_sequence();
-            outgoing.sent(sequence, vec![0; REPLAY_BUFFER_BYTES / 2]);
+            outgoing.sent(sequence, vec![0; half]);
         }
-        assert!(outgoing.sent_bytes <= REPLAY_BUFFER_BYTES);
-        assert_eq!(buffered(&outgoing), [4, 5]);
-        assert!(outgoing.handed.len() <= 2, "the count bookkeeping is bounded too");
+        assert!(!outgoing.has_room_for(1), "full: the next packet must wait");
         outgoing.rejoined();
         let mut replayed = Vec::new();
         while let Some((sequence, _)) = outgoing.next_replay() {
             replayed.push(sequence);
             outgoing.replayed(sequence);
         }
-        assert_eq!(replayed, [4, 5]);
+        assert_eq!(replayed, [1, 2], "nothing was dropped to make room");
         outgoing.acked(1);
-        assert_eq!(buffered(&outgoing), [5]);
+        assert!(outgoing.has_room_for(half), "an acknowledgement frees room");
+        assert!(!outgoing.has_room_for(half + 1));
     }
 
     fn from<'a>(identity: &'a str, sid: &'a str, nonce: &'a [u8]) -> Sender<'a> {
         Sender { identity, sid, nonce }
     }
 
+    /// The message id of `sid`'s client's packet `sequence`.
+    fn id(sid: &str, sequence: u32) -> Vec<u8> {
+        Outgoing::default().message_id(sid, sequence)
+    }
+
     #[test]
-    fn the_origin_is_the_first_sessions_sid_for_good() {
+    fn a_message_id_is_a_16_byte_uuid_whose_origin_is_the_first_sessions_for_good() {
         let mut outgoing = Outgoing::default();
-        let first = outgoing.origin_nonce("PA_first");
-        assert_eq!(first, b"faultline-origin:PA_first");
-        assert_eq!(outgoing.origin_nonce("PA_second"), first, "a full reconnect keeps it");
-        assert!(Outgoing::default().origin_nonce("").is_empty(), "no session, no origin");
+        let first = outgoing.message_id("PA_first", 7);
+        assert_eq!(first.len(), 16, "livekit-server de-duplicates 16-byte nonces only");
+        assert_eq!(&first[..2], b"fl");
+        assert_eq!(&first[12..], 7u32.to_be_bytes());
+        assert_eq!(origin_of(&first), Some(&first[2..10]));
+        let later = outgoing.message_id("PA_second", 8);
+        assert_eq!(origin_of(&later), origin_of(&first), "a full reconnect keeps the origin");
+        assert_ne!(later, first, "each message has its own id");
+        assert_ne!(origin_of(&id("PA_other", 7)), origin_of(&first), "another client, another");
+        assert!(Outgoing::default().message_id("", 1).is_empty(), "no session, no id");
+        assert_eq!(origin_of(b"another SDK's 16"), None, "a foreign nonce names no origin");
     }
 
     #[test]
     fn receivers_deliver_each_sequence_once_per_sender() {
         let mut incoming = Incoming::default();
-        let (a, b) = (b"faultline-origin:PA_a".as_slice(), b"faultline-origin:PA_b".as_slice());
-        assert!(incoming.accept(from("alice", "PA_a", a), 1));
-        assert!(!incoming.accept(from("alice", "PA_a", a), 1));
-        assert!(incoming.accept(from("bob", "PA_b", b), 1));
-        assert!(incoming.accept(from("alice", "PA_a", a), 2));
-        assert!(!incoming.accept(from("alice", "PA_a", a), 2));
+        let (a1, a2, b1) = (id("PA_a", 1), id("PA_a", 2), id("PA_b", 1));
+        assert!(incoming.accept(from("alice", "PA_a", &a1), 1));
+        assert!(!incoming.accept(from("alice", "PA_a", &a1), 1));
+        assert!(incoming.accept(from("bob", "PA_b", &b1), 1));
+        assert!(incoming.accept(from("alice", "PA_a", &a2), 2));
+        assert!(!incoming.accept(from("alice", "PA_a", &a2), 2));
         assert!(incoming.accept(from("", "", b""), 0), "unsequenced packets pass");
         let mut states: Vec<_> = incoming.states().collect();
         states.sort();
@@ -364,13 +416,15 @@ mod tests {
     #[test]
     fn a_senders_full_reconnect_keeps_its_sequences_deduplicated() {
         let mut incoming = Incoming::default();
-        let origin = b"faultline-origin:PA_old".as_slice();
-        assert!(incoming.accept(from("alice", "PA_old", origin), 1));
-        assert!(incoming.accept(from("alice", "PA_old", origin), 2));
+        let mut alice = Outgoing::default();
+        let (one, two) = (alice.message_id("PA_old", 1), alice.message_id("PA_old", 2));
+        assert!(incoming.accept(from("alice", "PA_old", &one), 1));
+        assert!(incoming.accept(from("alice", "PA_old", &two), 2));
         // Alice rejoined as a new session: it replays 1 and 2 (unacknowledged), then sends 3.
-        assert!(!incoming.accept(from("alice", "PA_new", origin), 1), "a replayed duplicate");
-        assert!(!incoming.accept(from("alice", "PA_new", origin), 2), "a replayed duplicate");
-        assert!(incoming.accept(from("alice", "PA_new", origin), 3));
+        assert!(!incoming.accept(from("alice", "PA_new", &one), 1), "a replayed duplicate");
+        assert!(!incoming.accept(from("alice", "PA_new", &two), 2), "a replayed duplicate");
+        let three = alice.message_id("PA_new", 3);
+        assert!(incoming.accept(from("alice", "PA_new", &three), 3));
         let states: Vec<_> = incoming.states().collect();
         assert_eq!(states, [("PA_new", 3)], "SyncState names the sender's current session");
     }
@@ -378,15 +432,13 @@ mod tests {
     #[test]
     fn a_new_client_with_the_same_identity_starts_afresh() {
         let mut incoming = Incoming::default();
-        let old = b"faultline-origin:PA_old".as_slice();
         for sequence in 1..=5 {
-            assert!(incoming.accept(from("alice", "PA_old", old), sequence));
+            assert!(incoming.accept(from("alice", "PA_old", &id("PA_old", sequence)), sequence));
         }
         // Alice's app restarted: a new client, numbering from 1.
-        let new = b"faultline-origin:PA_new".as_slice();
-        assert!(incoming.accept(from("alice", "PA_new", new), 1));
-        assert!(incoming.accept(from("alice", "PA_new", new), 2));
-        assert!(!incoming.accept(from("alice", "PA_new", new), 1));
+        assert!(incoming.accept(from("alice", "PA_new", &id("PA_new", 1)), 1));
+        assert!(incoming.accept(from("alice", "PA_new", &id("PA_new", 2)), 2));
+        assert!(!incoming.accept(from("alice", "PA_new", &id("PA_new", 1)), 1));
     }
 
     #[test]

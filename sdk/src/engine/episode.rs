@@ -4,9 +4,18 @@
 //! An episode begins with a trigger and ends in `Reconnected` or in one `Disconnected`.
 //! Attempt 1 is a resume unless a full reconnect was asked for; any failed resume makes
 //! every later attempt a full reconnect (sticky); attempts are spaced by the
-//! [`ReconnectPolicy`]; a terminal failure (the server refused our token, or told us to
-//! leave) ends the episode at once with that reason, and exhaustion ends it with the reason
-//! that began it.
+//! [`ReconnectPolicy`] — except that an attempt the server answered with a `Leave` asking
+//! for a full reconnect is followed by one at once (the server said what will work: upstream's
+//! `retry_now`), still counted against the policy's attempts; a terminal failure (the server
+//! refused our token, or told us to leave) ends the episode at once with that reason, and
+//! exhaustion ends it with the reason that began it.
+//!
+//! A 401/403 on a resume's signalling upgrade is terminal, on purpose. The upstream SDK asks
+//! `/rtc/validate` why and may escalate to a full reconnect; faultline-sdk asks too (the
+//! answer goes into the error), but a full reconnect presents the same credentials — the
+//! latest token, including any `RefreshToken` the server sent — and would be refused the same
+//! way, so retrying only delays the `Disconnected{JOIN_FAILURE}` the app needs to see to get a
+//! new token.
 
 use std::time::Duration;
 
@@ -60,7 +69,8 @@ pub(crate) enum AttemptKind {
 pub(crate) enum Failure {
     /// Worth another attempt.
     Retryable,
-    /// The session cannot be resumed (the server does not know it): go full.
+    /// The server answered with a `Leave` asking for a full reconnect (it does not know the
+    /// session): go full, at once.
     NeedsFull,
     /// Retrying cannot help; end with this reason.
     Terminal(DisconnectReason),
@@ -82,21 +92,27 @@ pub(crate) struct Episode {
     policy: ReconnectPolicy,
     full: bool,
     attempts_made: u32,
+    /// The next attempt goes without waiting (the server asked for it).
+    retry_now: bool,
 }
 
 impl Episode {
     pub(crate) fn new(trigger: Trigger, policy: ReconnectPolicy) -> Self {
-        Self { trigger, full: trigger.wants_full(), policy, attempts_made: 0 }
+        Self { trigger, full: trigger.wants_full(), policy, attempts_made: 0, retry_now: false }
     }
 
-    /// The next attempt's kind and the delay before it, or `None` if all are used up.
+    /// The next attempt's kind and the delay before it, or `None` if all are used up. The
+    /// delay is drawn for every attempt, so the jitter sequence does not depend on which
+    /// attempts went at once.
     pub(crate) fn next_attempt(&mut self, rng: &mut SmallRng) -> Option<(AttemptKind, Duration)> {
         if self.attempts_made >= self.policy.attempts {
             return None;
         }
         self.attempts_made += 1;
         let kind = if self.full { AttemptKind::Full } else { AttemptKind::Resume };
-        Some((kind, self.policy.delay(self.attempts_made, rng)))
+        let drawn = self.policy.delay(self.attempts_made, rng);
+        let delay = if std::mem::take(&mut self.retry_now) { Duration::ZERO } else { drawn };
+        Some((kind, delay))
     }
 
     /// Records a failed attempt of `kind`.
@@ -108,6 +124,7 @@ impl Episode {
             Failure::Terminal(reason) => Next::GiveUp(reason),
             Failure::NeedsFull => {
                 self.full = true;
+                self.retry_now = true;
                 self.retry_or_give_up()
             }
             Failure::Retryable => self.retry_or_give_up(),
@@ -198,6 +215,27 @@ mod tests {
             episode.failed(kind, Failure::Terminal(DisconnectReason::JoinFailure)),
             Next::GiveUp(DisconnectReason::JoinFailure)
         );
+    }
+
+    #[test]
+    fn a_server_leave_asking_for_a_full_reconnect_is_followed_by_one_at_once() {
+        let mut rng = rng();
+        let policy = ReconnectPolicy { jitter: crate::options::Jitter::None, ..policy(4) };
+        let mut episode = Episode::new(Trigger::SignalLost, policy.clone());
+        let (kind, _) = episode.next_attempt(&mut rng).unwrap();
+        assert_eq!(episode.failed(kind, Failure::NeedsFull), Next::Retry);
+        assert_eq!(
+            episode.next_attempt(&mut rng),
+            Some((AttemptKind::Full, Duration::ZERO)),
+            "no backoff after the server said what to do"
+        );
+        assert_eq!(episode.failed(AttemptKind::Full, Failure::Retryable), Next::Retry);
+        assert_eq!(
+            episode.next_attempt(&mut rng),
+            Some((AttemptKind::Full, policy.delay_cap(3))),
+            "an ordinary failure waits again"
+        );
+        assert_eq!(episode.attempts_made(), 3, "the immediate attempt still counts");
     }
 
     #[test]

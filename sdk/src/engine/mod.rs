@@ -29,7 +29,7 @@ use crate::{
     DataPacket, DataPacketKind, DisconnectReason, RemoteParticipant, RoomError, RoomEvent,
     SimulateScenario,
 };
-use data::{Incoming, Outgoing, Sender};
+use data::{Incoming, Outgoing, Sender, REPLAY_BUFFER_BYTES};
 use episode::{AttemptKind, Episode, Next, Trigger};
 use session::{AttemptError, Output, Session, Setup};
 use shared::Shared;
@@ -50,6 +50,17 @@ enum Step {
     End(DisconnectReason),
 }
 
+/// The most payload bytes that may wait to be sent, as much again as the replay buffer
+/// holds; past it `publish_data` fails with [`RoomError::SendQueueFull`] instead of growing
+/// memory.
+const QUEUE_BYTES: usize = REPLAY_BUFFER_BYTES;
+
+/// A packet waiting to be handed to the publisher's channel, and who to tell when it is.
+struct Queued {
+    packet: DataPacket,
+    reply: oneshot::Sender<Result<(), RoomError>>,
+}
+
 /// What a setup attempt produced.
 enum Attempted {
     Resumed(Session, u32),
@@ -64,8 +75,9 @@ pub(crate) struct Engine {
     rng: SmallRng,
     outgoing: Outgoing,
     incoming: Incoming,
-    /// Data waiting for the publisher's channel (or for the end of an episode).
-    queued: VecDeque<DataPacket>,
+    /// Data waiting for the publisher's channel, for room in the replay buffer, or for the
+    /// end of an episode; each caller hears once its packet is sent (or never will be).
+    queued: VecDeque<Queued>,
     /// Sids of the participants currently speaking.
     speakers: Vec<String>,
     /// Who to tell once the room is closed.
@@ -133,9 +145,8 @@ impl Engine {
                     return Step::End(DisconnectReason::ClientInitiated);
                 }
                 Input::Command(Some(Command::PublishData(packet, reply))) => {
-                    self.queued.push_back(packet);
+                    self.enqueue(packet, reply);
                     self.flush_data(session);
-                    let _ = reply.send(Ok(()));
                     continue;
                 }
                 Input::Command(Some(Command::Simulate(scenario, reply))) => {
@@ -165,8 +176,34 @@ impl Engine {
                 }
                 Some(Output::PublisherChannelOpen) => self.flush_data(session),
                 Some(Output::Data(kind, payload)) => self.on_data(kind, &payload),
-                Some(Output::ReliableAcked(messages)) => self.outgoing.acked(messages),
+                Some(Output::ReliableAcked(messages)) => {
+                    self.outgoing.acked(messages);
+                    // Room in the replay buffer: packets waiting for it may go now.
+                    self.flush_data(session);
+                }
             }
+        }
+    }
+
+    /// Queues `packet` for sending (its caller hears when it is sent), or refuses it at
+    /// once when too much is waiting already.
+    fn enqueue(&mut self, packet: DataPacket, reply: oneshot::Sender<Result<(), RoomError>>) {
+        let queued: usize = self.queued.iter().map(|q| q.packet.payload.len()).sum();
+        if !self.queued.is_empty() && queued + packet.payload.len() > QUEUE_BYTES {
+            let _ = reply.send(Err(RoomError::SendQueueFull { queued, limit: QUEUE_BYTES }));
+            return;
+        }
+        self.queued.push_back(Queued { packet, reply });
+    }
+
+    /// At the start of an episode: lossy packets still waiting are not carried across it
+    /// (they would arrive stale); their callers hear so.
+    fn fail_lossy(&mut self) {
+        let (lossy, reliable): (VecDeque<Queued>, VecDeque<Queued>) =
+            std::mem::take(&mut self.queued).into_iter().partition(|q| !q.packet.reliable);
+        self.queued = reliable;
+        for q in lossy {
+            let _ = q.reply.send(Err(RoomError::NotConnected));
         }
     }
 
@@ -191,6 +228,7 @@ impl Engine {
     /// One reconnect episode. Returns the recovered session, or `None` once the room ended.
     async fn recover(&mut self, session: Session, trigger: Trigger) -> Option<Session> {
         self.shared.emit(RoomEvent::Reconnecting);
+        self.fail_lossy();
         let mut episode = Episode::new(trigger, self.setup.options.reconnect.clone());
         let mut old = Some(session);
         while let Some((kind, delay)) = episode.next_attempt(&mut self.rng) {
@@ -276,11 +314,15 @@ impl Engine {
                         self.close_waiters.push(waiter);
                         return None;
                     }
+                    // Reliable data waits for the episode's outcome: sent once the room is
+                    // back (the caller hears then), refused if it ends. Lossy data is not
+                    // kept across a reconnect.
                     Some(Command::PublishData(packet, reply)) => {
                         if packet.reliable {
-                            self.queued.push_back(packet);
+                            self.enqueue(packet, reply);
+                        } else {
+                            let _ = reply.send(Err(RoomError::NotConnected));
                         }
-                        let _ = reply.send(Ok(()));
                     }
                     Some(Command::Simulate(_, reply)) => {
                         let _ = reply.send(Err(RoomError::NotConnected));
@@ -330,6 +372,9 @@ impl Engine {
 
     /// Emits `Disconnected` (once; the shared state guards it) and answers `close()` callers.
     fn end(&mut self, reason: DisconnectReason) {
+        for q in self.queued.drain(..) {
+            let _ = q.reply.send(Err(RoomError::NotSent { reason }));
+        }
         self.shared.emit(RoomEvent::Disconnected { reason });
         for waiter in self.close_waiters.drain(..) {
             let _ = waiter.send(());
@@ -425,8 +470,7 @@ impl Engine {
             self.outgoing.replayed(sequence);
         }
         let (identity, sid) = self.shared.local_identity_and_sid();
-        let origin = self.outgoing.origin_nonce(&sid);
-        while let Some(packet) = self.queued.front() {
+        while let Some(Queued { packet, .. }) = self.queued.front() {
             let (channel, kind, sequence) = if packet.reliable {
                 (
                     DataChannelKind::Reliable,
@@ -446,17 +490,27 @@ impl Engine {
                 value: Some(proto::data_packet::Value::User(proto::UserPacket {
                     payload: packet.payload.clone(),
                     topic: packet.topic.clone(),
-                    nonce: if packet.reliable { origin.clone() } else { Vec::new() },
+                    nonce: if packet.reliable {
+                        self.outgoing.message_id(&sid, sequence)
+                    } else {
+                        Vec::new()
+                    },
                     ..Default::default()
                 })),
             }
             .encode_to_vec();
+            if packet.reliable && !self.outgoing.has_room_for(encoded.len()) {
+                tracing::debug!(sequence, "reliable data waits for room in the replay buffer");
+                return;
+            }
             match session.send_data(channel, encoded.clone()) {
                 Ok(()) => {
                     if packet.reliable {
                         self.outgoing.sent(sequence, encoded);
                     }
-                    self.queued.pop_front();
+                    if let Some(sent) = self.queued.pop_front() {
+                        let _ = sent.reply.send(Ok(()));
+                    }
                 }
                 Err(e) => {
                     tracing::debug!("data waits for the publisher channel: {e}");

@@ -49,8 +49,6 @@ const QUIET: Duration = Duration::from_secs(3);
 pub const DRAIN: Duration = Duration::from_secs(5);
 /// Simulated time between checks of the rooms' states while settling.
 const POLL: Duration = Duration::from_millis(500);
-/// Bound on one publish call (it only queues the packet).
-const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
 /// The server's ping interval plus ping timeout: the longest a client may take to notice a
 /// dead signalling link.
 const PING_DETECTION: Duration = Duration::from_secs(20);
@@ -350,6 +348,9 @@ async fn participant(
     };
     let identity = ctx.host().to_owned();
     let record = ParticipantRecord::faultline(&identity, &ctx.options());
+    // A publish returns once its packet is sent; one that meets a reconnect waits for the
+    // episode's end, which comes within the participant's bound.
+    let publish_timeout = record.reconnect_bound;
     update(&|h| h.record = record.clone());
     tokio::time::sleep(JOIN_STAGGER * index as u32).await;
     let (room, mut events) = match ctx.connect(ROOM, &identity).await {
@@ -398,7 +399,7 @@ async fn participant(
     let mut counter = 0_u32;
     while phase.load(Ordering::SeqCst) != FINISH {
         if phase.load(Ordering::SeqCst) == RUNNING
-            && room.connection_state() != ConnectionState::Disconnected
+            && room.connection_state() == ConnectionState::Connected
         {
             counter += 1;
             let at = turmoil::sim_elapsed().unwrap_or_default();
@@ -409,7 +410,7 @@ async fn participant(
                 ..Default::default()
             };
             let sent = tokio::time::timeout(
-                PUBLISH_TIMEOUT,
+                publish_timeout,
                 room.local_participant().publish_data(packet),
             )
             .await;
@@ -423,7 +424,7 @@ async fn participant(
                 }
                 Err(_) => {
                     let note = format!(
-                        "publish #{counter} at +{at:?} did not return in {PUBLISH_TIMEOUT:?}"
+                        "publish #{counter} at +{at:?} did not return in {publish_timeout:?}"
                     );
                     update(&|h| h.run.notes.push(note.clone()));
                 }
