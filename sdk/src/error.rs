@@ -34,6 +34,15 @@ pub enum RoomError {
     /// The room is disconnected for good.
     #[error("the room is closed (it was disconnected or close() was called)")]
     Closed,
+    /// Every join attempt of [`crate::Room::connect`] failed ([`crate::RoomOptions::join_retries`]
+    /// retries after the first); `last` is why the last one did.
+    #[error("could not join after {attempts} attempts; the last one failed: {last}")]
+    JoinFailed {
+        /// How many attempts were made.
+        attempts: u32,
+        /// The last attempt's error.
+        last: Box<RoomError>,
+    },
     /// Data published while the room was reconnecting (or waiting for its channel) was not
     /// sent: the room disconnected first.
     #[error("the data was not sent: the room disconnected ({reason:?}) before it could be")]
@@ -58,6 +67,18 @@ pub enum RoomError {
 impl RoomError {
     /// Whether the server refused our credentials (HTTP 401/403): a new token is needed.
     pub fn is_unauthorized(&self) -> bool {
-        matches!(self, RoomError::Signal(SignalError::Rejected { status: 401 | 403, .. }))
+        matches!(
+            self.last_attempt(),
+            RoomError::Signal(SignalError::Rejected { status: 401 | 403, .. })
+        )
+    }
+
+    /// The error of the last attempt: for [`RoomError::JoinFailed`] the last join attempt's,
+    /// otherwise this error itself.
+    pub fn last_attempt(&self) -> &RoomError {
+        match self {
+            RoomError::JoinFailed { last, .. } => last.last_attempt(),
+            other => other,
+        }
     }
 }

@@ -98,6 +98,10 @@ pub struct RoomOptions {
     pub adaptive_stream: bool,
     /// The reconnect policy.
     pub reconnect: ReconnectPolicy,
+    /// How many times [`crate::Room::connect`] tries again, at once, after a failed join
+    /// (upstream's `join_retries`, default 3: four attempts in all). A refused token or a
+    /// malformed URL is not retried: it cannot get better.
+    pub join_retries: u32,
     /// Bound on opening the signalling connection (TCP, TLS and the WebSocket upgrade).
     pub connect_timeout: Duration,
     /// Bound on waiting for the server's JoinResponse / ReconnectResponse.
@@ -120,6 +124,7 @@ impl std::fmt::Debug for RoomOptions {
             .field("auto_subscribe", &self.auto_subscribe)
             .field("adaptive_stream", &self.adaptive_stream)
             .field("reconnect", &self.reconnect)
+            .field("join_retries", &self.join_retries)
             .field("connect_timeout", &self.connect_timeout)
             .field("join_timeout", &self.join_timeout)
             .field("pc_connect_timeout", &self.pc_connect_timeout)
@@ -135,6 +140,7 @@ impl Default for RoomOptions {
             auto_subscribe: true,
             adaptive_stream: false,
             reconnect: ReconnectPolicy::default(),
+            join_retries: 3,
             connect_timeout: Duration::from_secs(5),
             join_timeout: Duration::from_secs(5),
             pc_connect_timeout: Duration::from_secs(15),

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::engine::episode::Failure;
 use crate::engine::session::{Session, Setup};
 use crate::engine::shared::Shared;
 use crate::engine::{Command, Engine};
@@ -19,6 +20,36 @@ use crate::{
 
 /// How long [`Room::close`] waits for the engine to confirm.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Joins with `setup`, trying again at once after a failure that another attempt may fix.
+async fn join_with_retries(setup: &Setup) -> Result<Session, RoomError> {
+    let attempts = setup.options.join_retries.saturating_add(1);
+    let mut made = 0;
+    loop {
+        made += 1;
+        match Session::join(setup.clone()).await {
+            Ok(session) => return Ok(session),
+            Err(failed) if matches!(failed.failure, Failure::Terminal(_)) => {
+                return Err(failed.error)
+            }
+            Err(failed) if made >= attempts => {
+                return Err(if attempts == 1 {
+                    failed.error
+                } else {
+                    RoomError::JoinFailed { attempts: made, last: Box::new(failed.error) }
+                })
+            }
+            Err(failed) => {
+                tracing::warn!(
+                    attempt = made,
+                    of = attempts,
+                    "join failed, trying again: {}",
+                    failed.error
+                );
+            }
+        }
+    }
+}
 
 /// A connection to a LiveKit room.
 #[derive(Debug)]
@@ -32,8 +63,11 @@ impl Room {
     /// and the primary peer connection are up, with the room's event stream (whose first
     /// events are `ConnectionStateChanged(Connected)` and `Connected`).
     ///
-    /// Every step is bounded by the option timeouts; a refused token is reported with the
-    /// server's explanation ([`RoomError::is_unauthorized`]).
+    /// Every step is bounded by the option timeouts. A failed join is tried again at once,
+    /// [`RoomOptions::join_retries`] times (like upstream), then ends in
+    /// [`RoomError::JoinFailed`] naming the last attempt's error; a refused token (reported
+    /// with the server's explanation, [`RoomError::is_unauthorized`]) or a malformed URL
+    /// ends it at once.
     pub async fn connect(
         url: &str,
         token: &str,
@@ -42,7 +76,7 @@ impl Room {
         let base = crate::signal::url::parse_base(url)?;
         let setup =
             Setup { network: options.network.clone(), base, token: token.to_owned(), options };
-        let session = Session::join(setup.clone()).await.map_err(|failed| failed.error)?;
+        let session = join_with_retries(&setup).await?;
         let shared = Arc::new(Shared::new(&session.join));
         let events = shared.subscribe();
         shared.emit(RoomEvent::Connected);

@@ -44,7 +44,15 @@ async fn connect_fails(url: &str, token: &str) -> Result<RoomError> {
         Err(error) => error,
     };
     ensure!(!error.to_string().contains(token), "the error leaks the token: {error}");
-    Ok(error)
+    // A failure another attempt might fix is tried again (3 retries by default, like
+    // upstream); the final error says so and carries the last attempt's.
+    match error {
+        RoomError::JoinFailed { attempts, last } => {
+            ensure!(attempts == 4, "1 attempt + 3 retries, not {attempts}: {last}");
+            Ok(*last)
+        }
+        other => Ok(other),
+    }
 }
 
 /// A fake signalling server on 127.0.0.1 running `serve` on each accepted TCP stream.
@@ -223,5 +231,33 @@ async fn a_wrong_first_message_is_an_unexpected_message_error() -> Result<()> {
         "expected an unexpected-message error, got: {error}"
     );
     ensure!(error.to_string().contains("JoinResponse"), "it says what was expected: {error}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_refused_twice_with_503_gets_in_on_the_third_attempt() -> Result<()> {
+    let server = server().await?;
+    let front = real_lane::Front::start(server.signal_addr()).await?;
+    front.set_mode(real_lane::FrontMode::AnswerFirst(503, 2));
+    let token = server.token(&unique_room("join-retry"), "p0")?;
+    let (room, _events) =
+        tokio::time::timeout(BOUND, Room::connect(&front.ws_url(), &token, quick()))
+            .await
+            .context("Room::connect did not return")?
+            .context("the third attempt should get in")?;
+    ensure!(front.answered() == 2, "two refusals, then through: {}", front.answered());
+    room.close().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_token_is_not_retried() -> Result<()> {
+    let server = server().await?;
+    let front = real_lane::Front::start(server.signal_addr()).await?;
+    front.set_mode(real_lane::FrontMode::Answer(401));
+    let error = connect_fails(&front.ws_url(), TOKEN).await?;
+    ensure!(error.is_unauthorized(), "expected 401, got: {error}");
+    // The refused upgrade, and the /rtc/validate asking why: no second attempt.
+    ensure!(front.answered() == 2, "one attempt (and its validate), saw {}", front.answered());
     Ok(())
 }

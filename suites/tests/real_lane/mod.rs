@@ -120,6 +120,9 @@ pub enum FrontMode {
     Forward,
     /// Answer it with this HTTP status (and close).
     Answer(u16),
+    /// Answer the first this-many connections (counted from the start) with this status,
+    /// then forward.
+    AnswerFirst(u16, u32),
 }
 
 /// A TCP front for the server that forwards connections or answers them with an HTTP error
@@ -145,7 +148,13 @@ impl Front {
         let seen = requests.clone();
         tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
-                let current = *mode_rx.borrow();
+                let current = match *mode_rx.borrow() {
+                    FrontMode::AnswerFirst(status, count) if *answered_tx.borrow() < count => {
+                        FrontMode::Answer(status)
+                    }
+                    FrontMode::AnswerFirst(..) => FrontMode::Forward,
+                    mode => mode,
+                };
                 match current {
                     FrontMode::Forward => {
                         let cut = cut_all.clone();
@@ -175,7 +184,7 @@ impl Front {
                             }
                         });
                     }
-                    FrontMode::Answer(status) => {
+                    FrontMode::Answer(status) | FrontMode::AnswerFirst(status, _) => {
                         answered_tx.send_modify(|n| *n += 1);
                         tokio::spawn(async move {
                             use tokio::io::{AsyncReadExt, AsyncWriteExt};
