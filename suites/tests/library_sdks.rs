@@ -36,6 +36,12 @@ enum Expect {
 /// reaches the receiver (faultline-sdk sends it again on the new session).
 const LOSES_DATA_ACROSS_A_NODE_CRASH: Expect = Expect::FailsOnly("data-delivered");
 
+/// The upstream Rust SDK and livekit-client notice a handover (old sockets dead, a new
+/// address) only at their ping or ICE timeout, about 15 s later, then resume: back some 16–17 s
+/// after the change, where cellular-handover expects 2 s (faultline-sdk moves its peer
+/// connections to the new address as its resume begins).
+const SLOW_HANDOVER: Expect = Expect::FailsOnly("reconnected: phone");
+
 /// livekit-client keys remote participants by identity: a peer that reconnects fully comes
 /// back under a new sid in the same server update that retires the old one (the server
 /// batches a non-publisher's updates), so a livekit-client watcher swaps the sid in place and
@@ -57,7 +63,7 @@ fn library(file: &str) -> PathBuf {
 }
 
 #[rstest]
-#[case::upstream_cellular_handover("cellular-handover.toml", Sdk::UpstreamRust, Expect::Passes)]
+#[case::upstream_cellular_handover("cellular-handover.toml", Sdk::UpstreamRust, SLOW_HANDOVER)]
 #[case::upstream_expired_token("expired-token.toml", Sdk::UpstreamRust, Expect::Passes)]
 #[case::upstream_half_open_socket("half-open-socket.toml", Sdk::UpstreamRust, Expect::Passes)]
 #[case::upstream_latency_spike_during_resume(
@@ -87,7 +93,7 @@ fn library(file: &str) -> PathBuf {
 #[case::upstream_sfu_restart("sfu-restart.toml", Sdk::UpstreamRust, Expect::Passes)]
 #[case::upstream_train_tunnel("train-tunnel.toml", Sdk::UpstreamRust, Expect::Passes)]
 #[case::upstream_wifi_drop("wifi-drop.toml", Sdk::UpstreamRust, Expect::Passes)]
-#[case::js_cellular_handover("cellular-handover.toml", Sdk::Js, Expect::Passes)]
+#[case::js_cellular_handover("cellular-handover.toml", Sdk::Js, SLOW_HANDOVER)]
 #[case::js_expired_token("expired-token.toml", Sdk::Js, JS_SEES_NO_REJOIN)]
 #[case::js_half_open_socket("half-open-socket.toml", Sdk::Js, Expect::Passes)]
 #[case::js_latency_spike_during_resume("latency-spike-during-resume.toml", Sdk::Js, Expect::Passes)]

@@ -403,7 +403,16 @@ impl Session {
                 "the resume was not answered with a ReconnectResponse".into(),
             )));
         };
+        // After a network change the peer connections' sockets belong to the old network:
+        // move them to the new one before the ICE restarts.
+        let local_ip = signal.local_addr().ip();
         self.signal = signal;
+        for pc in [&mut self.publisher, &mut self.subscriber] {
+            pc.pc
+                .move_if_network_changed(&setup.network, local_ip)
+                .await
+                .map_err(|e| AttemptError::retryable(RoomError::Rtc(e.to_string())))?;
+        }
         self.publisher_answered = false;
         self.subscriber_offers_answered = 0;
 

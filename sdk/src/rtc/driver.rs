@@ -40,11 +40,29 @@ const MAX_IDLE: Duration = Duration::from_secs(60);
 
 /// What the handle asks of the driver.
 pub(super) enum Command {
-    CreateOffer { ice_restart: bool, reply: oneshot::Sender<Result<String, RtcError>> },
-    SetRemoteAnswer { sdp: String, reply: oneshot::Sender<Result<(), RtcError>> },
-    AnswerOffer { sdp: String, reply: oneshot::Sender<Result<String, RtcError>> },
+    CreateOffer {
+        ice_restart: bool,
+        reply: oneshot::Sender<Result<String, RtcError>>,
+    },
+    SetRemoteAnswer {
+        sdp: String,
+        reply: oneshot::Sender<Result<(), RtcError>>,
+    },
+    AnswerOffer {
+        sdp: String,
+        reply: oneshot::Sender<Result<String, RtcError>>,
+    },
     AddRemoteCandidate(Candidate),
-    Send { kind: DataChannelKind, payload: Vec<u8> },
+    Send {
+        kind: DataChannelKind,
+        payload: Vec<u8>,
+    },
+    /// Use this socket (and its host candidate) from now on: the network changed.
+    Rebind {
+        socket: Arc<dyn DatagramSocket>,
+        host: Candidate,
+        reply: oneshot::Sender<Result<(), RtcError>>,
+    },
     Close,
 }
 
@@ -79,6 +97,8 @@ pub(super) struct Driver {
     /// The ufrag our host candidate was last trickled with.
     trickled_ufrag: Option<String>,
     recv_errors_in_a_row: u32,
+    /// Whether the socket still receives (a broken socket stops it; a new one restarts it).
+    receiving: bool,
 }
 
 /// str0m's notion of "now", taken from tokio's clock so that paused/simulated time works.
@@ -147,16 +167,17 @@ impl Driver {
             early_candidates: Vec::new(),
             trickled_ufrag: None,
             recv_errors_in_a_row: 0,
+            receiving: true,
         })
     }
 
     /// The task body.
     pub(super) async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
-        let socket = self.socket.clone();
         let mut buf = vec![0u8; RECV_BUFFER];
-        let mut receiving = true;
         loop {
             let Some(timeout) = self.drain().await else { break };
+            // Taken afresh each time: a rebind replaces it.
+            let socket = self.socket.clone();
             let wake_at = Instant::from_std(timeout).min(Instant::now() + MAX_IDLE);
             let fail_at = self.tracker.fail_deadline();
             tokio::select! {
@@ -173,12 +194,12 @@ impl Driver {
                     }
                     Some(command) => self.on_command(command),
                 },
-                received = socket.recv_from(&mut buf), if receiving => match received {
+                received = socket.recv_from(&mut buf), if self.receiving => match received {
                     Ok((n, source)) => {
                         self.recv_errors_in_a_row = 0;
                         self.on_datagram(source, &buf[..n]);
                     }
-                    Err(e) => receiving = self.on_recv_error(e),
+                    Err(e) => self.receiving = self.on_recv_error(e),
                 },
                 () = tokio::time::sleep_until(wake_at) => self.on_timeout(),
                 () = tokio::time::sleep_until(fail_at.unwrap_or(wake_at)), if fail_at.is_some() => {
@@ -285,9 +306,31 @@ impl Driver {
                 self.outbox.push_back((kind, payload));
                 self.flush_outbox();
             }
+            Command::Rebind { socket, host, reply } => {
+                let _ = reply.send(self.rebind(socket, host));
+            }
             // Handled by the loop, which stops after it.
             Command::Close => {}
         }
+    }
+
+    /// Switches to `socket`, adding `host` as a local candidate (the old one stays known to
+    /// str0m, but nothing arrives on it any more).
+    fn rebind(&mut self, socket: Arc<dyn DatagramSocket>, host: Candidate) -> Result<(), RtcError> {
+        self.alive()?;
+        let local_addr = host.addr();
+        if self.rtc.add_local_candidate(host.clone()).is_none() {
+            return Err(RtcError::LocalCandidate {
+                addr: local_addr.to_string(),
+                reason: "str0m refused it as a local host candidate".to_owned(),
+            });
+        }
+        self.socket = socket;
+        self.local_addr = local_addr;
+        self.host = host;
+        self.recv_errors_in_a_row = 0;
+        self.receiving = true;
+        Ok(())
     }
 
     fn create_offer(&mut self, ice_restart: bool) -> Result<String, RtcError> {

@@ -26,7 +26,7 @@ use str0m::channel::{ChannelConfig, Reliability};
 use str0m::Candidate;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::net::Network;
+use crate::net::{DatagramSocket, Network};
 use driver::{Command, Driver};
 
 /// Which of LiveKit's two peer connections this is. (Public because [`RtcError`] names it.)
@@ -237,6 +237,22 @@ fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
 ///
 /// Dropping the handle stops the task and closes the socket without telling the remote (as
 /// a crash would); [`PeerConnection::close`] closes DTLS/SCTP first.
+/// Binds a UDP socket on `local_ip` and makes its address a host candidate.
+async fn bind_host(
+    net: &Arc<dyn Network>,
+    local_ip: IpAddr,
+) -> Result<(Arc<dyn DatagramSocket>, Candidate), RtcError> {
+    let socket =
+        net.bind_udp(local_ip).await.map_err(|source| RtcError::Bind { ip: local_ip, source })?;
+    let local_addr =
+        socket.local_addr().map_err(|source| RtcError::Bind { ip: local_ip, source })?;
+    let host = Candidate::host(local_addr, "udp").map_err(|e| RtcError::LocalCandidate {
+        addr: local_addr.to_string(),
+        reason: e.to_string(),
+    })?;
+    Ok((socket, host))
+}
+
 #[derive(Debug)]
 pub(crate) struct PeerConnection {
     role: PcRole,
@@ -254,16 +270,8 @@ impl PeerConnection {
         net: Arc<dyn Network>,
         local_ip: IpAddr,
     ) -> Result<(PeerConnection, mpsc::UnboundedReceiver<PcEvent>), RtcError> {
-        let socket = net
-            .bind_udp(local_ip)
-            .await
-            .map_err(|source| RtcError::Bind { ip: local_ip, source })?;
-        let local_addr =
-            socket.local_addr().map_err(|source| RtcError::Bind { ip: local_ip, source })?;
-        let host = Candidate::host(local_addr, "udp").map_err(|e| RtcError::LocalCandidate {
-            addr: local_addr.to_string(),
-            reason: e.to_string(),
-        })?;
+        let (socket, host) = bind_host(&net, local_ip).await?;
+        let local_addr = host.addr();
         tracing::debug!(
             role = ?config.role,
             %local_addr,
@@ -282,6 +290,28 @@ impl PeerConnection {
         tokio::spawn(driver.run(command_rx));
         let pc = PeerConnection { role: config.role, local_addr, commands: command_tx, shared };
         Ok((pc, event_rx))
+    }
+
+    /// After a network change, moves the connection to a new UDP socket: binds one on
+    /// `local_ip` (the address the new signalling connection went out from) and, if it is
+    /// on another address than the current socket — the old address is gone — switches to
+    /// it and makes it a host candidate, so the next ICE restart (a resume's) pairs it with
+    /// the server's candidates. Returns whether it moved; on the same network the new socket
+    /// is simply dropped.
+    pub(crate) async fn move_if_network_changed(
+        &mut self,
+        net: &Arc<dyn Network>,
+        local_ip: IpAddr,
+    ) -> Result<bool, RtcError> {
+        let (socket, host) = bind_host(net, local_ip).await?;
+        let local_addr = host.addr();
+        if local_addr.ip() == self.local_addr.ip() {
+            return Ok(false);
+        }
+        self.request(|reply| Command::Rebind { socket, host, reply }).await??;
+        tracing::info!(from = %self.local_addr, to = %local_addr, "network changed: peer connection moved to a new socket");
+        self.local_addr = local_addr;
+        Ok(true)
     }
 
     /// Publisher: creates an offer carrying the "_reliable" and "_lossy" data channels (created
