@@ -208,7 +208,9 @@ async fn exhaustion_makes_exactly_the_policys_attempts_spaced_by_its_delays() ->
     log.wait_for("Disconnected", WAIT, |e| matches!(e, RoomEvent::Disconnected { .. })).await?;
 
     let stats = faults.stats();
-    ensure!(stats.streams_refused == 4, "expected exactly 4 attempts, saw {stats:?}");
+    // Four attempts, and one probe for the path back: the 800 ms wait is probed once, at
+    // 500 ms; the shorter waits are not.
+    ensure!(stats.streams_refused == 5, "expected 4 attempts and 1 probe, saw {stats:?}");
     ensure!(stats.streams_opened == opened_before, "no attempt got through: {stats:?}");
     let took = episode_length(&log)?;
     ensure!(
@@ -216,6 +218,52 @@ async fn exhaustion_makes_exactly_the_policys_attempts_spaced_by_its_delays() ->
         "4 attempts spaced by 0 + 200 + 400 + 800 ms should take about {delays:?}, took {took:?}"
     );
     log.check(room.connection_state())?;
+    Ok(())
+}
+
+/// A link that heals during a long backoff wait is used at once: while the server cannot be
+/// reached the wait probes for it, so the next attempt goes as soon as the path is back, not
+/// when the 10 s delay ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_that_heals_during_a_backoff_wait_is_used_at_once() -> Result<()> {
+    let server = server().await?;
+    let network = FaultyNetwork::new(Arc::new(TokioNetwork), 3);
+    let faults = network.faults();
+    let delay = Duration::from_secs(10);
+    let policy = ReconnectPolicy {
+        attempts: 3,
+        base_delay: delay,
+        multiplier: 1.0,
+        max_delay: delay,
+        jitter: Jitter::None,
+    };
+    let options =
+        RoomOptions { network: Arc::new(network), reconnect: policy, ..RoomOptions::default() };
+    let (room, mut log) =
+        join_at(&server, &server.ws_url(), &unique_room("heal-early"), "p0", options).await?;
+
+    faults.refuse_new_signalling();
+    faults.sever_signalling();
+    log.wait_for("Reconnecting", WAIT, |e| *e == RoomEvent::Reconnecting).await?;
+    // The first attempt goes at once and is refused; the 10 s wait begins.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while faults.stats().streams_refused == 0 {
+        ensure!(tokio::time::Instant::now() < deadline, "the first attempt never came");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    faults.heal_signalling();
+    let healed = tokio::time::Instant::now();
+    log.wait_for("Reconnected", WAIT, |e| *e == RoomEvent::Reconnected).await?;
+    let took = healed.elapsed();
+    ensure!(
+        took < delay / 2,
+        "the path was back: the next attempt should not wait out the {delay:?} delay; \
+         heal → Reconnected took {took:?}\n{}",
+        log.trace()
+    );
+    ensure!(room.connection_state() == ConnectionState::Connected);
+    log.check(room.connection_state())?;
+    room.close().await?;
     Ok(())
 }
 

@@ -231,9 +231,12 @@ impl Engine {
         self.fail_lossy();
         let mut episode = Episode::new(trigger, self.setup.options.reconnect.clone());
         let mut old = Some(session);
+        // Whether the last attempt could not reach the server at all.
+        let mut path_down = false;
         while let Some((kind, delay)) = episode.next_attempt(&mut self.rng) {
             tracing::info!(attempt = episode.attempts_made(), ?kind, ?delay, "reconnect attempt");
-            if self.drive(tokio::time::sleep(delay)).await.is_none() {
+            let setup = self.setup.clone();
+            if self.drive(backoff(&setup, delay, path_down)).await.is_none() {
                 if let Some(old) = old {
                     old.leave().await;
                 }
@@ -290,6 +293,7 @@ impl Engine {
                         "reconnect attempt failed: {}",
                         failed.error
                     );
+                    path_down = unreachable(&failed.error);
                     if let Next::GiveUp(reason) = episode.failed(kind, failed.failure) {
                         self.end(reason);
                         return None;
@@ -519,6 +523,51 @@ impl Engine {
             }
         }
     }
+}
+
+/// While the server could not be reached, how often the backoff wait checks whether it can
+/// be again (a TCP connect through the `Network` seam).
+const PROBE_EVERY: Duration = Duration::from_millis(500);
+
+/// Waits `delay` — or, when the last attempt could not reach the server, until a probe finds
+/// the path back, whichever comes first: a link that heals during a long backoff wait is
+/// used within [`PROBE_EVERY`] instead of after the drawn delay. The attempt that follows
+/// still counts against the policy; an attempt that reached the server and failed there
+/// (an HTTP error, a refused resume) waits out its delay, so a struggling server is not
+/// pressed harder.
+async fn backoff(setup: &Setup, delay: Duration, path_down: bool) {
+    let deadline = tokio::time::Instant::now() + delay;
+    let target = match (&setup.base.host_str(), setup.base.port_or_known_default()) {
+        (Some(host), Some(port)) if path_down => Some((host.to_string(), port)),
+        _ => None,
+    };
+    let Some((host, port)) = target else {
+        tokio::time::sleep_until(deadline).await;
+        return;
+    };
+    loop {
+        let probe_at = tokio::time::Instant::now() + PROBE_EVERY;
+        if probe_at >= deadline {
+            tokio::time::sleep_until(deadline).await;
+            return;
+        }
+        tokio::time::sleep_until(probe_at).await;
+        let probe = setup.network.connect_tcp(&host, port);
+        if let Ok(Ok(_connection)) = tokio::time::timeout(PROBE_EVERY, probe).await {
+            tracing::info!("the server can be reached again: the next attempt goes now");
+            return;
+        }
+    }
+}
+
+/// Whether `error` says the server could not be reached at all (the path is down), as
+/// opposed to the server answering and refusing.
+fn unreachable(error: &RoomError) -> bool {
+    matches!(
+        error,
+        RoomError::Signal(crate::signal::SignalError::Connect { .. })
+            | RoomError::Signal(crate::signal::SignalError::Timeout { .. })
+    )
 }
 
 /// How long signalling may take to explain a peer-connection failure with a Leave.
