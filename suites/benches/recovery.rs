@@ -4,14 +4,16 @@
 //!
 //! - signal-reconnect, full-reconnect, disconnect-signal-on-resume: the scenario asked →
 //!   `Reconnected`.
-//! - outage healed: a proxy in front of signalling killed until the room's episode starts,
-//!   then healed → `Reconnected` (includes waiting out the SDK's backoff).
+//! - outage healed: a proxy in front of signalling killed until the room's episode starts
+//!   (and then for 0, 2, 5 or 10 s more), then healed → `Reconnected` (includes whatever
+//!   is left of the SDK's backoff wait when the link comes back).
 //! - media black hole: all media dropped (faultline-sdk: its socket wrapper; the other SDKs:
 //!   the kernel, the client in a network namespace of its own); time to detect (drop → the
 //!   episode starts), then healed → `Reconnected`.
 //!
 //! Run: `cargo bench -p faultline-suites --bench recovery`. `RUNS=n` changes the count
-//! (default 5), `SDKS=faultline,js` the SDKs (default all three).
+//! (default 5), `SDKS=faultline,js` the SDKs (default all three), `CASES=outage` the cases
+//! (of `simulate`, `outage`, `black-hole`; default all).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -108,13 +110,21 @@ async fn simulated(
     Ok(took)
 }
 
-/// One run of a signalling outage through a killed proxy: healed → Reconnected.
-async fn outage(server: &LiveKitServer, sdk: Sdk, run: usize) -> Result<Duration> {
+/// One run of a signalling outage through a killed proxy, `lasting` past the episode's
+/// start: healed → Reconnected.
+async fn outage(
+    server: &LiveKitServer,
+    sdk: Sdk,
+    lasting: Duration,
+    run: usize,
+) -> Result<Duration> {
     let proxy = Proxy::start(server.signal_addr()).await?;
-    let room = format!("bench-{sdk}-outage-{run}-{}", std::process::id());
+    let room = format!("bench-{sdk}-outage-{}-{run}-{}", lasting.as_secs(), std::process::id());
     let mut p = join(server, sdk, &proxy.ws_url(), &room).await?;
     proxy.kill().await?;
     p.episode_starts().await?;
+    // The outage's length is what is measured against: a fixed wait is the point here.
+    tokio::time::sleep(lasting).await;
     proxy.heal().await?;
     let healed = Instant::now();
     p.reconnected().await?;
@@ -199,6 +209,8 @@ async fn main() -> Result<()> {
             .collect::<Result<_>>()?,
         _ => Sdk::ALL.to_vec(),
     };
+    let cases = std::env::var("CASES").unwrap_or_default();
+    let wanted = |case: &str| cases.is_empty() || cases.split(',').any(|c| c.trim() == case);
     let server = LiveKitServer::shared().await.context("starting livekit-server")?;
     println!("recovery latency against livekit-server {}, {runs} runs each:", server.version());
     let scenarios = [
@@ -207,7 +219,7 @@ async fn main() -> Result<()> {
         SimulateKind::DisconnectSignalOnResume,
     ];
     for sdk in sdks {
-        for scenario in scenarios {
+        for scenario in scenarios.into_iter().filter(|_| wanted("simulate")) {
             let mut samples = Vec::new();
             for run in 0..runs {
                 samples.push(simulated(&server, sdk, scenario, run).await?);
@@ -215,11 +227,16 @@ async fn main() -> Result<()> {
             let name = serde_json::to_value(scenario)?.as_str().unwrap_or("?").to_owned();
             report(sdk, &format!("{name} → Reconnected"), samples);
         }
-        let mut healed = Vec::new();
-        for run in 0..runs {
-            healed.push(outage(&server, sdk, run).await?);
+        for secs in [0, 2, 5, 10].into_iter().filter(|_| wanted("outage")) {
+            let mut healed = Vec::new();
+            for run in 0..runs {
+                healed.push(outage(&server, sdk, Duration::from_secs(secs), run).await?);
+            }
+            report(sdk, &format!("outage +{secs}s healed → Reconn."), healed);
         }
-        report(sdk, "outage healed → Reconnected", healed);
+        if !wanted("black-hole") {
+            continue;
+        }
         let kernel = if sdk.in_process() { None } else { Some(Kernel::start().await?) };
         let (mut detect, mut recover) = (Vec::new(), Vec::new());
         for run in 0..runs {
