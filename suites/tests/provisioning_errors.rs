@@ -13,10 +13,19 @@ use faultline::server::{LiveKitServer, ServerError, ServerOptions};
 
 /// Writes an executable shell script `name` into `dir`.
 fn script(dir: &Path, name: &str, body: &str) -> Result<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
+    // Written by a child `sh`, never through a file descriptor of this process: tests run
+    // in parallel threads, and a child forked by another test while this process held the
+    // file open for writing would keep that descriptor until its exec — running the script
+    // meanwhile fails with ETXTBSY ("Text file busy").
     let path = dir.join(name);
-    std::fs::write(&path, format!("#!/bin/sh\n{body}\n"))?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("printf '%s\\n' \"$2\" > \"$1\" && chmod 755 \"$1\"")
+        .arg("sh")
+        .arg(&path)
+        .arg(format!("#!/bin/sh\n{body}"))
+        .status()?;
+    anyhow::ensure!(status.success(), "writing the script {} failed: {status}", path.display());
     Ok(path)
 }
 
