@@ -574,39 +574,17 @@ impl StartFailure {
     }
 }
 
-/// How to run the provisioned server with `config` (a file inside a directory that is
-/// bind-mounted at the same path for a container, which shares the host's network so the
-/// loopback-only configuration means the same thing; on macOS that needs Docker Desktop's
-/// host networking, 4.34 or later).
+/// How to run the provisioned server with `config` (for a container, the config's
+/// directory is bind-mounted at the same path, read-only).
 fn launch_for(source: &Source, config: &Path, http_port: u16) -> Launch {
+    let args = vec!["--config".into(), config.into()];
     match source {
         Source::Container { image, docker } => {
             let dir = config.parent().unwrap_or(config).display().to_string();
             let name = format!("faultline-livekit-{}-{http_port}", std::process::id());
-            Launch {
-                container: Some((docker.clone(), name.clone())),
-                ..Launch::new(
-                    docker.clone(),
-                    vec![
-                        "run".into(),
-                        "--rm".into(),
-                        "--name".into(),
-                        name.clone().into(),
-                        "--network".into(),
-                        "host".into(),
-                        "-v".into(),
-                        format!("{dir}:{dir}:ro").into(),
-                        image.into(),
-                        "--config".into(),
-                        config.into(),
-                    ],
-                )
-            }
+            Launch::container(docker, name, &[format!("{dir}:{dir}:ro")], image, args)
         }
-        _ => Launch::new(
-            source.binary().map(Path::to_path_buf).unwrap_or_default(),
-            vec!["--config".into(), config.into()],
-        ),
+        _ => Launch::new(source.binary().map(Path::to_path_buf).unwrap_or_default(), args),
     }
 }
 

@@ -44,6 +44,36 @@ impl Launch {
     pub(crate) fn new(program: PathBuf, args: Vec<OsString>) -> Self {
         Launch { program, args, container: None, env: Vec::new(), group: false }
     }
+
+    /// Runs `image` with `args` in a container named `name` through the `docker` CLI:
+    /// removed when it stops, on the host's network (so a loopback-only configuration means
+    /// the same thing; on macOS that needs Docker Desktop's host networking, 4.34 or later),
+    /// with `mounts` (`-v` values) bound in; stopped with `docker kill <name>`.
+    pub(crate) fn container(
+        docker: &Path,
+        name: String,
+        mounts: &[String],
+        image: &str,
+        args: Vec<OsString>,
+    ) -> Self {
+        let mut run: Vec<OsString> = vec![
+            "run".into(),
+            "--rm".into(),
+            "--name".into(),
+            name.clone().into(),
+            "--network".into(),
+            "host".into(),
+        ];
+        for mount in mounts {
+            run.extend(["-v".into(), mount.into()]);
+        }
+        run.push(image.into());
+        run.extend(args);
+        Launch {
+            container: Some((docker.to_path_buf(), name)),
+            ..Launch::new(docker.to_path_buf(), run)
+        }
+    }
 }
 
 /// A running (or exited) server process, with its watchdog.

@@ -271,17 +271,7 @@ fn launch_for(source: &Source, api_port: u16) -> Launch {
     match source {
         Source::Container { image, docker } => {
             let name = format!("faultline-toxiproxy-{}-{api_port}", std::process::id());
-            let mut args: Vec<std::ffi::OsString> = vec![
-                "run".into(),
-                "--rm".into(),
-                "--name".into(),
-                name.clone().into(),
-                "--network".into(),
-                "host".into(),
-                image.into(),
-            ];
-            args.extend(server_args);
-            Launch { container: Some((docker.clone(), name)), ..Launch::new(docker.clone(), args) }
+            Launch::container(docker, name, &[], image, server_args)
         }
         _ => Launch::new(source.binary().map(Path::to_path_buf).unwrap_or_default(), server_args),
     }

@@ -162,13 +162,36 @@ fn sigkill_and_wait_gone(child: &mut Child, running: &[u32]) -> Result<()> {
     )
 }
 
-/// The pids of processes whose command line contains `needle`.
-fn pids_with(needle: &str) -> Vec<u32> {
-    let out = Command::new("ps").args(["-eo", "pid=,args="]).output();
+/// Every process: pid, parent pid and command line (`ps -eo`, which Linux and macOS both
+/// have).
+fn processes() -> Vec<(u32, u32, String)> {
+    let out = Command::new("ps").args(["-eo", "pid=,ppid=,args="]).output();
     let text = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
     text.lines()
-        .filter(|line| line.contains(needle) && !line.contains("ps -eo"))
-        .filter_map(|line| line.split_whitespace().next()?.parse().ok())
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            let pid = words.next()?.parse().ok()?;
+            let ppid = words.next()?.parse().ok()?;
+            Some((pid, ppid, words.collect::<Vec<_>>().join(" ")))
+        })
+        .collect()
+}
+
+/// The pids of processes whose command line contains `needle`.
+fn pids_with(needle: &str) -> Vec<u32> {
+    processes()
+        .into_iter()
+        .filter(|(_, _, args)| args.contains(needle) && !args.contains("ps -eo"))
+        .map(|(pid, _, _)| pid)
+        .collect()
+}
+
+/// The pids and command lines of `parent`'s children.
+fn children_of(parent: u32) -> Vec<(u32, String)> {
+    processes()
+        .into_iter()
+        .filter(|(_, ppid, _)| *ppid == parent)
+        .map(|(pid, _, args)| (pid, args))
         .collect()
 }
 
@@ -213,21 +236,6 @@ fn sdk_drivers_and_their_browser_die_with_a_sigkilled_parent() -> Result<()> {
         std::thread::sleep(Duration::from_millis(200));
     };
     sigkill_and_wait_gone(&mut child, &running)
-}
-
-/// The pids and command lines of `parent`'s children.
-fn children_of(parent: u32) -> Vec<(u32, String)> {
-    // `-eo` and a filter here rather than `--ppid`, which macOS's ps lacks.
-    let out = Command::new("ps").args(["-eo", "pid=,ppid=,args="]).output();
-    let text = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
-    text.lines()
-        .filter_map(|line| {
-            let mut words = line.split_whitespace();
-            let pid = words.next()?.parse().ok()?;
-            let ppid: u32 = words.next()?.parse().ok()?;
-            (ppid == parent).then(|| (pid, words.collect::<Vec<_>>().join(" ")))
-        })
-        .collect()
 }
 
 #[test]

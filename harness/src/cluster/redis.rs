@@ -224,21 +224,9 @@ impl Redis {
             }
             RedisSource::Container(docker) => {
                 let container = format!("faultline-redis-{}-{port}", std::process::id());
-                let mut docker_args: Vec<std::ffi::OsString> = vec![
-                    "run".into(),
-                    "--rm".into(),
-                    "--name".into(),
-                    container.clone().into(),
-                    "--network".into(),
-                    "host".into(),
-                    REDIS_IMAGE.into(),
-                    "redis-server".into(),
-                ];
-                docker_args.extend(args);
-                Launch {
-                    container: Some((docker.clone(), container)),
-                    ..Launch::new(docker.clone(), docker_args)
-                }
+                let mut command = vec!["redis-server".into()];
+                command.extend(args);
+                Launch::container(docker, container, &[], REDIS_IMAGE, command)
             }
         };
         let process = Process::spawn(&launch, &log).map_err(spawn_err)?;
