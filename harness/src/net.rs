@@ -16,7 +16,10 @@
 //!   ([`NetFaults::sever_signalling`]); refuse new connections
 //!   ([`NetFaults::refuse_new_signalling`]); black-hole every stream — reads wait, writes are
 //!   swallowed ([`NetFaults::black_hole_signalling`]). As with the proxy's black hole, streams
-//!   that were in the black hole are reset when it ends, since their bytes are gone.
+//!   that were in the black hole are reset when it ends, since their bytes are gone. Or hold
+//!   every stream ([`NetFaults::hold_signalling`]), as a paused proxy does: reads wait, writes
+//!   are kept (up to a socket send buffer's [`HOLD_BUFFER`], then they wait too) and go out
+//!   when it ends; the streams carry on.
 //! - **network change** ([`NetFaults::change_network`]): a Wi-Fi to cellular handover. Sockets
 //!   and streams opened before it go dead, and new UDP sockets are bound on the new IP.
 //!
@@ -40,6 +43,10 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, info};
+
+/// How many bytes a held stream accepts before its writes wait: a TCP send buffer's worth
+/// (Linux starts a socket's at 16 KiB and grows it; 64 KiB is a common size).
+pub const HOLD_BUFFER: usize = 64 * 1024;
 
 /// Which way datagrams travel, from the SDK's point of view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -105,6 +112,7 @@ struct FaultState {
     sever_epoch: u64,
     refuse_connects: bool,
     black_hole: bool,
+    hold: bool,
     /// Sockets opened before this epoch are on a network that is gone.
     network_epoch: u64,
     /// Where UDP sockets are bound after a network change.
@@ -256,7 +264,12 @@ impl Network for FaultyNetwork {
             lock(&shared.streams).push(Arc::downgrade(&control));
             bump(&shared.counters.streams_opened);
             Ok(TcpConnection {
-                stream: Box::new(FaultyStream { inner: Some(connection.stream), control, shared }),
+                stream: Box::new(FaultyStream {
+                    inner: Some(connection.stream),
+                    held: Vec::new(),
+                    control,
+                    shared,
+                }),
                 local_addr: connection.local_addr,
                 peer_addr: connection.peer_addr,
             })
@@ -356,15 +369,26 @@ impl NetFaults {
         info!("signalling black-holed (fault)");
     }
 
-    /// Accepts new signalling connections again and ends a black hole; the streams that were
-    /// in the black hole are reset.
+    /// Holds every signalling stream, open or new: reads and writes wait and no byte is lost,
+    /// like a paused proxy's.
+    pub fn hold_signalling(&self) {
+        self.shared.state().hold = true;
+        self.shared.wake_streams();
+        info!("signalling held (fault)");
+    }
+
+    /// Accepts new signalling connections again and ends a black hole or a hold; the streams
+    /// that were in the black hole are reset, held ones carry on.
     pub fn heal_signalling(&self) {
         let was_black_hole = {
             let mut state = self.shared.state();
             state.refuse_connects = false;
+            state.hold = false;
             std::mem::take(&mut state.black_hole)
         };
         let severed = if was_black_hole { self.shared.sever_streams() } else { 0 };
+        // Held streams are waiting to be woken.
+        self.shared.wake_streams();
         info!(severed, "signalling healed");
     }
 
@@ -601,6 +625,7 @@ struct StreamControl {
 enum Verdict {
     Pass,
     BlackHole,
+    Hold,
     Severed,
 }
 
@@ -608,6 +633,8 @@ enum Verdict {
 struct FaultyStream {
     /// `None` once severed: the real connection is closed.
     inner: Option<Box<dyn AsyncStream>>,
+    /// Bytes written while held, passed on before anything newer once the hold ends.
+    held: Vec<u8>,
     control: Arc<StreamControl>,
     shared: Arc<Shared>,
 }
@@ -615,12 +642,22 @@ struct FaultyStream {
 impl FaultyStream {
     /// Looks at the faults; on a sever, closes the real connection and gives the error.
     fn verdict(&mut self) -> io::Result<(Verdict, &mut Box<dyn AsyncStream>)> {
+        let (verdict, inner, _) = self.verdict_and_held()?;
+        Ok((verdict, inner))
+    }
+
+    /// [`Self::verdict`], with the bytes kept during a hold.
+    fn verdict_and_held(
+        &mut self,
+    ) -> io::Result<(Verdict, &mut Box<dyn AsyncStream>, &mut Vec<u8>)> {
         let verdict = {
             let state = self.shared.state();
             if self.control.born < state.sever_epoch {
                 Verdict::Severed
             } else if state.black_hole {
                 Verdict::BlackHole
+            } else if state.hold {
+                Verdict::Hold
             } else {
                 Verdict::Pass
             }
@@ -629,7 +666,7 @@ impl FaultyStream {
             self.inner = None;
         }
         match self.inner.as_mut() {
-            Some(inner) => Ok((verdict, inner)),
+            Some(inner) => Ok((verdict, inner, &mut self.held)),
             None => Err(io::Error::new(
                 io::ErrorKind::ConnectionReset,
                 "signalling connection reset by faultline's network fault \
@@ -648,12 +685,43 @@ impl AsyncRead for FaultyStream {
         let this = self.get_mut();
         // Registered before looking, so that a fault set meanwhile still wakes us.
         this.control.read.register(cx.waker());
-        match this.verdict() {
+        match this.verdict_and_held() {
             Err(error) => Poll::Ready(Err(error)),
-            Ok((Verdict::BlackHole, _)) => Poll::Pending,
-            Ok((_, inner)) => Pin::new(inner).poll_read(cx, buf),
+            Ok((Verdict::BlackHole | Verdict::Hold, _, _)) => Poll::Pending,
+            Ok((_, inner, held)) => {
+                // After a hold, what was kept goes out without waiting for the next write
+                // (the owner may only be reading); a full socket is retried at the next poll.
+                if let Poll::Ready(Err(error)) = pass_held(held, inner, cx) {
+                    return Poll::Ready(Err(error));
+                }
+                Pin::new(inner).poll_read(cx, buf)
+            }
         }
     }
+}
+
+/// Passes the bytes kept during a hold to `inner`; ready once none are left.
+fn pass_held(
+    held: &mut Vec<u8>,
+    inner: &mut Box<dyn AsyncStream>,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<()>> {
+    while !held.is_empty() {
+        match Pin::new(&mut *inner).poll_write(cx, held) {
+            Poll::Ready(Ok(0)) => {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    "the connection took none of the bytes held during a hold",
+                )))
+            }
+            Poll::Ready(Ok(n)) => {
+                held.drain(..n);
+            }
+            Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+            Poll::Pending => return Poll::Pending,
+        }
+    }
+    Poll::Ready(Ok(()))
 }
 
 impl AsyncWrite for FaultyStream {
@@ -664,20 +732,35 @@ impl AsyncWrite for FaultyStream {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         this.control.write.register(cx.waker());
-        match this.verdict() {
+        match this.verdict_and_held() {
             Err(error) => Poll::Ready(Err(error)),
-            Ok((Verdict::BlackHole, _)) => Poll::Ready(Ok(buf.len())),
-            Ok((_, inner)) => Pin::new(inner).poll_write(cx, buf),
+            Ok((Verdict::BlackHole, _, _)) => Poll::Ready(Ok(buf.len())),
+            Ok((Verdict::Hold, _, held)) => {
+                let room = HOLD_BUFFER.saturating_sub(held.len()).min(buf.len());
+                if room == 0 {
+                    return Poll::Pending;
+                }
+                held.extend_from_slice(&buf[..room]);
+                Poll::Ready(Ok(room))
+            }
+            Ok((_, inner, held)) => match pass_held(held, inner, cx) {
+                Poll::Ready(Ok(())) => Pin::new(inner).poll_write(cx, buf),
+                other => other.map_ok(|()| 0),
+            },
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         this.control.write.register(cx.waker());
-        match this.verdict() {
+        match this.verdict_and_held() {
             Err(error) => Poll::Ready(Err(error)),
-            Ok((Verdict::BlackHole, _)) => Poll::Ready(Ok(())),
-            Ok((_, inner)) => Pin::new(inner).poll_flush(cx),
+            // Like a socket's: a flush does not wait for the peer.
+            Ok((Verdict::BlackHole | Verdict::Hold, _, _)) => Poll::Ready(Ok(())),
+            Ok((_, inner, held)) => match pass_held(held, inner, cx) {
+                Poll::Ready(Ok(())) => Pin::new(inner).poll_flush(cx),
+                other => other,
+            },
         }
     }
 
@@ -687,6 +770,7 @@ impl AsyncWrite for FaultyStream {
         match this.verdict() {
             Err(error) => Poll::Ready(Err(error)),
             Ok((Verdict::BlackHole, _)) => Poll::Ready(Ok(())),
+            Ok((Verdict::Hold, _)) => Poll::Pending,
             Ok((_, inner)) => Pin::new(inner).poll_shutdown(cx),
         }
     }

@@ -91,7 +91,11 @@ fn library(file: &str) -> PathBuf {
 #[case::upstream_server_leave("server-leave.toml", Sdk::UpstreamRust, Expect::Passes)]
 #[case::upstream_signal_node_crash("signal-node-crash.toml", Sdk::UpstreamRust, Expect::Passes)]
 #[case::upstream_sfu_restart("sfu-restart.toml", Sdk::UpstreamRust, Expect::Passes)]
-#[case::upstream_train_tunnel("train-tunnel.toml", Sdk::UpstreamRust, Expect::Passes)]
+#[case::upstream_train_tunnel(
+    "train-tunnel.toml",
+    Sdk::UpstreamRust,
+    Expect::Refused("cannot take a `reconnect` policy")
+)]
 #[case::upstream_wifi_drop("wifi-drop.toml", Sdk::UpstreamRust, Expect::Passes)]
 #[case::js_cellular_handover("cellular-handover.toml", Sdk::Js, SLOW_HANDOVER)]
 #[case::js_expired_token("expired-token.toml", Sdk::Js, JS_SEES_NO_REJOIN)]

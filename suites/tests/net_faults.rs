@@ -276,6 +276,37 @@ async fn a_black_hole_pends_reads_swallows_writes_and_resets_on_heal() -> Result
 }
 
 #[tokio::test]
+async fn a_hold_keeps_bytes_both_ways_and_delivers_them_on_heal() -> Result<()> {
+    let echo = Echo::start().await?;
+    let (network, faults) = wrapped(1);
+    let mut held = connect(&network, &echo).await?;
+    round_trip(&mut held, b"ping").await?;
+
+    // The echo of this comes back while the stream is held.
+    held.stream.write_all(b"kept").await?;
+    faults.hold_signalling();
+    let mut buf = [0; 4];
+    let read = timeout(QUIET, held.stream.read(&mut buf)).await;
+    ensure!(read.is_err(), "expected a read to wait while held, it returned {read:?}");
+    // A send buffer's worth of writes is accepted and kept; past it, writes wait.
+    held.stream.write_all(b"late").await?;
+    held.stream.flush().await?;
+    let filler = vec![b'x'; faultline::net::HOLD_BUFFER - 4];
+    held.stream.write_all(&filler).await?;
+    let full = timeout(QUIET, held.stream.write_all(b"more")).await;
+    ensure!(full.is_err(), "expected a write past the send buffer to wait, it returned {full:?}");
+    assert_eq!(echo.received(), 8, "a write made while held reached the server");
+
+    faults.heal_signalling();
+    // The same stream carries on; what waited in each direction is delivered in order.
+    timeout(PATIENCE, held.stream.read_exact(&mut buf)).await.context("no echo after heal")??;
+    assert_eq!(&buf, b"kept");
+    timeout(PATIENCE, held.stream.read_exact(&mut buf)).await.context("held write lost")??;
+    assert_eq!(&buf, b"late");
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_network_change_kills_old_sockets_and_binds_new_ones_on_the_new_ip() -> Result<()> {
     let echo = Echo::start().await?;
     let (network, faults) = wrapped(1);

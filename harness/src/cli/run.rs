@@ -12,7 +12,9 @@ use faultline::client::Sdk;
 use faultline::client::{ClientEvent, Observed};
 use faultline::report;
 use faultline::scenario::format::Lane;
-use faultline::scenario::{run_real, run_sim, Progress, RunOptions, Scenario};
+use faultline::scenario::{
+    run_real, run_sim, sweep, Progress, RunOptions, Scenario, REQUIRED_PASS_RATE,
+};
 
 /// Options of `faultline run`.
 #[derive(Debug, clap::Args)]
@@ -22,9 +24,14 @@ pub struct Args {
     /// Where to run it: the real livekit-server, or the turmoil simulation.
     #[arg(long, value_enum, default_value = "real")]
     lane: LaneArg,
-    /// Seed of the run's randomness (media loss, backoff jitter).
+    /// Seed of the run's randomness (media loss, backoff jitter); with `--seeds`, the first
+    /// seed.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Run the scenario once for each of N seeds (sim lane only) and report its pass rate and
+    /// the seeds each failing expectation failed for; exits 1 below 99 %.
+    #[arg(long, value_name = "N", conflicts_with_all = ["trace", "report"])]
+    seeds: Option<u64>,
     /// Write every fault and event, timestamped, as JSON lines to this file.
     #[arg(long)]
     trace: Option<PathBuf>,
@@ -67,6 +74,14 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         LaneArg::Sim => Lane::Sim,
     };
     eprintln!("faultline run: {} — {}", scenario.name, scenario.description.trim());
+    if let Some(n) = args.seeds {
+        if !matches!(lane, Lane::Sim) {
+            return Ok(could_not_run(
+                "`--seeds` runs the scenario many times in the simulation; add `--lane sim`",
+            ));
+        }
+        return Ok(run_seeds(scenario, args.scenario, args.seed, n).await);
+    }
     let result = match lane {
         Lane::Real => {
             let observer = Box::new(Display::default().observer());
@@ -130,6 +145,64 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             record.verdicts.len()
         );
         Ok(ExitCode::FAILURE)
+    }
+}
+
+/// `--seeds N`: the sim lane over seeds `first..first + n`, its pass rate and the failing
+/// seeds, each with the command that replays it.
+async fn run_seeds(scenario: Scenario, file: PathBuf, first: u64, n: u64) -> ExitCode {
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let seeds = first..first.saturating_add(n);
+    eprintln!(
+        "  … {n} runs in the simulation (seeds {}..={}) on {threads} threads",
+        seeds.start,
+        seeds.end.saturating_sub(1)
+    );
+    let started = std::time::Instant::now();
+    let (scenario_c, file_c) = (scenario.clone(), file.clone());
+    let swept =
+        tokio::task::spawn_blocking(move || sweep(&scenario_c, &file_c, seeds, threads)).await;
+    let result = match swept {
+        Ok(Ok(result)) => result,
+        Ok(Err(e)) => return could_not_run(e),
+        Err(e) => return could_not_run(format!("the simulation threads failed: {e}")),
+    };
+    let replay = |seed: u64| format!("faultline run {} --lane sim --seed {seed}", file.display());
+    let sample = |seeds: &[u64]| {
+        let shown: Vec<String> = seeds.iter().take(10).map(u64::to_string).collect();
+        let more = seeds.len().saturating_sub(10);
+        if more > 0 {
+            format!("{} and {more} more", shown.join(", "))
+        } else {
+            shown.join(", ")
+        }
+    };
+    for (what, seeds) in &result.failures {
+        println!("FAIL  {what}: {} of {} seeds ({})", seeds.len(), result.runs, sample(seeds));
+    }
+    for (seed, why) in result.errors.iter().take(10) {
+        println!("ERROR seed {seed}: {why}");
+    }
+    let rate = result.pass_rate() * 100.0;
+    println!(
+        "scenario `{}`: {} of {} seeds passed ({rate:.1} %) in {:.1} s",
+        scenario.name,
+        result.passed,
+        result.runs,
+        started.elapsed().as_secs_f64()
+    );
+    if let Some(seed) = result.failed_seeds().first() {
+        println!("replay the first failure: {}", replay(*seed));
+    }
+    if result.pass_rate() >= REQUIRED_PASS_RATE {
+        ExitCode::SUCCESS
+    } else {
+        println!(
+            "scenario `{}` FAILED: a scenario's verdict must hold for at least {:.0} % of seeds",
+            scenario.name,
+            REQUIRED_PASS_RATE * 100.0
+        );
+        ExitCode::FAILURE
     }
 }
 

@@ -206,6 +206,21 @@ impl PolicySpec {
     pub fn is_set(&self) -> bool {
         self.attempts.is_some() || self.base_delay.is_some() || self.max_delay.is_some()
     }
+
+    /// faultline-sdk's default policy with these overrides.
+    pub fn policy(&self) -> faultline_sdk::ReconnectPolicy {
+        let mut policy = faultline_sdk::ReconnectPolicy::default();
+        if let Some(attempts) = self.attempts {
+            policy.attempts = attempts;
+        }
+        if let Some(base) = self.base_delay {
+            policy.base_delay = base;
+        }
+        if let Some(max) = self.max_delay {
+            policy.max_delay = max;
+        }
+        policy
+    }
 }
 
 /// Reliable messages a participant sends at a steady rate.

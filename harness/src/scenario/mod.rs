@@ -3,6 +3,7 @@
 //! - [`format`]: the file format, read and checked with located errors.
 //! - [`run`]: playing a scenario against the real livekit-server.
 //! - [`sim_lane`]: playing it in the turmoil simulation.
+//! - [`seeds`]: its pass rate over many seeds of the simulation.
 //!
 //! Each lane writes a [`crate::record::RunRecord`]; [`crate::judge`] gives its verdicts.
 //!
@@ -12,9 +13,11 @@
 mod backend;
 pub mod format;
 pub mod run;
+pub mod seeds;
 pub mod sim_lane;
 
 pub use crate::record::RunRecord;
 pub use format::{Scenario, ScenarioError};
 pub use run::{run_real, Progress, RunError, RunOptions};
+pub use seeds::{sweep, SeedSweep, REQUIRED_PASS_RATE};
 pub use sim_lane::run_sim;

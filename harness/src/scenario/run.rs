@@ -1181,17 +1181,8 @@ fn sockets(c: &Participant) -> Result<&NetFaults, String> {
 /// the run's seed and the file's policy overrides; another SDK with the overrides as a
 /// policy of its own, if the file sets any.
 fn client_options(spec: &ParticipantSpec, seed: u64) -> (ClientOptions, Option<NetFaults>) {
-    let mut policy = faultline_sdk::ReconnectPolicy::default();
     let overrides = &spec.reconnect;
-    if let Some(attempts) = overrides.attempts {
-        policy.attempts = attempts;
-    }
-    if let Some(base) = overrides.base_delay {
-        policy.base_delay = base;
-    }
-    if let Some(max) = overrides.max_delay {
-        policy.max_delay = max;
-    }
+    let policy = overrides.policy();
     if spec.sdk.in_process() {
         let network = FaultyNetwork::new(Arc::new(TokioNetwork), seed);
         let net = network.faults();

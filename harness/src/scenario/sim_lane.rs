@@ -11,14 +11,15 @@
 //!
 //! | fault | sim lane |
 //! |---|---|
-//! | `partition` | `hold` of the link between the participant and the server (both ways; media is held too, not dropped), `release` at the heal |
+//! | `partition` | `offline` at the start, `online` at the heal: the participant's socket wrapper (the real lane's `FaultyNetwork`) holds its signalling streams, refuses new connections and drops its media both ways — what the real lane's paused proxy and media partition do |
 //! | `server-kill` | `crash` of the server host; with `for`, `restart` at the heal |
 //! | `remove-participant` | the simulated server's RemoveParticipant |
 //! | `simulate` | `Room::simulate_scenario` in the participant's host |
 //!
-//! Anything else — proxies, toxics, media-only faults, network changes, `delete-room`,
-//! `close`, reconnect-policy overrides, token lifetimes, `publish` and `data-delivered` — is
-//! refused before anything runs, naming the file and what to do.
+//! A participant's `reconnect` overrides apply as on the real lane. Anything else — proxies,
+//! toxics, media-only faults, network changes, `delete-room`, `close`, token lifetimes,
+//! `publish` and `data-delivered` — is refused before anything runs, naming the file and
+//! what to do.
 
 use std::path::Path;
 use std::time::Duration;
@@ -27,9 +28,8 @@ use super::format::{Expectation, Fault, Lane, Scenario};
 use super::run::{label, lanes, RunError};
 use crate::judge;
 use crate::record::{FaultRecord, RunRecord};
-use crate::sim::explore::{run_case, Case};
+use crate::sim::explore::{run_case_with, Case};
 use crate::sim::schedule::{self, Schedule, Step};
-use crate::sim::SERVER_HOST;
 
 /// How long after the last participant's join the timeline starts.
 pub const LEAD: Duration = Duration::from_secs(2);
@@ -57,8 +57,6 @@ pub fn check_sim_lane(scenario: &Scenario, file: &Path) -> Result<(), RunError> 
     for p in &scenario.participants {
         let what = if !p.sdk.in_process() {
             Some("an SDK other than faultline (the simulation runs faultline-sdk only)")
-        } else if p.reconnect.is_set() {
-            Some("a reconnect policy")
         } else if p.token_ttl.is_some() {
             Some("a token lifetime")
         } else if p.publish.is_some() {
@@ -131,8 +129,8 @@ pub fn run_sim(scenario: &Scenario, file: &Path, seed: u64) -> Result<RunRecord,
         let end = step.duration.filter(|_| !step.fault.is_instant()).map(|d| start + d);
         let (begin, heal) = match &step.fault {
             Fault::Partition {} => (
-                schedule::Fault::Hold { a: who.clone(), b: SERVER_HOST.into() },
-                Some(schedule::Fault::Release { a: who.clone(), b: SERVER_HOST.into() }),
+                schedule::Fault::Offline { participant: who.clone() },
+                Some(schedule::Fault::Online { participant: who.clone() }),
             ),
             Fault::ServerKill {} => (schedule::Fault::Crash, Some(schedule::Fault::Restart)),
             Fault::RemoveParticipant {} => {
@@ -154,7 +152,7 @@ pub fn run_sim(scenario: &Scenario, file: &Path, seed: u64) -> Result<RunRecord,
             target,
             started: start,
             healed: if step.fault.is_instant() { Some(start) } else { end },
-            refuses_connections: false,
+            refuses_connections: step.fault == Fault::Partition {},
         });
     }
     let case = Case {
@@ -163,7 +161,13 @@ pub fn run_sim(scenario: &Scenario, file: &Path, seed: u64) -> Result<RunRecord,
         planted_bug: None,
         schedule: Schedule::new(steps),
     };
-    let run = run_case(&case).map_err(|e| RunError::Sim(e.to_string()))?;
+    let policies = scenario
+        .participants
+        .iter()
+        .filter(|p| p.reconnect.is_set())
+        .map(|p| (host(p.identity.get_ref()), p.reconnect.policy()))
+        .collect();
+    let run = run_case_with(&case, &policies).map_err(|e| RunError::Sim(e.to_string()))?;
     let identity_of = |name: &str| -> String {
         name.strip_prefix('p')
             .and_then(|i| i.parse::<usize>().ok())
@@ -225,18 +229,19 @@ mod tests {
             "{e}"
         );
         assert!(e.contains("--lane real"), "{e}");
-        let policy =
-            ONE.replace("identity = \"a\"\n", "identity = \"a\"\nreconnect = { attempts = 2 }\n");
-        let e = check(&policy);
-        assert!(e.contains("participant `a` has a reconnect policy"), "{e}");
+        let ttl = ONE.replace("identity = \"a\"\n", "identity = \"a\"\ntoken_ttl = \"5s\"\n");
+        let e = check(&ttl);
+        assert!(e.contains("participant `a` has a token lifetime"), "{e}");
         let real_only = ONE.replace("name = \"t\"\n", "name = \"t\"\nlanes = [\"real\"]\n");
         assert!(check(&real_only).contains("does not list the sim lane"));
     }
 
     #[test]
     fn what_the_simulation_can_do_passes_the_check() {
+        let policy =
+            ONE.replace("identity = \"a\"\n", "identity = \"a\"\nreconnect = { attempts = 2 }\n");
         let text = format!(
-            "{ONE}[[fault]]\nat = \"1s\"\nfor = \"2s\"\ntype = \"partition\"\n\
+            "{policy}[[fault]]\nat = \"1s\"\nfor = \"2s\"\ntype = \"partition\"\n\
              [[fault]]\nat = \"4s\"\ntype = \"simulate\"\nscenario = \"migration\"\n\
              [[fault]]\nat = \"6s\"\nfor = \"1s\"\ntype = \"server-kill\"\n"
         );

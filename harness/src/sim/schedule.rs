@@ -15,6 +15,8 @@
 //! | `fail_rate` | `set_link_fail_rate` | a flaky link: before each message the link breaks with this probability (dropping everything in flight on it) and heals at the next message. For TCP that is, again, a dead stream; 0 turns it off. It draws from turmoil's RNG once per message, so exact replay needs the message count to repeat (see the determinism note in [`super::explore`]). |
 //! | `crash` | `crash` on the server host | the server process dies: state lost, sockets gone |
 //! | `restart` | `bounce` on the server host | the server starts again with no memory of anyone (a running server is restarted) |
+//! | `offline` | the participant's socket wrapper (`FaultyNetwork`) | the participant's network goes dark, as the real lane's `partition` makes it: open signalling streams stall with their bytes kept (a paused proxy), new connections are refused at once, media datagrams are lost both ways |
+//! | `online` | the same wrapper | the network is back: held streams carry on, connections and media pass |
 //! | `remove_participant` | the server's `remove_participant` control | RoomService `RemoveParticipant`: `Leave{DISCONNECT}` to that participant |
 //! | `simulate` | `Room::simulate_scenario` on that participant | the client asks for a `SimulateScenario` |
 //!
@@ -150,6 +152,16 @@ pub enum Fault {
     Crash,
     /// Start the server host again (restarts it if it is running).
     Restart,
+    /// The participant's network goes dark (see the module documentation).
+    Offline {
+        /// The participant's identity.
+        participant: String,
+    },
+    /// Ends an `offline`.
+    Online {
+        /// The participant's identity.
+        participant: String,
+    },
     /// The server removes this participant (RoomService `RemoveParticipant`).
     RemoveParticipant {
         /// The participant's identity.
@@ -176,6 +188,8 @@ impl Fault {
             Fault::FailRate { .. } => "fail_rate",
             Fault::Crash => "crash",
             Fault::Restart => "restart",
+            Fault::Offline { .. } => "offline",
+            Fault::Online { .. } => "online",
             Fault::RemoveParticipant { .. } => "remove_participant",
             Fault::Simulate { .. } => "simulate",
         }
@@ -194,6 +208,14 @@ impl Fault {
         }
     }
 
+    /// The participant it names, if it is about one participant.
+    pub fn participant(&self) -> Option<&str> {
+        match self {
+            Fault::Offline { participant } | Fault::Online { participant } => Some(participant),
+            other => other.performer(),
+        }
+    }
+
     /// The participant whose host performs it, for faults that run inside a client host.
     pub fn performer(&self) -> Option<&str> {
         match self {
@@ -205,8 +227,9 @@ impl Fault {
     }
 
     /// Applies a network or server fault to `sim` (between steps). Faults a client host
-    /// performs ([`Fault::performer`]) are left alone. Hosts must exist (see
-    /// [`Schedule::validate`]); turmoil panics on unknown ones.
+    /// performs ([`Fault::performer`]) and those on a participant's sockets
+    /// (`offline`/`online`, see [`crate::sim::Sim::apply`]) are left alone. Hosts must exist
+    /// (see [`Schedule::validate`]); turmoil panics on unknown ones.
     pub fn apply(&self, sim: &mut turmoil::Sim<'_>) {
         match self {
             Fault::Partition { a, b, oneway: false } => sim.partition(a.as_str(), b.as_str()),
@@ -221,7 +244,10 @@ impl Fault {
             Fault::FailRate { a, b, rate } => sim.set_link_fail_rate(a.as_str(), b.as_str(), *rate),
             Fault::Crash => sim.crash(SERVER_HOST),
             Fault::Restart => sim.bounce(SERVER_HOST),
-            Fault::RemoveParticipant { .. } | Fault::Simulate { .. } => {}
+            Fault::RemoveParticipant { .. }
+            | Fault::Simulate { .. }
+            | Fault::Offline { .. }
+            | Fault::Online { .. } => {}
         }
     }
 }
@@ -313,7 +339,7 @@ impl Schedule {
                 )));
             }
             previous = step.at_ms;
-            let mut named: Vec<&str> = step.fault.performer().into_iter().collect();
+            let mut named: Vec<&str> = step.fault.participant().into_iter().collect();
             if let Some((a, b)) = step.fault.link() {
                 if a == b {
                     return Err(ScheduleError::SameHost { step: index, fault, host: a.to_owned() });
@@ -328,7 +354,7 @@ impl Schedule {
                     known: known(),
                 });
             }
-            if step.fault.performer() == Some(SERVER_HOST) {
+            if step.fault.participant() == Some(SERVER_HOST) {
                 return Err(out_of_range(format!(
                     "{SERVER_HOST:?} is the server, not a participant"
                 )));
@@ -353,7 +379,7 @@ impl Schedule {
     /// Whether any step names `host` (as a link end or as the participant acting).
     pub fn mentions(&self, host: &str) -> bool {
         self.steps.iter().any(|step| {
-            step.fault.performer() == Some(host)
+            step.fault.participant() == Some(host)
                 || step.fault.link().is_some_and(|(a, b)| a == host || b == host)
         })
     }
@@ -394,7 +420,9 @@ impl std::fmt::Display for Schedule {
                 Fault::Latency { a, b, ms } => format!("{a} <-> {b} {ms} ms"),
                 Fault::FailRate { a, b, rate } => format!("{a} <-> {b} {rate}"),
                 Fault::Crash | Fault::Restart => SERVER_HOST.to_owned(),
-                Fault::RemoveParticipant { participant } => participant.clone(),
+                Fault::RemoveParticipant { participant }
+                | Fault::Offline { participant }
+                | Fault::Online { participant } => participant.clone(),
                 Fault::Simulate { participant, scenario } => format!("{participant} {scenario:?}"),
             };
             writeln!(f, "  +{:.3}s {} {detail}", step.at().as_secs_f64(), step.fault.name())?;

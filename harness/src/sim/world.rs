@@ -2,6 +2,10 @@
 //! hosts, each client running a test closure with a [`ClientContext`] that connects
 //! faultline-sdk `Room`s through [`TurmoilNetwork`] and records every event they emit, with
 //! its simulated time and in the shared vocabulary, into a [`Trace`] of [`EventRecord`]s.
+//!
+//! Each client's sockets go through the harness's [`FaultyNetwork`] wrapper, the one the real
+//! lane puts around the SDK's sockets, so a socket fault means the same thing in both lanes
+//! ([`Sim::net_faults`]).
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -10,9 +14,11 @@ use std::time::{Duration, SystemTime};
 use faultline_sdk::{Room, RoomEvent, RoomOptions};
 use tokio::sync::mpsc;
 
+use super::schedule::Fault;
 use super::server::{ServerConfig, ServerControl, SimServer};
 use super::TurmoilNetwork;
 use crate::client::ClientEvent;
+use crate::net::{Direction, FaultyNetwork, NetFaults};
 use crate::record::EventRecord;
 use crate::token::{TokenError, TokenSpec};
 
@@ -78,6 +84,7 @@ pub struct ClientContext {
     seed: u64,
     server: SimServer,
     trace: Trace,
+    network: FaultyNetwork,
 }
 
 impl ClientContext {
@@ -109,11 +116,11 @@ impl ClientContext {
         TokenSpec::join(room, identity).mint(&config.api_key, &config.api_secret)
     }
 
-    /// Default room options with simulated sockets and a seed derived from the
-    /// simulation's seed and this host.
+    /// Default room options with simulated sockets (through this host's fault wrapper, see
+    /// [`Sim::net_faults`]) and a seed derived from the simulation's seed and this host.
     pub fn options(&self) -> RoomOptions {
         RoomOptions {
-            network: Arc::new(TurmoilNetwork),
+            network: Arc::new(self.network.clone()),
             rng_seed: Some(self.seed),
             ..RoomOptions::default()
         }
@@ -172,6 +179,8 @@ pub struct Sim<'a> {
     server: SimServer,
     trace: Trace,
     clients: u64,
+    /// Each client host's socket faults, by host name.
+    nets: std::collections::BTreeMap<String, NetFaults>,
 }
 
 impl<'a> Sim<'a> {
@@ -210,7 +219,14 @@ impl<'a> Sim<'a> {
             let server = software.clone();
             async move { server.serve().await.map_err(Into::into) }
         });
-        Self { seed, sim, server, trace: Trace::default(), clients: 0 }
+        Self {
+            seed,
+            sim,
+            server,
+            trace: Trace::default(),
+            clients: 0,
+            nets: std::collections::BTreeMap::new(),
+        }
     }
 
     /// The server's controls.
@@ -246,14 +262,44 @@ impl<'a> Sim<'a> {
         E: Into<Box<dyn std::error::Error>> + 'static,
     {
         self.clients += 1;
+        let seed = self.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(self.clients);
+        let network = FaultyNetwork::new(Arc::new(TurmoilNetwork), seed);
+        self.nets.insert(host.to_owned(), network.faults());
         let context = ClientContext {
             host: host.to_owned(),
-            seed: self.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(self.clients),
+            seed,
             server: self.server.clone(),
             trace: self.trace.clone(),
+            network,
         };
         let future = test(context);
         self.sim.client(host, async move { future.await.map_err(Into::into) });
+    }
+
+    /// The socket faults of client host `host` (`None` for an unknown host): the same
+    /// switches the real lane has on a participant's sockets.
+    pub fn net_faults(&self, host: &str) -> Option<NetFaults> {
+        self.nets.get(host).cloned()
+    }
+
+    /// Applies a network or server fault of a schedule (between steps). `offline`/`online`
+    /// act on the participant's socket faults, the rest on turmoil ([`Fault::apply`]).
+    pub fn apply(&mut self, fault: &Fault) {
+        match fault {
+            Fault::Offline { participant } => {
+                if let Some(net) = self.net_faults(participant) {
+                    net.hold_signalling();
+                    net.refuse_new_signalling();
+                    net.partition_media(Direction::Both);
+                }
+            }
+            Fault::Online { participant } => {
+                if let Some(net) = self.net_faults(participant) {
+                    net.heal();
+                }
+            }
+            other => other.apply(&mut self.sim),
+        }
     }
 
     /// Runs the simulation until `elapsed` simulated time has passed (or every client

@@ -427,16 +427,17 @@ async fn run_link(
             biased;
             request = requests.recv() => match request {
                 Some(Outbound::Request(message)) => {
-                    if let Err(e) = send(&mut ws, *message).await {
-                        break format!("cannot write to the signalling socket: {e}");
+                    if let Err(why) = send_before(&mut ws, *message, silence_deadline, &keepalive).await {
+                        break why;
                     }
                 }
                 Some(Outbound::Barrier(done)) => {
                     let ping = proto::Ping { timestamp: next_barrier, rtt: rtt_ms };
                     barriers.push((next_barrier, done));
                     next_barrier -= 1;
-                    if let Err(e) = send(&mut ws, signal_request::Message::PingReq(ping)).await {
-                        break format!("cannot write a ping: {e}");
+                    let ping = signal_request::Message::PingReq(ping);
+                    if let Err(why) = send_before(&mut ws, ping, silence_deadline, &keepalive).await {
+                        break why;
                     }
                 }
                 None => {
@@ -472,8 +473,9 @@ async fn run_link(
             },
             _ = ping.tick() => {
                 let ping = proto::Ping { timestamp: millis_since(started), rtt: rtt_ms };
-                if let Err(e) = send(&mut ws, signal_request::Message::PingReq(ping)).await {
-                    break format!("cannot write a ping: {e}");
+                let ping = signal_request::Message::PingReq(ping);
+                if let Err(why) = send_before(&mut ws, ping, silence_deadline, &keepalive).await {
+                    break why;
                 }
             },
             () = tokio::time::sleep_until(silence_deadline) => {
@@ -483,6 +485,26 @@ async fn run_link(
     };
     tracing::info!("signalling link lost: {why}");
     let _ = events.send(SignalEvent::Closed(why));
+}
+
+/// Writes `message`, giving up at `deadline` (when the link has been silent for the ping
+/// timeout): a write stuck on a stalled socket whose send buffer is full must not keep the
+/// link from being declared dead. The error says why the link is dead.
+async fn send_before(
+    ws: &mut Ws,
+    message: signal_request::Message,
+    deadline: Instant,
+    keepalive: &Keepalive,
+) -> Result<(), String> {
+    match tokio::time::timeout_at(deadline, send(ws, message)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("cannot write to the signalling socket: {e}")),
+        Err(_) => Err(format!(
+            "nothing heard from the server for {:?} (ping timeout) while a write waited on the \
+             socket",
+            keepalive.timeout
+        )),
+    }
 }
 
 async fn send(ws: &mut Ws, message: signal_request::Message) -> Result<(), tungstenite::Error> {
@@ -532,6 +554,39 @@ mod tests {
         let keepalive = Keepalive::from_join(&join);
         assert_eq!(keepalive.interval, Duration::from_secs(5));
         assert_eq!(keepalive.timeout, Duration::from_secs(3));
+    }
+
+    /// A socket whose send buffer is full and that never answers: every write waits.
+    #[tokio::test(start_paused = true)]
+    async fn a_write_stuck_on_a_stalled_socket_still_ends_at_the_ping_timeout() {
+        // A 16-byte pipe nobody reads: the first ping fills it, the next write waits forever.
+        let (ours, _theirs) = tokio::io::duplex(16);
+        let stream: Box<dyn AsyncStream> = Box::new(ours);
+        let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+            stream,
+            tungstenite::protocol::Role::Client,
+            None,
+        )
+        .await;
+        let (requests_tx, requests) = mpsc::unbounded_channel();
+        let (events, mut events_rx) = mpsc::unbounded_channel();
+        let keepalive =
+            Keepalive { interval: Duration::from_secs(5), timeout: Duration::from_secs(15) };
+        let started = Instant::now();
+        let link = tokio::spawn(run_link(ws, requests, events, keepalive));
+        let big = signal_request::Message::Leave(proto::LeaveRequest::default());
+        requests_tx.send(Outbound::Request(Box::new(big.clone()))).expect("link running");
+        requests_tx.send(Outbound::Request(Box::new(big))).expect("link running");
+        let closed = tokio::time::timeout(Duration::from_secs(60), events_rx.recv())
+            .await
+            .expect("the link must be declared dead, not wait on the write for ever");
+        let Some(SignalEvent::Closed(why)) = closed else {
+            panic!("expected Closed, got {closed:?}")
+        };
+        assert!(why.contains("ping timeout"), "{why}");
+        assert_eq!(started.elapsed(), Duration::from_secs(15), "{why}");
+        drop(requests_tx);
+        link.await.expect("the link task ends");
     }
 
     #[test]

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use faultline_sdk::{ConnectionState, DataPacket, RoomOptions};
+use faultline_sdk::{ConnectionState, DataPacket, ReconnectPolicy, RoomOptions};
 
 use super::{Case, ExploreError};
 use crate::client::{ClientEvent, Observed};
@@ -152,9 +152,10 @@ fn describe(step: &Step) -> String {
     text.split_once(' ').map(|(_, rest)| rest.to_owned()).unwrap_or(text)
 }
 
-/// The schedule's faults as the record shows them: a partition, hold or crash from its step
-/// to the step that undoes it (repair, release, restart), everything else an instant. A
-/// two-way partition between a participant and the server refuses its connections.
+/// The schedule's faults as the record shows them: a partition, hold, offline or crash from
+/// its step to the step that undoes it (repair, release, online, restart), everything else an
+/// instant. An offline, or a two-way partition between a participant and the server, refuses
+/// its connections.
 fn fault_records(schedule: &Schedule) -> Vec<FaultRecord> {
     let same_link = |x: Option<(&str, &str)>, y: Option<(&str, &str)>| match (x, y) {
         (Some((a, b)), Some((c, d))) => (a, b) == (c, d) || (a, b) == (d, c),
@@ -167,25 +168,31 @@ fn fault_records(schedule: &Schedule) -> Vec<FaultRecord> {
         let undone = match step.fault {
             Fault::Repair { .. } => Some("partition"),
             Fault::Release { .. } => Some("hold"),
+            Fault::Online { .. } => Some("offline"),
             Fault::Restart => Some("crash"),
             _ => None,
         };
         if let Some(kind) = undone {
             for (f, l) in &mut out {
-                if f.kind == kind && f.healed.is_none() && same_link(*l, link) {
+                let same_place = same_link(*l, link)
+                    && f.target.as_deref() == step.fault.participant().or(f.target.as_deref());
+                if f.kind == kind && f.healed.is_none() && same_place {
                     f.healed = Some(at);
                 }
             }
             continue;
         }
-        let target = step.fault.performer().or(match link {
+        let target = step.fault.participant().or(match link {
             Some((a, b)) if a == SERVER_HOST => Some(b),
             other => other.map(|(a, _)| a),
         });
-        let lasts =
-            matches!(step.fault, Fault::Partition { .. } | Fault::Hold { .. } | Fault::Crash);
-        let refuses_connections = matches!(step.fault, Fault::Partition { oneway: false, .. })
-            && link.is_some_and(|(a, b)| a == SERVER_HOST || b == SERVER_HOST);
+        let lasts = matches!(
+            step.fault,
+            Fault::Partition { .. } | Fault::Hold { .. } | Fault::Crash | Fault::Offline { .. }
+        );
+        let refuses_connections = matches!(step.fault, Fault::Offline { .. })
+            || (matches!(step.fault, Fault::Partition { oneway: false, .. })
+                && link.is_some_and(|(a, b)| a == SERVER_HOST || b == SERVER_HOST));
         let record = FaultRecord {
             index,
             kind: step.fault.name(),
@@ -203,6 +210,15 @@ fn fault_records(schedule: &Schedule) -> Vec<FaultRecord> {
 /// Runs `case` and records what happened. Errors only when the case cannot run (a bad
 /// schedule, a simulation failure); broken invariants are for [`crate::judge::violations`].
 pub fn run_case(case: &Case) -> Result<Run, ExploreError> {
+    run_case_with(case, &BTreeMap::new())
+}
+
+/// [`run_case`], with the reconnect policy of the participants named in `policies` (by
+/// identity) in place of the default one.
+pub fn run_case_with(
+    case: &Case,
+    policies: &BTreeMap<String, ReconnectPolicy>,
+) -> Result<Run, ExploreError> {
     let identities = case.identities();
     if case.participants == 0 || case.participants > super::generate::MAX_PARTICIPANTS {
         return Err(ExploreError::Participants {
@@ -215,11 +231,15 @@ pub fn run_case(case: &Case) -> Result<Run, ExploreError> {
     let mut sim = Sim::with(case.seed, server, |_| {});
     let phase = Arc::new(AtomicU8::new(RUNNING));
     let defaults = RoomOptions::default();
+    let options_of = |identity: &str| RoomOptions {
+        reconnect: policies.get(identity).cloned().unwrap_or_default(),
+        ..RoomOptions::default()
+    };
     let hosts: Arc<Mutex<Vec<Host>>> = Arc::new(Mutex::new(
         identities
             .iter()
             .map(|identity| Host {
-                record: ParticipantRecord::faultline(identity, &defaults),
+                record: ParticipantRecord::faultline(identity, &options_of(identity)),
                 run: ParticipantRun { identity: identity.clone(), ..Default::default() },
                 final_state: None,
                 events_judged: 0,
@@ -231,15 +251,16 @@ pub fn run_case(case: &Case) -> Result<Run, ExploreError> {
     for (index, identity) in identities.iter().enumerate() {
         let actions = case.schedule.client_actions(identity);
         let (phase, hosts) = (phase.clone(), hosts.clone());
+        let policy = policies.get(identity).cloned();
         sim.client(identity, move |ctx| async move {
-            participant(ctx, index, actions, phase, hosts).await;
+            participant(ctx, index, policy, actions, phase, hosts).await;
             Ok::<_, std::convert::Infallible>(())
         });
     }
     let trace = sim.trace();
     for step in &case.schedule.steps {
         sim.run_until(step.at())?;
-        step.fault.apply(sim.turmoil());
+        sim.apply(&step.fault);
     }
     let faults_stopped = case.schedule.last_at().max(JOIN_STAGGER * case.participants as u32);
     let longest = lock().iter().map(|h| h.record.reconnect_bound).max().unwrap_or_default();
@@ -338,6 +359,7 @@ fn advance(sim: &mut Sim<'_>, step: Duration) -> Result<(), ExploreError> {
 async fn participant(
     ctx: ClientContext,
     index: usize,
+    policy: Option<ReconnectPolicy>,
     actions: Vec<Step>,
     phase: Arc<AtomicU8>,
     hosts: Arc<Mutex<Vec<Host>>>,
@@ -347,13 +369,17 @@ async fn participant(
         f(&mut hosts[index]);
     };
     let identity = ctx.host().to_owned();
-    let record = ParticipantRecord::faultline(&identity, &ctx.options());
+    let mut options = ctx.options();
+    if let Some(policy) = policy {
+        options.reconnect = policy;
+    }
+    let record = ParticipantRecord::faultline(&identity, &options);
     // A publish returns once its packet is sent; one that meets a reconnect waits for the
     // episode's end, which comes within the participant's bound.
     let publish_timeout = record.reconnect_bound;
     update(&|h| h.record = record.clone());
     tokio::time::sleep(JOIN_STAGGER * index as u32).await;
-    let (room, mut events) = match ctx.connect(ROOM, &identity).await {
+    let (room, mut events) = match ctx.connect_with(ROOM, &identity, options).await {
         Ok(joined) => joined,
         Err(e) => {
             let error = e.to_string();
