@@ -182,7 +182,6 @@ within = "5s"
             ],
             verdicts: Vec::new(),
             logs: Vec::new(),
-            aliases: Vec::new(),
             cluster: Vec::new(),
         }
     }

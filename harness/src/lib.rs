@@ -3,6 +3,7 @@
 pub mod check;
 pub mod client;
 pub mod cluster;
+pub mod conform;
 mod http;
 pub mod judge;
 pub mod matrix;

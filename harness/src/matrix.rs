@@ -123,7 +123,7 @@ pub async fn run_cell(scenario: &Scenario, file: &Path, sdk: Sdk, seed: u64) -> 
     if let Err(e) = check_real_lane(&scenario, file) {
         return Cell::NotApplicable(reason(&e));
     }
-    match run_real(&scenario, file, RunOptions { seed, observer: None }).await {
+    match run_real(&scenario, file, RunOptions { seed, ..RunOptions::default() }).await {
         Ok(record) => Cell::Ran(Outcome::of(&record)),
         Err(e @ RunError::SdkCannot { .. }) => Cell::NotApplicable(reason(&e)),
         Err(e) => Cell::CouldNotRun(e.to_string()),

@@ -67,9 +67,6 @@ pub struct RunRecord {
     pub verdicts: Vec<Verdict>,
     /// Where the logs of the programs the run used are (name, path).
     pub logs: Vec<(String, PathBuf)>,
-    /// Names the lane gave participants (the sim lane's hosts `p0`, `p1`, …) and the
-    /// scenario identities they stand for; empty when the lane used the scenario's names.
-    pub aliases: Vec<(String, String)>,
     /// What happened to the cluster's nodes, Redis, routes and the room's placement, in
     /// order (empty for a run on one server).
     pub cluster: Vec<ClusterRecord>,
@@ -245,12 +242,6 @@ impl RunRecord {
     /// `identity`'s events, in order.
     pub fn events_of<'a>(&'a self, identity: &'a str) -> impl Iterator<Item = &'a EventRecord> {
         self.events.iter().filter(move |e| e.participant == identity)
-    }
-
-    /// The scenario identity of a participant as the lane named it (events about other
-    /// participants carry the lane's names).
-    pub fn scenario_identity<'a>(&'a self, name: &'a str) -> &'a str {
-        self.aliases.iter().find(|(alias, _)| alias == name).map_or(name, |(_, id)| id.as_str())
     }
 
     /// `identity`'s state when recording stopped.

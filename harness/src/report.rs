@@ -42,7 +42,7 @@ pub fn trace_lines(record: &RunRecord) -> Vec<String> {
         }
     }
     for e in &record.events {
-        let (name, detail) = describe(record, &e.event);
+        let (name, detail) = describe(&e.event);
         timed.push((
             e.at,
             json!({"type": "event", "t": t(e.at), "at": at(e.at), "participant": e.participant,
@@ -106,16 +106,16 @@ fn round3(x: f64) -> f64 {
 }
 
 /// An event's name and its detail (reason, who, data sequence number).
-fn describe(record: &RunRecord, event: &ClientEvent) -> (String, String) {
+fn describe(event: &ClientEvent) -> (String, String) {
     match event {
         ClientEvent::Disconnected { reason } => {
             ("Disconnected".into(), reason.as_str_name().into())
         }
         ClientEvent::ParticipantConnected { identity, .. } => {
-            ("ParticipantConnected".into(), record.scenario_identity(identity).into())
+            ("ParticipantConnected".into(), identity.clone())
         }
         ClientEvent::ParticipantDisconnected { identity, .. } => {
-            ("ParticipantDisconnected".into(), record.scenario_identity(identity).into())
+            ("ParticipantDisconnected".into(), identity.clone())
         }
         ClientEvent::DataReceived { payload, reliable, from, .. } => {
             let (what, from) = match sequenced(event) {
@@ -123,10 +123,7 @@ fn describe(record: &RunRecord, event: &ClientEvent) -> (String, String) {
                 None => (format!("{} bytes", payload.len()), from.as_deref().unwrap_or("?")),
             };
             let kind = if *reliable { "reliable" } else { "lossy" };
-            (
-                "DataReceived".into(),
-                format!("{what} from {} ({kind})", record.scenario_identity(from)),
-            )
+            ("DataReceived".into(), format!("{what} from {} ({kind})", from))
         }
         ClientEvent::ActiveSpeakersChanged { speakers } => {
             ("ActiveSpeakersChanged".into(), speakers.join(", "))
@@ -352,7 +349,7 @@ pub fn html(record: &RunRecord) -> String {
         for e in &events {
             let t = record.timeline_secs(e.at);
             let x = plot.x(t);
-            let (name, detail) = describe(record, &e.event);
+            let (name, detail) = describe(&e.event);
             let title = esc(&format!("{} {t:+.3}s {name} {detail}", p.identity));
             match &e.event {
                 ev if ev.lifecycle().is_some() => {
@@ -411,7 +408,7 @@ pub fn html(record: &RunRecord) -> String {
                         band_y - 6.0,
                         x + 6.0,
                         band_y - 3.0,
-                        esc(record.scenario_identity(other))
+                        esc(other)
                     );
                 }
                 _ => {
@@ -449,7 +446,7 @@ pub fn html(record: &RunRecord) -> String {
         .events
         .iter()
         .map(|e| {
-            let (name, detail) = describe(record, &e.event);
+            let (name, detail) = describe(&e.event);
             (e.at, e.participant.clone(), name, detail)
         })
         .collect();
@@ -647,7 +644,6 @@ mod tests {
                 passed: false,
             }],
             logs: vec![("livekit-server".into(), PathBuf::from("/tmp/x.log"))],
-            aliases: Vec::new(),
             cluster: Vec::new(),
         }
     }

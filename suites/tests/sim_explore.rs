@@ -129,7 +129,13 @@ fn busy_schedule() -> Schedule {
 #[test]
 fn the_same_case_gives_the_same_trace() -> anyhow::Result<()> {
     for participants in [2, 3] {
-        let case = Case { seed: 42, participants, planted_bug: None, schedule: busy_schedule() };
+        let case = Case {
+            seed: 42,
+            participants,
+            names: Vec::new(),
+            planted_bug: None,
+            schedule: busy_schedule(),
+        };
         let wall = Instant::now();
         let first = run_case(&case)?;
         let second = run_case(&case)?;
@@ -172,8 +178,13 @@ fn packets_sent_into_a_dead_link_survive_the_senders_full_reconnect() -> anyhow:
         },
         Step { at_ms: 17_782, fault: Fault::Repair { a, b, oneway: false } },
     ]);
-    let case =
-        Case { seed: 16_836_161_867_980_068_218, participants: 2, planted_bug: None, schedule };
+    let case = Case {
+        seed: 16_836_161_867_980_068_218,
+        participants: 2,
+        names: Vec::new(),
+        planted_bug: None,
+        schedule,
+    };
     let run = run_case(&case)?;
     let p1 = run.record.participant("p1").context("p1's record")?;
     let sessions: std::collections::BTreeSet<&str> =
@@ -206,7 +217,7 @@ fn a_partition_that_never_heals_passes_the_exhaustion_check() -> anyhow::Result<
     let (a, b) = link("p1", SERVER_HOST);
     let schedule =
         Schedule::new(vec![Step { at_ms: 3_000, fault: Fault::Partition { a, b, oneway: false } }]);
-    let case = Case { seed: 5, participants: 2, planted_bug: None, schedule };
+    let case = Case { seed: 5, participants: 2, names: Vec::new(), planted_bug: None, schedule };
     let run = run_case(&case)?;
     let state = |identity: &str| run.record.final_state(identity);
     ensure!(state("p1") == Some(ConnectionState::Disconnected), "{}", run.trace_text());

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod conform;
 mod doctor;
 mod explore;
 mod matrix;
@@ -34,6 +35,8 @@ enum Command {
     Run(run::Args),
     /// Run every scenario against every SDK and write the conformance table.
     Matrix(matrix::Args),
+    /// Run each scenario on both lanes and compare what the clients saw (sim vs real).
+    Conform(conform::Args),
     /// Explore random fault schedules in the simulation lane against the invariants.
     Explore(explore::Args),
     /// Re-run one simulation case (a file `explore` wrote) and print its trace and verdict.
@@ -64,6 +67,7 @@ pub fn main() -> ExitCode {
             Command::Bench(args) => bench::run(args).await,
             Command::Run(args) => run::run(args).await,
             Command::Matrix(args) => matrix::run(args).await,
+            Command::Conform(args) => conform::run(args).await,
             Command::Explore(args) => explore::run(args).await,
             Command::Replay(args) => replay::run(args).await,
         }

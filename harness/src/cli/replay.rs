@@ -36,7 +36,13 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("reading the schedule {}", args.file.display()))?;
             let schedule = Schedule::from_toml(&text)
                 .with_context(|| format!("in {}", args.file.display()))?;
-            Case { seed, participants: args.participants, planted_bug: args.planted_bug, schedule }
+            Case {
+                seed,
+                participants: args.participants,
+                names: Vec::new(),
+                planted_bug: args.planted_bug,
+                schedule,
+            }
         }
         None => Case::read(&args.file)?,
     };

@@ -85,7 +85,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let result = match lane {
         Lane::Real => {
             let observer = Box::new(Display::default().observer());
-            let options = RunOptions { seed: args.seed, observer: Some(observer) };
+            let options = RunOptions { seed: args.seed, observer: Some(observer), quiet: None };
             run_real(&scenario, &args.scenario, options).await
         }
         Lane::Sim => {

@@ -138,6 +138,14 @@ impl Observed for RoomEvent {
 }
 
 impl ClientEvent {
+    /// Whether it says a remote participant joined or left.
+    pub fn is_participant_change(&self) -> bool {
+        matches!(
+            self,
+            ClientEvent::ParticipantConnected { .. } | ClientEvent::ParticipantDisconnected { .. }
+        )
+    }
+
     /// faultline-sdk's event in the shared vocabulary; `None` for what the vocabulary does
     /// not carry (state-change notifications, which repeat the lifecycle events, and name or
     /// metadata changes).

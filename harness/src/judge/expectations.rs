@@ -154,7 +154,7 @@ pub fn expectation(scenario: &Scenario, record: &RunRecord, exp: &Expectation) -
         }
         Expectation::PeerSawNoLeave { peer, of } => {
             let left = events(peer).into_iter().find(
-                |e| matches!(&e.event, ClientEvent::ParticipantDisconnected { identity, .. } if record.scenario_identity(identity) == of),
+                |e| matches!(&e.event, ClientEvent::ParticipantDisconnected { identity, .. } if identity == of),
             );
             Verdict {
                 what: format!("peer-saw-no-leave: {peer} never sees {of} leave"),
@@ -168,12 +168,12 @@ pub fn expectation(scenario: &Scenario, record: &RunRecord, exp: &Expectation) -
         Expectation::PeerSawRejoin { peer, of } => {
             let evs = events(peer);
             let left = evs.iter().find(
-                |e| matches!(&e.event, ClientEvent::ParticipantDisconnected { identity, .. } if record.scenario_identity(identity) == of),
+                |e| matches!(&e.event, ClientEvent::ParticipantDisconnected { identity, .. } if identity == of),
             );
             let back = left.and_then(|l| {
                 evs.iter().find(|e| {
                     e.at >= l.at
-                        && matches!(&e.event, ClientEvent::ParticipantConnected { identity, .. } if record.scenario_identity(identity) == of)
+                        && matches!(&e.event, ClientEvent::ParticipantConnected { identity, .. } if identity == of)
                 })
             });
             let (seen, passed) = match (left, back) {
@@ -196,7 +196,7 @@ pub fn expectation(scenario: &Scenario, record: &RunRecord, exp: &Expectation) -
             let received: Vec<u32> = events(to)
                 .into_iter()
                 .filter_map(|e| sequenced(&e.event))
-                .filter(|(sender, _)| record.scenario_identity(sender) == from)
+                .filter(|(sender, _)| *sender == from)
                 .map(|(_, seq)| seq)
                 .collect();
             let expected_seq: Vec<u32> = (0..count).collect();

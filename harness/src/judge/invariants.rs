@@ -271,7 +271,7 @@ fn data(record: &RunRecord, found: &mut Vec<Violation>) {
         let mut received: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
         for e in &events {
             if let Some((sender, seq)) = sequenced(&e.event) {
-                received.entry(record.scenario_identity(sender)).or_default().push(seq);
+                received.entry(sender).or_default().push(seq);
             }
         }
         for sender in &record.participants {

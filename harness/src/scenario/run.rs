@@ -97,11 +97,18 @@ pub struct RunOptions {
     pub seed: u64,
     /// Told about every step, fault and event.
     pub observer: Option<Observer>,
+    /// Keep watching until no participant has seen a lifecycle or participant event for this
+    /// long (at most [`QUIET_WAIT_CAP`] past the usual end), so the record holds everything
+    /// the room was going to say: what a comparison of lanes needs (`faultline conform`).
+    pub quiet: Option<Duration>,
 }
+
+/// The longest a run keeps watching for [`RunOptions::quiet`].
+pub const QUIET_WAIT_CAP: Duration = Duration::from_secs(30);
 
 impl Default for RunOptions {
     fn default() -> Self {
-        Self { seed: 1, observer: None }
+        Self { seed: 1, observer: None, quiet: None }
     }
 }
 
@@ -342,6 +349,7 @@ struct Runner<'a> {
     file: PathBuf,
     seed: u64,
     observer: Option<Observer>,
+    quiet: Option<Duration>,
     backend: Backend,
     room: String,
     clients: Vec<Participant>,
@@ -406,6 +414,7 @@ pub async fn run_real(
         file: file.to_owned(),
         seed: options.seed,
         observer,
+        quiet: options.quiet,
         backend,
         room: unique_room(&scenario.name),
         clients: Vec::new(),
@@ -601,6 +610,22 @@ impl Runner<'_> {
                 break;
             }
             self.pump_until((Instant::now() + RECHECK).min(end)).await;
+        }
+        if let Some(quiet) = self.quiet {
+            let cap = Instant::now() + QUIET_WAIT_CAP;
+            loop {
+                let last = self
+                    .recorded
+                    .iter()
+                    .filter(|e| e.event.lifecycle().is_some() || e.event.is_participant_change())
+                    .map(|e| self.started + e.at)
+                    .max();
+                let until = last.map_or(cap, |at| at + quiet).min(cap);
+                if Instant::now() >= until || self.all_disconnected() {
+                    break;
+                }
+                self.pump_until(until).await;
+            }
         }
         self.finish().await;
         let mut record = self.snapshot();
@@ -845,7 +870,6 @@ impl Runner<'_> {
                 .collect(),
             verdicts: Vec::new(),
             logs,
-            aliases: Vec::new(),
             cluster: self.cluster.clone(),
         }
     }

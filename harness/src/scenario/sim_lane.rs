@@ -1,13 +1,14 @@
 //! Running a scenario on the sim lane: the scenario becomes a [`Case`] of the simulation's
-//! explorer ([`crate::sim::explore::run_case`]) — same seed, one simulated host per
-//! participant, the faults as a [`Schedule`] — and the explorer's record of the run becomes
-//! the scenario's [`RunRecord`] (its hosts named as the scenario's participants, its faults as
-//! the file wrote them), judged exactly as on the real lane.
+//! explorer ([`crate::sim::explore::run_case_with`]) — same seed, one simulated host per
+//! participant named by its identity, the faults as a [`Schedule`] — and the explorer's record
+//! of the run becomes the scenario's [`RunRecord`] (its faults as the file wrote them), judged
+//! exactly as on the real lane.
 //!
-//! The explorer's workload is fixed: participant `i` (host `p<i>`) joins at `i · 200 ms` with
-//! the default room options and publishes its own sequenced reliable data (so invariant 5 is
-//! judged); the run settles at least 25 simulated seconds after the last fault. The timeline's zero ("everyone connected") is
-//! put [`LEAD`] after the last join. What the lane can do:
+//! The explorer's workload is fixed: the `i`-th participant of the file joins at `i · 200 ms`
+//! with the default room options (and the file's reconnect policy) and publishes its own
+//! sequenced reliable data (so invariant 5 is judged); the run settles at least 25 simulated
+//! seconds after the last fault, and until no room has changed state for 3 s. The timeline's
+//! zero ("everyone connected") is put [`LEAD`] after the last join. What the lane can do:
 //!
 //! | fault | sim lane |
 //! |---|---|
@@ -110,10 +111,6 @@ pub fn run_sim(scenario: &Scenario, file: &Path, seed: u64) -> Result<RunRecord,
     check_sim_lane(scenario, file)?;
     let identities: Vec<String> =
         scenario.participants.iter().map(|p| p.identity.get_ref().clone()).collect();
-    let host = |identity: &str| {
-        let i = identities.iter().position(|p| p == identity).unwrap_or_default();
-        format!("p{i}")
-    };
     let zero = JOIN_STAGGER * identities.len().saturating_sub(1) as u32 + LEAD;
     let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
     let mut steps = Vec::new();
@@ -124,7 +121,7 @@ pub fn run_sim(scenario: &Scenario, file: &Path, seed: u64) -> Result<RunRecord,
             .as_ref()
             .map(|t| t.get_ref().clone())
             .or_else(|| step.fault.needs_target().then(|| identities[0].clone()));
-        let who = target.as_deref().map(host).unwrap_or_default();
+        let who = target.clone().unwrap_or_default();
         let start = zero + step.at;
         let end = step.duration.filter(|_| !step.fault.is_instant()).map(|d| start + d);
         let (begin, heal) = match &step.fault {
@@ -158,6 +155,7 @@ pub fn run_sim(scenario: &Scenario, file: &Path, seed: u64) -> Result<RunRecord,
     let case = Case {
         seed,
         participants: identities.len(),
+        names: identities.clone(),
         planted_bug: None,
         schedule: Schedule::new(steps),
     };
@@ -165,41 +163,24 @@ pub fn run_sim(scenario: &Scenario, file: &Path, seed: u64) -> Result<RunRecord,
         .participants
         .iter()
         .filter(|p| p.reconnect.is_set())
-        .map(|p| (host(p.identity.get_ref()), p.reconnect.policy()))
+        .map(|p| (p.identity.get_ref().clone(), p.reconnect.policy()))
         .collect();
     let run = run_case_with(&case, &policies).map_err(|e| RunError::Sim(e.to_string()))?;
-    let identity_of = |name: &str| -> String {
-        name.strip_prefix('p')
-            .and_then(|i| i.parse::<usize>().ok())
-            .and_then(|i| identities.get(i).cloned())
-            .unwrap_or_else(|| name.to_owned())
-    };
     if let Some((p, why)) = run.participants.iter().find_map(|p| Some((p, p.join_error.as_ref()?)))
     {
         return Err(RunError::Join {
-            identity: identity_of(&p.identity),
+            identity: p.identity.clone(),
             room: crate::sim::explore::ROOM.into(),
             why: why.clone(),
             log: "(the simulation keeps no log; re-run with RUST_LOG=debug)".into(),
         });
     }
     let mut record = run.record;
-    for p in &mut record.participants {
-        p.identity = identity_of(&p.identity);
-    }
-    for e in &mut record.events {
-        e.participant = identity_of(&e.participant);
-    }
-    for (p, _) in &mut record.final_states {
-        *p = identity_of(p);
-    }
     record.scenario = scenario.name.clone();
     record.description = scenario.description.clone();
     record.file = file.to_owned();
     record.timeline_zero = zero;
     record.faults = faults;
-    record.aliases =
-        identities.iter().enumerate().map(|(i, p)| (format!("p{i}"), p.clone())).collect();
     record.verdicts = judge::judge(scenario, &record);
     Ok(record)
 }

@@ -18,6 +18,7 @@ pub async fn run(rooms: u32, cases: u64, jobs: usize, seed: u64) -> anyhow::Resu
             let case = Case {
                 seed: seed + u64::from(i),
                 participants: 2,
+                names: Vec::new(),
                 planted_bug: None,
                 schedule: Schedule::default(),
             };

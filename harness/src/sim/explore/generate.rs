@@ -112,7 +112,7 @@ pub fn generate(
             }
         }
     }
-    Case { seed, participants, planted_bug, schedule: Schedule::new(steps) }
+    Case { seed, participants, names: Vec::new(), planted_bug, schedule: Schedule::new(steps) }
 }
 
 #[cfg(test)]

@@ -49,8 +49,12 @@ use crate::judge::{violations, Violation};
 pub struct Case {
     /// The simulation's seed.
     pub seed: u64,
-    /// How many participants join (identities and hosts `p0`, `p1`, …).
+    /// How many participants join (identities and hosts `p0`, `p1`, … unless `names`).
     pub participants: usize,
+    /// The participants' identities (and host names), when not `p0`, `p1`, …: a scenario run
+    /// on the sim lane uses the scenario's own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub names: Vec<String>,
     /// A deliberate server bug, if any (see [`PlantedBug`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub planted_bug: Option<PlantedBug>,
@@ -62,7 +66,11 @@ pub struct Case {
 impl Case {
     /// The participants' identities (also their host names).
     pub fn identities(&self) -> Vec<String> {
-        (0..self.participants).map(|i| format!("p{i}")).collect()
+        if self.names.is_empty() {
+            (0..self.participants).map(|i| format!("p{i}")).collect()
+        } else {
+            self.names.clone()
+        }
     }
 
     /// Reads a case from TOML (as written by [`Case::to_toml`]).
@@ -114,6 +122,14 @@ pub enum ExploreError {
         got: usize,
         /// The largest supported.
         max: usize,
+    },
+    /// `names` does not name each participant once, or names the server's host.
+    #[error("the case's names {names:?} must be {participants} distinct identities, none of them {server:?} (the server's host)", server = super::SERVER_HOST)]
+    Names {
+        /// The names given.
+        names: Vec<String>,
+        /// The participant count.
+        participants: usize,
     },
     /// A case file could not be read or written.
     #[error("cannot access {path}: {source}")]

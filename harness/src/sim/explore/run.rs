@@ -226,6 +226,18 @@ pub fn run_case_with(
             max: super::generate::MAX_PARTICIPANTS,
         });
     }
+    if !case.names.is_empty() {
+        let distinct: std::collections::BTreeSet<&String> = case.names.iter().collect();
+        if case.names.len() != case.participants
+            || distinct.len() != case.names.len()
+            || distinct.iter().any(|name| *name == SERVER_HOST)
+        {
+            return Err(ExploreError::Names {
+                names: case.names.clone(),
+                participants: case.participants,
+            });
+        }
+    }
     case.schedule.validate(&identities)?;
     let server = ServerConfig { planted_bug: case.planted_bug, ..ServerConfig::default() };
     let mut sim = Sim::with(case.seed, server, |_| {});
@@ -335,7 +347,6 @@ pub fn run_case_with(
             .collect(),
         verdicts: Vec::new(),
         logs: Vec::new(),
-        aliases: Vec::new(),
         cluster: Vec::new(),
     };
     Ok(Run {
