@@ -19,7 +19,9 @@
 //!   that were in the black hole are reset when it ends, since their bytes are gone. Or hold
 //!   every stream ([`NetFaults::hold_signalling`]), as a paused proxy does: reads wait, writes
 //!   are kept (up to a socket send buffer's [`HOLD_BUFFER`], then they wait too) and go out
-//!   when it ends; the streams carry on.
+//!   when it ends; the streams carry on. Or deafen them ([`NetFaults::deafen_signalling`]):
+//!   what the server sends is lost, what the client sends still arrives — a one-way cut —
+//!   and, as after a black hole, the streams are reset when it ends.
 //! - **network change** ([`NetFaults::change_network`]): a Wi-Fi to cellular handover. Sockets
 //!   and streams opened before it go dead, and new UDP sockets are bound on the new IP.
 //!
@@ -48,14 +50,19 @@ use tracing::{debug, info};
 /// (Linux starts a socket's at 16 KiB and grows it; 64 KiB is a common size).
 pub const HOLD_BUFFER: usize = 64 * 1024;
 
-/// Which way datagrams travel, from the SDK's point of view.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Which way datagrams travel, from the SDK's point of view (in files: `inbound`,
+/// `outbound`, `both`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
 pub enum Direction {
     /// Datagrams arriving at the SDK's sockets.
     Inbound,
     /// Datagrams the SDK sends.
     Outbound,
     /// Both ways.
+    #[default]
     Both,
 }
 
@@ -92,6 +99,8 @@ pub struct NetStats {
     pub streams_refused: u64,
     /// Open TCP streams reset by a fault.
     pub streams_severed: u64,
+    /// Writes of signalling bytes that went out to the server (not held, not swallowed).
+    pub signalling_writes: u64,
 }
 
 /// Faults on one direction of the media path.
@@ -113,6 +122,7 @@ struct FaultState {
     refuse_connects: bool,
     black_hole: bool,
     hold: bool,
+    deaf: bool,
     /// Sockets opened before this epoch are on a network that is gone.
     network_epoch: u64,
     /// Where UDP sockets are bound after a network change.
@@ -141,6 +151,7 @@ struct Counters {
     streams_opened: AtomicU64,
     streams_refused: AtomicU64,
     streams_severed: AtomicU64,
+    signalling_writes: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64) {
@@ -377,14 +388,22 @@ impl NetFaults {
         info!("signalling held (fault)");
     }
 
-    /// Accepts new signalling connections again and ends a black hole or a hold; the streams
-    /// that were in the black hole are reset, held ones carry on.
+    /// Deafens every signalling stream, open or new: what arrives for the client is read and
+    /// thrown away (reads wait), what it writes still goes out.
+    pub fn deafen_signalling(&self) {
+        self.shared.state().deaf = true;
+        self.shared.wake_streams();
+        info!("signalling deafened (fault)");
+    }
+
+    /// Accepts new signalling connections again and ends a black hole, a deafening or a
+    /// hold; the streams that were in a black hole or deaf are reset, held ones carry on.
     pub fn heal_signalling(&self) {
         let was_black_hole = {
             let mut state = self.shared.state();
             state.refuse_connects = false;
             state.hold = false;
-            std::mem::take(&mut state.black_hole)
+            std::mem::take(&mut state.black_hole) | std::mem::take(&mut state.deaf)
         };
         let severed = if was_black_hole { self.shared.sever_streams() } else { 0 };
         // Held streams are waiting to be woken.
@@ -426,6 +445,7 @@ impl NetFaults {
             streams_opened: get(&c.streams_opened),
             streams_refused: get(&c.streams_refused),
             streams_severed: get(&c.streams_severed),
+            signalling_writes: get(&c.signalling_writes),
         }
     }
 }
@@ -626,6 +646,7 @@ enum Verdict {
     Pass,
     BlackHole,
     Hold,
+    Deaf,
     Severed,
 }
 
@@ -658,6 +679,8 @@ impl FaultyStream {
                 Verdict::BlackHole
             } else if state.hold {
                 Verdict::Hold
+            } else if state.deaf {
+                Verdict::Deaf
             } else {
                 Verdict::Pass
             }
@@ -688,6 +711,21 @@ impl AsyncRead for FaultyStream {
         match this.verdict_and_held() {
             Err(error) => Poll::Ready(Err(error)),
             Ok((Verdict::BlackHole | Verdict::Hold, _, _)) => Poll::Pending,
+            Ok((Verdict::Deaf, inner, _)) => {
+                // Read and drop what arrives until nothing is left, then wait.
+                let mut scratch = [0_u8; 4096];
+                loop {
+                    let mut sink = ReadBuf::new(&mut scratch);
+                    match Pin::new(&mut *inner).poll_read(cx, &mut sink) {
+                        Poll::Ready(Ok(())) if sink.filled().is_empty() => {
+                            return Poll::Ready(Ok(()))
+                        }
+                        Poll::Ready(Ok(())) => {}
+                        Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+                        Poll::Pending => return Poll::Pending,
+                    }
+                }
+            }
             Ok((_, inner, held)) => {
                 // After a hold, what was kept goes out without waiting for the next write
                 // (the owner may only be reading); a full socket is retried at the next poll.
@@ -744,7 +782,13 @@ impl AsyncWrite for FaultyStream {
                 Poll::Ready(Ok(room))
             }
             Ok((_, inner, held)) => match pass_held(held, inner, cx) {
-                Poll::Ready(Ok(())) => Pin::new(inner).poll_write(cx, buf),
+                Poll::Ready(Ok(())) => {
+                    let written = Pin::new(inner).poll_write(cx, buf);
+                    if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
+                        bump(&this.shared.counters.signalling_writes);
+                    }
+                    written
+                }
                 other => other.map_ok(|()| 0),
             },
         }

@@ -307,6 +307,32 @@ async fn a_hold_keeps_bytes_both_ways_and_delivers_them_on_heal() -> Result<()> 
 }
 
 #[tokio::test]
+async fn a_deafened_stream_still_sends_hears_nothing_and_resets_on_heal() -> Result<()> {
+    let echo = Echo::start().await?;
+    let (network, faults) = wrapped(1);
+    let mut deaf = connect(&network, &echo).await?;
+    round_trip(&mut deaf, b"ping").await?;
+
+    faults.deafen_signalling();
+    deaf.stream.write_all(b"sent").await?;
+    deaf.stream.flush().await?;
+    let mut buf = [0; 16];
+    let read = timeout(QUIET, deaf.stream.read(&mut buf)).await;
+    ensure!(read.is_err(), "expected a deaf read to wait, it returned {read:?}");
+    // The write went out (the echo's answer to it was thrown away).
+    assert_eq!(echo.received(), 8, "a write made while deaf did not reach the server");
+
+    let pending_read = tokio::spawn(async move {
+        let mut buf = [0; 16];
+        deaf.stream.read(&mut buf).await.map(|_| ())
+    });
+    faults.heal_signalling();
+    let outcome = timeout(PATIENCE, pending_read).await??;
+    assert_eq!(outcome.err().map(|e| e.kind()), Some(ErrorKind::ConnectionReset));
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_network_change_kills_old_sockets_and_binds_new_ones_on_the_new_ip() -> Result<()> {
     let echo = Echo::start().await?;
     let (network, faults) = wrapped(1);

@@ -1,12 +1,18 @@
 //! What other participants see of a reconnecting peer, against the real livekit-server: a
-//! resume is invisible to them; a full reconnect is a leave and a join of a new session.
+//! resume is invisible to them; a full reconnect is a leave and a join of a new session; and
+//! a peer that left while a client's signalling was down is gone once that client resumes.
 
 mod real_lane;
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use anyhow::{ensure, Result};
 use faultline::check::EventLog;
-use faultline_sdk::{DataPacket, Room, RoomEvent, SimulateScenario};
-use real_lane::{assert_recovers, join, server, unique_room, WAIT};
+use faultline::net::FaultyNetwork;
+use faultline_sdk::net::TokioNetwork;
+use faultline_sdk::{DataPacket, Room, RoomEvent, RoomOptions, SimulateScenario};
+use real_lane::{assert_recovers, join, join_at, server, unique_room, WAIT};
 
 /// `watcher` and `peer` in one room, with the watcher having seen the peer arrive.
 async fn two_in_a_room(test: &str) -> Result<((Room, EventLog), (Room, EventLog))> {
@@ -96,6 +102,83 @@ async fn a_fully_reconnected_peer_leaves_and_joins_again() -> Result<()> {
     );
     watcher_log.check(watcher.connection_state())?;
     peer.close().await?;
+    watcher.close().await?;
+    Ok(())
+}
+
+/// A peer leaves while the watcher hears nothing from the server but the server still hears
+/// the watcher (a one-way cut). The server, having heard the watcher since the departure,
+/// sends no departure after the watcher's resume (pkg/rtc/participant_signal.go
+/// `sendDisconnectUpdatesForReconnect`), only the room's roster, which no longer names the
+/// peer: the watcher must report the peer gone and stop listing it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_left_while_the_watcher_heard_nothing_is_gone_after_the_resume() -> Result<()> {
+    let server = server().await?;
+    let room = unique_room("left-unheard");
+    let network = FaultyNetwork::new(Arc::new(TokioNetwork), 19);
+    let faults = network.faults();
+    let options = RoomOptions { network: Arc::new(network), ..RoomOptions::default() };
+    let (watcher, mut watcher_log) =
+        join_at(&server, &server.ws_url(), &room, "watcher", options).await?;
+    let (peer, _) = join(&server, &room, "peer").await?;
+    watcher_log
+        .wait_for(
+            "the peer joining",
+            WAIT,
+            |e| matches!(e, RoomEvent::ParticipantConnected(p) if p.identity() == "peer"),
+        )
+        .await?;
+
+    faults.deafen_signalling();
+    peer.close().await?;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while server.room_service().list_participants(&room).await?.iter().any(|p| p.identity == "peer")
+    {
+        ensure!(tokio::time::Instant::now() < deadline, "the server never removed the peer");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A keepalive from the watcher after the departure: from now on the server counts the
+    // watcher as having heard of it.
+    let before = faults.stats().signalling_writes;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while faults.stats().signalling_writes == before {
+        ensure!(tokio::time::Instant::now() < deadline, "the watcher sent no keepalive");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    ensure!(
+        watcher_log.count(peer_membership) == 1,
+        "the watcher cannot have heard the peer leave while deaf:\n{}",
+        watcher_log.trace()
+    );
+
+    // The cut ends by resetting the watcher's signalling: it resumes.
+    faults.heal_signalling();
+    watcher_log.wait_for("Reconnected", WAIT, |e| *e == RoomEvent::Reconnected).await?;
+    watcher_log
+        .wait_for(
+            "the peer's departure, from the roster",
+            WAIT,
+            |e| matches!(e, RoomEvent::ParticipantDisconnected(p) if p.identity() == "peer"),
+        )
+        .await?;
+    ensure!(
+        !watcher.remote_participants().contains_key("peer"),
+        "the peer is still listed: {:?}",
+        watcher.remote_participants()
+    );
+    ensure!(
+        watcher.local_participant().sid()
+            == server
+                .room_service()
+                .list_participants(&room)
+                .await?
+                .iter()
+                .find(|p| p.identity == "watcher")
+                .map(|p| p.sid.clone())
+                .unwrap_or_default(),
+        "the watcher resumed its session (a full reconnect would list the room afresh)"
+    );
+    watcher_log.check(watcher.connection_state())?;
     watcher.close().await?;
     Ok(())
 }

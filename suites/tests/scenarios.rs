@@ -57,6 +57,7 @@ fn passed(record: &RunRecord) -> Result<()> {
 #[case::signal_node_crash("signal-node-crash.toml")]
 #[case::node_drain("node-drain.toml")]
 #[case::redis_outage("redis-outage.toml")]
+#[case::peer_left_during_outage("peer-left-during-outage.toml")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn library_scenario_passes_on_the_real_lane(#[case] file: &str) -> Result<()> {
     passed(&run_file(&library(file)).await?)
@@ -70,6 +71,11 @@ async fn library_scenario_passes_on_the_real_lane(#[case] file: &str) -> Result<
 #[case::sim_server_leave("server-leave.toml")]
 #[case::sim_migration("migration.toml")]
 #[case::sim_removed_by_moderator("removed-by-moderator.toml")]
+#[case::sim_wifi_drop("wifi-drop.toml")]
+#[case::sim_media_only_loss("media-only-loss.toml")]
+#[case::sim_half_open_socket("half-open-socket.toml")]
+#[case::sim_outage_exhaustion("outage-exhaustion.toml")]
+#[case::sim_peer_left_during_outage("peer-left-during-outage.toml")]
 fn library_scenario_passes_on_the_sim_lane(#[case] file: &str) -> Result<()> {
     let path = library(file);
     let scenario = Scenario::load(&path)?;

@@ -165,6 +165,30 @@ pub fn expectation(scenario: &Scenario, record: &RunRecord, exp: &Expectation) -
                 passed: left.is_none(),
             }
         }
+        Expectation::PeerSawLeave { peer, of } => {
+            let membership: Vec<&EventRecord> = events(peer)
+                .into_iter()
+                .filter(|e| match &e.event {
+                    ClientEvent::ParticipantConnected { identity, .. }
+                    | ClientEvent::ParticipantDisconnected { identity, .. } => identity == of,
+                    _ => false,
+                })
+                .collect();
+            let last = membership.last();
+            let (seen, passed) = match last.map(|e| (&e.event, e.at)) {
+                Some((ClientEvent::ParticipantDisconnected { .. }, at)) => {
+                    (format!("{of} left at {}", rel(at)), true)
+                }
+                Some((_, at)) => (format!("{of} (re)joined at {} and stayed", rel(at)), false),
+                None => (format!("{peer} never saw {of} leave"), false),
+            };
+            Verdict {
+                what: format!("peer-saw-leave: {peer} sees {of} leave"),
+                expected: format!("ParticipantDisconnected({of}), and no join after it"),
+                seen,
+                passed,
+            }
+        }
         Expectation::PeerSawRejoin { peer, of } => {
             let evs = events(peer);
             let left = evs.iter().find(

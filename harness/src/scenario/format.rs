@@ -338,8 +338,8 @@ pub enum Fault {
     RedisKill {},
 }
 
-/// Modes of the killable signalling proxy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+/// Modes of the killable signalling proxy (and of the sim lane's signalling faults).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ProxyMode {
     /// Sever every connection and refuse new ones.
@@ -419,18 +419,8 @@ pub enum Stream {
     Downstream,
 }
 
-/// Which way a media fault acts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Direction {
-    /// Both ways.
-    #[default]
-    Both,
-    /// Only what the client receives.
-    Inbound,
-    /// Only what the client sends.
-    Outbound,
-}
+/// Which way a media fault acts: the socket wrapper's own type.
+pub use crate::net::Direction;
 
 /// The SimulateScenario requests a scenario may make: the same set, spelled the same way, as
 /// in simulation schedules.
@@ -477,6 +467,13 @@ pub enum Expectation {
     },
     /// `peer` never sees `of` leave (a resume, not a new session).
     PeerSawNoLeave {
+        /// The observer.
+        peer: String,
+        /// The participant being watched.
+        of: String,
+    },
+    /// `peer` sees `of` leave and, by the end of the run, not come back.
+    PeerSawLeave {
         /// The observer.
         peer: String,
         /// The participant being watched.
@@ -812,9 +809,9 @@ impl Expectation {
             | Expectation::NoReconnect { participant, .. }
             | Expectation::Disconnected { participant, .. }
             | Expectation::FinalState { participant, .. } => vec![participant],
-            Expectation::PeerSawNoLeave { peer, of } | Expectation::PeerSawRejoin { peer, of } => {
-                vec![peer, of]
-            }
+            Expectation::PeerSawNoLeave { peer, of }
+            | Expectation::PeerSawLeave { peer, of }
+            | Expectation::PeerSawRejoin { peer, of } => vec![peer, of],
             Expectation::DataDelivered { from, to } => vec![from, to],
         }
     }

@@ -47,7 +47,7 @@ use tokio::time::Instant;
 
 use super::backend::Backend;
 use super::format::{
-    Direction, Fault, FaultStep, Lane, NodeRef, ParticipantSpec, ProxyMode, Scenario, Stream, Toxic,
+    Fault, FaultStep, Lane, NodeRef, ParticipantSpec, ProxyMode, Scenario, Stream, Toxic,
 };
 use crate::client::{Client, ClientError, ClientOptions, Observed, Sdk};
 use crate::cluster::{ClusterError, ClusterEvent};
@@ -944,7 +944,7 @@ impl Runner<'_> {
             }
             Fault::Media { direction, loss_percent, delay } => {
                 let c = target("a media fault")?;
-                let direction = media_direction(*direction);
+                let direction = *direction;
                 if let Some(link) = self.link(c) {
                     if let Some(percent) = loss_percent {
                         // Whole percent: nftables draws numgen mod 100.
@@ -1311,13 +1311,5 @@ fn toxic_stream(stream: Stream) -> toxiproxy::Stream {
     match stream {
         Stream::Upstream => toxiproxy::Stream::Upstream,
         Stream::Downstream => toxiproxy::Stream::Downstream,
-    }
-}
-
-fn media_direction(direction: Direction) -> net::Direction {
-    match direction {
-        Direction::Both => net::Direction::Both,
-        Direction::Inbound => net::Direction::Inbound,
-        Direction::Outbound => net::Direction::Outbound,
     }
 }

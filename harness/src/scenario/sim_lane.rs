@@ -13,23 +13,26 @@
 //! | fault | sim lane |
 //! |---|---|
 //! | `partition` | `offline` at the start, `online` at the heal: the participant's socket wrapper (the real lane's `FaultyNetwork`) holds its signalling streams, refuses new connections and drops its media both ways — what the real lane's paused proxy and media partition do |
+//! | `media` | `media` at the start, `media_heal` at the heal: loss and/or delay in the participant's socket wrapper, as on the real lane |
+//! | `signal-proxy` | `signal` at the start, `signal_heal` at the heal, in the participant's socket wrapper: `kill` resets its streams and refuses new connections, `black-hole` passes nothing (streams reset at the heal), `pause` holds, `refuse-new` refuses — what the real lane's killable proxy does; `throttle` is refused |
 //! | `server-kill` | `crash` of the server host; with `for`, `restart` at the heal |
 //! | `remove-participant` | the simulated server's RemoveParticipant |
 //! | `simulate` | `Room::simulate_scenario` in the participant's host |
 //!
-//! A participant's `reconnect` overrides apply as on the real lane. Anything else — proxies,
-//! toxics, media-only faults, network changes, `delete-room`, `close`, token lifetimes,
-//! `publish` and `data-delivered` — is refused before anything runs, naming the file and
-//! what to do.
+//! A participant's `reconnect` overrides apply as on the real lane, and its `publish` replaces
+//! its workload: packets `0..count` from the timeline's zero, whatever its state, as on the
+//! real lane (so `data-delivered` is judged the same way). Anything else — a throttle, toxics,
+//! network changes, `delete-room`, `close`, token lifetimes — is refused before anything
+//! runs, naming the file and what to do.
 
 use std::path::Path;
 use std::time::Duration;
 
-use super::format::{Expectation, Fault, Lane, Scenario};
+use super::format::{Fault, Lane, ProxyMode, Scenario};
 use super::run::{label, lanes, RunError};
 use crate::judge;
 use crate::record::{FaultRecord, RunRecord};
-use crate::sim::explore::{run_case_with, Case};
+use crate::sim::explore::{run_case_with, Case, Overrides, PublishPlan};
 use crate::sim::schedule::{self, Schedule, Step};
 
 /// How long after the last participant's join the timeline starts.
@@ -60,8 +63,6 @@ pub fn check_sim_lane(scenario: &Scenario, file: &Path) -> Result<(), RunError> 
             Some("an SDK other than faultline (the simulation runs faultline-sdk only)")
         } else if p.token_ttl.is_some() {
             Some("a token lifetime")
-        } else if p.publish.is_some() {
-            Some("a `publish` block")
         } else {
             None
         };
@@ -73,20 +74,11 @@ pub fn check_sim_lane(scenario: &Scenario, file: &Path) -> Result<(), RunError> 
             });
         }
     }
-    if scenario
-        .expectations
-        .iter()
-        .any(|e| matches!(e.get_ref(), Expectation::DataDelivered { .. }))
-    {
-        return Err(RunError::SimParticipant {
-            file: file.to_owned(),
-            identity: "(expectations)".into(),
-            what: "a `data-delivered` expectation",
-        });
-    }
     for (index, step) in scenario.faults.iter().enumerate() {
         match &step.fault {
             Fault::Partition {}
+            | Fault::Media { .. }
+            | Fault::SignalProxy { mode: ProxyMode::Kill | ProxyMode::BlackHole | ProxyMode::Pause | ProxyMode::RefuseNew, .. }
             | Fault::ServerKill {}
             | Fault::RemoveParticipant {}
             | Fault::Simulate { .. } => {}
@@ -94,8 +86,8 @@ pub fn check_sim_lane(scenario: &Scenario, file: &Path) -> Result<(), RunError> 
                 return Err(unsupported(
                     index,
                     other.kind(),
-                    "the simulation has no such fault (it can do partition, server-kill, \
-                     remove-participant and simulate); run the scenario with `--lane real`, or \
+                    "the simulation has no such fault (it can do partition, media, signal-proxy \
+                     other than throttle, server-kill, remove-participant and simulate); run the scenario with `--lane real`, or \
                      list only \"real\" in its `lanes`"
                         .into(),
                 ))
@@ -129,6 +121,19 @@ pub fn run_sim(scenario: &Scenario, file: &Path, seed: u64) -> Result<RunRecord,
                 schedule::Fault::Offline { participant: who.clone() },
                 Some(schedule::Fault::Online { participant: who.clone() }),
             ),
+            Fault::Media { direction, loss_percent, delay } => (
+                schedule::Fault::Media {
+                    participant: who.clone(),
+                    direction: *direction,
+                    loss_percent: *loss_percent,
+                    delay_ms: delay.map(ms),
+                },
+                Some(schedule::Fault::MediaHeal { participant: who.clone() }),
+            ),
+            Fault::SignalProxy { mode, .. } => (
+                schedule::Fault::Signal { participant: who.clone(), mode: *mode },
+                Some(schedule::Fault::SignalHeal { participant: who.clone() }),
+            ),
             Fault::ServerKill {} => (schedule::Fault::Crash, Some(schedule::Fault::Restart)),
             Fault::RemoveParticipant {} => {
                 (schedule::Fault::RemoveParticipant { participant: who.clone() }, None)
@@ -149,6 +154,7 @@ pub fn run_sim(scenario: &Scenario, file: &Path, seed: u64) -> Result<RunRecord,
             target,
             started: start,
             healed: if step.fault.is_instant() { Some(start) } else { end },
+            // As the real lane judges it (see `FaultRecord::refuses_connections`).
             refuses_connections: step.fault == Fault::Partition {},
         });
     }
@@ -159,13 +165,18 @@ pub fn run_sim(scenario: &Scenario, file: &Path, seed: u64) -> Result<RunRecord,
         planted_bug: None,
         schedule: Schedule::new(steps),
     };
-    let policies = scenario
-        .participants
-        .iter()
-        .filter(|p| p.reconnect.is_set())
-        .map(|p| (p.identity.get_ref().clone(), p.reconnect.policy()))
-        .collect();
-    let run = run_case_with(&case, &policies).map_err(|e| RunError::Sim(e.to_string()))?;
+    let mut overrides = Overrides::default();
+    for p in &scenario.participants {
+        let identity = p.identity.get_ref();
+        if p.reconnect.is_set() {
+            overrides.reconnect.insert(identity.clone(), p.reconnect.policy());
+        }
+        if let Some(publish) = &p.publish {
+            let plan = PublishPlan { start: zero, every: publish.every, count: publish.count };
+            overrides.publish.insert(identity.clone(), plan);
+        }
+    }
+    let run = run_case_with(&case, &overrides).map_err(|e| RunError::Sim(e.to_string()))?;
     if let Some((p, why)) = run.participants.iter().find_map(|p| Some((p, p.join_error.as_ref()?)))
     {
         return Err(RunError::Join {

@@ -17,6 +17,10 @@
 //! | `restart` | `bounce` on the server host | the server starts again with no memory of anyone (a running server is restarted) |
 //! | `offline` | the participant's socket wrapper (`FaultyNetwork`) | the participant's network goes dark, as the real lane's `partition` makes it: open signalling streams stall with their bytes kept (a paused proxy), new connections are refused at once, media datagrams are lost both ways |
 //! | `online` | the same wrapper | the network is back: held streams carry on, connections and media pass |
+//! | `media` | the same wrapper | the participant's media path degrades: a share of datagrams lost and/or a fixed delay, one way or both (seeded: the same traffic loses the same datagrams) |
+//! | `media_heal` | the same wrapper | every media fault of the participant ends |
+//! | `signal` | the same wrapper | the participant's signalling as the real lane's killable proxy does it: `kill` (every stream reset, new connections refused), `black-hole` (streams pass nothing; reset when it ends), `pause` (streams held, bytes kept), `refuse-new`; not `throttle` |
+//! | `signal_heal` | the same wrapper | the signalling fault ends |
 //! | `remove_participant` | the server's `remove_participant` control | RoomService `RemoveParticipant`: `Leave{DISCONNECT}` to that participant |
 //! | `simulate` | `Room::simulate_scenario` on that participant | the client asks for a `SimulateScenario` |
 //!
@@ -31,6 +35,8 @@ use faultline_sdk::SimulateScenario;
 use serde::{Deserialize, Serialize};
 
 use super::SERVER_HOST;
+use crate::net::Direction;
+use crate::scenario::format::ProxyMode;
 
 /// The largest latency a schedule may set (longer ones are certainly typos).
 pub const MAX_LATENCY_MS: u64 = 60_000;
@@ -162,6 +168,37 @@ pub enum Fault {
         /// The participant's identity.
         participant: String,
     },
+    /// Degrade the participant's media path.
+    Media {
+        /// The participant's identity.
+        participant: String,
+        /// Which way (default both).
+        #[serde(default)]
+        direction: Direction,
+        /// Share of datagrams lost, 0 to 100.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        loss_percent: Option<f64>,
+        /// Fixed delay added to every datagram, in milliseconds.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        delay_ms: Option<u64>,
+    },
+    /// End every media fault of the participant.
+    MediaHeal {
+        /// The participant's identity.
+        participant: String,
+    },
+    /// Fault the participant's signalling (not `throttle`).
+    Signal {
+        /// The participant's identity.
+        participant: String,
+        /// What happens to its streams and new connections.
+        mode: ProxyMode,
+    },
+    /// End the participant's signalling fault.
+    SignalHeal {
+        /// The participant's identity.
+        participant: String,
+    },
     /// The server removes this participant (RoomService `RemoveParticipant`).
     RemoveParticipant {
         /// The participant's identity.
@@ -190,6 +227,10 @@ impl Fault {
             Fault::Restart => "restart",
             Fault::Offline { .. } => "offline",
             Fault::Online { .. } => "online",
+            Fault::Media { .. } => "media",
+            Fault::MediaHeal { .. } => "media_heal",
+            Fault::Signal { .. } => "signal",
+            Fault::SignalHeal { .. } => "signal_heal",
             Fault::RemoveParticipant { .. } => "remove_participant",
             Fault::Simulate { .. } => "simulate",
         }
@@ -211,7 +252,12 @@ impl Fault {
     /// The participant it names, if it is about one participant.
     pub fn participant(&self) -> Option<&str> {
         match self {
-            Fault::Offline { participant } | Fault::Online { participant } => Some(participant),
+            Fault::Offline { participant }
+            | Fault::Online { participant }
+            | Fault::Media { participant, .. }
+            | Fault::MediaHeal { participant }
+            | Fault::Signal { participant, .. }
+            | Fault::SignalHeal { participant } => Some(participant),
             other => other.performer(),
         }
     }
@@ -228,7 +274,8 @@ impl Fault {
 
     /// Applies a network or server fault to `sim` (between steps). Faults a client host
     /// performs ([`Fault::performer`]) and those on a participant's sockets
-    /// (`offline`/`online`, see [`crate::sim::Sim::apply`]) are left alone. Hosts must exist
+    /// (`offline`, `online`, `media`, `signal` and their heals: see
+    /// [`crate::sim::Sim::apply`]) are left alone. Hosts must exist
     /// (see [`Schedule::validate`]); turmoil panics on unknown ones.
     pub fn apply(&self, sim: &mut turmoil::Sim<'_>) {
         match self {
@@ -247,7 +294,11 @@ impl Fault {
             Fault::RemoveParticipant { .. }
             | Fault::Simulate { .. }
             | Fault::Offline { .. }
-            | Fault::Online { .. } => {}
+            | Fault::Online { .. }
+            | Fault::Media { .. }
+            | Fault::MediaHeal { .. }
+            | Fault::Signal { .. }
+            | Fault::SignalHeal { .. } => {}
         }
     }
 }
@@ -365,6 +416,23 @@ impl Schedule {
                         "latency {ms} ms is above the maximum {MAX_LATENCY_MS} ms"
                     )))
                 }
+                Fault::Media { loss_percent: Some(loss), .. } if !(0.0..=100.0).contains(&loss) => {
+                    return Err(out_of_range(format!(
+                        "media loss {loss} % is outside 0 to 100"
+                    )))
+                }
+                Fault::Media { delay_ms: Some(ms), .. } if ms > MAX_LATENCY_MS => {
+                    return Err(out_of_range(format!(
+                        "media delay {ms} ms is above the maximum {MAX_LATENCY_MS} ms"
+                    )))
+                }
+                Fault::Signal { mode: ProxyMode::Throttle, .. } => {
+                    return Err(out_of_range(
+                        "the simulation cannot throttle signalling (kill, black-hole, pause or \
+                         refuse-new)"
+                            .into(),
+                    ))
+                }
                 Fault::FailRate { rate, .. } if !(0.0..1.0).contains(&rate) => {
                     return Err(out_of_range(format!(
                         "fail rate {rate} is outside [0, 1) (1 would cut the link for good: use partition)"
@@ -422,7 +490,15 @@ impl std::fmt::Display for Schedule {
                 Fault::Crash | Fault::Restart => SERVER_HOST.to_owned(),
                 Fault::RemoveParticipant { participant }
                 | Fault::Offline { participant }
-                | Fault::Online { participant } => participant.clone(),
+                | Fault::Online { participant }
+                | Fault::MediaHeal { participant }
+                | Fault::SignalHeal { participant } => participant.clone(),
+                Fault::Signal { participant, mode } => format!("{participant} {mode:?}"),
+                Fault::Media { participant, direction, loss_percent, delay_ms } => {
+                    let loss = loss_percent.map(|p| format!(" loss {p} %")).unwrap_or_default();
+                    let delay = delay_ms.map(|ms| format!(" delay {ms} ms")).unwrap_or_default();
+                    format!("{participant} {direction:?}{loss}{delay}")
+                }
                 Fault::Simulate { participant, scenario } => format!("{participant} {scenario:?}"),
             };
             writeln!(f, "  +{:.3}s {} {detail}", step.at().as_secs_f64(), step.fault.name())?;

@@ -20,6 +20,7 @@ use super::TurmoilNetwork;
 use crate::client::ClientEvent;
 use crate::net::{Direction, FaultyNetwork, NetFaults};
 use crate::record::EventRecord;
+use crate::scenario::format::ProxyMode;
 use crate::token::{TokenError, TokenSpec};
 
 /// The server host's name (clients reach it at `ws://livekit:7880`).
@@ -296,6 +297,42 @@ impl<'a> Sim<'a> {
             Fault::Online { participant } => {
                 if let Some(net) = self.net_faults(participant) {
                     net.heal();
+                }
+            }
+            Fault::Media { participant, direction, loss_percent, delay_ms } => {
+                if let Some(net) = self.net_faults(participant) {
+                    if let Some(percent) = loss_percent {
+                        // In range: the schedule was validated.
+                        let _ = net.set_media_loss(*direction, *percent);
+                    }
+                    if let Some(ms) = delay_ms {
+                        net.set_media_delay(*direction, Duration::from_millis(*ms));
+                    }
+                }
+            }
+            Fault::MediaHeal { participant } => {
+                if let Some(net) = self.net_faults(participant) {
+                    net.heal_media();
+                }
+            }
+            Fault::Signal { participant, mode } => {
+                if let Some(net) = self.net_faults(participant) {
+                    match mode {
+                        ProxyMode::Kill => {
+                            net.refuse_new_signalling();
+                            net.sever_signalling();
+                        }
+                        ProxyMode::BlackHole => net.black_hole_signalling(),
+                        ProxyMode::Pause => net.hold_signalling(),
+                        ProxyMode::RefuseNew => net.refuse_new_signalling(),
+                        // Refused by the schedule's validation.
+                        ProxyMode::Throttle => {}
+                    }
+                }
+            }
+            Fault::SignalHeal { participant } => {
+                if let Some(net) = self.net_faults(participant) {
+                    net.heal_signalling();
                 }
             }
             other => other.apply(&mut self.sim),

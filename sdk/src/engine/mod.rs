@@ -338,12 +338,48 @@ impl Engine {
     }
 
     /// After a resume: reliable data the server lacks is to be sent again, then
-    /// `Reconnected`.
+    /// `Reconnected`; then what the server said meanwhile, the room's roster among it
+    /// (see [`Self::reconcile`]).
     fn resumed(&mut self, session: &mut Session, last_seq: u32) {
         self.outgoing.resumed(last_seq);
         self.shared.emit(RoomEvent::Reconnected);
-        self.drain_stash(session);
+        let roster = self.roster_position(session);
+        let mut position = 0;
+        while let Some(stashed) = session.stash.pop_front() {
+            let is_roster = roster == Some(position);
+            position += 1;
+            match stashed {
+                Output::Server(message) if is_roster => self.reconcile(*message),
+                other => self.on_stashed(other),
+            }
+        }
         self.flush_data(session);
+    }
+
+    /// Where in what the server said during the resume the room's roster is: after a
+    /// resume livekit-server sends everyone's info, the resumed participant's own included
+    /// (pkg/rtc/room.go `ResumeParticipant`) — the first update that names us.
+    fn roster_position(&self, session: &Session) -> Option<usize> {
+        let (_, sid) = self.shared.local_identity_and_sid();
+        session.stash.iter().position(|stashed| {
+            matches!(stashed, Output::Server(message) if matches!(&**message,
+                signal_response::Message::Update(update)
+                    if update.participants.iter().any(|p| p.sid == sid)))
+        })
+    }
+
+    /// Applies the roster sent after a resume and reports as gone every remote participant
+    /// it does not name (upstream's reconcile): one that left while our signalling was down
+    /// must not stay listed, whether or not the server also sent its departure (it does
+    /// only for departures after it last heard us, pkg/rtc/participant_signal.go).
+    fn reconcile(&mut self, message: signal_response::Message) {
+        let signal_response::Message::Update(update) = message else { return };
+        for event in self.shared.apply_participants(&update.participants) {
+            self.shared.emit(event);
+        }
+        for event in self.shared.keep_only(&update.participants) {
+            self.shared.emit(event);
+        }
     }
 
     /// After a full reconnect: a new participant session on the server, which accepts our
@@ -365,12 +401,17 @@ impl Engine {
 
     fn drain_stash(&mut self, session: &mut Session) {
         while let Some(stashed) = session.stash.pop_front() {
-            match stashed {
-                Output::Server(message) => self.on_server(*message),
-                Output::Data(kind, payload) => self.on_data(kind, &payload),
-                Output::ReliableAcked(messages) => self.outgoing.acked(messages),
-                other => tracing::debug!("not stashed: {other:?}"),
-            }
+            self.on_stashed(stashed);
+        }
+    }
+
+    /// Handles what arrived while a session was being set up.
+    fn on_stashed(&mut self, stashed: Output) {
+        match stashed {
+            Output::Server(message) => self.on_server(*message),
+            Output::Data(kind, payload) => self.on_data(kind, &payload),
+            Output::ReliableAcked(messages) => self.outgoing.acked(messages),
+            other => tracing::debug!("not stashed: {other:?}"),
         }
     }
 

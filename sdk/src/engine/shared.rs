@@ -227,6 +227,22 @@ impl Shared {
         events
     }
 
+    /// Removes every remote participant `roster` does not name (by identity); returns a
+    /// `ParticipantDisconnected` for each.
+    pub(crate) fn keep_only(&self, roster: &[proto::ParticipantInfo]) -> Vec<RoomEvent> {
+        let mut state = self.lock();
+        let gone: Vec<String> = state
+            .remotes
+            .keys()
+            .filter(|identity| !roster.iter().any(|p| p.identity == **identity))
+            .cloned()
+            .collect();
+        gone.into_iter()
+            .filter_map(|identity| state.remotes.remove(&identity))
+            .map(RoomEvent::ParticipantDisconnected)
+            .collect()
+    }
+
     /// Identities for participant sids (local or remote), skipping unknown ones.
     pub(crate) fn identities_of(&self, sids: &[String]) -> Vec<String> {
         let state = self.lock();
@@ -330,6 +346,28 @@ mod tests {
             proto::participant_info::State::Disconnected,
         )]);
         assert!(stale.is_empty(), "the old session leaving changes nothing: {stale:?}");
+    }
+
+    #[test]
+    fn a_roster_removes_whoever_it_does_not_name() {
+        let shared = joined();
+        shared.apply_participants(&[
+            info("carol", "PA_c", proto::participant_info::State::Active),
+            info("dave", "PA_d", proto::participant_info::State::Active),
+        ]);
+        let roster = [
+            info("me", "PA_me", proto::participant_info::State::Active),
+            info("bob", "PA_b1", proto::participant_info::State::Active),
+            info("carol", "PA_c", proto::participant_info::State::Active),
+        ];
+        let events = shared.keep_only(&roster);
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert!(
+            matches!(&events[0], RoomEvent::ParticipantDisconnected(p) if p.identity() == "dave")
+        );
+        assert!(shared.remote("dave").is_none());
+        assert!(shared.remote("carol").is_some());
+        assert!(shared.keep_only(&roster).is_empty(), "a second roster changes nothing");
     }
 
     #[test]

@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 pub use generate::generate;
-pub use run::{run_case, run_case_with, ParticipantRun, Run, ROOM};
+pub use run::{run_case, run_case_with, Overrides, ParticipantRun, PublishPlan, Run, ROOM};
 pub use shrink::shrink;
 
 use super::schedule::{Schedule, ScheduleError};

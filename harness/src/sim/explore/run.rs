@@ -169,6 +169,8 @@ fn fault_records(schedule: &Schedule) -> Vec<FaultRecord> {
             Fault::Repair { .. } => Some("partition"),
             Fault::Release { .. } => Some("hold"),
             Fault::Online { .. } => Some("offline"),
+            Fault::MediaHeal { .. } => Some("media"),
+            Fault::SignalHeal { .. } => Some("signal"),
             Fault::Restart => Some("crash"),
             _ => None,
         };
@@ -188,7 +190,12 @@ fn fault_records(schedule: &Schedule) -> Vec<FaultRecord> {
         });
         let lasts = matches!(
             step.fault,
-            Fault::Partition { .. } | Fault::Hold { .. } | Fault::Crash | Fault::Offline { .. }
+            Fault::Partition { .. }
+                | Fault::Hold { .. }
+                | Fault::Crash
+                | Fault::Offline { .. }
+                | Fault::Media { .. }
+                | Fault::Signal { .. }
         );
         let refuses_connections = matches!(step.fault, Fault::Offline { .. })
             || (matches!(step.fault, Fault::Partition { oneway: false, .. })
@@ -210,15 +217,34 @@ fn fault_records(schedule: &Schedule) -> Vec<FaultRecord> {
 /// Runs `case` and records what happened. Errors only when the case cannot run (a bad
 /// schedule, a simulation failure); broken invariants are for [`crate::judge::violations`].
 pub fn run_case(case: &Case) -> Result<Run, ExploreError> {
-    run_case_with(case, &BTreeMap::new())
+    run_case_with(case, &Overrides::default())
 }
 
-/// [`run_case`], with the reconnect policy of the participants named in `policies` (by
-/// identity) in place of the default one.
-pub fn run_case_with(
-    case: &Case,
-    policies: &BTreeMap<String, ReconnectPolicy>,
-) -> Result<Run, ExploreError> {
+/// What a run of a scenario file changes in the explorer's participants, by identity.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// A reconnect policy in place of the default one.
+    pub reconnect: BTreeMap<String, ReconnectPolicy>,
+    /// A fixed publishing plan in place of the workload's steady publishing.
+    pub publish: BTreeMap<String, PublishPlan>,
+}
+
+/// Sequenced reliable packets `0..count`, packet `n` published at `start + n · every` (or
+/// as soon as the previous call returned, if later), whatever the room's state — as the real
+/// lane's `publish` does; the first refused publish ends the plan.
+#[derive(Debug, Clone, Copy)]
+pub struct PublishPlan {
+    /// Simulated time of packet 0.
+    pub start: Duration,
+    /// Between packets.
+    pub every: Duration,
+    /// How many.
+    pub count: u32,
+}
+
+/// [`run_case`], with `overrides` for some participants.
+pub fn run_case_with(case: &Case, overrides: &Overrides) -> Result<Run, ExploreError> {
+    let policies = &overrides.reconnect;
     let identities = case.identities();
     if case.participants == 0 || case.participants > super::generate::MAX_PARTICIPANTS {
         return Err(ExploreError::Participants {
@@ -264,8 +290,9 @@ pub fn run_case_with(
         let actions = case.schedule.client_actions(identity);
         let (phase, hosts) = (phase.clone(), hosts.clone());
         let policy = policies.get(identity).cloned();
+        let plan = overrides.publish.get(identity).copied();
         sim.client(identity, move |ctx| async move {
-            participant(ctx, index, policy, actions, phase, hosts).await;
+            participant(ctx, index, policy, plan, actions, phase, hosts).await;
             Ok::<_, std::convert::Infallible>(())
         });
     }
@@ -274,7 +301,14 @@ pub fn run_case_with(
         sim.run_until(step.at())?;
         sim.apply(&step.fault);
     }
-    let faults_stopped = case.schedule.last_at().max(JOIN_STAGGER * case.participants as u32);
+    let plans_end = overrides
+        .publish
+        .values()
+        .map(|p| p.start + p.every * p.count.saturating_sub(1))
+        .max()
+        .unwrap_or_default();
+    let faults_stopped =
+        case.schedule.last_at().max(JOIN_STAGGER * case.participants as u32).max(plans_end);
     let longest = lock().iter().map(|h| h.record.reconnect_bound).max().unwrap_or_default();
     // Noticing a dead link (ping timeout, or the peer connection failing), then an episode.
     let cap = faults_stopped + PING_DETECTION.max(defaults.pc_failed_after) + longest;
@@ -371,6 +405,7 @@ async fn participant(
     ctx: ClientContext,
     index: usize,
     policy: Option<ReconnectPolicy>,
+    plan: Option<PublishPlan>,
     actions: Vec<Step>,
     phase: Arc<AtomicU8>,
     hosts: Arc<Mutex<Vec<Host>>>,
@@ -434,8 +469,42 @@ async fn participant(
         })
     };
     let mut counter = 0_u32;
+    if let Some(plan) = plan {
+        for n in 0..plan.count {
+            let now = turmoil::sim_elapsed().unwrap_or_default();
+            tokio::time::sleep((plan.start + plan.every * n).saturating_sub(now)).await;
+            if phase.load(Ordering::SeqCst) == FINISH {
+                break;
+            }
+            let at = turmoil::sim_elapsed().unwrap_or_default();
+            let sid = room.local_participant().sid();
+            let packet = DataPacket {
+                payload: data_payload(&identity, n),
+                topic: Some(DATA_TOPIC.into()),
+                ..Default::default()
+            };
+            let sent = tokio::time::timeout(
+                publish_timeout,
+                room.local_participant().publish_data(packet),
+            )
+            .await;
+            let refused = match sent {
+                Ok(Ok(())) => {
+                    update(&|h| {
+                        h.record.published.push(Published { seq: n, at, sid: sid.clone() })
+                    });
+                    continue;
+                }
+                Ok(Err(e)) => format!("publish #{n} at +{at:?} refused: {e}; the plan stops"),
+                Err(_) => format!("publish #{n} at +{at:?} did not return in {publish_timeout:?}"),
+            };
+            update(&|h| h.run.notes.push(refused.clone()));
+            break;
+        }
+    }
     while phase.load(Ordering::SeqCst) != FINISH {
-        if phase.load(Ordering::SeqCst) == RUNNING
+        if plan.is_none()
+            && phase.load(Ordering::SeqCst) == RUNNING
             && room.connection_state() == ConnectionState::Connected
         {
             counter += 1;

@@ -39,6 +39,11 @@ const SIMULATE_DISCONNECT_WINDOW: Duration = Duration::from_secs(5);
 const DEPARTURE_TIMEOUT: Duration = Duration::from_secs(20);
 /// pkg/utils/iceconfigcache.go: how long a participant's ICE preference is remembered.
 const ICE_CONFIG_TTL: Duration = Duration::from_secs(5 * 60);
+/// pkg/service/roommanager.go `tokenRefreshInterval`: the server sends a fresh token when
+/// the session starts and this often after.
+const TOKEN_REFRESH_INTERVAL: Duration = Duration::from_secs(5 * 60);
+/// pkg/service/roommanager.go `tokenDefaultTTL`: the lifetime of a refreshed token.
+const REFRESHED_TOKEN_TTL: Duration = Duration::from_secs(10 * 60);
 /// The server version this double imitates.
 const VERSION: &str = "1.13.5";
 
@@ -67,7 +72,19 @@ struct Participant {
     last_reliable_seq: u32,
     /// [`PlantedBug::LoseFirstDataAfterResume`] is armed: the next reliable packet is lost.
     lose_next_reliable: bool,
+    /// When the server next sends it a fresh token.
+    refresh_at: Instant,
+    /// When the server last heard this participant's signalling (pkg/rtc/transportmanager.go
+    /// `LastSeenSignalAt`).
+    last_signal_at: Instant,
+    /// The departures the server told this participant of, with when (pkg/rtc/participant.go
+    /// `updateCache`, of which only the departures matter here); the last [`DEPARTURES_KEPT`].
+    departures: Vec<(Instant, proto::ParticipantInfo)>,
 }
+
+/// How many departures a participant's update cache keeps (the real cache is an LRU of
+/// participants; a room here never has more).
+const DEPARTURES_KEPT: usize = 64;
 
 impl Participant {
     fn info(&self) -> proto::ParticipantInfo {
@@ -101,9 +118,20 @@ impl Participant {
         }
     }
 
+    /// pkg/rtc/participant.go `HasConnected`: either peer connection has connected.
     fn has_connected(&self) -> bool {
-        // With subscriber_primary, the subscriber PC is the primary one.
-        self.subscriber.has_connected()
+        self.subscriber.has_connected() || self.publisher.has_connected()
+    }
+
+    /// A fresh token for this participant in `room` (pkg/service/roommanager.go
+    /// `refreshToken`: the same grants, a new lifetime), signed with `keys`.
+    fn refreshed_token(&self, room: &str, keys: &(String, String)) -> Option<String> {
+        crate::token::TokenSpec::join(room, &self.identity)
+            .with_name(&self.name)
+            .with_metadata(&self.metadata)
+            .with_ttl(REFRESHED_TOKEN_TTL)
+            .mint(&keys.0, &keys.1)
+            .ok()
     }
 
     /// When the media path counts as failed if the client stays silent: pion's ICE
@@ -181,6 +209,8 @@ pub(super) struct Core {
     sids: Arc<AtomicU64>,
     started: Instant,
     planted_bug: Option<PlantedBug>,
+    /// The API key and secret, to sign refreshed tokens.
+    keys: (String, String),
 }
 
 impl Core {
@@ -199,6 +229,7 @@ impl Core {
             sids,
             started: Instant::now(),
             planted_bug: config.planted_bug,
+            keys: (config.api_key.clone(), config.api_secret.clone()),
         }
     }
 
@@ -499,6 +530,9 @@ impl Core {
             speaking_until: None,
             last_reliable_seq: 0,
             lose_next_reliable: false,
+            refresh_at: now + TOKEN_REFRESH_INTERVAL,
+            last_signal_at: now,
+            departures: Vec::new(),
         };
         let Some(room) = self.rooms.get_mut(&join.room) else { return };
         room.closes_at = None;
@@ -516,6 +550,11 @@ impl Core {
             ..Default::default()
         };
         participant.send(signal_response::Message::Join(response));
+        // pkg/service/roommanager.go `rtcSessionWorker`: a first refresh at once, "for cases
+        // when client token is close to expiring".
+        if let Some(token) = participant.refreshed_token(&join.room, &self.keys) {
+            participant.send(signal_response::Message::RefreshToken(token));
+        }
         // The room tells the others (pkg/rtc/room.go `broadcastParticipantState`).
         room.broadcast(
             None,
@@ -556,6 +595,17 @@ impl Core {
             server_info: Some(server_info()),
             last_message_seq: p.last_reliable_seq,
         }));
+        // pkg/rtc/participant_signal.go `sendDisconnectUpdatesForReconnect` (protocol > 8):
+        // the departures sent since the server last heard the participant, which a client
+        // whose signalling was down may have missed.
+        let missed = p
+            .departures
+            .iter()
+            .filter(|(at, _)| *at >= p.last_signal_at)
+            .map(|(_, info)| info.clone())
+            .collect();
+        p.send(signal_response::Message::Update(proto::ParticipantUpdate { participants: missed }));
+        p.last_signal_at = now;
         // pkg/rtc/room.go `ResumeParticipant`: then everyone's info (the participant's own
         // included), the room, and an ICE restart.
         let everyone = room.participants.values().map(Participant::info).collect();
@@ -602,6 +652,9 @@ impl Core {
     }
 
     fn on_request(&mut self, room: &str, identity: &str, message: signal_request::Message) {
+        if let Some(p) = self.participant(room, identity) {
+            p.last_signal_at = Instant::now();
+        }
         match message {
             signal_request::Message::Offer(offer) => {
                 let Some(p) = self.participant(room, identity) else { return };
@@ -755,6 +808,12 @@ impl Core {
         p.state = proto::participant_info::State::Disconnected;
         let mut info = p.info();
         info.disconnect_reason = reason as i32;
+        for other in r.participants.values_mut() {
+            if other.departures.len() == DEPARTURES_KEPT {
+                other.departures.remove(0);
+            }
+            other.departures.push((now, info.clone()));
+        }
         r.broadcast(
             None,
             &signal_response::Message::Update(proto::ParticipantUpdate {
@@ -782,6 +841,7 @@ impl Core {
                 consider(p.pc_fails_at);
                 consider(p.media_deadline());
                 consider(p.speaking_until);
+                consider(Some(p.refresh_at));
                 if !p.has_connected() {
                     consider(Some(p.joined_at + JOIN_DEADLINE));
                 }
@@ -828,6 +888,12 @@ impl Core {
                 if p.speaking_until.is_some_and(|at| at <= now) {
                     p.speaking_until = None;
                     silent.push(p.sid.clone());
+                }
+                if p.refresh_at <= now {
+                    p.refresh_at = now + TOKEN_REFRESH_INTERVAL;
+                    if let Some(token) = p.refreshed_token(name, &self.keys) {
+                        p.send(signal_response::Message::RefreshToken(token));
+                    }
                 }
             }
             for sid in silent {

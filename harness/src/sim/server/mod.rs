@@ -7,8 +7,23 @@
 //! DTLS, SCTP data channels, ICE restarts). Join, resume, duplicate identities, the join and
 //! resume deadlines, data forwarding, every `SimulateScenario`, and the RoomService-like
 //! controls of [`ServerControl`] follow the real server; each behaviour names the file of
-//! livekit/livekit it was taken from (see `core`). Not modelled: media tracks, JSON
-//! signalling, `/rtc/v1`, token refresh, TCP/TURN candidates, multi-node routing.
+//! livekit/livekit it was taken from (see `core`), among them the departures sent after a
+//! resume, the token refresh at the start of a session and every 5 minutes, and "has
+//! connected" meaning either peer connection. Not modelled: media tracks, JSON signalling,
+//! `/rtc/v1`, TCP/TURN candidates, multi-node routing.
+//!
+//! Where it still differs from livekit-server v1.13.5 in what a client can see
+//! (`faultline conform` compares the lanes scenario by scenario):
+//!
+//! - Reliable data for a participant whose peer connection is still being set up is dropped;
+//!   the real server keeps it and delivers it once the data channel opens
+//!   (pkg/rtc/participant.go). The explorer excuses receivers that reconnected fully from
+//!   invariant 5 because of this.
+//! - Tokens, refreshed ones included, are checked against the wall clock, not simulated time,
+//!   so a lifetime shorter than a run never runs out here; the sim lane refuses `token_ttl`.
+//! - A join or resume is answered after the WebSocket upgrade; the real server prepares the
+//!   JoinResponse or ReconnectResponse first, so a failure is an HTTP status there
+//!   (pkg/service/rtcservice.go), a close after the upgrade here.
 
 mod core;
 mod link;

@@ -109,6 +109,17 @@ fn a_join_is_answered_like_the_real_server() {
         ensure!(me.identity == "raw" && me.sid.starts_with("PA_"), "participant {me:?}");
         ensure!(join.room.is_some_and(|r| r.name == "raw-room" && r.sid.starts_with("RM_")));
         ensure!(join.server_info.is_some_and(|s| s.version == "1.13.5"));
+        // pkg/service/roommanager.go `rtcSessionWorker`: a fresh token as the session starts.
+        let Some(signal_response::Message::RefreshToken(token)) = next(&mut ws).await? else {
+            bail!("expected a RefreshToken after the JoinResponse");
+        };
+        let config = crate::sim::server::ServerConfig::default();
+        let claims = livekit_api::access_token::TokenVerifier::with_api_key(
+            &config.api_key,
+            &config.api_secret,
+        )
+        .verify(&token)?;
+        ensure!(claims.sub == "raw" && claims.video.room == "raw-room" && claims.video.room_join);
         let Some(signal_response::Message::Offer(offer)) = next(&mut ws).await? else {
             bail!("expected the subscriber offer after the JoinResponse");
         };
