@@ -6,7 +6,7 @@
 
 use std::process::Command;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 /// Runs `faultline` with no programs on PATH and an empty cache; returns the exit code and
 /// everything it printed.
@@ -193,5 +193,51 @@ fn seeds_on_the_real_lane_exit_2_naming_the_sim_lane() -> Result<()> {
     let (code, text) = faultline(&["run", library, "--seeds", "8"], dir.path())?;
     assert_eq!(code, Some(2), "{text}");
     assert!(text.contains("add `--lane sim`"), "{text}");
+    Ok(())
+}
+
+/// The simulated seconds a `--summary` file reports.
+fn simulated_secs(file: &std::path::Path) -> Result<f64> {
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(file)?)?;
+    report["simulated_secs"].as_f64().context("simulated_secs")
+}
+
+#[test]
+fn shards_of_an_exploration_run_its_cases_once_and_merge_into_it() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
+    let explore = |shard: &str, summary: &str| -> Result<(Option<i32>, String)> {
+        let args = ["explore", "--cases", "6", "--seed", "3", "--shard", shard, "--summary"];
+        let mut args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+        args.push(path(summary));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        faultline(&args, dir.path())
+    };
+    let (code, text) = explore("0/1", "whole.json")?;
+    assert_eq!(code, Some(0), "{text}");
+    for (shard, file) in [("0/2", "a.json"), ("1/2", "b.json")] {
+        let (code, text) = explore(shard, file)?;
+        assert_eq!(code, Some(0), "{text}");
+        assert!(text.contains(&format!("exploring 3 schedules")), "{text}");
+    }
+    // Each case's run depends only on the case: the halves add up to the whole.
+    let halves =
+        simulated_secs(&dir.path().join("a.json"))? + simulated_secs(&dir.path().join("b.json"))?;
+    let whole = simulated_secs(&dir.path().join("whole.json"))?;
+    assert!((halves - whole).abs() < 1e-6, "halves {halves} s, whole {whole} s");
+
+    let (code, text) =
+        faultline(&["explore", "merge", &path("a.json"), &path("b.json")], dir.path())?;
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("2 shards of exploration seed 3: 6 of 6 cases run"), "{text}");
+    assert!(text.contains("0 violation(s)"), "{text}");
+
+    let (code, text) = faultline(&["explore", "merge", &path("a.json")], dir.path())?;
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("the reports must be shards 0..2 once each; missing 1"), "{text}");
+    let (code, text) =
+        faultline(&["explore", "merge", &path("a.json"), &path("whole.json")], dir.path())?;
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("is from another exploration"), "{text}");
     Ok(())
 }

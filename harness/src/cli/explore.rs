@@ -1,21 +1,53 @@
 //! `faultline explore`: random fault schedules in the simulation lane, each run judged by
 //! DESIGN.md's invariants, with a progress line and a summary. On a violation it shrinks the
 //! failing schedule, writes it to a file, prints the replay command and exits 1.
+//!
+//! `--shard I/N` runs one machine's share of a larger exploration and `--summary FILE` writes
+//! what it did as JSON; `faultline explore merge FILE...` checks that the summaries are the
+//! shards of one exploration and combines them (exit 1 if any shard found a violation, 2 if
+//! the summaries do not fit together).
 
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use faultline::sim::explore::{self, Case, ExploreConfig, Summary};
+use faultline::sim::explore::{self, Case, ExploreConfig, Shard, ShardReport, Summary};
 use faultline::sim::server::PlantedBug;
 
 /// Options of `faultline explore`.
 #[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct Args {
-    /// How many random schedules to run.
+    #[command(subcommand)]
+    merge: Option<Merge>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+/// `faultline explore merge`.
+#[derive(Debug, clap::Subcommand)]
+enum Merge {
+    /// Combine the `--summary` files of an exploration's shards.
+    Merge {
+        /// The shards' summary files (JSON).
+        #[arg(required = true)]
+        summaries: Vec<PathBuf>,
+    },
+}
+
+/// Options of an exploration run.
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// How many random schedules to run (over all shards).
     #[arg(long, default_value_t = 100)]
     cases: u64,
+    /// Run only shard I of N: the cases whose index is I modulo N.
+    #[arg(long, value_name = "I/N", default_value = "0/1")]
+    shard: Shard,
+    /// Write what this run did (and any violation's case file) as JSON, for `explore merge`.
+    #[arg(long)]
+    summary: Option<PathBuf>,
     /// The exploration's seed (the same seed explores the same schedules).
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -48,10 +80,18 @@ pub fn parse_planted_bug(name: &str) -> Result<PlantedBug, String> {
     })
 }
 
-/// Runs the exploration and prints its summary.
+/// Runs the exploration (or merges shards) and prints its summary.
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    match args.merge {
+        Some(Merge::Merge { summaries }) => merge(&summaries),
+        None => explore_run(args.run).await,
+    }
+}
+
+async fn explore_run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let config = ExploreConfig {
         cases: args.cases,
+        shard: args.shard,
         seed: args.seed,
         participants: args.participants,
         jobs: args.jobs.unwrap_or(ExploreConfig::default().jobs),
@@ -60,8 +100,12 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         shrink_runs: args.shrink_runs,
     };
     eprintln!(
-        "exploring {} schedules with {} participants (seed {}, {} threads)",
-        config.cases, config.participants, config.seed, config.jobs
+        "exploring {} schedules with {} participants (seed {}, shard {}, {} threads)",
+        config.shard.cases_of(config.cases),
+        config.participants,
+        config.seed,
+        config.shard,
+        config.jobs
     );
     let explored = config.clone();
     let summary = tokio::task::spawn_blocking(move || {
@@ -83,11 +127,21 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     .context("the exploration thread panicked")??;
     eprintln!();
     print_summary(&summary);
-    let Some(failure) = summary.failure else {
+    let path = summary
+        .failure
+        .as_ref()
+        .map(|f| args.out.join(format!("faultline-failure-{}.toml", f.shrunk.seed)));
+    if let Some(file) = &args.summary {
+        let report = ShardReport::new(&config, &summary, path.as_deref());
+        let text = serde_json::to_string_pretty(&report).context("encoding the summary")?;
+        std::fs::write(file, text + "\n")
+            .with_context(|| format!("writing the summary to {}", file.display()))?;
+        eprintln!("summary: {}", file.display());
+    }
+    let (Some(failure), Some(path)) = (summary.failure, path) else {
         println!("no violation");
         return Ok(ExitCode::SUCCESS);
     };
-    let path = args.out.join(format!("faultline-failure-{}.toml", failure.shrunk.seed));
     write_case(&failure.shrunk, &path, &args)?;
     println!("VIOLATION found by case seed {}; the schedule as generated:", failure.original.seed);
     print!("{}", failure.original.schedule);
@@ -128,7 +182,64 @@ fn replay_command(path: &std::path::Path) -> String {
     format!("faultline replay {}", path.display())
 }
 
-fn write_case(case: &Case, path: &std::path::Path, args: &Args) -> anyhow::Result<()> {
+/// `explore merge`: reads the shards' summaries, checks they belong together, prints the
+/// combined figures and every violation.
+fn merge(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    let mut reports = Vec::new();
+    for file in files {
+        let text = match std::fs::read_to_string(file) {
+            Ok(text) => text,
+            Err(e) => {
+                eprintln!("faultline explore merge: cannot read {}: {e}", file.display());
+                return Ok(ExitCode::from(2));
+            }
+        };
+        match serde_json::from_str::<ShardReport>(&text) {
+            Ok(report) => reports.push((file.display().to_string(), report)),
+            Err(e) => {
+                eprintln!(
+                    "faultline explore merge: {} is not a summary `faultline explore --summary` \
+                     wrote: {e}",
+                    file.display()
+                );
+                return Ok(ExitCode::from(2));
+            }
+        }
+    }
+    let merged = match explore::merge(&reports) {
+        Ok(merged) => merged,
+        Err(e) => {
+            eprintln!("faultline explore merge: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    println!(
+        "{} shards of exploration seed {}: {} of {} cases run, {:.0} s simulated, longest shard \
+         {:.1} s of wall time, {} violation(s){}",
+        reports.len(),
+        merged.seed,
+        merged.ran,
+        merged.cases,
+        merged.simulated_secs,
+        merged.wall_secs,
+        merged.violations.len(),
+        if merged.failed_joins > 0 {
+            format!(", {} room(s) could not join", merged.failed_joins)
+        } else {
+            String::new()
+        }
+    );
+    for (shard, found) in &merged.violations {
+        println!("shard {shard}: case seed {} broke:", found.case_seed);
+        for broke in &found.broke {
+            println!("  {broke}");
+        }
+        println!("  replay: {}", replay_command(&found.file));
+    }
+    Ok(if merged.violations.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn write_case(case: &Case, path: &std::path::Path, args: &RunArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {} for the failing case", args.out.display()))?;
     let text = format!(

@@ -11,6 +11,8 @@
 //! - [`crate::judge::violations`]: invariants 1–5 on that record, the same judge every lane uses.
 //! - `generate`: random schedules from a seed; `shrink`: smaller failing schedules.
 //! - [`explore`]: the loop — generate, run, judge, and on a violation shrink and stop.
+//! - `shard`: one exploration split across machines ([`Shard`]), and [`merge`] of what
+//!   the shards report.
 //!
 //! Determinism: a case's run depends only on the case. turmoil draws every message's
 //! latency and every `fail_rate` decision from its seeded RNG, and str0m draws some of its
@@ -26,6 +28,7 @@
 
 mod generate;
 mod run;
+mod shard;
 mod shrink;
 
 use std::path::Path;
@@ -37,6 +40,7 @@ use serde::{Deserialize, Serialize};
 
 pub use generate::generate;
 pub use run::{run_case, run_case_with, Overrides, ParticipantRun, PublishPlan, Run, ROOM};
+pub use shard::{merge, FoundViolation, MergeError, Merged, Shard, ShardReport};
 pub use shrink::shrink;
 
 use super::schedule::{Schedule, ScheduleError};
@@ -145,8 +149,10 @@ pub enum ExploreError {
 /// What [`explore`] does.
 #[derive(Debug, Clone)]
 pub struct ExploreConfig {
-    /// How many schedules to try.
+    /// How many schedules to try (over all shards).
     pub cases: u64,
+    /// Which of them this process runs.
+    pub shard: Shard,
     /// The first case's seed; case `i` uses a seed derived from it and `i`.
     pub seed: u64,
     /// Participants per case.
@@ -165,6 +171,7 @@ impl Default for ExploreConfig {
     fn default() -> Self {
         Self {
             cases: 100,
+            shard: Shard::default(),
             seed: 1,
             participants: 2,
             jobs: std::thread::available_parallelism().map_or(1, usize::from),
@@ -227,7 +234,8 @@ pub fn case_seed(seed: u64, index: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Runs `config.cases` random cases on `config.jobs` threads, calling `progress` after each.
+/// Runs this shard's share of `config.cases` random cases on `config.jobs` threads, calling
+/// `progress` after each.
 /// Stops at the first violation, shrinks it, and returns it in the summary. An error means a
 /// case could not be run at all.
 pub fn explore(
@@ -242,7 +250,7 @@ pub fn explore(
     std::thread::scope(|scope| {
         for _ in 0..config.jobs.max(1) {
             scope.spawn(|| loop {
-                let index = next.fetch_add(1, Ordering::Relaxed);
+                let index = config.shard.case_index(next.fetch_add(1, Ordering::Relaxed));
                 if index >= config.cases || stop.load(Ordering::Relaxed) {
                     return;
                 }
@@ -277,7 +285,7 @@ pub fn explore(
                 }
                 progress(Progress {
                     done: summary.cases,
-                    total: config.cases,
+                    total: config.shard.cases_of(config.cases),
                     simulated: summary.simulated,
                 });
             });
