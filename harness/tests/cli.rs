@@ -218,7 +218,7 @@ fn shards_of_an_exploration_run_its_cases_once_and_merge_into_it() -> Result<()>
     for (shard, file) in [("0/2", "a.json"), ("1/2", "b.json")] {
         let (code, text) = explore(shard, file)?;
         assert_eq!(code, Some(0), "{text}");
-        assert!(text.contains(&format!("exploring 3 schedules")), "{text}");
+        assert!(text.contains("exploring 3 schedules"), "{text}");
     }
     // Each case's run depends only on the case: the halves add up to the whole.
     let halves =
