@@ -66,6 +66,17 @@ pub enum Direction {
     Both,
 }
 
+impl std::fmt::Display for Direction {
+    /// As files write it: `inbound`, `outbound`, `both`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+            Direction::Both => "both",
+        })
+    }
+}
+
 impl Direction {
     fn includes(self, other: Direction) -> bool {
         self == Direction::Both || self == other

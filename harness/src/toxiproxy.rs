@@ -277,14 +277,25 @@ fn launch_for(source: &Source, api_port: u16) -> Launch {
     }
 }
 
-/// Which direction of a proxied connection a toxic acts on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Which direction of a proxied connection a toxic acts on (in files and toxiproxy's API:
+/// `upstream`, `downstream`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Stream {
     /// Client → server.
     Upstream,
     /// Server → client.
+    #[default]
     Downstream,
+}
+
+impl std::fmt::Display for Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Stream::Upstream => "upstream",
+            Stream::Downstream => "downstream",
+        })
+    }
 }
 
 /// A toxic type and its attributes, in toxiproxy's units.

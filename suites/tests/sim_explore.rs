@@ -243,3 +243,39 @@ fn a_partition_that_never_heals_passes_the_exhaustion_check() -> anyhow::Result<
     ensure!(broken.iter().any(|v| v.invariant == 4), "expected invariant 4: {broken:?}");
     Ok(())
 }
+
+/// Found by exploring 10 000 schedules (seed 2026, shard 3 of 10): a hold on a link that is
+/// partitioned makes turmoil hold the connection attempts instead of refusing them, so each
+/// of the cut room's attempts waits out its connect timeout. The record must not claim the
+/// partition refuses connections then (invariant 4's exact-duration check would fail a
+/// correct client); the episode is still held to the policy's bound.
+#[test]
+fn a_hold_inside_a_partition_makes_attempts_wait_not_fail() -> anyhow::Result<()> {
+    let (a, b) = link("p0", SERVER_HOST);
+    let schedule = Schedule::new(vec![
+        Step {
+            at_ms: 2_059,
+            fault: Fault::Partition { a: a.clone(), b: b.clone(), oneway: false },
+        },
+        Step { at_ms: 2_120, fault: Fault::Hold { a, b } },
+    ]);
+    let case = Case {
+        seed: 6_154_804_746_218_467_960,
+        participants: 2,
+        names: Vec::new(),
+        planted_bug: None,
+        schedule,
+    };
+    let run = run_case(&case)?;
+    let partition =
+        run.record.faults.iter().find(|f| f.kind == "partition").context("partition")?;
+    ensure!(!partition.refuses_connections, "a held link does not refuse: {partition:?}");
+    let broken = violations(&run.record);
+    ensure!(broken.is_empty(), "{broken:?}\n{}", run.trace_text());
+    ensure!(
+        run.record.final_state("p0") == Some(ConnectionState::Disconnected),
+        "the cut room exhausts its policy:\n{}",
+        run.trace_text()
+    );
+    Ok(())
+}

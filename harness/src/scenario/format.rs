@@ -338,6 +338,19 @@ pub enum Fault {
     RedisKill {},
 }
 
+impl std::fmt::Display for ProxyMode {
+    /// As files write it: `black-hole`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ProxyMode::Kill => "kill",
+            ProxyMode::BlackHole => "black-hole",
+            ProxyMode::Pause => "pause",
+            ProxyMode::RefuseNew => "refuse-new",
+            ProxyMode::Throttle => "throttle",
+        })
+    }
+}
+
 /// Modes of the killable signalling proxy (and of the sim lane's signalling faults).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -408,16 +421,8 @@ pub enum Toxic {
     },
 }
 
-/// A toxic's direction, in toxiproxy's words.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Stream {
-    /// Client to server.
-    Upstream,
-    /// Server to client.
-    #[default]
-    Downstream,
-}
+/// A toxic's direction: toxiproxy's own type.
+pub use crate::toxiproxy::Stream;
 
 /// Which way a media fault acts: the socket wrapper's own type.
 pub use crate::net::Direction;

@@ -46,9 +46,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::backend::Backend;
-use super::format::{
-    Fault, FaultStep, Lane, NodeRef, ParticipantSpec, ProxyMode, Scenario, Stream, Toxic,
-};
+use super::format::{Fault, FaultStep, Lane, NodeRef, ParticipantSpec, ProxyMode, Scenario, Toxic};
 use crate::client::{Client, ClientError, ClientOptions, Observed, Sdk};
 use crate::cluster::{ClusterError, ClusterEvent};
 use crate::judge;
@@ -935,7 +933,7 @@ impl Runner<'_> {
                 let proxy = c.toxic_proxy.as_ref().ok_or_else(|| {
                     fail("the participant has no toxiproxy proxy".into(), log.clone())
                 })?;
-                let toxic = toxiproxy::Toxic::new(toxic_kind(toxic), toxic_stream(*stream))
+                let toxic = toxiproxy::Toxic::new(toxic_kind(toxic), *stream)
                     .named(&format!("fault-{index}"))
                     .with_toxicity(*toxicity);
                 let guard =
@@ -1229,18 +1227,14 @@ pub fn label(step: &FaultStep) -> String {
         Fault::SignalProxy { mode: ProxyMode::Throttle, rate } => {
             format!("signal-proxy throttle {} B/s", rate.unwrap_or_default())
         }
-        Fault::SignalProxy { mode, .. } => format!("signal-proxy {}", kebab(&format!("{mode:?}"))),
+        Fault::SignalProxy { mode, .. } => format!("signal-proxy {mode}"),
         Fault::Toxic { toxic, stream, toxicity } => {
             let share =
                 if *toxicity < 1.0 { format!(", toxicity {toxicity}") } else { String::new() };
-            let stream = match stream {
-                Stream::Upstream => "upstream",
-                Stream::Downstream => "downstream",
-            };
             format!("toxic {} {stream}{share}", toxic_label(toxic))
         }
         Fault::Media { direction, loss_percent, delay } => {
-            let mut parts = vec![format!("media {}", kebab(&format!("{direction:?}")))];
+            let mut parts = vec![format!("media {direction}")];
             if let Some(p) = loss_percent {
                 parts.push(format!("loss {p}%"));
             }
@@ -1249,25 +1243,13 @@ pub fn label(step: &FaultStep) -> String {
             }
             parts.join(" ")
         }
-        Fault::Simulate { scenario } => format!("simulate {}", kebab(&format!("{scenario:?}"))),
+        Fault::Simulate { scenario } => format!("simulate {scenario}"),
         other => other.kind().to_owned(),
     };
     match &step.target {
         Some(t) => format!("{what} → {}", t.get_ref()),
         None => what,
     }
-}
-
-/// `BlackHole` → `black-hole`, as the file writes it.
-fn kebab(name: &str) -> String {
-    let mut out = String::new();
-    for (i, c) in name.chars().enumerate() {
-        if c.is_ascii_uppercase() && i > 0 {
-            out.push('-');
-        }
-        out.push(c.to_ascii_lowercase());
-    }
-    out
 }
 
 /// A toxic and its settings, briefly: `latency 300ms ±100ms`.
@@ -1304,12 +1286,5 @@ fn toxic_kind(toxic: &Toxic) -> ToxicKind {
             delay: u64::try_from(delay.as_micros()).unwrap_or(u64::MAX),
         },
         Toxic::LimitData { bytes } => ToxicKind::LimitData { bytes: *bytes },
-    }
-}
-
-fn toxic_stream(stream: Stream) -> toxiproxy::Stream {
-    match stream {
-        Stream::Upstream => toxiproxy::Stream::Upstream,
-        Stream::Downstream => toxiproxy::Stream::Downstream,
     }
 }

@@ -333,6 +333,27 @@ pub enum SimulateKind {
     },
 }
 
+impl std::fmt::Display for SimulateKind {
+    /// As files write it: `signal-reconnect`, `speaker (3 s)`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = match self {
+            SimulateKind::SignalReconnect => "signal-reconnect",
+            SimulateKind::FullReconnect => "full-reconnect",
+            SimulateKind::DisconnectSignalOnResume => "disconnect-signal-on-resume",
+            SimulateKind::DisconnectSignalOnResumeNoMessages => {
+                "disconnect-signal-on-resume-no-messages"
+            }
+            SimulateKind::NodeFailure => "node-failure",
+            SimulateKind::Migration => "migration",
+            SimulateKind::ServerLeave => "server-leave",
+            SimulateKind::ForceTcp => "force-tcp",
+            SimulateKind::ForceTls => "force-tls",
+            SimulateKind::Speaker { secs } => return write!(f, "speaker ({secs} s)"),
+        };
+        f.write_str(name)
+    }
+}
+
 impl From<SimulateKind> for SimulateScenario {
     fn from(scenario: SimulateKind) -> Self {
         match scenario {

@@ -155,7 +155,7 @@ fn describe(step: &Step) -> String {
 /// The schedule's faults as the record shows them: a partition, hold, offline or crash from
 /// its step to the step that undoes it (repair, release, online, restart), everything else an
 /// instant. An offline, or a two-way partition between a participant and the server, refuses
-/// its connections.
+/// its connections — unless a hold on that link overlaps it.
 fn fault_records(schedule: &Schedule) -> Vec<FaultRecord> {
     let same_link = |x: Option<(&str, &str)>, y: Option<(&str, &str)>| match (x, y) {
         (Some((a, b)), Some((c, d))) => (a, b) == (c, d) || (a, b) == (d, c),
@@ -210,6 +210,19 @@ fn fault_records(schedule: &Schedule) -> Vec<FaultRecord> {
             refuses_connections,
         };
         out.push((record, link));
+    }
+    // A hold on the same link while a partition lasts makes new connections wait (turmoil
+    // holds the SYN) instead of failing at once: that partition no longer refuses them.
+    let holds: Vec<_> = out.iter().filter(|(f, _)| f.kind == "hold").cloned().collect();
+    for (f, link) in &mut out {
+        let overlaps = |(hold, hold_link): &(FaultRecord, _)| {
+            same_link(*hold_link, *link)
+                && f.healed.is_none_or(|end| hold.started < end)
+                && hold.healed.is_none_or(|end| end > f.started)
+        };
+        if f.refuses_connections && holds.iter().any(overlaps) {
+            f.refuses_connections = false;
+        }
     }
     out.into_iter().map(|(f, _)| f).collect()
 }

@@ -82,6 +82,23 @@ struct Participant {
     departures: Vec<(Instant, proto::ParticipantInfo)>,
 }
 
+/// What a participant's timer is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Deadline {
+    /// `remove_at`: the participant is removed with the stored reason.
+    Removal,
+    /// pkg/rtc/room.go `Join`: not connected a minute after joining (JOIN_FAILURE).
+    Join,
+    /// `pc_fails_at`: a transport ended under a connected participant.
+    PcFailed,
+    /// The media path has been silent for pion's ICE timeouts.
+    MediaSilent,
+    /// A simulated speaker update ends.
+    SpeakingEnds,
+    /// The next token refresh.
+    TokenRefresh,
+}
+
 /// How many departures a participant's update cache keeps (the real cache is an LRU of
 /// participants; a room here never has more).
 const DEPARTURES_KEPT: usize = 64;
@@ -121,6 +138,20 @@ impl Participant {
     /// pkg/rtc/participant.go `HasConnected`: either peer connection has connected.
     fn has_connected(&self) -> bool {
         self.subscriber.has_connected() || self.publisher.has_connected()
+    }
+
+    /// Every timer of this participant and when it fires (`None`: not armed), listed once
+    /// for both [`Core::next_timer`] and [`Core::on_timers`]; a removal comes first (once
+    /// due, nothing else matters).
+    fn deadlines(&self) -> [(Deadline, Option<Instant>); 6] {
+        [
+            (Deadline::Removal, self.remove_at.map(|(at, _)| at)),
+            (Deadline::Join, (!self.has_connected()).then_some(self.joined_at + JOIN_DEADLINE)),
+            (Deadline::PcFailed, self.pc_fails_at),
+            (Deadline::MediaSilent, self.media_deadline()),
+            (Deadline::SpeakingEnds, self.speaking_until),
+            (Deadline::TokenRefresh, Some(self.refresh_at)),
+        ]
     }
 
     /// A fresh token for this participant in `room` (pkg/service/roommanager.go
@@ -828,26 +859,15 @@ impl Core {
     // ---- timers -----------------------------------------------------------------------
 
     fn next_timer(&self) -> Option<Instant> {
-        let mut next: Option<Instant> = None;
-        let mut consider = |at: Option<Instant>| {
-            if let Some(at) = at {
-                next = Some(next.map_or(at, |n| n.min(at)));
-            }
-        };
-        for r in self.rooms.values() {
-            consider(r.closes_at);
-            for p in r.participants.values() {
-                consider(p.remove_at.map(|(at, _)| at));
-                consider(p.pc_fails_at);
-                consider(p.media_deadline());
-                consider(p.speaking_until);
-                consider(Some(p.refresh_at));
-                if !p.has_connected() {
-                    consider(Some(p.joined_at + JOIN_DEADLINE));
-                }
-            }
-        }
-        next
+        self.rooms
+            .values()
+            .flat_map(|r| {
+                let participants = r.participants.values();
+                r.closes_at.into_iter().chain(
+                    participants.flat_map(|p| p.deadlines().into_iter().filter_map(|(_, at)| at)),
+                )
+            })
+            .min()
     }
 
     fn on_timers(&mut self) {
@@ -865,34 +885,42 @@ impl Core {
             for (identity, p) in &mut r.participants {
                 p.publisher.tick(std_now);
                 p.subscriber.tick(std_now);
-                if let Some((at, reason)) = p.remove_at {
-                    if at <= now {
-                        removals.push((name.clone(), identity.clone(), reason, None));
-                        continue;
-                    }
-                }
-                if !p.has_connected() && p.joined_at + JOIN_DEADLINE <= now {
-                    removals.push((
-                        name.clone(),
-                        identity.clone(),
-                        proto::DisconnectReason::JoinFailure,
-                        Some(proto::leave_request::Action::Disconnect),
-                    ));
-                    continue;
-                }
-                let went_quiet = p.media_deadline().is_some_and(|at| at <= now);
-                if went_quiet || p.pc_fails_at.is_some_and(|at| at <= now) {
-                    p.pc_fails_at = None;
-                    failures.push((name.clone(), identity.clone()));
-                }
-                if p.speaking_until.is_some_and(|at| at <= now) {
-                    p.speaking_until = None;
-                    silent.push(p.sid.clone());
-                }
-                if p.refresh_at <= now {
-                    p.refresh_at = now + TOKEN_REFRESH_INTERVAL;
-                    if let Some(token) = p.refreshed_token(name, &self.keys) {
-                        p.send(signal_response::Message::RefreshToken(token));
+                let due =
+                    p.deadlines().into_iter().filter(|(_, at)| at.is_some_and(|at| at <= now));
+                for (deadline, _) in due {
+                    match deadline {
+                        Deadline::Removal => {
+                            if let Some((_, reason)) = p.remove_at {
+                                removals.push((name.clone(), identity.clone(), reason, None));
+                            }
+                            break;
+                        }
+                        Deadline::Join => {
+                            removals.push((
+                                name.clone(),
+                                identity.clone(),
+                                proto::DisconnectReason::JoinFailure,
+                                Some(proto::leave_request::Action::Disconnect),
+                            ));
+                            break;
+                        }
+                        Deadline::PcFailed | Deadline::MediaSilent => {
+                            p.pc_fails_at = None;
+                            let failed = (name.clone(), identity.clone());
+                            if !failures.contains(&failed) {
+                                failures.push(failed);
+                            }
+                        }
+                        Deadline::SpeakingEnds => {
+                            p.speaking_until = None;
+                            silent.push(p.sid.clone());
+                        }
+                        Deadline::TokenRefresh => {
+                            p.refresh_at = now + TOKEN_REFRESH_INTERVAL;
+                            if let Some(token) = p.refreshed_token(name, &self.keys) {
+                                p.send(signal_response::Message::RefreshToken(token));
+                            }
+                        }
                     }
                 }
             }
