@@ -16,9 +16,18 @@ use real_lane::{assert_recovers, join, join_at, server, unique_room, WAIT};
 
 /// `watcher` and `peer` in one room, with the watcher having seen the peer arrive.
 async fn two_in_a_room(test: &str) -> Result<((Room, EventLog), (Room, EventLog))> {
+    two_in_a_room_with(test, RoomOptions::default()).await
+}
+
+/// [`two_in_a_room`], the watcher joining with `options`.
+async fn two_in_a_room_with(
+    test: &str,
+    options: RoomOptions,
+) -> Result<((Room, EventLog), (Room, EventLog))> {
     let server = server().await?;
     let room = unique_room(test);
-    let (watcher, mut watcher_log) = join(&server, &room, "watcher").await?;
+    let (watcher, mut watcher_log) =
+        join_at(&server, &server.ws_url(), &room, "watcher", options).await?;
     let peer = join(&server, &room, "peer").await?;
     watcher_log
         .wait_for(
@@ -114,20 +123,12 @@ async fn a_fully_reconnected_peer_leaves_and_joins_again() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_left_while_the_watcher_heard_nothing_is_gone_after_the_resume() -> Result<()> {
     let server = server().await?;
-    let room = unique_room("left-unheard");
     let network = FaultyNetwork::new(Arc::new(TokioNetwork), 19);
     let faults = network.faults();
     let options = RoomOptions { network: Arc::new(network), ..RoomOptions::default() };
-    let (watcher, mut watcher_log) =
-        join_at(&server, &server.ws_url(), &room, "watcher", options).await?;
-    let (peer, _) = join(&server, &room, "peer").await?;
-    watcher_log
-        .wait_for(
-            "the peer joining",
-            WAIT,
-            |e| matches!(e, RoomEvent::ParticipantConnected(p) if p.identity() == "peer"),
-        )
-        .await?;
+    let ((watcher, mut watcher_log), (peer, _)) =
+        two_in_a_room_with("left-unheard", options).await?;
+    let room = watcher.name();
 
     faults.deafen_signalling();
     peer.close().await?;

@@ -405,6 +405,28 @@ pub fn run_case_with(case: &Case, overrides: &Overrides) -> Result<Run, ExploreE
     })
 }
 
+/// Publishes sequenced reliable packet `seq` from `identity`, waiting at most `timeout`
+/// (a call made during a reconnect returns with the episode); what was sent, or why not.
+async fn publish_sequenced(
+    room: &faultline_sdk::Room,
+    identity: &str,
+    seq: u32,
+    timeout: Duration,
+) -> Result<Published, String> {
+    let at = turmoil::sim_elapsed().unwrap_or_default();
+    let sid = room.local_participant().sid();
+    let packet = DataPacket {
+        payload: data_payload(identity, seq),
+        topic: Some(DATA_TOPIC.into()),
+        ..Default::default()
+    };
+    match tokio::time::timeout(timeout, room.local_participant().publish_data(packet)).await {
+        Ok(Ok(())) => Ok(Published { seq, at, sid }),
+        Ok(Err(e)) => Err(format!("publish #{seq} at +{at:?} refused: {e}")),
+        Err(_) => Err(format!("publish #{seq} at +{at:?} did not return in {timeout:?}")),
+    }
+}
+
 /// Runs `sim` for `step` more simulated time.
 fn advance(sim: &mut Sim<'_>, step: Duration) -> Result<(), ExploreError> {
     let target = sim.elapsed() + step;
@@ -489,30 +511,13 @@ async fn participant(
             if phase.load(Ordering::SeqCst) == FINISH {
                 break;
             }
-            let at = turmoil::sim_elapsed().unwrap_or_default();
-            let sid = room.local_participant().sid();
-            let packet = DataPacket {
-                payload: data_payload(&identity, n),
-                topic: Some(DATA_TOPIC.into()),
-                ..Default::default()
-            };
-            let sent = tokio::time::timeout(
-                publish_timeout,
-                room.local_participant().publish_data(packet),
-            )
-            .await;
-            let refused = match sent {
-                Ok(Ok(())) => {
-                    update(&|h| {
-                        h.record.published.push(Published { seq: n, at, sid: sid.clone() })
-                    });
-                    continue;
+            match publish_sequenced(&room, &identity, n, publish_timeout).await {
+                Ok(sent) => update(&|h| h.record.published.push(sent.clone())),
+                Err(why) => {
+                    update(&|h| h.run.notes.push(format!("{why}; the plan stops")));
+                    break;
                 }
-                Ok(Err(e)) => format!("publish #{n} at +{at:?} refused: {e}; the plan stops"),
-                Err(_) => format!("publish #{n} at +{at:?} did not return in {publish_timeout:?}"),
-            };
-            update(&|h| h.run.notes.push(refused.clone()));
-            break;
+            }
         }
     }
     while phase.load(Ordering::SeqCst) != FINISH {
@@ -521,32 +526,9 @@ async fn participant(
             && room.connection_state() == ConnectionState::Connected
         {
             counter += 1;
-            let at = turmoil::sim_elapsed().unwrap_or_default();
-            let sid = room.local_participant().sid();
-            let packet = DataPacket {
-                payload: data_payload(&identity, counter),
-                topic: Some(DATA_TOPIC.into()),
-                ..Default::default()
-            };
-            let sent = tokio::time::timeout(
-                publish_timeout,
-                room.local_participant().publish_data(packet),
-            )
-            .await;
-            match sent {
-                Ok(Ok(())) => update(&|h| {
-                    h.record.published.push(Published { seq: counter, at, sid: sid.clone() })
-                }),
-                Ok(Err(e)) => {
-                    let note = format!("publish #{counter} at +{at:?} refused: {e}");
-                    update(&|h| h.run.notes.push(note.clone()));
-                }
-                Err(_) => {
-                    let note = format!(
-                        "publish #{counter} at +{at:?} did not return in {publish_timeout:?}"
-                    );
-                    update(&|h| h.run.notes.push(note.clone()));
-                }
+            match publish_sequenced(&room, &identity, counter, publish_timeout).await {
+                Ok(sent) => update(&|h| h.record.published.push(sent.clone())),
+                Err(why) => update(&|h| h.run.notes.push(why.clone())),
             }
         }
         tokio::time::sleep(PUBLISH_EVERY).await;
