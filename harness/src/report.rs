@@ -15,7 +15,7 @@ use serde_json::json;
 
 use crate::client::{ClientEvent, Observed};
 use crate::cluster::NodeChange;
-use crate::record::{sequenced, EventRecord, RunRecord};
+use crate::record::{sequenced, EventRecord, ParticipantRecord, RunRecord};
 use crate::scenario::format::Lane;
 
 /// The record as JSON lines: a `run` header (with each participant's identity, SDK and
@@ -183,9 +183,36 @@ fn tick_step(span: f64, target: f64) -> f64 {
         .unwrap_or(magnitude * 10.0)
 }
 
-/// The page: header, timeline, verdicts and the full event table.
-pub fn html(record: &RunRecord) -> String {
-    let width = 1360.0;
+/// Where the timeline's rows go.
+struct Layout {
+    width: f64,
+    axis_y: f64,
+    fault_row: f64,
+    faults_top: f64,
+    lane_h: f64,
+    cluster_top: f64,
+    lanes_top: f64,
+    height: f64,
+}
+
+impl Layout {
+    fn of(record: &RunRecord) -> Self {
+        let width = 1360.0;
+        let axis_y = 28.0;
+        let fault_row = 26.0;
+        let faults_top = axis_y + 14.0;
+        let lane_h = if record.cluster.is_empty() { 64.0 } else { 78.0 };
+        let cluster_top = faults_top + fault_row * record.faults.len().max(1) as f64 + 8.0;
+        let cluster_h = if record.cluster.is_empty() { 0.0 } else { 56.0 };
+        let lanes_top = cluster_top + cluster_h + 10.0;
+        let height = lanes_top + lane_h * record.participants.len() as f64 + 14.0;
+        Self { width, axis_y, fault_row, faults_top, lane_h, cluster_top, lanes_top, height }
+    }
+}
+
+/// The timeline as SVG: axis, fault rows, the cluster row, a lane per participant.
+fn timeline(record: &RunRecord) -> String {
+    let layout = Layout::of(record);
     let plot = Plot {
         t_min: record
             .events
@@ -196,22 +223,27 @@ pub fn html(record: &RunRecord) -> String {
             - 0.4,
         t_max: record.timeline_secs(record.ended).max(1.0) * 1.03 + 0.3,
         x0: 190.0,
-        x1: width - 30.0,
+        x1: layout.width - 30.0,
     };
     let mut svg = String::new();
-    let axis_y = 28.0;
-    let fault_row = 26.0;
-    let faults_top = axis_y + 14.0;
-    let lane_h = if record.cluster.is_empty() { 64.0 } else { 78.0 };
-    let cluster_top = faults_top + fault_row * record.faults.len().max(1) as f64 + 8.0;
-    let cluster_h = if record.cluster.is_empty() { 0.0 } else { 56.0 };
-    let lanes_top = cluster_top + cluster_h + 10.0;
-    let height = lanes_top + lane_h * record.participants.len() as f64 + 14.0;
     let _ = write!(
         svg,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="100%" role="img" aria-label="timeline">"#
+        r#"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {} {}" width="100%" role="img" aria-label="timeline">"#,
+        layout.width, layout.height
     );
-    // Axis and grid.
+    axis(&mut svg, &plot, &layout);
+    fault_rows(&mut svg, record, &plot, &layout);
+    cluster_row(&mut svg, record, &plot, layout.cluster_top);
+    for (lane, p) in record.participants.iter().enumerate() {
+        participant_lane(&mut svg, record, &plot, &layout, lane, p);
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
+/// The time axis: a tick line with its label every `step`, and the timeline's zero.
+fn axis(svg: &mut String, plot: &Plot, layout: &Layout) {
+    let (axis_y, height) = (layout.axis_y, layout.height);
     let step = tick_step(plot.t_max - plot.t_min, 14.0);
     let mut tick = (plot.t_min / step).ceil() * step;
     while tick <= plot.t_max {
@@ -232,7 +264,12 @@ pub fn html(record: &RunRecord) -> String {
         zx + 4.0,
         axis_y + 10.0
     );
-    // Faults.
+}
+
+/// The fault rows: a bar (or a diamond, for an instant fault) per fault, with guides
+/// through the participant lanes at its start and heal.
+fn fault_rows(svg: &mut String, record: &RunRecord, plot: &Plot, layout: &Layout) {
+    let (faults_top, fault_row, height) = (layout.faults_top, layout.fault_row, layout.height);
     let _ = write!(svg, r#"<text x="12" y="{}" class="head">faults</text>"#, faults_top + 16.0);
     if record.faults.is_empty() {
         let _ = write!(
@@ -292,181 +329,158 @@ pub fn html(record: &RunRecord) -> String {
             );
         }
     }
-    cluster_row(&mut svg, record, &plot, cluster_top);
-    // Participant lanes.
-    for (lane, p) in record.participants.iter().enumerate() {
-        let top = lanes_top + lane_h * lane as f64;
-        let band_y = top + 20.0;
-        let state = record.final_state(&p.identity).map_or(String::new(), |s| format!("{s:?}"));
+}
+
+/// Participant `lane`'s row: its name, SDK and final state, its state bands, and a mark per
+/// event.
+fn participant_lane(
+    svg: &mut String,
+    record: &RunRecord,
+    plot: &Plot,
+    layout: &Layout,
+    lane: usize,
+    p: &ParticipantRecord,
+) {
+    let top = layout.lanes_top + layout.lane_h * lane as f64;
+    let band_y = top + 20.0;
+    let state = record.final_state(&p.identity).map_or(String::new(), |s| format!("{s:?}"));
+    let _ = write!(
+        svg,
+        r##"<line x1="8" y1="{}" x2="{}" y2="{}" stroke="#d5d9de"/><text x="12" y="{}" class="head">{}</text><text x="12" y="{}" class="muted">{} · ends {}</text>"##,
+        top + 2.0,
+        layout.width - 8.0,
+        top + 2.0,
+        band_y + 12.0,
+        esc(&p.identity),
+        band_y + 28.0,
+        esc(&p.sdk),
+        state
+    );
+    let nodes = nodes_of(record, &p.identity);
+    if !nodes.is_empty() {
         let _ = write!(
             svg,
-            r##"<line x1="8" y1="{}" x2="{}" y2="{}" stroke="#d5d9de"/><text x="12" y="{}" class="head">{}</text><text x="12" y="{}" class="muted">{} · ends {}</text>"##,
-            top + 2.0,
-            width - 8.0,
-            top + 2.0,
-            band_y + 12.0,
-            esc(&p.identity),
-            band_y + 28.0,
-            esc(&p.sdk),
-            state
+            r#"<text x="12" y="{}" class="muted">via node {}</text>"#,
+            band_y + 54.0,
+            esc(&nodes)
         );
-        let nodes = nodes_of(record, &p.identity);
-        if !nodes.is_empty() {
-            let _ = write!(
-                svg,
-                r#"<text x="12" y="{}" class="muted">via node {}</text>"#,
-                band_y + 54.0,
-                esc(&nodes)
-            );
-        }
-        let events: Vec<&EventRecord> = record.events_of(&p.identity).collect();
-        // State bands.
-        let mut segments: Vec<(f64, &str, &str)> = vec![(plot.t_min, JOINING, "joining")];
-        for e in &events {
-            let colour = match e.event.lifecycle().map(|step| step.resulting_state()) {
-                Some(ConnectionState::Connected) => (CONNECTED, "Connected"),
-                Some(ConnectionState::Reconnecting) => (RECONNECTING, "Reconnecting"),
-                Some(ConnectionState::Disconnected) => (DISCONNECTED, "Disconnected"),
-                None => continue,
-            };
-            segments.push((record.timeline_secs(e.at), colour.0, colour.1));
-        }
-        for (i, (from, colour, name)) in segments.iter().enumerate() {
-            let to = segments.get(i + 1).map_or(plot.t_max, |s| s.0);
-            let (xa, xb) = (plot.x(*from), plot.x(to));
-            let _ = write!(
-                svg,
-                r#"<rect x="{xa:.1}" y="{band_y}" width="{:.1}" height="16" fill="{colour}"><title>{name} from {from:+.3}s to {to:+.3}s</title></rect>"#,
-                // A resume can take milliseconds: keep every state visible.
-                (xb - xa).max(if *name == "joining" { 0.5 } else { 2.5 })
-            );
-        }
-        // Event marks: lifecycle labelled under the band, others as ticks above it.
-        // Two rows of lifecycle labels under the band; each label takes the first row whose
-        // last label is far enough to its left (else the one whose last label is furthest).
-        let mut row_ends = [f64::NEG_INFINITY; 2];
-        let mut data = 0usize;
-        for e in &events {
-            let t = record.timeline_secs(e.at);
-            let x = plot.x(t);
-            let (name, detail) = describe(&e.event);
-            let title = esc(&format!("{} {t:+.3}s {name} {detail}", p.identity));
-            match &e.event {
-                ev if ev.lifecycle().is_some() => {
-                    let _ = write!(
-                        svg,
-                        r##"<g><title>{title}</title><path d="M{x:.1} {} l-5 -8 h10 z" fill="#222"/></g>"##,
-                        band_y - 1.0
-                    );
-                    let short = match ev {
-                        ClientEvent::Disconnected { reason } => {
-                            format!("Disconnected {}", reason.as_str_name())
-                        }
-                        other => format!("{other:?}"),
-                    };
-                    let row = row_ends
-                        .iter()
-                        .position(|end| x - end >= 140.0)
-                        .unwrap_or(if row_ends[0] <= row_ends[1] { 0 } else { 1 });
-                    let y = band_y + 29.0 + 11.0 * row as f64;
-                    {
-                        // Keep labels inside the plot: anchor them to the side they would overflow.
-                        let anchor = if x > plot.x1 - 70.0 {
-                            "end"
-                        } else if x < plot.x0 + 70.0 {
-                            "start"
-                        } else {
-                            "middle"
-                        };
-                        let _ = write!(
-                            svg,
-                            r#"<text x="{x:.1}" y="{y}" class="elabel" text-anchor="{anchor}"><title>{title}</title>{} {t:+.2}s</text>"#,
-                            esc(&short)
-                        );
-                        row_ends[row] = x;
+    }
+    let events: Vec<&EventRecord> = record.events_of(&p.identity).collect();
+    // State bands.
+    let mut segments: Vec<(f64, &str, &str)> = vec![(plot.t_min, JOINING, "joining")];
+    for e in &events {
+        let colour = match e.event.lifecycle().map(|step| step.resulting_state()) {
+            Some(ConnectionState::Connected) => (CONNECTED, "Connected"),
+            Some(ConnectionState::Reconnecting) => (RECONNECTING, "Reconnecting"),
+            Some(ConnectionState::Disconnected) => (DISCONNECTED, "Disconnected"),
+            None => continue,
+        };
+        segments.push((record.timeline_secs(e.at), colour.0, colour.1));
+    }
+    for (i, (from, colour, name)) in segments.iter().enumerate() {
+        let to = segments.get(i + 1).map_or(plot.t_max, |s| s.0);
+        let (xa, xb) = (plot.x(*from), plot.x(to));
+        let _ = write!(
+            svg,
+            r#"<rect x="{xa:.1}" y="{band_y}" width="{:.1}" height="16" fill="{colour}"><title>{name} from {from:+.3}s to {to:+.3}s</title></rect>"#,
+            // A resume can take milliseconds: keep every state visible.
+            (xb - xa).max(if *name == "joining" { 0.5 } else { 2.5 })
+        );
+    }
+    // Event marks: lifecycle labelled under the band, others as ticks above it.
+    // Two rows of lifecycle labels under the band; each label takes the first row whose
+    // last label is far enough to its left (else the one whose last label is furthest).
+    let mut row_ends = [f64::NEG_INFINITY; 2];
+    let mut data = 0usize;
+    for e in &events {
+        let t = record.timeline_secs(e.at);
+        let x = plot.x(t);
+        let (name, detail) = describe(&e.event);
+        let title = esc(&format!("{} {t:+.3}s {name} {detail}", p.identity));
+        match &e.event {
+            ev if ev.lifecycle().is_some() => {
+                let _ = write!(
+                    svg,
+                    r##"<g><title>{title}</title><path d="M{x:.1} {} l-5 -8 h10 z" fill="#222"/></g>"##,
+                    band_y - 1.0
+                );
+                let short = match ev {
+                    ClientEvent::Disconnected { reason } => {
+                        format!("Disconnected {}", reason.as_str_name())
                     }
-                }
-                ClientEvent::DataReceived { .. } => {
-                    data += 1;
-                    let _ = write!(
-                        svg,
-                        r##"<line x1="{x:.1}" y1="{}" x2="{x:.1}" y2="{}" stroke="#6b7a8a"><title>{title}</title></line>"##,
-                        band_y - 6.0,
-                        band_y - 1.0
-                    );
-                }
-                ClientEvent::ParticipantConnected { identity: other, .. }
-                | ClientEvent::ParticipantDisconnected { identity: other, .. } => {
-                    // Joins filled, leaves hollow, each with who it was.
-                    let (fill, sign) = match &e.event {
-                        ClientEvent::ParticipantConnected { .. } => ("#2f6fb0", "+"),
-                        _ => ("#fff", "−"),
+                    other => format!("{other:?}"),
+                };
+                let row = row_ends
+                    .iter()
+                    .position(|end| x - end >= 140.0)
+                    .unwrap_or(if row_ends[0] <= row_ends[1] { 0 } else { 1 });
+                let y = band_y + 29.0 + 11.0 * row as f64;
+                {
+                    // Keep labels inside the plot: anchor them to the side they would overflow.
+                    let anchor = if x > plot.x1 - 70.0 {
+                        "end"
+                    } else if x < plot.x0 + 70.0 {
+                        "start"
+                    } else {
+                        "middle"
                     };
                     let _ = write!(
                         svg,
-                        r##"<g><title>{title}</title><circle cx="{x:.1}" cy="{}" r="4" fill="{fill}" stroke="#2f6fb0" stroke-width="1.5"/><text x="{:.1}" y="{}" class="who">{sign}{}</text></g>"##,
-                        band_y - 6.0,
-                        x + 6.0,
-                        band_y - 3.0,
-                        esc(other)
+                        r#"<text x="{x:.1}" y="{y}" class="elabel" text-anchor="{anchor}"><title>{title}</title>{} {t:+.2}s</text>"#,
+                        esc(&short)
                     );
-                }
-                _ => {
-                    let _ = write!(
-                        svg,
-                        r##"<g><title>{title}</title><circle cx="{x:.1}" cy="{}" r="3" fill="#8a94a0"/></g>"##,
-                        band_y - 6.0
-                    );
+                    row_ends[row] = x;
                 }
             }
-        }
-        if data > 0 {
-            let _ = write!(
-                svg,
-                r#"<text x="12" y="{}" class="muted">{data} data received</text>"#,
-                band_y + 42.0
-            );
+            ClientEvent::DataReceived { .. } => {
+                data += 1;
+                let _ = write!(
+                    svg,
+                    r##"<line x1="{x:.1}" y1="{}" x2="{x:.1}" y2="{}" stroke="#6b7a8a"><title>{title}</title></line>"##,
+                    band_y - 6.0,
+                    band_y - 1.0
+                );
+            }
+            ClientEvent::ParticipantConnected { identity: other, .. }
+            | ClientEvent::ParticipantDisconnected { identity: other, .. } => {
+                // Joins filled, leaves hollow, each with who it was.
+                let (fill, sign) = match &e.event {
+                    ClientEvent::ParticipantConnected { .. } => ("#2f6fb0", "+"),
+                    _ => ("#fff", "−"),
+                };
+                let _ = write!(
+                    svg,
+                    r##"<g><title>{title}</title><circle cx="{x:.1}" cy="{}" r="4" fill="{fill}" stroke="#2f6fb0" stroke-width="1.5"/><text x="{:.1}" y="{}" class="who">{sign}{}</text></g>"##,
+                    band_y - 6.0,
+                    x + 6.0,
+                    band_y - 3.0,
+                    esc(other)
+                );
+            }
+            _ => {
+                let _ = write!(
+                    svg,
+                    r##"<g><title>{title}</title><circle cx="{x:.1}" cy="{}" r="3" fill="#8a94a0"/></g>"##,
+                    band_y - 6.0
+                );
+            }
         }
     }
-    svg.push_str("</svg>");
+    if data > 0 {
+        let _ = write!(
+            svg,
+            r#"<text x="12" y="{}" class="muted">{data} data received</text>"#,
+            band_y + 42.0
+        );
+    }
+}
 
+/// The page: header, timeline, verdicts and the full event table.
+pub fn html(record: &RunRecord) -> String {
+    let svg = timeline(record);
     let passed = record.passed();
-    let mut verdicts = String::new();
-    for v in &record.verdicts {
-        let (class, mark) = if v.passed { ("pass", "✓") } else { ("fail", "✗") };
-        let _ = write!(
-            verdicts,
-            "<tr class=\"{class}\"><td class=\"mark\">{mark}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            esc(&v.what),
-            esc(&v.expected),
-            esc(&v.seen)
-        );
-    }
-    let mut table: Vec<(std::time::Duration, String, String, String)> = record
-        .events
-        .iter()
-        .map(|e| {
-            let (name, detail) = describe(&e.event);
-            (e.at, e.participant.clone(), name, detail)
-        })
-        .collect();
-    table.extend(
-        record.cluster.iter().map(|c| {
-            (c.at, "cluster".to_owned(), c.change.kind().to_owned(), c.change.to_string())
-        }),
-    );
-    table.sort_by_key(|row| row.0);
-    let mut rows = String::new();
-    for (at, who, name, detail) in &table {
-        let _ = write!(
-            rows,
-            "<tr><td>{:+.3}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            record.timeline_secs(*at),
-            esc(who),
-            esc(name),
-            esc(detail)
-        );
-    }
+    let verdicts = verdict_rows(record);
+    let (rows, count) = event_rows(record);
     let logs: String = record
         .logs
         .iter()
@@ -517,8 +531,53 @@ details {{ margin-top: 16px; }} code {{ font-size: 12px; }}
         secs = record.ended.as_secs_f64(),
         clock = if record.lane == Lane::Sim { " simulated" } else { "" },
         description = esc(&record.description),
-        count = table.len(),
     )
+}
+
+/// A table row per verdict, marked pass or fail.
+fn verdict_rows(record: &RunRecord) -> String {
+    let mut verdicts = String::new();
+    for v in &record.verdicts {
+        let (class, mark) = if v.passed { ("pass", "✓") } else { ("fail", "✗") };
+        let _ = write!(
+            verdicts,
+            "<tr class=\"{class}\"><td class=\"mark\">{mark}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&v.what),
+            esc(&v.expected),
+            esc(&v.seen)
+        );
+    }
+    verdicts
+}
+
+/// A table row per event and cluster change, in time order; and how many.
+fn event_rows(record: &RunRecord) -> (String, usize) {
+    let mut table: Vec<(std::time::Duration, String, String, String)> = record
+        .events
+        .iter()
+        .map(|e| {
+            let (name, detail) = describe(&e.event);
+            (e.at, e.participant.clone(), name, detail)
+        })
+        .collect();
+    table.extend(
+        record.cluster.iter().map(|c| {
+            (c.at, "cluster".to_owned(), c.change.kind().to_owned(), c.change.to_string())
+        }),
+    );
+    table.sort_by_key(|row| row.0);
+    let mut rows = String::new();
+    for (at, who, name, detail) in &table {
+        let _ = write!(
+            rows,
+            "<tr><td>{:+.3}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            record.timeline_secs(*at),
+            esc(who),
+            esc(name),
+            esc(detail)
+        );
+    }
+    (rows, table.len())
 }
 
 /// The cluster row of the timeline: a mark per change of a node, Redis or the room's node,
