@@ -15,7 +15,6 @@
 //! [`crate::scenario::RunOptions::quiet`]; the sim lane's run always ends once quiet.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::path::Path;
 
 use crate::client::ClientEvent;
@@ -161,15 +160,12 @@ pub fn first_difference(real: &RunRecord, sim: &RunRecord) -> Option<String> {
         };
         let on_sim = verdict(sim, &v.what);
         if on_sim != Some(v.passed) {
-            let mut text = String::new();
-            let _ = write!(
-                text,
+            return Some(format!(
                 "`{}` {} on the real server and {} in the simulation",
                 v.what,
                 mark(Some(v.passed)),
                 mark(on_sim)
-            );
-            return Some(text);
+            ));
         }
     }
     None

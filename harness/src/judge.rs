@@ -12,7 +12,7 @@ mod invariants;
 
 use std::time::Duration;
 
-pub use expectations::expectation;
+pub use expectations::{expectation, short_list};
 pub use invariants::{lifecycle, reconnecting_since, violations, Violation};
 
 use crate::record::{RunRecord, Verdict};

@@ -168,17 +168,13 @@ async fn run_seeds(scenario: Scenario, file: PathBuf, first: u64, n: u64) -> Exi
         Err(e) => return could_not_run(format!("the simulation threads failed: {e}")),
     };
     let replay = |seed: u64| format!("faultline run {} --lane sim --seed {seed}", file.display());
-    let sample = |seeds: &[u64]| {
-        let shown: Vec<String> = seeds.iter().take(10).map(u64::to_string).collect();
-        let more = seeds.len().saturating_sub(10);
-        if more > 0 {
-            format!("{} and {more} more", shown.join(", "))
-        } else {
-            shown.join(", ")
-        }
-    };
     for (what, seeds) in &result.failures {
-        println!("FAIL  {what}: {} of {} seeds ({})", seeds.len(), result.runs, sample(seeds));
+        println!(
+            "FAIL  {what}: {} of {} seeds ({})",
+            seeds.len(),
+            result.runs,
+            faultline::judge::short_list(seeds)
+        );
     }
     for (seed, why) in result.errors.iter().take(10) {
         println!("ERROR seed {seed}: {why}");

@@ -294,8 +294,9 @@ fn describe_sequence(received: &[u32], count: u32) -> String {
     }
 }
 
-fn short_list(numbers: &[u32]) -> String {
-    let shown: Vec<String> = numbers.iter().take(10).map(u32::to_string).collect();
+/// The first ten of `numbers`, then how many more: `1, 2, 3 (+4 more)`.
+pub fn short_list<T: std::fmt::Display>(numbers: &[T]) -> String {
+    let shown: Vec<String> = numbers.iter().take(10).map(ToString::to_string).collect();
     let more = numbers.len().saturating_sub(10);
     if more > 0 {
         format!("{} (+{more} more)", shown.join(", "))
