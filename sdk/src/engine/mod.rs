@@ -628,10 +628,10 @@ fn obey(leave: &proto::LeaveRequest) -> Step {
     }
 }
 
-/// Carries out a simulation while connected; returns the episode it starts locally, if any.
 /// How long a simulate request that breaks the next resume may take to reach the server.
 const SIMULATE_READ_BOUND: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// Carries out a simulation while connected; returns the episode it starts locally, if any.
 async fn simulate(session: &Session, scenario: SimulateScenario) -> Option<Trigger> {
     let ask = |scenario: simulate_scenario::Scenario| {
         session.send(signal_request::Message::Simulate(proto::SimulateScenario {
