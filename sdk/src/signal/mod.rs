@@ -269,11 +269,7 @@ pub(crate) async fn connect(
             )
             .await
             {
-                // The server may quote the token back; never pass it on.
-                Some((_, text)) if !params.token.is_empty() => {
-                    text.replace(params.token, "<redacted>")
-                }
-                Some((_, text)) => text,
+                Some((_, text)) => explanation(&text, params.token),
                 None => String::new(),
             };
             return Err(SignalError::Rejected { status, reason, url });
@@ -522,10 +518,31 @@ pub(crate) fn message_name(message: &signal_response::Message) -> String {
     debug.split(['(', ' ', '{']).next().unwrap_or("message").to_owned()
 }
 
+/// How much of `/rtc/validate`'s answer goes into an error.
+const EXPLANATION_CHARS: usize = 512;
+
+/// `/rtc/validate`'s answer as it goes into an error: the token removed first (livekit-server
+/// quotes it back: "invalid token: eyJ…"), then cut to [`EXPLANATION_CHARS`] — cutting first
+/// could leave a prefix of a long token that no longer matches it.
+fn explanation(text: &str, token: &str) -> String {
+    let text = if token.is_empty() { text.to_owned() } else { text.replace(token, "<redacted>") };
+    text.chars().take(EXPLANATION_CHARS).collect()
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_token_quoted_back_is_removed_before_the_explanation_is_cut() {
+        let token = "eyJ".to_owned() + &"x".repeat(700);
+        let quoted = format!("invalid token: {token}: token is expired");
+        let shown = explanation(&quoted, &token);
+        assert_eq!(shown, "invalid token: <redacted>: token is expired");
+        let long = "why ".repeat(400);
+        assert_eq!(explanation(&long, &token).chars().count(), EXPLANATION_CHARS);
+    }
 
     #[test]
     fn garbage_does_not_decode_and_does_not_panic() {

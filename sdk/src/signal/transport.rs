@@ -92,7 +92,7 @@ fn parse_http_response(raw: &[u8]) -> Option<(u16, String)> {
     let text = String::from_utf8_lossy(raw);
     let status = text.split_whitespace().nth(1)?.parse().ok()?;
     let body = text.split_once("\r\n\r\n").map(|(_, body)| body.trim()).unwrap_or_default();
-    Some((status, body.chars().take(512).collect()))
+    Some((status, body.to_owned()))
 }
 
 #[cfg(test)]
