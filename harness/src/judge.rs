@@ -420,4 +420,28 @@ within = "5s"
         assert_eq!(run(&[0, 2], "PA_b"), [(5, "b".to_owned())], "missing");
         assert_eq!(run(&[0, 2], "PA_b2"), [], "a new session cannot get what it missed");
     }
+
+    #[test]
+    fn a_receiver_back_in_a_new_session_gets_what_was_sent_after_it_was_back() {
+        let run = |received: &[u32]| {
+            let mut events = vec![
+                ("a", 0.0, ClientEvent::Connected),
+                ("b", 0.0, ClientEvent::Connected),
+                ("b", 1.2, ClientEvent::Reconnecting),
+                ("b", 1.8, ClientEvent::Reconnected),
+            ];
+            events.extend(received.iter().map(|&n| ("b", 5.0, data("a", n))));
+            let mut r = record(events);
+            r.final_states[1].1 = ConnectionState::Connected;
+            // Published at 1 s (while b was away), 2 s and 3 s (after it was back).
+            r.participants[0].published = (0..3)
+                .map(|seq| Published { seq, at: secs(1.0 + f64::from(seq)), sid: "PA_a".into() })
+                .collect();
+            r.participants[1].final_sid = "PA_b2".into();
+            broken(&r)
+        };
+        assert_eq!(run(&[1, 2]), [], "what was sent while away may be lost");
+        assert_eq!(run(&[0, 1, 2]), []);
+        assert_eq!(run(&[1]), [(5, "b".to_owned())], "sent after Reconnected, never received");
+    }
 }

@@ -87,6 +87,11 @@ fn library(file: &str) -> PathBuf {
     Sdk::UpstreamRust,
     Expect::Passes
 )]
+#[case::upstream_rejoin_while_receiving(
+    "rejoin-while-receiving.toml",
+    Sdk::UpstreamRust,
+    Expect::Passes
+)]
 #[case::upstream_redis_outage("redis-outage.toml", Sdk::UpstreamRust, Expect::Passes)]
 #[case::upstream_removed_by_moderator(
     "removed-by-moderator.toml",
@@ -114,6 +119,7 @@ fn library(file: &str) -> PathBuf {
 #[case::js_node_drain("node-drain.toml", Sdk::Js, Expect::Passes)]
 #[case::js_outage_exhaustion("outage-exhaustion.toml", Sdk::Js, JS_EXHAUSTION_REASON)]
 #[case::js_peer_left_during_outage("peer-left-during-outage.toml", Sdk::Js, Expect::Passes)]
+#[case::js_rejoin_while_receiving("rejoin-while-receiving.toml", Sdk::Js, Expect::Passes)]
 #[case::js_redis_outage("redis-outage.toml", Sdk::Js, Expect::Passes)]
 #[case::js_removed_by_moderator("removed-by-moderator.toml", Sdk::Js, Expect::Passes)]
 #[case::js_server_leave("server-leave.toml", Sdk::Js, Expect::Passes)]

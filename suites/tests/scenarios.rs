@@ -58,6 +58,7 @@ fn passed(record: &RunRecord) -> Result<()> {
 #[case::node_drain("node-drain.toml")]
 #[case::redis_outage("redis-outage.toml")]
 #[case::peer_left_during_outage("peer-left-during-outage.toml")]
+#[case::rejoin_while_receiving("rejoin-while-receiving.toml")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn library_scenario_passes_on_the_real_lane(#[case] file: &str) -> Result<()> {
     passed(&run_file(&library(file)).await?)
@@ -76,6 +77,8 @@ async fn library_scenario_passes_on_the_real_lane(#[case] file: &str) -> Result<
 #[case::sim_half_open_socket("half-open-socket.toml")]
 #[case::sim_outage_exhaustion("outage-exhaustion.toml")]
 #[case::sim_peer_left_during_outage("peer-left-during-outage.toml")]
+#[case::sim_rejoin_while_receiving("rejoin-while-receiving.toml")]
+#[case::sim_expired_token("expired-token.toml")]
 fn library_scenario_passes_on_the_sim_lane(#[case] file: &str) -> Result<()> {
     let path = library(file);
     let scenario = Scenario::load(&path)?;

@@ -18,12 +18,14 @@
 //!    would end sooner, more would end later.
 //! 5. Reliable data, for the sequenced data the harness published
 //!    ([`crate::record::sequenced`]): every receiver gets each sender's packets at most once
-//!    and in order; and a packet published after the receiver joined, by a sender that ended
-//!    `Connected` (any outage it had ended in `Reconnected`), arrives if the receiver kept its
-//!    session to the end (its own outages, if any, ended in resumes: its sid never changed).
-//!    A receiver that reconnected fully is a new session: it cannot get what was sent while
-//!    it was away, and — as exploration showed — may miss packets sent just after its
-//!    `Reconnected`, before the server's side of its new data channel is open. A *sender* is
+//!    and in order; and a packet published by a sender that ended `Connected` (any outage it
+//!    had ended in `Reconnected`) arrives if the receiver ended connected and the packet was
+//!    published while the receiver's final session already existed — after it joined, if its
+//!    sid never changed (its outages, if any, ended in resumes), or else after its last
+//!    `Reconnected`. A receiver that reconnected fully is a new session and cannot get what
+//!    was sent while it was away; what is sent to it while its new data channels are still
+//!    opening, the server keeps and delivers once they are open (pkg/rtc/participant.go
+//!    `replayJoiningReliableMessages`, which the simulated server models too). A *sender* is
 //!    held to it whether its outage ended in a resume or a full reconnect.
 
 use std::collections::BTreeMap;
@@ -256,7 +258,8 @@ fn data(record: &RunRecord, found: &mut Vec<Violation>) {
             found.push(Violation { invariant: 5, participant: receiver.identity.clone(), what })
         };
         let events: Vec<&EventRecord> = record.events_of(&receiver.identity).collect();
-        // When the receiver joined, if it ended Connected in the session it joined with.
+        // Since when the receiver's final session existed, if it ended connected: since it
+        // joined if that is the session it joined with, else since its last Reconnected.
         let lifecycle: Vec<(Lifecycle, Duration)> =
             events.iter().filter_map(|e| Some((e.event.lifecycle()?, e.at))).collect();
         let stable_from = match (lifecycle.first(), lifecycle.last()) {
@@ -266,6 +269,7 @@ fn data(record: &RunRecord, found: &mut Vec<Violation>) {
             {
                 Some(*joined)
             }
+            (Some((Lifecycle::Connected, _)), Some((Lifecycle::Reconnected, back))) => Some(*back),
             _ => None,
         };
         let mut received: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
@@ -302,8 +306,13 @@ fn data(record: &RunRecord, found: &mut Vec<Violation>) {
                 } else {
                     "in an earlier session (its outage ended in a full reconnect)"
                 };
+                let session = if receiver.joined_sid == receiver.final_sid {
+                    "it kept the session it joined at"
+                } else {
+                    "its final session was up (Reconnected) at"
+                };
                 add(format!(
-                    "never received {}'s reliable packet #{} published at +{:.3}s {how} (and {} more), though it kept the session it joined at +{:.3}s to the end and {} ended Connected",
+                    "never received {}'s reliable packet #{} published at +{:.3}s {how} (and {} more), though {session} +{:.3}s to the end and {} ended Connected",
                     sender.identity,
                     first.seq,
                     first.at.as_secs_f64(),

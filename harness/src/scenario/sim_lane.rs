@@ -19,11 +19,13 @@
 //! | `remove-participant` | the simulated server's RemoveParticipant |
 //! | `simulate` | `Room::simulate_scenario` in the participant's host |
 //!
-//! A participant's `reconnect` overrides apply as on the real lane, and its `publish` replaces
-//! its workload: packets `0..count` from the timeline's zero, whatever its state, as on the
-//! real lane (so `data-delivered` is judged the same way). Anything else — a throttle, toxics,
-//! network changes, `delete-room`, `close`, token lifetimes — is refused before anything
-//! runs, naming the file and what to do.
+//! A participant's `reconnect` overrides apply as on the real lane, its `token_ttl` is the
+//! lifetime of its token in simulated time (checked by the simulated server as livekit-server
+//! checks it, a minute's leeway included), and its `publish` replaces its workload: packets
+//! `0..count` from the timeline's zero, whatever its state, as on the real lane (so
+//! `data-delivered` is judged the same way). Anything else — a throttle, toxics, network
+//! changes, `delete-room`, `close` — is refused before anything runs, naming the file and what
+//! to do.
 
 use std::path::Path;
 use std::time::Duration;
@@ -61,8 +63,6 @@ pub fn check_sim_lane(scenario: &Scenario, file: &Path) -> Result<(), RunError> 
     for p in &scenario.participants {
         let what = if !p.sdk.in_process() {
             Some("an SDK other than faultline (the simulation runs faultline-sdk only)")
-        } else if p.token_ttl.is_some() {
-            Some("a token lifetime")
         } else {
             None
         };
@@ -175,6 +175,9 @@ pub fn run_sim(scenario: &Scenario, file: &Path, seed: u64) -> Result<RunRecord,
             let plan = PublishPlan { start: zero, every: publish.every, count: publish.count };
             overrides.publish.insert(identity.clone(), plan);
         }
+        if let Some(ttl) = p.token_ttl {
+            overrides.token_ttl.insert(identity.clone(), ttl);
+        }
     }
     let run = run_case_with(&case, &overrides).map_err(|e| RunError::Sim(e.to_string()))?;
     if let Some((p, why)) = run.participants.iter().find_map(|p| Some((p, p.join_error.as_ref()?)))
@@ -221,17 +224,19 @@ mod tests {
             "{e}"
         );
         assert!(e.contains("--lane real"), "{e}");
-        let ttl = ONE.replace("identity = \"a\"\n", "identity = \"a\"\ntoken_ttl = \"5s\"\n");
-        let e = check(&ttl);
-        assert!(e.contains("participant `a` has a token lifetime"), "{e}");
+        let js = ONE.replace("identity = \"a\"\n", "identity = \"a\"\nsdk = \"js\"\n");
+        let e = check(&js);
+        assert!(e.contains("participant `a` has an SDK other than faultline"), "{e}");
         let real_only = ONE.replace("name = \"t\"\n", "name = \"t\"\nlanes = [\"real\"]\n");
         assert!(check(&real_only).contains("does not list the sim lane"));
     }
 
     #[test]
     fn what_the_simulation_can_do_passes_the_check() {
-        let policy =
-            ONE.replace("identity = \"a\"\n", "identity = \"a\"\nreconnect = { attempts = 2 }\n");
+        let policy = ONE.replace(
+            "identity = \"a\"\n",
+            "identity = \"a\"\nreconnect = { attempts = 2 }\ntoken_ttl = \"3s\"\n",
+        );
         let text = format!(
             "{policy}[[fault]]\nat = \"1s\"\nfor = \"2s\"\ntype = \"partition\"\n\
              [[fault]]\nat = \"4s\"\ntype = \"simulate\"\nscenario = \"migration\"\n\

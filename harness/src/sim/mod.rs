@@ -16,4 +16,5 @@ pub mod server;
 mod world;
 
 pub use network::TurmoilNetwork;
+pub(crate) use world::wall_clock;
 pub use world::{ClientContext, Sim, SimError, Trace, SERVER_HOST};

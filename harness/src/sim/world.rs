@@ -29,6 +29,13 @@ pub const SERVER_HOST: &str = "livekit";
 /// The simulated wall clock starts here, so that times derived from it repeat run to run.
 const EPOCH_SECS: u64 = 1_767_225_600; // 2026-01-01T00:00:00Z
 
+/// The simulated wall clock (time since the Unix epoch), which tokens are minted and checked
+/// against: [`EPOCH_SECS`] plus the simulated time elapsed, on a turmoil host; the epoch
+/// itself elsewhere.
+pub(crate) fn wall_clock() -> Duration {
+    turmoil::since_epoch().unwrap_or(Duration::from_secs(EPOCH_SECS))
+}
+
 /// The default one-way latency of every simulated link.
 const LATENCY: Duration = Duration::from_millis(1);
 
@@ -120,10 +127,16 @@ impl ClientContext {
         format!("ws://{SERVER_HOST}:{}", self.server.config().http_port)
     }
 
-    /// A token joining `room` as `identity`, signed with the server's keys.
+    /// A token joining `room` as `identity`, signed with the server's keys, valid for an
+    /// hour of simulated time from now.
     pub fn token(&self, room: &str, identity: &str) -> Result<String, TokenError> {
+        self.mint(&TokenSpec::join(room, identity))
+    }
+
+    /// `spec` signed with the server's keys, valid from now in simulated time.
+    pub fn mint(&self, spec: &TokenSpec) -> Result<String, TokenError> {
         let config = self.server.config();
-        TokenSpec::join(room, identity).mint(&config.api_key, &config.api_secret)
+        spec.mint_at(&config.api_key, &config.api_secret, wall_clock())
     }
 
     /// Default room options with simulated sockets (through this host's fault wrapper, see
@@ -158,7 +171,17 @@ impl ClientContext {
         identity: &str,
         options: RoomOptions,
     ) -> Result<(Room, mpsc::UnboundedReceiver<RoomEvent>), SimError> {
-        let token = self.token(room, identity)?;
+        self.connect_as(&TokenSpec::join(room, identity), options).await
+    }
+
+    /// Connects with a token minted from `spec` (its room and identity) and the given
+    /// options, recording events as [`Self::connect_with`] does.
+    pub async fn connect_as(
+        &self,
+        spec: &TokenSpec,
+        options: RoomOptions,
+    ) -> Result<(Room, mpsc::UnboundedReceiver<RoomEvent>), SimError> {
+        let (identity, token) = (spec.identity.as_str(), self.mint(spec)?);
         let (room, mut events) =
             Room::connect(&self.url(), &token, options).await.map_err(|source| {
                 SimError::Connect { host: self.host.clone(), identity: identity.to_owned(), source }

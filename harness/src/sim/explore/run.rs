@@ -32,6 +32,7 @@ use crate::scenario::format::Lane;
 use crate::sim::schedule::{Fault, Schedule, Step};
 use crate::sim::server::ServerConfig;
 use crate::sim::{ClientContext, Sim, SERVER_HOST};
+use crate::token::TokenSpec;
 
 /// The room every participant joins.
 pub const ROOM: &str = "explore";
@@ -240,6 +241,26 @@ pub struct Overrides {
     pub reconnect: BTreeMap<String, ReconnectPolicy>,
     /// A fixed publishing plan in place of the workload's steady publishing.
     pub publish: BTreeMap<String, PublishPlan>,
+    /// The lifetime of the participant's token, in simulated time, in place of an hour.
+    pub token_ttl: BTreeMap<String, Duration>,
+}
+
+impl Overrides {
+    /// What is overridden for `identity`.
+    fn of(&self, identity: &str) -> Own {
+        Own {
+            policy: self.reconnect.get(identity).cloned(),
+            publish: self.publish.get(identity).copied(),
+            token_ttl: self.token_ttl.get(identity).copied(),
+        }
+    }
+}
+
+/// One participant's part of the [`Overrides`].
+struct Own {
+    policy: Option<ReconnectPolicy>,
+    publish: Option<PublishPlan>,
+    token_ttl: Option<Duration>,
 }
 
 /// Sequenced reliable packets `0..count`, packet `n` published at `start + n · every` (or
@@ -302,10 +323,9 @@ pub fn run_case_with(case: &Case, overrides: &Overrides) -> Result<Run, ExploreE
     for (index, identity) in identities.iter().enumerate() {
         let actions = case.schedule.client_actions(identity);
         let (phase, hosts) = (phase.clone(), hosts.clone());
-        let policy = policies.get(identity).cloned();
-        let plan = overrides.publish.get(identity).copied();
+        let own = overrides.of(identity);
         sim.client(identity, move |ctx| async move {
-            participant(ctx, index, policy, plan, actions, phase, hosts).await;
+            participant(ctx, index, own, actions, phase, hosts).await;
             Ok::<_, std::convert::Infallible>(())
         });
     }
@@ -439,8 +459,7 @@ fn advance(sim: &mut Sim<'_>, step: Duration) -> Result<(), ExploreError> {
 async fn participant(
     ctx: ClientContext,
     index: usize,
-    policy: Option<ReconnectPolicy>,
-    plan: Option<PublishPlan>,
+    own: Own,
     actions: Vec<Step>,
     phase: Arc<AtomicU8>,
     hosts: Arc<Mutex<Vec<Host>>>,
@@ -451,7 +470,7 @@ async fn participant(
     };
     let identity = ctx.host().to_owned();
     let mut options = ctx.options();
-    if let Some(policy) = policy {
+    if let Some(policy) = own.policy {
         options.reconnect = policy;
     }
     let record = ParticipantRecord::faultline(&identity, &options);
@@ -460,7 +479,11 @@ async fn participant(
     let publish_timeout = record.reconnect_bound;
     update(&|h| h.record = record.clone());
     tokio::time::sleep(JOIN_STAGGER * index as u32).await;
-    let (room, mut events) = match ctx.connect_with(ROOM, &identity, options).await {
+    let mut token = TokenSpec::join(ROOM, &identity);
+    if let Some(ttl) = own.token_ttl {
+        token = token.with_ttl(ttl);
+    }
+    let (room, mut events) = match ctx.connect_as(&token, options).await {
         Ok(joined) => joined,
         Err(e) => {
             let error = e.to_string();
@@ -504,7 +527,7 @@ async fn participant(
         })
     };
     let mut counter = 0_u32;
-    if let Some(plan) = plan {
+    if let Some(plan) = own.publish {
         for n in 0..plan.count {
             let now = turmoil::sim_elapsed().unwrap_or_default();
             tokio::time::sleep((plan.start + plan.every * n).saturating_sub(now)).await;
@@ -521,7 +544,7 @@ async fn participant(
         }
     }
     while phase.load(Ordering::SeqCst) != FINISH {
-        if plan.is_none()
+        if own.publish.is_none()
             && phase.load(Ordering::SeqCst) == RUNNING
             && room.connection_state() == ConnectionState::Connected
         {

@@ -17,6 +17,7 @@ use str0m::net::Transmit;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::data_cache::{DataCache, JoiningHold};
 use super::link::{FromLink, JoinRequest, ToLink};
 use super::media::{Channel, MediaEvent, ServerPc};
 use super::{Control, PlantedBug, ServerConfig};
@@ -80,6 +81,8 @@ struct Participant {
     /// The departures the server told this participant of, with when (pkg/rtc/participant.go
     /// `updateCache`, of which only the departures matter here); the last [`DEPARTURES_KEPT`].
     departures: Vec<(Instant, proto::ParticipantInfo)>,
+    /// Reliable data held back until its primary transport is fully established.
+    hold: JoiningHold,
 }
 
 /// What a participant's timer is for.
@@ -161,7 +164,7 @@ impl Participant {
             .with_name(&self.name)
             .with_metadata(&self.metadata)
             .with_ttl(REFRESHED_TOKEN_TTL)
-            .mint(&keys.0, &keys.1)
+            .mint_at(&keys.0, &keys.1, crate::sim::wall_clock())
             .ok()
     }
 
@@ -199,6 +202,8 @@ struct Room {
     refuse_resume: BTreeMap<String, Instant>,
     /// When the room closes because it stayed empty.
     closes_at: Option<Instant>,
+    /// Recent sequenced reliable packets, for participants still being set up.
+    data: DataCache,
 }
 
 impl Room {
@@ -385,6 +390,15 @@ impl Core {
                     p.pc_fails_at = Some(now);
                 }
             }
+            // pkg/rtc/participant.go `onPrimaryTransportFullyEstablished`.
+            MediaEvent::Established if subscriber => {
+                for packet in p.hold.open(&mut r.data, now, &p.identity) {
+                    if !p.subscriber.send(Channel::Reliable, &packet) {
+                        tracing::debug!(to = %identity, "simulated server: replay not written");
+                    }
+                }
+            }
+            MediaEvent::Established => {}
             MediaEvent::Data(kind, payload) if !subscriber => {
                 self.forward_data(room, identity, kind, &payload)
             }
@@ -439,9 +453,21 @@ impl Core {
         }
         let destinations = packet.destination_identities.clone();
         let encoded = packet.encode_to_vec();
+        // pkg/rtc/room.go `onDataMessage`: sequenced reliable packets are cached, and a
+        // participant still being set up gets them from the cache later.
+        let sequenced = (kind == Channel::Reliable && packet.sequence > 0)
+            .then(|| (packet.participant_sid.clone(), packet.sequence));
+        if let Some((sender, seq)) = &sequenced {
+            r.data.add(Instant::now(), sender, *seq, &encoded, &destinations);
+        }
         for (other, p) in &mut r.participants {
             if other == identity || (!destinations.is_empty() && !destinations.contains(other)) {
                 continue;
+            }
+            if let Some((sender, seq)) = &sequenced {
+                if !p.hold.admit(sender, *seq) {
+                    continue;
+                }
             }
             if !p.subscriber.send(kind, &encoded) {
                 tracing::debug!(to = %other, "simulated server: subscriber channel not open");
@@ -539,6 +565,7 @@ impl Core {
                     drop_on_resume: BTreeMap::new(),
                     refuse_resume: BTreeMap::new(),
                     closes_at: None,
+                    data: DataCache::new(now),
                 },
             );
         }
@@ -564,6 +591,7 @@ impl Core {
             refresh_at: now + TOKEN_REFRESH_INTERVAL,
             last_signal_at: now,
             departures: Vec::new(),
+            hold: JoiningHold::default(),
         };
         let Some(room) = self.rooms.get_mut(&join.room) else { return };
         room.closes_at = None;

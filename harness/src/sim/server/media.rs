@@ -49,6 +49,9 @@ impl Channel {
 pub(super) enum MediaEvent {
     /// DTLS is up: the transport is connected.
     Connected,
+    /// Connected with both of LiveKit's channels open (pkg/rtc/transport.go
+    /// `isFullyEstablished`); reported once.
+    Established,
     /// A message arrived on one of LiveKit's channels.
     Data(Channel, Vec<u8>),
     /// The transport ended (closed by the remote or failed beyond repair).
@@ -62,6 +65,10 @@ pub(super) struct ServerPc {
     channels: Vec<(ChannelId, Channel)>,
     pending: Option<SdpPendingOffer>,
     connected: bool,
+    /// The channels str0m reported open (the offer lists them in `channels` earlier).
+    opened: Vec<Channel>,
+    /// [`MediaEvent::Established`] was reported.
+    established: bool,
     closed: bool,
     /// When the client was last heard on this connection (or ICE last restarted).
     last_heard: Option<Instant>,
@@ -83,6 +90,8 @@ impl ServerPc {
             channels: Vec::new(),
             pending: None,
             connected: false,
+            opened: Vec::new(),
+            established: false,
             closed: false,
             last_heard: None,
             udp_filtered: false,
@@ -265,6 +274,7 @@ impl ServerPc {
             Event::Connected => {
                 self.connected = true;
                 events.push(MediaEvent::Connected);
+                self.check_established(events);
             }
             Event::IceConnectionStateChange(state) => {
                 tracing::trace!(?state, "simulated server: ICE state");
@@ -273,7 +283,11 @@ impl ServerPc {
                 if let Some(kind) = Channel::from_label(&label) {
                     self.channels.retain(|(_, c)| *c != kind);
                     self.channels.push((id, kind));
+                    if !self.opened.contains(&kind) {
+                        self.opened.push(kind);
+                    }
                 }
+                self.check_established(events);
             }
             Event::ChannelData(data) => {
                 if let Some((_, kind)) = self.channels.iter().find(|(id, _)| *id == data.id) {
@@ -285,6 +299,15 @@ impl ServerPc {
                 events.push(MediaEvent::Closed);
             }
             _ => {}
+        }
+    }
+
+    /// Reports [`MediaEvent::Established`] the first time the transport is connected with
+    /// both channels open.
+    fn check_established(&mut self, events: &mut Vec<MediaEvent>) {
+        if !self.established && self.connected && self.opened.len() == 2 {
+            self.established = true;
+            events.push(MediaEvent::Established);
         }
     }
 

@@ -8,8 +8,9 @@
 //! resume deadlines, data forwarding, every `SimulateScenario`, and the RoomService-like
 //! controls of [`ServerControl`] follow the real server; each behaviour names the file of
 //! livekit/livekit it was taken from (see `core`), among them the departures sent after a
-//! resume, the token refresh at the start of a session and every 5 minutes, and "has
-//! connected" meaning either peer connection. Not modelled: media tracks, JSON signalling,
+//! resume, the token refresh at the start of a session and every 5 minutes, tokens checked in
+//! simulated time with livekit-server's minute of leeway, and "has connected" meaning either
+//! peer connection. Not modelled: media tracks, JSON signalling,
 //! `/rtc/v1`, TCP/TURN candidates, multi-node routing.
 //!
 //! Where it still differs from livekit-server v1.13.5 in what a client can see
@@ -19,13 +20,12 @@
 //!   the real server keeps it and delivers it once the data channel opens
 //!   (pkg/rtc/participant.go). The explorer excuses receivers that reconnected fully from
 //!   invariant 5 because of this.
-//! - Tokens, refreshed ones included, are checked against the wall clock, not simulated time,
-//!   so a lifetime shorter than a run never runs out here; the sim lane refuses `token_ttl`.
 //! - A join or resume is answered after the WebSocket upgrade; the real server prepares the
 //!   JoinResponse or ReconnectResponse first, so a failure is an HTTP status there
 //!   (pkg/service/rtcservice.go), a close after the upgrade here.
 
 mod core;
+mod data_cache;
 mod link;
 mod media;
 

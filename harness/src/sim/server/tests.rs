@@ -114,12 +114,18 @@ fn a_join_is_answered_like_the_real_server() {
             bail!("expected a RefreshToken after the JoinResponse");
         };
         let config = crate::sim::server::ServerConfig::default();
-        let claims = livekit_api::access_token::TokenVerifier::with_api_key(
-            &config.api_key,
-            &config.api_secret,
-        )
-        .verify(&token)?;
+        let now = crate::sim::wall_clock();
+        let claims = crate::token::verify_at(&token, &config.api_key, &config.api_secret, now)
+            .map_err(anyhow::Error::msg)?;
         ensure!(claims.sub == "raw" && claims.video.room == "raw-room" && claims.video.room_join);
+        // Ten minutes of simulated time from now.
+        let expires = std::time::Duration::from_secs(u64::try_from(claims.exp)?);
+        let ten_minutes = std::time::Duration::from_secs(600);
+        ensure!(
+            expires <= now + ten_minutes
+                && now + ten_minutes < expires + std::time::Duration::from_secs(2),
+            "expires at {expires:?}, read at {now:?}"
+        );
         let Some(signal_response::Message::Offer(offer)) = next(&mut ws).await? else {
             bail!("expected the subscriber offer after the JoinResponse");
         };
