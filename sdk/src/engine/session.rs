@@ -64,6 +64,8 @@ struct Pc {
     /// Whether a remote description has been applied (candidates wait until it has).
     described: bool,
     pending_candidates: Vec<String>,
+    /// The LiveKit data channels open on this connection.
+    open: Vec<DataChannelKind>,
 }
 
 impl Pc {
@@ -81,7 +83,14 @@ impl Pc {
             .await
             .map_err(|e| AttemptError::retryable(RoomError::Rtc(e.to_string())))?;
         let state = pc.state();
-        Ok(Self { pc, events, state, described: false, pending_candidates: Vec::new() })
+        Ok(Self {
+            pc,
+            events,
+            state,
+            described: false,
+            pending_candidates: Vec::new(),
+            open: Vec::new(),
+        })
     }
 
     fn described(&mut self) {
@@ -159,6 +168,22 @@ impl Session {
         } else {
             &self.publisher
         }
+    }
+
+    /// Whether the session is up for the room: its primary peer connection is connected and,
+    /// when that is the subscriber, the server's `_reliable` and `_lossy` channels on it are
+    /// open. The server holds reliable data for a new participant until its side of those
+    /// channels is open and then replays what it kept of the last ~2 s (livekit-server
+    /// pkg/rtc/participant.go `replayJoiningReliableMessages`); waiting for them keeps that
+    /// moment within a one-way delay of `Connected`/`Reconnected`, so data sent to the
+    /// participant from then on reaches it even on a slow link.
+    fn up(&self) -> bool {
+        let primary = self.primary();
+        primary.state == PcState::Connected
+            && (!self.join.subscriber_primary
+                || [DataChannelKind::Reliable, DataChannelKind::Lossy]
+                    .iter()
+                    .all(|kind| primary.open.contains(kind)))
     }
 
     /// Sends a request to the server.
@@ -281,15 +306,20 @@ impl Session {
                 (state == PcState::Failed)
                     .then(|| Output::PcFailed(format!("the {role:?} peer connection failed")))
             }
-            PcEvent::ChannelOpen(_) if role == PcRole::Publisher => {
-                Some(Output::PublisherChannelOpen)
+            PcEvent::ChannelOpen(kind) => {
+                if !pc.open.contains(&kind) {
+                    pc.open.push(kind);
+                }
+                (role == PcRole::Publisher).then_some(Output::PublisherChannelOpen)
             }
             PcEvent::ReliableAcked { messages } if role == PcRole::Publisher => {
                 Some(Output::ReliableAcked(messages))
             }
-            PcEvent::ChannelOpen(_) | PcEvent::ChannelClosed(_) | PcEvent::ReliableAcked { .. } => {
+            PcEvent::ChannelClosed(kind) => {
+                pc.open.retain(|open| *open != kind);
                 None
             }
+            PcEvent::ReliableAcked { .. } => None,
             PcEvent::Data { kind, payload } => Some(Output::Data(kind, payload)),
         }
     }
@@ -374,8 +404,8 @@ impl Session {
         session
             .settle(
                 setup.options.pc_connect_timeout,
-                "connecting the primary peer connection",
-                |s| s.primary().state == PcState::Connected,
+                "connecting the primary peer connection and its data channels",
+                Session::up,
             )
             .await?;
         Ok(session)

@@ -1,8 +1,9 @@
 //! The HTTP side of the simulated server: one task per accepted TCP connection. It reads the
 //! request head, answers `GET /` and `/rtc/validate` as plain HTTP, checks the access token
-//! of `/rtc` (all before the upgrade, by peeking at the head, so refusals are plain HTTP
-//! statuses as the real server's are), upgrades to a WebSocket and then relays binary protobuf frames between the
-//! socket and the server core (which owns all state).
+//! of `/rtc` and starts the session (all before the upgrade, by peeking at the head, so
+//! refusals are plain HTTP statuses as the real server's are), upgrades to a WebSocket once
+//! the session has produced its first message, and then relays binary protobuf frames
+//! between the socket and the server core (which owns all state).
 //!
 //! Behaviour taken from livekit/livekit v1.13.5 `pkg/service/rtcservice.go`: the token comes
 //! from the `access_token` query parameter or an `Authorization: Bearer` header, a bad token
@@ -109,19 +110,43 @@ pub(super) async fn serve(
     }
 }
 
-/// Upgrades and relays frames until either side closes.
+/// pkg/service/rtcservice.go `readInitialResponse`: how long the first attempt to start a
+/// session waits for its first message before the request fails.
+const INITIAL_RESPONSE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Starts the session, upgrades once it has produced its first message (the JoinResponse,
+/// ReconnectResponse or Leave), and relays frames until either side closes. As in
+/// pkg/service/rtcservice.go, a session that produces no first message is an HTTP 500, not a
+/// WebSocket closed after the upgrade.
 async fn relay(
-    stream: TcpStream,
+    mut stream: TcpStream,
     conn: u64,
     join: JoinRequest,
     core: mpsc::UnboundedSender<FromLink>,
 ) {
-    // The head was already read (peeked) and judged: the handshake only has to agree.
-    let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
-        return;
-    };
     let (out, mut to_link) = mpsc::unbounded_channel();
     if core.send(FromLink::Open { conn, join, out }).is_err() {
+        return;
+    }
+    let first = match tokio::time::timeout(INITIAL_RESPONSE_TIMEOUT, to_link.recv()).await {
+        Ok(Some(ToLink::Send(message))) => message,
+        Ok(Some(ToLink::Close) | None) => {
+            let _ = core.send(FromLink::Closed { conn });
+            return respond(&mut stream, 500, "connection closed by media").await;
+        }
+        Err(_) => {
+            let _ = core.send(FromLink::Closed { conn });
+            return respond(&mut stream, 500, "timed out while waiting for signal response").await;
+        }
+    };
+    // The head was already read (peeked) and judged: the handshake only has to agree.
+    let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+        let _ = core.send(FromLink::Closed { conn });
+        return;
+    };
+    let bytes = proto::SignalResponse { message: Some(*first) }.encode_to_vec();
+    if ws.send(WsMessage::Binary(bytes.into())).await.is_err() {
+        let _ = core.send(FromLink::Closed { conn });
         return;
     }
     loop {

@@ -3,26 +3,22 @@
 //!
 //! It speaks livekit-server v1.13.5's v0 protocol as far as a data-only client can observe
 //! it: `/rtc` over WebSocket with binary protobuf `SignalRequest`/`SignalResponse`, access
-//! tokens checked with `livekit-api`, and real WebRTC on one UDP port (str0m, full ICE,
-//! DTLS, SCTP data channels, ICE restarts). Join, resume, duplicate identities, the join and
-//! resume deadlines, data forwarding, every `SimulateScenario`, and the RoomService-like
-//! controls of [`ServerControl`] follow the real server; each behaviour names the file of
-//! livekit/livekit it was taken from (see `core`), among them the departures sent after a
-//! resume, the token refresh at the start of a session and every 5 minutes, tokens checked in
-//! simulated time with livekit-server's minute of leeway, and "has connected" meaning either
-//! peer connection. Not modelled: media tracks, JSON signalling,
+//! tokens checked as livekit-server checks them ([`crate::token::verify_at`]), and real
+//! WebRTC on one UDP port (str0m, full ICE, DTLS, SCTP data channels, ICE restarts). Join,
+//! resume, duplicate identities, the join and resume deadlines, data forwarding, every
+//! `SimulateScenario`, and the RoomService-like controls of [`ServerControl`] follow the real
+//! server; each behaviour names the file of livekit/livekit it was taken from (see `core`),
+//! among them the departures sent after a resume, the token refresh at the start of a
+//! session and every 5 minutes, tokens that expire in simulated time with livekit-server's
+//! minute of leeway, "has connected" meaning either peer connection, reliable data held for a
+//! participant still being set up and replayed once its data channels open (`data_cache`),
+//! and a join or resume answered before the WebSocket upgrade, so that a session producing no
+//! first message is an HTTP 500 (`link`). Not modelled: media tracks, JSON signalling,
 //! `/rtc/v1`, TCP/TURN candidates, multi-node routing.
 //!
-//! Where it still differs from livekit-server v1.13.5 in what a client can see
-//! (`faultline conform` compares the lanes scenario by scenario):
-//!
-//! - Reliable data for a participant whose peer connection is still being set up is dropped;
-//!   the real server keeps it and delivers it once the data channel opens
-//!   (pkg/rtc/participant.go). The explorer excuses receivers that reconnected fully from
-//!   invariant 5 because of this.
-//! - A join or resume is answered after the WebSocket upgrade; the real server prepares the
-//!   JoinResponse or ReconnectResponse first, so a failure is an HTTP status there
-//!   (pkg/service/rtcservice.go), a close after the upgrade here.
+//! No known divergence remains in what it models; `faultline conform` compares the two lanes
+//! scenario by scenario, and a difference it finds is fixed here or listed here with its
+//! source.
 
 mod core;
 mod data_cache;
