@@ -279,3 +279,33 @@ fn a_hold_inside_a_partition_makes_attempts_wait_not_fail() -> anyhow::Result<()
     );
     Ok(())
 }
+
+/// Found by exploration (seed 7) once invariant 5 held a receiver that reconnected fully to
+/// what was sent after its `Reconnected`: on a link with 1 s of latency, after the server
+/// restarts, p0 comes back in a new session while p1 keeps sending. The simulated server
+/// holds what is sent to p0 until its side of p0's data channels opens and then replays the
+/// last ~2 s (as livekit-server does); faultline-sdk says `Reconnected` only once those
+/// channels are open, so that moment is a one-way delay after it. Before, `Reconnected` came
+/// seconds earlier and the packets sent right after it were gone from the server's cache.
+#[test]
+fn a_full_reconnect_over_a_slow_link_misses_nothing_sent_after_reconnected() -> anyhow::Result<()> {
+    let (a, b) = link("p0", SERVER_HOST);
+    let schedule = Schedule::new(vec![
+        Step { at_ms: 2_095, fault: Fault::Latency { a, b, ms: 1_000 } },
+        Step { at_ms: 2_152, fault: Fault::Restart },
+    ]);
+    let case = Case {
+        seed: 6_669_996_092_984_356_130,
+        participants: 2,
+        names: Vec::new(),
+        planted_bug: None,
+        schedule,
+    };
+    let run = run_case(&case)?;
+    let broken = violations(&run.record);
+    ensure!(broken.is_empty(), "{broken:?}\n{}", run.trace_text());
+    let p0_rejoined =
+        run.record.participants.iter().any(|p| p.identity == "p0" && p.joined_sid != p.final_sid);
+    ensure!(p0_rejoined, "p0 must come back in a new session:\n{}", run.trace_text());
+    Ok(())
+}
