@@ -284,10 +284,8 @@ where
     let joined = std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
         match runtime {
-            Ok(runtime) => runtime.block_on(cleanup),
-            Err(e) => {
-                Err(ToxiproxyError::Spawn { what: "build a runtime".into(), reason: e.to_string() })
-            }
+            Ok(runtime) => runtime.block_on(cleanup).map_err(|e| e.to_string()),
+            Err(e) => Err(format!("cannot build a runtime: {e}")),
         }
     })
     .join();

@@ -1,8 +1,7 @@
 //! The error of every toxiproxy operation: starting toxiproxy-server, and calling its API.
 
-use std::time::Duration;
-
 use crate::provision::ProvisionError;
+use crate::startup::{NeverReady, SpawnFailed};
 use crate::supervise::ProcessDied;
 
 /// A toxiproxy operation failed.
@@ -12,29 +11,11 @@ pub enum ToxiproxyError {
     #[error(transparent)]
     Provision(#[from] ProvisionError),
     /// The process could not be spawned.
-    #[error("cannot start toxiproxy-server: {what}: {reason}")]
-    Spawn {
-        /// What was being done.
-        what: String,
-        /// The OS error.
-        reason: String,
-    },
-    /// The process runs but never answered `GET /version`.
-    #[error(
-        "toxiproxy-server did not answer GET {url} within {timeout:?}; it was killed; log: {}\n\
-         last log lines:\n{tail}",
-        log_path.display()
-    )]
-    NotReady {
-        /// The URL probed.
-        url: String,
-        /// The bound waited.
-        timeout: Duration,
-        /// The log file.
-        log_path: std::path::PathBuf,
-        /// Its last lines.
-        tail: String,
-    },
+    #[error(transparent)]
+    Spawn(#[from] SpawnFailed),
+    /// The process runs but never answered `GET /version`; it was killed.
+    #[error(transparent)]
+    NotReady(#[from] NeverReady),
     /// The toxiproxy process is not running.
     #[error(transparent)]
     Died(#[from] ProcessDied),

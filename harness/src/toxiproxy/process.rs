@@ -1,5 +1,5 @@
-//! toxiproxy-server as a process: provisioned (pinned v2.12.0) and run the way
-//! [`crate::server`] runs livekit-server — API on a free 127.0.0.1 port, ready when
+//! toxiproxy-server as a process: provisioned (pinned v2.12.0) and started by
+//! [`crate::startup`] as livekit-server is — API on a free 127.0.0.1 port, ready when
 //! `GET /version` answers, logged under the target directory, killed on drop and never
 //! outliving the test process — or shared by every test of a test binary.
 
@@ -11,8 +11,9 @@ use std::time::Duration;
 use url::Url;
 
 use super::{ToxiproxyClient, ToxiproxyError};
-use crate::provision::{self, Attempt, Program, ProvisionEnv, Source};
-use crate::supervise::{self, Launch, Liveness, NotReady, Process};
+use crate::provision::{self, Attempt, Program, ProvisionEnv, Provisioned, Source};
+use crate::startup::{self, Shared, StartError};
+use crate::supervise::{self, Launch, Liveness};
 
 /// How to start a [`Toxiproxy`].
 #[derive(Debug, Clone)]
@@ -59,83 +60,59 @@ impl fmt::Debug for Toxiproxy {
     }
 }
 
-static SHARED: tokio::sync::OnceCell<Arc<Toxiproxy>> = tokio::sync::OnceCell::const_new();
+static SHARED: Shared<Toxiproxy> = Shared::new();
+
+/// The program, as logs and errors name it.
+const PROGRAM: &str = "toxiproxy-server";
 
 impl Toxiproxy {
     /// Provisions and starts toxiproxy-server, returning once `GET /version` answers.
     pub async fn start(opts: ToxiproxyOptions) -> Result<Toxiproxy, ToxiproxyError> {
         let provisioned =
             provision::provision(Program::Toxiproxy, &opts.version, &opts.env).await?;
-        let log_dir = supervise::log_dir();
-        std::fs::create_dir_all(&log_dir).map_err(|e| ToxiproxyError::Spawn {
-            what: format!("create {}", log_dir.display()),
-            reason: e.to_string(),
+        startup::on_free_ports(|| Self::start_once(&opts, &provisioned))
+            .await
+            .map_err(StartError::into_error)
+    }
+
+    /// One try at [`Toxiproxy::start`], on a port chosen free just now.
+    async fn start_once(
+        opts: &ToxiproxyOptions,
+        provisioned: &Provisioned,
+    ) -> Result<Toxiproxy, StartError> {
+        let api_port = startup::free_tcp_port().map_err(|e| {
+            StartError::spawn(PROGRAM, "pick a free port", e, &supervise::log_dir())
         })?;
-        let mut last_race = None;
-        for _ in 0..3 {
-            let api_port = crate::server::free_tcp_port("127.0.0.1").map_err(|e| {
-                ToxiproxyError::Spawn { what: "pick a free port".into(), reason: e.to_string() }
-            })?;
-            let log_name = match &opts.name {
-                Some(name) => format!("{name}.toxiproxy-server.{api_port}.log"),
-                None => supervise::log_file_name("toxiproxy-server", api_port),
-            };
-            let log_path = log_dir.join(log_name);
-            let _ = std::fs::remove_file(&log_path);
-            let launch = launch_for(&provisioned.source, api_port);
-            let process =
-                Process::spawn(&launch, &log_path).map_err(|e| ToxiproxyError::Spawn {
-                    what: format!("spawn {}", launch.program.display()),
-                    reason: e.to_string(),
-                })?;
-            tracing::info!(pid = process.pid(), api_port, log = %log_path.display(), "toxiproxy-server spawned");
-            let liveness = Liveness::new("toxiproxy-server", process, log_path.clone());
-            let base = Url::parse(&format!("http://127.0.0.1:{api_port}/"))
-                .expect("a loopback URL with a numeric port is valid");
-            let client = ToxiproxyClient::watching(base, liveness.clone());
-            let probe = || {
-                let client = client.clone();
-                async move { client.version().await.is_ok() }
-            };
-            match supervise::wait_ready(&liveness, opts.ready_timeout, probe).await {
-                Ok(()) => {
-                    return Ok(Toxiproxy {
-                        version: provisioned.version,
-                        source: provisioned.source,
-                        attempts: provisioned.attempts,
-                        api_port,
-                        client,
-                        liveness,
-                    })
-                }
-                Err(NotReady::Exited(died)) if died.tail.contains("address already in use") => {
-                    last_race = Some(died);
-                }
-                Err(NotReady::Exited(died)) => return Err(ToxiproxyError::Died(died)),
-                Err(NotReady::Timeout) => {
-                    liveness.kill();
-                    return Err(ToxiproxyError::NotReady {
-                        url: format!("{}version", client.base()),
-                        timeout: opts.ready_timeout,
-                        tail: supervise::tail(&log_path, 20),
-                        log_path,
-                    });
-                }
-            }
-        }
-        Err(ToxiproxyError::Died(last_race.expect("the loop ran and only continues on a race")))
+        let log_path = startup::log_path(opts.name.as_deref(), PROGRAM, api_port);
+        let liveness =
+            startup::spawn(PROGRAM, &launch_for(&provisioned.source, api_port), &log_path)?;
+        let base = Url::parse(&format!("http://127.0.0.1:{api_port}/"))
+            .expect("a loopback URL with a numeric port is valid");
+        let client = ToxiproxyClient::watching(base, liveness.clone());
+        let probe = || {
+            let client = client.clone();
+            async move { client.version().await.is_ok() }
+        };
+        let described = format!("GET {}version", client.base());
+        startup::until_ready(&liveness, opts.ready_timeout, &described, probe).await?;
+        Ok(Toxiproxy {
+            version: provisioned.version.clone(),
+            source: provisioned.source.clone(),
+            attempts: provisioned.attempts.clone(),
+            api_port,
+            client,
+            liveness,
+        })
     }
 
     /// The toxiproxy shared by every test of this process, started on first use. Tests
     /// sharing it must use unique proxy names.
     pub async fn shared() -> Result<Arc<Toxiproxy>, ToxiproxyError> {
         SHARED
-            .get_or_try_init(|| async {
-                let opts = ToxiproxyOptions { name: Some("shared".into()), ..Default::default() };
-                Self::start(opts).await.map(Arc::new)
+            .get_or_start(|name| {
+                Self::start(ToxiproxyOptions { name: Some(name.into()), ..Default::default() })
             })
             .await
-            .cloned()
     }
 
     /// The API client.
