@@ -1,9 +1,9 @@
 //! A real toxiproxy (pinned v2.12.0) for tests, and a typed async client for its REST API.
 //!
-//! [`Toxiproxy`] provisions and runs `toxiproxy-server` ([`process`]); [`ToxiproxyClient`]
-//! creates proxies and adds toxics ([`client`]); [`Toxic`] says what a toxic does
-//! ([`toxic`]); [`ToxicGuard`] and [`DisabledGuard`] undo a toxic or a disabled proxy when
-//! dropped.
+//! [`Toxiproxy`] provisions and runs `toxiproxy-server` (`process.rs`); [`ToxiproxyClient`]
+//! creates proxies and adds toxics, and [`ToxicGuard`] and [`DisabledGuard`] undo a toxic or
+//! a disabled proxy when dropped (`client.rs`); [`Toxic`] says what a toxic does
+//! (`toxic.rs`); [`ToxiproxyError`] is what any of them reports (`error.rs`).
 
 mod client;
 mod error;
