@@ -17,6 +17,7 @@ pub mod room_service;
 pub mod scenario;
 pub mod server;
 pub mod sim;
+pub mod startup;
 pub mod supervise;
 pub mod token;
 pub mod toxiproxy;

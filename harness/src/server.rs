@@ -10,8 +10,8 @@
 //! contains the listener that livekit-server binds on every interface.
 
 use std::fmt;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, ToSocketAddrs, UdpSocket};
-use std::path::{Path, PathBuf};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, ToSocketAddrs};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,14 +20,15 @@ use url::Url;
 use crate::netns::{self, ServerSite};
 use crate::provision::{self, Attempt, Program, ProvisionEnv, ProvisionError, Source};
 use crate::room_service::RoomService;
-use crate::supervise::{self, Launch, Liveness, NotReady, Process, ProcessDied};
+use crate::startup::{self, NeverReady, Shared, SpawnFailed, StartError};
+use crate::supervise::{self, Launch, Liveness, Process, ProcessDied};
 use crate::token::{TokenError, TokenSpec};
 
 /// The configuration template; `{{name}}` placeholders are filled per server.
 const CONFIG_TEMPLATE: &str = include_str!("../../fixtures/livekit.yaml");
 
-/// How many times a start is retried when a freshly chosen port was taken meanwhile.
-const PORT_RACE_RETRIES: usize = 3;
+/// The program, as logs and errors name it.
+const PROGRAM: &str = "livekit-server";
 
 /// How to start a [`LiveKitServer`].
 #[derive(Debug, Clone)]
@@ -89,31 +90,11 @@ pub enum ServerError {
         reason: String,
     },
     /// The process could not be spawned or its files written.
-    #[error("cannot start livekit-server: {what}: {reason}; log: {}", log_path.display())]
-    Spawn {
-        /// What was being done.
-        what: String,
-        /// The OS error.
-        reason: String,
-        /// The log file (may not exist yet).
-        log_path: PathBuf,
-    },
-    /// The process runs but never answered `GET /`.
-    #[error(
-        "livekit-server did not answer GET {url} with 200 OK within {timeout:?}; it was killed; \
-         log: {}\nlast log lines:\n{tail}",
-        log_path.display()
-    )]
-    NotReady {
-        /// The URL probed.
-        url: String,
-        /// The bound waited.
-        timeout: Duration,
-        /// The log file.
-        log_path: PathBuf,
-        /// Its last lines.
-        tail: String,
-    },
+    #[error(transparent)]
+    Spawn(#[from] SpawnFailed),
+    /// The process runs but never answered `GET /` with "OK"; it was killed.
+    #[error(transparent)]
+    NotReady(#[from] NeverReady),
     /// The process is not running (exited at startup, or killed mid-test).
     #[error(transparent)]
     Died(#[from] ProcessDied),
@@ -190,7 +171,7 @@ impl fmt::Debug for LiveKitServer {
     }
 }
 
-static SHARED: tokio::sync::OnceCell<Arc<LiveKitServer>> = tokio::sync::OnceCell::const_new();
+static SHARED: Shared<LiveKitServer> = Shared::new();
 
 impl LiveKitServer {
     /// Provisions and starts a server, returning once it answers `GET /`.
@@ -214,32 +195,23 @@ impl LiveKitServer {
                 return Err(ServerError::PortInUse { port, reason: e.to_string() });
             }
         }
-        let log_dir = supervise::log_dir();
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match Self::start_local(&opts, &provisioned, &log_dir).await {
-                Err(StartFailure::PortRace(died))
-                    if attempt < PORT_RACE_RETRIES && opts.http_port.is_none() =>
-                {
-                    tracing::warn!(%died, "a chosen port was taken meanwhile; retrying with new ports");
+        let attempt = || Self::start_local(&opts, &provisioned);
+        let started = match opts.http_port {
+            // A port asked for is not chosen again: taken is taken.
+            Some(_) => attempt().await,
+            None => startup::on_free_ports(attempt).await,
+        };
+        started.map_err(|e| match (e, opts.http_port) {
+            (StartError::Died(died), Some(port))
+                if startup::port_taken(&died) && died.tail.contains(&format!(":{port}")) =>
+            {
+                ServerError::PortInUse {
+                    port,
+                    reason: format!("address already in use; log: {}", died.log_path.display()),
                 }
-                Err(StartFailure::PortRace(died)) => match opts.http_port {
-                    Some(port) if died.tail.contains(&format!(":{port}")) => {
-                        return Err(ServerError::PortInUse {
-                            port,
-                            reason: format!(
-                                "address already in use; log: {}",
-                                died.log_path.display()
-                            ),
-                        })
-                    }
-                    _ => return Err(ServerError::Died(died)),
-                },
-                Err(StartFailure::Other(e)) => return Err(e),
-                Ok(server) => return Ok(server),
             }
-        }
+            (e, _) => e.into_error(),
+        })
     }
 
     /// The server shared by every test of this process: started on first use, never
@@ -247,12 +219,10 @@ impl LiveKitServer {
     /// must use unique room names.
     pub async fn shared() -> Result<Arc<LiveKitServer>, ServerError> {
         SHARED
-            .get_or_try_init(|| async {
-                let opts = ServerOptions { name: Some("shared".into()), ..Default::default() };
-                Self::start(opts).await.map(Arc::new)
+            .get_or_start(|name| {
+                Self::start(ServerOptions { name: Some(name.into()), ..Default::default() })
             })
             .await
-            .cloned()
     }
 
     fn external(url: &Url, env: &ProvisionEnv, provisioned: provision::Provisioned) -> Self {
@@ -280,8 +250,8 @@ impl LiveKitServer {
     async fn start_local(
         opts: &ServerOptions,
         provisioned: &provision::Provisioned,
-        log_dir: &Path,
-    ) -> Result<LiveKitServer, StartFailure> {
+    ) -> Result<LiveKitServer, StartError> {
+        let no_port = |what: &str, e| StartError::spawn(PROGRAM, what, e, &supervise::log_dir());
         let (address, ports) = match &opts.netns {
             // Nothing else lives in the namespace: livekit's own ports are free there.
             Some(site) => (
@@ -297,10 +267,11 @@ impl LiveKitServer {
                 ServerPorts {
                     http: match opts.http_port {
                         Some(port) => port,
-                        None => free_tcp_port("127.0.0.1")
-                            .map_err(StartFailure::spawn("pick a free HTTP port"))?,
+                        None => startup::free_tcp_port()
+                            .map_err(|e| no_port("pick a free HTTP port", e))?,
                     },
-                    udp: free_udp_port().map_err(StartFailure::spawn("pick a free UDP port"))?,
+                    udp: startup::free_udp_port()
+                        .map_err(|e| no_port("pick a free UDP port", e))?,
                     ice_tcp: None,
                 },
             ),
@@ -317,20 +288,8 @@ impl LiveKitServer {
         if let Some(redis) = opts.redis {
             config.push_str(&format!("\n# One node of a cluster: rooms are shared through Redis.\nredis:\n  address: {redis}\n"));
         }
-        let log_name = match &opts.name {
-            Some(name) => format!("{name}.livekit-server.{}.log", ports.http),
-            None => supervise::log_file_name("livekit-server", ports.http),
-        };
-        let log_path = log_dir.join(log_name);
-        let spawn_err = |what: &str, e: std::io::Error| {
-            StartFailure::Other(ServerError::Spawn {
-                what: what.to_string(),
-                reason: e.to_string(),
-                log_path: log_path.clone(),
-            })
-        };
-        std::fs::create_dir_all(log_dir).map_err(|e| spawn_err("create the log directory", e))?;
-        let _ = std::fs::remove_file(&log_path);
+        let log_path = startup::log_path(opts.name.as_deref(), PROGRAM, ports.http);
+        let spawn_err = |what: &str, e| StartError::spawn(PROGRAM, what, e, &log_path);
         let config_dir = tempfile::Builder::new()
             .prefix("faultline-livekit-")
             .tempdir()
@@ -343,10 +302,7 @@ impl LiveKitServer {
             Some(site) => site.namespace().wrap(launch),
             None => launch,
         };
-        let process = Process::spawn(&launch, &log_path)
-            .map_err(|e| spawn_err(&format!("spawn {}", launch.program.display()), e))?;
-        tracing::info!(pid = process.pid(), http = ports.http, log = %log_path.display(), "livekit-server spawned");
-        let liveness = Liveness::new("livekit-server", process, log_path.clone());
+        let liveness = startup::spawn(PROGRAM, &launch, &log_path)?;
         let http_url = Url::parse(&format!("http://{address}:{}/", ports.http))
             .expect("a URL of an IPv4 address and a numeric port is valid");
         let server = LiveKitServer {
@@ -366,24 +322,17 @@ impl LiveKitServer {
                 _netns: opts.netns.clone(),
             }),
         };
-        server.wait_ready().await.map_err(|e| match e {
-            ServerError::Died(died) if died.tail.contains("address already in use") => {
-                StartFailure::PortRace(died)
-            }
-            other => StartFailure::Other(other),
-        })?;
+        server.wait_ready().await?;
         Ok(server)
     }
 
-    async fn wait_ready(&self) -> Result<(), ServerError> {
+    /// Waits until the server answers `GET /` with "OK".
+    async fn wait_ready(&self) -> Result<(), StartError> {
         let Some(local) = &self.local else { return Ok(()) };
         let url = self.http_url.clone();
-        let client =
-            crate::http::client(Duration::from_secs(2)).map_err(|e| ServerError::Spawn {
-                what: "build an HTTP client".into(),
-                reason: e.to_string(),
-                log_path: local.liveness.log_path().to_path_buf(),
-            })?;
+        let client = crate::http::client(Duration::from_secs(2)).map_err(|e| {
+            StartError::spawn(PROGRAM, "build an HTTP client", e, local.liveness.log_path())
+        })?;
         let probe = || {
             let request = client.get(url.clone());
             async move {
@@ -395,20 +344,8 @@ impl LiveKitServer {
                 }
             }
         };
-        match supervise::wait_ready(&local.liveness, local.ready_timeout, probe).await {
-            Ok(()) => Ok(()),
-            Err(NotReady::Exited(died)) => Err(ServerError::Died(died)),
-            Err(NotReady::Timeout) => {
-                local.liveness.kill();
-                let log_path = local.liveness.log_path().to_path_buf();
-                Err(ServerError::NotReady {
-                    url: self.http_url.to_string(),
-                    timeout: local.ready_timeout,
-                    tail: supervise::tail(&log_path, 20),
-                    log_path,
-                })
-            }
-        }
+        let described = format!("GET {} with 200 OK", self.http_url);
+        startup::until_ready(&local.liveness, local.ready_timeout, &described, probe).await
     }
 
     /// The signalling URL, `ws://127.0.0.1:<port>` (the namespace's address for a server in
@@ -520,7 +457,8 @@ impl LiveKitServer {
             }
             let process =
                 Process::spawn(&local.launch, local.liveness.log_path()).map_err(|e| {
-                    ServerError::Spawn {
+                    SpawnFailed {
+                        program: PROGRAM,
                         what: format!("respawn {}", local.launch.program.display()),
                         reason: e.to_string(),
                         log_path: local.liveness.log_path().to_path_buf(),
@@ -528,7 +466,7 @@ impl LiveKitServer {
                 })?;
             *slot = Some(process);
         }
-        self.wait_ready().await
+        self.wait_ready().await.map_err(StartError::into_error)
     }
 
     /// A RoomService client for this server.
@@ -556,24 +494,6 @@ impl Drop for LiveKitServer {
     }
 }
 
-enum StartFailure {
-    /// A port chosen as free was taken before the server bound it.
-    PortRace(ProcessDied),
-    Other(ServerError),
-}
-
-impl StartFailure {
-    fn spawn(what: &'static str) -> impl Fn(std::io::Error) -> StartFailure {
-        move |e| {
-            StartFailure::Other(ServerError::Spawn {
-                what: what.to_string(),
-                reason: e.to_string(),
-                log_path: supervise::log_dir(),
-            })
-        }
-    }
-}
-
 /// How to run the provisioned server with `config` (for a container, the config's
 /// directory is bind-mounted at the same path, read-only).
 fn launch_for(source: &Source, config: &Path, http_port: u16) -> Launch {
@@ -586,16 +506,6 @@ fn launch_for(source: &Source, config: &Path, http_port: u16) -> Launch {
         }
         _ => Launch::new(source.binary().map(Path::to_path_buf).unwrap_or_default(), args),
     }
-}
-
-/// A TCP port free on `host` right now (bind port 0, read it, release it). Another
-/// process may take it before the server binds it: [`LiveKitServer::start`] retries then.
-pub(crate) fn free_tcp_port(host: &str) -> std::io::Result<u16> {
-    Ok(TcpListener::bind((host, 0))?.local_addr()?.port())
-}
-
-fn free_udp_port() -> std::io::Result<u16> {
-    Ok(UdpSocket::bind(("127.0.0.1", 0))?.local_addr()?.port())
 }
 
 /// A 48-hex-digit secret, different for every server (std's hasher keys are seeded from

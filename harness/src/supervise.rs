@@ -289,6 +289,11 @@ impl Liveness {
         }
     }
 
+    /// The program (`livekit-server`, `toxiproxy-server`).
+    pub(crate) fn program(&self) -> &'static str {
+        self.program
+    }
+
     /// The log file.
     pub(crate) fn log_path(&self) -> &Path {
         &self.log_path

@@ -1,8 +1,8 @@
 //! Every way getting a server can fail ends in a clear error, quickly: a malformed or
 //! unreachable `LIVEKIT_URL`, a taken port, no Go and no Docker, a Docker CLI without an
 //! engine (or one that hangs), a binary of the wrong version, a server that exits or never
-//! answers. Each test builds its own `ProvisionEnv`, so none touches the process
-//! environment.
+//! answers, and — for livekit-server and toxiproxy alike — a port taken at every try. Each
+//! test builds its own `ProvisionEnv`, so none touches the process environment.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use faultline::provision::{self, Program, ProvisionEnv, ProvisionError, Source};
 use faultline::server::{LiveKitServer, ServerError, ServerOptions};
+use faultline::toxiproxy::{Toxiproxy, ToxiproxyError, ToxiproxyOptions};
 
 /// Writes an executable shell script `name` into `dir`.
 fn script(dir: &Path, name: &str, body: &str) -> Result<PathBuf> {
@@ -37,6 +38,10 @@ fn isolated() -> Result<(tempfile::TempDir, ProvisionEnv)> {
 
 fn server_options(env: ProvisionEnv) -> ServerOptions {
     ServerOptions { env, ready_timeout: Duration::from_secs(2), ..ServerOptions::default() }
+}
+
+fn toxiproxy_options(env: ProvisionEnv) -> ToxiproxyOptions {
+    ToxiproxyOptions { env, ready_timeout: Duration::from_secs(2), ..ToxiproxyOptions::default() }
 }
 
 #[tokio::test]
@@ -230,6 +235,65 @@ async fn a_server_that_never_answers_is_killed_after_the_ready_bound() -> Result
     assert!(matches!(err, ServerError::NotReady { .. }), "{err}");
     let message = err.to_string();
     assert!(message.contains("within 2s"), "{message}");
+    assert!(message.contains("pretending to start"), "{message}");
+    assert!(message.contains("faultline-logs/provisioning_errors/"), "{message}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_port_taken_at_every_try_is_tried_three_times_then_reported_with_the_log() -> Result<()> {
+    for program in [Program::LiveKitServer, Program::Toxiproxy] {
+        let (dir, mut env) = isolated()?;
+        let tries = dir.path().join("tries");
+        let (flag, version) = match program {
+            Program::LiveKitServer => ("--version", "1.13.5"),
+            Program::Toxiproxy => ("-version", "2.12.0"),
+        };
+        let fake = script(
+            dir.path(),
+            program.binary_name(),
+            &format!(
+                "if [ \"$1\" = {flag} ]; then echo '{program} version {version}'; exit 0; fi\n\
+                 echo try >> '{}'\n\
+                 echo 'listen tcp 127.0.0.1:7: bind: address already in use'; exit 1",
+                tries.display()
+            ),
+        )?;
+        let err = match program {
+            Program::LiveKitServer => {
+                env.livekit_server_bin = Some(fake);
+                let err = LiveKitServer::start(server_options(env)).await.expect_err("taken");
+                assert!(matches!(err, ServerError::Died(_)), "{err}");
+                err.to_string()
+            }
+            Program::Toxiproxy => {
+                env.toxiproxy_server_bin = Some(fake);
+                let err = Toxiproxy::start(toxiproxy_options(env)).await.expect_err("taken");
+                assert!(matches!(err, ToxiproxyError::Died(_)), "{err}");
+                err.to_string()
+            }
+        };
+        assert_eq!(std::fs::read_to_string(&tries)?.lines().count(), 3, "{program}: {err}");
+        assert!(err.contains("address already in use"), "{err}");
+        assert!(err.contains("faultline-logs/provisioning_errors/"), "{err}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_toxiproxy_that_never_answers_is_killed_after_the_ready_bound() -> Result<()> {
+    let (dir, mut env) = isolated()?;
+    let fake = script(
+        dir.path(),
+        "toxiproxy-server",
+        "if [ \"$1\" = -version ]; then echo 'toxiproxy-server version 2.12.0'; exit 0; fi\n\
+         echo 'pretending to start'; exec /bin/sleep 60",
+    )?;
+    env.toxiproxy_server_bin = Some(fake);
+    let err = Toxiproxy::start(toxiproxy_options(env)).await.expect_err("never ready");
+    assert!(matches!(err, ToxiproxyError::NotReady(_)), "{err}");
+    let message = err.to_string();
+    assert!(message.contains("/version within 2s"), "{message}");
     assert!(message.contains("pretending to start"), "{message}");
     assert!(message.contains("faultline-logs/provisioning_errors/"), "{message}");
     Ok(())

@@ -193,7 +193,7 @@ impl Redis {
     /// returns once it answers PING.
     pub async fn start(source: &RedisSource, name: &str) -> Result<Redis, RedisError> {
         let log_dir = supervise::log_dir();
-        let port = crate::server::free_tcp_port("127.0.0.1").map_err(|e| RedisError::Spawn {
+        let port = crate::startup::free_tcp_port().map_err(|e| RedisError::Spawn {
             reason: format!("cannot pick a free port: {e}"),
             log: log_dir.clone(),
         })?;

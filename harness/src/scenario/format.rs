@@ -277,7 +277,7 @@ pub enum Fault {
     /// `toxic = { kind = "latency", latency = "300ms" }`.
     Toxic {
         /// The toxic and its settings.
-        toxic: Toxic,
+        toxic: ToxicKind,
         /// Which direction it acts on.
         #[serde(default)]
         stream: Stream,
@@ -367,59 +367,8 @@ pub enum ProxyMode {
     Throttle,
 }
 
-/// toxiproxy's toxics, with their attributes.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum Toxic {
-    /// Adds `latency` ± `jitter` to each chunk.
-    Latency {
-        /// Added delay.
-        #[serde(deserialize_with = "duration")]
-        latency: Duration,
-        /// Random variation.
-        #[serde(default, deserialize_with = "duration")]
-        jitter: Duration,
-    },
-    /// Caps throughput.
-    Bandwidth {
-        /// KB per second.
-        rate_kbps: u64,
-    },
-    /// Delays the close of a connection.
-    SlowClose {
-        /// How long.
-        #[serde(deserialize_with = "duration")]
-        delay: Duration,
-    },
-    /// Passes nothing; closes after `timeout` (0: never — a black hole).
-    Timeout {
-        /// When to close.
-        #[serde(default, deserialize_with = "duration")]
-        timeout: Duration,
-    },
-    /// Resets connections (TCP RST) after `timeout`.
-    ResetPeer {
-        /// When to reset.
-        #[serde(default, deserialize_with = "duration")]
-        timeout: Duration,
-    },
-    /// Slices data into small pieces with a delay between them.
-    Slicer {
-        /// Mean slice size in bytes.
-        average_size: u64,
-        /// Variation of the size.
-        #[serde(default)]
-        size_variation: u64,
-        /// Delay between slices.
-        #[serde(default, deserialize_with = "duration")]
-        delay: Duration,
-    },
-    /// Closes the connection after `bytes`.
-    LimitData {
-        /// How many bytes pass.
-        bytes: u64,
-    },
-}
+/// A toxic and its settings: toxiproxy's own type, read as files write it.
+pub use crate::toxiproxy::ToxicKind;
 
 /// A toxic's direction: toxiproxy's own type.
 pub use crate::toxiproxy::Stream;
@@ -863,7 +812,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(seconds).map_err(|_| format!("`{s}` is out of range"))
 }
 
-fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+/// Reads a duration written as [`parse_duration`] reads it.
+pub(crate) fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
     parse_duration(&s).map_err(serde::de::Error::custom)
 }
@@ -921,10 +871,7 @@ within = \"8s\"
         assert_eq!(
             s.faults[0].fault,
             Fault::Toxic {
-                toxic: Toxic::Latency {
-                    latency: Duration::from_millis(300),
-                    jitter: Duration::ZERO
-                },
+                toxic: ToxicKind::Latency { latency: 300, jitter: 0 },
                 stream: Stream::Upstream,
                 toxicity: 1.0
             }
@@ -972,6 +919,24 @@ within = \"8s\"
             "{BASE}\n[[fault]]\nat = \"3h\"\ntarget = \"bob\"\ntype = \"partition\"\n"
         ));
         assert!(e.contains("unknown unit `h`"), "{e}");
+    }
+
+    #[test]
+    fn a_malformed_toxic_names_the_problem() {
+        let toxic = |table: &str| {
+            error(&format!(
+                "{BASE}\n[[fault]]\nat = \"1s\"\ntarget = \"bob\"\ntype = \"toxic\"\ntoxic = {table}\n"
+            ))
+        };
+        let e = toxic("{ kind = \"earthquake\" }");
+        assert!(e.starts_with("s.toml:8:"), "located at the fault's table: {e}");
+        assert!(e.contains("unknown variant `earthquake`") && e.contains("`reset_peer`"), "{e}");
+        let e = toxic("{ kind = \"bandwidth\", rate = 4 }");
+        assert!(e.contains("unknown field `rate`, expected `rate_kbps`"), "{e}");
+        let e = toxic("{ kind = \"latency\", latency = \"soon\" }");
+        assert!(e.contains("`soon` is not a duration") && e.contains("250ms, 3s, 2m"), "{e}");
+        assert!(toxic("{ kind = \"slicer\" }").contains("missing field `average_size`"));
+        assert!(toxic("{ latency = \"300ms\" }").contains("missing field `kind`"));
     }
 
     #[test]

@@ -46,7 +46,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::backend::Backend;
-use super::format::{Fault, FaultStep, Lane, NodeRef, ParticipantSpec, ProxyMode, Scenario, Toxic};
+use super::format::{Fault, FaultStep, Lane, NodeRef, ParticipantSpec, ProxyMode, Scenario};
 use crate::client::{Client, ClientError, ClientOptions, Observed, Sdk};
 use crate::cluster::{ClusterError, ClusterEvent};
 use crate::judge;
@@ -60,7 +60,7 @@ use crate::record::{
 };
 use crate::server::ServerError;
 use crate::token::TokenSpec;
-use crate::toxiproxy::{self, ToxicGuard, ToxicKind, Toxiproxy, ToxiproxyError};
+use crate::toxiproxy::{self, ToxicGuard, Toxiproxy, ToxiproxyError};
 
 /// How long joining everyone (and everyone seeing everyone) may take.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -933,7 +933,7 @@ impl Runner<'_> {
                 let proxy = c.toxic_proxy.as_ref().ok_or_else(|| {
                     fail("the participant has no toxiproxy proxy".into(), log.clone())
                 })?;
-                let toxic = toxiproxy::Toxic::new(toxic_kind(toxic), *stream)
+                let toxic = toxiproxy::Toxic::new(toxic.clone(), *stream)
                     .named(&format!("fault-{index}"))
                     .with_toxicity(*toxicity);
                 let guard =
@@ -1231,7 +1231,7 @@ pub fn label(step: &FaultStep) -> String {
         Fault::Toxic { toxic, stream, toxicity } => {
             let share =
                 if *toxicity < 1.0 { format!(", toxicity {toxicity}") } else { String::new() };
-            format!("toxic {} {stream}{share}", toxic_label(toxic))
+            format!("toxic {toxic} {stream}{share}")
         }
         Fault::Media { direction, loss_percent, delay } => {
             let mut parts = vec![format!("media {direction}")];
@@ -1249,42 +1249,5 @@ pub fn label(step: &FaultStep) -> String {
     match &step.target {
         Some(t) => format!("{what} → {}", t.get_ref()),
         None => what,
-    }
-}
-
-/// A toxic and its settings, briefly: `latency 300ms ±100ms`.
-fn toxic_label(toxic: &Toxic) -> String {
-    match toxic {
-        Toxic::Latency { latency, jitter } if jitter.is_zero() => format!("latency {latency:?}"),
-        Toxic::Latency { latency, jitter } => format!("latency {latency:?} ±{jitter:?}"),
-        Toxic::Bandwidth { rate_kbps } => format!("bandwidth {rate_kbps} KB/s"),
-        Toxic::SlowClose { delay } => format!("slow_close {delay:?}"),
-        Toxic::Timeout { timeout } if timeout.is_zero() => "timeout (black hole)".into(),
-        Toxic::Timeout { timeout } => format!("timeout {timeout:?}"),
-        Toxic::ResetPeer { timeout } if timeout.is_zero() => "reset_peer".into(),
-        Toxic::ResetPeer { timeout } => format!("reset_peer after {timeout:?}"),
-        Toxic::Slicer { average_size, size_variation, delay } => {
-            format!("slicer {average_size}±{size_variation} B every {delay:?}")
-        }
-        Toxic::LimitData { bytes } => format!("limit_data {bytes} B"),
-    }
-}
-
-fn toxic_kind(toxic: &Toxic) -> ToxicKind {
-    let ms = |d: &Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-    match toxic {
-        Toxic::Latency { latency, jitter } => {
-            ToxicKind::Latency { latency: ms(latency), jitter: ms(jitter) }
-        }
-        Toxic::Bandwidth { rate_kbps } => ToxicKind::Bandwidth { rate: *rate_kbps },
-        Toxic::SlowClose { delay } => ToxicKind::SlowClose { delay: ms(delay) },
-        Toxic::Timeout { timeout } => ToxicKind::Timeout { timeout: ms(timeout) },
-        Toxic::ResetPeer { timeout } => ToxicKind::ResetPeer { timeout: ms(timeout) },
-        Toxic::Slicer { average_size, size_variation, delay } => ToxicKind::Slicer {
-            average_size: *average_size,
-            size_variation: *size_variation,
-            delay: u64::try_from(delay.as_micros()).unwrap_or(u64::MAX),
-        },
-        Toxic::LimitData { bytes } => ToxicKind::LimitData { bytes: *bytes },
     }
 }
