@@ -39,7 +39,7 @@ fn server_options(env: ProvisionEnv) -> ServerOptions {
     ServerOptions { env, ready_timeout: Duration::from_secs(2), ..ServerOptions::default() }
 }
 
-#[tokio::test]
+#[test_log::test(tokio::test)]
 async fn a_malformed_livekit_url_is_rejected_with_the_expected_form() -> Result<()> {
     for bad in ["not a url", "ftp://127.0.0.1:7880", "ws://", "http://127.0.0.1:99999"] {
         let (_dir, mut env) = isolated()?;
@@ -56,7 +56,7 @@ async fn a_malformed_livekit_url_is_rejected_with_the_expected_form() -> Result<
     Ok(())
 }
 
-#[tokio::test]
+#[test_log::test(tokio::test)]
 async fn an_unreachable_livekit_url_fails_within_the_probe_bound() -> Result<()> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let (_dir, mut env) = isolated()?;
@@ -74,7 +74,7 @@ async fn an_unreachable_livekit_url_fails_within_the_probe_bound() -> Result<()>
     Ok(())
 }
 
-#[tokio::test]
+#[test_log::test(tokio::test)]
 async fn a_reachable_livekit_url_is_used_as_an_external_server() -> Result<()> {
     let real = LiveKitServer::shared().await?;
     let (_dir, mut env) = isolated()?;
@@ -92,7 +92,7 @@ async fn a_reachable_livekit_url_is_used_as_an_external_server() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
+#[test_log::test(tokio::test)]
 async fn a_taken_port_is_named_in_the_error() -> Result<()> {
     let holder = std::net::TcpListener::bind("127.0.0.1:0")?;
     let port = holder.local_addr()?.port();
@@ -103,7 +103,7 @@ async fn a_taken_port_is_named_in_the_error() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
+#[test_log::test(tokio::test)]
 async fn without_go_or_docker_every_source_is_listed_with_the_fix() -> Result<()> {
     for (program, env_var) in [
         (Program::LiveKitServer, "LIVEKIT_SERVER_BIN"),
@@ -136,7 +136,7 @@ async fn without_go_or_docker_every_source_is_listed_with_the_fix() -> Result<()
     Ok(())
 }
 
-#[tokio::test]
+#[test_log::test(tokio::test)]
 async fn a_docker_cli_without_an_engine_is_skipped_quickly() -> Result<()> {
     let (dir, mut env) = isolated()?;
     let bin = dir.path().join("bin");
@@ -161,7 +161,7 @@ async fn a_docker_cli_without_an_engine_is_skipped_quickly() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
+#[test_log::test(tokio::test)]
 async fn a_binary_of_another_version_is_skipped_and_the_cache_is_used() -> Result<()> {
     let (dir, mut env) = isolated()?;
     let bin = dir.path().join("bin");
@@ -186,7 +186,7 @@ async fn a_binary_of_another_version_is_skipped_and_the_cache_is_used() -> Resul
     Ok(())
 }
 
-#[tokio::test]
+#[test_log::test(tokio::test)]
 async fn a_version_that_is_not_a_version_is_rejected() -> Result<()> {
     let (_dir, env) = isolated()?;
     let err = provision::provision(Program::LiveKitServer, "latest", &env).await.expect_err("bad");
@@ -194,7 +194,7 @@ async fn a_version_that_is_not_a_version_is_rejected() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
+#[test_log::test(tokio::test)]
 async fn a_server_that_exits_at_startup_is_reported_with_its_log() -> Result<()> {
     let (dir, mut env) = isolated()?;
     // livekit-server exits with status 0 on configuration errors: imitate that.
@@ -214,7 +214,7 @@ async fn a_server_that_exits_at_startup_is_reported_with_its_log() -> Result<()>
     Ok(())
 }
 
-#[tokio::test]
+#[test_log::test(tokio::test)]
 async fn a_server_that_never_answers_is_killed_after_the_ready_bound() -> Result<()> {
     let (dir, mut env) = isolated()?;
     let fake = script(
@@ -246,7 +246,7 @@ fn with_fake_go(install_body: &str) -> Result<(tempfile::TempDir, ProvisionEnv)>
     Ok((dir, env))
 }
 
-#[tokio::test]
+#[test_log::test(tokio::test)]
 async fn go_install_builds_once_into_the_cache_under_a_lock() -> Result<()> {
     let counter = tempfile::NamedTempFile::new()?;
     let (_dir, env) = with_fake_go(&format!(
@@ -280,7 +280,7 @@ async fn go_install_builds_once_into_the_cache_under_a_lock() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
+#[test_log::test(tokio::test)]
 async fn a_failing_go_install_is_reported_with_its_output_and_log() -> Result<()> {
     let (_dir, env) =
         with_fake_go("echo 'go: reading https://proxy.golang.org/...: 403 Forbidden' >&2\nexit 1")?;
@@ -292,7 +292,7 @@ async fn a_failing_go_install_is_reported_with_its_output_and_log() -> Result<()
     Ok(())
 }
 
-#[tokio::test]
+#[test_log::test(tokio::test)]
 async fn a_go_install_that_hangs_is_cut_off_by_the_build_bound() -> Result<()> {
     let (_dir, mut env) = with_fake_go("exec /bin/sleep 60")?;
     env.build_timeout = Duration::from_secs(1);
