@@ -1,8 +1,8 @@
 //! Every way getting a server can fail ends in a clear error, quickly: a malformed or
-//! unreachable `LIVEKIT_URL`, a taken port, no Go and no Docker, a Docker CLI without an
-//! engine (or one that hangs), a binary of the wrong version, a server that exits or never
-//! answers. Each test builds its own `ProvisionEnv`, so none touches the process
-//! environment.
+//! unreachable `LIVEKIT_URL`, a taken port, no Go and no Docker, no Docker engine at the
+//! address asked (or one that never answers), an engine but no `docker` CLI for the
+//! watchdog, a binary of the wrong version, a server that exits or never answers. Each test
+//! builds its own `ProvisionEnv`, so none touches the process environment.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -126,7 +126,7 @@ async fn without_go_or_docker_every_source_is_listed_with_the_fix() -> Result<()
         let message = err.to_string();
         for needle in [
             "go not found on PATH; install Go >= 1.26",
-            "docker CLI not found on PATH",
+            "no Docker engine to ask",
             "fix: install Go >= 1.26",
             env_var,
         ] {
@@ -136,28 +136,97 @@ async fn without_go_or_docker_every_source_is_listed_with_the_fix() -> Result<()
     Ok(())
 }
 
-#[test_log::test(tokio::test)]
-async fn a_docker_cli_without_an_engine_is_skipped_quickly() -> Result<()> {
+/// An isolated environment whose `PATH` holds a `docker` CLI (a script that fails: the
+/// engine is asked directly, the CLI only removes containers) and whose Docker engine is
+/// asked at a socket in the temp dir, which the test may serve or leave absent.
+fn with_docker_cli() -> Result<(tempfile::TempDir, ProvisionEnv, PathBuf)> {
     let (dir, mut env) = isolated()?;
     let bin = dir.path().join("bin");
     std::fs::create_dir(&bin)?;
-    script(
-        &bin,
-        "docker",
-        "echo 'Cannot connect to the Docker daemon at unix:///var/run/docker.sock' >&2; exit 1",
-    )?;
-    env.path = Some(bin.clone().into_os_string());
+    let docker = script(&bin, "docker", "exit 1")?;
+    env.path = Some(bin.into_os_string());
+    env.docker_host = Some(format!("unix://{}", dir.path().join("docker.sock").display()));
+    Ok((dir, env, docker))
+}
+
+/// Imitates a Docker engine on the unix socket `path`: every request is answered `200 OK`
+/// with `{"Version": version}` (so the engine is that version, and has every image).
+fn fake_engine(path: &Path, version: &str) -> Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::UnixListener::bind(path)?;
+    let body = format!("{{\"Version\":\"{version}\"}}");
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let body = body.clone();
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+                     Connection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    Ok(())
+}
+
+#[test_log::test(tokio::test)]
+async fn without_a_docker_engine_the_container_source_is_skipped_quickly() -> Result<()> {
+    let (dir, mut env, _docker) = with_docker_cli()?;
+    let socket = dir.path().join("docker.sock");
     let err = provision::provision(Program::Toxiproxy, "v2.12.0", &env).await.expect_err("none");
     let message = err.to_string();
-    assert!(message.contains("no Docker engine answers: Cannot connect"), "{message}");
+    let needle = format!("no Docker engine answered at unix://{}", socket.display());
+    assert!(message.contains(&needle), "{needle:?} missing from:\n{message}");
+    assert!(message.contains("start the Docker engine, or set DOCKER_HOST"), "{message}");
 
-    // A CLI that hangs is cut off by the probe bound.
-    script(&bin, "docker", "exec /bin/sleep 60")?;
+    // An engine that takes the connection and never answers is cut off by the probe bound.
+    let _silent = std::os::unix::net::UnixListener::bind(&socket)?;
     env.docker_probe_timeout = Duration::from_secs(1);
     let started = Instant::now();
     let err = provision::provision(Program::Toxiproxy, "v2.12.0", &env).await.expect_err("none");
     assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
-    assert!(err.to_string().contains("did not finish within 1s"), "{err}");
+    let message = err.to_string();
+    assert!(message.contains(&format!("{needle}: no answer within 1s")), "{message}");
+    Ok(())
+}
+
+#[test_log::test(tokio::test)]
+async fn an_engine_without_a_docker_cli_is_skipped_naming_the_watchdog() -> Result<()> {
+    let (dir, mut env, _docker) = with_docker_cli()?;
+    fake_engine(&dir.path().join("docker.sock"), "27.3.1")?;
+    env.path = None;
+    let err = provision::provision(Program::Toxiproxy, "v2.12.0", &env).await.expect_err("none");
+    let message = err.to_string();
+    assert!(
+        message.contains("engine 27.3.1 answers, but no docker CLI is on PATH: the watchdog"),
+        "{message}"
+    );
+    Ok(())
+}
+
+#[test_log::test(tokio::test)]
+async fn an_engine_and_a_docker_cli_provide_the_upstream_image() -> Result<()> {
+    let (dir, env, docker) = with_docker_cli()?;
+    fake_engine(&dir.path().join("docker.sock"), "27.3.1")?;
+    let survey = provision::survey(Program::Toxiproxy, "v2.12.0", &env).await;
+    let container = survey.last().context("the docker attempt")?;
+    assert_eq!(container.source, "docker");
+    assert!(container.chosen, "{container}");
+    assert_eq!(container.detail, "engine 27.3.1 can run ghcr.io/shopify/toxiproxy:2.12.0");
+
+    let provisioned = provision::provision(Program::Toxiproxy, "v2.12.0", &env).await?;
+    let image = "ghcr.io/shopify/toxiproxy:2.12.0".to_string();
+    assert_eq!(provisioned.source, Source::Container { image, docker });
     Ok(())
 }
 

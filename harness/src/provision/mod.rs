@@ -10,7 +10,8 @@
 //! 3. A cached build: `<cache>/bin/<program>-<version>` (`cache`).
 //! 4. `go install` of the pinned version into the cache (file-locked, logged, bounded;
 //!    `go_install`).
-//! 5. The upstream container image, when a Docker engine answers (`container`).
+//! 5. The upstream container image, run through testcontainers, when the Docker engine at
+//!    `DOCKER_HOST` answers (`container`).
 //!
 //! This module holds the types they share. Everything read from the process environment
 //! goes through [`ProvisionEnv`], which can also be built explicitly, so tests can exercise
@@ -38,6 +39,7 @@ pub use build::{BuildStep, CacheLock};
 pub(crate) use command::run_bounded;
 pub use command::{command, command_std};
 pub use container::docker_engine;
+pub(crate) use container::{docker_runs_containers, split_image};
 pub use external::http_base;
 pub use go_install::go_version;
 pub use order::{provision, survey};
@@ -47,6 +49,8 @@ pub use version::canonical_version;
 pub const DEFAULT_LIVEKIT_VERSION: &str = "v1.13.5";
 /// The toxiproxy version the harness is pinned to.
 pub const DEFAULT_TOXIPROXY_VERSION: &str = "v2.12.0";
+/// The Docker engine asked when `DOCKER_HOST` is unset (where testcontainers looks first).
+pub const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";
 
 /// A program the harness knows how to provision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,9 +145,14 @@ pub struct ProvisionEnv {
     /// `FAULTLINE_PYTHON`: the Python that builds the `upstream-rust` client's venv (else
     /// `python3` on `PATH`).
     pub python: Option<PathBuf>,
-    /// Bound on a `go install` (and on a `docker pull`).
+    /// Bound on a `go install` (and on pulling an image).
     pub build_timeout: Duration,
-    /// Bound on `docker info` answering.
+    /// The Docker engine the container source asks and runs containers on: `DOCKER_HOST`,
+    /// else [`DEFAULT_DOCKER_HOST`] (`None`: no engine). testcontainers, which runs the
+    /// containers, reads `DOCKER_HOST` from the process environment itself, so a value set
+    /// here by hand only changes which engine is asked.
+    pub docker_host: Option<String>,
+    /// Bound on the Docker engine answering.
     pub docker_probe_timeout: Duration,
     /// Bound on the external server answering `GET /`.
     pub external_probe_timeout: Duration,
@@ -163,6 +172,7 @@ impl fmt::Debug for ProvisionEnv {
             .field("redis_server_bin", &self.redis_server_bin)
             .field("python", &self.python)
             .field("build_timeout", &self.build_timeout)
+            .field("docker_host", &self.docker_host)
             .finish_non_exhaustive()
     }
 }
@@ -194,13 +204,14 @@ impl ProvisionEnv {
             redis_server_bin: var("REDIS_SERVER_BIN").map(PathBuf::from),
             python: var("FAULTLINE_PYTHON").map(PathBuf::from),
             build_timeout: Duration::from_secs(20 * 60),
+            docker_host: Some(var("DOCKER_HOST").unwrap_or_else(|| DEFAULT_DOCKER_HOST.into())),
             docker_probe_timeout: Duration::from_secs(5),
             external_probe_timeout: Duration::from_secs(5),
         }
     }
 
-    /// An environment with no `PATH`, no external server, no explicit binaries and the
-    /// given cache: only what the caller adds is available. Useful in tests.
+    /// An environment with no `PATH`, no Docker engine, no external server, no explicit
+    /// binaries and the given cache: only what the caller adds is available. Useful in tests.
     pub fn isolated(cache_dir: impl Into<PathBuf>) -> Self {
         Self {
             path: None,
@@ -214,6 +225,7 @@ impl ProvisionEnv {
             redis_server_bin: None,
             python: None,
             build_timeout: Duration::from_secs(20 * 60),
+            docker_host: None,
             docker_probe_timeout: Duration::from_secs(5),
             external_probe_timeout: Duration::from_secs(5),
         }
@@ -254,11 +266,12 @@ pub enum Source {
     Cache(PathBuf),
     /// A binary just built by `go install` into the cache.
     GoInstall(PathBuf),
-    /// The upstream image, run by the Docker engine through this `docker` CLI.
+    /// The upstream image, run by the Docker engine through testcontainers.
     Container {
         /// The image reference, e.g. `livekit/livekit-server:v1.13.5`.
         image: String,
-        /// The docker CLI used to run it.
+        /// The docker CLI the watchdog removes the container with if the test process dies
+        /// first (see [`crate::supervise`]).
         docker: PathBuf,
     },
 }
