@@ -142,10 +142,11 @@ async fn run(
             },
         }
     }
-    let code = container.exit_code().await.ok().flatten().unwrap_or(-1);
+    let code = container.exit_code().await.ok().flatten();
     let _ = container.rm().await;
-    // A code outside 0..=255 (unknown) reads as 255.
-    ExitStatus::from_raw((i32::try_from(code).unwrap_or(255) & 0xff) << 8)
+    // An unknown code, or one outside 0..=255, reads as 255.
+    let code = code.and_then(|c| u8::try_from(c).ok()).unwrap_or(u8::MAX);
+    ExitStatus::from_raw(i32::from(code) << 8)
 }
 
 /// Removes the container, killing it; the status of a SIGKILLed process.
@@ -174,4 +175,23 @@ fn bind_mount(spec: &str) -> Mount {
         _ => AccessMode::ReadWrite,
     };
     Mount::bind_mount(host, inside).with_access_mode(mode)
+}
+
+#[cfg(test)]
+mod tests {
+    use testcontainers::core::AccessMode;
+
+    use super::bind_mount;
+
+    #[test]
+    fn docker_run_mount_values_become_bind_mounts() {
+        let mount = bind_mount("/tmp/config:/config:ro");
+        assert_eq!((mount.source(), mount.target()), (Some("/tmp/config"), Some("/config")));
+        assert_eq!(mount.access_mode(), AccessMode::ReadOnly);
+        let mount = bind_mount("/data:/data");
+        assert_eq!(mount.access_mode(), AccessMode::ReadWrite);
+        // A bare path is bound at the same path; nothing here panics on odd input.
+        assert_eq!(bind_mount("/dir").target(), Some("/dir"));
+        assert_eq!(bind_mount("").source(), Some(""));
+    }
 }

@@ -124,3 +124,20 @@ pub(crate) fn split_image(image: &str) -> (&str, &str) {
         _ => (image, "latest"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::split_image;
+
+    #[test]
+    fn an_image_reference_splits_at_its_tag() {
+        assert_eq!(
+            split_image("ghcr.io/shopify/toxiproxy:2.12.0"),
+            ("ghcr.io/shopify/toxiproxy", "2.12.0")
+        );
+        assert_eq!(split_image("redis:7.0"), ("redis", "7.0"));
+        // A registry's port is not a tag.
+        assert_eq!(split_image("localhost:5000/livekit"), ("localhost:5000/livekit", "latest"));
+        assert_eq!(split_image(""), ("", "latest"));
+    }
+}
