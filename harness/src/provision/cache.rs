@@ -1,23 +1,16 @@
 //! The cache source: a build made earlier into `<cache>/bin/<program>-<version>`.
 
 use super::command::is_executable;
-use super::order::{record, Mode};
-use super::{Attempt, Program, ProvisionEnv, Source};
+use super::order::Search;
+use super::Source;
 
 /// Looks for the cached build, recording the attempt.
-pub(super) fn find(
-    program: Program,
-    version: &str,
-    env: &ProvisionEnv,
-    mode: Mode,
-    attempts: &mut Vec<Attempt>,
-) -> Option<Source> {
-    let cached = env.cached_binary(program, version);
+pub(super) fn find(search: &mut Search<'_>) -> Option<Source> {
+    let cached = search.env.cached_binary(search.program, search.version);
     if is_executable(&cached) {
-        record(attempts, "cache", true, format!("{}", cached.display()));
-        (mode == Mode::Provision).then_some(Source::Cache(cached))
+        search.choose("cache", format!("{}", cached.display()), Source::Cache(cached))
     } else {
-        record(attempts, "cache", false, format!("no {}", cached.display()));
+        search.record("cache", false, format!("no {}", cached.display()));
         None
     }
 }

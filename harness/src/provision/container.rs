@@ -13,37 +13,31 @@ use testcontainers::bollard::{Docker, API_DEFAULT_VERSION};
 use testcontainers::runners::AsyncRunner;
 use testcontainers::GenericImage;
 
-use super::order::{record, Mode};
-use super::{Attempt, Program, ProvisionEnv, Source};
+use super::order::Search;
+use super::{ProvisionEnv, Source};
 
-/// Uses the upstream image when a Docker engine answers (pulling the image if needed; in
-/// a survey, only asks the engine), recording the attempt.
-pub(super) async fn find(
-    program: Program,
-    version: &str,
-    env: &ProvisionEnv,
-    mode: Mode,
-    attempts: &mut Vec<Attempt>,
-) -> Option<Source> {
-    let image = program.image(version);
+/// Uses the upstream image when a Docker engine answers and the `docker` CLI is there
+/// (pulling the image if needed; in a survey, only asks the engine), recording the attempt.
+pub(super) async fn find(search: &mut Search<'_>) -> Option<Source> {
+    let (image, env) = (search.program.image(search.version), search.env);
     let (engine, docker) = match docker_runs_containers(env).await {
         Ok(found) => found,
         Err(reason) => {
-            record(attempts, "docker", false, reason);
+            search.record("docker", false, reason);
             return None;
         }
     };
-    if mode == Mode::Survey {
-        record(attempts, "docker", true, format!("engine {engine} can run {image}"));
+    if search.surveying() {
+        search.record("docker", true, format!("engine {engine} can run {image}"));
         return None;
     }
     match pull_if_missing(&image, env).await {
         Ok(()) => {
-            record(attempts, "docker", true, format!("image {image} on engine {engine}"));
-            Some(Source::Container { image, docker })
+            let detail = format!("image {image} on engine {engine}");
+            search.choose("docker", detail, Source::Container { image, docker })
         }
         Err(reason) => {
-            record(attempts, "docker", false, reason);
+            search.record("docker", false, reason);
             None
         }
     }

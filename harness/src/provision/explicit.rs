@@ -1,30 +1,22 @@
 //! The explicit-binary source: `LIVEKIT_SERVER_BIN` / `TOXIPROXY_SERVER_BIN`, if it names
 //! the requested version.
 
-use super::order::{record, Mode};
+use super::order::Search;
 use super::version::check_binary;
-use super::{Attempt, Program, ProvisionEnv, Source};
+use super::Source;
 
 /// Checks the binary the program's environment variable names, recording the attempt.
-pub(super) async fn find(
-    program: Program,
-    version: &str,
-    env: &ProvisionEnv,
-    mode: Mode,
-    attempts: &mut Vec<Attempt>,
-) -> Option<Source> {
+pub(super) async fn find(search: &mut Search<'_>) -> Option<Source> {
+    let (program, env) = (search.program, search.env);
     let env_var = program.bin_env_var();
     let Some(bin) = env.explicit_binary(program) else {
-        record(attempts, env_var, false, "not set".into());
+        search.record(env_var, false, "not set".into());
         return None;
     };
-    match check_binary(program, bin, version, env).await {
-        Ok(detail) => {
-            record(attempts, env_var, true, detail);
-            (mode == Mode::Provision).then(|| Source::EnvBinary(bin.to_path_buf()))
-        }
+    match check_binary(program, bin, search.version, env).await {
+        Ok(detail) => search.choose(env_var, detail, Source::EnvBinary(bin.to_path_buf())),
         Err(reason) => {
-            record(attempts, env_var, false, reason);
+            search.record(env_var, false, reason);
             None
         }
     }

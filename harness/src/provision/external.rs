@@ -4,24 +4,20 @@ use std::time::Duration;
 
 use url::Url;
 
-use super::order::{record, Mode};
-use super::{Attempt, ProvisionEnv, ProvisionError, Source};
+use super::order::Search;
+use super::{ProvisionError, Source};
 
 /// Validates and probes `LIVEKIT_URL` when it is set, recording the attempt. A set but
 /// unusable URL is an error, not a skipped source: the user asked for that server.
-pub(super) async fn find(
-    env: &ProvisionEnv,
-    mode: Mode,
-    attempts: &mut Vec<Attempt>,
-) -> Result<Option<Source>, ProvisionError> {
+pub(super) async fn find(search: &mut Search<'_>) -> Result<Option<Source>, ProvisionError> {
+    let env = search.env;
     let Some(raw) = &env.livekit_url else {
-        record(attempts, "LIVEKIT_URL", false, "not set".into());
+        search.record("LIVEKIT_URL", false, "not set".into());
         return Ok(None);
     };
     let url = external_url(raw)?;
     probe_external(raw, &url, env.external_probe_timeout).await?;
-    record(attempts, "LIVEKIT_URL", true, format!("{url} answers GET /"));
-    Ok((mode == Mode::Provision).then_some(Source::External { url }))
+    Ok(search.choose("LIVEKIT_URL", format!("{url} answers GET /"), Source::External { url }))
 }
 
 /// Validates an external server URL: scheme ws/wss/http/https, a host, a port.

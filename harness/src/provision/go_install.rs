@@ -5,55 +5,44 @@ use std::time::Duration;
 
 use super::build::{BuildStep, CacheLock};
 use super::command::{command, is_executable, last_line, run_bounded};
-use super::order::{record, Mode};
-use super::{Attempt, Program, ProvisionEnv, Source};
+use super::order::Search;
+use super::{Program, ProvisionEnv, Source};
 
 /// Builds the program with `go install` when Go is on `PATH` (in a survey, only asks Go
 /// its version), recording the attempt. A build another process finished meanwhile is
 /// recorded as the cache.
-pub(super) async fn find(
-    program: Program,
-    version: &str,
-    env: &ProvisionEnv,
-    mode: Mode,
-    attempts: &mut Vec<Attempt>,
-) -> Option<Source> {
+pub(super) async fn find(search: &mut Search<'_>) -> Option<Source> {
+    let (program, version, env) = (search.program, search.version, search.env);
     let Some(go) = env.find_on_path("go") else {
         let env_var = program.bin_env_var();
         let detail = format!("go not found on PATH; install Go >= 1.26 or set {env_var}");
-        record(attempts, "go install", false, detail);
+        search.record("go install", false, detail);
         return None;
     };
-    if mode == Mode::Survey {
+    if search.surveying() {
         match go_version(&go, env).await {
-            Ok(go_version) => record(
-                attempts,
+            Ok(go_version) => search.record(
                 "go install",
                 true,
                 format!("{} ({go_version}) can build {program} {version}", go.display()),
             ),
             Err(reason) => {
-                record(attempts, "go install", false, format!("{}: {reason}", go.display()))
+                search.record("go install", false, format!("{}: {reason}", go.display()))
             }
         }
         return None;
     }
     match go_install(program, version, env, &go).await {
         Ok(GoInstalled::Built(bin, elapsed)) => {
-            record(
-                attempts,
-                "go install",
-                true,
-                format!("built {} in {:.0?}", bin.display(), elapsed),
-            );
-            Some(Source::GoInstall(bin))
+            let detail = format!("built {} in {:.0?}", bin.display(), elapsed);
+            search.choose("go install", detail, Source::GoInstall(bin))
         }
         Ok(GoInstalled::BuiltByOther(bin)) => {
-            record(attempts, "cache", true, format!("{} (built concurrently)", bin.display()));
-            Some(Source::Cache(bin))
+            let detail = format!("{} (built concurrently)", bin.display());
+            search.choose("cache", detail, Source::Cache(bin))
         }
         Err(reason) => {
-            record(attempts, "go install", false, reason);
+            search.record("go install", false, reason);
             None
         }
     }

@@ -12,8 +12,10 @@ pub async fn provision(
     env: &ProvisionEnv,
 ) -> Result<Provisioned, ProvisionError> {
     let version = version::canonical_version(version)?;
-    let mut attempts = Vec::new();
-    let found = find_source(program, &version, env, Mode::Provision, &mut attempts).await?;
+    let mut search =
+        Search { program, version: &version, env, mode: Mode::Provision, attempts: Vec::new() };
+    let found = find_source(&mut search).await?;
+    let attempts = search.attempts;
     match found {
         Some(source) => {
             tracing::info!(%program, %version, %source, "provisioned");
@@ -26,69 +28,90 @@ pub async fn provision(
 /// Checks every source without building or pulling anything: each attempt is `chosen`
 /// when that source would work (for `go install`: Go is present). For `faultline doctor`.
 pub async fn survey(program: Program, version: &str, env: &ProvisionEnv) -> Vec<Attempt> {
-    let mut attempts = Vec::new();
+    let mut search = Search { program, version, env, mode: Mode::Survey, attempts: Vec::new() };
     let version = match version::canonical_version(version) {
         Ok(version) => version,
         Err(e) => {
-            record(&mut attempts, "version", false, e.to_string());
-            return attempts;
+            search.record("version", false, e.to_string());
+            return search.attempts;
         }
     };
-    if let Err(e) = find_source(program, &version, env, Mode::Survey, &mut attempts).await {
-        record(&mut attempts, "LIVEKIT_URL", false, e.to_string());
+    search.version = &version;
+    if let Err(e) = find_source(&mut search).await {
+        search.record("LIVEKIT_URL", false, e.to_string());
     }
-    attempts
+    search.attempts
 }
 
 /// Whether a source is to be used, or only checked.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub(super) enum Mode {
+enum Mode {
     /// Stop at the first source that works, building or pulling if needed.
     Provision,
     /// Check every source, build and pull nothing.
     Survey,
 }
 
-/// Notes one source considered (and logs it).
-pub(super) fn record(
-    attempts: &mut Vec<Attempt>,
-    source: &'static str,
-    chosen: bool,
-    detail: String,
-) {
-    if chosen {
-        tracing::info!(source, %detail, "provisioning source chosen");
-    } else {
-        tracing::info!(source, %detail, "provisioning source skipped");
-    }
-    attempts.push(Attempt { source, chosen, detail });
+/// One search for a program: what is wanted, the environment, whether sources are to be
+/// used or only checked, and every source considered so far. Each source takes it and
+/// gives back the [`Source`] to use, if it works and this is no survey.
+pub(super) struct Search<'a> {
+    /// The program wanted.
+    pub(super) program: Program,
+    /// Its canonical version.
+    pub(super) version: &'a str,
+    /// Where the inputs come from.
+    pub(super) env: &'a ProvisionEnv,
+    mode: Mode,
+    attempts: Vec<Attempt>,
 }
 
-/// Tries each source in turn, recording every one; in a survey, all of them. Each source
-/// returns the [`Source`] to use only when `mode` is [`Mode::Provision`] and it works.
-async fn find_source(
-    program: Program,
-    version: &str,
-    env: &ProvisionEnv,
-    mode: Mode,
-    attempts: &mut Vec<Attempt>,
-) -> Result<Option<Source>, ProvisionError> {
-    if program == Program::LiveKitServer {
-        if let Some(source) = external::find(env, mode, attempts).await? {
+impl Search<'_> {
+    /// Whether sources are only checked: nothing is built or pulled.
+    pub(super) fn surveying(&self) -> bool {
+        self.mode == Mode::Survey
+    }
+
+    /// Notes one source considered (and logs it).
+    pub(super) fn record(&mut self, source: &'static str, chosen: bool, detail: String) {
+        if chosen {
+            tracing::info!(source, %detail, "provisioning source chosen");
+        } else {
+            tracing::info!(source, %detail, "provisioning source skipped");
+        }
+        self.attempts.push(Attempt { source, chosen, detail });
+    }
+
+    /// Notes `name` as working and returns `found` to use, unless this is a survey.
+    pub(super) fn choose(
+        &mut self,
+        name: &'static str,
+        detail: String,
+        found: Source,
+    ) -> Option<Source> {
+        self.record(name, true, detail);
+        (!self.surveying()).then_some(found)
+    }
+}
+
+/// Tries each source in turn, recording every one; in a survey, all of them.
+async fn find_source(search: &mut Search<'_>) -> Result<Option<Source>, ProvisionError> {
+    if search.program == Program::LiveKitServer {
+        if let Some(source) = external::find(search).await? {
             return Ok(Some(source));
         }
     }
-    if let Some(source) = explicit::find(program, version, env, mode, attempts).await {
+    if let Some(source) = explicit::find(search).await {
         return Ok(Some(source));
     }
-    if let Some(source) = on_path::find(program, version, env, mode, attempts).await {
+    if let Some(source) = on_path::find(search).await {
         return Ok(Some(source));
     }
-    if let Some(source) = cache::find(program, version, env, mode, attempts) {
+    if let Some(source) = cache::find(search) {
         return Ok(Some(source));
     }
-    if let Some(source) = go_install::find(program, version, env, mode, attempts).await {
+    if let Some(source) = go_install::find(search).await {
         return Ok(Some(source));
     }
-    Ok(container::find(program, version, env, mode, attempts).await)
+    Ok(container::find(search).await)
 }
