@@ -152,7 +152,7 @@ impl Process {
             terminated_by_us: false,
         };
         let remove_container = launch.container.as_ref().map(|(spec, docker)| (docker, &spec.name));
-        match spawn_watchdog(&target, remove_container) {
+        match spawn_watchdog(std::process::id(), &target, remove_container) {
             Ok(watchdog) => process.watchdog = Some(watchdog),
             Err(e) => {
                 process.kill();
@@ -254,9 +254,11 @@ fn open_log(launch: &Launch, log_path: &Path) -> std::io::Result<std::fs::File> 
     Ok(log)
 }
 
-/// `target` is a pid, `-pgid` for a whole process group, or empty for a container, which
-/// `remove_container` (the `docker` CLI and the container's name) names instead.
+/// A watchdog for `target` while `watched` (the test process) lives. `target` is a pid,
+/// `-pgid` for a whole process group, or empty for a container, which `remove_container`
+/// (the `docker` CLI and the container's name) names instead.
 fn spawn_watchdog(
+    watched: u32,
     target: &str,
     remove_container: Option<(&PathBuf, &String)>,
 ) -> std::io::Result<Child> {
@@ -271,11 +273,7 @@ while [ -z "$c" ] || kill -0 "$c" 2>/dev/null; do
   sleep 0.5
 done"#;
     let mut cmd = Command::new("sh");
-    cmd.arg("-c")
-        .arg(SCRIPT)
-        .arg("faultline-watchdog")
-        .arg(std::process::id().to_string())
-        .arg(target);
+    cmd.arg("-c").arg(SCRIPT).arg("faultline-watchdog").arg(watched.to_string()).arg(target);
     if let Some((docker, name)) = remove_container {
         cmd.arg(docker).args(["rm", "-f"]).arg(name);
     } else {
@@ -483,5 +481,36 @@ pub fn process_alive(pid: u32) -> bool {
             !stat.is_empty() && !stat.starts_with('Z')
         }
         Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+    use std::time::{Duration, Instant};
+
+    use super::spawn_watchdog;
+
+    #[test_log::test]
+    fn a_containers_watchdog_removes_it_once_the_test_process_is_gone() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let called = dir.path().join("called");
+        let docker = dir.path().join("docker");
+        std::fs::write(&docker, format!("#!/bin/sh\necho \"$@\" > '{}'\n", called.display()))?;
+        std::fs::set_permissions(&docker, std::fs::Permissions::from_mode(0o755))?;
+        // Stands in for the test process; reaped below, so it is gone, not a zombie.
+        let mut test_process = std::process::Command::new("sleep").arg("0.3").spawn()?;
+        let name = "faultline-livekit-1-2".to_string();
+        let mut watchdog = spawn_watchdog(test_process.id(), "", Some((&docker, &name)))?;
+        std::thread::sleep(Duration::from_millis(100));
+        anyhow::ensure!(!called.exists(), "the container was removed while the test ran");
+        test_process.wait()?;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while watchdog.try_wait()?.is_none() {
+            anyhow::ensure!(Instant::now() < deadline, "the watchdog did not finish");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(std::fs::read_to_string(&called)?, "rm -f faultline-livekit-1-2\n");
+        Ok(())
     }
 }
