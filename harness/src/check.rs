@@ -196,7 +196,7 @@ mod tests {
 
     use super::*;
 
-    #[tokio::test]
+    #[test_log::test(tokio::test)]
     async fn a_broken_invariant_is_reported_with_the_trace() {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let mut log = EventLog::new(rx);
@@ -211,7 +211,7 @@ mod tests {
         assert!(text.contains("#3") && text.contains("Disconnected"), "the trace: {text}");
     }
 
-    #[tokio::test]
+    #[test_log::test(tokio::test)]
     async fn waits_return_the_match_or_the_trace() {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let mut log = EventLog::new(rx);

@@ -4,6 +4,7 @@ pub mod check;
 pub mod client;
 pub mod cluster;
 pub mod conform;
+mod container;
 mod http;
 pub mod judge;
 pub mod matrix;

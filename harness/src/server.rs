@@ -393,8 +393,8 @@ impl LiveKitServer {
         self.local.as_ref().map(|l| l.liveness.log_path())
     }
 
-    /// The pid of the server process while it runs (`None` for an external server or a
-    /// killed one). For a container it is the pid of the attached `docker run`.
+    /// The pid of the server process while it runs (`None` for an external server, a killed
+    /// one, or a container, whose processes are the Docker engine's).
     pub fn pid(&self) -> Option<u32> {
         self.local.as_ref().and_then(|l| l.liveness.pid())
     }

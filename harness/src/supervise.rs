@@ -6,7 +6,10 @@
 //! cannot outlive the test process even when that process is itself SIGKILLed (then no
 //! destructor runs). For the last guarantee each process gets a watchdog: a tiny `sh` loop
 //! that polls, every 0.5 s, whether the test process is still alive, and SIGKILLs the server
-//! (and, for a container, runs `docker kill`) once it is not.
+//! once it is not. A server in a container ([`crate::container`], run through
+//! testcontainers) is no child of ours: its watchdog watches only the test process and then
+//! removes the container with `docker rm -f`, which testcontainers has no way to do after a
+//! SIGKILL.
 //!
 //! Why a watchdog rather than `prctl(PR_SET_PDEATHSIG)`: that needs `unsafe` in `pre_exec`
 //! (the workspace forbids unsafe code), is Linux-only, and fires when the spawning *thread*
@@ -22,16 +25,18 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use crate::container::{Running, Spec};
+
 /// How to start one server process.
 #[derive(Debug, Clone)]
 pub(crate) struct Launch {
-    /// The program to execute (the server binary, or `docker`).
+    /// The program to execute (the server binary; for a container, its image, for messages).
     pub program: PathBuf,
     /// Its arguments.
     pub args: Vec<OsString>,
-    /// The `docker` CLI and container name, when the program runs a container: the
-    /// container is then stopped with `docker kill <name>`.
-    pub container: Option<(PathBuf, String)>,
+    /// The container to run instead of a program, and the `docker` CLI its watchdog removes
+    /// it with.
+    pub container: Option<(Spec, PathBuf)>,
     /// Environment variables to set for it.
     pub env: Vec<(OsString, OsString)>,
     /// Run it in a process group of its own and kill the whole group, so that whatever it
@@ -45,10 +50,11 @@ impl Launch {
         Launch { program, args, container: None, env: Vec::new(), group: false }
     }
 
-    /// Runs `image` with `args` in a container named `name` through the `docker` CLI:
-    /// removed when it stops, on the host's network (so a loopback-only configuration means
-    /// the same thing; on macOS that needs Docker Desktop's host networking, 4.34 or later),
-    /// with `mounts` (`-v` values) bound in; stopped with `docker kill <name>`.
+    /// Runs `image` with `args` in a container named `name` through testcontainers: on the
+    /// host's network (so a loopback-only configuration means the same thing; on macOS that
+    /// needs Docker Desktop's host networking, 4.34 or later), with `mounts` (`-v` values)
+    /// bound in; removed when it stops or is killed, and by its watchdog with `docker rm -f`
+    /// through the `docker` CLI if the test process dies first.
     pub(crate) fn container(
         docker: &Path,
         name: String,
@@ -56,22 +62,15 @@ impl Launch {
         image: &str,
         args: Vec<OsString>,
     ) -> Self {
-        let mut run: Vec<OsString> = vec![
-            "run".into(),
-            "--rm".into(),
-            "--name".into(),
-            name.clone().into(),
-            "--network".into(),
-            "host".into(),
-        ];
-        for mount in mounts {
-            run.extend(["-v".into(), mount.into()]);
-        }
-        run.push(image.into());
-        run.extend(args);
+        let spec = Spec {
+            image: image.to_string(),
+            name,
+            mounts: mounts.to_vec(),
+            args: args.iter().map(|a| a.to_string_lossy().into_owned()).collect(),
+        };
         Launch {
-            container: Some((docker.to_path_buf(), name)),
-            ..Launch::new(docker.to_path_buf(), run)
+            container: Some((spec, docker.to_path_buf())),
+            ..Launch::new(PathBuf::from(image), args)
         }
     }
 }
@@ -79,13 +78,21 @@ impl Launch {
 /// A running (or exited) server process, with its watchdog.
 #[derive(Debug)]
 pub(crate) struct Process {
-    child: Child,
+    runs: Runs,
     watchdog: Option<Child>,
-    container: Option<(PathBuf, String)>,
     group: bool,
     killed_by_us: bool,
     /// Asked to stop with SIGTERM (it may still be running, winding down).
     terminated_by_us: bool,
+}
+
+/// What a [`Process`] runs.
+#[derive(Debug)]
+enum Runs {
+    /// A child process of ours.
+    Child(Child),
+    /// A container, owned by its thread.
+    Container(Running),
 }
 
 impl Process {
@@ -104,8 +111,10 @@ impl Process {
     ) -> std::io::Result<(Process, std::process::ChildStdin, std::process::ChildStdout)> {
         let log = open_log(launch, log_path)?;
         let mut process = Self::start(launch, Stdio::piped(), Stdio::piped(), log)?;
-        let stdin = process.child.stdin.take();
-        let stdout = process.child.stdout.take();
+        let (stdin, stdout) = match &mut process.runs {
+            Runs::Child(child) => (child.stdin.take(), child.stdout.take()),
+            Runs::Container(_) => (None, None),
+        };
         match (stdin, stdout) {
             (Some(stdin), Some(stdout)) => Ok((process, stdin, stdout)),
             _ => Err(std::io::Error::other("the child's pipes were not created")),
@@ -118,29 +127,32 @@ impl Process {
         stdout: Stdio,
         log: std::fs::File,
     ) -> std::io::Result<Process> {
-        let mut cmd = Command::new(&launch.program);
-        cmd.args(&launch.args).stdin(stdin).stdout(stdout).stderr(Stdio::from(log));
-        for (key, value) in &launch.env {
-            cmd.env(key, value);
-        }
-        if launch.group {
-            std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-        }
-        let child = cmd.spawn()?;
+        let (runs, target) = match &launch.container {
+            Some((spec, _)) => (Runs::Container(Running::start(spec.clone(), log)?), String::new()),
+            None => {
+                let mut cmd = Command::new(&launch.program);
+                cmd.args(&launch.args).stdin(stdin).stdout(stdout).stderr(Stdio::from(log));
+                for (key, value) in &launch.env {
+                    cmd.env(key, value);
+                }
+                if launch.group {
+                    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+                }
+                let child = cmd.spawn()?;
+                let target =
+                    if launch.group { format!("-{}", child.id()) } else { child.id().to_string() };
+                (Runs::Child(child), target)
+            }
+        };
         let mut process = Process {
-            child,
+            runs,
             watchdog: None,
-            container: launch.container.clone(),
             group: launch.group,
             killed_by_us: false,
             terminated_by_us: false,
         };
-        let target = if launch.group {
-            format!("-{}", process.child.id())
-        } else {
-            process.child.id().to_string()
-        };
-        match spawn_watchdog(&target, launch.container.as_ref()) {
+        let remove_container = launch.container.as_ref().map(|(spec, docker)| (docker, &spec.name));
+        match spawn_watchdog(std::process::id(), &target, remove_container) {
             Ok(watchdog) => process.watchdog = Some(watchdog),
             Err(e) => {
                 process.kill();
@@ -153,36 +165,43 @@ impl Process {
         Ok(process)
     }
 
-    /// The process id.
-    pub(crate) fn pid(&self) -> u32 {
-        self.child.id()
+    /// The process id (`None` for a container: its processes are the engine's).
+    pub(crate) fn pid(&self) -> Option<u32> {
+        match &self.runs {
+            Runs::Child(child) => Some(child.id()),
+            Runs::Container(_) => None,
+        }
     }
 
     /// The exit status, if the process has exited.
     pub(crate) fn exit_status(&mut self) -> Option<ExitStatus> {
-        self.child.try_wait().ok().flatten()
+        match &mut self.runs {
+            Runs::Child(child) => child.try_wait().ok().flatten(),
+            Runs::Container(container) => container.exit_status(),
+        }
     }
 
-    /// SIGKILLs the process (its group, or its container) and reaps it; stops the watchdog.
+    /// SIGKILLs the process (its group) and reaps it, or removes its container; stops the
+    /// watchdog.
     pub(crate) fn kill(&mut self) {
         self.killed_by_us = true;
-        if self.group {
-            // The group's id is the leader's pid (it was started with process_group(0)).
-            let leader =
-                i32::try_from(self.child.id()).ok().and_then(rustix::process::Pid::from_raw);
-            if let Some(group) = leader {
-                let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+        match &mut self.runs {
+            Runs::Child(child) => {
+                if self.group {
+                    // The group's id is the leader's pid (it was started with process_group(0)).
+                    let leader =
+                        i32::try_from(child.id()).ok().and_then(rustix::process::Pid::from_raw);
+                    if let Some(group) = leader {
+                        let _ = rustix::process::kill_process_group(
+                            group,
+                            rustix::process::Signal::KILL,
+                        );
+                    }
+                }
+                let _ = child.kill();
+                let _ = child.wait();
             }
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if let Some((docker, name)) = &self.container {
-            let _ = Command::new(docker)
-                .args(["kill", name])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
+            Runs::Container(container) => container.kill(),
         }
         if let Some(mut watchdog) = self.watchdog.take() {
             let _ = watchdog.kill();
@@ -192,17 +211,20 @@ impl Process {
 }
 
 impl Process {
-    /// Sends SIGTERM (to the group, for a grouped launch): the program winds down in its own
-    /// time — livekit-server drains, waiting for its participants to leave. The watchdog
-    /// stays, so the process still cannot outlive the test process. (A container's attached
-    /// `docker run` passes the signal on to the container.)
+    /// Sends SIGTERM (to the group, for a grouped launch; to a container's main process):
+    /// the program winds down in its own time — livekit-server drains, waiting for its
+    /// participants to leave. The watchdog stays, so the process still cannot outlive the
+    /// test process.
     pub(crate) fn terminate(&mut self) {
         if self.exit_status().is_some() {
             return;
         }
         self.terminated_by_us = true;
-        let Some(pid) =
-            i32::try_from(self.child.id()).ok().and_then(rustix::process::Pid::from_raw)
+        let child = match &self.runs {
+            Runs::Child(child) => child,
+            Runs::Container(container) => return container.terminate(),
+        };
+        let Some(pid) = i32::try_from(child.id()).ok().and_then(rustix::process::Pid::from_raw)
         else {
             return;
         };
@@ -232,23 +254,28 @@ fn open_log(launch: &Launch, log_path: &Path) -> std::io::Result<std::fs::File> 
     Ok(log)
 }
 
-/// `target` is a pid, or `-pgid` for a whole process group.
-fn spawn_watchdog(target: &str, container: Option<&(PathBuf, String)>) -> std::io::Result<Child> {
-    // $1 = the test process, $2 = the server (or -group); the rest is an extra command run
-    // after the kill (docker kill <name>).
+/// A watchdog for `target` while `watched` (the test process) lives. `target` is a pid,
+/// `-pgid` for a whole process group, or empty for a container, which `remove_container`
+/// (the `docker` CLI and the container's name) names instead.
+fn spawn_watchdog(
+    watched: u32,
+    target: &str,
+    remove_container: Option<(&PathBuf, &String)>,
+) -> std::io::Result<Child> {
+    // $1 = the test process, $2 = the server (or -group, or nothing); the rest is a command
+    // run once the test process is gone (docker rm -f <name>).
     const SCRIPT: &str = r#"p=$1; c=$2; shift 2
-while kill -0 "$c" 2>/dev/null; do
-  if ! kill -0 "$p" 2>/dev/null; then kill -9 "$c" 2>/dev/null; "$@"; exit 0; fi
+while [ -z "$c" ] || kill -0 "$c" 2>/dev/null; do
+  if ! kill -0 "$p" 2>/dev/null; then
+    if [ -n "$c" ]; then kill -9 "$c" 2>/dev/null; fi
+    "$@"; exit 0
+  fi
   sleep 0.5
 done"#;
     let mut cmd = Command::new("sh");
-    cmd.arg("-c")
-        .arg(SCRIPT)
-        .arg("faultline-watchdog")
-        .arg(std::process::id().to_string())
-        .arg(target);
-    if let Some((docker, name)) = container {
-        cmd.arg(docker).arg("kill").arg(name);
+    cmd.arg("-c").arg(SCRIPT).arg("faultline-watchdog").arg(watched.to_string()).arg(target);
+    if let Some((docker, name)) = remove_container {
+        cmd.arg(docker).args(["rm", "-f"]).arg(name);
     } else {
         cmd.arg("true");
     }
@@ -303,7 +330,7 @@ impl Liveness {
     pub(crate) fn pid(&self) -> Option<u32> {
         let mut slot = self.lock();
         let process = slot.as_mut()?;
-        process.exit_status().is_none().then(|| process.pid())
+        process.exit_status().is_none().then(|| process.pid()).flatten()
     }
 
     /// Ok when the process is running; otherwise a report with its exit status and log.
@@ -314,12 +341,12 @@ impl Liveness {
             Some(p) => match p.exit_status() {
                 None => return Ok(()),
                 Some(status) if p.killed_by_us => {
-                    (Some(p.pid()), format!("was killed by faultline ({status})"))
+                    (p.pid(), format!("was killed by faultline ({status})"))
                 }
                 Some(status) if p.terminated_by_us => {
-                    (Some(p.pid()), format!("exited after faultline sent it SIGTERM ({status})"))
+                    (p.pid(), format!("exited after faultline sent it SIGTERM ({status})"))
                 }
-                Some(status) => (Some(p.pid()), format!("exited unexpectedly ({status})")),
+                Some(status) => (p.pid(), format!("exited unexpectedly ({status})")),
             },
         };
         Err(ProcessDied {
@@ -459,5 +486,36 @@ pub fn process_alive(pid: u32) -> bool {
             !stat.is_empty() && !stat.starts_with('Z')
         }
         Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+    use std::time::{Duration, Instant};
+
+    use super::spawn_watchdog;
+
+    #[test_log::test]
+    fn a_containers_watchdog_removes_it_once_the_test_process_is_gone() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let called = dir.path().join("called");
+        let docker = dir.path().join("docker");
+        std::fs::write(&docker, format!("#!/bin/sh\necho \"$@\" > '{}'\n", called.display()))?;
+        std::fs::set_permissions(&docker, std::fs::Permissions::from_mode(0o755))?;
+        // Stands in for the test process; reaped below, so it is gone, not a zombie.
+        let mut test_process = std::process::Command::new("sleep").arg("0.3").spawn()?;
+        let name = "faultline-livekit-1-2".to_string();
+        let mut watchdog = spawn_watchdog(test_process.id(), "", Some((&docker, &name)))?;
+        std::thread::sleep(Duration::from_millis(100));
+        anyhow::ensure!(!called.exists(), "the container was removed while the test ran");
+        test_process.wait()?;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while watchdog.try_wait()?.is_none() {
+            anyhow::ensure!(Instant::now() < deadline, "the watchdog did not finish");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(std::fs::read_to_string(&called)?, "rm -f faultline-livekit-1-2\n");
+        Ok(())
     }
 }

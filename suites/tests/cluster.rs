@@ -100,7 +100,7 @@ async fn recovers(member: &mut Member) -> Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
 async fn when_the_node_hosting_the_room_dies_everyone_recovers_on_another_node() -> Result<()> {
     let (cluster, room) = two_nodes_room_on_0("room-node-dies").await?;
     // alice signals through the room's node, bob through the other one.
@@ -127,7 +127,7 @@ async fn when_the_node_hosting_the_room_dies_everyone_recovers_on_another_node()
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
 async fn when_a_clients_signalling_node_dies_it_resumes_through_another_node() -> Result<()> {
     let (cluster, room) = two_nodes_room_on_0("signal-node-dies").await?;
     // alice's signalling is relayed by node 1; her session lives on node 0 with the room.
@@ -162,7 +162,7 @@ async fn when_a_clients_signalling_node_dies_it_resumes_through_another_node() -
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
 async fn a_draining_node_keeps_its_room_sends_newcomers_elsewhere_and_exits_when_it_is_empty(
 ) -> Result<()> {
     let (cluster, room) = two_nodes_room_on_0("node-drains").await?;
@@ -213,7 +213,7 @@ async fn a_draining_node_keeps_its_room_sends_newcomers_elsewhere_and_exits_when
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
 async fn through_a_redis_outage_joins_fail_clearly_clients_retry_and_the_cluster_serves_again(
 ) -> Result<()> {
     let (cluster, room) = two_nodes_room_on_0("redis-outage").await?;
@@ -251,7 +251,7 @@ async fn through_a_redis_outage_joins_fail_clearly_clients_retry_and_the_cluster
     Ok(())
 }
 
-#[tokio::test]
+#[test_log::test(tokio::test)]
 async fn without_redis_the_cluster_says_how_to_install_it() -> Result<()> {
     let cache = tempfile::tempdir()?;
     let mut options = ClusterOptions::new(2, "no-redis");

@@ -10,7 +10,7 @@ use faultline::conform::{compare, lists_both_lanes};
 use faultline::matrix::scenario_files;
 use faultline::scenario::Scenario;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
 async fn every_dual_lane_library_scenario_sees_the_same_on_both_lanes() -> Result<()> {
     let library = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/scenarios");
     let mut compared = Vec::new();

@@ -79,7 +79,7 @@ async fn expect_exactly_once_in_order(
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
 async fn reliable_data_sent_across_a_resume_arrives_exactly_once_in_order() -> Result<()> {
     let server = server().await?;
     let room = unique_room("data-resume");
@@ -101,7 +101,7 @@ async fn reliable_data_sent_across_a_resume_arrives_exactly_once_in_order() -> R
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
 async fn reliable_data_sent_into_a_media_outage_arrives_exactly_once_in_order() -> Result<()> {
     let server = server().await?;
     let room = unique_room("data-outage");
@@ -143,7 +143,7 @@ async fn reliable_data_sent_into_a_media_outage_arrives_exactly_once_in_order() 
 /// old session), so only the sender's replay on its new session can. The server accepts the new session's
 /// sequences where the old one left off, and the watcher gets every packet exactly once, in
 /// order, from the same identity under two sids.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
 async fn reliable_data_sent_into_a_dead_link_survives_a_full_reconnect() -> Result<()> {
     let server = server().await?;
     let room = unique_room("data-full");
@@ -206,7 +206,7 @@ async fn reliable_data_sent_into_a_dead_link_survives_a_full_reconnect() -> Resu
 /// A new client with an identity the watcher has had packets from (an app restart) numbers
 /// its packets from 1 again: the watcher delivers them, rather than taking them for the first
 /// client's packets replayed after a full reconnect.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
 async fn a_new_client_with_a_known_identity_is_heard_from_its_first_packet() -> Result<()> {
     let server = server().await?;
     let room = unique_room("data-new-client");
@@ -259,7 +259,7 @@ async fn publish_reliable_then_lossy(
     Ok((reliable, answered))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
 async fn publishing_while_reconnecting_sends_reliable_data_once_back_and_refuses_lossy_data(
 ) -> Result<()> {
     let server = server().await?;
@@ -293,7 +293,7 @@ async fn publishing_while_reconnecting_sends_reliable_data_once_back_and_refuses
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
 async fn a_reliable_publish_into_an_episode_that_ends_disconnected_reports_it_was_not_sent(
 ) -> Result<()> {
     let server = server().await?;
@@ -324,7 +324,7 @@ async fn a_reliable_publish_into_an_episode_that_ends_disconnected_reports_it_wa
 /// delivers each exactly once: livekit-server drops the replays it has forwarded already, by
 /// their message ids, and past its window the watcher's own de-duplication (by the origin in
 /// the message id: the replays come under a new sid) would.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
 async fn delivered_but_unacknowledged_packets_replayed_after_a_full_reconnect_arrive_once(
 ) -> Result<()> {
     let server = server().await?;
@@ -365,7 +365,7 @@ async fn delivered_but_unacknowledged_packets_replayed_after_a_full_reconnect_ar
 /// acknowledgements never arrive), `publish_data` accepts reliable packets until 4 MiB wait
 /// unacknowledged, then makes the caller wait instead of dropping the oldest; once the path
 /// heals, the waiting call completes and every packet arrives exactly once, in order.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
 async fn a_full_replay_buffer_makes_publishers_wait_and_loses_nothing() -> Result<()> {
     const SIZE: usize = 16 * 1024;
     const BUFFER: usize = 4 * 1024 * 1024;

@@ -127,7 +127,7 @@ fn library(file: &str) -> PathBuf {
 #[case::js_sfu_restart("sfu-restart.toml", Sdk::Js, Expect::Passes)]
 #[case::js_train_tunnel("train-tunnel.toml", Sdk::Js, JS_RECONNECTING_TWICE)]
 #[case::js_wifi_drop("wifi-drop.toml", Sdk::Js, Expect::Passes)]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
 async fn library_scenario_on_each_sdk(
     #[case] file: &str,
     #[case] sdk: Sdk,
@@ -161,7 +161,7 @@ async fn library_scenario_on_each_sdk(
     Ok(())
 }
 
-#[test]
+#[test_log::test]
 fn every_library_file_is_in_the_table_for_each_external_sdk() -> Result<()> {
     let table = include_str!("library_sdks.rs");
     for entry in std::fs::read_dir(library(""))? {

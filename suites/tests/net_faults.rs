@@ -71,7 +71,7 @@ async fn round_trip(connection: &mut TcpConnection, message: &[u8]) -> Result<()
     Ok(())
 }
 
-#[tokio::test]
+#[test_log::test(tokio::test)]
 async fn datagrams_pass_and_are_counted_without_faults() -> Result<()> {
     let (network, faults) = wrapped(1);
     let a = network.bind_udp(LOCALHOST).await?;
@@ -89,7 +89,7 @@ async fn datagrams_pass_and_are_counted_without_faults() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
+#[test_log::test(tokio::test)]
 async fn a_partition_drops_every_datagram_until_healed() -> Result<()> {
     let (network, faults) = wrapped(1);
     let a = network.bind_udp(LOCALHOST).await?;
@@ -110,7 +110,7 @@ async fn a_partition_drops_every_datagram_until_healed() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
+#[test_log::test(tokio::test)]
 async fn a_one_way_partition_blocks_only_its_direction() -> Result<()> {
     let (network, faults) = wrapped(1);
     let ours = network.bind_udp(LOCALHOST).await?;
@@ -154,7 +154,7 @@ async fn loss_pattern(seed: u64) -> Result<Vec<bool>> {
     Ok(pattern)
 }
 
-#[tokio::test]
+#[test_log::test(tokio::test)]
 async fn loss_is_near_its_percentage_and_the_seed_reproduces_it() -> Result<()> {
     let first = loss_pattern(42).await?;
     let arrived = first.iter().filter(|&&arrived| arrived).count();
@@ -164,7 +164,7 @@ async fn loss_is_near_its_percentage_and_the_seed_reproduces_it() -> Result<()> 
     Ok(())
 }
 
-#[tokio::test]
+#[test_log::test(tokio::test)]
 async fn bad_loss_percentages_are_refused() {
     let (_network, faults) = wrapped(1);
     for percent in [-1.0, 100.5, f64::NAN] {
@@ -178,7 +178,7 @@ async fn bad_loss_percentages_are_refused() {
     }
 }
 
-#[tokio::test]
+#[test_log::test(tokio::test)]
 async fn delay_holds_each_datagram_for_at_least_the_setting_and_keeps_order() -> Result<()> {
     let delay = Duration::from_millis(150);
     for direction in [Direction::Outbound, Direction::Inbound] {
@@ -204,7 +204,7 @@ async fn delay_holds_each_datagram_for_at_least_the_setting_and_keeps_order() ->
     Ok(())
 }
 
-#[tokio::test]
+#[test_log::test(tokio::test)]
 async fn sever_resets_open_streams_even_mid_read_and_new_ones_work() -> Result<()> {
     let echo = Echo::start().await?;
     let (network, faults) = wrapped(1);
@@ -229,7 +229,7 @@ async fn sever_resets_open_streams_even_mid_read_and_new_ones_work() -> Result<(
     Ok(())
 }
 
-#[tokio::test]
+#[test_log::test(tokio::test)]
 async fn refusing_fails_new_connects_and_keeps_open_streams() -> Result<()> {
     let echo = Echo::start().await?;
     let (network, faults) = wrapped(1);
@@ -248,7 +248,7 @@ async fn refusing_fails_new_connects_and_keeps_open_streams() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
+#[test_log::test(tokio::test)]
 async fn a_black_hole_pends_reads_swallows_writes_and_resets_on_heal() -> Result<()> {
     let echo = Echo::start().await?;
     let (network, faults) = wrapped(1);
@@ -275,7 +275,7 @@ async fn a_black_hole_pends_reads_swallows_writes_and_resets_on_heal() -> Result
     Ok(())
 }
 
-#[tokio::test]
+#[test_log::test(tokio::test)]
 async fn a_hold_keeps_bytes_both_ways_and_delivers_them_on_heal() -> Result<()> {
     let echo = Echo::start().await?;
     let (network, faults) = wrapped(1);
@@ -306,7 +306,7 @@ async fn a_hold_keeps_bytes_both_ways_and_delivers_them_on_heal() -> Result<()> 
     Ok(())
 }
 
-#[tokio::test]
+#[test_log::test(tokio::test)]
 async fn a_deafened_stream_still_sends_hears_nothing_and_resets_on_heal() -> Result<()> {
     let echo = Echo::start().await?;
     let (network, faults) = wrapped(1);
@@ -332,7 +332,7 @@ async fn a_deafened_stream_still_sends_hears_nothing_and_resets_on_heal() -> Res
     Ok(())
 }
 
-#[tokio::test]
+#[test_log::test(tokio::test)]
 async fn a_network_change_kills_old_sockets_and_binds_new_ones_on_the_new_ip() -> Result<()> {
     let echo = Echo::start().await?;
     let (network, faults) = wrapped(1);

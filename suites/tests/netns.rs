@@ -135,7 +135,7 @@ fn server_echo(topology: &Topology) -> Result<Echo> {
     Ok(Echo::serve(listen_in(server.namespace(), (server.address(), SIGNAL_PORT))?)?)
 }
 
-#[tokio::test]
+#[test_log::test(tokio::test)]
 async fn udp_and_tcp_flow_between_a_client_and_the_server_namespace_and_nowhere_else() -> Result<()>
 {
     let Some(topology) = topology(1).await? else { return Ok(()) };
@@ -167,7 +167,7 @@ async fn udp_and_tcp_flow_between_a_client_and_the_server_namespace_and_nowhere_
     Ok(())
 }
 
-#[tokio::test]
+#[test_log::test(tokio::test)]
 async fn a_media_partition_blocks_udp_both_ways_keeps_signalling_and_heals() -> Result<()> {
     let Some(topology) = topology(1).await? else { return Ok(()) };
     let link = &topology.clients()[0];
@@ -187,7 +187,7 @@ async fn a_media_partition_blocks_udp_both_ways_keeps_signalling_and_heals() -> 
     Ok(())
 }
 
-#[tokio::test]
+#[test_log::test(tokio::test)]
 async fn a_whole_link_partition_also_cuts_signalling_until_healed() -> Result<()> {
     let Some(topology) = topology(1).await? else { return Ok(()) };
     let link = &topology.clients()[0];
@@ -217,7 +217,7 @@ async fn a_whole_link_partition_also_cuts_signalling_until_healed() -> Result<()
     Ok(())
 }
 
-#[tokio::test]
+#[test_log::test(tokio::test)]
 async fn a_one_way_drop_blocks_exactly_one_direction() -> Result<()> {
     let Some(topology) = topology(1).await? else { return Ok(()) };
     let link = &topology.clients()[0];
@@ -239,7 +239,7 @@ async fn a_one_way_drop_blocks_exactly_one_direction() -> Result<()> {
 #[rstest::rstest]
 #[case::thirty_percent(30, 215..=345)]
 #[case::all(100, 0..=0)]
-#[tokio::test]
+#[test_log::test(tokio::test)]
 async fn loss_lets_a_plausible_fraction_through(
     #[case] percent: u8,
     #[case] expected: std::ops::RangeInclusive<u32>,
@@ -289,7 +289,7 @@ async fn echo_time(link: &Link, echo: &Echo, bytes: usize) -> Result<Duration> {
     Ok(started.elapsed())
 }
 
-#[tokio::test]
+#[test_log::test(tokio::test)]
 async fn a_rate_limit_caps_throughput() -> Result<()> {
     let Some(topology) = topology(1).await? else { return Ok(()) };
     let link = &topology.clients()[0];
@@ -313,7 +313,7 @@ async fn a_rate_limit_caps_throughput() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
+#[test_log::test(tokio::test)]
 async fn a_link_down_makes_the_server_unreachable_until_it_is_up() -> Result<()> {
     let Some(topology) = topology(1).await? else { return Ok(()) };
     let link = &topology.clients()[0];
@@ -335,7 +335,7 @@ async fn a_link_down_makes_the_server_unreachable_until_it_is_up() -> Result<()>
     Ok(())
 }
 
-#[tokio::test]
+#[test_log::test(tokio::test)]
 async fn an_address_change_breaks_existing_flows_and_new_ones_work() -> Result<()> {
     let Some(topology) = topology(1).await? else { return Ok(()) };
     let link = &topology.clients()[0];
@@ -363,7 +363,7 @@ async fn an_address_change_breaks_existing_flows_and_new_ones_work() -> Result<(
     Ok(())
 }
 
-#[tokio::test]
+#[test_log::test(tokio::test)]
 async fn delay_is_applied_with_netem_or_refused_naming_it() -> Result<()> {
     let Some(topology) = topology(1).await? else { return Ok(()) };
     let link = &topology.clients()[0];
@@ -385,7 +385,7 @@ async fn delay_is_applied_with_netem_or_refused_naming_it() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
+#[test_log::test(tokio::test)]
 async fn bad_faults_and_too_many_clients_are_refused() -> Result<()> {
     let Some(topology) = topology(1).await? else { return Ok(()) };
     let link = &topology.clients()[0];
@@ -414,7 +414,7 @@ fn leftovers(names: &[String], root_link: &str) -> Result<Vec<String>> {
     Ok(left)
 }
 
-#[tokio::test]
+#[test_log::test(tokio::test)]
 async fn dropping_topologies_removes_everything_and_parallel_ones_do_not_collide() -> Result<()> {
     if !netns::usable_in_tests()? {
         return Ok(());
@@ -436,7 +436,7 @@ async fn dropping_topologies_removes_everything_and_parallel_ones_do_not_collide
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
 async fn a_livekit_server_in_its_namespace_serves_the_root_and_a_client_and_feels_the_kernel(
 ) -> Result<()> {
     let Some(topology) = topology(1).await? else { return Ok(()) };

@@ -46,7 +46,7 @@ fn peer_membership(event: &RoomEvent) -> bool {
             if p.identity() == "peer")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
 async fn a_resumed_peer_neither_leaves_nor_joins() -> Result<()> {
     let ((watcher, mut watcher_log), (peer, mut peer_log)) = two_in_a_room("resume-seen").await?;
     let before = watcher_log.count(peer_membership);
@@ -77,7 +77,7 @@ async fn a_resumed_peer_neither_leaves_nor_joins() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
 async fn a_fully_reconnected_peer_leaves_and_joins_again() -> Result<()> {
     let ((watcher, mut watcher_log), (peer, mut peer_log)) = two_in_a_room("full-seen").await?;
     let old_sid = peer.local_participant().sid();
@@ -120,7 +120,7 @@ async fn a_fully_reconnected_peer_leaves_and_joins_again() -> Result<()> {
 /// sends no departure after the watcher's resume (pkg/rtc/participant_signal.go
 /// `sendDisconnectUpdatesForReconnect`), only the room's roster, which no longer names the
 /// peer: the watcher must report the peer gone and stop listing it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
 async fn a_peer_that_left_while_the_watcher_heard_nothing_is_gone_after_the_resume() -> Result<()> {
     let server = server().await?;
     let network = FaultyNetwork::new(Arc::new(TokioNetwork), 19);

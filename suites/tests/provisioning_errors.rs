@@ -1,8 +1,9 @@
 //! Every way getting a server can fail ends in a clear error, quickly: a malformed or
-//! unreachable `LIVEKIT_URL`, a taken port, no Go and no Docker, a Docker CLI without an
-//! engine (or one that hangs), a binary of the wrong version, a server that exits or never
-//! answers, and — for livekit-server and toxiproxy alike — a port taken at every try. Each
-//! test builds its own `ProvisionEnv`, so none touches the process environment.
+//! unreachable `LIVEKIT_URL`, a taken port, no Go and no Docker, no Docker engine at the
+//! address asked (or one that never answers), an engine but no `docker` CLI for the
+//! watchdog, a binary of the wrong version, a server that exits or never answers, and — for
+//! livekit-server and toxiproxy alike — a port taken at every try. Each test builds its own
+//! `ProvisionEnv`, so none touches the process environment.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -44,7 +45,7 @@ fn toxiproxy_options(env: ProvisionEnv) -> ToxiproxyOptions {
     ToxiproxyOptions { env, ready_timeout: Duration::from_secs(2), ..ToxiproxyOptions::default() }
 }
 
-#[tokio::test]
+#[test_log::test(tokio::test)]
 async fn a_malformed_livekit_url_is_rejected_with_the_expected_form() -> Result<()> {
     for bad in ["not a url", "ftp://127.0.0.1:7880", "ws://", "http://127.0.0.1:99999"] {
         let (_dir, mut env) = isolated()?;
@@ -61,7 +62,7 @@ async fn a_malformed_livekit_url_is_rejected_with_the_expected_form() -> Result<
     Ok(())
 }
 
-#[tokio::test]
+#[test_log::test(tokio::test)]
 async fn an_unreachable_livekit_url_fails_within_the_probe_bound() -> Result<()> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let (_dir, mut env) = isolated()?;
@@ -79,7 +80,7 @@ async fn an_unreachable_livekit_url_fails_within_the_probe_bound() -> Result<()>
     Ok(())
 }
 
-#[tokio::test]
+#[test_log::test(tokio::test)]
 async fn a_reachable_livekit_url_is_used_as_an_external_server() -> Result<()> {
     let real = LiveKitServer::shared().await?;
     let (_dir, mut env) = isolated()?;
@@ -97,7 +98,7 @@ async fn a_reachable_livekit_url_is_used_as_an_external_server() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
+#[test_log::test(tokio::test)]
 async fn a_taken_port_is_named_in_the_error() -> Result<()> {
     let holder = std::net::TcpListener::bind("127.0.0.1:0")?;
     let port = holder.local_addr()?.port();
@@ -108,7 +109,7 @@ async fn a_taken_port_is_named_in_the_error() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
+#[test_log::test(tokio::test)]
 async fn without_go_or_docker_every_source_is_listed_with_the_fix() -> Result<()> {
     for (program, env_var) in [
         (Program::LiveKitServer, "LIVEKIT_SERVER_BIN"),
@@ -131,7 +132,7 @@ async fn without_go_or_docker_every_source_is_listed_with_the_fix() -> Result<()
         let message = err.to_string();
         for needle in [
             "go not found on PATH; install Go >= 1.26",
-            "docker CLI not found on PATH",
+            "no Docker engine to ask",
             "fix: install Go >= 1.26",
             env_var,
         ] {
@@ -141,32 +142,101 @@ async fn without_go_or_docker_every_source_is_listed_with_the_fix() -> Result<()
     Ok(())
 }
 
-#[tokio::test]
-async fn a_docker_cli_without_an_engine_is_skipped_quickly() -> Result<()> {
+/// An isolated environment whose `PATH` holds a `docker` CLI (a script that fails: the
+/// engine is asked directly, the CLI only removes containers) and whose Docker engine is
+/// asked at a socket in the temp dir, which the test may serve or leave absent.
+fn with_docker_cli() -> Result<(tempfile::TempDir, ProvisionEnv, PathBuf)> {
     let (dir, mut env) = isolated()?;
     let bin = dir.path().join("bin");
     std::fs::create_dir(&bin)?;
-    script(
-        &bin,
-        "docker",
-        "echo 'Cannot connect to the Docker daemon at unix:///var/run/docker.sock' >&2; exit 1",
-    )?;
-    env.path = Some(bin.clone().into_os_string());
+    let docker = script(&bin, "docker", "exit 1")?;
+    env.path = Some(bin.into_os_string());
+    env.docker_host = Some(format!("unix://{}", dir.path().join("docker.sock").display()));
+    Ok((dir, env, docker))
+}
+
+/// Imitates a Docker engine on the unix socket `path`: every request is answered `200 OK`
+/// with `{"Version": version}` (so the engine is that version, and has every image).
+fn fake_engine(path: &Path, version: &str) -> Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::UnixListener::bind(path)?;
+    let body = format!("{{\"Version\":\"{version}\"}}");
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let body = body.clone();
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+                     Connection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    Ok(())
+}
+
+#[test_log::test(tokio::test)]
+async fn without_a_docker_engine_the_container_source_is_skipped_quickly() -> Result<()> {
+    let (dir, mut env, _docker) = with_docker_cli()?;
+    let socket = dir.path().join("docker.sock");
     let err = provision::provision(Program::Toxiproxy, "v2.12.0", &env).await.expect_err("none");
     let message = err.to_string();
-    assert!(message.contains("no Docker engine answers: Cannot connect"), "{message}");
+    let needle = format!("no Docker engine answered at unix://{}", socket.display());
+    assert!(message.contains(&needle), "{needle:?} missing from:\n{message}");
+    assert!(message.contains("start the Docker engine, or set DOCKER_HOST"), "{message}");
 
-    // A CLI that hangs is cut off by the probe bound.
-    script(&bin, "docker", "exec /bin/sleep 60")?;
+    // An engine that takes the connection and never answers is cut off by the probe bound.
+    let _silent = std::os::unix::net::UnixListener::bind(&socket)?;
     env.docker_probe_timeout = Duration::from_secs(1);
     let started = Instant::now();
     let err = provision::provision(Program::Toxiproxy, "v2.12.0", &env).await.expect_err("none");
     assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
-    assert!(err.to_string().contains("did not finish within 1s"), "{err}");
+    let message = err.to_string();
+    assert!(message.contains(&format!("{needle}: no answer within 1s")), "{message}");
     Ok(())
 }
 
-#[tokio::test]
+#[test_log::test(tokio::test)]
+async fn an_engine_without_a_docker_cli_is_skipped_naming_the_watchdog() -> Result<()> {
+    let (dir, mut env, _docker) = with_docker_cli()?;
+    fake_engine(&dir.path().join("docker.sock"), "27.3.1")?;
+    env.path = None;
+    let err = provision::provision(Program::Toxiproxy, "v2.12.0", &env).await.expect_err("none");
+    let message = err.to_string();
+    assert!(
+        message.contains("engine 27.3.1 answers, but no docker CLI is on PATH: the watchdog"),
+        "{message}"
+    );
+    Ok(())
+}
+
+#[test_log::test(tokio::test)]
+async fn an_engine_and_a_docker_cli_provide_the_upstream_image() -> Result<()> {
+    let (dir, env, docker) = with_docker_cli()?;
+    fake_engine(&dir.path().join("docker.sock"), "27.3.1")?;
+    let survey = provision::survey(Program::Toxiproxy, "v2.12.0", &env).await;
+    let container = survey.last().context("the docker attempt")?;
+    assert_eq!(container.source, "docker");
+    assert!(container.chosen, "{container}");
+    assert_eq!(container.detail, "engine 27.3.1 can run ghcr.io/shopify/toxiproxy:2.12.0");
+
+    let provisioned = provision::provision(Program::Toxiproxy, "v2.12.0", &env).await?;
+    let image = "ghcr.io/shopify/toxiproxy:2.12.0".to_string();
+    assert_eq!(provisioned.source, Source::Container { image, docker });
+    Ok(())
+}
+
+#[test_log::test(tokio::test)]
 async fn a_binary_of_another_version_is_skipped_and_the_cache_is_used() -> Result<()> {
     let (dir, mut env) = isolated()?;
     let bin = dir.path().join("bin");
@@ -191,7 +261,7 @@ async fn a_binary_of_another_version_is_skipped_and_the_cache_is_used() -> Resul
     Ok(())
 }
 
-#[tokio::test]
+#[test_log::test(tokio::test)]
 async fn a_version_that_is_not_a_version_is_rejected() -> Result<()> {
     let (_dir, env) = isolated()?;
     let err = provision::provision(Program::LiveKitServer, "latest", &env).await.expect_err("bad");
@@ -199,7 +269,7 @@ async fn a_version_that_is_not_a_version_is_rejected() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
+#[test_log::test(tokio::test)]
 async fn a_server_that_exits_at_startup_is_reported_with_its_log() -> Result<()> {
     let (dir, mut env) = isolated()?;
     // livekit-server exits with status 0 on configuration errors: imitate that.
@@ -219,7 +289,7 @@ async fn a_server_that_exits_at_startup_is_reported_with_its_log() -> Result<()>
     Ok(())
 }
 
-#[tokio::test]
+#[test_log::test(tokio::test)]
 async fn a_server_that_never_answers_is_killed_after_the_ready_bound() -> Result<()> {
     let (dir, mut env) = isolated()?;
     let fake = script(
@@ -240,7 +310,7 @@ async fn a_server_that_never_answers_is_killed_after_the_ready_bound() -> Result
     Ok(())
 }
 
-#[tokio::test]
+#[test_log::test(tokio::test)]
 async fn a_port_taken_at_every_try_is_tried_three_times_then_reported_with_the_log() -> Result<()> {
     for program in [Program::LiveKitServer, Program::Toxiproxy] {
         let (dir, mut env) = isolated()?;
@@ -280,7 +350,7 @@ async fn a_port_taken_at_every_try_is_tried_three_times_then_reported_with_the_l
     Ok(())
 }
 
-#[tokio::test]
+#[test_log::test(tokio::test)]
 async fn a_toxiproxy_that_never_answers_is_killed_after_the_ready_bound() -> Result<()> {
     let (dir, mut env) = isolated()?;
     let fake = script(
@@ -310,7 +380,7 @@ fn with_fake_go(install_body: &str) -> Result<(tempfile::TempDir, ProvisionEnv)>
     Ok((dir, env))
 }
 
-#[tokio::test]
+#[test_log::test(tokio::test)]
 async fn go_install_builds_once_into_the_cache_under_a_lock() -> Result<()> {
     let counter = tempfile::NamedTempFile::new()?;
     let (_dir, env) = with_fake_go(&format!(
@@ -344,7 +414,7 @@ async fn go_install_builds_once_into_the_cache_under_a_lock() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
+#[test_log::test(tokio::test)]
 async fn a_failing_go_install_is_reported_with_its_output_and_log() -> Result<()> {
     let (_dir, env) =
         with_fake_go("echo 'go: reading https://proxy.golang.org/...: 403 Forbidden' >&2\nexit 1")?;
@@ -356,7 +426,7 @@ async fn a_failing_go_install_is_reported_with_its_output_and_log() -> Result<()
     Ok(())
 }
 
-#[tokio::test]
+#[test_log::test(tokio::test)]
 async fn a_go_install_that_hangs_is_cut_off_by_the_build_bound() -> Result<()> {
     let (_dir, mut env) = with_fake_go("exec /bin/sleep 60")?;
     env.build_timeout = Duration::from_secs(1);

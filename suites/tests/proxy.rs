@@ -86,7 +86,7 @@ async fn stats_until(proxy: &Proxy, condition: impl Fn(&Stats) -> bool) -> Resul
     }
 }
 
-#[tokio::test]
+#[test_log::test(tokio::test)]
 async fn pass_forwards_both_ways_and_counts_it() -> Result<()> {
     let echo = Echo::start().await?;
     let proxy = Proxy::start(echo.addr).await?;
@@ -104,7 +104,7 @@ async fn pass_forwards_both_ways_and_counts_it() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
+#[test_log::test(tokio::test)]
 async fn kill_resets_open_connections_and_refuses_new_ones() -> Result<()> {
     let echo = Echo::start().await?;
     let proxy = Proxy::start(echo.addr).await?;
@@ -120,7 +120,7 @@ async fn kill_resets_open_connections_and_refuses_new_ones() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
+#[test_log::test(tokio::test)]
 async fn heal_after_a_kill_listens_on_the_same_port() -> Result<()> {
     let echo = Echo::start().await?;
     let proxy = Proxy::start(echo.addr).await?;
@@ -135,7 +135,7 @@ async fn heal_after_a_kill_listens_on_the_same_port() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
+#[test_log::test(tokio::test)]
 async fn heal_fails_clearly_when_the_port_was_taken() -> Result<()> {
     let echo = Echo::start().await?;
     let proxy = Proxy::start(echo.addr).await?;
@@ -156,7 +156,7 @@ async fn heal_fails_clearly_when_the_port_was_taken() -> Result<()> {
 /// Decided semantics: a black hole keeps connections open and drops every byte; when it
 /// ends, the connections that were in it are reset (their bytes are gone, so the stream
 /// cannot continue), and new connections work.
-#[tokio::test]
+#[test_log::test(tokio::test)]
 async fn black_hole_swallows_bytes_then_resets_its_connections_on_heal() -> Result<()> {
     let echo = Echo::start().await?;
     let proxy = Proxy::start(echo.addr).await?;
@@ -182,7 +182,7 @@ async fn black_hole_swallows_bytes_then_resets_its_connections_on_heal() -> Resu
     Ok(())
 }
 
-#[tokio::test]
+#[test_log::test(tokio::test)]
 async fn pause_holds_bytes_and_resume_delivers_all_of_them_in_order() -> Result<()> {
     let echo = Echo::start().await?;
     let proxy = Proxy::start(echo.addr).await?;
@@ -211,7 +211,7 @@ async fn pause_holds_bytes_and_resume_delivers_all_of_them_in_order() -> Result<
     Ok(())
 }
 
-#[tokio::test]
+#[test_log::test(tokio::test)]
 async fn refuse_new_keeps_open_connections_and_refuses_new_ones() -> Result<()> {
     let echo = Echo::start().await?;
     let proxy = Proxy::start(echo.addr).await?;
@@ -228,7 +228,7 @@ async fn refuse_new_keeps_open_connections_and_refuses_new_ones() -> Result<()> 
     Ok(())
 }
 
-#[tokio::test]
+#[test_log::test(tokio::test)]
 async fn throttle_keeps_throughput_under_the_cap() -> Result<()> {
     let echo = Echo::start().await?;
     let proxy = Proxy::start(echo.addr).await?;
@@ -253,7 +253,7 @@ async fn throttle_keeps_throughput_under_the_cap() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
+#[test_log::test(tokio::test)]
 async fn an_unreachable_upstream_closes_the_client_and_is_counted() -> Result<()> {
     // A port that was free a moment ago: nothing listens there.
     let closed = TcpListener::bind("127.0.0.1:0").await?.local_addr()?;
@@ -264,7 +264,7 @@ async fn an_unreachable_upstream_closes_the_client_and_is_counted() -> Result<()
     Ok(())
 }
 
-#[tokio::test]
+#[test_log::test(tokio::test)]
 async fn every_change_is_published_with_its_time() -> Result<()> {
     let echo = Echo::start().await?;
     let proxy = Proxy::start(echo.addr).await?;
@@ -289,7 +289,7 @@ async fn every_change_is_published_with_its_time() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
+#[test_log::test(tokio::test)]
 async fn dropping_the_proxy_closes_its_connections_and_its_port() -> Result<()> {
     let echo = Echo::start().await?;
     let proxy = Proxy::start(echo.addr).await?;

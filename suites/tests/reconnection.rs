@@ -20,7 +20,7 @@ use real_lane::{
     assert_recovers, fast_options, join, join_at, server, unique_room, Front, FrontMode, WAIT,
 };
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
 async fn signal_reconnect_resumes_the_same_session() -> Result<()> {
     let server = server().await?;
     let (room, mut log) = join(&server, &unique_room("resume"), "p0").await?;
@@ -31,7 +31,7 @@ async fn signal_reconnect_resumes_the_same_session() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
 async fn full_reconnect_recovers_with_a_new_session() -> Result<()> {
     let server = server().await?;
     let (room, mut log) = join(&server, &unique_room("full"), "p0").await?;
@@ -42,7 +42,7 @@ async fn full_reconnect_recovers_with_a_new_session() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
 async fn a_failed_resume_escalates_to_a_full_reconnect() -> Result<()> {
     let server = server().await?;
     let (room, mut log) = join(&server, &unique_room("escalate"), "p0").await?;
@@ -57,7 +57,7 @@ async fn a_failed_resume_escalates_to_a_full_reconnect() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
 async fn a_resume_refused_before_any_message_escalates_to_a_full_reconnect() -> Result<()> {
     let server = server().await?;
     let (room, mut log) = join(&server, &unique_room("escalate-silent"), "p0").await?;
@@ -109,17 +109,17 @@ async fn exhaustion(options: RoomOptions) -> Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
 async fn a_dead_server_link_exhausts_a_fast_policy_into_one_disconnected() -> Result<()> {
     exhaustion(fast_options()).await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
 async fn a_dead_server_link_exhausts_the_default_policy_within_its_bound() -> Result<()> {
     exhaustion(RoomOptions::default()).await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
 async fn close_ends_the_room_for_good() -> Result<()> {
     let server = server().await?;
     let (room, mut log) = join(&server, &unique_room("close"), "p0").await?;
@@ -135,7 +135,7 @@ async fn close_ends_the_room_for_good() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
 async fn close_during_a_reconnect_ends_at_once_and_for_good() -> Result<()> {
     let server = server().await?;
     let proxy = Proxy::start(server.signal_addr()).await?;
@@ -163,7 +163,7 @@ async fn close_during_a_reconnect_ends_at_once_and_for_good() -> Result<()> {
 
 /// A black hole keeps the socket open but silent: only the keepalive can notice. The server
 /// asks for a ping every 5 s and declares 15 s of silence dead.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
 async fn a_silent_signalling_link_is_detected_by_ping_timeout_and_recovered() -> Result<()> {
     let server = server().await?;
     let proxy = Proxy::start(server.signal_addr()).await?;
@@ -183,7 +183,7 @@ async fn a_silent_signalling_link_is_detected_by_ping_timeout_and_recovered() ->
 /// DESIGN.md invariant 4: when every attempt fails, exactly `attempts` attempts are made,
 /// spaced by the policy — never a burst. Without jitter the delays are exact, so the episode
 /// cannot be shorter than their sum.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
 async fn exhaustion_makes_exactly_the_policys_attempts_spaced_by_its_delays() -> Result<()> {
     let server = server().await?;
     let network = FaultyNetwork::new(Arc::new(TokioNetwork), 1);
@@ -224,7 +224,7 @@ async fn exhaustion_makes_exactly_the_policys_attempts_spaced_by_its_delays() ->
 /// A link that heals during a long backoff wait is used at once: while the server cannot be
 /// reached the wait probes for it, so the next attempt goes as soon as the path is back, not
 /// when the 10 s delay ends.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
 async fn a_link_that_heals_during_a_backoff_wait_is_used_at_once() -> Result<()> {
     let server = server().await?;
     let network = FaultyNetwork::new(Arc::new(TokioNetwork), 3);
@@ -267,7 +267,7 @@ async fn a_link_that_heals_during_a_backoff_wait_is_used_at_once() -> Result<()>
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
 async fn a_401_on_reconnect_ends_the_room_with_join_failure() -> Result<()> {
     let server = server().await?;
     let front = Front::start(server.signal_addr()).await?;
@@ -293,7 +293,7 @@ async fn a_401_on_reconnect_ends_the_room_with_join_failure() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
 async fn a_503_on_reconnect_is_retried_until_the_server_is_back() -> Result<()> {
     let server = server().await?;
     let front = Front::start(server.signal_addr()).await?;
@@ -321,7 +321,7 @@ async fn a_503_on_reconnect_is_retried_until_the_server_is_back() -> Result<()> 
 ///
 /// How many requests a recovery makes is not this test's subject (CI once saw four where a
 /// join and two resumes make three); which token each one carries is.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
 async fn reconnects_use_the_token_the_server_refreshed() -> Result<()> {
     let server = server().await?;
     let front = Front::start(server.signal_addr()).await?;

@@ -59,7 +59,7 @@ fn passed(record: &RunRecord) -> Result<()> {
 #[case::redis_outage("redis-outage.toml")]
 #[case::peer_left_during_outage("peer-left-during-outage.toml")]
 #[case::rejoin_while_receiving("rejoin-while-receiving.toml")]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
 async fn library_scenario_passes_on_the_real_lane(#[case] file: &str) -> Result<()> {
     passed(&run_file(&library(file)).await?)
 }
@@ -99,7 +99,7 @@ fn library_scenario_passes_on_the_sim_lane(#[case] file: &str) -> Result<()> {
 /// sim --seeds 1000` gives the figures in the README).
 const SIM_SEEDS: u64 = 100;
 
-#[test]
+#[test_log::test]
 fn every_library_file_is_in_the_suite_for_each_lane_it_lists() -> Result<()> {
     let listed = include_str!("scenarios.rs");
     for entry in std::fs::read_dir(library(""))? {
@@ -175,7 +175,7 @@ fn recovers(within: &str) -> String {
 #[case::reset_peer_down("reset_peer", "downstream")]
 #[case::limit_data_up("limit_data", "upstream")]
 #[case::limit_data_down("limit_data", "downstream")]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
 async fn a_toxic_on_signalling(#[case] kind: &str, #[case] stream: &str) -> Result<()> {
     let (toxic, lasts, expect) = match kind {
         "latency" => ("latency = \"400ms\", jitter = \"100ms\"", "4s", UNNOTICED.to_owned()),
@@ -206,7 +206,7 @@ async fn a_toxic_on_signalling(#[case] kind: &str, #[case] stream: &str) -> Resu
 #[case::pause("mode = \"pause\"", "3s", UNNOTICED.to_owned())]
 #[case::refuse_new("mode = \"refuse-new\"", "3s", UNNOTICED.to_owned())]
 #[case::throttle("mode = \"throttle\"\nrate = 2000", "3s", UNNOTICED.to_owned())]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
 async fn a_killable_proxy_mode(
     #[case] mode: &str,
     #[case] lasts: &str,
@@ -219,7 +219,7 @@ async fn a_killable_proxy_mode(
 
 /// A scenario whose expectation is wrong (a short drop does not disconnect anyone) fails, and
 /// says what was expected, what was seen, and shows the trace.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
 async fn a_wrong_expectation_fails_with_expected_seen_and_the_trace() -> Result<()> {
     let text = r#"name = "wrong"
 lanes = ["real"]
@@ -266,7 +266,7 @@ within = "2s"
 /// gives up about 25 s after that — past the 30 s of `settle`, well inside the bound (three
 /// attempts at their timeouts, ~78 s). The room must be judged as it ends, `Disconnected`,
 /// not as "still Reconnecting".
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
 async fn an_episode_outlasting_settle_is_watched_to_its_end() -> Result<()> {
     let text = r#"name = "force-tcp-exhaustion"
 lanes = ["real"]
@@ -304,7 +304,7 @@ state = "disconnected"
 /// exhausts a 3-attempt policy under it makes its attempts exactly as the policy's delays,
 /// drawn from the room's seed, space them. The run passes; the same record with the
 /// `Disconnected` 5 s late (as if a fourth attempt had been made) is caught.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
 async fn an_exhaustion_under_a_partition_is_judged_by_its_drawn_delays() -> Result<()> {
     let text = r#"name = "partition-exhaustion"
 lanes = ["real"]

@@ -86,7 +86,7 @@ async fn websocket_sending(frames: Vec<Message>) -> Result<SocketAddr> {
     .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
 async fn a_bad_token_is_an_unauthorized_error_with_the_servers_reason() -> Result<()> {
     let server = server().await?;
     let token = "not-a-jwt-at-all";
@@ -101,7 +101,7 @@ async fn a_bad_token_is_an_unauthorized_error_with_the_servers_reason() -> Resul
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
 async fn a_token_signed_with_the_wrong_secret_is_an_unauthorized_error() -> Result<()> {
     let server = server().await?;
     let token = TokenSpec::join(&unique_room("wrong-secret"), "p0")
@@ -111,7 +111,7 @@ async fn a_token_signed_with_the_wrong_secret_is_an_unauthorized_error() -> Resu
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
 async fn malformed_urls_are_rejected_before_any_connection() -> Result<()> {
     for url in ["", "127.0.0.1:7880", "not a url", "ftp://127.0.0.1:7880", "ws://"] {
         let error = connect_fails(url, TOKEN).await?;
@@ -123,7 +123,7 @@ async fn malformed_urls_are_rejected_before_any_connection() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
 async fn a_port_nobody_listens_on_is_a_connect_error() -> Result<()> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
@@ -137,7 +137,7 @@ async fn a_port_nobody_listens_on_is_a_connect_error() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
 async fn a_server_that_never_answers_the_upgrade_times_out() -> Result<()> {
     let addr = fake_server(|mut stream| async move {
         let mut sink = Vec::new();
@@ -152,7 +152,7 @@ async fn a_server_that_never_answers_the_upgrade_times_out() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
 async fn an_http_error_on_upgrade_is_reported_with_its_body() -> Result<()> {
     let addr = fake_server(|mut stream| async move {
         let mut buf = [0u8; 4096];
@@ -175,7 +175,7 @@ async fn an_http_error_on_upgrade_is_reported_with_its_body() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
 async fn a_server_that_hangs_up_before_the_join_response_is_an_error() -> Result<()> {
     let addr = websocket_sending(Vec::new()).await?;
     let error = connect_fails(&format!("ws://{addr}"), TOKEN).await?;
@@ -186,7 +186,7 @@ async fn a_server_that_hangs_up_before_the_join_response_is_an_error() -> Result
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
 async fn a_silent_websocket_times_out_waiting_for_the_join_response() -> Result<()> {
     let addr = fake_server(|stream| async move {
         let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else { return };
@@ -202,7 +202,7 @@ async fn a_silent_websocket_times_out_waiting_for_the_join_response() -> Result<
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
 async fn garbage_frames_are_decode_errors() -> Result<()> {
     let junk = vec![
         Message::Binary(vec![0xff; 64].into()),
@@ -220,7 +220,7 @@ async fn garbage_frames_are_decode_errors() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
 async fn a_wrong_first_message_is_an_unexpected_message_error() -> Result<()> {
     use livekit_protocol::{signal_response, SignalResponse};
     let pong = SignalResponse { message: Some(signal_response::Message::Pong(1)) };
@@ -234,7 +234,7 @@ async fn a_wrong_first_message_is_an_unexpected_message_error() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
 async fn a_join_refused_twice_with_503_gets_in_on_the_third_attempt() -> Result<()> {
     let server = server().await?;
     let front = real_lane::Front::start(server.signal_addr()).await?;
@@ -250,7 +250,7 @@ async fn a_join_refused_twice_with_503_gets_in_on_the_third_attempt() -> Result<
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
 async fn a_refused_token_is_not_retried() -> Result<()> {
     let server = server().await?;
     let front = real_lane::Front::start(server.signal_addr()).await?;

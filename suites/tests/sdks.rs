@@ -160,7 +160,7 @@ impl Joined {
 #[case::faultline(Sdk::Faultline)]
 #[case::upstream_rust(Sdk::UpstreamRust)]
 #[case::js(Sdk::Js)]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
 async fn signal_reconnect_resumes_the_same_session(#[case] sdk: Sdk) -> Result<()> {
     let server = server().await?;
     let mut p = join(&server, sdk, &unique_room(&format!("{sdk}-resume")), "p0").await?;
@@ -178,7 +178,7 @@ async fn signal_reconnect_resumes_the_same_session(#[case] sdk: Sdk) -> Result<(
 #[case::faultline(Sdk::Faultline)]
 #[case::upstream_rust(Sdk::UpstreamRust)]
 #[case::js(Sdk::Js)]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
 async fn full_reconnect_recovers_with_a_new_session(#[case] sdk: Sdk) -> Result<()> {
     let server = server().await?;
     let mut p = join(&server, sdk, &unique_room(&format!("{sdk}-full")), "p0").await?;
@@ -213,7 +213,7 @@ fn broken_resume(sdk: Sdk) -> BrokenResume {
 #[case::faultline(Sdk::Faultline)]
 #[case::upstream_rust(Sdk::UpstreamRust)]
 #[case::js(Sdk::Js)]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
 async fn a_failed_resume_recovers_in_one_episode_the_sdks_way(#[case] sdk: Sdk) -> Result<()> {
     let server = server().await?;
     let mut p = join(&server, sdk, &unique_room(&format!("{sdk}-escalate")), "p0").await?;
@@ -244,7 +244,7 @@ async fn a_failed_resume_recovers_in_one_episode_the_sdks_way(#[case] sdk: Sdk) 
 #[case::faultline(Sdk::Faultline)]
 #[case::upstream_rust(Sdk::UpstreamRust)]
 #[case::js(Sdk::Js)]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
 async fn a_killed_signalling_proxy_ends_in_exactly_one_disconnected(
     #[case] sdk: Sdk,
 ) -> Result<()> {
@@ -339,7 +339,7 @@ async fn sees(watcher: &mut Joined, identity: &str) -> Result<()> {
 #[rstest]
 #[case::upstream_rust(Sdk::UpstreamRust)]
 #[case::js(Sdk::Js)]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
 async fn a_peer_sees_no_leave_when_faultline_resumes_and_its_new_session_after_a_full_reconnect(
     #[case] watcher_sdk: Sdk,
 ) -> Result<()> {
@@ -406,7 +406,7 @@ async fn a_peer_sees_no_leave_when_faultline_resumes_and_its_new_session_after_a
 #[rstest]
 #[case::upstream_rust(Sdk::UpstreamRust)]
 #[case::js(Sdk::Js)]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
 async fn reliable_data_faultline_publishes_across_a_resume_arrives_once_in_order(
     #[case] receiver_sdk: Sdk,
 ) -> Result<()> {
@@ -490,7 +490,7 @@ async fn receives_once_in_order(receiver: &mut Joined, count: u32) -> Result<()>
 #[rstest]
 #[case::upstream_rust(Sdk::UpstreamRust)]
 #[case::js(Sdk::Js)]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
 async fn reliable_data_faultline_replays_after_a_full_reconnect_reaches_other_sdks_once(
     #[case] receiver_sdk: Sdk,
 ) -> Result<()> {

@@ -35,7 +35,7 @@ async fn get_root(server: &LiveKitServer) -> Result<(u16, String)> {
     Ok((response.status().as_u16(), response.text().await?))
 }
 
-#[tokio::test]
+#[test_log::test(tokio::test)]
 async fn a_server_answers_and_is_gone_after_drop() -> Result<()> {
     let server = LiveKitServer::start(ServerOptions::default()).await?;
     assert_eq!(get_root(&server).await?, (200, "OK".to_string()));
@@ -64,7 +64,7 @@ async fn a_server_answers_and_is_gone_after_drop() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
+#[test_log::test(tokio::test)]
 async fn two_servers_run_side_by_side() -> Result<()> {
     let (a, b) = tokio::join!(
         LiveKitServer::start(ServerOptions::default()),
@@ -86,7 +86,7 @@ async fn two_servers_run_side_by_side() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
+#[test_log::test(tokio::test)]
 async fn a_server_killed_behind_our_back_is_reported_with_its_log() -> Result<()> {
     let server = LiveKitServer::start(ServerOptions::default()).await?;
     let pid = server.pid().context("pid")?;
@@ -110,7 +110,7 @@ async fn a_server_killed_behind_our_back_is_reported_with_its_log() -> Result<()
     Ok(())
 }
 
-#[tokio::test]
+#[test_log::test(tokio::test)]
 async fn a_killed_server_restarts_on_the_same_ports() -> Result<()> {
     let server = LiveKitServer::start(ServerOptions::default()).await?;
     let ports = server.ports().context("local")?;
@@ -129,7 +129,7 @@ async fn a_killed_server_restarts_on_the_same_ports() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
+#[test_log::test(tokio::test)]
 async fn room_service_creates_lists_and_deletes_rooms() -> Result<()> {
     let server = LiveKitServer::shared().await?;
     let rooms = server.room_service();
@@ -146,7 +146,7 @@ async fn room_service_creates_lists_and_deletes_rooms() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
+#[test_log::test(tokio::test)]
 async fn tokens_carry_their_grants_and_the_secret_is_never_printed() -> Result<()> {
     let server = LiveKitServer::shared().await?;
     let validate =
@@ -182,7 +182,7 @@ fn outward_ip() -> Option<std::net::IpAddr> {
     (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
 }
 
-#[tokio::test]
+#[test_log::test(tokio::test)]
 async fn a_server_is_reachable_on_loopback_only() -> Result<()> {
     let server = LiveKitServer::start(ServerOptions::default()).await?;
     let ports = server.ports().context("a local server has ports")?;

@@ -41,7 +41,7 @@ async fn expect_disconnected(
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
 async fn node_failure_ends_in_a_full_reconnect() -> Result<()> {
     let server = server().await?;
     let (room, mut log) = join(&server, &unique_room("node-failure"), "p0").await?;
@@ -58,7 +58,7 @@ async fn node_failure_ends_in_a_full_reconnect() -> Result<()> {
 /// The server answers the resume after a node failure with `Leave{RECONNECT}`: it has said
 /// what will work, so the full reconnect follows at once, not after the policy's delay (here
 /// 10 s, which the whole episode must stay well under).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
 async fn a_resume_refused_with_a_leave_is_followed_by_a_full_reconnect_at_once() -> Result<()> {
     let server = server().await?;
     let delay = Duration::from_secs(10);
@@ -92,7 +92,7 @@ async fn a_resume_refused_with_a_leave_is_followed_by_a_full_reconnect_at_once()
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
 async fn migration_on_a_single_node_ends_in_a_full_reconnect() -> Result<()> {
     let server = server().await?;
     let (room, mut log) = join(&server, &unique_room("migration"), "p0").await?;
@@ -103,7 +103,7 @@ async fn migration_on_a_single_node_ends_in_a_full_reconnect() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
 async fn a_server_leave_disconnects_with_server_shutdown() -> Result<()> {
     let server = server().await?;
     let (room, mut log) = join(&server, &unique_room("server-leave"), "p0").await?;
@@ -111,7 +111,7 @@ async fn a_server_leave_disconnects_with_server_shutdown() -> Result<()> {
     expect_disconnected(&room, &mut log, DisconnectReason::ServerShutdown).await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
 async fn remove_participant_disconnects_with_participant_removed() -> Result<()> {
     let server = server().await?;
     let name = unique_room("remove");
@@ -120,7 +120,7 @@ async fn remove_participant_disconnects_with_participant_removed() -> Result<()>
     expect_disconnected(&room, &mut log, DisconnectReason::ParticipantRemoved).await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
 async fn delete_room_disconnects_with_room_deleted() -> Result<()> {
     let server = server().await?;
     let name = unique_room("delete");
@@ -131,7 +131,7 @@ async fn delete_room_disconnects_with_room_deleted() -> Result<()> {
 
 /// Slow by design: the server removes a participant whose peer connection never connected
 /// 60 s after it joined, so staying past that proves the WebRTC path is real.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
 async fn a_joined_participant_stays_past_the_servers_join_deadline() -> Result<()> {
     let server = server().await?;
     let name = unique_room("stays");
@@ -159,7 +159,7 @@ async fn a_joined_participant_stays_past_the_servers_join_deadline() -> Result<(
 /// remember that for the identity. faultline-sdk's media transport is UDP-only, so neither
 /// the resume nor a full reconnect can connect: the room must not hang but end, once,
 /// within its policy's bound.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
 async fn forcing_tcp_on_a_udp_only_client_ends_in_one_disconnected() -> Result<()> {
     let server = server().await?;
     let options = RoomOptions { pc_connect_timeout: Duration::from_secs(3), ..fast_options() };
@@ -182,7 +182,7 @@ async fn forcing_tcp_on_a_udp_only_client_ends_in_one_disconnected() -> Result<(
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
 async fn a_simulated_speaker_is_reported_speaking_then_silent() -> Result<()> {
     let server = server().await?;
     let (room, mut log) = join(&server, &unique_room("speaker"), "p0").await?;

@@ -10,7 +10,7 @@ use faultline_sdk::{ConnectionState, RoomEvent};
 
 /// A participant joins and is still Connected 120 simulated seconds later: pings answered,
 /// ICE consent kept fresh, no reconnect episode.
-#[test]
+#[test_log::test]
 fn a_participant_stays_connected_for_two_simulated_minutes() -> anyhow::Result<()> {
     let mut sim = Sim::new(1);
     sim.client("alice", |ctx| async move {

@@ -74,12 +74,12 @@ fn reliable_data_survives(seed: u64, scenario: SimulateScenario) -> anyhow::Resu
     Ok(())
 }
 
-#[test]
+#[test_log::test]
 fn reliable_data_survives_a_resume_exactly_once_in_order() -> anyhow::Result<()> {
     reliable_data_survives(51, SimulateScenario::SignalReconnect)
 }
 
-#[test]
+#[test_log::test]
 fn reliable_data_survives_a_full_reconnect_exactly_once_in_order() -> anyhow::Result<()> {
     reliable_data_survives(52, SimulateScenario::FullReconnect)
 }

@@ -27,7 +27,7 @@ fn describe(failure: &Failure) -> String {
 /// 150 random schedules (partitions both ways and one way, stalls, latency, server
 /// crashes and restarts, removals, every SimulateScenario) over two participants that
 /// publish reliable data throughout: no invariant breaks.
-#[test]
+#[test_log::test]
 fn random_schedules_over_two_participants_break_no_invariant() -> anyhow::Result<()> {
     let config = ExploreConfig { cases: 150, seed: 7, participants: 2, ..ExploreConfig::default() };
     let summary = explore::explore(&config, |_| {})?;
@@ -51,7 +51,7 @@ fn random_schedules_over_two_participants_break_no_invariant() -> anyhow::Result
 /// fault of the right length on the right link (a partition long enough to be noticed and
 /// short enough for the session to survive, or a signal-reconnect scenario), so the explorer
 /// must search for it; shrinking must leave at most a fault and its repair.
-#[test]
+#[test_log::test]
 fn the_explorer_finds_and_shrinks_a_planted_server_bug() -> anyhow::Result<()> {
     let config = ExploreConfig {
         cases: 100,
@@ -126,7 +126,7 @@ fn busy_schedule() -> Schedule {
 /// The same case twice gives the identical trace: every event at the same simulated time,
 /// in the same order, and the same data published — with two participants and with three
 /// (whose full reconnects find several remote participants changed at once).
-#[test]
+#[test_log::test]
 fn the_same_case_gives_the_same_trace() -> anyhow::Result<()> {
     for participants in [2, 3] {
         let case = Case {
@@ -168,7 +168,7 @@ fn the_same_case_gives_the_same_trace() -> anyhow::Result<()> {
 /// signalling times out; by then the server has dropped its session, so the resume is refused
 /// and p1 reconnects fully (a new sid). Every packet p1 published — before the cut, into the
 /// dead link, and after — reaches p0 exactly once, in order.
-#[test]
+#[test_log::test]
 fn packets_sent_into_a_dead_link_survive_the_senders_full_reconnect() -> anyhow::Result<()> {
     let (a, b) = link("p1", SERVER_HOST);
     let schedule = Schedule::new(vec![
@@ -212,7 +212,7 @@ fn packets_sent_into_a_dead_link_survive_the_senders_full_reconnect() -> anyhow:
 /// A partition that never heals, in the explorer: the cut participant's room exhausts the
 /// default policy — exactly as long as its drawn delays (invariant 4's check) — and ends in
 /// one `Disconnected`; the other stays `Connected` and gets nothing after the cut.
-#[test]
+#[test_log::test]
 fn a_partition_that_never_heals_passes_the_exhaustion_check() -> anyhow::Result<()> {
     let (a, b) = link("p1", SERVER_HOST);
     let schedule =
@@ -249,7 +249,7 @@ fn a_partition_that_never_heals_passes_the_exhaustion_check() -> anyhow::Result<
 /// of the cut room's attempts waits out its connect timeout. The record must not claim the
 /// partition refuses connections then (invariant 4's exact-duration check would fail a
 /// correct client); the episode is still held to the policy's bound.
-#[test]
+#[test_log::test]
 fn a_hold_inside_a_partition_makes_attempts_wait_not_fail() -> anyhow::Result<()> {
     let (a, b) = link("p0", SERVER_HOST);
     let schedule = Schedule::new(vec![
@@ -287,7 +287,7 @@ fn a_hold_inside_a_partition_makes_attempts_wait_not_fail() -> anyhow::Result<()
 /// last ~2 s (as livekit-server does); faultline-sdk says `Reconnected` only once those
 /// channels are open, so that moment is a one-way delay after it. Before, `Reconnected` came
 /// seconds earlier and the packets sent right after it were gone from the server's cache.
-#[test]
+#[test_log::test]
 fn a_full_reconnect_over_a_slow_link_misses_nothing_sent_after_reconnected() -> anyhow::Result<()> {
     let (a, b) = link("p0", SERVER_HOST);
     let schedule = Schedule::new(vec![

@@ -75,12 +75,12 @@ fn watch(seed: u64, scenario: SimulateScenario) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[test]
+#[test_log::test]
 fn a_resumed_peer_neither_leaves_nor_joins() -> anyhow::Result<()> {
     watch(71, SimulateScenario::SignalReconnect)
 }
 
-#[test]
+#[test_log::test]
 fn a_fully_reconnected_peer_leaves_and_joins_again() -> anyhow::Result<()> {
     watch(72, SimulateScenario::FullReconnect)
 }

@@ -51,7 +51,7 @@ async fn recovers(
     Ok((before, after))
 }
 
-#[test]
+#[test_log::test]
 fn signal_reconnect_resumes_the_same_session() -> anyhow::Result<()> {
     let mut sim = Sim::new(11);
     sim.client("client", |ctx| async move {
@@ -63,7 +63,7 @@ fn signal_reconnect_resumes_the_same_session() -> anyhow::Result<()> {
     Ok(())
 }
 
-#[test]
+#[test_log::test]
 fn full_reconnect_recovers_with_a_new_session() -> anyhow::Result<()> {
     let mut sim = Sim::new(12);
     sim.client("client", |ctx| async move {
@@ -75,7 +75,7 @@ fn full_reconnect_recovers_with_a_new_session() -> anyhow::Result<()> {
     Ok(())
 }
 
-#[test]
+#[test_log::test]
 fn disconnect_signal_on_resume_escalates_to_a_full_reconnect() -> anyhow::Result<()> {
     let mut sim = Sim::new(13);
     sim.client("client", |ctx| async move {
@@ -92,7 +92,7 @@ fn disconnect_signal_on_resume_escalates_to_a_full_reconnect() -> anyhow::Result
 
 /// A partition between client and server that never heals: `Reconnecting`, every attempt
 /// of the DEFAULT policy fails, then exactly one `Disconnected` and the stream ends.
-#[test]
+#[test_log::test]
 fn a_partition_that_never_heals_exhausts_the_default_policy() -> anyhow::Result<()> {
     let wall = Instant::now();
     let mut sim = Sim::new(14);
@@ -147,7 +147,7 @@ fn a_partition_that_never_heals_exhausts_the_default_policy() -> anyhow::Result<
 
 /// Two participants exchanging data through a resume, run twice with the same seed:
 /// the (simulated time, event) traces are identical.
-#[test]
+#[test_log::test]
 fn the_same_seed_gives_the_same_trace() -> anyhow::Result<()> {
     fn run(seed: u64) -> anyhow::Result<Vec<EventRecord>> {
         let mut sim = Sim::new(seed);

@@ -9,7 +9,7 @@ use faultline::check::EventLog;
 use faultline::sim::{Sim, SERVER_HOST};
 use faultline_sdk::{ConnectionState, RoomEvent};
 
-#[test]
+#[test_log::test]
 fn a_restarted_server_is_joined_again_with_a_full_reconnect() -> anyhow::Result<()> {
     let mut sim = Sim::new(61);
     sim.client("client", |ctx| async move {

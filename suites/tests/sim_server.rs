@@ -66,23 +66,23 @@ fn ends_with(seed: u64, ending: Ending, reason: DisconnectReason) -> anyhow::Res
     Ok(())
 }
 
-#[test]
+#[test_log::test]
 fn the_server_leave_scenario_disconnects_with_server_shutdown() -> anyhow::Result<()> {
     ends_with(31, Ending::ServerLeaveScenario, DisconnectReason::ServerShutdown)
 }
 
-#[test]
+#[test_log::test]
 fn removing_a_participant_disconnects_it_with_participant_removed() -> anyhow::Result<()> {
     ends_with(32, Ending::RemoveParticipant, DisconnectReason::ParticipantRemoved)
 }
 
-#[test]
+#[test_log::test]
 fn deleting_the_room_disconnects_with_room_deleted() -> anyhow::Result<()> {
     ends_with(33, Ending::DeleteRoom, DisconnectReason::RoomDeleted)
 }
 
 /// The same identity joining from elsewhere evicts the first session.
-#[test]
+#[test_log::test]
 fn a_second_join_under_the_same_identity_evicts_the_first() -> anyhow::Result<()> {
     let mut sim = Sim::new(34);
     sim.client("first", |ctx| async move {
@@ -143,17 +143,17 @@ fn escalates(seed: u64, scenario: SimulateScenario) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[test]
+#[test_log::test]
 fn node_failure_escalates_to_a_full_reconnect() -> anyhow::Result<()> {
     escalates(41, SimulateScenario::NodeFailure)
 }
 
-#[test]
+#[test_log::test]
 fn migration_on_one_node_escalates_to_a_full_reconnect() -> anyhow::Result<()> {
     escalates(42, SimulateScenario::Migration)
 }
 
-#[test]
+#[test_log::test]
 fn a_refused_resume_escalates_to_a_full_reconnect() -> anyhow::Result<()> {
     escalates(43, SimulateScenario::DisconnectSignalOnResumeNoMessages)
 }
@@ -162,7 +162,7 @@ fn a_refused_resume_escalates_to_a_full_reconnect() -> anyhow::Result<()> {
 /// identity in this room for 5 minutes, so a UDP-only client can neither resume nor rejoin:
 /// one `Disconnected` within the policy's bound (as in the real lane). Once the preference
 /// has expired, the identity can join again.
-#[test]
+#[test_log::test]
 fn forcing_tcp_on_a_udp_only_client_ends_in_one_disconnected_until_it_expires() -> anyhow::Result<()>
 {
     let mut sim = Sim::new(44);
@@ -194,7 +194,7 @@ fn forcing_tcp_on_a_udp_only_client_ends_in_one_disconnected_until_it_expires() 
     Ok(())
 }
 
-#[test]
+#[test_log::test]
 fn a_speaker_update_reports_the_speaker_then_silence() -> anyhow::Result<()> {
     let mut sim = Sim::new(45);
     sim.client("client", |ctx| async move {
@@ -219,7 +219,7 @@ fn a_speaker_update_reports_the_speaker_then_silence() -> anyhow::Result<()> {
 }
 
 /// Data goes to everyone else, or only to the destinations, stamped with the sender.
-#[test]
+#[test_log::test]
 fn data_is_forwarded_to_the_others_or_only_to_its_destinations() -> anyhow::Result<()> {
     let mut sim = Sim::new(46);
     sim.client("alice", |ctx| async move {
@@ -300,7 +300,7 @@ fn data_is_forwarded_to_the_others_or_only_to_its_destinations() -> anyhow::Resu
 /// A client cut off from the server: the server notices the silent media path after pion's
 /// ICE timeouts (15 s after the last datagram, which came at most a keepalive interval
 /// before the cut), waits 5 s for a resume, then removes it — which the others see.
-#[test]
+#[test_log::test]
 fn the_server_removes_a_participant_whose_media_went_silent() -> anyhow::Result<()> {
     const CUT_AFTER: Duration = Duration::from_secs(10);
     let mut sim = Sim::new(47);

@@ -96,7 +96,7 @@ async fn closed(stream: &mut TcpStream) -> Result<usize> {
     }
 }
 
-#[tokio::test]
+#[test_log::test(tokio::test)]
 async fn latency_delays_every_round_trip_by_at_least_the_setting() -> Result<()> {
     let (proxy, listen) = proxy_to("latency", echo_server().await?).await?;
     let mut stream = TcpStream::connect(listen).await?;
@@ -114,7 +114,7 @@ async fn latency_delays_every_round_trip_by_at_least_the_setting() -> Result<()>
     Ok(())
 }
 
-#[tokio::test]
+#[test_log::test(tokio::test)]
 async fn bandwidth_caps_throughput() -> Result<()> {
     const BYTES: usize = 192 * 1024;
     let (proxy, listen) = proxy_to("bandwidth", source_server(vec![7; BYTES]).await?).await?;
@@ -131,7 +131,7 @@ async fn bandwidth_caps_throughput() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
+#[test_log::test(tokio::test)]
 async fn reset_peer_resets_the_connection() -> Result<()> {
     let (proxy, listen) = proxy_to("reset", echo_server().await?).await?;
     let _guard =
@@ -147,7 +147,7 @@ async fn reset_peer_resets_the_connection() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
+#[test_log::test(tokio::test)]
 async fn timeout_zero_black_holes_and_timeout_n_closes() -> Result<()> {
     let (proxy, listen) = proxy_to("timeout", echo_server().await?).await?;
     let mut stream = TcpStream::connect(listen).await?;
@@ -172,7 +172,7 @@ async fn timeout_zero_black_holes_and_timeout_n_closes() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
+#[test_log::test(tokio::test)]
 async fn limit_data_closes_after_the_byte_limit() -> Result<()> {
     let (proxy, listen) = proxy_to("limit", source_server(vec![1; 10_000]).await?).await?;
     let _guard = proxy
@@ -184,7 +184,7 @@ async fn limit_data_closes_after_the_byte_limit() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
+#[test_log::test(tokio::test)]
 async fn slicer_delivers_data_in_small_slices() -> Result<()> {
     let (proxy, listen) = proxy_to("slicer", source_server(vec![2; 400]).await?).await?;
     let slicer = ToxicKind::Slicer { average_size: 10, size_variation: 5, delay: 20_000 };
@@ -199,7 +199,7 @@ async fn slicer_delivers_data_in_small_slices() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
+#[test_log::test(tokio::test)]
 async fn slow_close_delays_the_close() -> Result<()> {
     let (proxy, listen) = proxy_to("slow-close", source_server(b"bye".to_vec()).await?).await?;
     let _guard = proxy
@@ -214,7 +214,7 @@ async fn slow_close_delays_the_close() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
+#[test_log::test(tokio::test)]
 async fn a_disabled_proxy_refuses_connections_until_its_guard_drops() -> Result<()> {
     let (proxy, listen) = proxy_to("disable", echo_server().await?).await?;
     let mut before = TcpStream::connect(listen).await?;
@@ -232,7 +232,7 @@ async fn a_disabled_proxy_refuses_connections_until_its_guard_drops() -> Result<
     Ok(())
 }
 
-#[tokio::test]
+#[test_log::test(tokio::test)]
 async fn a_dropped_toxic_guard_removes_its_toxic() -> Result<()> {
     let (mut proxy, listen) = proxy_to("guard", echo_server().await?).await?;
     let toxic = Toxic::new(ToxicKind::Latency { latency: 400, jitter: 50 }, Stream::Upstream)
@@ -253,7 +253,7 @@ async fn a_dropped_toxic_guard_removes_its_toxic() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
+#[test_log::test(tokio::test)]
 async fn api_errors_are_typed() -> Result<()> {
     let (proxy, _) = proxy_to("dup", echo_server().await?).await?;
     let toxiproxy = Toxiproxy::shared().await?;

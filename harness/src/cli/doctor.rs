@@ -30,12 +30,13 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         },
         None => println!("go:           not found on PATH"),
     }
-    match env.find_on_path("docker") {
-        Some(docker) => match provision::docker_engine(&docker, &env).await {
-            Ok(engine) => println!("docker:       engine {engine} answers"),
-            Err(e) => println!("docker:       CLI {} present; {e}", docker.display()),
-        },
-        None => println!("docker:       not found on PATH"),
+    let cli = match env.find_on_path("docker") {
+        Some(docker) => format!("CLI {}", docker.display()),
+        None => "no docker CLI on PATH".to_string(),
+    };
+    match provision::docker_engine(&env).await {
+        Ok(engine) => println!("docker:       engine {engine} answers; {cli}"),
+        Err(e) => println!("docker:       {cli}; {e}"),
     }
     println!("cached:       {}", cached_binaries(&env));
     println!(

@@ -146,7 +146,7 @@ impl Driver {
     }
 
     /// The driver's process id.
-    pub(crate) fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> Option<u32> {
         self.process.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pid()
     }
 

@@ -342,7 +342,7 @@ impl Client {
     pub fn pid(&self) -> Option<u32> {
         match &self.inner {
             Inner::Faultline(_) => None,
-            Inner::Driver(driver) => Some(driver.pid()),
+            Inner::Driver(driver) => driver.pid(),
         }
     }
 

@@ -28,7 +28,7 @@ const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
 pub enum RedisSource {
     /// A `redis-server` binary (from `REDIS_SERVER_BIN` or `PATH`).
     Binary(PathBuf),
-    /// The [`REDIS_IMAGE`] container, run by this `docker` CLI.
+    /// The [`REDIS_IMAGE`] container (the `docker` CLI its watchdog removes it with).
     Container(PathBuf),
 }
 
@@ -128,12 +128,9 @@ pub async fn provision(
                 Some(bin) => check_binary(&bin, env).await.map(|d| (d, RedisSource::Binary(bin))),
                 None => Err("no redis-server on PATH".into()),
             },
-            _ => match env.find_on_path("docker") {
-                None => Err("docker CLI not found on PATH".into()),
-                Some(docker) => provision::docker_engine(&docker, env).await.map(|engine| {
-                    (format!("engine {engine} runs {REDIS_IMAGE}"), RedisSource::Container(docker))
-                }),
-            },
+            _ => provision::docker_runs_containers(env).await.map(|(engine, docker)| {
+                (format!("engine {engine} runs {REDIS_IMAGE}"), RedisSource::Container(docker))
+            }),
         };
         match result {
             Ok((detail, chosen)) => {

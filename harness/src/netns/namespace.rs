@@ -51,8 +51,8 @@ impl Namespace {
 
     /// `launch` run inside the namespace: its program and arguments behind
     /// [`Namespace::exec_prefix`] (`ip netns exec` execs, so the pid is the program's own),
-    /// its environment and process group kept. Not for a container: `docker run` would put
-    /// the container in the Docker daemon's namespace, not this one.
+    /// its environment and process group kept. Not for a container: the Docker engine would
+    /// start it in its own namespace, not this one.
     pub(crate) fn wrap(&self, launch: Launch) -> Launch {
         let [ip, rest @ ..] = self.exec_prefix();
         let mut args: Vec<OsString> = rest.into();

@@ -167,7 +167,7 @@ async fn expect_acked(side: &mut Side, messages: u64) -> anyhow::Result<()> {
     side.expect(&what, WAIT, |e| *e == PcEvent::ReliableAcked { messages }).await.map(drop)
 }
 
-#[tokio::test]
+#[test_log::test(tokio::test)]
 async fn connects_exchanges_data_and_survives_an_ice_restart() -> anyhow::Result<()> {
     let (mut publisher, mut subscriber) = connected_pair().await?;
     assert_eq!(publisher.pc.state(), PcState::Connected);
@@ -195,7 +195,7 @@ async fn connects_exchanges_data_and_survives_an_ice_restart() -> anyhow::Result
     Ok(())
 }
 
-#[tokio::test]
+#[test_log::test(tokio::test)]
 async fn messages_the_remote_never_received_are_not_reported_acknowledged() -> anyhow::Result<()> {
     let (mut publisher, mut subscriber) = connected_pair().await?;
     exchange(&mut publisher, &mut subscriber, "before").await?;
@@ -217,7 +217,7 @@ async fn messages_the_remote_never_received_are_not_reported_acknowledged() -> a
     Ok(())
 }
 
-#[tokio::test]
+#[test_log::test(tokio::test)]
 async fn a_vanished_peer_makes_the_other_disconnected_then_failed() -> anyhow::Result<()> {
     let (mut publisher, subscriber) = connected_pair().await?;
     drop(subscriber);
@@ -227,7 +227,7 @@ async fn a_vanished_peer_makes_the_other_disconnected_then_failed() -> anyhow::R
     Ok(())
 }
 
-#[tokio::test]
+#[test_log::test(tokio::test)]
 async fn close_ends_with_closed_and_the_remote_fails() -> anyhow::Result<()> {
     let (mut publisher, mut subscriber) = connected_pair().await?;
     publisher.pc.close();
@@ -252,7 +252,7 @@ async fn close_ends_with_closed_and_the_remote_fails() -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::test]
+#[test_log::test(tokio::test)]
 async fn bad_input_is_an_error_not_a_panic() -> anyhow::Result<()> {
     let publisher = Side::new("publisher", PcRole::Publisher).await?;
     let subscriber = Side::new("subscriber", PcRole::Subscriber).await?;

@@ -544,13 +544,13 @@ mod tests {
         assert_eq!(explanation(&long, &token).chars().count(), EXPLANATION_CHARS);
     }
 
-    #[test]
+    #[test_log::test]
     fn garbage_does_not_decode_and_does_not_panic() {
         assert!(decode_signal_response(&[0xff, 0xff, 0xff, 0xff]).is_err());
         assert!(decode_signal_response(&[]).is_ok_and(|r| r.message.is_none()));
     }
 
-    #[test]
+    #[test_log::test]
     fn auth_failures_and_server_disconnects_are_terminal() {
         let rejected =
             |status| SignalError::Rejected { status, reason: String::new(), url: String::new() };
@@ -565,7 +565,7 @@ mod tests {
         assert!(!leave(proto::leave_request::Action::Reconnect).is_terminal());
     }
 
-    #[test]
+    #[test_log::test]
     fn keepalive_defaults_replace_zeros() {
         let join = proto::JoinResponse { ping_interval: 0, ping_timeout: 3, ..Default::default() };
         let keepalive = Keepalive::from_join(&join);
@@ -574,7 +574,7 @@ mod tests {
     }
 
     /// A socket whose send buffer is full and that never answers: every write waits.
-    #[tokio::test(start_paused = true)]
+    #[test_log::test(tokio::test(start_paused = true))]
     async fn a_write_stuck_on_a_stalled_socket_still_ends_at_the_ping_timeout() {
         // A 16-byte pipe nobody reads: the first ping fills it, the next write waits forever.
         let (ours, _theirs) = tokio::io::duplex(16);
@@ -606,7 +606,7 @@ mod tests {
         link.await.expect("the link task ends");
     }
 
-    #[test]
+    #[test_log::test]
     fn message_names_are_short() {
         let message = signal_response::Message::RefreshToken("t".into());
         assert_eq!(message_name(&message), "RefreshToken");

@@ -83,7 +83,7 @@ where
     }
 }
 
-#[test]
+#[test_log::test]
 fn a_bad_token_is_refused_with_401_and_validate_says_why() {
     run(1, async {
         let refused = http_get("/rtc?access_token=not-a-jwt&protocol=17").await?;
@@ -97,7 +97,7 @@ fn a_bad_token_is_refused_with_401_and_validate_says_why() {
     });
 }
 
-#[test]
+#[test_log::test]
 fn a_join_is_answered_like_the_real_server() {
     with_context(2, |ctx| async move {
         let mut ws = open(&query(&ctx, "raw-room", "raw", "")?).await?;
@@ -145,7 +145,7 @@ fn a_join_is_answered_like_the_real_server() {
     });
 }
 
-#[test]
+#[test_log::test]
 fn a_participant_whose_peer_connection_never_connects_is_removed_after_a_minute() {
     with_context(3, |ctx| async move {
         let mut ws = open(&query(&ctx, "stuck", "raw", "")?).await?;
@@ -172,7 +172,7 @@ fn a_participant_whose_peer_connection_never_connects_is_removed_after_a_minute(
     });
 }
 
-#[test]
+#[test_log::test]
 fn closing_the_signal_socket_before_connecting_removes_the_participant_at_once() {
     with_context(4, |ctx| async move {
         let mut ws = open(&query(&ctx, "gone", "raw", "")?).await?;
@@ -190,7 +190,7 @@ fn closing_the_signal_socket_before_connecting_removes_the_participant_at_once()
     });
 }
 
-#[test]
+#[test_log::test]
 fn a_resume_of_an_unknown_participant_is_told_to_reconnect_fully() {
     with_context(5, |ctx| async move {
         let mut ws = open(&query(&ctx, "nobody", "raw", "&reconnect=1&sid=PA_unknown")?).await?;
