@@ -2,7 +2,7 @@
 //! invariants 1–5 ([`invariants`]) to any [`RunRecord`] — whichever lane wrote it, whichever
 //! client it recorded — and says, per expectation and per participant, what a correct client
 //! does and what this one did ([`Verdict`]). The explorer takes the [`Violation`]s directly;
-//! a live [`crate::check::EventLog`] asks [`lifecycle`] about one room.
+//! a live [`crate::event_log::EventLog`] asks [`lifecycle`] about one room.
 //!
 //! Pure functions of the scenario and the record, plus what the runners need to know when to
 //! stop watching ([`settled`], [`latest_bound`], [`reconnecting_since`]).

@@ -1,10 +1,10 @@
 //! faultline: runs the real livekit-server and toxiproxy, puts faults in a LiveKit client's
 //! path, and checks that the client recovers as it promises.
-pub mod check;
 pub mod client;
 pub mod cluster;
 pub mod conform;
 mod container;
+pub mod event_log;
 mod http;
 pub mod judge;
 pub mod matrix;

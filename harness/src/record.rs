@@ -5,7 +5,7 @@
 //! Every lane writes one — the real lane, the sim lane and the explorer — whatever client is
 //! under test; [`crate::judge`] judges it and [`crate::report`] writes it out as a trace or an
 //! HTML timeline. [`EventRecord`] is the one timestamped event type: records hold
-//! `EventRecord<ClientEvent>`, and a live [`crate::check::EventLog`] keeps its SDK's own
+//! `EventRecord<ClientEvent>`, and a live [`crate::event_log::EventLog`] keeps its SDK's own
 //! events in the same shape until it is judged.
 //!
 //! All times are measured from the start of the run (before anyone joined);

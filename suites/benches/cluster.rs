@@ -11,8 +11,8 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use faultline::check::EventLog;
 use faultline::cluster::{Cluster, ClusterOptions};
+use faultline::event_log::EventLog;
 use faultline::proxy::Proxy;
 use faultline::token::TokenSpec;
 use faultline_sdk::{Room, RoomEvent, RoomOptions};

@@ -19,8 +19,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use faultline::check::{ClientEvent, EventLog, Lifecycle, Observed};
 use faultline::client::{Client, ClientOptions, Sdk};
+use faultline::event_log::{ClientEvent, EventLog, Lifecycle, Observed};
 use faultline::net::{Direction, FaultyNetwork, NetFaults};
 use faultline::netns::{Namespace, Scope, Topology};
 use faultline::provision::ProvisionEnv;

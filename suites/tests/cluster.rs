@@ -8,8 +8,8 @@ mod real_lane;
 use std::net::{Ipv4Addr, SocketAddr};
 
 use anyhow::{ensure, Context, Result};
-use faultline::check::EventLog;
 use faultline::cluster::{Cluster, ClusterOptions, NodeChange, NodeState};
+use faultline::event_log::EventLog;
 use faultline::provision::ProvisionEnv;
 use faultline::proxy::Proxy;
 use faultline_sdk::{ConnectionState, Room, RoomEvent, RoomOptions};
@@ -96,7 +96,7 @@ async fn recovers(member: &mut Member) -> Result<()> {
         member.room.connection_state(),
         member.log.trace()
     );
-    member.log.check(member.room.connection_state())?;
+    member.log.judge(member.room.connection_state())?;
     Ok(())
 }
 
@@ -238,7 +238,7 @@ async fn through_a_redis_outage_joins_fail_clearly_clients_retry_and_the_cluster
     for member in [&mut alice, &mut bob] {
         member.log.wait_for("Reconnected", WAIT, |e| *e == RoomEvent::Reconnected).await?;
         ensure!(member.room.connection_state() == ConnectionState::Connected, "back Connected");
-        member.log.check(member.room.connection_state())?;
+        member.log.judge(member.room.connection_state())?;
     }
     // The cluster serves joins again: into the old room and into a new one.
     let carol = join_via(&cluster, 1, &room, "carol").await?;

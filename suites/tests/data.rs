@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use faultline::check::EventLog;
+use faultline::event_log::EventLog;
 use faultline::net::{Direction, FaultyNetwork, NetFaults};
 use faultline::proxy::Proxy;
 use faultline_sdk::net::TokioNetwork;
@@ -94,8 +94,8 @@ async fn reliable_data_sent_across_a_resume_arrives_exactly_once_in_order() -> R
     publish_range(&sender, 2 * PER_PHASE..3 * PER_PHASE).await?;
 
     expect_exactly_once_in_order(&mut watcher_log, "sender", 0..3 * PER_PHASE).await?;
-    sender_log.check(sender.connection_state())?;
-    watcher_log.check(watcher.connection_state())?;
+    sender_log.judge(sender.connection_state())?;
+    watcher_log.judge(watcher.connection_state())?;
     sender.close().await?;
     watcher.close().await?;
     Ok(())
@@ -131,8 +131,8 @@ async fn reliable_data_sent_into_a_media_outage_arrives_exactly_once_in_order() 
     publish_range(&sender, 2 * PER_PHASE..3 * PER_PHASE).await?;
 
     expect_exactly_once_in_order(&mut watcher_log, "sender", PER_PHASE..3 * PER_PHASE).await?;
-    sender_log.check(sender.connection_state())?;
-    watcher_log.check(watcher.connection_state())?;
+    sender_log.judge(sender.connection_state())?;
+    watcher_log.judge(watcher.connection_state())?;
     sender.close().await?;
     watcher.close().await?;
     Ok(())
@@ -196,8 +196,8 @@ async fn reliable_data_sent_into_a_dead_link_survives_a_full_reconnect() -> Resu
     publish_range(&sender, 3 * PER_PHASE..4 * PER_PHASE).await?;
 
     expect_exactly_once_in_order(&mut watcher_log, "sender", PER_PHASE..4 * PER_PHASE).await?;
-    sender_log.check(sender.connection_state())?;
-    watcher_log.check(watcher.connection_state())?;
+    sender_log.judge(sender.connection_state())?;
+    watcher_log.judge(watcher.connection_state())?;
     sender.close().await?;
     watcher.close().await?;
     Ok(())
@@ -228,8 +228,8 @@ async fn a_new_client_with_a_known_identity_is_heard_from_its_first_packet() -> 
     sees_sender(&mut watcher_log).await?;
     publish_range(&second, PER_PHASE..2 * PER_PHASE).await?;
     expect_exactly_once_in_order(&mut watcher_log, "sender", PER_PHASE..2 * PER_PHASE).await?;
-    second_log.check(second.connection_state())?;
-    watcher_log.check(watcher.connection_state())?;
+    second_log.judge(second.connection_state())?;
+    watcher_log.judge(watcher.connection_state())?;
     second.close().await?;
     watcher.close().await?;
     Ok(())
@@ -287,7 +287,7 @@ async fn publishing_while_reconnecting_sends_reliable_data_once_back_and_refuses
     let sent = tokio::time::timeout(WAIT, reliable).await.context("the publish returns")??;
     ensure!(sent.is_ok(), "sent on the recovered connection: {sent:?}");
     expect_exactly_once_in_order(&mut watcher_log, "sender", 0..1).await?;
-    sender_log.check(sender.connection_state())?;
+    sender_log.judge(sender.connection_state())?;
     sender.close().await?;
     watcher.close().await?;
     Ok(())
@@ -314,7 +314,7 @@ async fn a_reliable_publish_into_an_episode_that_ends_disconnected_reports_it_wa
         matches!(answer, Err(RoomError::NotSent { reason: DisconnectReason::SignalClose })),
         "the packet was never sent: expected NotSent(SignalClose), got {answer:?}"
     );
-    sender_log.check(sender.connection_state())?;
+    sender_log.judge(sender.connection_state())?;
     Ok(())
 }
 
@@ -354,8 +354,8 @@ async fn delivered_but_unacknowledged_packets_replayed_after_a_full_reconnect_ar
     ensure!(sender.local_participant().sid() != sid, "expected a full reconnect (a new sid)");
     publish_range(&sender, PER_PHASE..2 * PER_PHASE).await?;
     expect_exactly_once_in_order(&mut watcher_log, "sender", PER_PHASE..2 * PER_PHASE).await?;
-    sender_log.check(sender.connection_state())?;
-    watcher_log.check(watcher.connection_state())?;
+    sender_log.judge(sender.connection_state())?;
+    watcher_log.judge(watcher.connection_state())?;
     sender.close().await?;
     watcher.close().await?;
     Ok(())
@@ -441,7 +441,7 @@ async fn a_full_replay_buffer_makes_publishers_wait_and_loses_nothing() -> Resul
         received.len(),
         received.iter().enumerate().find(|(i, n)| **n != *i as u32)
     );
-    sender_log.check(sender.connection_state())?;
-    watcher_log.check(watcher.connection_state())?;
+    sender_log.judge(sender.connection_state())?;
+    watcher_log.judge(watcher.connection_state())?;
     Ok(())
 }

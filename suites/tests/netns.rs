@@ -472,7 +472,7 @@ async fn a_livekit_server_in_its_namespace_serves_the_root_and_a_client_and_feel
     link.heal().await?;
     log.wait_for("Reconnected", WAIT, |e| *e == RoomEvent::Reconnected).await?;
     ensure!(room.connection_state() == ConnectionState::Connected, "{}", log.trace());
-    log.check(room.connection_state())?;
+    log.judge(room.connection_state())?;
     room.close().await?;
     Ok(())
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{ensure, Result};
-use faultline::check::EventLog;
+use faultline::event_log::EventLog;
 use faultline::net::FaultyNetwork;
 use faultline_sdk::net::TokioNetwork;
 use faultline_sdk::{DataPacket, Room, RoomEvent, RoomOptions, SimulateScenario};
@@ -71,7 +71,7 @@ async fn a_resumed_peer_neither_leaves_nor_joins() -> Result<()> {
         seen.get("peer").map(|p| p.sid().to_owned()) == Some(peer.local_participant().sid()),
         "the watcher still knows the peer under the same sid: {seen:?}"
     );
-    watcher_log.check(watcher.connection_state())?;
+    watcher_log.judge(watcher.connection_state())?;
     peer.close().await?;
     watcher.close().await?;
     Ok(())
@@ -109,7 +109,7 @@ async fn a_fully_reconnected_peer_leaves_and_joins_again() -> Result<()> {
         watcher.remote_participants().get("peer").map(|p| p.sid().to_owned()) == Some(new_sid),
         "the watcher knows the peer by its new sid"
     );
-    watcher_log.check(watcher.connection_state())?;
+    watcher_log.judge(watcher.connection_state())?;
     peer.close().await?;
     watcher.close().await?;
     Ok(())
@@ -179,7 +179,7 @@ async fn a_peer_that_left_while_the_watcher_heard_nothing_is_gone_after_the_resu
                 .unwrap_or_default(),
         "the watcher resumed its session (a full reconnect would list the room afresh)"
     );
-    watcher_log.check(watcher.connection_state())?;
+    watcher_log.judge(watcher.connection_state())?;
     watcher.close().await?;
     Ok(())
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use faultline::check::EventLog;
+use faultline::event_log::EventLog;
 use faultline::net::FaultyNetwork;
 use faultline::proxy::Proxy;
 use faultline_sdk::net::TokioNetwork;
@@ -101,7 +101,7 @@ async fn exhaustion(options: RoomOptions) -> Result<()> {
     log.wait_ended(WAIT).await?;
     ensure!(room.connection_state() == ConnectionState::Disconnected);
     ensure!(log.count(|e| matches!(e, RoomEvent::Disconnected { .. })) == 1);
-    log.check(room.connection_state())?;
+    log.judge(room.connection_state())?;
     ensure!(
         room.simulate_scenario(SimulateScenario::SignalReconnect).await.is_err(),
         "a closed room stays closed"
@@ -131,7 +131,7 @@ async fn close_ends_the_room_for_good() -> Result<()> {
     ensure!(room.connection_state() == ConnectionState::Disconnected);
     ensure!(room.simulate_scenario(SimulateScenario::FullReconnect).await.is_err());
     ensure!(room.connection_state() == ConnectionState::Disconnected, "never comes back");
-    log.check(room.connection_state())?;
+    log.judge(room.connection_state())?;
     Ok(())
 }
 
@@ -157,7 +157,7 @@ async fn close_during_a_reconnect_ends_at_once_and_for_good() -> Result<()> {
     proxy.heal().await?;
     log.wait_ended(WAIT).await?;
     ensure!(room.connection_state() == ConnectionState::Disconnected);
-    log.check(room.connection_state())?;
+    log.judge(room.connection_state())?;
     Ok(())
 }
 
@@ -175,7 +175,7 @@ async fn a_silent_signalling_link_is_detected_by_ping_timeout_and_recovered() ->
     proxy.heal().await?;
     log.wait_for("Reconnected", WAIT, |e| *e == RoomEvent::Reconnected).await?;
     ensure!(room.connection_state() == ConnectionState::Connected);
-    log.check(room.connection_state())?;
+    log.judge(room.connection_state())?;
     room.close().await?;
     Ok(())
 }
@@ -217,7 +217,7 @@ async fn exhaustion_makes_exactly_the_policys_attempts_spaced_by_its_delays() ->
         took >= delays && took <= delays + Duration::from_secs(3),
         "4 attempts spaced by 0 + 200 + 400 + 800 ms should take about {delays:?}, took {took:?}"
     );
-    log.check(room.connection_state())?;
+    log.judge(room.connection_state())?;
     Ok(())
 }
 
@@ -262,7 +262,7 @@ async fn a_link_that_heals_during_a_backoff_wait_is_used_at_once() -> Result<()>
         log.trace()
     );
     ensure!(room.connection_state() == ConnectionState::Connected);
-    log.check(room.connection_state())?;
+    log.judge(room.connection_state())?;
     room.close().await?;
     Ok(())
 }
@@ -289,7 +289,7 @@ async fn a_401_on_reconnect_ends_the_room_with_join_failure() -> Result<()> {
         front.answered()
     );
     log.wait_ended(WAIT).await?;
-    log.check(room.connection_state())?;
+    log.judge(room.connection_state())?;
     Ok(())
 }
 
@@ -311,7 +311,7 @@ async fn a_503_on_reconnect_is_retried_until_the_server_is_back() -> Result<()> 
     front.set_mode(FrontMode::Forward);
     log.wait_for("Reconnected", WAIT, |e| *e == RoomEvent::Reconnected).await?;
     ensure!(room.connection_state() == ConnectionState::Connected);
-    log.check(room.connection_state())?;
+    log.judge(room.connection_state())?;
     room.close().await?;
     Ok(())
 }

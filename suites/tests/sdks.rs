@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
-use faultline::check::{ClientEvent, EventLog, Lifecycle, Observed};
 use faultline::client::{Client, ClientOptions, Sdk};
+use faultline::event_log::{ClientEvent, EventLog, Lifecycle, Observed};
 use faultline::net::{Direction, FaultyNetwork, NetFaults};
 use faultline::provision::ProvisionEnv;
 use faultline::proxy::Proxy;
@@ -76,7 +76,7 @@ impl Joined {
     /// The SDK's own state, checked to agree with its events (invariant 2).
     async fn state(&mut self) -> Result<faultline::client::ClientState> {
         let state = self.client.state().await?;
-        self.log.check(state.connection_state).map_err(|e| {
+        self.log.judge(state.connection_state).map_err(|e| {
             anyhow::anyhow!("{} broke an invariant: {e}{}", self.client.sdk(), self.where_logs())
         })?;
         Ok(state)

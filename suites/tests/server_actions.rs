@@ -9,7 +9,7 @@ mod real_lane;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use faultline::check::{EventLog, WaitError};
+use faultline::event_log::{EventLog, WaitError};
 use faultline_sdk::{
     ConnectionState, DisconnectReason, Jitter, ReconnectPolicy, Room, RoomEvent, RoomOptions,
     SimulateScenario,
@@ -37,7 +37,7 @@ async fn expect_disconnected(
         "a server decision to disconnect is obeyed, not fought with reconnects:\n{}",
         log.trace()
     );
-    log.check(room.connection_state())?;
+    log.judge(room.connection_state())?;
     Ok(())
 }
 
@@ -87,7 +87,7 @@ async fn a_resume_refused_with_a_leave_is_followed_by_a_full_reconnect_at_once()
         ended - began,
         log.trace()
     );
-    log.check(room.connection_state())?;
+    log.judge(room.connection_state())?;
     room.close().await?;
     Ok(())
 }
@@ -150,7 +150,7 @@ async fn a_joined_participant_stays_past_the_servers_join_deadline() -> Result<(
         .with_context(|| format!("p0 is still in {name} after {quiet:?}: {participants:?}"))?;
     ensure!(me.state == State::Active as i32, "the server sees p0 as active: {me:?}");
     ensure!(me.sid == room.local_participant().sid(), "and as the same session");
-    log.check(room.connection_state())?;
+    log.judge(room.connection_state())?;
     room.close().await?;
     Ok(())
 }
@@ -178,7 +178,7 @@ async fn forcing_tcp_on_a_udp_only_client_ends_in_one_disconnected() -> Result<(
     );
     log.wait_ended(WAIT).await?;
     ensure!(room.connection_state() == ConnectionState::Disconnected, "{ended:?}");
-    log.check(room.connection_state())?;
+    log.judge(room.connection_state())?;
     Ok(())
 }
 

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use anyhow::{ensure, Context};
-use faultline::check::EventLog;
+use faultline::event_log::EventLog;
 use faultline::sim::Sim;
 use faultline_sdk::{ConnectionState, RoomEvent};
 
@@ -39,7 +39,7 @@ fn a_participant_stays_connected_for_two_simulated_minutes() -> anyhow::Result<(
                     == livekit_protocol::participant_info::State::Active as i32,
             "after 120 s the server should still hold alice's session, active: {participants:?}"
         );
-        log.check(room.connection_state()).context("invariants")?;
+        log.judge(room.connection_state()).context("invariants")?;
         Ok::<_, anyhow::Error>(())
     });
     sim.run()?;

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use anyhow::ensure;
-use faultline::check::EventLog;
+use faultline::event_log::EventLog;
 use faultline::sim::Sim;
 use faultline_sdk::{DataPacket, RoomEvent, SimulateScenario};
 

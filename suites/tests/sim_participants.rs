@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use anyhow::ensure;
-use faultline::check::EventLog;
+use faultline::event_log::EventLog;
 use faultline::sim::Sim;
 use faultline_sdk::{DataPacket, RoomEvent, SimulateScenario};
 
@@ -56,7 +56,7 @@ fn watch(seed: u64, scenario: SimulateScenario) -> anyhow::Result<()> {
                 "a resume must not look like a leave or a join: {membership:?}"
             );
         }
-        log.check(room.connection_state())?;
+        log.judge(room.connection_state())?;
         Ok::<_, anyhow::Error>(())
     });
     sim.client("peer", move |ctx| async move {

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context};
-use faultline::check::EventLog;
+use faultline::event_log::EventLog;
 use faultline::record::EventRecord;
 use faultline::sim::{ClientContext, Sim};
 use faultline_sdk::{ConnectionState, ReconnectPolicy, RoomEvent, SimulateScenario};
@@ -36,7 +36,7 @@ async fn recovers(
     );
     // Still connected a while later (the recovered session really works).
     tokio::time::sleep(Duration::from_secs(20)).await;
-    log.check(room.connection_state()).context("invariants")?;
+    log.judge(room.connection_state()).context("invariants")?;
     ensure!(
         log.count(|e| matches!(e, RoomEvent::Reconnecting)) == 1,
         "one episode expected; trace:\n{}",
@@ -137,7 +137,7 @@ fn a_partition_that_never_heals_exhausts_the_default_policy() -> anyhow::Result<
             "nothing can reconnect through the partition; trace:\n{}",
             log.trace()
         );
-        log.check(room.connection_state()).context("invariants")?;
+        log.judge(room.connection_state()).context("invariants")?;
         Ok::<_, anyhow::Error>(())
     });
     sim.run()?;

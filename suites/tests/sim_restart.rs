@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use anyhow::{ensure, Context};
-use faultline::check::EventLog;
+use faultline::event_log::EventLog;
 use faultline::sim::{Sim, SERVER_HOST};
 use faultline_sdk::{ConnectionState, RoomEvent};
 
@@ -33,7 +33,7 @@ fn a_restarted_server_is_joined_again_with_a_full_reconnect() -> anyhow::Result<
             listed.iter().map(|p| p.sid.as_str()).collect::<Vec<_>>() == [after.as_str()],
             "the restarted server should hold the new session only: {listed:?}"
         );
-        log.check(room.connection_state()).context("invariants")?;
+        log.judge(room.connection_state()).context("invariants")?;
         Ok::<_, anyhow::Error>(())
     });
     sim.run_until(Duration::from_secs(5))?;

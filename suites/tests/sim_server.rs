@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use anyhow::{ensure, Context};
-use faultline::check::EventLog;
+use faultline::event_log::EventLog;
 use faultline::sim::Sim;
 use faultline_sdk::{
     ConnectionState, DataPacket, DataPacketKind, DisconnectReason, RoomEvent, SimulateScenario,
@@ -59,7 +59,7 @@ fn ends_with(seed: u64, ending: Ending, reason: DisconnectReason) -> anyhow::Res
             "a server-side ending is final, no reconnect episode; trace:\n{}",
             log.trace()
         );
-        log.check(room.connection_state()).context("invariants")?;
+        log.judge(room.connection_state()).context("invariants")?;
         Ok::<_, anyhow::Error>(())
     });
     sim.run()?;
@@ -131,7 +131,7 @@ fn escalates(seed: u64, scenario: SimulateScenario) -> anyhow::Result<()> {
         );
         tokio::time::sleep(Duration::from_secs(20)).await;
         ensure!(room.connection_state() == ConnectionState::Connected);
-        log.check(room.connection_state()).context("invariants")?;
+        log.judge(room.connection_state()).context("invariants")?;
         let listed = ctx.server().list_participants("escalate").await?;
         ensure!(
             listed.iter().map(|p| p.sid.as_str()).collect::<Vec<_>>() == [after.as_str()],
@@ -183,7 +183,7 @@ fn forcing_tcp_on_a_udp_only_client_ends_in_one_disconnected_until_it_expires() 
             log.trace()
         );
         ensure!(room.connection_state() == ConnectionState::Disconnected);
-        log.check(room.connection_state()).context("invariants")?;
+        log.judge(room.connection_state()).context("invariants")?;
         // The preference lasts 5 minutes from the scenario.
         tokio::time::sleep_until(forced + Duration::from_secs(5 * 60 + 1)).await;
         let (again, _events) = ctx.connect("force-tcp", "p0").await?;

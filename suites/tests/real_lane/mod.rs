@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use faultline::check::EventLog;
+use faultline::event_log::EventLog;
 use faultline::server::LiveKitServer;
 use faultline_sdk::{
     ConnectionState, Jitter, ReconnectPolicy, Room, RoomEvent, RoomOptions, SimulateScenario,
@@ -109,7 +109,7 @@ pub async fn assert_recovers(
         room.connection_state(),
         log.trace()
     );
-    log.check(room.connection_state())?;
+    log.judge(room.connection_state())?;
     Ok(())
 }
 

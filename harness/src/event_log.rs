@@ -4,7 +4,7 @@
 //!
 //! It works on any event type that can be put in the shared vocabulary ([`Observed`]):
 //! faultline-sdk's `RoomEvent` in process, and the [`ClientEvent`]s every client under test
-//! reports. Its records are [`EventRecord`]s, the run record's own type; [`EventLog::check`]
+//! reports. Its records are [`EventRecord`]s, the run record's own type; [`EventLog::judge`]
 //! hands them to the one judge ([`crate::judge::lifecycle`]: DESIGN.md's invariants 1–2, and
 //! 3 as far as one room's log can tell — never left `Reconnecting`).
 
@@ -161,9 +161,9 @@ impl<E: Observed> EventLog<E> {
         self.seen.iter().filter(|r| matches(&r.event)).count()
     }
 
-    /// Records what has arrived, then has the judge check the invariants against
-    /// `final_state` (the room's `connection_state()` now).
-    pub fn check(&mut self, final_state: ConnectionState) -> Result<(), CheckError> {
+    /// Records what has arrived, then has the judge ([`judge::lifecycle`]) hold the log to the
+    /// invariants, with `final_state` (the room's `connection_state()` now).
+    pub fn judge(&mut self, final_state: ConnectionState) -> Result<(), Broken> {
         self.poll();
         let judged: Vec<EventRecord> = self
             .seen
@@ -175,7 +175,7 @@ impl<E: Observed> EventLog<E> {
             .collect();
         match judge::lifecycle("", &judged, final_state) {
             None => Ok(()),
-            Some(violation) => Err(CheckError { violation, trace: self.trace() }),
+            Some(violation) => Err(Broken { violation, trace: self.trace() }),
         }
     }
 }
@@ -183,7 +183,7 @@ impl<E: Observed> EventLog<E> {
 /// A log that broke an invariant, with its trace.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{violation}\ntrace:\n{trace}")]
-pub struct CheckError {
+pub struct Broken {
     /// What was broken.
     pub violation: Violation,
     /// The timestamped trace.
@@ -204,8 +204,8 @@ mod tests {
         tx.send(RoomEvent::ConnectionStateChanged(ConnectionState::Reconnecting)).expect("open");
         tx.send(RoomEvent::Reconnecting).expect("open");
         tx.send(RoomEvent::Disconnected { reason: DisconnectReason::SignalClose }).expect("open");
-        assert!(log.check(ConnectionState::Disconnected).is_ok());
-        let error = log.check(ConnectionState::Connected).expect_err("state disagrees");
+        assert!(log.judge(ConnectionState::Disconnected).is_ok());
+        let error = log.judge(ConnectionState::Connected).expect_err("state disagrees");
         assert_eq!(error.violation.invariant, 2);
         let text = error.to_string();
         assert!(text.contains("#3") && text.contains("Disconnected"), "the trace: {text}");
