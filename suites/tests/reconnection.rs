@@ -1,6 +1,6 @@
 //! Reconnection against the real livekit-server: the upstream SDK's four reconnection checks
 //! (resume, full reconnect, escalation, exhaustion) as faultline tests, each also judged by
-//! the invariants of `faultline::check`.
+//! the invariants (`faultline::judge`, through `EventLog::judge`).
 
 mod real_lane;
 
