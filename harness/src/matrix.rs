@@ -16,7 +16,7 @@ use crate::client::{ClientEvent, Lifecycle, Observed, Sdk};
 use crate::record::RunRecord;
 use crate::report::escape_html as esc;
 use crate::scenario::format::{Lane, Scenario};
-use crate::scenario::run::check_real_lane;
+use crate::scenario::real_lane::check_real_lane;
 use crate::scenario::{run_real, RunError, RunOptions};
 
 /// One scenario × SDK.

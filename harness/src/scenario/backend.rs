@@ -9,7 +9,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use super::format::{Fault, Lane, NodeRef, Scenario};
-use super::run::RunError;
+use super::lane::RunError;
 use crate::cluster::{Cluster, ClusterOptions};
 use crate::netns::Topology;
 use crate::room_service::RoomService;

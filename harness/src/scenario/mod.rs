@@ -1,7 +1,8 @@
 //! Scenarios: field disconnects written down as files, and their runner.
 //!
 //! - [`format`]: the file format, read and checked with located errors.
-//! - [`run`]: playing a scenario against the real livekit-server.
+//! - [`lane`]: what both lanes share: run options, progress, errors, fault labels.
+//! - [`real_lane`]: playing a scenario against the real livekit-server.
 //! - [`sim_lane`]: playing it in the turmoil simulation.
 //! - [`seeds`]: its pass rate over many seeds of the simulation.
 //!
@@ -12,12 +13,14 @@
 
 mod backend;
 pub mod format;
-pub mod run;
+pub mod lane;
+pub mod real_lane;
 pub mod seeds;
 pub mod sim_lane;
 
 pub use crate::record::RunRecord;
 pub use format::{Scenario, ScenarioError};
-pub use run::{run_real, Progress, RunError, RunOptions};
+pub use lane::{Progress, RunError, RunOptions};
+pub use real_lane::run_real;
 pub use seeds::{sweep, SeedSweep, REQUIRED_PASS_RATE};
 pub use sim_lane::run_sim;

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use super::format::Scenario;
-use super::run::RunError;
+use super::lane::RunError;
 use super::sim_lane::{check_sim_lane, run_sim};
 
 /// The share of seeds a library scenario must pass for.

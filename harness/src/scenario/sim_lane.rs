@@ -31,7 +31,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::format::{Fault, Lane, ProxyMode, Scenario};
-use super::run::{label, lanes, RunError};
+use super::lane::{label, lanes, RunError};
 use crate::judge;
 use crate::record::{FaultRecord, RunRecord};
 use crate::sim::explore::{run_case_with, Case, Overrides, PublishPlan};

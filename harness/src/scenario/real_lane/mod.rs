@@ -45,187 +45,30 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+mod faults;
+
 use super::backend::Backend;
 use super::format::{Fault, FaultStep, Lane, NodeRef, ParticipantSpec, ProxyMode, Scenario};
+use super::lane::{label, lanes, Observer, Progress, RunError, RunOptions, QUIET_WAIT_CAP};
 use crate::client::{Client, ClientError, ClientOptions, Observed, Sdk};
-use crate::cluster::{ClusterError, ClusterEvent};
+use crate::cluster::ClusterEvent;
 use crate::judge;
 use crate::net::{self, FaultyNetwork, NetFaults};
 use crate::netns::{Link, Scope, Topology};
 use crate::provision::ProvisionEnv;
-use crate::proxy::{Proxy, ProxyError};
+use crate::proxy::Proxy;
 use crate::record::ClusterRecord;
 use crate::record::{
     data_payload, EventRecord, FaultRecord, ParticipantRecord, Published, RunRecord, DATA_TOPIC,
 };
-use crate::server::ServerError;
 use crate::token::TokenSpec;
-use crate::toxiproxy::{self, ToxicGuard, Toxiproxy, ToxiproxyError};
+use crate::toxiproxy::{self, ToxicGuard, Toxiproxy};
 
 /// How long joining everyone (and everyone seeing everyone) may take.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How often the runner re-judges while waiting for unmet expectations.
 const RECHECK: Duration = Duration::from_millis(100);
-
-/// Something the runner reports while it runs, for a live display.
-#[derive(Debug)]
-pub enum Progress<'a> {
-    /// A step of setting up or tearing down (`starting livekit-server`, `joining alice`).
-    Phase(&'a str),
-    /// Everyone is connected: the fault timeline starts now, this long after the run
-    /// started (event and fault times count from the start of the run).
-    TimelineStarted(Duration),
-    /// A fault took effect.
-    FaultStarted(&'a FaultRecord),
-    /// A fault was healed.
-    FaultHealed(&'a FaultRecord),
-    /// A participant's room reported an event.
-    Event(&'a EventRecord),
-    /// The cluster changed (a `[cluster]` scenario only).
-    Cluster(&'a ClusterRecord),
-}
-
-/// Receives [`Progress`] as the run goes.
-pub type Observer = Box<dyn FnMut(Progress<'_>) + Send>;
-
-/// How to run a scenario.
-pub struct RunOptions {
-    /// Seed of the run's randomness: media loss and each room's backoff jitter.
-    pub seed: u64,
-    /// Told about every step, fault and event.
-    pub observer: Option<Observer>,
-    /// Keep watching until no participant has seen a lifecycle or participant event for this
-    /// long (at most [`QUIET_WAIT_CAP`] past the usual end), so the record holds everything
-    /// the room was going to say: what a comparison of lanes needs (`faultline conform`).
-    pub quiet: Option<Duration>,
-}
-
-/// The longest a run keeps watching for [`RunOptions::quiet`].
-pub const QUIET_WAIT_CAP: Duration = Duration::from_secs(30);
-
-impl Default for RunOptions {
-    fn default() -> Self {
-        Self { seed: 1, observer: None, quiet: None }
-    }
-}
-
-impl std::fmt::Debug for RunOptions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RunOptions").field("seed", &self.seed).finish_non_exhaustive()
-    }
-}
-
-/// A scenario that could not be run (as opposed to one that ran and failed its
-/// expectations, which is a [`RunRecord`] whose verdicts say so).
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    /// The scenario does not list the lane.
-    #[error(
-        "{}: scenario `{scenario}` does not list the {lane} lane (it lists: {listed}); run it \
-         with `--lane {listed}`, or add \"{lane}\" to its `lanes` if it can run there",
-        file.display()
-    )]
-    LaneNotListed {
-        /// The file.
-        file: PathBuf,
-        /// Its name.
-        scenario: String,
-        /// The lane asked for.
-        lane: Lane,
-        /// The lanes it lists.
-        listed: String,
-    },
-    /// A fault the lane cannot do; found before anything started.
-    #[error("{}: fault #{index} (`type = \"{kind}\"`): the {lane} lane cannot do it: {why}", file.display())]
-    Unsupported {
-        /// The file.
-        file: PathBuf,
-        /// The fault's position among the `[[fault]]`s (0-based).
-        index: usize,
-        /// Its type.
-        kind: &'static str,
-        /// The lane.
-        lane: Lane,
-        /// Why, and what to do instead.
-        why: String,
-    },
-    /// A participant setting or expectation the sim lane cannot honour.
-    #[error(
-        "{}: participant `{identity}` has {what}, which the sim lane cannot honour (its \
-         participants use the default room options and publish their own data); run the \
-         scenario with `--lane real`, or list only \"real\" in its `lanes`",
-        file.display()
-    )]
-    SimParticipant {
-        /// The file.
-        file: PathBuf,
-        /// Who.
-        identity: String,
-        /// The setting.
-        what: &'static str,
-    },
-    /// A participant's SDK cannot take what the scenario asks of it; found before anything
-    /// started.
-    #[error("{}: participant `{identity}` runs the {sdk} SDK, which cannot take {what}", file.display())]
-    SdkCannot {
-        /// The file.
-        file: PathBuf,
-        /// Who.
-        identity: String,
-        /// Its SDK.
-        sdk: Sdk,
-        /// What it cannot take, and what to do instead.
-        what: String,
-    },
-    /// A participant's SDK cannot run on this machine (its message names the fix).
-    #[error(transparent)]
-    Client(ClientError),
-    /// The network namespaces a run with kernel-level faults needs could not be made.
-    #[error("kernel-level faults need network namespaces, which could not be made: {0}")]
-    Kernel(#[from] crate::netns::NetnsError),
-    /// The simulation failed.
-    #[error("the simulation failed: {0}")]
-    Sim(String),
-    /// livekit-server could not be started or reached.
-    #[error("cannot start livekit-server for the scenario: {0}")]
-    Server(#[from] ServerError),
-    /// The cluster could not be started or used.
-    #[error("the scenario's cluster failed: {0}")]
-    Cluster(#[from] ClusterError),
-    /// toxiproxy could not be started or used.
-    #[error("toxiproxy, needed for the scenario's toxics, failed: {0}")]
-    Toxiproxy(#[from] ToxiproxyError),
-    /// The killable proxy could not be started.
-    #[error("cannot start the signalling proxy: {0}")]
-    Proxy(#[from] ProxyError),
-    /// A participant could not join.
-    #[error("{identity} could not join room {room}: {why}; server log: {log}")]
-    Join {
-        /// Who.
-        identity: String,
-        /// The room.
-        room: String,
-        /// What went wrong.
-        why: String,
-        /// The server's log.
-        log: String,
-    },
-    /// A fault could not be applied or healed.
-    #[error("fault #{index} ({label}) could not be {action}: {why}; server log: {log}")]
-    Fault {
-        /// The fault's position.
-        index: usize,
-        /// Its description.
-        label: String,
-        /// "started" or "healed".
-        action: &'static str,
-        /// The error.
-        why: String,
-        /// The server's log.
-        log: String,
-    },
-}
 
 /// Checks, before anything starts, that the real lane can run `scenario`: it must list the
 /// lane. (The real lane can do every fault of the format; a server it cannot kill is found
@@ -316,11 +159,6 @@ pub fn check_sdks(scenario: &Scenario, file: &Path) -> Result<(), RunError> {
         }
     }
     Ok(())
-}
-
-/// The lanes a scenario lists, comma-separated.
-pub fn lanes(scenario: &Scenario) -> String {
-    scenario.lanes.iter().map(Lane::to_string).collect::<Vec<_>>().join(", ")
 }
 
 /// One participant: its client (of any SDK) and its fault path.
@@ -872,273 +710,6 @@ impl Runner<'_> {
         }
     }
 
-    /// A participant's client link, when the kernel carries its faults.
-    fn link(&self, c: &Participant) -> Option<&Link> {
-        Some(&self.topology.as_ref()?.clients()[c.link?])
-    }
-
-    fn client(&self, step: &FaultStep) -> Option<&Participant> {
-        match &step.target {
-            Some(t) => self.clients.iter().find(|c| c.identity == *t.get_ref()),
-            None => self.clients.first(),
-        }
-    }
-
-    async fn start_fault(&mut self, index: usize) -> Result<(), RunError> {
-        let step = &self.scenario.faults[index];
-        let label = label(step);
-        let fail = |why: String, log: String| RunError::Fault {
-            index,
-            label: label.clone(),
-            action: "started",
-            why,
-            log,
-        };
-        let log = self.server_log();
-        // Stamped before acting: what the fault causes can be recorded while it is applied.
-        let at = self.started.elapsed();
-        let client = self.client(step);
-        let on_kernel = client.is_some_and(|c| c.link.is_some());
-        let target = |what: &str| {
-            client.ok_or_else(|| fail(format!("{what} needs a target participant"), log.clone()))
-        };
-        match &step.fault {
-            Fault::Partition {} => {
-                let c = target("a partition")?;
-                if let Some(link) = self.link(c) {
-                    // The kernel drops everything on the client's link: signalling and media.
-                    link.partition(Scope::Link)
-                        .await
-                        .map_err(|e| fail(e.to_string(), log.clone()))?;
-                } else {
-                    let net = sockets(c).map_err(|why| fail(why, log.clone()))?;
-                    c.proxy.pause().await.map_err(|e| fail(e.to_string(), log.clone()))?;
-                    net.refuse_new_signalling();
-                    net.partition_media(net::Direction::Both);
-                }
-            }
-            Fault::SignalProxy { mode, rate } => {
-                let c = target("a signal-proxy fault")?;
-                let done = match mode {
-                    ProxyMode::Kill => c.proxy.kill().await,
-                    ProxyMode::BlackHole => c.proxy.black_hole().await,
-                    ProxyMode::Pause => c.proxy.pause().await,
-                    ProxyMode::RefuseNew => c.proxy.refuse_new().await,
-                    ProxyMode::Throttle => c.proxy.throttle(*rate),
-                };
-                done.map_err(|e| fail(e.to_string(), log.clone()))?;
-            }
-            Fault::Toxic { toxic, stream, toxicity } => {
-                let c = target("a toxic")?;
-                let proxy = c.toxic_proxy.as_ref().ok_or_else(|| {
-                    fail("the participant has no toxiproxy proxy".into(), log.clone())
-                })?;
-                let toxic = toxiproxy::Toxic::new(toxic.clone(), *stream)
-                    .named(&format!("fault-{index}"))
-                    .with_toxicity(*toxicity);
-                let guard =
-                    proxy.add_toxic(toxic).await.map_err(|e| fail(e.to_string(), log.clone()))?;
-                self.toxics.push((index, guard));
-            }
-            Fault::Media { direction, loss_percent, delay } => {
-                let c = target("a media fault")?;
-                let direction = *direction;
-                if let Some(link) = self.link(c) {
-                    if let Some(percent) = loss_percent {
-                        // Whole percent: nftables draws numgen mod 100.
-                        let percent = percent.round().clamp(0.0, 100.0) as u8;
-                        link.loss(direction, Scope::Media, percent)
-                            .await
-                            .map_err(|e| fail(e.to_string(), log.clone()))?;
-                    }
-                    if let Some(delay) = delay {
-                        link.delay(direction, Scope::Media, *delay, Duration::ZERO)
-                            .await
-                            .map_err(|e| fail(e.to_string(), log.clone()))?;
-                    }
-                } else {
-                    let net = sockets(c).map_err(|why| fail(why, log.clone()))?;
-                    if let Some(percent) = loss_percent {
-                        net.set_media_loss(direction, *percent)
-                            .map_err(|e| fail(e.to_string(), log.clone()))?;
-                    }
-                    if let Some(delay) = delay {
-                        net.set_media_delay(direction, *delay);
-                    }
-                }
-            }
-            Fault::NetworkChange {} => {
-                let c = target("a network change")?;
-                if let Some(link) = self.link(c) {
-                    link.change_address().await.map_err(|e| fail(e.to_string(), log.clone()))?;
-                } else {
-                    let net = sockets(c).map_err(|why| fail(why, log.clone()))?;
-                    let changes = self.networks_changed.fetch_add(1, Ordering::Relaxed);
-                    let ip = Ipv4Addr::new(127, 0, 0, changes.saturating_add(2));
-                    net.change_network(IpAddr::V4(ip));
-                }
-            }
-            Fault::ServerKill {} => {
-                let server = self.backend.server().ok_or_else(|| {
-                    fail("a cluster scenario kills nodes, not the server".into(), log.clone())
-                })?;
-                server.kill().await.map_err(|e| fail(e.to_string(), log.clone()))?;
-            }
-            Fault::NodeKill { .. } | Fault::NodeRestart { .. } | Fault::NodeDrain { .. } => {
-                let named = step.fault.node().unwrap_or(NodeRef::Room);
-                let node = self
-                    .backend
-                    .resolve(named, &self.room)
-                    .await
-                    .map_err(|why| fail(why, log.clone()))?;
-                if let Fault::NodeRestart { .. } = step.fault {
-                    self.say(&format!("restarting node {node} on its ports"));
-                }
-                let cluster = self
-                    .backend
-                    .cluster()
-                    .ok_or_else(|| fail("the run has no cluster".into(), log.clone()))?;
-                let done = match &step.fault {
-                    Fault::NodeKill { .. } => cluster.kill(node).await,
-                    Fault::NodeDrain { .. } => cluster.drain(node).await,
-                    _ => cluster.restart(node).await,
-                };
-                done.map_err(|e| fail(e.to_string(), log.clone()))?;
-                self.fault_nodes.push((index, node));
-            }
-            Fault::RedisKill {} => {
-                let cluster = self
-                    .backend
-                    .cluster()
-                    .ok_or_else(|| fail("the run has no cluster".into(), log.clone()))?;
-                cluster.kill_redis();
-            }
-            Fault::RemoveParticipant {} => {
-                let c = target("remove-participant")?;
-                self.backend
-                    .room_service()
-                    .map_err(|e| fail(e.to_string(), log.clone()))?
-                    .remove_participant(&self.room, &c.identity)
-                    .await
-                    .map_err(|e| fail(e.to_string(), log.clone()))?;
-            }
-            Fault::DeleteRoom {} => {
-                self.backend
-                    .room_service()
-                    .map_err(|e| fail(e.to_string(), log.clone()))?
-                    .delete_room(&self.room)
-                    .await
-                    .map_err(|e| fail(e.to_string(), log.clone()))?;
-            }
-            Fault::Simulate { scenario } => {
-                let c = target("simulate")?;
-                c.client.simulate(*scenario).await.map_err(|e| fail(e.to_string(), log.clone()))?;
-            }
-            Fault::Close {} => {
-                let c = target("close")?;
-                c.client.close().await.map_err(|e| fail(e.to_string(), log.clone()))?;
-            }
-        }
-        let record = FaultRecord {
-            index,
-            kind: step.fault.kind(),
-            label,
-            target: step.target.as_ref().map(|t| t.get_ref().clone()),
-            started: at,
-            healed: step.fault.is_instant().then_some(at),
-            // The socket wrapper refuses the target's new signalling connections at once (a
-            // kernel partition drops them instead).
-            refuses_connections: step.fault == Fault::Partition {} && !on_kernel,
-        };
-        if let Some(o) = self.observer.as_mut() {
-            o(Progress::FaultStarted(&record));
-        }
-        self.faults.push(record);
-        Ok(())
-    }
-
-    async fn heal_fault(&mut self, index: usize) -> Result<(), RunError> {
-        let step = &self.scenario.faults[index];
-        let label = label(step);
-        let log = self.server_log();
-        let fail = |why: String| RunError::Fault {
-            index,
-            label: label.clone(),
-            action: "healed",
-            why,
-            log: log.clone(),
-        };
-        let client = self.client(step);
-        match (&step.fault, client) {
-            (Fault::Partition {} | Fault::Media { .. }, Some(c)) if self.link(c).is_some() => {
-                if let Some(link) = self.link(c) {
-                    link.heal().await.map_err(|e| fail(e.to_string()))?;
-                }
-            }
-            (Fault::Partition {}, Some(c)) => {
-                let net = sockets(c).map_err(&fail)?;
-                net.heal_signalling();
-                net.heal_media();
-                c.proxy.resume().await.map_err(|e| fail(e.to_string()))?;
-            }
-            (Fault::SignalProxy { mode: ProxyMode::Throttle, .. }, Some(c)) => {
-                c.proxy.throttle(None).map_err(|e| fail(e.to_string()))?;
-            }
-            (Fault::SignalProxy { .. }, Some(c)) => {
-                c.proxy.heal().await.map_err(|e| fail(e.to_string()))?;
-            }
-            (Fault::Toxic { .. }, _) => {
-                if let Some(pos) = self.toxics.iter().position(|(i, _)| *i == index) {
-                    let (_, guard) = self.toxics.remove(pos);
-                    guard.remove().await.map_err(|e| fail(e.to_string()))?;
-                }
-            }
-            (Fault::Media { .. }, Some(c)) => sockets(c).map_err(&fail)?.heal_media(),
-            (Fault::ServerKill {}, _) => {
-                self.say("restarting livekit-server on the same ports");
-                let server = self
-                    .backend
-                    .server()
-                    .ok_or_else(|| fail("a cluster scenario kills nodes, not the server".into()))?;
-                server.restart().await.map_err(|e| fail(e.to_string()))?;
-            }
-            (Fault::NodeKill { .. } | Fault::NodeDrain { .. }, _) => {
-                let node = self.fault_nodes.iter().find(|(i, _)| *i == index).map(|(_, n)| *n);
-                let Some(node) = node else {
-                    return Err(fail("the fault's node is unknown".into()));
-                };
-                let restart = matches!(step.fault, Fault::NodeKill { .. });
-                if restart {
-                    self.say(&format!("restarting node {node} on its ports"));
-                }
-                let cluster =
-                    self.backend.cluster().ok_or_else(|| fail("the run has no cluster".into()))?;
-                if restart {
-                    cluster.restart(node).await.map_err(|e| fail(e.to_string()))?;
-                } else if cluster.node(node).is_ok_and(|n| n.ensure_running().is_ok()) {
-                    // The grace period is over and participants are still there.
-                    cluster.kill(node).await.map_err(|e| fail(e.to_string()))?;
-                }
-            }
-            (Fault::RedisKill {}, _) => {
-                self.say("restarting Redis (empty) on its port");
-                let cluster =
-                    self.backend.cluster().ok_or_else(|| fail("the run has no cluster".into()))?;
-                cluster.restart_redis().await.map_err(|e| fail(e.to_string()))?;
-            }
-            _ => {}
-        }
-        let at = self.started.elapsed();
-        if let Some(pos) = self.faults.iter().position(|f| f.index == index) {
-            self.faults[pos].healed = Some(at);
-            let record = self.faults[pos].clone();
-            if let Some(o) = self.observer.as_mut() {
-                o(Progress::FaultHealed(&record));
-            }
-        }
-        Ok(())
-    }
-
     /// Stops recording, closes every room and removes every proxy and toxic.
     async fn teardown(&mut self) {
         for p in self.publishers.drain(..) {
@@ -1187,18 +758,6 @@ fn needs_kernel(scenario: &Scenario) -> bool {
     })
 }
 
-/// The fault wrapper of a participant's sockets (faultline-sdk's only; [`check_sdks`]
-/// refuses socket faults for other SDKs before a run starts).
-fn sockets(c: &Participant) -> Result<&NetFaults, String> {
-    c.net.as_ref().ok_or_else(|| {
-        format!(
-            "{} runs the {} SDK, whose sockets faultline does not own",
-            c.identity,
-            c.client.sdk()
-        )
-    })
-}
-
 /// How a participant connects: faultline-sdk through a fault wrapper on its sockets with
 /// the run's seed and the file's policy overrides; another SDK with the overrides as a
 /// policy of its own, if the file sets any.
@@ -1218,36 +777,5 @@ fn client_options(spec: &ParticipantSpec, seed: u64) -> (ClientOptions, Option<N
     } else {
         let reconnect = overrides.is_set().then_some(policy);
         (ClientOptions { reconnect, ..ClientOptions::default() }, None)
-    }
-}
-
-/// A one-line description of a fault step.
-pub fn label(step: &FaultStep) -> String {
-    let what = match &step.fault {
-        Fault::SignalProxy { mode: ProxyMode::Throttle, rate } => {
-            format!("signal-proxy throttle {} B/s", rate.unwrap_or_default())
-        }
-        Fault::SignalProxy { mode, .. } => format!("signal-proxy {mode}"),
-        Fault::Toxic { toxic, stream, toxicity } => {
-            let share =
-                if *toxicity < 1.0 { format!(", toxicity {toxicity}") } else { String::new() };
-            format!("toxic {toxic} {stream}{share}")
-        }
-        Fault::Media { direction, loss_percent, delay } => {
-            let mut parts = vec![format!("media {direction}")];
-            if let Some(p) = loss_percent {
-                parts.push(format!("loss {p}%"));
-            }
-            if let Some(d) = delay {
-                parts.push(format!("delay {d:?}"));
-            }
-            parts.join(" ")
-        }
-        Fault::Simulate { scenario } => format!("simulate {scenario}"),
-        other => other.kind().to_owned(),
-    };
-    match &step.target {
-        Some(t) => format!("{what} → {}", t.get_ref()),
-        None => what,
     }
 }
