@@ -351,7 +351,9 @@ impl std::fmt::Display for ProxyMode {
     }
 }
 
-/// Modes of the killable signalling proxy (and of the sim lane's signalling faults).
+/// Modes of the killable signalling proxy (and of the sim lane's signalling faults): the fault
+/// a scenario asks for. It is not [`crate::proxy::Mode`], the proxy's state, which also has
+/// `Pass` and keeps throttling as a rate beside the mode rather than as a mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ProxyMode {
