@@ -25,7 +25,10 @@
 //! `0..count` from the timeline's zero, whatever its state, as on the real lane (so
 //! `data-delivered` is judged the same way). Anything else — a throttle, toxics, network
 //! changes, `delete-room`, `close` — is refused before anything runs, naming the file and what
-//! to do.
+//! to do. A network change cannot be expressed: turmoil gives a host one address, and
+//! faultline-sdk recognises a new network by its signalling socket's new local address
+//! (`PeerConnection::move_if_network_changed`), so in the simulation the old sockets would
+//! die with no new address to move to — a different client behaviour, not the same one.
 
 use std::path::Path;
 use std::time::Duration;
