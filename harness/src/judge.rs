@@ -1,5 +1,5 @@
-//! The one judge: applies a scenario's expectations ([`expectations`]) and DESIGN.md's
-//! invariants 1–5 ([`invariants`]) to any [`RunRecord`] — whichever lane wrote it, whichever
+//! The one judge: applies a scenario's expectations (`judge/expectations.rs`) and DESIGN.md's
+//! invariants 1–5 (`judge/invariants.rs`) to any [`RunRecord`] — whichever lane wrote it, whichever
 //! client it recorded — and says, per expectation and per participant, what a correct client
 //! does and what this one did ([`Verdict`]). The explorer takes the [`Violation`]s directly;
 //! a live [`crate::event_log::EventLog`] asks [`lifecycle`] about one room.

@@ -6,7 +6,7 @@
 //! cannot outlive the test process even when that process is itself SIGKILLed (then no
 //! destructor runs). For the last guarantee each process gets a watchdog: a tiny `sh` loop
 //! that polls, every 0.5 s, whether the test process is still alive, and SIGKILLs the server
-//! once it is not. A server in a container ([`crate::container`], run through
+//! once it is not. A server in a container (`container.rs`, run through
 //! testcontainers) is no child of ours: its watchdog watches only the test process and then
 //! removes the container with `docker rm -f`, which testcontainers has no way to do after a
 //! SIGKILL.

@@ -62,7 +62,7 @@ impl std::fmt::Debug for RunOptions {
 }
 
 /// A scenario that could not be run (as opposed to one that ran and failed its
-/// expectations, which is a [`RunRecord`] whose verdicts say so).
+/// expectations, which is a [`crate::record::RunRecord`] whose verdicts say so).
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     /// The scenario does not list the lane.

@@ -1,6 +1,6 @@
 //! Scenarios: field disconnects written down as files, and their runner.
 //!
-//! - [`format`]: the file format, read and checked with located errors.
+//! - [`format`](mod@format): the file format, read and checked with located errors.
 //! - [`lane`]: what both lanes share: run options, progress, errors, fault labels.
 //! - [`real_lane`]: playing a scenario against the real livekit-server.
 //! - [`sim_lane`]: playing it in the turmoil simulation.

@@ -217,7 +217,7 @@ pub struct Sim<'a> {
 }
 
 impl<'a> Sim<'a> {
-    /// A simulation with `seed`: [`TICK`] steps, up to 15 simulated minutes, a fixed epoch, a
+    /// A simulation with `seed`: 4 ms steps (`TICK`), up to 15 simulated minutes, a fixed epoch, a
     /// fixed 1 ms link latency, the default server configuration.
     ///
     /// Why a fixed latency: turmoil draws each message's latency from its seeded RNG, but
