@@ -31,6 +31,23 @@ fn script(dir: &Path, name: &str, body: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// Writes a fake `program` into `dir` that reports the pinned version when asked and
+/// otherwise runs `body`.
+fn fake_program(dir: &Path, program: Program, body: &str) -> Result<PathBuf> {
+    let (flag, version) = match program {
+        Program::LiveKitServer => ("--version", "1.13.5"),
+        Program::Toxiproxy => ("-version", "2.12.0"),
+    };
+    let name = program.binary_name();
+    script(
+        dir,
+        name,
+        &format!(
+            "if [ \"$1\" = {flag} ]; then echo '{name} version {version}'; exit 0; fi\n{body}"
+        ),
+    )
+}
+
 fn isolated() -> Result<(tempfile::TempDir, ProvisionEnv)> {
     let dir = tempfile::tempdir()?;
     let env = ProvisionEnv::isolated(dir.path().join("cache"));
@@ -273,11 +290,10 @@ async fn a_version_that_is_not_a_version_is_rejected() -> Result<()> {
 async fn a_server_that_exits_at_startup_is_reported_with_its_log() -> Result<()> {
     let (dir, mut env) = isolated()?;
     // livekit-server exits with status 0 on configuration errors: imitate that.
-    let fake = script(
+    let fake = fake_program(
         dir.path(),
-        "livekit-server",
-        "if [ \"$1\" = --version ]; then echo 'livekit-server version 1.13.5'; exit 0; fi\n\
-         echo 'could not parse config: imitation failure'; exit 0",
+        Program::LiveKitServer,
+        "echo 'could not parse config: imitation failure'; exit 0",
     )?;
     env.livekit_server_bin = Some(fake);
     let err = LiveKitServer::start(server_options(env)).await.expect_err("it exits");
@@ -292,11 +308,10 @@ async fn a_server_that_exits_at_startup_is_reported_with_its_log() -> Result<()>
 #[test_log::test(tokio::test)]
 async fn a_server_that_never_answers_is_killed_after_the_ready_bound() -> Result<()> {
     let (dir, mut env) = isolated()?;
-    let fake = script(
+    let fake = fake_program(
         dir.path(),
-        "livekit-server",
-        "if [ \"$1\" = --version ]; then echo 'livekit-server version 1.13.5'; exit 0; fi\n\
-         echo 'pretending to start'; exec /bin/sleep 60",
+        Program::LiveKitServer,
+        "echo 'pretending to start'; exec /bin/sleep 60",
     )?;
     env.livekit_server_bin = Some(fake);
     let started = Instant::now();
@@ -315,16 +330,11 @@ async fn a_port_taken_at_every_try_is_tried_three_times_then_reported_with_the_l
     for program in [Program::LiveKitServer, Program::Toxiproxy] {
         let (dir, mut env) = isolated()?;
         let tries = dir.path().join("tries");
-        let (flag, version) = match program {
-            Program::LiveKitServer => ("--version", "1.13.5"),
-            Program::Toxiproxy => ("-version", "2.12.0"),
-        };
-        let fake = script(
+        let fake = fake_program(
             dir.path(),
-            program.binary_name(),
+            program,
             &format!(
-                "if [ \"$1\" = {flag} ]; then echo '{program} version {version}'; exit 0; fi\n\
-                 echo try >> '{}'\n\
+                "echo try >> '{}'\n\
                  echo 'listen tcp 127.0.0.1:7: bind: address already in use'; exit 1",
                 tries.display()
             ),
@@ -353,11 +363,10 @@ async fn a_port_taken_at_every_try_is_tried_three_times_then_reported_with_the_l
 #[test_log::test(tokio::test)]
 async fn a_toxiproxy_that_never_answers_is_killed_after_the_ready_bound() -> Result<()> {
     let (dir, mut env) = isolated()?;
-    let fake = script(
+    let fake = fake_program(
         dir.path(),
-        "toxiproxy-server",
-        "if [ \"$1\" = -version ]; then echo 'toxiproxy-server version 2.12.0'; exit 0; fi\n\
-         echo 'pretending to start'; exec /bin/sleep 60",
+        Program::Toxiproxy,
+        "echo 'pretending to start'; exec /bin/sleep 60",
     )?;
     env.toxiproxy_server_bin = Some(fake);
     let err = Toxiproxy::start(toxiproxy_options(env)).await.expect_err("never ready");
