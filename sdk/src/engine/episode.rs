@@ -27,7 +27,8 @@ use crate::options::ReconnectPolicy;
 /// What started an episode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Trigger {
-    /// The signalling socket closed or went silent past the ping timeout.
+    /// The signalling socket closed or went silent past the ping timeout, or the whole link
+    /// (signalling and media) went silent (see `signal::silence`).
     SignalLost,
     /// A peer connection failed.
     PcFailed,

@@ -186,6 +186,14 @@ impl Session {
                     .all(|kind| primary.open.contains(kind)))
     }
 
+    /// Lets the signalling link judge itself by the media path too: whichever peer
+    /// connection heard from the server last (see `signal::silence`).
+    fn watch_media(&self) {
+        let publisher = self.publisher.pc.hearing();
+        let subscriber = self.subscriber.pc.hearing();
+        self.signal.watch_media(Arc::new(move || publisher().max(subscriber())));
+    }
+
     /// Sends a request to the server.
     pub(crate) fn send(&self, message: signal_request::Message) {
         self.signal.send(message);
@@ -390,6 +398,7 @@ impl Session {
             subscriber_offers_answered: 0,
             stash: VecDeque::new(),
         };
+        session.watch_media();
         let offer = session
             .publisher
             .pc
@@ -437,6 +446,7 @@ impl Session {
         // move them to the new one before the ICE restarts.
         let local_ip = signal.local_addr().ip();
         self.signal = signal;
+        self.watch_media();
         for pc in [&mut self.publisher, &mut self.subscriber] {
             pc.pc
                 .move_if_network_changed(&setup.network, local_ip)

@@ -247,6 +247,7 @@ impl Driver {
                 return;
             }
         };
+        lock(&self.shared).last_heard = Some(Instant::now());
         let result = guarded("handling a datagram", || {
             self.rtc.handle_input(Input::Receive(now(), receive))
         });

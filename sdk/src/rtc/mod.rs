@@ -226,6 +226,8 @@ struct Shared {
     /// Open data channels: label, SCTP stream id.
     open_channels: Vec<(String, u16)>,
     local_description: Option<(SdpKind, String)>,
+    /// When the last datagram from the remote arrived (STUN, DTLS, SCTP: any).
+    last_heard: Option<tokio::time::Instant>,
 }
 
 /// Locks the shared state, shrugging off poisoning: every writer leaves it consistent.
@@ -283,6 +285,7 @@ impl PeerConnection {
             fatal: None,
             open_channels: Vec::new(),
             local_description: None,
+            last_heard: None,
         }));
         let (command_tx, command_rx) = mpsc::unbounded_channel();
         let (event_tx, event_rx) = mpsc::unbounded_channel();
@@ -368,6 +371,13 @@ impl PeerConnection {
             return Err(self.stopped_error().unwrap_or(RtcError::ChannelNotOpen(kind)));
         }
         self.send(Command::Send { kind, payload })
+    }
+
+    /// A reader of when this PC last received a datagram from the remote (`None` before the
+    /// first), for judging whether the media path is alive; it outlives socket moves.
+    pub(crate) fn hearing(&self) -> impl Fn() -> Option<tokio::time::Instant> + Send + Sync {
+        let shared = self.shared.clone();
+        move || lock(&shared).last_heard
     }
 
     /// The current connection state.

@@ -5,9 +5,12 @@
 //! upgrade) and waits for the server's first answer (JoinResponse, or ReconnectResponse for a
 //! resume). It then hands the socket to a small I/O task that owns it: it writes what the
 //! engine sends, forwards what the server sends, keeps the link alive with pings, and reports
-//! the link dead — once — when the socket closes or nothing has been heard for the ping
-//! timeout. Dropping the `SignalConn` closes the socket after flushing what was queued.
+//! the link dead — once — when the socket closes, nothing has been heard for the ping
+//! timeout, or (see `silence`) nothing at all, signalling or media, for a few seconds and a
+//! probe ping went unanswered. Dropping the `SignalConn` closes the socket after flushing
+//! what was queued.
 
+mod silence;
 mod transport;
 pub(crate) mod url;
 
@@ -23,6 +26,8 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 
 use crate::net::{AsyncStream, Network};
+pub(crate) use silence::MediaHeard;
+use silence::{Silence, Step};
 pub(crate) use url::{JoinParams, ResumeParams};
 
 /// Why signalling could not be set up, or failed.
@@ -138,7 +143,8 @@ pub fn decode_signal_response(bytes: &[u8]) -> Result<proto::SignalResponse, Sig
 pub(crate) enum SignalEvent {
     /// A message from the server.
     Message(Box<signal_response::Message>),
-    /// The link is dead (closed, failed, or silent for the ping timeout). Sent once, last.
+    /// The link is dead (closed, failed, silent for the ping timeout, or silent on both
+    /// signalling and media). Sent once, last.
     Closed(String),
 }
 
@@ -172,13 +178,14 @@ pub(crate) struct ConnectParams<'a> {
 }
 
 /// What the engine hands the I/O task.
-#[derive(Debug)]
 enum Outbound {
     /// A request for the server (boxed: requests are large, barriers small).
     Request(Box<signal_request::Message>),
     /// Answered once the server has read everything queued before it (see
     /// [`SignalConn::barrier`]).
     Barrier(oneshot::Sender<()>),
+    /// Judge the link by the media path too (see [`SignalConn::watch_media`]).
+    WatchMedia(MediaHeard),
 }
 
 /// An open signalling link. Dropping it closes the socket (after flushing queued requests).
@@ -216,6 +223,15 @@ impl SignalConn {
             return false;
         }
         matches!(tokio::time::timeout(bound, confirmed).await, Ok(Ok(())))
+    }
+
+    /// Lets the link also judge itself by the media path: once the peer connections exist,
+    /// a link silent on both paths is declared lost well before the ping timeout (see
+    /// `silence`).
+    pub(crate) fn watch_media(&self, media: MediaHeard) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(Outbound::WatchMedia(media));
+        }
     }
 
     /// Flushes what was queued, closes the socket and waits (at most a second) until it is
@@ -408,17 +424,19 @@ async fn run_link(
 ) {
     let started = Instant::now();
     let mut last_heard = Instant::now();
-    let mut ping =
+    let mut pings =
         tokio::time::interval_at(Instant::now() + keepalive.interval, keepalive.interval);
-    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut rtt_ms = 0_i64;
     // Barrier pings carry negative timestamps (regular ones count milliseconds up from 0),
     // so their answers are told apart from keepalive pongs.
     let mut barriers: Vec<(i64, oneshot::Sender<()>)> = Vec::new();
     let mut next_barrier = -1_i64;
+    let mut silence = Silence::new(keepalive.interval);
 
     let why = loop {
         let silence_deadline = last_heard + keepalive.timeout;
+        let check_silence = silence.next_check(last_heard);
         tokio::select! {
             biased;
             request = requests.recv() => match request {
@@ -436,6 +454,7 @@ async fn run_link(
                         break why;
                     }
                 }
+                Some(Outbound::WatchMedia(media)) => silence.watch(media),
                 None => {
                     // The engine let go: flush nothing more, say goodbye, and stop quietly.
                     let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
@@ -444,6 +463,7 @@ async fn run_link(
             },
             frame = next_message(&mut ws) => {
                 last_heard = Instant::now();
+                silence.heard_signal();
                 match frame {
                     Frame::Message(message) if matches!(*message, signal_response::Message::PongResp(_)) => {
                         let signal_response::Message::PongResp(pong) = *message else { continue };
@@ -467,20 +487,43 @@ async fn run_link(
                     Frame::Closed(why) => break why,
                 }
             },
-            _ = ping.tick() => {
-                let ping = proto::Ping { timestamp: millis_since(started), rtt: rtt_ms };
-                let ping = signal_request::Message::PingReq(ping);
-                if let Err(why) = send_before(&mut ws, ping, silence_deadline, &keepalive).await {
+            _ = pings.tick() => {
+                if let Err(why) = ping(&mut ws, started, rtt_ms, silence_deadline, &keepalive).await {
                     break why;
                 }
             },
             () = tokio::time::sleep_until(silence_deadline) => {
                 break format!("nothing heard from the server for {:?} (ping timeout)", keepalive.timeout);
             },
+            () = tokio::time::sleep_until(check_silence.unwrap_or(silence_deadline)), if check_silence.is_some() => {
+                match silence.step(last_heard, Instant::now()) {
+                    Step::Wait => {}
+                    Step::Probe => {
+                        silence.probed(Instant::now());
+                        if let Err(why) = ping(&mut ws, started, rtt_ms, silence_deadline, &keepalive).await {
+                            break why;
+                        }
+                    }
+                    Step::Lost(why) => break why,
+                }
+            },
         }
     };
     tracing::info!("signalling link lost: {why}");
     let _ = events.send(SignalEvent::Closed(why));
+}
+
+/// Sends a keepalive ping; its timestamp counts milliseconds from `started`, so its pong
+/// gives the round trip.
+async fn ping(
+    ws: &mut Ws,
+    started: Instant,
+    rtt_ms: i64,
+    deadline: Instant,
+    keepalive: &Keepalive,
+) -> Result<(), String> {
+    let ping = proto::Ping { timestamp: millis_since(started), rtt: rtt_ms };
+    send_before(ws, signal_request::Message::PingReq(ping), deadline, keepalive).await
 }
 
 /// Writes `message`, giving up at `deadline` (when the link has been silent for the ping
