@@ -87,9 +87,8 @@ pub fn latest_bound(scenario: &Scenario) -> Duration {
         .iter()
         .map(|e| match e.get_ref() {
             Expectation::Reconnected { participant, within } => last_heal(participant) + *within,
-            Expectation::Disconnected { participant, within, .. } => {
-                first_hit(participant) + *within
-            }
+            Expectation::Disconnected { participant, within, .. }
+            | Expectation::Reconnecting { participant, within } => first_hit(participant) + *within,
             _ => Duration::ZERO,
         })
         .max()
@@ -245,6 +244,28 @@ within = "5s"
         assert!(verdicts.iter().all(|v| v.passed), "{verdicts:?}");
         assert!(settled(&s, &r));
         assert_eq!(latest_bound(&s), secs(5.0), "b's disconnect bound counts from t=0");
+    }
+
+    #[test]
+    fn reconnecting_is_judged_from_the_start_of_the_first_fault() {
+        let text = format!(
+            "{SCENARIO}[[expect]]\ntype = \"reconnecting\"\nparticipant = \"a\"\nwithin = \"2s\"\n"
+        );
+        let s = Scenario::parse(&text, Path::new("t.toml")).expect("valid");
+        assert_eq!(latest_bound(&s), secs(5.0), "fault at 1 s + 2 s < b's 5 s");
+        let verdict = |at: Option<f64>| {
+            let mut events = vec![("a", 0.0, ClientEvent::Connected)];
+            events.extend(at.map(|at| ("a", at, ClientEvent::Reconnecting)));
+            judge(&s, &record(events)).remove(2)
+        };
+        let on_time = verdict(Some(2.9));
+        assert!(on_time.passed, "{on_time:?}");
+        assert!(on_time.seen.contains("1.900s after the fault"), "{on_time:?}");
+        assert_eq!(on_time.what, "reconnecting: a within 2s of the first fault");
+        let late = verdict(Some(3.1));
+        assert!(!late.passed && late.expected.contains("+3.000s"), "{late:?}");
+        let never = verdict(None);
+        assert!(!never.passed && never.seen.starts_with("no Reconnecting"), "{never:?}");
     }
 
     #[test]

@@ -17,15 +17,17 @@ pub fn expectation(scenario: &Scenario, record: &RunRecord, exp: &Expectation) -
     };
     let hitting =
         |p: &str| -> Vec<&FaultRecord> { record.faults.iter().filter(|f| f.hits(p)).collect() };
+    // When the first fault that hit `p` started (the timeline's zero if none did).
+    let first_hit =
+        |p: &str| hitting(p).into_iter().map(|f| f.started).min().unwrap_or(record.timeline_zero);
     match exp {
         Expectation::Reconnected { participant, within } => {
-            let first_hit = hitting(participant).into_iter().map(|f| f.started).min();
             let heal = hitting(participant)
                 .into_iter()
                 .map(|f| f.healed.unwrap_or(f.started))
                 .max()
                 .unwrap_or(record.timeline_zero);
-            let from = first_hit.unwrap_or(record.timeline_zero);
+            let from = first_hit(participant);
             let deadline = heal + *within;
             let what = format!("reconnected: {participant} within {within:?} of the heal");
             let expected = format!(
@@ -68,6 +70,32 @@ pub fn expectation(scenario: &Scenario, record: &RunRecord, exp: &Expectation) -
                 }
             }
             Verdict { what, expected, seen, passed }
+        }
+        Expectation::Reconnecting { participant, within } => {
+            let from = first_hit(participant);
+            let deadline = from + *within;
+            let found =
+                events(participant).into_iter().find(|e| e.at >= from && opens_episode(&e.event));
+            Verdict {
+                what: format!("reconnecting: {participant} within {within:?} of the first fault"),
+                expected: format!(
+                    "Reconnecting by {} ({} fault + {within:?})",
+                    rel(deadline),
+                    rel(from)
+                ),
+                seen: match found {
+                    Some(e) => format!(
+                        "Reconnecting at {} ({:.3}s after the fault)",
+                        rel(e.at),
+                        e.at.as_secs_f64() - from.as_secs_f64()
+                    ),
+                    None => format!(
+                        "no Reconnecting after the first fault ({})",
+                        lifecycle(record, participant)
+                    ),
+                },
+                passed: found.is_some_and(|e| e.at <= deadline),
+            }
         }
         Expectation::NoReconnect { participant, until } => {
             let before = until.map(|u| record.timeline_zero + u);
@@ -114,11 +142,7 @@ pub fn expectation(scenario: &Scenario, record: &RunRecord, exp: &Expectation) -
             Verdict { what, expected: "never Disconnected".into(), seen, passed }
         }
         Expectation::Disconnected { participant, reason, within } => {
-            let from = hitting(participant)
-                .into_iter()
-                .map(|f| f.started)
-                .min()
-                .unwrap_or(record.timeline_zero);
+            let from = first_hit(participant);
             let deadline = from + *within;
             let what = format!("disconnected: {participant} within {within:?} of the first fault");
             let expected = format!(

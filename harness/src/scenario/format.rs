@@ -395,6 +395,15 @@ pub enum Expectation {
         #[serde(deserialize_with = "duration")]
         within: Duration,
     },
+    /// The participant reports `Reconnecting` within `within` of the start of the first fault
+    /// that hit it: the outage was noticed that soon.
+    Reconnecting {
+        /// Whose events.
+        participant: String,
+        /// The bound, counted from the start of the fault.
+        #[serde(deserialize_with = "duration")]
+        within: Duration,
+    },
     /// The participant never reports `Reconnecting` (with `until`: not before that time on
     /// the timeline): the faults went unnoticed.
     NoReconnect {
@@ -761,6 +770,7 @@ impl Expectation {
     pub fn participants(&self) -> Vec<&str> {
         match self {
             Expectation::Reconnected { participant, .. }
+            | Expectation::Reconnecting { participant, .. }
             | Expectation::NoDisconnect { participant }
             | Expectation::NoReconnect { participant, .. }
             | Expectation::Disconnected { participant, .. }
