@@ -28,7 +28,7 @@ use crate::options::ReconnectPolicy;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Trigger {
     /// The signalling socket closed or went silent past the ping timeout, or the whole link
-    /// (signalling and media) went silent (see `signal::silence`).
+    /// (signalling and media) went silent (see `signal::liveness`).
     SignalLost,
     /// A peer connection failed.
     PcFailed,

@@ -187,7 +187,7 @@ impl Session {
     }
 
     /// Lets the signalling link judge itself by the media path too: whichever peer
-    /// connection heard from the server last (see `signal::silence`).
+    /// connection heard from the server last (see `signal::liveness`).
     fn watch_media(&self) {
         let publisher = self.publisher.pc.hearing();
         let subscriber = self.subscriber.pc.hearing();

@@ -6,11 +6,11 @@
 //! resume). It then hands the socket to a small I/O task that owns it: it writes what the
 //! engine sends, forwards what the server sends, keeps the link alive with pings, and reports
 //! the link dead — once — when the socket closes, nothing has been heard for the ping
-//! timeout, or (see `silence`) nothing at all, signalling or media, for a few seconds and a
-//! probe ping went unanswered. Dropping the `SignalConn` closes the socket after flushing
+//! timeout, or nothing at all, signalling or media, for a few seconds and a
+//! probe ping went unanswered (see `liveness`). Dropping the `SignalConn` closes the socket after flushing
 //! what was queued.
 
-mod silence;
+mod liveness;
 mod transport;
 pub(crate) mod url;
 
@@ -26,8 +26,8 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 
 use crate::net::{AsyncStream, Network};
-pub(crate) use silence::MediaHeard;
-use silence::{Silence, Step};
+use liveness::Liveness;
+pub(crate) use liveness::MediaHeard;
 pub(crate) use url::{JoinParams, ResumeParams};
 
 /// Why signalling could not be set up, or failed.
@@ -227,7 +227,7 @@ impl SignalConn {
 
     /// Lets the link also judge itself by the media path: once the peer connections exist,
     /// a link silent on both paths is declared lost well before the ping timeout (see
-    /// `silence`).
+    /// `liveness`).
     pub(crate) fn watch_media(&self, media: MediaHeard) {
         if let Some(tx) = &self.tx {
             let _ = tx.send(Outbound::WatchMedia(media));
@@ -423,38 +423,33 @@ async fn run_link(
     keepalive: Keepalive,
 ) {
     let started = Instant::now();
-    let mut last_heard = Instant::now();
-    let mut pings =
-        tokio::time::interval_at(Instant::now() + keepalive.interval, keepalive.interval);
+    let mut link = Liveness::new(keepalive, started);
+    let mut pings = tokio::time::interval_at(started + keepalive.interval, keepalive.interval);
     pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut rtt_ms = 0_i64;
     // Barrier pings carry negative timestamps (regular ones count milliseconds up from 0),
     // so their answers are told apart from keepalive pongs.
     let mut barriers: Vec<(i64, oneshot::Sender<()>)> = Vec::new();
     let mut next_barrier = -1_i64;
-    let mut silence = Silence::new(keepalive.interval);
 
     let why = loop {
-        let silence_deadline = last_heard + keepalive.timeout;
-        let check_silence = silence.next_check(last_heard);
-        tokio::select! {
+        let check = link.next_check();
+        // What to write, if anything; written below, outside the `select!`.
+        let out = tokio::select! {
             biased;
             request = requests.recv() => match request {
-                Some(Outbound::Request(message)) => {
-                    if let Err(why) = send_before(&mut ws, *message, silence_deadline, &keepalive).await {
-                        break why;
-                    }
-                }
+                Some(Outbound::Request(message)) => Some(*message),
                 Some(Outbound::Barrier(done)) => {
                     let ping = proto::Ping { timestamp: next_barrier, rtt: rtt_ms };
                     barriers.push((next_barrier, done));
                     next_barrier -= 1;
-                    let ping = signal_request::Message::PingReq(ping);
-                    if let Err(why) = send_before(&mut ws, ping, silence_deadline, &keepalive).await {
-                        break why;
-                    }
+                    link.pinged(Instant::now());
+                    Some(signal_request::Message::PingReq(ping))
                 }
-                Some(Outbound::WatchMedia(media)) => silence.watch(media),
+                Some(Outbound::WatchMedia(media)) => {
+                    link.watch(media);
+                    None
+                }
                 None => {
                     // The engine let go: flush nothing more, say goodbye, and stop quietly.
                     let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
@@ -462,8 +457,7 @@ async fn run_link(
                 }
             },
             frame = next_message(&mut ws) => {
-                last_heard = Instant::now();
-                silence.heard_signal();
+                link.heard_signal(Instant::now());
                 match frame {
                     Frame::Message(message) if matches!(*message, signal_response::Message::PongResp(_)) => {
                         let signal_response::Message::PongResp(pong) = *message else { continue };
@@ -486,63 +480,60 @@ async fn run_link(
                     Frame::Undecodable(e) => tracing::warn!("ignoring a signalling frame: {e}"),
                     Frame::Closed(why) => break why,
                 }
+                None
             },
             _ = pings.tick() => {
-                if let Err(why) = ping(&mut ws, started, rtt_ms, silence_deadline, &keepalive).await {
+                link.pinged(Instant::now());
+                Some(keepalive_ping(started, rtt_ms))
+            },
+            () = tokio::time::sleep_until(check) => {
+                let now = Instant::now();
+                if let Some(why) = link.dead(now) {
                     break why;
                 }
+                link.wants_probe(now).then(|| {
+                    link.pinged(now);
+                    keepalive_ping(started, rtt_ms)
+                })
             },
-            () = tokio::time::sleep_until(silence_deadline) => {
-                break format!("nothing heard from the server for {:?} (ping timeout)", keepalive.timeout);
-            },
-            () = tokio::time::sleep_until(check_silence.unwrap_or(silence_deadline)), if check_silence.is_some() => {
-                match silence.step(last_heard, Instant::now()) {
-                    Step::Wait => {}
-                    Step::Probe => {
-                        silence.probed(Instant::now());
-                        if let Err(why) = ping(&mut ws, started, rtt_ms, silence_deadline, &keepalive).await {
-                            break why;
-                        }
-                    }
-                    Step::Lost(why) => break why,
-                }
-            },
+        };
+        if let Some(message) = out {
+            if let Err(why) = write(&mut ws, message, &link).await {
+                break why;
+            }
         }
     };
     tracing::info!("signalling link lost: {why}");
     let _ = events.send(SignalEvent::Closed(why));
 }
 
-/// Sends a keepalive ping; its timestamp counts milliseconds from `started`, so its pong
+/// A keepalive (or probe) ping; its timestamp counts milliseconds from `started`, so its pong
 /// gives the round trip.
-async fn ping(
-    ws: &mut Ws,
-    started: Instant,
-    rtt_ms: i64,
-    deadline: Instant,
-    keepalive: &Keepalive,
-) -> Result<(), String> {
-    let ping = proto::Ping { timestamp: millis_since(started), rtt: rtt_ms };
-    send_before(ws, signal_request::Message::PingReq(ping), deadline, keepalive).await
+fn keepalive_ping(started: Instant, rtt_ms: i64) -> signal_request::Message {
+    signal_request::Message::PingReq(proto::Ping { timestamp: millis_since(started), rtt: rtt_ms })
 }
 
-/// Writes `message`, giving up at `deadline` (when the link has been silent for the ping
-/// timeout): a write stuck on a stalled socket whose send buffer is full must not keep the
-/// link from being declared dead. The error says why the link is dead.
-async fn send_before(
+/// Writes `message`, giving up once `link` counts as dead: a write stuck on a stalled socket
+/// whose send buffer is full must not keep the link from being declared dead. The error says
+/// why the link is dead.
+async fn write(
     ws: &mut Ws,
     message: signal_request::Message,
-    deadline: Instant,
-    keepalive: &Keepalive,
+    link: &Liveness,
 ) -> Result<(), String> {
-    match tokio::time::timeout_at(deadline, send(ws, message)).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(format!("cannot write to the signalling socket: {e}")),
-        Err(_) => Err(format!(
-            "nothing heard from the server for {:?} (ping timeout) while a write waited on the \
-             socket",
-            keepalive.timeout
-        )),
+    let sending = send(ws, message);
+    tokio::pin!(sending);
+    loop {
+        match tokio::time::timeout_at(link.deadline(), &mut sending).await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) => return Err(format!("cannot write to the signalling socket: {e}")),
+            // The media path may have spoken meanwhile and moved the deadline.
+            Err(_) => {
+                if let Some(why) = link.dead(Instant::now()) {
+                    return Err(format!("{why}, while a write waited on the socket"));
+                }
+            }
+        }
     }
 }
 
@@ -616,11 +607,18 @@ mod tests {
         assert_eq!(keepalive.timeout, Duration::from_secs(3));
     }
 
-    /// A socket whose send buffer is full and that never answers: every write waits.
-    #[test_log::test(tokio::test(start_paused = true))]
-    async fn a_write_stuck_on_a_stalled_socket_still_ends_at_the_ping_timeout() {
-        // A 16-byte pipe nobody reads: the first ping fills it, the next write waits forever.
-        let (ours, _theirs) = tokio::io::duplex(16);
+    /// A link running over a pipe of `capacity` bytes that nobody reads and that never
+    /// answers: once the pipe is full, every write waits.
+    struct Stalled {
+        requests: mpsc::UnboundedSender<Outbound>,
+        events: mpsc::UnboundedReceiver<SignalEvent>,
+        task: tokio::task::JoinHandle<()>,
+        /// The server's end, kept open and unread.
+        _theirs: tokio::io::DuplexStream,
+    }
+
+    async fn stalled_link(capacity: usize) -> Stalled {
+        let (ours, theirs) = tokio::io::duplex(capacity);
         let stream: Box<dyn AsyncStream> = Box::new(ours);
         let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
             stream,
@@ -629,24 +627,52 @@ mod tests {
         )
         .await;
         let (requests_tx, requests) = mpsc::unbounded_channel();
-        let (events, mut events_rx) = mpsc::unbounded_channel();
+        let (events, events_rx) = mpsc::unbounded_channel();
         let keepalive =
             Keepalive { interval: Duration::from_secs(5), timeout: Duration::from_secs(15) };
-        let started = Instant::now();
-        let link = tokio::spawn(run_link(ws, requests, events, keepalive));
-        let big = signal_request::Message::Leave(proto::LeaveRequest::default());
-        requests_tx.send(Outbound::Request(Box::new(big.clone()))).expect("link running");
-        requests_tx.send(Outbound::Request(Box::new(big))).expect("link running");
-        let closed = tokio::time::timeout(Duration::from_secs(60), events_rx.recv())
+        let task = tokio::spawn(run_link(ws, requests, events, keepalive));
+        Stalled { requests: requests_tx, events: events_rx, task, _theirs: theirs }
+    }
+
+    /// Waits (in paused time) for the link to be declared dead; returns why.
+    async fn closed(events: &mut mpsc::UnboundedReceiver<SignalEvent>) -> String {
+        let closed = tokio::time::timeout(Duration::from_secs(60), events.recv())
             .await
             .expect("the link must be declared dead, not wait on the write for ever");
         let Some(SignalEvent::Closed(why)) = closed else {
             panic!("expected Closed, got {closed:?}")
         };
+        why
+    }
+
+    #[test_log::test(tokio::test(start_paused = true))]
+    async fn a_write_stuck_on_a_stalled_socket_still_ends_at_the_ping_timeout() {
+        // 16 bytes: the first request fills the pipe, the next write waits for ever.
+        let started = Instant::now();
+        let mut link = stalled_link(16).await;
+        let big = signal_request::Message::Leave(proto::LeaveRequest::default());
+        link.requests.send(Outbound::Request(Box::new(big.clone()))).expect("link running");
+        link.requests.send(Outbound::Request(Box::new(big))).expect("link running");
+        let why = closed(&mut link.events).await;
         assert!(why.contains("ping timeout"), "{why}");
         assert_eq!(started.elapsed(), Duration::from_secs(15), "{why}");
-        drop(requests_tx);
-        link.await.expect("the link task ends");
+        drop(link.requests);
+        link.task.await.expect("the link task ends");
+    }
+
+    #[test_log::test(tokio::test(start_paused = true))]
+    async fn a_dark_link_is_lost_though_its_probe_waits_on_a_stalled_socket() {
+        // 1 byte: the probe's write waits. The media path heard the server once, at the
+        // start, and never again.
+        let started = Instant::now();
+        let mut link = stalled_link(1).await;
+        let media: MediaHeard = Arc::new(move || Some(started));
+        link.requests.send(Outbound::WatchMedia(media)).expect("link running");
+        let why = closed(&mut link.events).await;
+        assert!(why.contains("on signalling or on the media path"), "{why}");
+        assert_eq!(started.elapsed(), Duration::from_secs(7), "{why}");
+        drop(link.requests);
+        link.task.await.expect("the link task ends");
     }
 
     #[test_log::test]
