@@ -10,10 +10,13 @@
 //! - media black hole: all media dropped (faultline-sdk: its socket wrapper; the other SDKs:
 //!   the kernel, the client in a network namespace of its own); time to detect (drop → the
 //!   episode starts), then healed → `Reconnected`.
+//! - dark link: the same, but the whole link goes dark (a tunnel): media dropped and
+//!   signalling held (faultline-sdk: its socket wrapper holds the streams and refuses new
+//!   ones; the other SDKs: the kernel drops everything on the client's link).
 //!
 //! Run: `cargo bench -p faultline-suites --bench recovery`. `RUNS=n` changes the count
 //! (default 5), `SDKS=faultline,js` the SDKs (default all three), `CASES=outage` the cases
-//! (of `simulate`, `outage`, `black-hole`; default all).
+//! (of `simulate`, `outage`, `black-hole`, `dark-link`; default all).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -153,29 +156,37 @@ impl Kernel {
     }
 }
 
-/// One run of a media black hole: (drop → episode starts, heal → Reconnected).
+/// One run of a media black hole (`scope` [`Scope::Media`]) or a dark link ([`Scope::Link`]):
+/// (drop → episode starts, heal → Reconnected).
 async fn black_hole(
     server: &LiveKitServer,
     kernel: Option<&Kernel>,
     sdk: Sdk,
+    scope: Scope,
     run: usize,
 ) -> Result<(Duration, Duration)> {
-    let room = format!("bench-{sdk}-black-hole-{run}-{}", std::process::id());
+    let room = format!("bench-{sdk}-{scope:?}-{run}-{}", std::process::id());
     let link = kernel.map(|k| &k.topology.clients()[0]);
     let mut p = match kernel {
         Some(k) => join_in(&k.server, sdk, &room, link.map(|l| l.namespace().clone())).await?,
         None => join(server, sdk, &server.ws_url(), &room).await?,
     };
     match (&p.media, link) {
-        (Some(media), _) => media.partition_media(Direction::Both),
-        (None, Some(link)) => link.partition(Scope::Media).await?,
+        (Some(media), _) => {
+            if scope == Scope::Link {
+                media.refuse_new_signalling();
+                media.hold_signalling();
+            }
+            media.partition_media(Direction::Both);
+        }
+        (None, Some(link)) => link.partition(scope).await?,
         (None, None) => anyhow::bail!("{sdk}: no way to drop its media"),
     }
     let dropped = Instant::now();
     p.episode_starts().await?;
     let detected = dropped.elapsed();
     match (&p.media, link) {
-        (Some(media), _) => media.heal_media(),
+        (Some(media), _) => media.heal(),
         (None, Some(link)) => link.heal().await?,
         (None, None) => {}
     }
@@ -234,18 +245,26 @@ async fn main() -> Result<()> {
             }
             report(sdk, &format!("outage +{secs}s healed → Reconn."), healed);
         }
-        if !wanted("black-hole") {
+        let darks = [
+            (Scope::Media, "black-hole", "media black hole"),
+            (Scope::Link, "dark-link", "dark link"),
+        ];
+        let darks: Vec<_> = darks.into_iter().filter(|(_, case, _)| wanted(case)).collect();
+        if darks.is_empty() {
             continue;
         }
         let kernel = if sdk.in_process() { None } else { Some(Kernel::start().await?) };
-        let (mut detect, mut recover) = (Vec::new(), Vec::new());
-        for run in 0..runs {
-            let (detected, recovered) = black_hole(&server, kernel.as_ref(), sdk, run).await?;
-            detect.push(detected);
-            recover.push(recovered);
+        for (scope, _, name) in darks {
+            let (mut detect, mut recover) = (Vec::new(), Vec::new());
+            for run in 0..runs {
+                let (detected, recovered) =
+                    black_hole(&server, kernel.as_ref(), sdk, scope, run).await?;
+                detect.push(detected);
+                recover.push(recovered);
+            }
+            report(sdk, &format!("{name}: detect"), detect);
+            report(sdk, &format!("{name}: heal → Reconn."), recover);
         }
-        report(sdk, "media black hole: detect", detect);
-        report(sdk, "media black hole: heal → Reconn.", recover);
     }
     Ok(())
 }
