@@ -4,7 +4,8 @@
 //! A [`PeerConnection`] is a handle over a driver task (see `driver`) that owns the str0m
 //! `Rtc` and one UDP socket from the [`Network`] seam. The task feeds datagrams and
 //! `tokio::time` into str0m and carries out what it asks for, so the same code runs on real
-//! sockets and inside turmoil. Everything the engine learns comes as a [`PcEvent`].
+//! sockets and inside turmoil. Everything the engine learns comes as a [`PcEvent`], but for
+//! when the last datagram arrived, which it reads when it needs it (`hearing`).
 //!
 //! Determinism: this module adds no randomness of its own, but str0m does (ICE credentials,
 //! DTLS certificate, SCTP initial values, through `fastrand` and the crypto provider), which
