@@ -33,7 +33,7 @@ use super::Keepalive;
 pub(crate) type MediaHeard = Arc<dyn Fn() -> Option<Instant> + Send + Sync>;
 
 /// How long the whole link may be quiet before a probe ping goes out.
-pub(crate) const QUIET: Duration = Duration::from_secs(2);
+const QUIET: Duration = Duration::from_secs(2);
 
 /// What the I/O task knows of a link's life.
 pub(crate) struct Liveness {
@@ -53,7 +53,7 @@ impl Liveness {
 
     /// How long the whole link must be quiet to count as lost by rule 2: [`QUIET`], then a
     /// ping left unanswered for a ping interval.
-    pub(crate) fn dark_after(&self) -> Duration {
+    fn dark_after(&self) -> Duration {
         QUIET + self.keepalive.interval
     }
 

@@ -6,8 +6,8 @@
 //! resume). It then hands the socket to a small I/O task that owns it: it writes what the
 //! engine sends, forwards what the server sends, keeps the link alive with pings, and reports
 //! the link dead — once — when the socket closes, nothing has been heard for the ping
-//! timeout, or nothing at all, signalling or media, for a few seconds and a
-//! probe ping went unanswered (see `liveness`). Dropping the `SignalConn` closes the socket after flushing
+//! timeout, or nothing at all, signalling or media, for a few seconds and a probe ping went
+//! unanswered (see `liveness`). Dropping the `SignalConn` closes the socket after flushing
 //! what was queued.
 
 mod liveness;
