@@ -25,6 +25,11 @@
 //! - **network change** ([`NetFaults::change_network`]): a Wi-Fi to cellular handover. Sockets
 //!   and streams opened before it go dead, and new UDP sockets are bound on the new IP.
 //!
+//! ICE over TCP (the media path on TCP, opened with `connect_ice_tcp`) passes through
+//! untouched, only counted ([`NetStats::ice_tcp_opened`]): it is neither signalling nor a
+//! datagram. Faults on it come from the kernel: a server with ICE/TCP runs in a network
+//! namespace of its own ([`crate::netns`]), whose media faults cover its ICE/TCP port.
+//!
 //! All timing uses `tokio::time`, so the wrapper also runs on a paused or simulated clock.
 
 use std::collections::VecDeque;
@@ -112,6 +117,8 @@ pub struct NetStats {
     pub streams_severed: u64,
     /// Writes of signalling bytes that went out to the server (not held, not swallowed).
     pub signalling_writes: u64,
+    /// ICE/TCP connections opened (media over TCP; no fault touches them).
+    pub ice_tcp_opened: u64,
 }
 
 /// Faults on one direction of the media path.
@@ -163,6 +170,7 @@ struct Counters {
     streams_refused: AtomicU64,
     streams_severed: AtomicU64,
     signalling_writes: AtomicU64,
+    ice_tcp_opened: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64) {
@@ -295,6 +303,16 @@ impl Network for FaultyNetwork {
                 local_addr: connection.local_addr,
                 peer_addr: connection.peer_addr,
             })
+        })
+    }
+
+    fn connect_ice_tcp(&self, addr: SocketAddr) -> BoxFuture<'static, io::Result<TcpConnection>> {
+        let shared = Arc::clone(&self.shared);
+        let connecting = self.inner.connect_ice_tcp(addr);
+        Box::pin(async move {
+            let connection = connecting.await?;
+            bump(&shared.counters.ice_tcp_opened);
+            Ok(connection)
         })
     }
 
@@ -457,6 +475,7 @@ impl NetFaults {
             streams_refused: get(&c.streams_refused),
             streams_severed: get(&c.streams_severed),
             signalling_writes: get(&c.signalling_writes),
+            ice_tcp_opened: get(&c.ice_tcp_opened),
         }
     }
 }

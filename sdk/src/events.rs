@@ -214,11 +214,13 @@ pub enum SimulateScenario {
     Migration,
     /// Ask the server to send `Leave{DISCONNECT, SERVER_SHUTDOWN}`: the room disconnects.
     ServerLeave,
-    /// Ask the server for an ICE restart restricted to TCP candidates. faultline-sdk's media
-    /// transport is UDP-only, so the restarted peer connections cannot connect. The server
-    /// also remembers the restriction for this identity in this room, so neither the resume
-    /// nor full reconnects can connect: the room reconnects until its policy runs out and
-    /// ends with one `Disconnected`. (A client with ICE-TCP would recover.)
+    /// Ask the server for an ICE restart restricted to TCP candidates (and to remember the
+    /// restriction for this identity in this room for 5 minutes). faultline-sdk speaks ICE
+    /// over TCP, so where the server listens for it the peer connections follow the restart
+    /// onto TCP in the same session, without an episode. Where it does not (livekit-server's
+    /// `rtc.tcp_port: 0`, as on faultline's loopback servers) there are no TCP candidates:
+    /// neither the resume nor full reconnects can connect, and the room reconnects until its
+    /// policy runs out and ends with one `Disconnected`.
     ForceTcp,
     /// As `ForceTcp`, restricted to TLS (TURN/TLS) candidates.
     ForceTls,

@@ -5,13 +5,17 @@
 //! sockets; the faultline harness wraps a `Network` to inject faults, and the simulation lane
 //! supplies one backed by turmoil. TLS for `wss://` is layered by the SDK on top of the plain
 //! stream a `Network` returns, so implementations deal in TCP and UDP only.
+//!
+//! ICE over TCP frames each packet as RFC 4571 says (a 16-bit big-endian length, then the
+//! packet): [`write_frame`] and [`read_frame`] are that format, public so that whatever
+//! speaks ICE/TCP to the SDK in a test (the simulation's server) frames as it does.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// A byte stream the signalling WebSocket can run over.
 pub trait AsyncStream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
@@ -64,6 +68,40 @@ pub trait Network: Send + Sync + 'static {
     /// returned socket's `local_addr` is where it really receives.
     fn bind_udp(&self, local_ip: IpAddr)
         -> BoxFuture<'static, io::Result<Arc<dyn DatagramSocket>>>;
+    /// Opens a TCP connection for ICE over TCP to the server's passive candidate `addr`:
+    /// the media path when UDP is unavailable, not signalling. By default the same as
+    /// [`connect_tcp`](Network::connect_tcp); a wrapper that injects faults overrides it to
+    /// tell the two apart.
+    fn connect_ice_tcp(&self, addr: SocketAddr) -> BoxFuture<'static, io::Result<TcpConnection>> {
+        self.connect_tcp(&addr.ip().to_string(), addr.port())
+    }
+}
+
+/// Writes `packet` as one RFC 4571 frame. A packet longer than 65 535 bytes cannot be
+/// framed: `InvalidInput`, and nothing is written.
+pub async fn write_frame<W: AsyncWrite + Unpin>(writer: &mut W, packet: &[u8]) -> io::Result<()> {
+    let length = u16::try_from(packet.len()).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "an RFC 4571 frame holds at most 65535 bytes, this packet has {}",
+                packet.len()
+            ),
+        )
+    })?;
+    let mut framed = Vec::with_capacity(2 + packet.len());
+    framed.extend_from_slice(&length.to_be_bytes());
+    framed.extend_from_slice(packet);
+    writer.write_all(&framed).await
+}
+
+/// Reads one RFC 4571 frame and returns its packet; `UnexpectedEof` once the stream ends.
+pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R) -> io::Result<Vec<u8>> {
+    let mut length = [0u8; 2];
+    reader.read_exact(&mut length).await?;
+    let mut packet = vec![0u8; usize::from(u16::from_be_bytes(length))];
+    reader.read_exact(&mut packet).await?;
+    Ok(packet)
 }
 
 /// The default [`Network`]: real sockets from tokio.
@@ -128,5 +166,22 @@ impl DatagramSocket for TokioUdp {
         buf: &'a mut [u8],
     ) -> BoxFuture<'a, io::Result<(usize, SocketAddr)>> {
         Box::pin(self.0.recv_from(buf))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_packet_too_long_to_frame_is_refused_and_nothing_is_written() {
+        let mut written = Vec::new();
+        let error = write_frame(&mut written, &vec![0u8; 65_536]).await.expect_err("too long");
+        assert_eq!(error.kind(), io::ErrorKind::InvalidInput);
+        assert!(written.is_empty());
+        write_frame(&mut written, &vec![7u8; 65_535]).await.expect("the longest frame");
+        assert_eq!(&written[..3], &[0xff, 0xff, 7]);
+        let packet = read_frame(&mut written.as_slice()).await.expect("a whole frame");
+        assert_eq!(packet.len(), 65_535);
     }
 }

@@ -262,7 +262,8 @@ within = "2s"
 
 /// A run keeps watching while an episode may still end within its bound, whatever `settle`
 /// the file guessed. `simulate force-tcp` has the server move the client to TCP candidates,
-/// which faultline-sdk cannot use: its media fails about 15 s later and a 3-attempt policy
+/// which the shared loopback server does not have (its ICE/TCP is off): its media fails
+/// about 15 s later and a 3-attempt policy
 /// gives up about 25 s after that — past the 30 s of `settle`, well inside the bound (three
 /// attempts at their timeouts, ~78 s). The room must be judged as it ends, `Disconnected`,
 /// not as "still Reconnecting".

@@ -156,11 +156,12 @@ async fn a_joined_participant_stays_past_the_servers_join_deadline() -> Result<(
 }
 
 /// ForceTcp makes the server restart this participant's ICE with TCP candidates only, and
-/// remember that for the identity. faultline-sdk's media transport is UDP-only, so neither
-/// the resume nor a full reconnect can connect: the room must not hang but end, once,
-/// within its policy's bound.
+/// remember that for the identity. This server has ICE/TCP off (it binds loopback only), so
+/// there are no TCP candidates: neither the resume nor a full reconnect can connect, and the
+/// room must not hang but end, once, within its policy's bound. (Where the server has
+/// ICE/TCP the client moves onto it: `ice_tcp.rs`.)
 #[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
-async fn forcing_tcp_on_a_udp_only_client_ends_in_one_disconnected() -> Result<()> {
+async fn forcing_tcp_on_a_server_without_ice_tcp_ends_in_one_disconnected() -> Result<()> {
     let server = server().await?;
     let options = RoomOptions { pc_connect_timeout: Duration::from_secs(3), ..fast_options() };
     let bound = options.reconnect_bound();
@@ -173,7 +174,7 @@ async fn forcing_tcp_on_a_udp_only_client_ends_in_one_disconnected() -> Result<(
         .await?;
     ensure!(
         log.count(|e| *e == RoomEvent::Reconnected) == 0,
-        "a UDP-only client cannot connect over TCP candidates; it did?\n{}",
+        "a server without ICE/TCP offers no TCP candidates to connect to; it did?\n{}",
         log.trace()
     );
     log.wait_ended(WAIT).await?;

@@ -1,10 +1,10 @@
-//! The task behind a [`PeerConnection`](super::PeerConnection): it owns the str0m `Rtc` and
-//! the UDP socket, feeds str0m datagrams, commands and `tokio::time`, and carries out its
-//! output (datagrams to send, events for the engine).
+//! The task behind a [`PeerConnection`](super::PeerConnection): it owns the str0m `Rtc`, the
+//! UDP socket and the ICE/TCP connections, feeds str0m packets, commands and `tokio::time`,
+//! and carries out its output (packets to send, events for the engine).
 //!
 //! One loop: drain `poll_output` (transmit, translate events) until str0m names its next
-//! timeout, then wait — `biased` for determinism — for a command, a datagram, that timeout,
-//! or the Disconnected→Failed deadline. The loop ends when the handle is dropped, on
+//! timeout, then wait — `biased` for determinism — for a command, a datagram, a packet over
+//! ICE/TCP, that timeout, or the Disconnected→Failed deadline. The loop ends when the handle is dropped, on
 //! `close`, or when the transport fails beyond repair.
 
 use std::collections::{HashMap, VecDeque};
@@ -21,10 +21,11 @@ use str0m::{Candidate, Event, Input, Output, Rtc};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use super::ice_tcp::{self, IceTcp, Inbound};
 use super::state::StateTracker;
 use super::trickle::{candidate_init_json, SdpFacts};
 use super::{lock, DataChannelKind, PcConfig, PcEvent, PcState, RtcError, SdpKind, Shared};
-use crate::net::DatagramSocket;
+use crate::net::{DatagramSocket, Network};
 
 /// The largest datagram we accept (str0m keeps its own below the path MTU).
 const RECV_BUFFER: usize = 2048;
@@ -72,6 +73,10 @@ pub(super) struct Driver {
     socket: Arc<dyn DatagramSocket>,
     local_addr: SocketAddr,
     host: Candidate,
+    /// ICE over TCP: the connections to the server's passive candidates.
+    ice_tcp: IceTcp,
+    /// Our active TCP candidate's address (where str0m expects TCP packets to arrive).
+    tcp_local_addr: SocketAddr,
     events: mpsc::UnboundedSender<PcEvent>,
     shared: Arc<Mutex<Shared>>,
     tracker: StateTracker,
@@ -106,6 +111,25 @@ fn now() -> std::time::Instant {
     Instant::now().into_std()
 }
 
+/// Makes `host` (a UDP socket's address) and an active TCP candidate on its IP local
+/// candidates of `rtc`; returns the TCP candidate's address.
+fn add_local_candidates(rtc: &mut Rtc, host: &Candidate) -> Result<SocketAddr, RtcError> {
+    let refused = |addr: SocketAddr, reason: String| RtcError::LocalCandidate {
+        addr: addr.to_string(),
+        reason,
+    };
+    if rtc.add_local_candidate(host.clone()).is_none() {
+        return Err(refused(host.addr(), "str0m refused it as a local host candidate".to_owned()));
+    }
+    let tcp = ice_tcp::active_candidate(host.addr().ip()).map_err(|e| refused(host.addr(), e))?;
+    let tcp_addr = tcp.addr();
+    if rtc.add_local_candidate(tcp).is_none() {
+        let reason = "str0m refused it as an active TCP candidate".to_owned();
+        return Err(refused(tcp_addr, reason));
+    }
+    Ok(tcp_addr)
+}
+
 /// Runs a str0m call that might panic on hostile input, turning a panic into an error.
 fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T, str0m::RtcError>) -> Result<T, String> {
     match catch_unwind(AssertUnwindSafe(f)) {
@@ -135,24 +159,23 @@ fn is_transient(e: &io::Error) -> bool {
 impl Driver {
     pub(super) fn new(
         config: &PcConfig,
+        net: Arc<dyn Network>,
         socket: Arc<dyn DatagramSocket>,
         host: Candidate,
         events: mpsc::UnboundedSender<PcEvent>,
         shared: Arc<Mutex<Shared>>,
-    ) -> Result<Self, RtcError> {
+    ) -> Result<(Self, mpsc::Receiver<Inbound>), RtcError> {
         let mut rtc = Rtc::builder().build(now());
         let local_addr = host.addr();
-        if rtc.add_local_candidate(host.clone()).is_none() {
-            return Err(RtcError::LocalCandidate {
-                addr: local_addr.to_string(),
-                reason: "str0m refused it as a local host candidate".to_owned(),
-            });
-        }
-        Ok(Driver {
+        let tcp_local_addr = add_local_candidates(&mut rtc, &host)?;
+        let (ice_tcp, ice_tcp_inbound) = IceTcp::new(net);
+        let driver = Driver {
             rtc,
             socket,
             local_addr,
             host,
+            ice_tcp,
+            tcp_local_addr,
             events,
             shared,
             tracker: StateTracker::new(config.failed_after),
@@ -168,11 +191,16 @@ impl Driver {
             trickled_ufrag: None,
             recv_errors_in_a_row: 0,
             receiving: true,
-        })
+        };
+        Ok((driver, ice_tcp_inbound))
     }
 
-    /// The task body.
-    pub(super) async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
+    /// The task body: `tcp_inbound` is what [`Driver::new`] returned beside the driver.
+    pub(super) async fn run(
+        mut self,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+        mut tcp_inbound: mpsc::Receiver<Inbound>,
+    ) {
         let mut buf = vec![0u8; RECV_BUFFER];
         loop {
             let Some(timeout) = self.drain().await else { break };
@@ -201,6 +229,10 @@ impl Driver {
                     }
                     Err(e) => self.receiving = self.on_recv_error(e),
                 },
+                // Never `None`: the driver holds a sender (in `ice_tcp`).
+                Some((source, packet)) = tcp_inbound.recv() => {
+                    self.on_packet(Protocol::Tcp, source, &packet);
+                }
                 () = tokio::time::sleep_until(wake_at) => self.on_timeout(),
                 () = tokio::time::sleep_until(fail_at.unwrap_or(wake_at)), if fail_at.is_some() => {
                     let change = self.tracker.on_fail_deadline(Instant::now());
@@ -233,17 +265,34 @@ impl Driver {
     }
 
     async fn transmit(&mut self, transmit: Transmit) {
-        if let Err(e) = self.socket.send_to(&transmit.contents, transmit.destination).await {
-            // Lost datagrams are ICE's business: persistent loss ends in Disconnected.
-            tracing::debug!(destination = %transmit.destination, error = %e, "UDP send failed");
+        match transmit.proto {
+            Protocol::Udp => {
+                let sent = self.socket.send_to(&transmit.contents, transmit.destination).await;
+                if let Err(e) = sent {
+                    // Lost datagrams are ICE's business: persistent loss ends in Disconnected.
+                    tracing::debug!(destination = %transmit.destination, error = %e, "UDP send failed");
+                }
+            }
+            Protocol::Tcp => self.ice_tcp.send(transmit.destination, &transmit.contents),
+            // We have no local candidate of another protocol, so str0m never asks.
+            other => tracing::debug!(proto = ?other, "not sending over an unsupported protocol"),
         }
     }
 
     fn on_datagram(&mut self, source: SocketAddr, datagram: &[u8]) {
-        let receive = match Receive::new(Protocol::Udp, source, self.local_addr, datagram) {
+        self.on_packet(Protocol::Udp, source, datagram);
+    }
+
+    /// A packet from the remote: a UDP datagram, or one unframed from an ICE/TCP connection.
+    fn on_packet(&mut self, proto: Protocol, source: SocketAddr, packet: &[u8]) {
+        let destination = match proto {
+            Protocol::Tcp => self.tcp_local_addr,
+            _ => self.local_addr,
+        };
+        let receive = match Receive::new(proto, source, destination, packet) {
             Ok(receive) => receive,
             Err(e) => {
-                tracing::debug!(%source, error = %e, "ignoring a datagram that is not WebRTC");
+                tracing::debug!(%source, ?proto, error = %e, "ignoring a packet that is not WebRTC");
                 return;
             }
         };
@@ -315,19 +364,15 @@ impl Driver {
         }
     }
 
-    /// Switches to `socket`, adding `host` as a local candidate (the old one stays known to
-    /// str0m, but nothing arrives on it any more).
+    /// Switches to `socket`, adding `host` (and an active TCP candidate on its address) as
+    /// local candidates, and drops the ICE/TCP connections of the old network (the old
+    /// candidates stay known to str0m, but nothing arrives on them any more).
     fn rebind(&mut self, socket: Arc<dyn DatagramSocket>, host: Candidate) -> Result<(), RtcError> {
         self.alive()?;
-        let local_addr = host.addr();
-        if self.rtc.add_local_candidate(host.clone()).is_none() {
-            return Err(RtcError::LocalCandidate {
-                addr: local_addr.to_string(),
-                reason: "str0m refused it as a local host candidate".to_owned(),
-            });
-        }
+        self.tcp_local_addr = add_local_candidates(&mut self.rtc, &host)?;
+        self.ice_tcp.reset();
         self.socket = socket;
-        self.local_addr = local_addr;
+        self.local_addr = host.addr();
         self.host = host;
         self.recv_errors_in_a_row = 0;
         self.receiving = true;
@@ -412,6 +457,11 @@ impl Driver {
         for candidate in std::mem::take(&mut self.early_candidates) {
             self.add_remote_candidate(candidate);
         }
+        // str0m's ICE agent names no timeout before its first one, so a peer connection
+        // that only answers would start its own checks only when the remote's first check
+        // arrives — never, if those cannot reach us (UDP blocked, our candidate active
+        // TCP). Starting its clock now makes it check at once.
+        self.on_timeout();
         Ok(value)
     }
 

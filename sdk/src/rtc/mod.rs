@@ -2,7 +2,8 @@
 //! subscriber PC the server offers), carrying data channels only, through str0m (sans-IO).
 //!
 //! A [`PeerConnection`] is a handle over a driver task (see `driver`) that owns the str0m
-//! `Rtc` and one UDP socket from the [`Network`] seam. The task feeds datagrams and
+//! `Rtc`, one UDP socket from the [`Network`] seam and, for ICE over TCP, the connections
+//! to the server's passive TCP candidates (see `ice_tcp`). The task feeds packets and
 //! `tokio::time` into str0m and carries out what it asks for, so the same code runs on real
 //! sockets and inside turmoil. Everything the engine learns comes as a [`PcEvent`], but for
 //! when the last datagram arrived, which it reads when it needs it (`hearing`).
@@ -13,6 +14,7 @@
 //! reproducible in what the client does and when.
 
 mod driver;
+mod ice_tcp;
 mod state;
 mod trickle;
 
@@ -174,8 +176,9 @@ pub enum RtcError {
         #[source]
         source: std::io::Error,
     },
-    /// The socket's own address could not serve as an ICE host candidate.
-    #[error("the UDP socket's address {addr} cannot be an ICE host candidate: {reason}")]
+    /// The socket's own address (or an active TCP candidate on its IP) could not serve as a
+    /// local ICE candidate.
+    #[error("the address {addr} cannot be a local ICE candidate: {reason}")]
     LocalCandidate {
         /// The socket address.
         addr: String,
@@ -279,7 +282,7 @@ impl PeerConnection {
             role = ?config.role,
             %local_addr,
             ice_servers = config.ice_servers.len(),
-            "new peer connection (host candidates only; ICE servers are not used)"
+            "new peer connection (host candidates, UDP and active TCP; ICE servers are not used)"
         );
         let shared = Arc::new(Mutex::new(Shared {
             state: PcState::New,
@@ -290,8 +293,9 @@ impl PeerConnection {
         }));
         let (command_tx, command_rx) = mpsc::unbounded_channel();
         let (event_tx, event_rx) = mpsc::unbounded_channel();
-        let driver = Driver::new(&config, socket, host, event_tx, shared.clone())?;
-        tokio::spawn(driver.run(command_rx));
+        let (driver, tcp_inbound) =
+            Driver::new(&config, net, socket, host, event_tx, shared.clone())?;
+        tokio::spawn(driver.run(command_rx, tcp_inbound));
         let pc = PeerConnection { role: config.role, local_addr, commands: command_tx, shared };
         Ok((pc, event_rx))
     }
@@ -350,8 +354,8 @@ impl PeerConnection {
 
     /// A remote trickled candidate: the server's `candidateInit` JSON string verbatim.
     ///
-    /// Candidates this client cannot use (TCP, mDNS, another IP family) are skipped with a
-    /// debug log; malformed ones are an error.
+    /// Candidates this client cannot use (TCP other than passive, mDNS, another IP family)
+    /// are skipped with a debug log; malformed ones are an error.
     pub(crate) fn add_remote_candidate(&self, candidate_init: String) -> Result<(), RtcError> {
         match trickle::parse_candidate_init(&candidate_init, self.local_addr)? {
             Some(candidate) => self.send(Command::AddRemoteCandidate(candidate)),

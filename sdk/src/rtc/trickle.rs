@@ -8,7 +8,7 @@
 use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
-use str0m::net::Protocol;
+use str0m::net::{Protocol, TcpType};
 use str0m::Candidate;
 
 use super::RtcError;
@@ -76,7 +76,8 @@ pub(super) fn candidate_init_json(candidate: &Candidate, facts: &SdpFacts) -> St
 /// Parses a trickled `candidateInit` JSON string.
 ///
 /// Returns `Ok(None)` for candidates that are well formed but that this client cannot use
-/// (TCP, mDNS `.local` names, another address family than `local`, end-of-candidates) — they
+/// (TCP other than passive, SSL-TCP, mDNS `.local` names, another address family than
+/// `local`, end-of-candidates) — they
 /// are logged at debug level and skipped. Malformed input is an [`RtcError::Candidate`].
 pub(super) fn parse_candidate_init(
     json: &str,
@@ -96,8 +97,8 @@ pub(super) fn parse_candidate_init(
     }
     let fields: Vec<&str> = line.split_whitespace().collect();
     if let Some(proto) = fields.get(2) {
-        if !proto.eq_ignore_ascii_case("udp") {
-            tracing::debug!(candidate = line, "skipping a non-UDP remote candidate");
+        if !proto.eq_ignore_ascii_case("udp") && !proto.eq_ignore_ascii_case("tcp") {
+            tracing::debug!(candidate = line, "skipping a remote candidate of another protocol");
             return Ok(None);
         }
     }
@@ -111,8 +112,14 @@ pub(super) fn parse_candidate_init(
              (\"candidate:<foundation> 1 udp <priority> <ip> <port> typ host\"), got {line:?}: {e}"
         ))
     })?;
-    if candidate.proto() != Protocol::Udp {
-        tracing::debug!(candidate = line, "skipping a non-UDP remote candidate");
+    let usable = match candidate.proto() {
+        Protocol::Udp => true,
+        // Ours is active (ice_tcp.rs): only a passive candidate accepts its connection.
+        Protocol::Tcp => candidate.tcptype() == Some(TcpType::Passive),
+        _ => false,
+    };
+    if !usable {
+        tracing::debug!(candidate = line, "skipping a remote candidate this client cannot reach");
         return Ok(None);
     }
     if candidate.addr().is_ipv4() != local.is_ipv4() {
@@ -148,7 +155,9 @@ mod tests {
     #[test]
     fn unusable_candidates_are_skipped_not_errors() {
         for line in [
-            "candidate:1 1 tcp 1671430143 127.0.0.1 7881 typ host tcptype passive",
+            "candidate:1 1 tcp 1518280447 127.0.0.1 9 typ host tcptype active",
+            "candidate:1 1 tcp 1518280447 127.0.0.1 7881 typ host",
+            "candidate:1 1 ssltcp 1518280447 127.0.0.1 443 typ host",
             "candidate:1 1 udp 2130706431 4d3c2b1a-aaaa.local 50000 typ host",
             "candidate:1 1 udp 2130706431 ::1 7882 typ host",
             "",
@@ -159,6 +168,14 @@ mod tests {
                 "{line:?} should have been skipped"
             );
         }
+    }
+
+    #[test]
+    fn a_passive_tcp_candidate_is_kept_for_ice_over_tcp() {
+        let json = r#"{"candidate":"candidate:2 1 tcp 1671430143 127.0.0.1 7881 typ host tcptype passive","sdpMid":"0"}"#;
+        let candidate = parse_candidate_init(json, local()).expect("valid").expect("usable");
+        assert_eq!(candidate.proto(), Protocol::Tcp);
+        assert_eq!(candidate.addr(), "127.0.0.1:7881".parse().expect("literal"));
     }
 
     #[test]
