@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context};
 use faultline::event_log::EventLog;
+use faultline::net::Direction;
+use faultline::sim::server::ServerConfig;
 use faultline::sim::Sim;
 use faultline_sdk::{
     ConnectionState, DataPacket, DataPacketKind, DisconnectReason, RoomEvent, SimulateScenario,
@@ -159,12 +161,12 @@ fn a_refused_resume_escalates_to_a_full_reconnect() -> anyhow::Result<()> {
 }
 
 /// ForceTcp: the server restarts ICE with TCP candidates only and remembers that for this
-/// identity in this room for 5 minutes, so a UDP-only client can neither resume nor rejoin:
-/// one `Disconnected` within the policy's bound (as in the real lane). Once the preference
-/// has expired, the identity can join again.
+/// identity in this room for 5 minutes. A server without an ICE/TCP port (the default, as
+/// faultline's loopback servers) has no TCP candidates, so the client can neither resume
+/// nor rejoin: one `Disconnected` within the policy's bound (as in the real lane). Once the
+/// preference has expired, the identity can join again.
 #[test_log::test]
-fn forcing_tcp_on_a_udp_only_client_ends_in_one_disconnected_until_it_expires() -> anyhow::Result<()>
-{
+fn forcing_tcp_without_ice_tcp_ends_in_one_disconnected_until_it_expires() -> anyhow::Result<()> {
     let mut sim = Sim::new(44);
     sim.client("client", |ctx| async move {
         let options = ctx.options();
@@ -179,7 +181,7 @@ fn forcing_tcp_on_a_udp_only_client_ends_in_one_disconnected_until_it_expires() 
         log.wait_ended(Duration::from_secs(5)).await?;
         ensure!(
             log.count(|e| matches!(e, RoomEvent::Reconnected)) == 0,
-            "a UDP-only client cannot connect over TCP candidates; trace:\n{}",
+            "a server without ICE/TCP offers no TCP candidates to connect to; trace:\n{}",
             log.trace()
         );
         ensure!(room.connection_state() == ConnectionState::Disconnected);
@@ -188,6 +190,131 @@ fn forcing_tcp_on_a_udp_only_client_ends_in_one_disconnected_until_it_expires() 
         tokio::time::sleep_until(forced + Duration::from_secs(5 * 60 + 1)).await;
         let (again, _events) = ctx.connect("force-tcp", "p0").await?;
         ensure!(again.connection_state() == ConnectionState::Connected);
+        Ok::<_, anyhow::Error>(())
+    });
+    sim.run()?;
+    Ok(())
+}
+
+/// Packet number `n` on `topic`.
+fn numbered(topic: &str, n: u32) -> DataPacket {
+    DataPacket {
+        payload: n.to_be_bytes().to_vec(),
+        topic: Some(topic.to_owned()),
+        ..DataPacket::default()
+    }
+}
+
+/// Waits for packets `0..count` on `topic` in `log` and checks each came once, in order.
+async fn receives(log: &mut EventLog, topic: &str, count: u32) -> anyhow::Result<()> {
+    let mut got = Vec::new();
+    while got.len() < count as usize {
+        let event = log
+            .wait_for(
+                &format!("{topic} #{}", got.len()),
+                WAIT,
+                |e| matches!(e, RoomEvent::DataReceived { topic: Some(t), .. } if t == topic),
+            )
+            .await?;
+        if let RoomEvent::DataReceived { payload, .. } = event {
+            let bytes: [u8; 4] = payload.as_slice().try_into().context("a 4-byte payload")?;
+            got.push(u32::from_be_bytes(bytes));
+        }
+    }
+    ensure!(got == (0..count).collect::<Vec<_>>(), "{topic}: {got:?}");
+    Ok(())
+}
+
+/// ForceTcp on a server with an ICE/TCP port (livekit-server's `rtc.tcp_port`; the real
+/// lane's `ice_tcp.rs`): alice's subscriber follows the ICE restart onto TCP in the same
+/// session. With nothing reaching her over UDP any more, bob's packets still arrive (over
+/// TCP), hers reach bob after, and bob never sees her leave.
+#[test_log::test]
+fn forcing_tcp_with_ice_tcp_keeps_the_session_and_the_data() -> anyhow::Result<()> {
+    let config = ServerConfig { ice_tcp_port: Some(7881), ..ServerConfig::default() };
+    let mut sim = Sim::with(46, config, |_| {});
+    sim.client("alice", |ctx| async move {
+        let (room, events) = ctx.connect("tcp", "alice").await?;
+        let mut log = EventLog::new(events);
+        log.wait_for("bob", WAIT, joined("bob")).await?;
+        let session = room.local_participant().sid();
+        room.simulate_scenario(SimulateScenario::ForceTcp).await?;
+        let faults = ctx.net_faults();
+        faults.partition_media(Direction::Inbound);
+        // Bob publishes when told to.
+        room.local_participant().publish_data(numbered("go", 0)).await?;
+        receives(&mut log, "bob", 10).await?;
+        faults.heal();
+        for n in 0..10 {
+            room.local_participant().publish_data(numbered("alice", n)).await?;
+        }
+        log.wait_for(
+            "bob's goodbye",
+            WAIT,
+            |e| matches!(e, RoomEvent::DataReceived { topic: Some(t), .. } if t == "done"),
+        )
+        .await?;
+        ensure!(room.local_participant().sid() == session, "a new session:\n{}", log.trace());
+        ensure!(room.connection_state() == ConnectionState::Connected, "{}", log.trace());
+        log.judge(room.connection_state()).context("alice's invariants")?;
+        Ok::<_, anyhow::Error>(())
+    });
+    sim.client("bob", |ctx| async move {
+        let (room, events) = ctx.connect("tcp", "bob").await?;
+        let mut log = EventLog::new(events);
+        log.wait_for(
+            "alice's go",
+            WAIT,
+            |e| matches!(e, RoomEvent::DataReceived { topic: Some(t), .. } if t == "go"),
+        )
+        .await?;
+        for n in 0..10 {
+            room.local_participant().publish_data(numbered("bob", n)).await?;
+        }
+        receives(&mut log, "alice", 10).await?;
+        ensure!(log.count(left("alice")) == 0, "bob saw alice leave:\n{}", log.trace());
+        room.local_participant().publish_data(numbered("done", 0)).await?;
+        log.judge(room.connection_state()).context("bob's invariants")?;
+        // Stay until alice has the goodbye: she leaves first.
+        log.wait_for("alice leaving", WAIT, left("alice")).await?;
+        Ok::<_, anyhow::Error>(())
+    });
+    sim.run()?;
+    Ok(())
+}
+
+/// A client whose UDP is blocked before it joins gets in over ICE/TCP and exchanges data
+/// (the real lane's `a_client_without_udp_joins_over_ice_tcp`).
+#[test_log::test]
+fn a_client_without_udp_joins_over_ice_tcp() -> anyhow::Result<()> {
+    let config = ServerConfig { ice_tcp_port: Some(7881), ..ServerConfig::default() };
+    let mut sim = Sim::with(47, config, |_| {});
+    sim.client("alice", |ctx| async move {
+        ctx.net_faults().partition_media(Direction::Both);
+        let (room, events) = ctx.connect("tcp-only", "alice").await?;
+        let mut log = EventLog::new(events);
+        log.wait_for("bob", WAIT, joined("bob")).await?;
+        for n in 0..10 {
+            room.local_participant().publish_data(numbered("alice", n)).await?;
+        }
+        receives(&mut log, "bob", 10).await?;
+        let stats = ctx.net_faults().stats();
+        ensure!(
+            stats.datagrams_sent > 0 && stats.datagrams_sent == stats.datagrams_sent_dropped,
+            "every datagram alice sent was dropped, yet data flowed: {stats:?}"
+        );
+        ensure!(log.count(|e| *e == RoomEvent::Reconnecting) == 0, "{}", log.trace());
+        log.wait_for("bob leaving", WAIT, left("bob")).await?;
+        Ok::<_, anyhow::Error>(())
+    });
+    sim.client("bob", |ctx| async move {
+        let (room, events) = ctx.connect("tcp-only", "bob").await?;
+        let mut log = EventLog::new(events);
+        receives(&mut log, "alice", 10).await?;
+        for n in 0..10 {
+            room.local_participant().publish_data(numbered("bob", n)).await?;
+        }
+        room.close().await?;
         Ok::<_, anyhow::Error>(())
     });
     sim.run()?;

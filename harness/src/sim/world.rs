@@ -154,6 +154,11 @@ impl ClientContext {
         self.server.control()
     }
 
+    /// This host's socket faults, as [`Sim::net_faults`] gives them from outside.
+    pub fn net_faults(&self) -> NetFaults {
+        self.network.faults()
+    }
+
     /// Connects to `room` as `identity` with [`Self::options`].
     pub async fn connect(
         &self,

@@ -13,11 +13,12 @@ use std::time::Duration;
 
 use livekit_protocol::{self as proto, signal_request, signal_response, simulate_scenario};
 use prost::Message as _;
-use str0m::net::Transmit;
+use str0m::net::{Protocol, Transmit};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::data_cache::{DataCache, JoiningHold};
+use super::ice_tcp::FromIceTcp;
 use super::link::{FromLink, JoinRequest, ToLink};
 use super::media::{Channel, MediaEvent, ServerPc};
 use super::{Control, PlantedBug, ServerConfig};
@@ -234,6 +235,10 @@ impl Room {
 pub(super) struct Core {
     udp: turmoil::net::UdpSocket,
     udp_port: u16,
+    /// The ICE/TCP port, if the server has one.
+    ice_tcp_port: Option<u16>,
+    /// Open ICE/TCP connections by client address: where packets for that address go.
+    ice_tcp_links: BTreeMap<SocketAddr, mpsc::UnboundedSender<Vec<u8>>>,
     rooms: BTreeMap<String, Room>,
     /// Connection id → (room, identity) of the participant it serves.
     links: BTreeMap<u64, (String, String)>,
@@ -259,6 +264,8 @@ impl Core {
         Self {
             udp,
             udp_port,
+            ice_tcp_port: config.ice_tcp_port,
+            ice_tcp_links: BTreeMap::new(),
             rooms: BTreeMap::new(),
             links: BTreeMap::new(),
             udp_filters: BTreeMap::new(),
@@ -284,6 +291,7 @@ impl Core {
         mut self,
         mut links: mpsc::UnboundedReceiver<FromLink>,
         mut controls: mpsc::UnboundedReceiver<Control>,
+        mut ice_tcp: mpsc::UnboundedReceiver<FromIceTcp>,
     ) {
         let mut buf = vec![0_u8; 2048];
         loop {
@@ -304,9 +312,12 @@ impl Core {
                     None => return,
                 },
                 received = self.udp.recv_from(&mut buf) => match received {
-                    Ok((n, source)) => self.on_datagram(source, &buf[..n]),
+                    Ok((n, source)) => self.on_packet(Protocol::Udp, source, &buf[..n]),
                     Err(e) => tracing::debug!(error = %e, "simulated server: UDP receive error"),
                 },
+                // Never `None` while the server runs: its acceptor holds a sender (and
+                // without an ICE/TCP port, the sender is held by `serve`).
+                Some(event) = ice_tcp.recv() => self.on_ice_tcp(event),
                 () = tokio::time::sleep_until(deadline) => self.on_timers(),
             }
         }
@@ -349,18 +360,47 @@ impl Core {
     }
 
     async fn transmit(&self, transmit: Transmit) {
-        if let Err(e) = self.udp.send_to(&transmit.contents, transmit.destination).await {
-            tracing::debug!(error = %e, "simulated server: UDP send failed");
+        match transmit.proto {
+            Protocol::Tcp => match self.ice_tcp_links.get(&transmit.destination) {
+                Some(link) => {
+                    let _ = link.send(transmit.contents.to_vec());
+                }
+                None => tracing::debug!(
+                    destination = %transmit.destination,
+                    "simulated server: no ICE/TCP connection for a packet"
+                ),
+            },
+            _ => {
+                if let Err(e) = self.udp.send_to(&transmit.contents, transmit.destination).await {
+                    tracing::debug!(error = %e, "simulated server: UDP send failed");
+                }
+            }
         }
     }
 
-    fn on_datagram(&mut self, source: SocketAddr, data: &[u8]) {
+    fn on_ice_tcp(&mut self, event: FromIceTcp) {
+        match event {
+            FromIceTcp::Opened(peer, link) => {
+                self.ice_tcp_links.insert(peer, link);
+            }
+            FromIceTcp::Packet(peer, packet) => self.on_packet(Protocol::Tcp, peer, &packet),
+            FromIceTcp::Closed(peer) => {
+                if self.ice_tcp_links.get(&peer).is_some_and(|link| link.is_closed()) {
+                    self.ice_tcp_links.remove(&peer);
+                }
+            }
+        }
+    }
+
+    /// A packet from a client, over UDP or an ICE/TCP connection: to the peer connection
+    /// that takes it.
+    fn on_packet(&mut self, proto: Protocol, source: SocketAddr, data: &[u8]) {
         let now = Instant::now().into_std();
         for r in self.rooms.values_mut() {
             for p in r.participants.values_mut() {
                 for pc in [&mut p.publisher, &mut p.subscriber] {
-                    if pc.accepts(now, source, data) {
-                        pc.receive(now, source, data);
+                    if pc.accepts(now, proto, source, data) {
+                        pc.receive(now, proto, source, data);
                         return;
                     }
                 }
@@ -537,15 +577,18 @@ impl Core {
             );
         }
         let media = SocketAddr::new(join.server_ip, self.udp_port);
-        let (mut publisher, mut subscriber) =
-            match (ServerPc::new(media, now.into_std()), ServerPc::new(media, now.into_std())) {
-                (Ok(p), Ok(s)) => (p, s),
-                (Err(e), _) | (_, Err(e)) => {
-                    tracing::warn!("simulated server: cannot create a peer connection: {e}");
-                    let _ = out.send(ToLink::Close);
-                    return;
-                }
-            };
+        let tcp = self.ice_tcp_port.map(|port| SocketAddr::new(join.server_ip, port));
+        let (mut publisher, mut subscriber) = match (
+            ServerPc::new(media, tcp, now.into_std()),
+            ServerPc::new(media, tcp, now.into_std()),
+        ) {
+            (Ok(p), Ok(s)) => (p, s),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!("simulated server: cannot create a peer connection: {e}");
+                let _ = out.send(ToLink::Close);
+                return;
+            }
+        };
         // roommanager.go `setIceConfig`: a new session inherits the cached preference.
         let key = (join.room.clone(), join.identity.clone());
         self.udp_filters.retain(|_, until| now < *until);
@@ -695,14 +738,14 @@ impl Core {
         match p.subscriber.create_offer(ice_restart) {
             Ok(sdp) => {
                 p.next_offer_id += 1;
-                let candidate = p.subscriber.candidate_init(&sdp);
+                let candidates = p.subscriber.candidate_inits(&sdp);
                 p.send(signal_response::Message::Offer(proto::SessionDescription {
                     r#type: "offer".into(),
                     sdp,
                     id: p.next_offer_id,
                     ..Default::default()
                 }));
-                if let Some(candidate_init) = candidate {
+                for candidate_init in candidates {
                     p.send(trickle(candidate_init, proto::SignalTarget::Subscriber));
                 }
             }
@@ -719,14 +762,14 @@ impl Core {
                 let Some(p) = self.participant(room, identity) else { return };
                 match p.publisher.accept_offer(&offer.sdp) {
                     Ok(sdp) => {
-                        let candidate = p.publisher.candidate_init(&sdp);
+                        let candidates = p.publisher.candidate_inits(&sdp);
                         p.send(signal_response::Message::Answer(proto::SessionDescription {
                             r#type: "answer".into(),
                             sdp,
                             id: offer.id,
                             ..Default::default()
                         }));
-                        if let Some(candidate_init) = candidate {
+                        for candidate_init in candidates {
                             p.send(trickle(candidate_init, proto::SignalTarget::Publisher));
                         }
                     }
@@ -810,9 +853,9 @@ impl Core {
             // participant.ICERestart with a candidate preference: only TCP or TLS
             // candidates from now on (UDP clears the preference). pkg/service/
             // roommanager.go caches the preference per (room, identity) for 5 minutes and
-            // applies it to every new session of that identity there. A UDP-only client sees
-            // an ICE restart it cannot reach: this double stops using UDP for the
-            // participant and restarts ICE.
+            // applies it to every new session of that identity there. The subscriber
+            // restarts ICE without UDP at once; the publisher keeps its path until the
+            // client restarts it. Without an ICE/TCP port there is nothing left to reach.
             Scenario::SwitchCandidateProtocol(protocol) => {
                 let key = (room.to_owned(), identity.to_owned());
                 if protocol == proto::CandidateProtocol::Udp as i32 {
@@ -821,7 +864,7 @@ impl Core {
                 }
                 self.udp_filters.insert(key, now + ICE_CONFIG_TTL);
                 let Some(p) = self.participant(room, identity) else { return };
-                p.publisher.filter_udp();
+                p.publisher.prefer_tcp();
                 p.subscriber.filter_udp();
                 self.offer_subscriber(room, identity, true);
             }

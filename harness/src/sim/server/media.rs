@@ -1,6 +1,7 @@
 //! One server-side peer connection of a simulated participant: a str0m `Rtc` that shares
-//! the server's single UDP port with every other peer connection (as livekit-server's UDP
-//! mux does), plus the negotiation bookkeeping LiveKit's v0 protocol needs.
+//! the server's single UDP port (and, when it has one, its ICE/TCP port) with every other
+//! peer connection (as livekit-server's UDP and TCP muxes do), plus the negotiation
+//! bookkeeping LiveKit's v0 protocol needs.
 //!
 //! The server runs full ICE, like livekit-server (pion): str0m makes the offerer the
 //! controlling agent, so the server controls on the subscriber PC (it offers) and is
@@ -11,7 +12,7 @@ use std::time::Instant;
 
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::channel::{ChannelConfig, ChannelId, Reliability};
-use str0m::net::{Protocol, Receive, Transmit};
+use str0m::net::{Protocol, Receive, TcpType, Transmit};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 
 /// LiveKit's two data channels.
@@ -58,10 +59,21 @@ pub(super) enum MediaEvent {
     Closed,
 }
 
+/// The client's `sdp` without its active TCP candidates, which the server ignores (pion:
+/// an active candidate connects to us, and is learnt from its first check).
+fn without_active_tcp(sdp: &str) -> String {
+    sdp.split("\r\n")
+        .filter(|line| !(line.starts_with("a=candidate:") && line.ends_with("tcptype active")))
+        .collect::<Vec<_>>()
+        .join("\r\n")
+}
+
 /// A server-side peer connection.
 pub(super) struct ServerPc {
     rtc: Rtc,
     local: Candidate,
+    /// The passive ICE/TCP candidate, when the server has an ICE/TCP port.
+    tcp: Option<Candidate>,
     channels: Vec<(ChannelId, Channel)>,
     pending: Option<SdpPendingOffer>,
     connected: bool,
@@ -75,18 +87,40 @@ pub(super) struct ServerPc {
     /// The ICE candidate filter excludes UDP (`switch_candidate_protocol`): this
     /// connection neither sends nor accepts UDP traffic any more.
     udp_filtered: bool,
+    /// The filter excludes UDP from the client's next offer on (see [`Self::prefer_tcp`]).
+    udp_filter_pending: bool,
 }
 
 impl ServerPc {
-    /// A peer connection whose only local candidate is the server's UDP port `local`.
-    pub(super) fn new(local: SocketAddr, now: Instant) -> Result<Self, String> {
+    /// A peer connection whose local candidates are the server's UDP port `local` and, if
+    /// given, its ICE/TCP port `tcp` (passive: clients connect to it).
+    pub(super) fn new(
+        local: SocketAddr,
+        tcp: Option<SocketAddr>,
+        now: Instant,
+    ) -> Result<Self, String> {
         let mut rtc = Rtc::builder().build(now);
         let candidate = Candidate::host(local, "udp").map_err(|e| e.to_string())?;
         rtc.add_local_candidate(candidate.clone())
             .ok_or_else(|| format!("str0m refused {local} as a host candidate"))?;
+        let tcp = match tcp {
+            Some(addr) => {
+                let passive = Candidate::builder()
+                    .tcp()
+                    .host(addr)
+                    .tcptype(TcpType::Passive)
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                rtc.add_local_candidate(passive.clone())
+                    .ok_or_else(|| format!("str0m refused {addr} as a passive TCP candidate"))?;
+                Some(passive)
+            }
+            None => None,
+        };
         Ok(Self {
             rtc,
             local: candidate,
+            tcp,
             channels: Vec::new(),
             pending: None,
             connected: false,
@@ -95,6 +129,7 @@ impl ServerPc {
             closed: false,
             last_heard: None,
             udp_filtered: false,
+            udp_filter_pending: false,
         })
     }
 
@@ -120,6 +155,14 @@ impl ServerPc {
         self.udp_filtered = true;
     }
 
+    /// Publisher: stops using UDP from the client's next offer (its ICE restart) on, and
+    /// keeps the path it has until then. pkg/rtc/transportmanager.go `ICERestart` restarts
+    /// only the subscriber; the publisher is told to prefer TCP (`SetPreferTCP`), which
+    /// takes effect when the client next restarts its ICE.
+    pub(super) fn prefer_tcp(&mut self) {
+        self.udp_filter_pending = true;
+    }
+
     /// Subscriber: an offer creating `_reliable` and `_lossy` (first time) or restarting
     /// ICE (`ice_restart`).
     pub(super) fn create_offer(&mut self, ice_restart: bool) -> Result<String, String> {
@@ -141,7 +184,8 @@ impl ServerPc {
 
     /// Subscriber: applies the client's answer.
     pub(super) fn accept_answer(&mut self, sdp: &str) -> Result<(), String> {
-        let answer = SdpAnswer::from_sdp_string(sdp).map_err(|e| e.to_string())?;
+        let answer =
+            SdpAnswer::from_sdp_string(&without_active_tcp(sdp)).map_err(|e| e.to_string())?;
         let pending =
             self.pending.take().ok_or_else(|| "an answer without an offer of ours".to_owned())?;
         self.rtc.sdp_api().accept_answer(pending, answer).map_err(|e| e.to_string())
@@ -149,31 +193,38 @@ impl ServerPc {
 
     /// Publisher: answers the client's offer (first, renegotiation or ICE restart).
     pub(super) fn accept_offer(&mut self, sdp: &str) -> Result<String, String> {
-        let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| e.to_string())?;
+        let offer =
+            SdpOffer::from_sdp_string(&without_active_tcp(sdp)).map_err(|e| e.to_string())?;
+        self.udp_filtered |= self.udp_filter_pending;
         let answer = self.rtc.sdp_api().accept_offer(offer).map_err(|e| e.to_string())?;
         Ok(self.filtered_sdp(answer.to_sdp_string()))
     }
 
-    /// The server's host candidate for a trickle message, as an RTCIceCandidateInit JSON
-    /// for the data m-line of `sdp`; `None` while UDP is filtered out.
-    pub(super) fn candidate_init(&self, sdp: &str) -> Option<String> {
-        if self.udp_filtered {
-            return None;
-        }
+    /// The server's candidates for trickle messages, as RTCIceCandidateInit JSON for the
+    /// data m-line of `sdp`: UDP unless it is filtered out, then ICE/TCP if there is one.
+    pub(super) fn candidate_inits(&self, sdp: &str) -> Vec<String> {
         let mid = sdp.lines().find_map(|l| l.trim().strip_prefix("a=mid:")).unwrap_or("0");
         let ufrag = sdp.lines().find_map(|l| l.trim().strip_prefix("a=ice-ufrag:"));
-        let mut init = serde_json::json!({
-            "candidate": self.local.to_sdp_string(),
-            "sdpMid": mid,
-            "sdpMLineIndex": 0,
-        });
-        if let Some(ufrag) = ufrag {
-            init["usernameFragment"] = ufrag.into();
-        }
-        Some(init.to_string())
+        let udp = (!self.udp_filtered).then_some(&self.local);
+        udp.into_iter()
+            .chain(&self.tcp)
+            .map(|candidate| {
+                let mut init = serde_json::json!({
+                    "candidate": candidate.to_sdp_string(),
+                    "sdpMid": mid,
+                    "sdpMLineIndex": 0,
+                });
+                if let Some(ufrag) = ufrag {
+                    init["usernameFragment"] = ufrag.into();
+                }
+                init.to_string()
+            })
+            .collect()
     }
 
-    /// A candidate the client trickled (RTCIceCandidateInit JSON); non-UDP ones are skipped.
+    /// A candidate the client trickled (RTCIceCandidateInit JSON); non-UDP ones are skipped
+    /// (a client's TCP candidate is active: it connects, and is learnt from its first
+    /// check, as pion ignores remote active candidates).
     pub(super) fn add_remote_candidate(&mut self, json: &str) -> Result<(), String> {
         let init: serde_json::Value = serde_json::from_str(json).map_err(|e| e.to_string())?;
         let line = init["candidate"].as_str().unwrap_or_default().trim();
@@ -188,23 +239,45 @@ impl ServerPc {
         Ok(())
     }
 
-    /// Whether this peer connection takes a datagram from `source` (ICE ufrag or address).
-    pub(super) fn accepts(&self, now: Instant, source: SocketAddr, data: &[u8]) -> bool {
-        if self.closed || self.udp_filtered {
-            return false;
+    /// Where a packet of `proto` arrives: the UDP port or the ICE/TCP port; `None` for a
+    /// protocol this connection does not take (UDP while filtered out, TCP without a port).
+    fn local_addr(&self, proto: Protocol) -> Option<SocketAddr> {
+        match proto {
+            Protocol::Udp if !self.udp_filtered => Some(self.local.addr()),
+            Protocol::Tcp => self.tcp.as_ref().map(Candidate::addr),
+            _ => None,
         }
-        match Receive::new(Protocol::Udp, source, self.local.addr(), data) {
+    }
+
+    /// Whether this peer connection takes a packet of `proto` from `source` (ICE ufrag or
+    /// address).
+    pub(super) fn accepts(
+        &self,
+        now: Instant,
+        proto: Protocol,
+        source: SocketAddr,
+        data: &[u8],
+    ) -> bool {
+        let Some(local) = self.local_addr(proto).filter(|_| !self.closed) else { return false };
+        match Receive::new(proto, source, local, data) {
             Ok(receive) => self.rtc.accepts(&Input::Receive(now, receive)),
             Err(_) => false,
         }
     }
 
-    /// Feeds a datagram that [`Self::accepts`].
-    pub(super) fn receive(&mut self, now: Instant, source: SocketAddr, data: &[u8]) {
+    /// Feeds a packet that [`Self::accepts`].
+    pub(super) fn receive(
+        &mut self,
+        now: Instant,
+        proto: Protocol,
+        source: SocketAddr,
+        data: &[u8],
+    ) {
+        let Some(local) = self.local_addr(proto) else { return };
         self.last_heard = Some(now);
-        if let Ok(receive) = Receive::new(Protocol::Udp, source, self.local.addr(), data) {
+        if let Ok(receive) = Receive::new(proto, source, local, data) {
             if let Err(e) = self.rtc.handle_input(Input::Receive(now, receive)) {
-                tracing::debug!(error = %e, "simulated server: str0m rejected a datagram");
+                tracing::debug!(error = %e, "simulated server: str0m rejected a packet");
             }
         }
     }
@@ -261,7 +334,9 @@ impl ServerPc {
             };
             match output {
                 Output::Timeout(at) => return Some(at),
-                Output::Transmit(transmit) if !self.udp_filtered => transmits.push(transmit),
+                Output::Transmit(transmit) if self.local_addr(transmit.proto).is_some() => {
+                    transmits.push(transmit)
+                }
                 Output::Transmit(_) => {}
                 Output::Event(event) => self.on_event(event, events),
             }

@@ -4,7 +4,8 @@
 //! It speaks livekit-server v1.13.5's v0 protocol as far as a data-only client can observe
 //! it: `/rtc` over WebSocket with binary protobuf `SignalRequest`/`SignalResponse`, access
 //! tokens checked as livekit-server checks them ([`crate::token::verify_at`]), and real
-//! WebRTC on one UDP port (str0m, full ICE, DTLS, SCTP data channels, ICE restarts). Join,
+//! WebRTC on one UDP port (str0m, full ICE, DTLS, SCTP data channels, ICE restarts) and,
+//! when [`ServerConfig::ice_tcp_port`] is set, ICE over TCP on another (`ice_tcp`). Join,
 //! resume, duplicate identities, the join and resume deadlines, data forwarding, every
 //! `SimulateScenario`, and the RoomService-like controls of [`ServerControl`] follow the real
 //! server; each behaviour names the file of livekit/livekit it was taken from (see `core`),
@@ -14,7 +15,7 @@
 //! participant still being set up and replayed once its data channels open (`data_cache`),
 //! and a join or resume answered before the WebSocket upgrade, so that a session producing no
 //! first message is an HTTP 500 (`link`). Not modelled: media tracks, JSON signalling,
-//! `/rtc/v1`, TCP/TURN candidates, multi-node routing.
+//! `/rtc/v1`, TURN, multi-node routing.
 //!
 //! No known divergence remains in what it models; `faultline conform` compares the two lanes
 //! scenario by scenario, and a difference it finds is fixed here or listed here with its
@@ -22,6 +23,7 @@
 
 mod core;
 mod data_cache;
+mod ice_tcp;
 mod link;
 mod media;
 
@@ -42,6 +44,9 @@ pub struct ServerConfig {
     pub http_port: u16,
     /// The single UDP port all peer connections share.
     pub udp_port: u16,
+    /// The ICE/TCP port all peer connections share (livekit-server's `rtc.tcp_port`), or
+    /// `None` for none, as faultline's loopback servers have (the default).
+    pub ice_tcp_port: Option<u16>,
     /// A deliberate misbehaviour, for showing that exploration finds bugs (`None`: the
     /// server behaves as livekit-server).
     pub planted_bug: Option<PlantedBug>,
@@ -65,6 +70,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("api_key", &self.api_key)
             .field("http_port", &self.http_port)
             .field("udp_port", &self.udp_port)
+            .field("ice_tcp_port", &self.ice_tcp_port)
             .field("planted_bug", &self.planted_bug)
             .finish_non_exhaustive()
     }
@@ -78,6 +84,7 @@ impl Default for ServerConfig {
             api_secret: "secret".to_owned(),
             http_port: 7880,
             udp_port: 7882,
+            ice_tcp_port: None,
             planted_bug: None,
         }
     }
@@ -152,6 +159,16 @@ impl SimServer {
         )?;
         let (link_tx, link_rx) = mpsc::unbounded_channel();
         let (control_tx, control_rx) = mpsc::unbounded_channel();
+        let (ice_tcp_tx, ice_tcp_rx) = mpsc::unbounded_channel();
+        let ice_tcp = match config.ice_tcp_port {
+            Some(port) => {
+                let listener = turmoil::net::TcpListener::bind(("0.0.0.0", port))
+                    .await
+                    .map_err(|source| SimServerError::Bind { what: "TCP", port, source })?;
+                Some(tokio::spawn(ice_tcp::accept(listener, ice_tcp_tx.clone())))
+            }
+            None => None,
+        };
         *self.control.lock() = Some(control_tx);
         let acceptor = tokio::spawn(async move {
             let mut next_conn = 0_u64;
@@ -161,8 +178,14 @@ impl SimServer {
                 tokio::spawn(link::serve(stream, next_conn, config.clone(), link_tx.clone()));
             }
         });
-        core::Core::new(&self.config, udp, self.sids.clone()).run(link_rx, control_rx).await;
+        core::Core::new(&self.config, udp, self.sids.clone())
+            .run(link_rx, control_rx, ice_tcp_rx)
+            .await;
         acceptor.abort();
+        if let Some(ice_tcp) = ice_tcp {
+            ice_tcp.abort();
+        }
+        drop(ice_tcp_tx);
         Ok(())
     }
 }
