@@ -16,27 +16,24 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use faultline::event_log::EventLog;
-use faultline::net::{Direction, FaultyNetwork};
+use faultline::net::{Direction, FaultyNetwork, NetFaults};
 use faultline::netns::{self, Topology};
 use faultline::server::{LiveKitServer, ServerOptions};
 use faultline_sdk::net::TokioNetwork;
-use faultline_sdk::{ConnectionState, DataPacket, Room, RoomEvent, RoomOptions, SimulateScenario};
+use faultline_sdk::{ConnectionState, Room, RoomEvent, RoomOptions, SimulateScenario};
 
+mod numbered;
 mod real_lane;
+use numbered::{numbered, receives};
 use real_lane::{join_at, unique_room, WAIT};
 
 /// How many packets each way prove that data flows.
 const PACKETS: u32 = 10;
 
-/// Publishes `PACKETS` reliable packets on `topic` from `from`.
+/// Publishes packets `0..PACKETS` on `topic` from `from`.
 async fn publish(from: &Room, topic: &str) -> Result<()> {
     for n in 0..PACKETS {
-        let packet = DataPacket {
-            payload: n.to_be_bytes().to_vec(),
-            topic: Some(topic.into()),
-            ..Default::default()
-        };
-        tokio::time::timeout(WAIT, from.local_participant().publish_data(packet))
+        tokio::time::timeout(WAIT, from.local_participant().publish_data(numbered(topic, n)))
             .await
             .with_context(|| format!("publishing {topic} #{n} took over {WAIT:?}"))?
             .with_context(|| format!("publishing {topic} #{n}"))?;
@@ -44,36 +41,17 @@ async fn publish(from: &Room, topic: &str) -> Result<()> {
     Ok(())
 }
 
-/// Waits until `log` has all `PACKETS` packets on `topic`, each once and in order.
-async fn receives(log: &mut EventLog, topic: &str) -> Result<()> {
-    let mut got = Vec::new();
-    while got.len() < PACKETS as usize {
-        let event = log
-            .wait_for(
-                &format!("{topic} packet {}", got.len()),
-                WAIT,
-                |e| matches!(e, RoomEvent::DataReceived { topic: Some(t), .. } if t == topic),
-            )
-            .await?;
-        if let RoomEvent::DataReceived { payload, .. } = event {
-            let bytes: [u8; 4] = payload.as_slice().try_into().context("a 4-byte payload")?;
-            got.push(u32::from_be_bytes(bytes));
-        }
-    }
-    let expected: Vec<u32> = (0..PACKETS).collect();
-    ensure!(got == expected, "{topic}: expected {expected:?} once each in order, got {got:?}");
-    Ok(())
-}
-
-#[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
-async fn forcing_tcp_moves_the_client_onto_ice_tcp_in_the_same_session() -> Result<()> {
+/// A livekit-server with ICE/TCP on, in a network namespace of its own, or `None` (after
+/// saying why) where namespaces cannot be had and are not required. The topology must live
+/// as long as the server.
+async fn server_with_ice_tcp(name: &str) -> Result<Option<(Topology, LiveKitServer)>> {
     if !netns::usable_in_tests()? {
-        return Ok(());
+        return Ok(None);
     }
     let topology = Topology::create(0).await?;
     let options = ServerOptions {
         netns: Some(topology.server().clone()),
-        name: Some("ice-tcp".into()),
+        name: Some(name.into()),
         ..ServerOptions::default()
     };
     let server = LiveKitServer::start(options).await?;
@@ -81,14 +59,17 @@ async fn forcing_tcp_moves_the_client_onto_ice_tcp_in_the_same_session() -> Resu
         server.ports().and_then(|p| p.ice_tcp).is_some(),
         "expected ICE/TCP on in the server's namespace: {server:?}"
     );
-    let room_name = unique_room("ice-tcp");
-    let network = FaultyNetwork::new(Arc::new(TokioNetwork), 1);
-    let faults = network.faults();
-    let options = RoomOptions { network: Arc::new(network), ..RoomOptions::default() };
-    let (alice, mut alice_log) =
-        join_at(&server, &server.ws_url(), &room_name, "alice", options).await?;
-    let (bob, mut bob_log) =
-        join_at(&server, &server.ws_url(), &room_name, "bob", RoomOptions::default()).await?;
+    Ok(Some((topology, server)))
+}
+
+/// alice (with `options`) and then bob join `room`; returns both once alice has seen bob.
+async fn alice_then_bob(
+    server: &LiveKitServer,
+    room: &str,
+    options: RoomOptions,
+) -> Result<((Room, EventLog), (Room, EventLog))> {
+    let (alice, mut alice_log) = join_at(server, &server.ws_url(), room, "alice", options).await?;
+    let bob = join_at(server, &server.ws_url(), room, "bob", RoomOptions::default()).await?;
     alice_log
         .wait_for(
             "bob joining",
@@ -96,6 +77,23 @@ async fn forcing_tcp_moves_the_client_onto_ice_tcp_in_the_same_session() -> Resu
             |e| matches!(e, RoomEvent::ParticipantConnected(p) if p.identity() == "bob"),
         )
         .await?;
+    Ok(((alice, alice_log), bob))
+}
+
+/// Room options whose sockets go through a fault wrapper, and its switches.
+fn faulty_options() -> (RoomOptions, NetFaults) {
+    let network = FaultyNetwork::new(Arc::new(TokioNetwork), 1);
+    let faults = network.faults();
+    (RoomOptions { network: Arc::new(network), ..RoomOptions::default() }, faults)
+}
+
+#[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
+async fn forcing_tcp_moves_the_client_onto_ice_tcp_in_the_same_session() -> Result<()> {
+    let Some((_topology, server)) = server_with_ice_tcp("ice-tcp").await? else { return Ok(()) };
+    let room_name = unique_room("ice-tcp");
+    let (options, faults) = faulty_options();
+    let ((alice, mut alice_log), (bob, mut bob_log)) =
+        alice_then_bob(&server, &room_name, options).await?;
     let session = alice.local_participant().sid();
 
     alice.simulate_scenario(SimulateScenario::ForceTcp).await?;
@@ -103,12 +101,12 @@ async fn forcing_tcp_moves_the_client_onto_ice_tcp_in_the_same_session() -> Resu
     // once her subscriber connection has followed the server's ICE restart onto it.
     faults.partition_media(Direction::Inbound);
     publish(&bob, "bob").await?;
-    receives(&mut alice_log, "bob").await?;
+    receives(&mut alice_log, "bob", PACKETS, WAIT).await?;
     let stats = faults.stats();
     ensure!(stats.ice_tcp_opened > 0, "no ICE/TCP connection was opened: {stats:?}");
     faults.heal();
     publish(&alice, "alice").await?;
-    receives(&mut bob_log, "alice").await?;
+    receives(&mut bob_log, "alice", PACKETS, WAIT).await?;
 
     ensure!(
         alice.local_participant().sid() == session,
@@ -141,40 +139,19 @@ async fn forcing_tcp_moves_the_client_onto_ice_tcp_in_the_same_session() -> Resu
 /// pair is chosen instead.
 #[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
 async fn a_client_without_udp_joins_over_ice_tcp() -> Result<()> {
-    if !netns::usable_in_tests()? {
+    let Some((_topology, server)) = server_with_ice_tcp("ice-tcp-only").await? else {
         return Ok(());
-    }
-    let topology = Topology::create(0).await?;
-    let options = ServerOptions {
-        netns: Some(topology.server().clone()),
-        name: Some("ice-tcp-only".into()),
-        ..ServerOptions::default()
     };
-    let server = LiveKitServer::start(options).await?;
     let room_name = unique_room("tcp-only");
-    let network = FaultyNetwork::new(Arc::new(TokioNetwork), 1);
-    let faults = network.faults();
+    let (options, faults) = faulty_options();
     faults.partition_media(Direction::Both);
-    let options = RoomOptions {
-        network: Arc::new(network),
-        pc_connect_timeout: Duration::from_secs(20),
-        ..RoomOptions::default()
-    };
-    let (alice, mut alice_log) =
-        join_at(&server, &server.ws_url(), &room_name, "alice", options).await?;
-    let (bob, mut bob_log) =
-        join_at(&server, &server.ws_url(), &room_name, "bob", RoomOptions::default()).await?;
-    alice_log
-        .wait_for(
-            "bob joining",
-            WAIT,
-            |e| matches!(e, RoomEvent::ParticipantConnected(p) if p.identity() == "bob"),
-        )
-        .await?;
+    let options = RoomOptions { pc_connect_timeout: Duration::from_secs(20), ..options };
+    let ((alice, mut alice_log), (bob, mut bob_log)) =
+        alice_then_bob(&server, &room_name, options).await?;
     publish(&alice, "alice").await?;
-    receives(&mut bob_log, "alice").await?;
+    receives(&mut bob_log, "alice", PACKETS, WAIT).await?;
     publish(&bob, "bob").await?;
-    receives(&mut alice_log, "bob").await?;
+    receives(&mut alice_log, "bob", PACKETS, WAIT).await?;
     let stats = faults.stats();
     ensure!(
         stats.datagrams_sent > 0 && stats.datagrams_sent == stats.datagrams_sent_dropped,

@@ -1,8 +1,8 @@
 //! What the simulated LiveKit server does, as faultline-sdk sees it: the server-driven
 //! endings (duplicate identity, RoomService removal and deletion, server leave), the
 //! SimulateScenarios that force a full reconnect, speaker updates, data forwarding, and the
-//! media-failure timers. Each expectation is the real server's behaviour (see
-//! `faultline::sim::server`).
+//! media-failure timers, and ICE over TCP where the server has an ICE/TCP port. Each
+//! expectation is the real server's behaviour (see `faultline::sim::server`).
 
 use std::time::Duration;
 
@@ -14,6 +14,9 @@ use faultline::sim::Sim;
 use faultline_sdk::{
     ConnectionState, DataPacket, DataPacketKind, DisconnectReason, RoomEvent, SimulateScenario,
 };
+
+mod numbered;
+use numbered::{numbered, receives};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -196,35 +199,6 @@ fn forcing_tcp_without_ice_tcp_ends_in_one_disconnected_until_it_expires() -> an
     Ok(())
 }
 
-/// Packet number `n` on `topic`.
-fn numbered(topic: &str, n: u32) -> DataPacket {
-    DataPacket {
-        payload: n.to_be_bytes().to_vec(),
-        topic: Some(topic.to_owned()),
-        ..DataPacket::default()
-    }
-}
-
-/// Waits for packets `0..count` on `topic` in `log` and checks each came once, in order.
-async fn receives(log: &mut EventLog, topic: &str, count: u32) -> anyhow::Result<()> {
-    let mut got = Vec::new();
-    while got.len() < count as usize {
-        let event = log
-            .wait_for(
-                &format!("{topic} #{}", got.len()),
-                WAIT,
-                |e| matches!(e, RoomEvent::DataReceived { topic: Some(t), .. } if t == topic),
-            )
-            .await?;
-        if let RoomEvent::DataReceived { payload, .. } = event {
-            let bytes: [u8; 4] = payload.as_slice().try_into().context("a 4-byte payload")?;
-            got.push(u32::from_be_bytes(bytes));
-        }
-    }
-    ensure!(got == (0..count).collect::<Vec<_>>(), "{topic}: {got:?}");
-    Ok(())
-}
-
 /// ForceTcp on a server with an ICE/TCP port (livekit-server's `rtc.tcp_port`; the real
 /// lane's `ice_tcp.rs`): alice's subscriber follows the ICE restart onto TCP in the same
 /// session. With nothing reaching her over UDP any more, bob's packets still arrive (over
@@ -243,7 +217,7 @@ fn forcing_tcp_with_ice_tcp_keeps_the_session_and_the_data() -> anyhow::Result<(
         faults.partition_media(Direction::Inbound);
         // Bob publishes when told to.
         room.local_participant().publish_data(numbered("go", 0)).await?;
-        receives(&mut log, "bob", 10).await?;
+        receives(&mut log, "bob", 10, WAIT).await?;
         faults.heal();
         for n in 0..10 {
             room.local_participant().publish_data(numbered("alice", n)).await?;
@@ -271,7 +245,7 @@ fn forcing_tcp_with_ice_tcp_keeps_the_session_and_the_data() -> anyhow::Result<(
         for n in 0..10 {
             room.local_participant().publish_data(numbered("bob", n)).await?;
         }
-        receives(&mut log, "alice", 10).await?;
+        receives(&mut log, "alice", 10, WAIT).await?;
         ensure!(log.count(left("alice")) == 0, "bob saw alice leave:\n{}", log.trace());
         room.local_participant().publish_data(numbered("done", 0)).await?;
         log.judge(room.connection_state()).context("bob's invariants")?;
@@ -297,7 +271,7 @@ fn a_client_without_udp_joins_over_ice_tcp() -> anyhow::Result<()> {
         for n in 0..10 {
             room.local_participant().publish_data(numbered("alice", n)).await?;
         }
-        receives(&mut log, "bob", 10).await?;
+        receives(&mut log, "bob", 10, WAIT).await?;
         let stats = ctx.net_faults().stats();
         ensure!(
             stats.datagrams_sent > 0 && stats.datagrams_sent == stats.datagrams_sent_dropped,
@@ -310,7 +284,7 @@ fn a_client_without_udp_joins_over_ice_tcp() -> anyhow::Result<()> {
     sim.client("bob", |ctx| async move {
         let (room, events) = ctx.connect("tcp-only", "bob").await?;
         let mut log = EventLog::new(events);
-        receives(&mut log, "alice", 10).await?;
+        receives(&mut log, "alice", 10, WAIT).await?;
         for n in 0..10 {
             room.local_participant().publish_data(numbered("bob", n)).await?;
         }
