@@ -13,11 +13,18 @@
 //! - dark link: the same, but the whole link goes dark (a tunnel): media dropped and
 //!   signalling held (faultline-sdk: its socket wrapper holds the streams and refuses new
 //!   ones; the other SDKs: the kernel drops everything on the client's link).
+//! - force-tcp: on a server with ICE/TCP (in a network namespace of its own), the server is
+//!   asked to move the client to TCP candidates while a peer publishes a packet every
+//!   100 ms; the time from the ask to the first of the peer's packets published after it
+//!   arriving, and how the client got there (an episode, or none). For faultline-sdk,
+//!   nothing reaches its UDP sockets after the ask, so those packets can only come over
+//!   TCP.
 //!
 //! Run: `cargo bench -p faultline-suites --bench recovery`. `RUNS=n` changes the count
 //! (default 5), `SDKS=faultline,js` the SDKs (default all three), `CASES=outage` the cases
-//! (of `simulate`, `outage`, `black-hole`, `dark-link`; default all).
+//! (of `simulate`, `outage`, `black-hole`, `dark-link`, `force-tcp`; default all).
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,11 +47,13 @@ const WAIT: Duration = Duration::from_secs(90);
 struct Joined {
     client: Client,
     log: EventLog<ClientEvent>,
+    /// When the log's clock started (its events' times count from here).
+    log_started: Instant,
     media: Option<NetFaults>,
 }
 
 async fn join(server: &LiveKitServer, sdk: Sdk, url: &str, room: &str) -> Result<Joined> {
-    join_with(server, sdk, url, room, None).await
+    join_with(server, sdk, url, room, "bench", None).await
 }
 
 /// Joins the server of a [`Kernel`] from the client namespace `namespace`.
@@ -54,7 +63,7 @@ async fn join_in(
     room: &str,
     namespace: Option<Namespace>,
 ) -> Result<Joined> {
-    join_with(server, sdk, &server.ws_url(), room, namespace).await
+    join_with(server, sdk, &server.ws_url(), room, "bench", namespace).await
 }
 
 async fn join_with(
@@ -62,9 +71,10 @@ async fn join_with(
     sdk: Sdk,
     url: &str,
     room: &str,
+    identity: &str,
     namespace: Option<Namespace>,
 ) -> Result<Joined> {
-    let token = server.token(room, "bench")?;
+    let token = server.token(room, identity)?;
     let mut options = ClientOptions { namespace, ..ClientOptions::default() };
     let mut media = None;
     if sdk == Sdk::Faultline {
@@ -75,9 +85,10 @@ async fn join_with(
     let (client, events) = Client::connect(sdk, url, &token, options, &ProvisionEnv::from_env())
         .await
         .with_context(|| format!("{sdk} joining {room}"))?;
-    let mut log = EventLog::new(events);
+    let log_started = Instant::now();
+    let mut log = EventLog::starting_at(events, log_started);
     log.wait_for("Connected", WAIT, |e| *e == ClientEvent::Connected).await?;
-    Ok(Joined { client, log, media })
+    Ok(Joined { client, log, log_started, media })
 }
 
 impl Joined {
@@ -197,6 +208,78 @@ async fn black_hole(
     Ok((detected, recovered))
 }
 
+/// How a client came through `ForceTcp`.
+struct ForcedTcp {
+    /// Asked → the first of the peer's packets published after the ask arrives.
+    data_back: Duration,
+    /// Asked → `Reconnected`, if the client went through an episode.
+    episode: Option<Duration>,
+}
+
+/// One run of `ForceTcp` on the [`Kernel`]'s server (ICE/TCP on), with a faultline-sdk peer
+/// in the root namespace publishing a numbered packet every 100 ms.
+async fn force_tcp(kernel: &Kernel, sdk: Sdk, run: usize) -> Result<ForcedTcp> {
+    let server = &kernel.server;
+    let room = format!("bench-{sdk}-force-tcp-{run}-{}", std::process::id());
+    let namespace = (!sdk.in_process()).then(|| kernel.topology.clients()[0].namespace().clone());
+    let mut p = join_with(server, sdk, &server.ws_url(), &room, "bench", namespace).await?;
+    let peer = join_with(server, Sdk::Faultline, &server.ws_url(), &room, "peer", None).await?;
+    p.log
+        .wait_for("the peer joining", WAIT, |e| {
+            matches!(e, ClientEvent::ParticipantConnected { identity, .. } if identity == "peer")
+        })
+        .await?;
+    // Each tick takes its number just before it is published: a tick numbered at or past
+    // `next`'s value at the ask was published after it.
+    let next = Arc::new(AtomicU32::new(0));
+    let numbers = Arc::clone(&next);
+    let publishing = tokio::spawn(async move {
+        loop {
+            let n = numbers.fetch_add(1, Ordering::SeqCst);
+            if peer.client.publish(&n.to_be_bytes(), Some("tick"), true, &[]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    p.log.wait_for("a tick", WAIT, |e| matches!(e, ClientEvent::DataReceived { .. })).await?;
+    let asked = Instant::now();
+    let first_after = next.load(Ordering::SeqCst);
+    p.client.simulate(SimulateKind::ForceTcp).await?;
+    if let Some(media) = &p.media {
+        media.partition_media(Direction::Inbound);
+    }
+    p.log
+        .wait_for("a tick published after the ask", WAIT, |e| match e {
+            ClientEvent::DataReceived { payload, .. } => {
+                payload.as_slice().try_into().is_ok_and(|b| u32::from_be_bytes(b) >= first_after)
+            }
+            _ => false,
+        })
+        .await?;
+    let data_back = asked.elapsed();
+    if let Some(media) = &p.media {
+        media.heal();
+    }
+    p.log.poll();
+    let since_ask = asked - p.log_started;
+    let after_ask = |wanted: ClientEvent| {
+        p.log.events().iter().find(|r| r.at >= since_ask && r.event == wanted).map(|r| r.at)
+    };
+    let episode = match (after_ask(ClientEvent::Reconnecting), after_ask(ClientEvent::Reconnected))
+    {
+        (None, _) => None,
+        (Some(_), Some(at)) => Some(at - since_ask),
+        (Some(_), None) => {
+            p.reconnected().await?;
+            Some(asked.elapsed())
+        }
+    };
+    publishing.abort();
+    p.client.close().await?;
+    Ok(ForcedTcp { data_back, episode })
+}
+
 fn report(sdk: Sdk, name: &str, mut samples: Vec<Duration>) {
     samples.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
@@ -249,6 +332,20 @@ async fn main() -> Result<()> {
             (Scope::Media, "black-hole", "media black hole"),
             (Scope::Link, "dark-link", "dark link"),
         ];
+        if wanted("force-tcp") {
+            let kernel = Kernel::start().await?;
+            let (mut data_back, mut episodes) = (Vec::new(), Vec::new());
+            for run in 0..runs {
+                let forced = force_tcp(&kernel, sdk, run).await?;
+                data_back.push(forced.data_back);
+                episodes.extend(forced.episode);
+            }
+            report(sdk, "force-tcp: peer data back", data_back);
+            match episodes.len() {
+                0 => println!("{sdk:<14} force-tcp: no episode in {runs} runs"),
+                n => report(sdk, &format!("force-tcp: → Reconn. ({n} of {runs})"), episodes),
+            }
+        }
         let darks: Vec<_> = darks.into_iter().filter(|(_, case, _)| wanted(case)).collect();
         if darks.is_empty() {
             continue;
