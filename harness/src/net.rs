@@ -6,7 +6,7 @@
 //! [`NetFaults`] handle it gives out switches faults on and off while the SDK runs:
 //!
 //! - **media** (the UDP [`DatagramSocket`]s): drop everything ([`NetFaults::partition_media`]),
-//!   in one direction or both; lose a percentage ([`NetFaults::set_media_loss`]), drawn from
+//!   in one direction or both, or only UDP ([`NetFaults::block_udp`]); lose a percentage ([`NetFaults::set_media_loss`]), drawn from
 //!   a random generator seeded by [`FaultyNetwork::new`]'s `seed`, so a seed always gives the
 //!   same loss pattern for the same traffic on the same build; delay every datagram by a fixed
 //!   time, keeping their order ([`NetFaults::set_media_delay`]). A fault is applied to a
@@ -25,10 +25,13 @@
 //! - **network change** ([`NetFaults::change_network`]): a Wi-Fi to cellular handover. Sockets
 //!   and streams opened before it go dead, and new UDP sockets are bound on the new IP.
 //!
-//! ICE over TCP (the media path on TCP, opened with `connect_ice_tcp`) passes through
-//! untouched, only counted ([`NetStats::ice_tcp_opened`]): it is neither signalling nor a
-//! datagram. Faults on it come from the kernel: a server with ICE/TCP runs in a network
-//! namespace of its own ([`crate::netns`]), whose media faults cover its ICE/TCP port.
+//! ICE over TCP (the media path on TCP, opened with `connect_ice_tcp`, counted in
+//! [`NetStats::ice_tcp_opened`]) is media, not signalling: signalling faults leave it alone. A
+//! media partition, in either direction, holds its connections as a stalled TCP connection
+//! is held (reads and writes wait, no byte is lost, and they carry on when it heals); a
+//! network change resets them. Loss and delay act on datagrams only (TCP would turn them
+//! into retransmissions). The kernel's media faults ([`crate::netns`]) cover the ICE/TCP
+//! port as well.
 //!
 //! All timing uses `tokio::time`, so the wrapper also runs on a paused or simulated clock.
 
@@ -117,14 +120,17 @@ pub struct NetStats {
     pub streams_severed: u64,
     /// Writes of signalling bytes that went out to the server (not held, not swallowed).
     pub signalling_writes: u64,
-    /// ICE/TCP connections opened (media over TCP; no fault touches them).
+    /// ICE/TCP connections opened (media over TCP: held by media partitions).
     pub ice_tcp_opened: u64,
 }
 
 /// Faults on one direction of the media path.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 struct PathFaults {
+    /// Media cut: datagrams dropped, ICE/TCP connections held.
     blocked: bool,
+    /// Datagrams dropped, ICE/TCP left alone (a firewall that blocks UDP).
+    udp_blocked: bool,
     /// Probability of losing a datagram, 0.0..=1.0.
     loss: f64,
     delay: Duration,
@@ -223,7 +229,7 @@ impl Shared {
         let open = lock(&self.streams)
             .iter()
             .filter_map(Weak::upgrade)
-            .filter(|stream| stream.born == severed_epoch)
+            .filter(|stream| !stream.media && stream.born == severed_epoch)
             .count() as u64;
         self.counters.streams_severed.fetch_add(open, Ordering::Relaxed);
         self.wake_streams();
@@ -288,6 +294,7 @@ impl Network for FaultyNetwork {
             let connection = connecting.await?;
             let control = Arc::new(StreamControl {
                 born,
+                media: false,
                 read: AtomicWaker::new(),
                 write: AtomicWaker::new(),
             });
@@ -308,11 +315,29 @@ impl Network for FaultyNetwork {
 
     fn connect_ice_tcp(&self, addr: SocketAddr) -> BoxFuture<'static, io::Result<TcpConnection>> {
         let shared = Arc::clone(&self.shared);
+        // Counted from the start, so that a network change during the connect kills it too.
+        let born = shared.state().network_epoch;
         let connecting = self.inner.connect_ice_tcp(addr);
         Box::pin(async move {
             let connection = connecting.await?;
+            let control = Arc::new(StreamControl {
+                born,
+                media: true,
+                read: AtomicWaker::new(),
+                write: AtomicWaker::new(),
+            });
+            lock(&shared.streams).push(Arc::downgrade(&control));
             bump(&shared.counters.ice_tcp_opened);
-            Ok(connection)
+            Ok(TcpConnection {
+                stream: Box::new(FaultyStream {
+                    inner: Some(connection.stream),
+                    held: Vec::new(),
+                    control,
+                    shared,
+                }),
+                local_addr: connection.local_addr,
+                peer_addr: connection.peer_addr,
+            })
         })
     }
 
@@ -354,11 +379,20 @@ pub struct NetFaults {
 }
 
 impl NetFaults {
-    /// Drops every datagram travelling in `direction` (`Both` is a full media partition).
-    /// Adds to what is already blocked.
+    /// Drops every datagram travelling in `direction` (`Both` is a full media partition),
+    /// and holds the ICE/TCP connections meanwhile (see the module docs). Adds to what is
+    /// already blocked.
     pub fn partition_media(&self, direction: Direction) {
         self.shared.state().change_paths(direction, |path| path.blocked = true);
+        self.shared.wake_streams();
         info!(?direction, "media partitioned (fault)");
+    }
+
+    /// Drops every datagram travelling in `direction` but leaves ICE/TCP alone, as a
+    /// firewall that blocks UDP does. Adds to what is already blocked.
+    pub fn block_udp(&self, direction: Direction) {
+        self.shared.state().change_paths(direction, |path| path.udp_blocked = true);
+        info!(?direction, "UDP blocked (fault)");
     }
 
     /// Loses `percent` of the datagrams travelling in `direction`, at random from the
@@ -378,13 +412,15 @@ impl NetFaults {
         info!(?direction, ?delay, "media delay set (fault)");
     }
 
-    /// Removes every media fault: partitions, loss and delay. Datagrams already delayed are
-    /// still delivered on time.
+    /// Removes every media fault: partitions, UDP blocks, loss and delay. Datagrams already
+    /// delayed are still delivered on time.
     pub fn heal_media(&self) {
         let mut state = self.shared.state();
         state.inbound = PathFaults::default();
         state.outbound = PathFaults::default();
         drop(state);
+        // Held ICE/TCP streams are waiting to be woken.
+        self.shared.wake_streams();
         info!("media healed");
     }
 
@@ -540,7 +576,7 @@ impl FaultySocket {
     fn faults(&self, outbound: bool) -> PathFaults {
         let state = self.shared.state();
         let mut faults = if outbound { state.outbound } else { state.inbound };
-        faults.blocked |= self.network < state.network_epoch;
+        faults.blocked |= faults.udp_blocked || self.network < state.network_epoch;
         faults
     }
 
@@ -665,8 +701,10 @@ impl DatagramSocket for FaultySocket {
 /// What the network knows about one open stream.
 #[derive(Debug)]
 struct StreamControl {
-    /// The sever epoch the stream was opened in.
+    /// The sever epoch the stream was opened in (for an ICE/TCP stream, the network epoch).
     born: u64,
+    /// An ICE/TCP stream (media faults apply), not a signalling one.
+    media: bool,
     read: AtomicWaker,
     write: AtomicWaker,
 }
@@ -680,7 +718,8 @@ enum Verdict {
     Severed,
 }
 
-/// A signalling stream with the network's signalling faults applied.
+/// A signalling stream with the network's signalling faults applied, or an ICE/TCP stream
+/// with its media faults.
 struct FaultyStream {
     /// `None` once severed: the real connection is closed.
     inner: Option<Box<dyn AsyncStream>>,
@@ -703,7 +742,15 @@ impl FaultyStream {
     ) -> io::Result<(Verdict, &mut Box<dyn AsyncStream>, &mut Vec<u8>)> {
         let verdict = {
             let state = self.shared.state();
-            if self.control.born < state.sever_epoch {
+            if self.control.media {
+                if self.control.born < state.network_epoch {
+                    Verdict::Severed
+                } else if state.inbound.blocked || state.outbound.blocked {
+                    Verdict::Hold
+                } else {
+                    Verdict::Pass
+                }
+            } else if self.control.born < state.sever_epoch {
                 Verdict::Severed
             } else if state.black_hole {
                 Verdict::BlackHole
@@ -720,6 +767,10 @@ impl FaultyStream {
         }
         match self.inner.as_mut() {
             Some(inner) => Ok((verdict, inner, &mut self.held)),
+            None if self.control.media => Err(io::Error::new(
+                io::ErrorKind::ConnectionReset,
+                "ICE/TCP connection reset by faultline's network fault (NetFaults::change_network)",
+            )),
             None => Err(io::Error::new(
                 io::ErrorKind::ConnectionReset,
                 "signalling connection reset by faultline's network fault \
@@ -814,7 +865,7 @@ impl AsyncWrite for FaultyStream {
             Ok((_, inner, held)) => match pass_held(held, inner, cx) {
                 Poll::Ready(Ok(())) => {
                     let written = Pin::new(inner).poll_write(cx, buf);
-                    if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
+                    if !this.control.media && matches!(written, Poll::Ready(Ok(n)) if n > 0) {
                         bump(&this.shared.counters.signalling_writes);
                     }
                     written

@@ -247,7 +247,7 @@ async fn force_tcp(kernel: &Kernel, sdk: Sdk, run: usize) -> Result<ForcedTcp> {
     let first_after = next.load(Ordering::SeqCst);
     p.client.simulate(SimulateKind::ForceTcp).await?;
     if let Some(media) = &p.media {
-        media.partition_media(Direction::Inbound);
+        media.block_udp(Direction::Inbound);
     }
     p.log
         .wait_for("a tick published after the ask", WAIT, |e| match e {

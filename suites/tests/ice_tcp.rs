@@ -99,7 +99,7 @@ async fn forcing_tcp_moves_the_client_onto_ice_tcp_in_the_same_session() -> Resu
     alice.simulate_scenario(SimulateScenario::ForceTcp).await?;
     // Nothing arrives at alice over UDP any more: bob's packets can reach her only over TCP,
     // once her subscriber connection has followed the server's ICE restart onto it.
-    faults.partition_media(Direction::Inbound);
+    faults.block_udp(Direction::Inbound);
     publish(&bob, "bob").await?;
     receives(&mut alice_log, "bob", PACKETS, WAIT).await?;
     let stats = faults.stats();
@@ -144,7 +144,7 @@ async fn a_client_without_udp_joins_over_ice_tcp() -> Result<()> {
     };
     let room_name = unique_room("tcp-only");
     let (options, faults) = faulty_options();
-    faults.partition_media(Direction::Both);
+    faults.block_udp(Direction::Both);
     let options = RoomOptions { pc_connect_timeout: Duration::from_secs(20), ..options };
     let ((alice, mut alice_log), (bob, mut bob_log)) =
         alice_then_bob(&server, &room_name, options).await?;

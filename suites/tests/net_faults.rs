@@ -361,3 +361,40 @@ async fn a_network_change_kills_old_sockets_and_binds_new_ones_on_the_new_ip() -
     assert_eq!(recv(&new).await?, 4);
     Ok(())
 }
+
+/// ICE over TCP is media: a media partition holds its connection (nothing lost, carried on
+/// after the heal), a UDP block and the signalling faults leave it alone, and a network
+/// change resets it.
+#[test_log::test(tokio::test)]
+async fn an_ice_tcp_connection_takes_media_faults_not_signalling_ones() -> Result<()> {
+    let echo = Echo::start().await?;
+    let (network, faults) = wrapped(1);
+    let mut media = timeout(PATIENCE, network.connect_ice_tcp(echo.addr)).await??;
+    round_trip(&mut media, b"ping").await?;
+    ensure!(network.faults().stats().ice_tcp_opened == 1, "{:?}", faults.stats());
+
+    faults.block_udp(Direction::Both);
+    faults.hold_signalling();
+    faults.black_hole_signalling();
+    round_trip(&mut media, b"free").await?;
+    faults.heal();
+
+    faults.partition_media(Direction::Inbound);
+    media.stream.write_all(b"kept").await?;
+    let mut buf = [0; 4];
+    let read = timeout(QUIET, media.stream.read(&mut buf)).await;
+    ensure!(read.is_err(), "expected a read to wait during a partition, it returned {read:?}");
+    assert_eq!(echo.received(), 8, "a write made during the partition reached the server");
+    faults.heal_media();
+    timeout(PATIENCE, media.stream.read_exact(&mut buf)).await.context("held write lost")??;
+    assert_eq!(&buf, b"kept");
+
+    faults.change_network(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)));
+    let reset = timeout(PATIENCE, media.stream.read(&mut buf)).await?;
+    ensure!(
+        matches!(&reset, Err(e) if e.kind() == ErrorKind::ConnectionReset),
+        "expected a reset after a network change, got {reset:?}"
+    );
+    ensure!(faults.stats().signalling_writes == 0, "{:?}", faults.stats());
+    Ok(())
+}

@@ -214,7 +214,7 @@ fn forcing_tcp_with_ice_tcp_keeps_the_session_and_the_data() -> anyhow::Result<(
         let session = room.local_participant().sid();
         room.simulate_scenario(SimulateScenario::ForceTcp).await?;
         let faults = ctx.net_faults();
-        faults.partition_media(Direction::Inbound);
+        faults.block_udp(Direction::Inbound);
         // Bob publishes when told to.
         room.local_participant().publish_data(numbered("go", 0)).await?;
         receives(&mut log, "bob", 10, WAIT).await?;
@@ -264,7 +264,7 @@ fn a_client_without_udp_joins_over_ice_tcp() -> anyhow::Result<()> {
     let config = ServerConfig { ice_tcp_port: Some(7881), ..ServerConfig::default() };
     let mut sim = Sim::with(47, config, |_| {});
     sim.client("alice", |ctx| async move {
-        ctx.net_faults().partition_media(Direction::Both);
+        ctx.net_faults().block_udp(Direction::Both);
         let (room, events) = ctx.connect("tcp-only", "alice").await?;
         let mut log = EventLog::new(events);
         log.wait_for("bob", WAIT, joined("bob")).await?;
