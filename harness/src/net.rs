@@ -292,24 +292,8 @@ impl Network for FaultyNetwork {
         let connecting = self.inner.connect_tcp(host, port);
         Box::pin(async move {
             let connection = connecting.await?;
-            let control = Arc::new(StreamControl {
-                born,
-                media: false,
-                read: AtomicWaker::new(),
-                write: AtomicWaker::new(),
-            });
-            lock(&shared.streams).push(Arc::downgrade(&control));
             bump(&shared.counters.streams_opened);
-            Ok(TcpConnection {
-                stream: Box::new(FaultyStream {
-                    inner: Some(connection.stream),
-                    held: Vec::new(),
-                    control,
-                    shared,
-                }),
-                local_addr: connection.local_addr,
-                peer_addr: connection.peer_addr,
-            })
+            Ok(FaultyStream::wrap(connection, born, false, shared))
         })
     }
 
@@ -320,24 +304,8 @@ impl Network for FaultyNetwork {
         let connecting = self.inner.connect_ice_tcp(addr);
         Box::pin(async move {
             let connection = connecting.await?;
-            let control = Arc::new(StreamControl {
-                born,
-                media: true,
-                read: AtomicWaker::new(),
-                write: AtomicWaker::new(),
-            });
-            lock(&shared.streams).push(Arc::downgrade(&control));
             bump(&shared.counters.ice_tcp_opened);
-            Ok(TcpConnection {
-                stream: Box::new(FaultyStream {
-                    inner: Some(connection.stream),
-                    held: Vec::new(),
-                    control,
-                    shared,
-                }),
-                local_addr: connection.local_addr,
-                peer_addr: connection.peer_addr,
-            })
+            Ok(FaultyStream::wrap(connection, born, true, shared))
         })
     }
 
@@ -730,6 +698,33 @@ struct FaultyStream {
 }
 
 impl FaultyStream {
+    /// `connection` with the faults applied: a signalling stream born in sever epoch `born`,
+    /// or (`media`) an ICE/TCP stream born in network epoch `born`.
+    fn wrap(
+        connection: TcpConnection,
+        born: u64,
+        media: bool,
+        shared: Arc<Shared>,
+    ) -> TcpConnection {
+        let control = Arc::new(StreamControl {
+            born,
+            media,
+            read: AtomicWaker::new(),
+            write: AtomicWaker::new(),
+        });
+        lock(&shared.streams).push(Arc::downgrade(&control));
+        TcpConnection {
+            stream: Box::new(FaultyStream {
+                inner: Some(connection.stream),
+                held: Vec::new(),
+                control,
+                shared,
+            }),
+            local_addr: connection.local_addr,
+            peer_addr: connection.peer_addr,
+        }
+    }
+
     /// Looks at the faults; on a sever, closes the real connection and gives the error.
     fn verdict(&mut self) -> io::Result<(Verdict, &mut Box<dyn AsyncStream>)> {
         let (verdict, inner, _) = self.verdict_and_held()?;
