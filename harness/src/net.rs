@@ -6,10 +6,11 @@
 //! [`NetFaults`] handle it gives out switches faults on and off while the SDK runs:
 //!
 //! - **media** (the UDP [`DatagramSocket`]s): drop everything ([`NetFaults::partition_media`]),
-//!   in one direction or both, or only UDP ([`NetFaults::block_udp`]); lose a percentage ([`NetFaults::set_media_loss`]), drawn from
-//!   a random generator seeded by [`FaultyNetwork::new`]'s `seed`, so a seed always gives the
-//!   same loss pattern for the same traffic on the same build; delay every datagram by a fixed
-//!   time, keeping their order ([`NetFaults::set_media_delay`]). A fault is applied to a
+//!   in one direction or both, or UDP only ([`NetFaults::block_udp`]); lose a percentage
+//!   ([`NetFaults::set_media_loss`]), drawn from a random generator seeded by
+//!   [`FaultyNetwork::new`]'s `seed`, so a seed always gives the same loss pattern for the
+//!   same traffic on the same build; delay every datagram by a fixed time, keeping their
+//!   order ([`NetFaults::set_media_delay`]). A fault is applied to a
 //!   datagram when the SDK sends it (outbound) or when the wrapper reads it from the real
 //!   socket for the SDK (inbound); datagrams already delayed are not affected.
 //! - **signalling** (the TCP streams): reset every open stream

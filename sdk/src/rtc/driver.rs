@@ -4,8 +4,8 @@
 //!
 //! One loop: drain `poll_output` (transmit, translate events) until str0m names its next
 //! timeout, then wait — `biased` for determinism — for a command, a datagram, a packet over
-//! ICE/TCP, that timeout, or the Disconnected→Failed deadline. The loop ends when the handle is dropped, on
-//! `close`, or when the transport fails beyond repair.
+//! ICE/TCP, that timeout, or the Disconnected→Failed deadline. The loop ends when the handle
+//! is dropped, on `close`, or when the transport fails beyond repair.
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
