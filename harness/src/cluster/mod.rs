@@ -443,12 +443,22 @@ impl Cluster {
 
     /// SIGKILLs node `index` (a crash: no leave messages, its sockets reset) and routes its
     /// clients' new connections elsewhere.
+    ///
+    /// The routes change first: a client whose signalling the kill resets tries again at
+    /// once, and must find the balancer already sending it elsewhere rather than race the
+    /// reroute to the dead node (which it lost in one CI trial: its resume failed, and a
+    /// failed resume escalates to a full reconnect).
     pub async fn kill(&self, index: usize) -> Result<(), ClusterError> {
         let node = self.node(index)?;
-        node.kill().await.map_err(|source| ClusterError::Node { node: index, source })?;
+        let before = self.inner.lock().nodes[index];
         self.inner.set_state(index, NodeState::Down);
-        self.inner.publish(NodeChange::NodeKilled { node: index });
         self.inner.reroute();
+        if let Err(source) = node.kill().await {
+            self.inner.set_state(index, before);
+            self.inner.reroute();
+            return Err(ClusterError::Node { node: index, source });
+        }
+        self.inner.publish(NodeChange::NodeKilled { node: index });
         Ok(())
     }
 
