@@ -222,7 +222,11 @@ pub enum SimulateScenario {
     /// neither the resume nor full reconnects can connect, and the room reconnects until its
     /// policy runs out and ends with one `Disconnected`.
     ForceTcp,
-    /// As `ForceTcp`, restricted to TLS (TURN/TLS) candidates.
+    /// Ask the server for an ICE restart preferring TLS (TURN/TLS) candidates. livekit-server
+    /// filters no candidate for it: the subscriber restarts ICE with all of them and the
+    /// session goes on (over UDP where the server has no TURN/TLS, as faultline's servers).
+    /// The preference is remembered for this identity in this room for 5 minutes: its next
+    /// JoinResponses and ReconnectResponses carry `force_relay = ENABLED`.
     ForceTls,
     /// Ask the server to report us as speaking for this long (whole seconds).
     Speaker(Duration),

@@ -4,6 +4,7 @@
 //! with the server's reason), and a quiet minute (a client with real WebRTC stays in the
 //! room past the server's 60 s join-failure deadline).
 
+mod numbered;
 mod real_lane;
 
 use std::time::Duration;
@@ -15,6 +16,7 @@ use faultline_sdk::{
     SimulateScenario,
 };
 use livekit_protocol::participant_info::State;
+use numbered::{numbered, receives};
 use real_lane::{assert_recovers, fast_options, join, join_at, server, unique_room, WAIT};
 
 /// Waits for the room to end and checks it ended once, with `reason`, for good.
@@ -180,6 +182,74 @@ async fn forcing_tcp_on_a_server_without_ice_tcp_ends_in_one_disconnected() -> R
     log.wait_ended(WAIT).await?;
     ensure!(room.connection_state() == ConnectionState::Disconnected, "{ended:?}");
     log.judge(room.connection_state())?;
+    Ok(())
+}
+
+/// ForceTls makes the server restart this participant's subscriber ICE with a TLS preference,
+/// which filters no candidate (`SetPreferTCP(false)`); the server only tells later sessions
+/// and resumes of the identity to force relay. This server has no TURN, so the ICE restart
+/// stays on UDP and the session goes on: past the server's ICE timeouts (15 s) alice has no
+/// episode and keeps her session, data flows both ways, and bob never sees her leave.
+#[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
+async fn forcing_tls_on_a_server_without_turn_keeps_the_session() -> Result<()> {
+    const PACKETS: u32 = 10;
+    let server = server().await?;
+    let room_name = unique_room("force-tls");
+    let (alice, mut alice_log) = join(&server, &room_name, "alice").await?;
+    let (bob, mut bob_log) = join(&server, &room_name, "bob").await?;
+    alice_log
+        .wait_for(
+            "bob joining",
+            WAIT,
+            |e| matches!(e, RoomEvent::ParticipantConnected(p) if p.identity() == "bob"),
+        )
+        .await?;
+    let session = alice.local_participant().sid();
+
+    alice.simulate_scenario(SimulateScenario::ForceTls).await?;
+    let quiet = Duration::from_secs(20);
+    match alice_log.wait_for("no lifecycle event for 20 s", quiet, RoomEvent::is_lifecycle).await {
+        Err(WaitError::Timeout { .. }) => {}
+        Ok(event) => anyhow::bail!("alice changed state: {event:?}\n{}", alice_log.trace()),
+        Err(other) => return Err(other.into()),
+    }
+    for n in 0..PACKETS {
+        bob.local_participant().publish_data(numbered("bob", n)).await?;
+    }
+    receives(&mut alice_log, "bob", PACKETS, WAIT).await?;
+    for n in 0..PACKETS {
+        alice.local_participant().publish_data(numbered("alice", n)).await?;
+    }
+    receives(&mut bob_log, "alice", PACKETS, WAIT).await?;
+
+    ensure!(
+        alice.local_participant().sid() == session,
+        "expected the session {session} kept, got {}\n{}",
+        alice.local_participant().sid(),
+        alice_log.trace()
+    );
+    ensure!(
+        alice_log.count(|e| *e == RoomEvent::Reconnecting) == 0,
+        "alice reconnected:\n{}",
+        alice_log.trace()
+    );
+    ensure!(
+        alice.connection_state() == ConnectionState::Connected,
+        "alice ends {:?}\n{}",
+        alice.connection_state(),
+        alice_log.trace()
+    );
+    ensure!(
+        bob_log.count(
+            |e| matches!(e, RoomEvent::ParticipantDisconnected(p) if p.identity() == "alice")
+        ) == 0,
+        "bob saw alice leave:\n{}",
+        bob_log.trace()
+    );
+    alice_log.judge(alice.connection_state())?;
+    bob_log.judge(bob.connection_state())?;
+    alice.close().await?;
+    bob.close().await?;
     Ok(())
 }
 

@@ -257,6 +257,65 @@ fn forcing_tcp_with_ice_tcp_keeps_the_session_and_the_data() -> anyhow::Result<(
     Ok(())
 }
 
+/// ForceTls on a server without TURN (the default, as faultline's loopback servers; the
+/// real lane's `forcing_tls_on_a_server_without_turn_keeps_the_session`): livekit-server
+/// filters no candidate for TLS, so alice's subscriber restarts ICE with its UDP candidate
+/// and the session goes on past the server's ICE timeouts, with no episode: bob's packets
+/// reach her, hers reach bob, and bob never sees her leave.
+#[test_log::test]
+fn forcing_tls_without_turn_keeps_the_session_and_the_data() -> anyhow::Result<()> {
+    let mut sim = Sim::new(48);
+    sim.client("alice", |ctx| async move {
+        let (room, events) = ctx.connect("tls", "alice").await?;
+        let mut log = EventLog::new(events);
+        log.wait_for("bob", WAIT, joined("bob")).await?;
+        let session = room.local_participant().sid();
+        room.simulate_scenario(SimulateScenario::ForceTls).await?;
+        // Longer than the server's ICE timeouts (15 s), which a path without candidates
+        // would not outlive.
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        // Bob publishes when told to.
+        room.local_participant().publish_data(numbered("go", 0)).await?;
+        receives(&mut log, "bob", 10, WAIT).await?;
+        for n in 0..10 {
+            room.local_participant().publish_data(numbered("alice", n)).await?;
+        }
+        log.wait_for(
+            "bob's goodbye",
+            WAIT,
+            |e| matches!(e, RoomEvent::DataReceived { topic: Some(t), .. } if t == "done"),
+        )
+        .await?;
+        ensure!(room.local_participant().sid() == session, "a new session:\n{}", log.trace());
+        ensure!(log.count(|e| *e == RoomEvent::Reconnecting) == 0, "{}", log.trace());
+        ensure!(room.connection_state() == ConnectionState::Connected, "{}", log.trace());
+        log.judge(room.connection_state()).context("alice's invariants")?;
+        Ok::<_, anyhow::Error>(())
+    });
+    sim.client("bob", |ctx| async move {
+        let (room, events) = ctx.connect("tls", "bob").await?;
+        let mut log = EventLog::new(events);
+        log.wait_for(
+            "alice's go",
+            WAIT,
+            |e| matches!(e, RoomEvent::DataReceived { topic: Some(t), .. } if t == "go"),
+        )
+        .await?;
+        for n in 0..10 {
+            room.local_participant().publish_data(numbered("bob", n)).await?;
+        }
+        receives(&mut log, "alice", 10, WAIT).await?;
+        ensure!(log.count(left("alice")) == 0, "bob saw alice leave:\n{}", log.trace());
+        room.local_participant().publish_data(numbered("done", 0)).await?;
+        log.judge(room.connection_state()).context("bob's invariants")?;
+        // Stay until alice has the goodbye: she leaves first.
+        log.wait_for("alice leaving", WAIT, left("alice")).await?;
+        Ok::<_, anyhow::Error>(())
+    });
+    sim.run()?;
+    Ok(())
+}
+
 /// A client whose UDP is blocked before it joins gets in over ICE/TCP and exchanges data
 /// (the real lane's `a_client_without_udp_joins_over_ice_tcp`).
 #[test_log::test]

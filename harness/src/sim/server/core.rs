@@ -49,6 +49,31 @@ const REFRESHED_TOKEN_TTL: Duration = Duration::from_secs(10 * 60);
 /// The server version this double imitates.
 const VERSION: &str = "1.13.5";
 
+/// pkg/rtc/transportmanager.go `ICEConfig`: the candidate type a participant's ICE config
+/// prefers, set by SimulateScenario's `switch_candidate_protocol` (UDP clears it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum IcePreference {
+    /// `ICT_TCP`: `SetPreferTCP` filters every candidate but TCP.
+    Tcp,
+    /// `ICT_TLS`: no candidate is filtered (`SetPreferTCP(false)`); the client is told to
+    /// force relay (pkg/rtc/participant.go `ClientConf.ForceRelay`), and a server with a
+    /// TURN/TLS port would list only that (pkg/service/roommanager.go
+    /// `iceServersForParticipant`; this one has no TURN).
+    Tls,
+}
+
+impl IcePreference {
+    /// pkg/rtc/room.go: the scenario's `CandidateProtocol` as an ICE candidate type;
+    /// `None` for UDP (`ICT_NONE`).
+    fn from_protocol(protocol: i32) -> Option<Self> {
+        match proto::CandidateProtocol::try_from(protocol) {
+            Ok(proto::CandidateProtocol::Tcp) => Some(Self::Tcp),
+            Ok(proto::CandidateProtocol::Tls) => Some(Self::Tls),
+            _ => None,
+        }
+    }
+}
+
 /// One connected participant.
 struct Participant {
     sid: String,
@@ -84,6 +109,8 @@ struct Participant {
     departures: Vec<(Instant, proto::ParticipantInfo)>,
     /// Reliable data held back until its primary transport is fully established.
     hold: JoiningHold,
+    /// The candidate preference of this session's ICE config, if any.
+    ice_preference: Option<IcePreference>,
 }
 
 /// What a participant's timer is for.
@@ -125,6 +152,17 @@ impl Participant {
             }),
             ..Default::default()
         }
+    }
+
+    /// pkg/rtc/participant.go `GetClientConfiguration`: `force_relay` is ENABLED while the
+    /// ICE config prefers TLS, UNSET otherwise (`OnICEConfigChanged`).
+    fn client_configuration(&self) -> proto::ClientConfiguration {
+        let force_relay = if self.ice_preference == Some(IcePreference::Tls) {
+            proto::ClientConfigSetting::Enabled
+        } else {
+            proto::ClientConfigSetting::Unset
+        };
+        proto::ClientConfiguration { force_relay: force_relay as i32, ..Default::default() }
     }
 
     fn send(&self, message: signal_response::Message) {
@@ -242,9 +280,9 @@ pub(super) struct Core {
     rooms: BTreeMap<String, Room>,
     /// Connection id → (room, identity) of the participant it serves.
     links: BTreeMap<u64, (String, String)>,
-    /// pkg/service/roommanager.go `iceConfigCache`: (room, identity) whose ICE candidate
-    /// preference excludes UDP, until when.
-    udp_filters: BTreeMap<(String, String), Instant>,
+    /// pkg/service/roommanager.go `iceConfigCache`: (room, identity) → its ICE candidate
+    /// preference, until when.
+    ice_configs: BTreeMap<(String, String), (IcePreference, Instant)>,
     /// Sid counter, shared by every run of the server (the real server's sids are GUIDs:
     /// a restarted server never reuses one).
     sids: Arc<AtomicU64>,
@@ -268,7 +306,7 @@ impl Core {
             ice_tcp_links: BTreeMap::new(),
             rooms: BTreeMap::new(),
             links: BTreeMap::new(),
-            udp_filters: BTreeMap::new(),
+            ice_configs: BTreeMap::new(),
             sids,
             started: Instant::now(),
             planted_bug: config.planted_bug,
@@ -564,6 +602,19 @@ impl Core {
         self.rooms.get_mut(room)?.participants.get_mut(identity)
     }
 
+    /// pkg/service/roommanager.go `getIceConfig`: the preference cached for `identity` in
+    /// `room`, if it has not expired (expired entries are dropped).
+    fn cached_ice_preference(
+        &mut self,
+        room: &str,
+        identity: &str,
+        now: Instant,
+    ) -> Option<IcePreference> {
+        self.ice_configs.retain(|_, (_, until)| now < *until);
+        let key = (room.to_owned(), identity.to_owned());
+        self.ice_configs.get(&key).map(|(preference, _)| *preference)
+    }
+
     /// pkg/service/roommanager.go `StartSession` + pkg/rtc/room.go `Join`.
     fn join(&mut self, conn: u64, join: JoinRequest, out: mpsc::UnboundedSender<ToLink>) {
         let now = Instant::now();
@@ -590,9 +641,8 @@ impl Core {
             }
         };
         // roommanager.go `setIceConfig`: a new session inherits the cached preference.
-        let key = (join.room.clone(), join.identity.clone());
-        self.udp_filters.retain(|_, until| now < *until);
-        if self.udp_filters.contains_key(&key) {
+        let ice_preference = self.cached_ice_preference(&join.room, &join.identity, now);
+        if ice_preference == Some(IcePreference::Tcp) {
             publisher.filter_udp();
             subscriber.filter_udp();
         }
@@ -635,6 +685,7 @@ impl Core {
             last_signal_at: now,
             departures: Vec::new(),
             hold: JoiningHold::default(),
+            ice_preference,
         };
         let Some(room) = self.rooms.get_mut(&join.room) else { return };
         room.closes_at = None;
@@ -645,7 +696,7 @@ impl Core {
             other_participants: room.participants.values().map(Participant::info).collect(),
             server_version: VERSION.to_owned(),
             subscriber_primary: true,
-            client_configuration: Some(proto::ClientConfiguration::default()),
+            client_configuration: Some(participant.client_configuration()),
             ping_interval: PING_INTERVAL,
             ping_timeout: PING_TIMEOUT,
             server_info: Some(server_info()),
@@ -693,7 +744,7 @@ impl Core {
         p.subscriber.reset_silence(now.into_std());
         p.send(signal_response::Message::Reconnect(proto::ReconnectResponse {
             ice_servers: Vec::new(),
-            client_configuration: Some(proto::ClientConfiguration::default()),
+            client_configuration: Some(p.client_configuration()),
             server_info: Some(server_info()),
             last_message_seq: p.last_reliable_seq,
         }));
@@ -850,22 +901,32 @@ impl Core {
                 proto::DisconnectReason::ServerShutdown,
                 Some(proto::leave_request::Action::Disconnect),
             ),
-            // participant.ICERestart with a candidate preference: only TCP or TLS
-            // candidates from now on (UDP clears the preference). pkg/service/
-            // roommanager.go caches the preference per (room, identity) for 5 minutes and
-            // applies it to every new session of that identity there. The subscriber
-            // restarts ICE without UDP at once; the publisher keeps its path until the
-            // client restarts it. Without an ICE/TCP port there is nothing left to reach.
+            // participant.ICERestart with a candidate preference (UDP clears it; filters
+            // already in place stay). pkg/service/roommanager.go caches the preference per
+            // (room, identity) for 5 minutes and applies it to every new session of that
+            // identity there. TCP: the subscriber restarts ICE without UDP at once; the
+            // publisher keeps its path until the client restarts it; without an ICE/TCP
+            // port there is nothing left to reach. TLS filters nothing
+            // (transportmanager.go `SetPreferTCP(false)`): the subscriber restarts ICE with
+            // every candidate, the session goes on, and its responses force relay.
             Scenario::SwitchCandidateProtocol(protocol) => {
                 let key = (room.to_owned(), identity.to_owned());
-                if protocol == proto::CandidateProtocol::Udp as i32 {
-                    self.udp_filters.remove(&key);
-                    return;
+                let preference = IcePreference::from_protocol(protocol);
+                match preference {
+                    Some(preference) => {
+                        self.ice_configs.insert(key, (preference, now + ICE_CONFIG_TTL));
+                    }
+                    None => {
+                        self.ice_configs.remove(&key);
+                    }
                 }
-                self.udp_filters.insert(key, now + ICE_CONFIG_TTL);
                 let Some(p) = self.participant(room, identity) else { return };
-                p.publisher.prefer_tcp();
-                p.subscriber.filter_udp();
+                p.ice_preference = preference;
+                let Some(preference) = preference else { return };
+                if preference == IcePreference::Tcp {
+                    p.publisher.prefer_tcp();
+                    p.subscriber.filter_udp();
+                }
                 self.offer_subscriber(room, identity, true);
             }
             Scenario::SubscriberBandwidth(_) => {

@@ -203,3 +203,107 @@ fn a_resume_of_an_unknown_participant_is_told_to_reconnect_fully() {
         Ok(())
     });
 }
+
+/// The first message `pick` accepts, skipping the others.
+async fn first<T>(
+    ws: &mut Ws,
+    what: &str,
+    pick: impl Fn(signal_response::Message) -> Option<T>,
+) -> anyhow::Result<T> {
+    loop {
+        match next(ws).await? {
+            Some(message) => {
+                if let Some(found) = pick(message) {
+                    return Ok(found);
+                }
+            }
+            None => bail!("the socket closed before {what}"),
+        }
+    }
+}
+
+/// A new session of `identity` in `room`: its socket and JoinResponse.
+async fn join(
+    ctx: &ClientContext,
+    room: &str,
+    identity: &str,
+) -> anyhow::Result<(Ws, proto::JoinResponse)> {
+    let mut ws = open(&query(ctx, room, identity, "")?).await?;
+    let Some(signal_response::Message::Join(join)) = next(&mut ws).await? else {
+        bail!("expected a JoinResponse first");
+    };
+    Ok((ws, join))
+}
+
+fn switch_candidate_protocol(protocol: proto::CandidateProtocol) -> signal_request::Message {
+    signal_request::Message::Simulate(proto::SimulateScenario {
+        scenario: Some(proto::simulate_scenario::Scenario::SwitchCandidateProtocol(
+            protocol as i32,
+        )),
+    })
+}
+
+fn force_relay(config: Option<proto::ClientConfiguration>) -> Option<proto::ClientConfigSetting> {
+    config.map(|c| c.force_relay())
+}
+
+/// ForceTls on a server without TURN (pkg/rtc/room.go → transportmanager.go `ICERestart`,
+/// participant.go `OnICEConfigChanged`, roommanager.go `iceConfigCache`): the subscriber
+/// restarts ICE with its UDP candidate (nothing is filtered), and the session's resume and
+/// the identity's next join are told to force relay.
+#[test_log::test]
+fn forcing_tls_restarts_ice_with_every_candidate_and_forces_relay() {
+    use proto::ClientConfigSetting::{Enabled, Unset};
+    with_context(6, |ctx| async move {
+        let (mut ws, joined) = join(&ctx, "tls", "raw").await?;
+        ensure!(force_relay(joined.client_configuration) == Some(Unset));
+        let sid = joined.participant.context("participant")?.sid;
+        send(&mut ws, switch_candidate_protocol(proto::CandidateProtocol::Tls)).await?;
+        first(&mut ws, "the ICE-restart offer", |m| {
+            matches!(m, signal_response::Message::Offer(offer) if offer.id == 2).then_some(())
+        })
+        .await?;
+        let Some(signal_response::Message::Trickle(trickle)) = next(&mut ws).await? else {
+            bail!("expected the server's candidate after the ICE-restart offer");
+        };
+        ensure!(trickle.candidate_init.contains(" udp "), "{}", trickle.candidate_init);
+
+        let mut resumed =
+            open(&query(&ctx, "tls", "raw", &format!("&reconnect=1&sid={sid}"))?).await?;
+        let Some(signal_response::Message::Reconnect(reconnect)) = next(&mut resumed).await? else {
+            bail!("expected a ReconnectResponse first");
+        };
+        ensure!(force_relay(reconnect.client_configuration) == Some(Enabled));
+        ensure!(reconnect.ice_servers.is_empty(), "no TURN: {:?}", reconnect.ice_servers);
+
+        let (_ws, rejoined) = join(&ctx, "tls", "raw").await?;
+        ensure!(force_relay(rejoined.client_configuration) == Some(Enabled));
+        ensure!(rejoined.ice_servers.is_empty(), "no TURN: {:?}", rejoined.ice_servers);
+        Ok(())
+    });
+}
+
+/// The TLS preference ends when the identity switches back to UDP, or 5 minutes after it
+/// was set (pkg/utils/iceconfigcache.go).
+#[test_log::test]
+fn a_forced_tls_preference_ends_with_udp_or_after_five_minutes() {
+    use proto::ClientConfigSetting::{Enabled, Unset};
+    with_context(7, |ctx| async move {
+        let (mut ws, _) = join(&ctx, "tls-ends", "raw").await?;
+        send(&mut ws, switch_candidate_protocol(proto::CandidateProtocol::Tls)).await?;
+        let (mut ws, joined) = join(&ctx, "tls-ends", "raw").await?;
+        ensure!(force_relay(joined.client_configuration) == Some(Enabled));
+        send(&mut ws, switch_candidate_protocol(proto::CandidateProtocol::Udp)).await?;
+        let (mut ws, joined) = join(&ctx, "tls-ends", "raw").await?;
+        ensure!(force_relay(joined.client_configuration) == Some(Unset), "UDP clears it");
+
+        send(&mut ws, switch_candidate_protocol(proto::CandidateProtocol::Tls)).await?;
+        let forced = tokio::time::Instant::now();
+        let (_ws, joined) = join(&ctx, "tls-ends", "raw").await?;
+        ensure!(force_relay(joined.client_configuration) == Some(Enabled));
+        tokio::time::sleep_until(forced + Duration::from_secs(5 * 60 + 1)).await;
+        let (_ws, joined) = join(&ctx, "tls-ends", "raw").await?;
+        ensure!(force_relay(joined.client_configuration) == Some(Unset), "expired");
+        Ok(())
+    });
+}
