@@ -24,6 +24,7 @@ mod events;
 mod options;
 mod room;
 pub mod signal;
+pub mod stun;
 
 pub use error::RoomError;
 pub use events::{

@@ -72,12 +72,14 @@ impl Pc {
     async fn new(
         role: PcRole,
         setup: &Setup,
-        ice: &[proto::IceServer],
+        join: &proto::JoinResponse,
         local: std::net::IpAddr,
     ) -> Result<Self, AttemptError> {
         let config = PcConfig {
             failed_after: setup.options.pc_failed_after,
-            ..PcConfig::new(role, ice.to_vec())
+            relay_only: force_relay(join.client_configuration.as_ref()),
+            seed: setup.options.seed() ^ role as u64,
+            ..PcConfig::new(role, join.ice_servers.clone())
         };
         let (pc, events) = PeerConnection::new(config, setup.network.clone(), local)
             .await
@@ -109,6 +111,12 @@ impl Pc {
             tracing::warn!("ignoring a remote ICE candidate: {e}");
         }
     }
+}
+
+/// Whether the server asks for relayed candidates only (livekit-server sets it after a
+/// `ForceTls`, for that identity's next sessions and resumes).
+fn force_relay(config: Option<&proto::ClientConfiguration>) -> bool {
+    config.is_some_and(|c| c.force_relay() == proto::ClientConfigSetting::Enabled)
 }
 
 /// Something received by the session, before it is processed (receiving is cancel-safe,
@@ -384,8 +392,8 @@ impl Session {
             )));
         };
         let local_ip = signal.local_addr().ip();
-        let publisher = Pc::new(PcRole::Publisher, &setup, &join.ice_servers, local_ip).await?;
-        let subscriber = Pc::new(PcRole::Subscriber, &setup, &join.ice_servers, local_ip).await?;
+        let publisher = Pc::new(PcRole::Publisher, &setup, &join, local_ip).await?;
+        let subscriber = Pc::new(PcRole::Subscriber, &setup, &join, local_ip).await?;
         let keepalive = Keepalive::from_join(&join);
         let mut session = Session {
             signal,
@@ -447,10 +455,14 @@ impl Session {
         let local_ip = signal.local_addr().ip();
         self.signal = signal;
         self.watch_media();
+        // The relay and whether to use it alone may have changed (the server's force_relay
+        // after ForceTls): both apply to the ICE restarts below.
+        let relay_only = force_relay(response.client_configuration.as_ref());
         for pc in [&mut self.publisher, &mut self.subscriber] {
             pc.pc
                 .move_if_network_changed(&setup.network, local_ip)
                 .await
+                .and_then(|_| pc.pc.use_relay(&response.ice_servers, relay_only))
                 .map_err(|e| AttemptError::retryable(RoomError::Rtc(e.to_string())))?;
         }
         self.publisher_answered = false;

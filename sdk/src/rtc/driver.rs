@@ -1,10 +1,11 @@
 //! The task behind a [`PeerConnection`](super::PeerConnection): it owns the str0m `Rtc`, the
-//! UDP socket and the ICE/TCP connections, feeds str0m packets, commands and `tokio::time`,
-//! and carries out its output (packets to send, events for the engine).
+//! UDP socket, the ICE/TCP connections and the TURN allocation, feeds str0m packets,
+//! commands and `tokio::time`, and carries out its output (packets to send, events for the
+//! engine).
 //!
 //! One loop: drain `poll_output` (transmit, translate events) until str0m names its next
 //! timeout, then wait — `biased` for determinism — for a command, a datagram, a packet over
-//! ICE/TCP, that timeout, or the Disconnected→Failed deadline. The loop ends when the handle
+//! ICE/TCP, that timeout (or the TURN client's), or the Disconnected→Failed deadline. The loop ends when the handle
 //! is dropped, on `close`, or when the transport fails beyond repair.
 
 use std::collections::{HashMap, VecDeque};
@@ -14,6 +15,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::channel::ChannelId;
 use str0m::net::{Protocol, Receive, Transmit};
@@ -24,6 +27,7 @@ use tokio::time::Instant;
 use super::ice_tcp::{self, IceTcp, Inbound};
 use super::state::StateTracker;
 use super::trickle::{candidate_init_json, SdpFacts};
+use super::turn::{TurnClient, TurnEvent, TurnServer};
 use super::{lock, DataChannelKind, PcConfig, PcEvent, PcState, RtcError, SdpKind, Shared};
 use crate::net::{DatagramSocket, Network};
 
@@ -58,6 +62,12 @@ pub(super) enum Command {
         kind: DataChannelKind,
         payload: Vec<u8>,
     },
+    /// Allocate on this relay (unless already on it), and whether to use relayed candidates
+    /// only from now on (the server's `force_relay`).
+    UseRelay {
+        server: Option<TurnServer>,
+        relay_only: bool,
+    },
     /// Use this socket (and its host candidate) from now on: the network changed.
     Rebind {
         socket: Arc<dyn DatagramSocket>,
@@ -75,8 +85,16 @@ pub(super) struct Driver {
     host: Candidate,
     /// ICE over TCP: the connections to the server's passive candidates.
     ice_tcp: IceTcp,
-    /// Our active TCP candidate's address (where str0m expects TCP packets to arrive).
-    tcp_local_addr: SocketAddr,
+    /// Our active TCP candidate (str0m expects TCP packets to arrive at its address).
+    tcp: Candidate,
+    /// The allocation on a TURN relay, if the ICE servers name a usable one.
+    turn: Option<TurnClient>,
+    /// The relayed candidate, once allocated.
+    relay: Option<Candidate>,
+    /// Relayed candidates only (the server's `force_relay`): host ones are not used.
+    relay_only: bool,
+    /// Seeds each TURN client's transaction ids.
+    seed: u64,
     events: mpsc::UnboundedSender<PcEvent>,
     shared: Arc<Mutex<Shared>>,
     tracker: StateTracker,
@@ -111,23 +129,28 @@ fn now() -> std::time::Instant {
     Instant::now().into_std()
 }
 
-/// Makes `host` (a UDP socket's address) and an active TCP candidate on its IP local
-/// candidates of `rtc`; returns the TCP candidate's address.
-fn add_local_candidates(rtc: &mut Rtc, host: &Candidate) -> Result<SocketAddr, RtcError> {
-    let refused = |addr: SocketAddr, reason: String| RtcError::LocalCandidate {
-        addr: addr.to_string(),
-        reason,
-    };
-    if rtc.add_local_candidate(host.clone()).is_none() {
-        return Err(refused(host.addr(), "str0m refused it as a local host candidate".to_owned()));
+/// The active TCP candidate that goes with `host` (a UDP socket's address).
+fn tcp_candidate(host: &Candidate) -> Result<Candidate, RtcError> {
+    ice_tcp::active_candidate(host.addr().ip())
+        .map_err(|reason| RtcError::LocalCandidate { addr: host.addr().to_string(), reason })
+}
+
+/// Makes `host` and its active TCP candidate `tcp` local candidates of `rtc`.
+fn add_local_candidates(rtc: &mut Rtc, host: &Candidate, tcp: &Candidate) -> Result<(), RtcError> {
+    for (candidate, what) in [(host, "a local host candidate"), (tcp, "an active TCP candidate")] {
+        if rtc.add_local_candidate(candidate.clone()).is_none() {
+            return Err(RtcError::LocalCandidate {
+                addr: candidate.addr().to_string(),
+                reason: format!("str0m refused it as {what}"),
+            });
+        }
     }
-    let tcp = ice_tcp::active_candidate(host.addr().ip()).map_err(|e| refused(host.addr(), e))?;
-    let tcp_addr = tcp.addr();
-    if rtc.add_local_candidate(tcp).is_none() {
-        let reason = "str0m refused it as an active TCP candidate".to_owned();
-        return Err(refused(tcp_addr, reason));
-    }
-    Ok(tcp_addr)
+    Ok(())
+}
+
+/// A TURN client allocating on `server`, if there is one.
+fn turn_client(server: Option<TurnServer>, seed: u64) -> Option<TurnClient> {
+    Some(TurnClient::new(server?, SmallRng::seed_from_u64(seed), Instant::now()))
 }
 
 /// Runs a str0m call that might panic on hostile input, turning a panic into an error.
@@ -167,7 +190,18 @@ impl Driver {
     ) -> Result<(Self, mpsc::Receiver<Inbound>), RtcError> {
         let mut rtc = Rtc::builder().build(now());
         let local_addr = host.addr();
-        let tcp_local_addr = add_local_candidates(&mut rtc, &host)?;
+        let tcp = tcp_candidate(&host)?;
+        let turn = turn_client(TurnServer::first_usable(&config.ice_servers), config.seed);
+        let relay_only = config.relay_only && turn.is_some();
+        if config.relay_only && !relay_only {
+            tracing::warn!(
+                "the server asks for relayed candidates only, but lists no TURN relay this \
+                 client can use (UDP, by IP address): using host candidates"
+            );
+        }
+        if !relay_only {
+            add_local_candidates(&mut rtc, &host, &tcp)?;
+        }
         let (ice_tcp, ice_tcp_inbound) = IceTcp::new(net);
         let driver = Driver {
             rtc,
@@ -175,7 +209,11 @@ impl Driver {
             local_addr,
             host,
             ice_tcp,
-            tcp_local_addr,
+            tcp,
+            turn,
+            relay: None,
+            relay_only,
+            seed: config.seed,
             events,
             shared,
             tracker: StateTracker::new(config.failed_after),
@@ -206,7 +244,10 @@ impl Driver {
             let Some(timeout) = self.drain().await else { break };
             // Taken afresh each time: a rebind replaces it.
             let socket = self.socket.clone();
-            let wake_at = Instant::from_std(timeout).min(Instant::now() + MAX_IDLE);
+            let turn_at = self.turn.as_ref().and_then(TurnClient::poll_timeout);
+            let wake_at = Instant::from_std(timeout)
+                .min(turn_at.unwrap_or(Instant::from_std(timeout)))
+                .min(Instant::now() + MAX_IDLE);
             let fail_at = self.tracker.fail_deadline();
             tokio::select! {
                 biased;
@@ -231,7 +272,7 @@ impl Driver {
                 },
                 // Never `None`: the driver holds a sender (in `ice_tcp`).
                 Some((source, packet)) = tcp_inbound.recv() => {
-                    self.on_packet(Protocol::Tcp, source, &packet);
+                    self.on_packet(Protocol::Tcp, source, self.tcp.addr(), &packet);
                 }
                 () = tokio::time::sleep_until(wake_at) => self.on_timeout(),
                 () = tokio::time::sleep_until(fail_at.unwrap_or(wake_at)), if fail_at.is_some() => {
@@ -250,7 +291,10 @@ impl Driver {
         self.flush_outbox();
         loop {
             match guarded("polling str0m", || self.rtc.poll_output()) {
-                Ok(Output::Timeout(at)) => return Some(at),
+                Ok(Output::Timeout(at)) => {
+                    self.flush_turn().await;
+                    return Some(at);
+                }
                 Ok(Output::Transmit(transmit)) => self.transmit(transmit).await,
                 Ok(Output::Event(event)) => self.on_event(event),
                 Err(reason) => {
@@ -265,7 +309,13 @@ impl Driver {
     }
 
     async fn transmit(&mut self, transmit: Transmit) {
+        let relayed = self.relay.as_ref().map(Candidate::addr);
         match transmit.proto {
+            Protocol::Udp if Some(transmit.source) == relayed => {
+                if let Some(turn) = &mut self.turn {
+                    turn.send(transmit.destination, &transmit.contents, Instant::now());
+                }
+            }
             Protocol::Udp => {
                 let sent = self.socket.send_to(&transmit.contents, transmit.destination).await;
                 if let Err(e) = sent {
@@ -279,16 +329,80 @@ impl Driver {
         }
     }
 
-    fn on_datagram(&mut self, source: SocketAddr, datagram: &[u8]) {
-        self.on_packet(Protocol::Udp, source, datagram);
+    /// Sends what the TURN client has for the relay.
+    async fn flush_turn(&mut self) {
+        let Some(turn) = &mut self.turn else { return };
+        let server = turn.server();
+        while let Some(datagram) = turn.poll_transmit() {
+            if let Err(e) = self.socket.send_to(&datagram, server).await {
+                tracing::debug!(%server, error = %e, "sending to the TURN relay failed");
+            }
+        }
     }
 
-    /// A packet from the remote: a UDP datagram, or one unframed from an ICE/TCP connection.
-    fn on_packet(&mut self, proto: Protocol, source: SocketAddr, packet: &[u8]) {
-        let destination = match proto {
-            Protocol::Tcp => self.tcp_local_addr,
-            _ => self.local_addr,
+    fn on_datagram(&mut self, source: SocketAddr, datagram: &[u8]) {
+        match &mut self.turn {
+            Some(turn) if turn.server() == source => {
+                let event = turn.handle(datagram, Instant::now());
+                self.on_turn_event(event);
+            }
+            _ => self.on_packet(Protocol::Udp, source, self.local_addr, datagram),
+        }
+    }
+
+    fn on_turn_event(&mut self, event: Option<TurnEvent>) {
+        match event {
+            None => {}
+            Some(TurnEvent::Allocated(relayed)) => self.add_relay(relayed),
+            Some(TurnEvent::Failed(why)) => {
+                tracing::warn!(%why, "no relayed candidate");
+                self.drop_relay();
+            }
+            Some(TurnEvent::Data { peer, packet }) => {
+                if let Some(relayed) = self.relay.as_ref().map(Candidate::addr) {
+                    self.on_packet(Protocol::Udp, peer, relayed, &packet);
+                }
+            }
+        }
+    }
+
+    /// Makes the relayed address a local candidate, and trickles it.
+    fn add_relay(&mut self, relayed: SocketAddr) {
+        let candidate = match Candidate::relayed(relayed, self.local_addr, "udp") {
+            Ok(candidate) => candidate,
+            Err(e) => {
+                tracing::warn!(%relayed, error = %e, "the relayed address cannot be a candidate");
+                return;
+            }
         };
+        if self.rtc.add_local_candidate(candidate.clone()).is_none() {
+            tracing::warn!(%relayed, "str0m refused the relayed candidate");
+            return;
+        }
+        tracing::debug!(%relayed, "relayed candidate added");
+        self.relay = Some(candidate.clone());
+        if let Some((_, sdp)) = lock(&self.shared).local_description.clone() {
+            let candidate_init = candidate_init_json(&candidate, &SdpFacts::of(&sdp));
+            self.emit(PcEvent::LocalCandidate { candidate_init });
+        }
+    }
+
+    /// Forgets the relayed candidate (its allocation failed or belongs to a gone network).
+    fn drop_relay(&mut self) {
+        if let Some(relay) = self.relay.take() {
+            self.rtc.direct_api().invalidate_candidate(&relay);
+        }
+    }
+
+    /// A packet from the remote — a UDP datagram, one relayed by TURN, or one unframed from
+    /// an ICE/TCP connection — that arrived at our local address `destination`.
+    fn on_packet(
+        &mut self,
+        proto: Protocol,
+        source: SocketAddr,
+        destination: SocketAddr,
+        packet: &[u8],
+    ) {
         let receive = match Receive::new(proto, source, destination, packet) {
             Ok(receive) => receive,
             Err(e) => {
@@ -315,6 +429,10 @@ impl Driver {
     }
 
     fn on_timeout(&mut self) {
+        if let Some(turn) = &mut self.turn {
+            let event = turn.on_timeout(Instant::now());
+            self.on_turn_event(event);
+        }
         let result = guarded("handling a timeout", || self.rtc.handle_input(Input::Timeout(now())));
         self.after_input(result);
     }
@@ -356,6 +474,7 @@ impl Driver {
                 self.outbox.push_back((kind, payload));
                 self.flush_outbox();
             }
+            Command::UseRelay { server, relay_only } => self.use_relay(server, relay_only),
             Command::Rebind { socket, host, reply } => {
                 let _ = reply.send(self.rebind(socket, host));
             }
@@ -365,18 +484,60 @@ impl Driver {
     }
 
     /// Switches to `socket`, adding `host` (and an active TCP candidate on its address) as
-    /// local candidates, and drops the ICE/TCP connections of the old network (the old
-    /// candidates stay known to str0m, but nothing arrives on them any more).
+    /// local candidates unless relayed ones only are used, drops the ICE/TCP connections of
+    /// the old network (the old candidates stay known to str0m, but nothing arrives on them
+    /// any more), and allocates on the relay anew from the new socket.
     fn rebind(&mut self, socket: Arc<dyn DatagramSocket>, host: Candidate) -> Result<(), RtcError> {
         self.alive()?;
-        self.tcp_local_addr = add_local_candidates(&mut self.rtc, &host)?;
+        let tcp = tcp_candidate(&host)?;
+        if !self.relay_only {
+            add_local_candidates(&mut self.rtc, &host, &tcp)?;
+        }
+        self.tcp = tcp;
         self.ice_tcp.reset();
         self.socket = socket;
         self.local_addr = host.addr();
         self.host = host;
         self.recv_errors_in_a_row = 0;
         self.receiving = true;
+        self.drop_relay();
+        let server = self.turn.take().map(|turn| turn.turn_server().clone());
+        self.turn = turn_client(server, self.next_seed());
         Ok(())
+    }
+
+    /// A (resume's) new word on relays: allocate on `server` if it is not the relay in use,
+    /// and go relay-only if asked and a relay is at hand (host candidates are discarded, so
+    /// the coming ICE restart pairs only the relayed one).
+    fn use_relay(&mut self, server: Option<TurnServer>, relay_only: bool) {
+        // The same relay lists fresh credentials in every response; the allocation made
+        // with the first ones stays (a second Allocate from this socket would be refused).
+        let current = self.turn.as_ref().map(TurnClient::server);
+        if server.as_ref().is_some_and(|s| Some(s.addr) != current) {
+            self.drop_relay();
+            self.turn = turn_client(server, self.next_seed());
+        }
+        if !relay_only || self.relay_only {
+            return;
+        }
+        if self.turn.is_none() {
+            tracing::warn!(
+                "the server asks for relayed candidates only, but lists no TURN relay this \
+                 client can use (UDP, by IP address): keeping host candidates"
+            );
+            return;
+        }
+        tracing::info!("relayed candidates only from now on (the server's force_relay)");
+        self.relay_only = true;
+        let mut api = self.rtc.direct_api();
+        api.invalidate_candidate(&self.host);
+        api.invalidate_candidate(&self.tcp);
+    }
+
+    /// A fresh seed for the next TURN client's transaction ids.
+    fn next_seed(&mut self) -> u64 {
+        self.seed = self.seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        self.seed
     }
 
     fn create_offer(&mut self, ice_restart: bool) -> Result<String, RtcError> {
@@ -477,14 +638,18 @@ impl Driver {
         }
     }
 
-    /// After a local description: trickle the host candidate under its (new) credentials.
+    /// After a local description: trickle the host candidate (unless relayed ones only are
+    /// used) and the relayed one under the (new) credentials.
     fn trickle_if_new_credentials(&mut self) {
         let Some((_, sdp)) = lock(&self.shared).local_description.clone() else { return };
         let facts = SdpFacts::of(&sdp);
         if facts.ufrag.is_some() && facts.ufrag != self.trickled_ufrag {
             self.trickled_ufrag = facts.ufrag.clone();
-            let candidate_init = candidate_init_json(&self.host, &facts);
-            self.emit(PcEvent::LocalCandidate { candidate_init });
+            let host = (!self.relay_only).then_some(&self.host);
+            for candidate in host.into_iter().chain(self.relay.as_ref()) {
+                let candidate_init = candidate_init_json(candidate, &facts);
+                self.emit(PcEvent::LocalCandidate { candidate_init });
+            }
         }
     }
 

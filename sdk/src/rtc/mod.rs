@@ -2,13 +2,15 @@
 //! subscriber PC the server offers), carrying data channels only, through str0m (sans-IO).
 //!
 //! A [`PeerConnection`] is a handle over a driver task (see `driver`) that owns the str0m
-//! `Rtc`, one UDP socket from the [`Network`] seam and, for ICE over TCP, the connections
-//! to the server's passive TCP candidates (see `ice_tcp`). The task feeds packets and
+//! `Rtc`, one UDP socket from the [`Network`] seam, for ICE over TCP the connections to
+//! the server's passive TCP candidates (see `ice_tcp`) and, where the ICE servers list a
+//! usable TURN relay, an allocation on it over the same socket (see `turn`). The task feeds packets and
 //! `tokio::time` into str0m and carries out what it asks for, so the same code runs on real
 //! sockets and inside turmoil. Everything the engine learns comes as a [`PcEvent`], but for
 //! when the last datagram arrived, which it reads when it needs it (`hearing`).
 //!
-//! Determinism: this module adds no randomness of its own, but str0m does (ICE credentials,
+//! Determinism: this module's only randomness is the TURN transaction ids, drawn from a
+//! seeded generator ([`PcConfig::seed`]); str0m has its own (ICE credentials,
 //! DTLS certificate, SCTP initial values, through `fastrand` and the crypto provider), which
 //! is outside our control. Those values never steer timing, so a simulation stays
 //! reproducible in what the client does and when.
@@ -17,6 +19,7 @@ mod driver;
 mod ice_tcp;
 mod state;
 mod trickle;
+mod turn;
 
 #[cfg(test)]
 mod tests;
@@ -134,11 +137,15 @@ pub(crate) enum PcEvent {
 pub(crate) struct PcConfig {
     /// Which LiveKit peer connection this is.
     pub role: PcRole,
-    /// ICE servers from the JoinResponse/ReconnectResponse (may be empty). Recorded only:
-    /// this client gathers host candidates, which is what loopback and LAN tests use.
+    /// ICE servers from the JoinResponse (may be empty): the first usable TURN relay among
+    /// them gives a relayed candidate beside the host ones ([`turn`]).
     pub ice_servers: Vec<livekit_protocol::IceServer>,
+    /// Relayed candidates only (the JoinResponse's `force_relay`), if a relay is usable.
+    pub relay_only: bool,
     /// How long the transport may stay Disconnected before it is Failed.
     pub failed_after: Duration,
+    /// Seeds the TURN client's transaction ids.
+    pub seed: u64,
 }
 
 impl PcConfig {
@@ -147,7 +154,13 @@ impl PcConfig {
 
     /// A configuration for `role` with the default [`PcConfig::failed_after`].
     pub(crate) fn new(role: PcRole, ice_servers: Vec<livekit_protocol::IceServer>) -> Self {
-        PcConfig { role, ice_servers, failed_after: Self::DEFAULT_FAILED_AFTER }
+        PcConfig {
+            role,
+            ice_servers,
+            relay_only: false,
+            failed_after: Self::DEFAULT_FAILED_AFTER,
+            seed: 0,
+        }
     }
 }
 
@@ -282,7 +295,8 @@ impl PeerConnection {
             role = ?config.role,
             %local_addr,
             ice_servers = config.ice_servers.len(),
-            "new peer connection (host candidates, UDP and active TCP; ICE servers are not used)"
+            relay_only = config.relay_only,
+            "new peer connection (host candidates, UDP and active TCP; a relayed one if a TURN relay is usable)"
         );
         let shared = Arc::new(Mutex::new(Shared {
             state: PcState::New,
@@ -320,6 +334,19 @@ impl PeerConnection {
         tracing::info!(from = %self.local_addr, to = %local_addr, "network changed: peer connection moved to a new socket");
         self.local_addr = local_addr;
         Ok(true)
+    }
+
+    /// Takes a resume's word on relays: allocates on the first usable TURN relay of
+    /// `ice_servers` unless it is the one in use, and uses relayed candidates only from now
+    /// on if `relay_only` (the server's `force_relay`) and a relay is at hand. Takes effect
+    /// with the next ICE restart.
+    pub(crate) fn use_relay(
+        &self,
+        ice_servers: &[livekit_protocol::IceServer],
+        relay_only: bool,
+    ) -> Result<(), RtcError> {
+        let server = turn::TurnServer::first_usable(ice_servers);
+        self.send(Command::UseRelay { server, relay_only })
     }
 
     /// Publisher: creates an offer carrying the "_reliable" and "_lossy" data channels (created
