@@ -6,7 +6,8 @@
 //! [`NetFaults`] handle it gives out switches faults on and off while the SDK runs:
 //!
 //! - **media** (the UDP [`DatagramSocket`]s): drop everything ([`NetFaults::partition_media`]),
-//!   in one direction or both, or UDP only ([`NetFaults::block_udp`]); lose a percentage
+//!   in one direction or both, or UDP only ([`NetFaults::block_udp`]), or all UDP but a
+//!   TURN relay's ([`NetFaults::block_udp_except`]); lose a percentage
 //!   ([`NetFaults::set_media_loss`]), drawn from a random generator seeded by
 //!   [`FaultyNetwork::new`]'s `seed`, so a seed always gives the same loss pattern for the
 //!   same traffic on the same build; delay every datagram by a fixed time, keeping their
@@ -152,6 +153,8 @@ struct FaultState {
     network_epoch: u64,
     /// Where UDP sockets are bound after a network change.
     bind_ip: Option<IpAddr>,
+    /// The one peer whose datagrams a UDP block lets through (a TURN relay).
+    udp_allowed: Option<SocketAddr>,
 }
 
 impl FaultState {
@@ -364,6 +367,16 @@ impl NetFaults {
         info!(?direction, "UDP blocked (fault)");
     }
 
+    /// Drops every datagram but those to and from `relay`, both ways, and leaves ICE/TCP
+    /// alone: a firewall that lets only a TURN relay through. Adds to what is already
+    /// blocked.
+    pub fn block_udp_except(&self, relay: SocketAddr) {
+        let mut state = self.shared.state();
+        state.udp_allowed = Some(relay);
+        state.change_paths(Direction::Both, |path| path.udp_blocked = true);
+        info!(%relay, "UDP blocked but to and from one relay (fault)");
+    }
+
     /// Loses `percent` of the datagrams travelling in `direction`, at random from the
     /// network's seed.
     pub fn set_media_loss(&self, direction: Direction, percent: f64) -> Result<(), NetError> {
@@ -387,6 +400,7 @@ impl NetFaults {
         let mut state = self.shared.state();
         state.inbound = PathFaults::default();
         state.outbound = PathFaults::default();
+        state.udp_allowed = None;
         drop(state);
         // Held ICE/TCP streams are waiting to be woken.
         self.shared.wake_streams();
@@ -541,18 +555,20 @@ impl FaultySocket {
         }
     }
 
-    /// The faults of one direction now (`outbound` or inbound), with the socket's network gone counted as a partition.
-    fn faults(&self, outbound: bool) -> PathFaults {
+    /// The faults of one direction now (`outbound` or inbound) for datagrams to or from
+    /// `peer`, with the socket's network gone counted as a partition.
+    fn faults(&self, outbound: bool, peer: SocketAddr) -> PathFaults {
         let state = self.shared.state();
         let mut faults = if outbound { state.outbound } else { state.inbound };
-        faults.blocked |= faults.udp_blocked || self.network < state.network_epoch;
+        let udp_blocked = faults.udp_blocked && state.udp_allowed != Some(peer);
+        faults.blocked |= udp_blocked || self.network < state.network_epoch;
         faults
     }
 
     async fn send(&self, buf: &[u8], target: SocketAddr) -> io::Result<usize> {
         let counters = &self.shared.counters;
         bump(&counters.datagrams_sent);
-        let faults = self.faults(true);
+        let faults = self.faults(true, target);
         let delayed = {
             let mut outbound = lock(&self.outbound);
             let lost = faults.loss > 0.0 && outbound.rng.random_bool(faults.loss);
@@ -610,7 +626,7 @@ impl FaultySocket {
                 return Ok((len, delayed.peer));
             };
             bump(&counters.datagrams_received);
-            let faults = self.faults(false);
+            let faults = self.faults(false, peer);
             let mut inbound = lock(&self.inbound);
             let lost = faults.loss > 0.0 && inbound.rng.random_bool(faults.loss);
             if faults.blocked || lost {

@@ -52,6 +52,10 @@ pub struct ServerOptions {
     /// The API secret (key `faultline`); `None` draws a new one. The nodes of a cluster
     /// share one, so a token minted for one node is good on every node.
     pub api_secret: Option<String>,
+    /// Run livekit-server's embedded TURN relay over UDP, bound to the server's address and
+    /// allowed to relay towards that address only. Join responses then list it
+    /// (`turn:<address>:<port>?transport=udp`) with per-participant credentials.
+    pub turn: bool,
 }
 
 impl Default for ServerOptions {
@@ -68,6 +72,7 @@ impl Default for ServerOptions {
             netns: None,
             redis: None,
             api_secret: None,
+            turn: false,
         }
     }
 }
@@ -123,6 +128,23 @@ pub enum ServerError {
     },
 }
 
+/// The `turn:` section of a server on `address` whose relay listens on UDP `port`: relayed
+/// sockets bind to the same address, and the relay may reach that address (livekit-server
+/// refuses loopback and private peers unless allowed).
+fn turn_config(address: Ipv4Addr, port: u16) -> String {
+    format!(
+        "\n# The embedded TURN relay, over UDP only (TURN/TLS needs a domain and port 443).\n\
+         turn:\n  enabled: true\n  udp_port: {port}\n  relay_range_start: {start}\n  \
+         relay_range_end: {end}\n  bind_addresses:\n    - {address}\n  \
+         allow_restricted_peer_cidrs:\n    - {address}/32\n",
+        start = TURN_RELAY_PORTS.start(),
+        end = TURN_RELAY_PORTS.end(),
+    )
+}
+
+/// The ports relayed addresses are drawn from.
+const TURN_RELAY_PORTS: std::ops::RangeInclusive<u16> = 30000..=39999;
+
 /// The ports a local server listens on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServerPorts {
@@ -133,6 +155,8 @@ pub struct ServerPorts {
     /// The ICE/TCP port: `None` on loopback, where it is disabled (see
     /// `fixtures/livekit.yaml`); on for a server in a network namespace of its own.
     pub ice_tcp: Option<u16>,
+    /// The embedded TURN relay's UDP port, when [`ServerOptions::turn`] is set.
+    pub turn: Option<u16>,
 }
 
 struct Local {
@@ -260,6 +284,7 @@ impl LiveKitServer {
                     http: opts.http_port.unwrap_or(netns::SIGNAL_PORT),
                     udp: netns::MEDIA_UDP_PORT,
                     ice_tcp: Some(netns::ICE_TCP_PORT),
+                    turn: opts.turn.then_some(netns::TURN_UDP_PORT),
                 },
             ),
             None => (
@@ -273,6 +298,13 @@ impl LiveKitServer {
                     udp: startup::free_udp_port()
                         .map_err(|e| no_port("pick a free UDP port", e))?,
                     ice_tcp: None,
+                    turn: match opts.turn {
+                        true => Some(
+                            startup::free_udp_port()
+                                .map_err(|e| no_port("pick a free UDP port for TURN", e))?,
+                        ),
+                        false => None,
+                    },
                 },
             ),
         };
@@ -285,6 +317,9 @@ impl LiveKitServer {
             .replace("{{tcp_port}}", &ports.ice_tcp.unwrap_or(0).to_string())
             .replace("{{api_key}}", &api_key)
             .replace("{{api_secret}}", &api_secret);
+        if let Some(turn) = ports.turn {
+            config.push_str(&turn_config(address, turn));
+        }
         if let Some(redis) = opts.redis {
             config.push_str(&format!("\n# One node of a cluster: rooms are shared through Redis.\nredis:\n  address: {redis}\n"));
         }

@@ -102,6 +102,9 @@ pub const SIGNAL_PORT: u16 = 7880;
 pub const ICE_TCP_PORT: u16 = 7881;
 /// livekit-server's UDP media port inside its namespace.
 pub const MEDIA_UDP_PORT: u16 = 7882;
+/// The embedded TURN relay's UDP port of a server in a namespace (livekit's usual one).
+pub const TURN_UDP_PORT: u16 = 3478;
+
 /// The nftables table (family `netdev`) faultline adds to each namespace.
 const TABLE: &str = "faultline";
 /// The server namespace's end of the root link.

@@ -1,0 +1,163 @@
+//! TURN against a real livekit-server whose embedded relay is on (UDP, bound to 127.0.0.1,
+//! allowed to relay towards 127.0.0.1 only). faultline-sdk allocates on the relay the join
+//! response lists and offers a relayed candidate beside its host ones.
+//!
+//! A client behind a firewall that lets only the relay through joins through it. After a
+//! `ForceTls`, livekit-server asks that identity's later sessions and resumes to use
+//! relayed candidates only (`force_relay`): the next resume moves the client onto the
+//! relay in the same session, so cutting every other UDP path costs it nothing.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
+use faultline::event_log::EventLog;
+use faultline::net::{FaultyNetwork, NetFaults};
+use faultline::server::{LiveKitServer, ServerOptions};
+use faultline_sdk::net::TokioNetwork;
+use faultline_sdk::{ConnectionState, Room, RoomEvent, RoomOptions, SimulateScenario};
+
+mod numbered;
+mod real_lane;
+use numbered::{numbered, receives};
+use real_lane::{join_at, unique_room, WAIT};
+
+/// How many packets each way prove that data flows.
+const PACKETS: u32 = 10;
+
+/// Publishes packets `0..PACKETS` on `topic` from `from`.
+async fn publish(from: &Room, topic: &str) -> Result<()> {
+    for n in 0..PACKETS {
+        tokio::time::timeout(WAIT, from.local_participant().publish_data(numbered(topic, n)))
+            .await
+            .with_context(|| format!("publishing {topic} #{n} took over {WAIT:?}"))?
+            .with_context(|| format!("publishing {topic} #{n}"))?;
+    }
+    Ok(())
+}
+
+/// A livekit-server on loopback with its TURN relay on, and the relay's address.
+async fn server_with_turn(name: &str) -> Result<(LiveKitServer, SocketAddr)> {
+    let options = ServerOptions { name: Some(name.into()), turn: true, ..ServerOptions::default() };
+    let server = LiveKitServer::start(options).await?;
+    let port = server.ports().and_then(|p| p.turn).context("expected the TURN relay's port")?;
+    Ok((server, SocketAddr::from((Ipv4Addr::LOCALHOST, port))))
+}
+
+/// Room options whose sockets go through a fault wrapper, and its switches.
+fn faulty_options() -> (RoomOptions, NetFaults) {
+    let network = FaultyNetwork::new(Arc::new(TokioNetwork), 1);
+    let faults = network.faults();
+    (RoomOptions { network: Arc::new(network), ..RoomOptions::default() }, faults)
+}
+
+/// alice (with `options`) and then bob join `room`; returns both once alice has seen bob.
+async fn alice_then_bob(
+    server: &LiveKitServer,
+    room: &str,
+    options: RoomOptions,
+) -> Result<((Room, EventLog), (Room, EventLog))> {
+    let (alice, mut alice_log) = join_at(server, &server.ws_url(), room, "alice", options).await?;
+    let bob = join_at(server, &server.ws_url(), room, "bob", RoomOptions::default()).await?;
+    alice_log
+        .wait_for(
+            "bob joining",
+            WAIT,
+            |e| matches!(e, RoomEvent::ParticipantConnected(p) if p.identity() == "bob"),
+        )
+        .await?;
+    Ok(((alice, alice_log), bob))
+}
+
+/// Data flows both ways between alice and bob, with alice still in `session`, `Connected`,
+/// never seen leaving by bob, and both logs holding the invariants.
+async fn data_flows_in_the_same_session(
+    (alice, alice_log): (&Room, &mut EventLog),
+    (bob, bob_log): (&Room, &mut EventLog),
+    session: &str,
+) -> Result<()> {
+    publish(bob, "bob").await?;
+    receives(alice_log, "bob", PACKETS, WAIT).await?;
+    publish(alice, "alice").await?;
+    receives(bob_log, "alice", PACKETS, WAIT).await?;
+    ensure!(
+        alice.local_participant().sid() == session,
+        "expected the session {session} kept, got a new session {}\n{}",
+        alice.local_participant().sid(),
+        alice_log.trace()
+    );
+    ensure!(
+        alice.connection_state() == ConnectionState::Connected,
+        "alice ends {:?}\n{}",
+        alice.connection_state(),
+        alice_log.trace()
+    );
+    ensure!(
+        bob_log.count(
+            |e| matches!(e, RoomEvent::ParticipantDisconnected(p) if p.identity() == "alice")
+        ) == 0,
+        "bob saw alice leave:\n{}",
+        bob_log.trace()
+    );
+    alice_log.judge(alice.connection_state())?;
+    bob_log.judge(bob.connection_state())?;
+    Ok(())
+}
+
+#[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
+async fn a_client_that_can_reach_only_the_relay_joins_through_it() -> Result<()> {
+    let (server, relay) = server_with_turn("turn-only").await?;
+    let room_name = unique_room("turn-only");
+    let (options, faults) = faulty_options();
+    faults.block_udp_except(relay);
+    let options = RoomOptions { pc_connect_timeout: Duration::from_secs(20), ..options };
+    let ((alice, mut alice_log), (bob, mut bob_log)) =
+        alice_then_bob(&server, &room_name, options).await?;
+    let session = alice.local_participant().sid();
+    data_flows_in_the_same_session((&alice, &mut alice_log), (&bob, &mut bob_log), &session)
+        .await?;
+    let stats = faults.stats();
+    ensure!(
+        stats.datagrams_sent_dropped > 0,
+        "alice's direct checks towards the server were all dropped, so something must have \
+         been: {stats:?}"
+    );
+    ensure!(
+        alice_log.count(|e| *e == RoomEvent::Reconnecting) == 0,
+        "alice never needed to reconnect:\n{}",
+        alice_log.trace()
+    );
+    alice.close().await?;
+    bob.close().await?;
+    Ok(())
+}
+
+#[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
+async fn after_force_tls_the_next_resume_moves_the_client_onto_the_relay() -> Result<()> {
+    let (server, relay) = server_with_turn("turn-force-tls").await?;
+    let room_name = unique_room("turn-force-tls");
+    let (options, faults) = faulty_options();
+    let ((alice, mut alice_log), (bob, mut bob_log)) =
+        alice_then_bob(&server, &room_name, options).await?;
+    let session = alice.local_participant().sid();
+
+    alice.simulate_scenario(SimulateScenario::ForceTls).await?;
+    // The server only restarts the subscriber's ICE (with every candidate) and remembers the
+    // preference; the resume that follows carries force_relay.
+    alice.simulate_scenario(SimulateScenario::SignalReconnect).await?;
+    alice_log.wait_for("Reconnected", WAIT, |e| *e == RoomEvent::Reconnected).await?;
+    // Only the relay is reachable from now on: a client still on its host path would lose
+    // both peer connections here.
+    faults.block_udp_except(relay);
+    data_flows_in_the_same_session((&alice, &mut alice_log), (&bob, &mut bob_log), &session)
+        .await?;
+    ensure!(
+        alice_log.count(|e| *e == RoomEvent::Reconnecting) == 1,
+        "alice reconnected once (the requested resume) and no more:\n{}",
+        alice_log.trace()
+    );
+    alice.close().await?;
+    bob.close().await?;
+    Ok(())
+}
