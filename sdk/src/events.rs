@@ -226,7 +226,13 @@ pub enum SimulateScenario {
     /// filters no candidate for it: the subscriber restarts ICE with all of them and the
     /// session goes on (over UDP where the server has no TURN/TLS, as faultline's servers).
     /// The preference is remembered for this identity in this room for 5 minutes: its next
-    /// JoinResponses and ReconnectResponses carry `force_relay = ENABLED`.
+    /// JoinResponses and ReconnectResponses carry `force_relay = ENABLED`. faultline-sdk, as
+    /// upstream does, then uses relayed candidates only — from the next resume on, in the
+    /// same session — on the TURN relay the response lists. It speaks TURN over UDP only, to
+    /// a relay named by IP address (livekit-server's embedded one); where no such relay is
+    /// listed (only `turns:`, as with TURN/TLS configured, or none) it keeps its host
+    /// candidates and logs a warning, where upstream, relay-only with no usable relay,
+    /// cannot connect.
     ForceTls,
     /// Ask the server to report us as speaking for this long (whole seconds).
     Speaker(Duration),

@@ -19,11 +19,17 @@
 //!   arriving, and how the client got there (an episode, or none). For faultline-sdk,
 //!   nothing reaches its UDP sockets after the ask, so those packets can only come over
 //!   TCP.
+//! - force-tls: on a server with its TURN relay on, the same ticking peer; `ForceTls`, then a
+//!   resume asked at once (its ReconnectResponse carries `force_relay`): asked →
+//!   `Reconnected`. Then, for faultline-sdk, every UDP path but the relay is cut: cut → the
+//!   first of the peer's packets published after the cut arriving.
 //!
 //! Run: `cargo bench -p faultline-suites --bench recovery`. `RUNS=n` changes the count
 //! (default 5), `SDKS=faultline,js` the SDKs (default all three), `CASES=outage` the cases
-//! (of `simulate`, `outage`, `black-hole`, `dark-link`, `force-tcp`; default all).
+//! (of `simulate`, `outage`, `black-hole`, `dark-link`, `force-tcp`, `force-tls`; default
+//! all).
 
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -208,6 +214,64 @@ async fn black_hole(
     Ok((detected, recovered))
 }
 
+/// A faultline-sdk peer in `room` publishing a numbered packet every 100 ms, seen by `p`.
+struct Ticks {
+    /// The number the next tick takes: a tick numbered at or past its value at some moment
+    /// was published after it.
+    next: Arc<AtomicU32>,
+    publishing: tokio::task::JoinHandle<()>,
+}
+
+impl Ticks {
+    /// Joins the peer and starts ticking; returns once `p` has received a tick.
+    async fn start(server: &LiveKitServer, room: &str, p: &mut Joined) -> Result<Ticks> {
+        let peer = join_with(server, Sdk::Faultline, &server.ws_url(), room, "peer", None).await?;
+        p.log
+            .wait_for("the peer joining", WAIT, |e| {
+                matches!(e, ClientEvent::ParticipantConnected { identity, .. } if identity == "peer")
+            })
+            .await?;
+        let next = Arc::new(AtomicU32::new(0));
+        let numbers = Arc::clone(&next);
+        let publishing = tokio::spawn(async move {
+            loop {
+                // Each tick takes its number just before it is published.
+                let n = numbers.fetch_add(1, Ordering::SeqCst);
+                if peer.client.publish(&n.to_be_bytes(), Some("tick"), true, &[]).await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        p.log.wait_for("a tick", WAIT, |e| matches!(e, ClientEvent::DataReceived { .. })).await?;
+        Ok(Ticks { next, publishing })
+    }
+
+    /// The number of the first tick published from now on.
+    fn mark(&self) -> u32 {
+        self.next.load(Ordering::SeqCst)
+    }
+
+    /// Waits until `p` receives a tick numbered `first` or later.
+    async fn arrives(&self, p: &mut Joined, first: u32) -> Result<()> {
+        p.log
+            .wait_for("a tick published after the mark", WAIT, |e| match e {
+                ClientEvent::DataReceived { payload, .. } => {
+                    payload.as_slice().try_into().is_ok_and(|b| u32::from_be_bytes(b) >= first)
+                }
+                _ => false,
+            })
+            .await?;
+        Ok(())
+    }
+}
+
+impl Drop for Ticks {
+    fn drop(&mut self) {
+        self.publishing.abort();
+    }
+}
+
 /// How a client came through `ForceTcp`.
 struct ForcedTcp {
     /// Asked → the first of the peer's packets published after the ask arrives.
@@ -223,40 +287,14 @@ async fn force_tcp(kernel: &Kernel, sdk: Sdk, run: usize) -> Result<ForcedTcp> {
     let room = format!("bench-{sdk}-force-tcp-{run}-{}", std::process::id());
     let namespace = (!sdk.in_process()).then(|| kernel.topology.clients()[0].namespace().clone());
     let mut p = join_with(server, sdk, &server.ws_url(), &room, "bench", namespace).await?;
-    let peer = join_with(server, Sdk::Faultline, &server.ws_url(), &room, "peer", None).await?;
-    p.log
-        .wait_for("the peer joining", WAIT, |e| {
-            matches!(e, ClientEvent::ParticipantConnected { identity, .. } if identity == "peer")
-        })
-        .await?;
-    // Each tick takes its number just before it is published: a tick numbered at or past
-    // `next`'s value at the ask was published after it.
-    let next = Arc::new(AtomicU32::new(0));
-    let numbers = Arc::clone(&next);
-    let publishing = tokio::spawn(async move {
-        loop {
-            let n = numbers.fetch_add(1, Ordering::SeqCst);
-            if peer.client.publish(&n.to_be_bytes(), Some("tick"), true, &[]).await.is_err() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    });
-    p.log.wait_for("a tick", WAIT, |e| matches!(e, ClientEvent::DataReceived { .. })).await?;
+    let ticks = Ticks::start(server, &room, &mut p).await?;
     let asked = Instant::now();
-    let first_after = next.load(Ordering::SeqCst);
+    let first_after = ticks.mark();
     p.client.simulate(SimulateKind::ForceTcp).await?;
     if let Some(media) = &p.media {
         media.block_udp(Direction::Inbound);
     }
-    p.log
-        .wait_for("a tick published after the ask", WAIT, |e| match e {
-            ClientEvent::DataReceived { payload, .. } => {
-                payload.as_slice().try_into().is_ok_and(|b| u32::from_be_bytes(b) >= first_after)
-            }
-            _ => false,
-        })
-        .await?;
+    ticks.arrives(&mut p, first_after).await?;
     let data_back = asked.elapsed();
     if let Some(media) = &p.media {
         media.heal();
@@ -275,9 +313,48 @@ async fn force_tcp(kernel: &Kernel, sdk: Sdk, run: usize) -> Result<ForcedTcp> {
             Some(asked.elapsed())
         }
     };
-    publishing.abort();
+    drop(ticks);
     p.client.close().await?;
     Ok(ForcedTcp { data_back, episode })
+}
+
+/// How a client came through `ForceTls` and the resume after it.
+struct ForcedTls {
+    /// The resume asked → `Reconnected`.
+    resumed: Duration,
+    /// Every UDP path but the relay cut → the first of the peer's packets published after
+    /// the cut arriving (faultline-sdk only: its socket wrapper makes the cut).
+    relay_only_data_back: Option<Duration>,
+}
+
+/// One run of `ForceTls` and a resume on a server with its TURN relay on (`relay`), with a
+/// faultline-sdk peer publishing a numbered packet every 100 ms.
+async fn force_tls(
+    server: &LiveKitServer,
+    relay: SocketAddr,
+    sdk: Sdk,
+    run: usize,
+) -> Result<ForcedTls> {
+    let room = format!("bench-{sdk}-force-tls-{run}-{}", std::process::id());
+    let mut p = join_with(server, sdk, &server.ws_url(), &room, "bench", None).await?;
+    let ticks = Ticks::start(server, &room, &mut p).await?;
+    p.client.simulate(SimulateKind::ForceTls).await?;
+    let asked = Instant::now();
+    p.client.simulate(SimulateKind::SignalReconnect).await?;
+    p.reconnected().await?;
+    let resumed = asked.elapsed();
+    let mut relay_only_data_back = None;
+    if let Some(media) = p.media.clone() {
+        let first_after = ticks.mark();
+        media.block_udp_except(relay);
+        let cut = Instant::now();
+        ticks.arrives(&mut p, first_after).await?;
+        relay_only_data_back = Some(cut.elapsed());
+        media.heal();
+    }
+    drop(ticks);
+    p.client.close().await?;
+    Ok(ForcedTls { resumed, relay_only_data_back })
 }
 
 fn report(sdk: Sdk, name: &str, mut samples: Vec<Duration>) {
@@ -344,6 +421,26 @@ async fn main() -> Result<()> {
             match episodes.len() {
                 0 => println!("{sdk:<14} force-tcp: no episode in {runs} runs"),
                 n => report(sdk, &format!("force-tcp: → Reconn. ({n} of {runs})"), episodes),
+            }
+        }
+        if wanted("force-tls") {
+            let options = ServerOptions {
+                name: Some("bench-turn".into()),
+                turn: true,
+                ..ServerOptions::default()
+            };
+            let turn_server = LiveKitServer::start(options).await?;
+            let port = turn_server.ports().and_then(|p| p.turn).context("the relay's port")?;
+            let relay = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+            let (mut resumed, mut data_back) = (Vec::new(), Vec::new());
+            for run in 0..runs {
+                let forced = force_tls(&turn_server, relay, sdk, run).await?;
+                resumed.push(forced.resumed);
+                data_back.extend(forced.relay_only_data_back);
+            }
+            report(sdk, "force-tls: resume → Reconn.", resumed);
+            if !data_back.is_empty() {
+                report(sdk, "force-tls: relay only → data", data_back);
             }
         }
         let darks: Vec<_> = darks.into_iter().filter(|(_, case, _)| wanted(case)).collect();
