@@ -11,35 +11,20 @@
 //!
 //! These tests need Linux and root, as the kernel-fault suite does (`netns.rs`).
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{ensure, Context, Result};
-use faultline::event_log::EventLog;
-use faultline::net::{Direction, FaultyNetwork, NetFaults};
+use anyhow::{ensure, Result};
+use faultline::net::Direction;
 use faultline::netns::{self, Topology};
 use faultline::server::{LiveKitServer, ServerOptions};
-use faultline_sdk::net::TokioNetwork;
-use faultline_sdk::{ConnectionState, Room, RoomEvent, RoomOptions, SimulateScenario};
+use faultline_sdk::{RoomEvent, RoomOptions, SimulateScenario};
 
 mod numbered;
 mod real_lane;
-use numbered::{numbered, receives};
-use real_lane::{join_at, unique_room, WAIT};
-
-/// How many packets each way prove that data flows.
-const PACKETS: u32 = 10;
-
-/// Publishes packets `0..PACKETS` on `topic` from `from`.
-async fn publish(from: &Room, topic: &str) -> Result<()> {
-    for n in 0..PACKETS {
-        tokio::time::timeout(WAIT, from.local_participant().publish_data(numbered(topic, n)))
-            .await
-            .with_context(|| format!("publishing {topic} #{n} took over {WAIT:?}"))?
-            .with_context(|| format!("publishing {topic} #{n}"))?;
-    }
-    Ok(())
-}
+mod two_peers;
+use numbered::receives;
+use real_lane::{unique_room, WAIT};
+use two_peers::{alice_then_bob, faulty_options, kept_the_session, publish, PACKETS};
 
 /// A livekit-server with ICE/TCP on, in a network namespace of its own, or `None` (after
 /// saying why) where namespaces cannot be had and are not required. The topology must live
@@ -62,31 +47,6 @@ async fn server_with_ice_tcp(name: &str) -> Result<Option<(Topology, LiveKitServ
     Ok(Some((topology, server)))
 }
 
-/// alice (with `options`) and then bob join `room`; returns both once alice has seen bob.
-async fn alice_then_bob(
-    server: &LiveKitServer,
-    room: &str,
-    options: RoomOptions,
-) -> Result<((Room, EventLog), (Room, EventLog))> {
-    let (alice, mut alice_log) = join_at(server, &server.ws_url(), room, "alice", options).await?;
-    let bob = join_at(server, &server.ws_url(), room, "bob", RoomOptions::default()).await?;
-    alice_log
-        .wait_for(
-            "bob joining",
-            WAIT,
-            |e| matches!(e, RoomEvent::ParticipantConnected(p) if p.identity() == "bob"),
-        )
-        .await?;
-    Ok(((alice, alice_log), bob))
-}
-
-/// Room options whose sockets go through a fault wrapper, and its switches.
-fn faulty_options() -> (RoomOptions, NetFaults) {
-    let network = FaultyNetwork::new(Arc::new(TokioNetwork), 1);
-    let faults = network.faults();
-    (RoomOptions { network: Arc::new(network), ..RoomOptions::default() }, faults)
-}
-
 #[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
 async fn forcing_tcp_moves_the_client_onto_ice_tcp_in_the_same_session() -> Result<()> {
     let Some((_topology, server)) = server_with_ice_tcp("ice-tcp").await? else { return Ok(()) };
@@ -107,28 +67,7 @@ async fn forcing_tcp_moves_the_client_onto_ice_tcp_in_the_same_session() -> Resu
     faults.heal();
     publish(&alice, "alice").await?;
     receives(&mut bob_log, "alice", PACKETS, WAIT).await?;
-
-    ensure!(
-        alice.local_participant().sid() == session,
-        "expected the session {session} kept, got a new session {}\n{}",
-        alice.local_participant().sid(),
-        alice_log.trace()
-    );
-    ensure!(
-        alice.connection_state() == ConnectionState::Connected,
-        "alice ends {:?}\n{}",
-        alice.connection_state(),
-        alice_log.trace()
-    );
-    ensure!(
-        bob_log.count(
-            |e| matches!(e, RoomEvent::ParticipantDisconnected(p) if p.identity() == "alice")
-        ) == 0,
-        "bob saw alice leave:\n{}",
-        bob_log.trace()
-    );
-    alice_log.judge(alice.connection_state())?;
-    bob_log.judge(bob.connection_state())?;
+    kept_the_session((&alice, &mut alice_log), (&bob, &mut bob_log), &session)?;
     alice.close().await?;
     bob.close().await?;
     Ok(())

@@ -6,6 +6,7 @@
 
 mod numbered;
 mod real_lane;
+mod two_peers;
 
 use std::time::Duration;
 
@@ -16,8 +17,9 @@ use faultline_sdk::{
     SimulateScenario,
 };
 use livekit_protocol::participant_info::State;
-use numbered::{numbered, receives};
+use numbered::receives;
 use real_lane::{assert_recovers, fast_options, join, join_at, server, unique_room, WAIT};
+use two_peers::{kept_the_session, publish, PACKETS};
 
 /// Waits for the room to end and checks it ended once, with `reason`, for good.
 async fn expect_disconnected(
@@ -192,7 +194,6 @@ async fn forcing_tcp_on_a_server_without_ice_tcp_ends_in_one_disconnected() -> R
 /// episode and keeps her session, data flows both ways, and bob never sees her leave.
 #[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
 async fn forcing_tls_on_a_server_without_turn_keeps_the_session() -> Result<()> {
-    const PACKETS: u32 = 10;
     let server = server().await?;
     let room_name = unique_room("force-tls");
     let (alice, mut alice_log) = join(&server, &room_name, "alice").await?;
@@ -213,41 +214,16 @@ async fn forcing_tls_on_a_server_without_turn_keeps_the_session() -> Result<()> 
         Ok(event) => anyhow::bail!("alice changed state: {event:?}\n{}", alice_log.trace()),
         Err(other) => return Err(other.into()),
     }
-    for n in 0..PACKETS {
-        bob.local_participant().publish_data(numbered("bob", n)).await?;
-    }
+    publish(&bob, "bob").await?;
     receives(&mut alice_log, "bob", PACKETS, WAIT).await?;
-    for n in 0..PACKETS {
-        alice.local_participant().publish_data(numbered("alice", n)).await?;
-    }
+    publish(&alice, "alice").await?;
     receives(&mut bob_log, "alice", PACKETS, WAIT).await?;
-
-    ensure!(
-        alice.local_participant().sid() == session,
-        "expected the session {session} kept, got {}\n{}",
-        alice.local_participant().sid(),
-        alice_log.trace()
-    );
     ensure!(
         alice_log.count(|e| *e == RoomEvent::Reconnecting) == 0,
         "alice reconnected:\n{}",
         alice_log.trace()
     );
-    ensure!(
-        alice.connection_state() == ConnectionState::Connected,
-        "alice ends {:?}\n{}",
-        alice.connection_state(),
-        alice_log.trace()
-    );
-    ensure!(
-        bob_log.count(
-            |e| matches!(e, RoomEvent::ParticipantDisconnected(p) if p.identity() == "alice")
-        ) == 0,
-        "bob saw alice leave:\n{}",
-        bob_log.trace()
-    );
-    alice_log.judge(alice.connection_state())?;
-    bob_log.judge(bob.connection_state())?;
+    kept_the_session((&alice, &mut alice_log), (&bob, &mut bob_log), &session)?;
     alice.close().await?;
     bob.close().await?;
     Ok(())
