@@ -58,7 +58,8 @@ enum IcePreference {
     /// `ICT_TLS`: no candidate is filtered (`SetPreferTCP(false)`); the client is told to
     /// force relay (pkg/rtc/participant.go `ClientConf.ForceRelay`), and a server with a
     /// TURN/TLS port would list only that (pkg/service/roommanager.go
-    /// `iceServersForParticipant`; this one has no TURN).
+    /// `iceServersForParticipant`; this one has no TURN/TLS, so it lists its TURN/UDP relay,
+    /// if any, as livekit falls back to).
     Tls,
 }
 
@@ -275,6 +276,8 @@ pub(super) struct Core {
     udp_port: u16,
     /// The ICE/TCP port, if the server has one.
     ice_tcp_port: Option<u16>,
+    /// The TURN relay's port, if the server has one (`turn`).
+    turn_port: Option<u16>,
     /// Open ICE/TCP connections by client address: where packets for that address go.
     ice_tcp_links: BTreeMap<SocketAddr, mpsc::UnboundedSender<Vec<u8>>>,
     rooms: BTreeMap<String, Room>,
@@ -303,6 +306,7 @@ impl Core {
             udp,
             udp_port,
             ice_tcp_port: config.ice_tcp_port,
+            turn_port: config.turn_port,
             ice_tcp_links: BTreeMap::new(),
             rooms: BTreeMap::new(),
             links: BTreeMap::new(),
@@ -700,6 +704,13 @@ impl Core {
             ping_interval: PING_INTERVAL,
             ping_timeout: PING_TIMEOUT,
             server_info: Some(server_info()),
+            // pkg/service/roommanager.go `iceServersForParticipant`.
+            ice_servers: super::turn::ice_servers(
+                self.turn_port,
+                join.server_ip,
+                &participant.sid,
+                &self.keys.1,
+            ),
             ..Default::default()
         };
         participant.send(signal_response::Message::Join(response));
@@ -743,7 +754,12 @@ impl Core {
         p.publisher.reset_silence(now.into_std());
         p.subscriber.reset_silence(now.into_std());
         p.send(signal_response::Message::Reconnect(proto::ReconnectResponse {
-            ice_servers: Vec::new(),
+            ice_servers: super::turn::ice_servers(
+                self.turn_port,
+                join.server_ip,
+                &p.sid,
+                &self.keys.1,
+            ),
             client_configuration: Some(p.client_configuration()),
             server_info: Some(server_info()),
             last_message_seq: p.last_reliable_seq,

@@ -5,7 +5,8 @@
 //! it: `/rtc` over WebSocket with binary protobuf `SignalRequest`/`SignalResponse`, access
 //! tokens checked as livekit-server checks them ([`crate::token::verify_at`]), and real
 //! WebRTC on one UDP port (str0m, full ICE, DTLS, SCTP data channels, ICE restarts) and,
-//! when [`ServerConfig::ice_tcp_port`] is set, ICE over TCP on another (`ice_tcp`). Join,
+//! when [`ServerConfig::ice_tcp_port`] is set, ICE over TCP on another (`ice_tcp`), and when
+//! [`ServerConfig::turn_port`] is set, a TURN relay over UDP (`turn`). Join,
 //! resume, duplicate identities, the join and resume deadlines, data forwarding, every
 //! `SimulateScenario`, and the RoomService-like controls of [`ServerControl`] follow the real
 //! server; each behaviour names the file of livekit/livekit it was taken from (see `core`),
@@ -15,7 +16,7 @@
 //! participant still being set up and replayed once its data channels open (`data_cache`),
 //! and a join or resume answered before the WebSocket upgrade, so that a session producing no
 //! first message is an HTTP 500 (`link`). Not modelled: media tracks, JSON signalling,
-//! `/rtc/v1`, TURN, multi-node routing.
+//! `/rtc/v1`, TURN over TLS, multi-node routing.
 //!
 //! No known divergence remains in what it models; `faultline conform` compares the two lanes
 //! scenario by scenario, and a difference it finds is fixed here or listed here with its
@@ -26,6 +27,7 @@ mod data_cache;
 mod ice_tcp;
 mod link;
 mod media;
+mod turn;
 
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
@@ -47,6 +49,13 @@ pub struct ServerConfig {
     /// The ICE/TCP port all peer connections share (livekit-server's `rtc.tcp_port`), or
     /// `None` for none, as faultline's loopback servers have (the default).
     pub ice_tcp_port: Option<u16>,
+    /// The TURN/UDP port of the embedded relay (livekit-server's `turn.udp_port`, with
+    /// `turn.enabled`), or `None` for no relay, as faultline's loopback servers have (the
+    /// default). With a port, the join and reconnect responses list the relay as each
+    /// participant's ICE server; relayed addresses are on the server host's address
+    /// ([`crate::sim::SERVER_HOST`]), and the relay reaches that address only, as the real
+    /// lane's `turn.allow_restricted_peer_cidrs` lets it.
+    pub turn_port: Option<u16>,
     /// A deliberate misbehaviour, for showing that exploration finds bugs (`None`: the
     /// server behaves as livekit-server).
     pub planted_bug: Option<PlantedBug>,
@@ -71,6 +80,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("http_port", &self.http_port)
             .field("udp_port", &self.udp_port)
             .field("ice_tcp_port", &self.ice_tcp_port)
+            .field("turn_port", &self.turn_port)
             .field("planted_bug", &self.planted_bug)
             .finish_non_exhaustive()
     }
@@ -85,6 +95,7 @@ impl Default for ServerConfig {
             http_port: 7880,
             udp_port: 7882,
             ice_tcp_port: None,
+            turn_port: None,
             planted_bug: None,
         }
     }
@@ -157,6 +168,14 @@ impl SimServer {
         let udp = turmoil::net::UdpSocket::bind(("0.0.0.0", config.udp_port)).await.map_err(
             |source| SimServerError::Bind { what: "UDP", port: config.udp_port, source },
         )?;
+        let turn_socket = match config.turn_port {
+            Some(port) => Some(
+                turmoil::net::UdpSocket::bind(("0.0.0.0", port))
+                    .await
+                    .map_err(|source| SimServerError::Bind { what: "UDP", port, source })?,
+            ),
+            None => None,
+        };
         let (link_tx, link_rx) = mpsc::unbounded_channel();
         let (control_tx, control_rx) = mpsc::unbounded_channel();
         let (ice_tcp_tx, ice_tcp_rx) = mpsc::unbounded_channel();
@@ -169,6 +188,12 @@ impl SimServer {
             }
             None => None,
         };
+        let turn = turn_socket.map(|socket| {
+            // The relay may reach the server's own address only, as in the real lane.
+            let relay_ip = turmoil::lookup(crate::sim::SERVER_HOST);
+            let secret = config.api_secret.clone();
+            tokio::spawn(turn::serve(socket, relay_ip, secret, vec![relay_ip]))
+        });
         *self.control.lock() = Some(control_tx);
         let acceptor = tokio::spawn(async move {
             let mut next_conn = 0_u64;
@@ -184,6 +209,9 @@ impl SimServer {
         acceptor.abort();
         if let Some(ice_tcp) = ice_tcp {
             ice_tcp.abort();
+        }
+        if let Some(turn) = turn {
+            turn.abort();
         }
         drop(ice_tcp_tx);
         Ok(())
