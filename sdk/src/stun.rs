@@ -322,6 +322,11 @@ impl Message {
         Ok(message)
     }
 
+    /// Whether the message as read carried a MESSAGE-INTEGRITY (valid or not).
+    pub fn has_integrity(&self) -> bool {
+        self.integrity.is_some()
+    }
+
     /// Whether `bytes` (this message as read) carry a MESSAGE-INTEGRITY made with `key`.
     pub fn verify(&self, bytes: &[u8], key: &[u8]) -> bool {
         let Some((at, mac)) = self.integrity else { return false };
@@ -515,8 +520,9 @@ mod tests {
             (read.username(), read.realm(), read.nonce()),
             (Some("user"), Some("livekit"), Some("abc"))
         );
-        assert!(read.verify(&bytes, &key));
+        assert!(read.has_integrity() && read.verify(&bytes, &key));
         assert!(!read.verify(&bytes, &long_term_key("user", "livekit", "wrong")));
+        assert!(!Message::decode(&sent.encode(None)).expect("decodes").has_integrity());
         let mut tampered = bytes.clone();
         tampered[HEADER_LEN + 4] ^= 1;
         let read = Message::decode(&tampered).expect("still decodes");

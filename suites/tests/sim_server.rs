@@ -354,6 +354,103 @@ fn a_client_without_udp_joins_over_ice_tcp() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The simulated server's TURN relay port (livekit's usual one).
+const TURN_PORT: u16 = 3478;
+
+/// A client whose firewall lets only the TURN relay through joins through it and exchanges
+/// data (the real lane's `turn.rs`, `a_client_that_can_reach_only_the_relay_joins_through_it`).
+#[test_log::test]
+fn a_client_that_can_reach_only_the_relay_joins_through_it() -> anyhow::Result<()> {
+    let config = ServerConfig { turn_port: Some(TURN_PORT), ..ServerConfig::default() };
+    let mut sim = Sim::with(49, config, |_| {});
+    sim.client("alice", |ctx| async move {
+        ctx.net_faults().block_udp_except(ctx.relay_addr().context("a relay")?);
+        let (room, events) = ctx.connect("relay-only", "alice").await?;
+        let mut log = EventLog::new(events);
+        log.wait_for("bob", WAIT, joined("bob")).await?;
+        for n in 0..10 {
+            room.local_participant().publish_data(numbered("alice", n)).await?;
+        }
+        receives(&mut log, "bob", 10, WAIT).await?;
+        let stats = ctx.net_faults().stats();
+        ensure!(stats.datagrams_sent_dropped > 0, "no direct datagram was cut: {stats:?}");
+        ensure!(log.count(|e| *e == RoomEvent::Reconnecting) == 0, "{}", log.trace());
+        log.wait_for("bob leaving", WAIT, left("bob")).await?;
+        Ok::<_, anyhow::Error>(())
+    });
+    sim.client("bob", |ctx| async move {
+        let (room, events) = ctx.connect("relay-only", "bob").await?;
+        let mut log = EventLog::new(events);
+        receives(&mut log, "alice", 10, WAIT).await?;
+        for n in 0..10 {
+            room.local_participant().publish_data(numbered("bob", n)).await?;
+        }
+        room.close().await?;
+        Ok::<_, anyhow::Error>(())
+    });
+    sim.run()?;
+    Ok(())
+}
+
+/// After ForceTls, the resume's ReconnectResponse carries force_relay: alice moves onto the
+/// relay in the same session, so once only the relay is reachable bob's packets still reach
+/// her, hers reach bob, and bob never sees her leave (the real lane's `turn.rs`,
+/// `after_force_tls_the_next_resume_moves_the_client_onto_the_relay`).
+#[test_log::test]
+fn after_force_tls_the_next_resume_moves_the_client_onto_the_relay() -> anyhow::Result<()> {
+    let config = ServerConfig { turn_port: Some(TURN_PORT), ..ServerConfig::default() };
+    let mut sim = Sim::with(50, config, |_| {});
+    sim.client("alice", |ctx| async move {
+        let (room, events) = ctx.connect("force-relay", "alice").await?;
+        let mut log = EventLog::new(events);
+        log.wait_for("bob", WAIT, joined("bob")).await?;
+        let session = room.local_participant().sid();
+        room.simulate_scenario(SimulateScenario::ForceTls).await?;
+        room.simulate_scenario(SimulateScenario::SignalReconnect).await?;
+        log.wait_for("Reconnected", WAIT, |e| *e == RoomEvent::Reconnected).await?;
+        ctx.net_faults().block_udp_except(ctx.relay_addr().context("a relay")?);
+        // Bob publishes when told to.
+        room.local_participant().publish_data(numbered("go", 0)).await?;
+        receives(&mut log, "bob", 10, WAIT).await?;
+        for n in 0..10 {
+            room.local_participant().publish_data(numbered("alice", n)).await?;
+        }
+        log.wait_for(
+            "bob's goodbye",
+            WAIT,
+            |e| matches!(e, RoomEvent::DataReceived { topic: Some(t), .. } if t == "done"),
+        )
+        .await?;
+        ensure!(room.local_participant().sid() == session, "a new session:\n{}", log.trace());
+        ensure!(log.count(|e| *e == RoomEvent::Reconnecting) == 1, "{}", log.trace());
+        ensure!(room.connection_state() == ConnectionState::Connected, "{}", log.trace());
+        log.judge(room.connection_state()).context("alice's invariants")?;
+        Ok::<_, anyhow::Error>(())
+    });
+    sim.client("bob", |ctx| async move {
+        let (room, events) = ctx.connect("force-relay", "bob").await?;
+        let mut log = EventLog::new(events);
+        log.wait_for(
+            "alice's go",
+            WAIT,
+            |e| matches!(e, RoomEvent::DataReceived { topic: Some(t), .. } if t == "go"),
+        )
+        .await?;
+        for n in 0..10 {
+            room.local_participant().publish_data(numbered("bob", n)).await?;
+        }
+        receives(&mut log, "alice", 10, WAIT).await?;
+        ensure!(log.count(left("alice")) == 0, "bob saw alice leave:\n{}", log.trace());
+        room.local_participant().publish_data(numbered("done", 0)).await?;
+        log.judge(room.connection_state()).context("bob's invariants")?;
+        // Stay until alice has the goodbye: she leaves first.
+        log.wait_for("alice leaving", WAIT, left("alice")).await?;
+        Ok::<_, anyhow::Error>(())
+    });
+    sim.run()?;
+    Ok(())
+}
+
 #[test_log::test]
 fn a_speaker_update_reports_the_speaker_then_silence() -> anyhow::Result<()> {
     let mut sim = Sim::new(45);

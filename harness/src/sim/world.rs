@@ -122,6 +122,12 @@ impl ClientContext {
         turmoil::repair(self.host.as_str(), SERVER_HOST);
     }
 
+    /// The server's TURN relay address, if it runs one ([`ServerConfig::turn_port`]).
+    pub fn relay_addr(&self) -> Option<std::net::SocketAddr> {
+        let port = self.server.config().turn_port?;
+        Some(std::net::SocketAddr::new(turmoil::lookup(SERVER_HOST), port))
+    }
+
     /// The server's signalling URL.
     pub fn url(&self) -> String {
         format!("ws://{SERVER_HOST}:{}", self.server.config().http_port)

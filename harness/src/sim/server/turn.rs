@@ -288,7 +288,7 @@ impl Relay {
     /// the error response to send.
     fn authenticate(&self, request: &Message, bytes: &[u8]) -> Result<Authenticated, Vec<u8>> {
         let bad_request = || error(request, 400).encode(None);
-        if !has_integrity(request) {
+        if !request.has_integrity() {
             return Err(self.challenge(request, 401));
         }
         let Some(nonce) = request.nonce() else { return Err(bad_request()) };
@@ -474,14 +474,6 @@ impl Relay {
 fn error(request: &Message, code: u16) -> Message {
     Message::new(request.method, Class::Error, request.transaction)
         .with(Attribute::ErrorCode(code, String::new()))
-}
-
-/// Whether `message` carried a MESSAGE-INTEGRITY: the codec keeps it out of `attributes`
-/// and compares it in `==`, so a copy without it differs exactly when it had one.
-fn has_integrity(message: &Message) -> bool {
-    let mut bare = Message::new(message.method, message.class, message.transaction);
-    bare.attributes.clone_from(&message.attributes);
-    *message != bare
 }
 
 /// turn.go's `PermissionHandler`: the peer IPs refused unless allowed (Go's `IsLoopback`,
