@@ -511,8 +511,9 @@ impl Driver {
     /// the coming ICE restart pairs only the relayed one).
     fn use_relay(&mut self, server: Option<TurnServer>, relay_only: bool) {
         // The same relay lists fresh credentials in every response; the allocation made
-        // with the first ones stays (a second Allocate from this socket would be refused).
-        let current = self.turn.as_ref().map(TurnClient::server);
+        // with the first ones stays (a second Allocate from this socket would be refused),
+        // unless it failed: then the new credentials start over.
+        let current = self.turn.as_ref().filter(|turn| !turn.failed()).map(TurnClient::server);
         if server.as_ref().is_some_and(|s| Some(s.addr) != current) {
             self.drop_relay();
             self.turn = turn_client(server, self.next_seed());

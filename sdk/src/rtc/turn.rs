@@ -203,6 +203,11 @@ impl TurnClient {
         }
     }
 
+    /// Whether the allocation failed for good (a new client must start over).
+    pub(crate) fn failed(&self) -> bool {
+        matches!(self.allocation, Allocation::Failed)
+    }
+
     /// The next datagram for the relay.
     pub(crate) fn poll_transmit(&mut self) -> Option<Vec<u8>> {
         self.outgoing.pop_front()
@@ -578,6 +583,7 @@ mod tests {
         assert_eq!(sent, MAX_TRANSMISSIONS);
         assert!(matches!(event, Some(TurnEvent::Failed(why)) if why.contains("did not answer")));
         assert_eq!(client.relayed(), None);
+        assert!(client.failed());
     }
 
     #[test]
