@@ -7,7 +7,7 @@
 //! relayed candidates only (`force_relay`): the next resume moves the client onto the
 //! relay in the same session, so cutting every other UDP path costs it nothing.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
@@ -93,6 +93,38 @@ async fn after_force_tls_the_next_resume_moves_the_client_onto_the_relay() -> Re
     ensure!(
         alice_log.count(|e| *e == RoomEvent::Reconnecting) == 1,
         "alice reconnected once (the requested resume) and no more:\n{}",
+        alice_log.trace()
+    );
+    alice.close().await?;
+    bob.close().await?;
+    Ok(())
+}
+
+/// A network change while the client uses the relay alone: its old socket's allocation is
+/// gone with the old network, so the resume allocates anew from the new socket, with the
+/// response's fresh credentials, and the session goes on through the relay.
+#[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
+async fn a_network_change_on_the_relay_allocates_anew_in_the_same_session() -> Result<()> {
+    let (server, relay) = server_with_turn("turn-handover").await?;
+    let room_name = unique_room("turn-handover");
+    let (options, faults) = faulty_options();
+    let ((alice, mut alice_log), (bob, mut bob_log)) =
+        alice_then_bob(&server, &room_name, options).await?;
+    let session = alice.local_participant().sid();
+    alice.simulate_scenario(SimulateScenario::ForceTls).await?;
+    alice.simulate_scenario(SimulateScenario::SignalReconnect).await?;
+    alice_log.wait_for("Reconnected", WAIT, |e| *e == RoomEvent::Reconnected).await?;
+
+    faults.block_udp_except(relay);
+    faults.change_network(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)));
+    alice_log
+        .wait_for("Reconnected after the change", WAIT, |e| *e == RoomEvent::Reconnected)
+        .await?;
+    data_flows_in_the_same_session((&alice, &mut alice_log), (&bob, &mut bob_log), &session)
+        .await?;
+    ensure!(
+        alice_log.count(|e| *e == RoomEvent::Reconnecting) == 2,
+        "alice reconnected twice (the requested resume, the network change) and no more:\n{}",
         alice_log.trace()
     );
     alice.close().await?;

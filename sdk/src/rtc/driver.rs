@@ -484,9 +484,11 @@ impl Driver {
     }
 
     /// Switches to `socket`, adding `host` (and an active TCP candidate on its address) as
-    /// local candidates unless relayed ones only are used, drops the ICE/TCP connections of
-    /// the old network (the old candidates stay known to str0m, but nothing arrives on them
-    /// any more), and allocates on the relay anew from the new socket.
+    /// local candidates unless relayed ones only are used, and drops the ICE/TCP connections
+    /// of the old network (the old candidates stay known to str0m, but nothing arrives on
+    /// them any more) and the allocation made from the old socket: the resume's
+    /// [`Command::UseRelay`], which follows, allocates anew with the response's fresh
+    /// credentials (the join's may have expired).
     fn rebind(&mut self, socket: Arc<dyn DatagramSocket>, host: Candidate) -> Result<(), RtcError> {
         self.alive()?;
         let tcp = tcp_candidate(&host)?;
@@ -501,38 +503,49 @@ impl Driver {
         self.recv_errors_in_a_row = 0;
         self.receiving = true;
         self.drop_relay();
-        let server = self.turn.take().map(|turn| turn.turn_server().clone());
-        self.turn = turn_client(server, self.next_seed());
+        self.turn = None;
         Ok(())
     }
 
-    /// A (resume's) new word on relays: allocate on `server` if it is not the relay in use,
-    /// and go relay-only if asked and a relay is at hand (host candidates are discarded, so
-    /// the coming ICE restart pairs only the relayed one).
+    /// A resume's word on relays, applied before its ICE restarts: allocate on `server` if
+    /// it is not the relay in use, and use relayed candidates only or not as `relay_only`
+    /// (the server's `force_relay`) says, as upstream reconfigures its peer connections.
     fn use_relay(&mut self, server: Option<TurnServer>, relay_only: bool) {
-        // The same relay lists fresh credentials in every response; the allocation made
-        // with the first ones stays (a second Allocate from this socket would be refused),
-        // unless it failed: then the new credentials start over.
+        // The same relay lists fresh credentials in every response; a live allocation made
+        // with earlier ones stays (a second Allocate from this socket would be refused).
         let current = self.turn.as_ref().filter(|turn| !turn.failed()).map(TurnClient::server);
         if server.as_ref().is_some_and(|s| Some(s.addr) != current) {
             self.drop_relay();
             self.turn = turn_client(server, self.next_seed());
         }
-        if !relay_only || self.relay_only {
-            return;
-        }
-        if self.turn.is_none() {
+        self.set_relay_only(relay_only);
+    }
+
+    /// Uses relayed candidates only (host and TCP ones discarded, so the next ICE restart
+    /// pairs only the relayed one) or all of them again (str0m re-enables the discarded
+    /// ones). Relay-only needs a relay: without one the host candidates stay, with a warning.
+    fn set_relay_only(&mut self, wanted: bool) {
+        let relay_only = wanted && self.turn.is_some();
+        if wanted && !relay_only {
             tracing::warn!(
                 "the server asks for relayed candidates only, but lists no TURN relay this \
                  client can use (UDP, by IP address): keeping host candidates"
             );
+        }
+        if relay_only == self.relay_only {
             return;
         }
-        tracing::info!("relayed candidates only from now on (the server's force_relay)");
-        self.relay_only = true;
-        let mut api = self.rtc.direct_api();
-        api.invalidate_candidate(&self.host);
-        api.invalidate_candidate(&self.tcp);
+        self.relay_only = relay_only;
+        if relay_only {
+            tracing::info!("relayed candidates only from now on (the server's force_relay)");
+            let mut api = self.rtc.direct_api();
+            api.invalidate_candidate(&self.host);
+            api.invalidate_candidate(&self.tcp);
+        } else if let Err(e) = add_local_candidates(&mut self.rtc, &self.host, &self.tcp) {
+            tracing::warn!(error = %e, "could not use the host candidates again");
+        } else {
+            tracing::info!("host candidates in use again (no more force_relay)");
+        }
     }
 
     /// A fresh seed for the next TURN client's transaction ids.

@@ -190,11 +190,6 @@ impl TurnClient {
         self.server.addr
     }
 
-    /// The relay it allocates on.
-    pub(crate) fn turn_server(&self) -> &TurnServer {
-        &self.server
-    }
-
     /// The relayed address, once allocated.
     pub(crate) fn relayed(&self) -> Option<SocketAddr> {
         match self.allocation {
