@@ -19,7 +19,7 @@ use faultline_sdk::{
 use livekit_protocol::participant_info::State;
 use numbered::receives;
 use real_lane::{assert_recovers, fast_options, join, join_at, server, unique_room, WAIT};
-use two_peers::{kept_the_session, publish, PACKETS};
+use two_peers::{alice_then_bob, kept_the_session, publish, PACKETS};
 
 /// Waits for the room to end and checks it ended once, with `reason`, for good.
 async fn expect_disconnected(
@@ -196,15 +196,8 @@ async fn forcing_tcp_on_a_server_without_ice_tcp_ends_in_one_disconnected() -> R
 async fn forcing_tls_on_a_server_without_turn_keeps_the_session() -> Result<()> {
     let server = server().await?;
     let room_name = unique_room("force-tls");
-    let (alice, mut alice_log) = join(&server, &room_name, "alice").await?;
-    let (bob, mut bob_log) = join(&server, &room_name, "bob").await?;
-    alice_log
-        .wait_for(
-            "bob joining",
-            WAIT,
-            |e| matches!(e, RoomEvent::ParticipantConnected(p) if p.identity() == "bob"),
-        )
-        .await?;
+    let ((alice, mut alice_log), (bob, mut bob_log)) =
+        alice_then_bob(&server, &room_name, RoomOptions::default()).await?;
     let session = alice.local_participant().sid();
 
     alice.simulate_scenario(SimulateScenario::ForceTls).await?;

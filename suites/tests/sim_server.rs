@@ -10,7 +10,7 @@ use anyhow::{ensure, Context};
 use faultline::event_log::EventLog;
 use faultline::net::Direction;
 use faultline::sim::server::ServerConfig;
-use faultline::sim::Sim;
+use faultline::sim::{ClientContext, Sim};
 use faultline_sdk::{
     ConnectionState, DataPacket, DataPacketKind, DisconnectReason, RoomEvent, SimulateScenario,
 };
@@ -199,6 +199,30 @@ fn forcing_tcp_without_ice_tcp_ends_in_one_disconnected_until_it_expires() -> an
     Ok(())
 }
 
+/// bob's side of a transport change of alice's: once alice says go, he sends her packets
+/// `bob` 0..10, receives her `alice` 0..10, never sees her leave, says goodbye (`done`) and
+/// stays until she leaves.
+async fn bob_answers_alices_go(ctx: ClientContext, room_name: &'static str) -> anyhow::Result<()> {
+    let (room, events) = ctx.connect(room_name, "bob").await?;
+    let mut log = EventLog::new(events);
+    log.wait_for(
+        "alice's go",
+        WAIT,
+        |e| matches!(e, RoomEvent::DataReceived { topic: Some(t), .. } if t == "go"),
+    )
+    .await?;
+    for n in 0..10 {
+        room.local_participant().publish_data(numbered("bob", n)).await?;
+    }
+    receives(&mut log, "alice", 10, WAIT).await?;
+    ensure!(log.count(left("alice")) == 0, "bob saw alice leave:\n{}", log.trace());
+    room.local_participant().publish_data(numbered("done", 0)).await?;
+    log.judge(room.connection_state()).context("bob's invariants")?;
+    // Stay until alice has the goodbye: she leaves first.
+    log.wait_for("alice leaving", WAIT, left("alice")).await?;
+    Ok(())
+}
+
 /// ForceTcp on a server with an ICE/TCP port (livekit-server's `rtc.tcp_port`; the real
 /// lane's `ice_tcp.rs`): alice's subscriber follows the ICE restart onto TCP in the same
 /// session. With nothing reaching her over UDP any more, bob's packets still arrive (over
@@ -233,26 +257,7 @@ fn forcing_tcp_with_ice_tcp_keeps_the_session_and_the_data() -> anyhow::Result<(
         log.judge(room.connection_state()).context("alice's invariants")?;
         Ok::<_, anyhow::Error>(())
     });
-    sim.client("bob", |ctx| async move {
-        let (room, events) = ctx.connect("tcp", "bob").await?;
-        let mut log = EventLog::new(events);
-        log.wait_for(
-            "alice's go",
-            WAIT,
-            |e| matches!(e, RoomEvent::DataReceived { topic: Some(t), .. } if t == "go"),
-        )
-        .await?;
-        for n in 0..10 {
-            room.local_participant().publish_data(numbered("bob", n)).await?;
-        }
-        receives(&mut log, "alice", 10, WAIT).await?;
-        ensure!(log.count(left("alice")) == 0, "bob saw alice leave:\n{}", log.trace());
-        room.local_participant().publish_data(numbered("done", 0)).await?;
-        log.judge(room.connection_state()).context("bob's invariants")?;
-        // Stay until alice has the goodbye: she leaves first.
-        log.wait_for("alice leaving", WAIT, left("alice")).await?;
-        Ok::<_, anyhow::Error>(())
-    });
+    sim.client("bob", |ctx| bob_answers_alices_go(ctx, "tcp"));
     sim.run()?;
     Ok(())
 }
@@ -292,26 +297,7 @@ fn forcing_tls_without_turn_keeps_the_session_and_the_data() -> anyhow::Result<(
         log.judge(room.connection_state()).context("alice's invariants")?;
         Ok::<_, anyhow::Error>(())
     });
-    sim.client("bob", |ctx| async move {
-        let (room, events) = ctx.connect("tls", "bob").await?;
-        let mut log = EventLog::new(events);
-        log.wait_for(
-            "alice's go",
-            WAIT,
-            |e| matches!(e, RoomEvent::DataReceived { topic: Some(t), .. } if t == "go"),
-        )
-        .await?;
-        for n in 0..10 {
-            room.local_participant().publish_data(numbered("bob", n)).await?;
-        }
-        receives(&mut log, "alice", 10, WAIT).await?;
-        ensure!(log.count(left("alice")) == 0, "bob saw alice leave:\n{}", log.trace());
-        room.local_participant().publish_data(numbered("done", 0)).await?;
-        log.judge(room.connection_state()).context("bob's invariants")?;
-        // Stay until alice has the goodbye: she leaves first.
-        log.wait_for("alice leaving", WAIT, left("alice")).await?;
-        Ok::<_, anyhow::Error>(())
-    });
+    sim.client("bob", |ctx| bob_answers_alices_go(ctx, "tls"));
     sim.run()?;
     Ok(())
 }
@@ -427,26 +413,7 @@ fn after_force_tls_the_next_resume_moves_the_client_onto_the_relay() -> anyhow::
         log.judge(room.connection_state()).context("alice's invariants")?;
         Ok::<_, anyhow::Error>(())
     });
-    sim.client("bob", |ctx| async move {
-        let (room, events) = ctx.connect("force-relay", "bob").await?;
-        let mut log = EventLog::new(events);
-        log.wait_for(
-            "alice's go",
-            WAIT,
-            |e| matches!(e, RoomEvent::DataReceived { topic: Some(t), .. } if t == "go"),
-        )
-        .await?;
-        for n in 0..10 {
-            room.local_participant().publish_data(numbered("bob", n)).await?;
-        }
-        receives(&mut log, "alice", 10, WAIT).await?;
-        ensure!(log.count(left("alice")) == 0, "bob saw alice leave:\n{}", log.trace());
-        room.local_participant().publish_data(numbered("done", 0)).await?;
-        log.judge(room.connection_state()).context("bob's invariants")?;
-        // Stay until alice has the goodbye: she leaves first.
-        log.wait_for("alice leaving", WAIT, left("alice")).await?;
-        Ok::<_, anyhow::Error>(())
-    });
+    sim.client("bob", |ctx| bob_answers_alices_go(ctx, "force-relay"));
     sim.run()?;
     Ok(())
 }

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use faultline::event_log::EventLog;
+use faultline::net::NetFaults;
 use faultline::server::{LiveKitServer, ServerOptions};
 use faultline_sdk::{Room, RoomEvent, RoomOptions, SimulateScenario};
 
@@ -95,16 +96,25 @@ async fn force_tls_for(server: &LiveKitServer, room: &str, identity: &str) -> Re
     Ok(())
 }
 
+/// A server with its TURN relay and a room (both named `name`) where alice, told to force
+/// relay ([`force_tls_for`]), joins with faults at hand, then bob.
+async fn relay_only_alice_then_bob(
+    name: &str,
+) -> Result<(LiveKitServer, SocketAddr, NetFaults, (Room, EventLog), (Room, EventLog))> {
+    let (server, relay) = server_with_turn(name).await?;
+    let room_name = unique_room(name);
+    force_tls_for(&server, &room_name, "alice").await?;
+    let (options, faults) = faulty_options();
+    let (alice, bob) = alice_then_bob(&server, &room_name, options).await?;
+    Ok((server, relay, faults, alice, bob))
+}
+
 /// After a ForceTls, the identity's next join is told to force relay: alice uses her relayed
 /// candidates only from the start, so cutting every other UDP path costs her nothing.
 #[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
 async fn after_force_tls_the_next_join_uses_the_relay_alone() -> Result<()> {
-    let (server, relay) = server_with_turn("turn-force-tls").await?;
-    let room_name = unique_room("turn-force-tls");
-    force_tls_for(&server, &room_name, "alice").await?;
-    let (options, faults) = faulty_options();
-    let ((alice, mut alice_log), (bob, mut bob_log)) =
-        alice_then_bob(&server, &room_name, options).await?;
+    let (_server, relay, faults, (alice, mut alice_log), (bob, mut bob_log)) =
+        relay_only_alice_then_bob("turn-force-tls").await?;
     let session = alice.local_participant().sid();
     // Only the relay is reachable from now on: a client on its host path would lose both
     // peer connections here.
@@ -126,12 +136,8 @@ async fn after_force_tls_the_next_join_uses_the_relay_alone() -> Result<()> {
 /// response's fresh credentials, and the session goes on through the relay.
 #[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
 async fn a_network_change_on_the_relay_allocates_anew_in_the_same_session() -> Result<()> {
-    let (server, relay) = server_with_turn("turn-handover").await?;
-    let room_name = unique_room("turn-handover");
-    force_tls_for(&server, &room_name, "alice").await?;
-    let (options, faults) = faulty_options();
-    let ((alice, mut alice_log), (bob, mut bob_log)) =
-        alice_then_bob(&server, &room_name, options).await?;
+    let (_server, relay, faults, (alice, mut alice_log), (bob, mut bob_log)) =
+        relay_only_alice_then_bob("turn-handover").await?;
     let session = alice.local_participant().sid();
     faults.block_udp_except(relay);
     faults.change_network(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)));

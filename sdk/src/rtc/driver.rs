@@ -5,8 +5,9 @@
 //!
 //! One loop: drain `poll_output` (transmit, translate events) until str0m names its next
 //! timeout, then wait — `biased` for determinism — for a command, a datagram, a packet over
-//! ICE/TCP, that timeout (or the TURN client's), or the Disconnected→Failed deadline. The loop ends when the handle
-//! is dropped, on `close`, or when the transport fails beyond repair.
+//! ICE/TCP, that timeout (or the TURN client's), or the Disconnected→Failed deadline. The
+//! loop ends when the handle is dropped, on `close`, or when the transport fails beyond
+//! repair.
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -191,19 +192,10 @@ impl Driver {
         let mut rtc = Rtc::builder().build(now());
         let local_addr = host.addr();
         let tcp = tcp_candidate(&host)?;
+        add_local_candidates(&mut rtc, &host, &tcp)?;
         let turn = turn_client(TurnServer::first_usable(&config.ice_servers), config.seed);
-        let relay_only = config.relay_only && turn.is_some();
-        if config.relay_only && !relay_only {
-            tracing::warn!(
-                "the server asks for relayed candidates only, but lists no TURN relay this \
-                 client can use (UDP, by IP address): using host candidates"
-            );
-        }
-        if !relay_only {
-            add_local_candidates(&mut rtc, &host, &tcp)?;
-        }
         let (ice_tcp, ice_tcp_inbound) = IceTcp::new(net);
-        let driver = Driver {
+        let mut driver = Driver {
             rtc,
             socket,
             local_addr,
@@ -212,7 +204,7 @@ impl Driver {
             tcp,
             turn,
             relay: None,
-            relay_only,
+            relay_only: false,
             seed: config.seed,
             events,
             shared,
@@ -230,6 +222,9 @@ impl Driver {
             recv_errors_in_a_row: 0,
             receiving: true,
         };
+        // Before any description: str0m has offered nothing yet, so discarding the host
+        // candidates here means they are never offered nor paired.
+        driver.set_relay_only(config.relay_only);
         Ok((driver, ice_tcp_inbound))
     }
 
@@ -244,10 +239,10 @@ impl Driver {
             let Some(timeout) = self.drain().await else { break };
             // Taken afresh each time: a rebind replaces it.
             let socket = self.socket.clone();
-            let turn_at = self.turn.as_ref().and_then(TurnClient::poll_timeout);
-            let wake_at = Instant::from_std(timeout)
-                .min(turn_at.unwrap_or(Instant::from_std(timeout)))
-                .min(Instant::now() + MAX_IDLE);
+            let mut wake_at = Instant::from_std(timeout).min(Instant::now() + MAX_IDLE);
+            if let Some(turn_at) = self.turn.as_ref().and_then(TurnClient::poll_timeout) {
+                wake_at = wake_at.min(turn_at);
+            }
             let fail_at = self.tracker.fail_deadline();
             tokio::select! {
                 biased;
