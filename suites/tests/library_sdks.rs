@@ -29,6 +29,9 @@ enum Expect {
     Passes,
     /// The verdicts whose descriptions start with these fail, one each; every other passes.
     FailsOnly(&'static [&'static str]),
+    /// The verdicts whose descriptions start with these may fail (their outcome depends on
+    /// timing the SDK does not control); every other passes.
+    MayFail(&'static [&'static str]),
     /// Reliable data from `from` to `to` is lost: `data-delivered` fails, and the receiver's
     /// invariant 5 may fail too, naming only packets of `from` (which of the lost packets it
     /// holds the receiver to depends on when the receiver was back); nothing else fails.
@@ -55,6 +58,12 @@ const SLOW_HANDOVER: Expect = Expect::FailsOnly(&["reconnected: phone"]);
 /// batches a non-publisher's updates), so a livekit-client watcher swaps the sid in place and
 /// reports neither a leave nor a join. `peer-saw-rejoin` expects both.
 const JS_SEES_NO_REJOIN: Expect = Expect::FailsOnly(&["peer-saw-rejoin"]);
+
+/// livekit-client after a server restart: its retries wait 0, 0.3, 1.2, 2.7, 4.8 and then 7 s,
+/// so whether it is back within sfu-restart's 15 s of the server's return depends on which
+/// retry first meets a server that is up again (15.45 s in one CI trial on a loaded machine,
+/// within the bound in the others). faultline-sdk's bound in the same file stays checked.
+const JS_RETRY_MEETS_THE_RESTART: Expect = Expect::MayFail(&["reconnected: bob"]);
 
 /// livekit-client ends an exhausted episode with `UNKNOWN_REASON`, not the reason that began
 /// it (the signal link closed: `SIGNAL_CLOSE`), which outage-exhaustion expects.
@@ -135,7 +144,7 @@ fn library(file: &str) -> PathBuf {
 #[case::js_removed_by_moderator("removed-by-moderator.toml", Sdk::Js, Expect::Passes)]
 #[case::js_server_leave("server-leave.toml", Sdk::Js, Expect::Passes)]
 #[case::js_signal_node_crash("signal-node-crash.toml", Sdk::Js, Expect::Passes)]
-#[case::js_sfu_restart("sfu-restart.toml", Sdk::Js, Expect::Passes)]
+#[case::js_sfu_restart("sfu-restart.toml", Sdk::Js, JS_RETRY_MEETS_THE_RESTART)]
 #[case::js_train_tunnel("train-tunnel.toml", Sdk::Js, JS_IN_THE_TUNNEL)]
 #[case::js_wifi_drop("wifi-drop.toml", Sdk::Js, Expect::Passes)]
 #[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
@@ -166,6 +175,18 @@ async fn library_scenario_on_each_sdk(
                 "{file} × {sdk} should fail only {known:?} (known SDK differences); failed: \
                  {:#?}",
                 outcome.failures
+            );
+        }
+        (Expect::MayFail(allowed), Cell::Ran(outcome)) => {
+            let unexpected: Vec<_> = outcome
+                .failures
+                .iter()
+                .filter(|(what, _, _)| !allowed.iter().any(|a| what.starts_with(a)))
+                .collect();
+            ensure!(
+                unexpected.is_empty(),
+                "{file} × {sdk} may fail only {allowed:?} (timing the SDK does not control); \
+                 failed: {unexpected:#?}"
             );
         }
         (Expect::LosesData { from, to }, Cell::Ran(outcome)) => {
