@@ -31,6 +31,12 @@ pub enum RoomError {
     /// The room is reconnecting; the operation needs a connected room.
     #[error("the room is reconnecting; try again after RoomEvent::Reconnected")]
     NotConnected,
+    /// A track of this source is already published (one per source).
+    #[error("a {} track is already published (one track per source)", .0.name())]
+    TrackExists(crate::media::TrackSource),
+    /// No local track of this source was published.
+    #[error("no {} track was published", .0.name())]
+    NoSuchTrack(crate::media::TrackSource),
     /// The room is disconnected for good.
     #[error("the room is closed (it was disconnected or close() was called)")]
     Closed,

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 pub use livekit_protocol::DisconnectReason;
 
+use crate::media::{LocalTrackPublication, RemoteTrack, RemoteTrackPublication};
+
 /// The room's connection, as the user sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ConnectionState {
@@ -72,6 +74,8 @@ pub struct RemoteParticipant {
     pub(crate) identity: String,
     pub(crate) name: String,
     pub(crate) metadata: String,
+    /// The tracks it publishes (audio and video faultline knows), as last reported.
+    pub(crate) tracks: Vec<RemoteTrackPublication>,
 }
 
 impl RemoteParticipant {
@@ -81,7 +85,13 @@ impl RemoteParticipant {
             identity: info.identity.clone(),
             name: info.name.clone(),
             metadata: info.metadata.clone(),
+            tracks: info.tracks.iter().filter_map(RemoteTrackPublication::from_info).collect(),
         }
+    }
+
+    /// The tracks it publishes, as last reported by the server.
+    pub fn track_publications(&self) -> &[RemoteTrackPublication] {
+        &self.tracks
     }
 
     /// The server-assigned session id (changes when the participant reconnects fully).
@@ -155,6 +165,68 @@ pub enum RoomEvent {
     ActiveSpeakersChanged {
         /// Identities of those now speaking.
         speakers: Vec<String>,
+    },
+    /// The server accepted a track this participant published.
+    LocalTrackPublished {
+        /// The publication (its sid).
+        publication: LocalTrackPublication,
+    },
+    /// After a full reconnect, a track this participant had published was published again
+    /// in the new session, with a new sid.
+    LocalTrackRepublished {
+        /// The publication in the new session.
+        publication: LocalTrackPublication,
+        /// Its sid in the session before.
+        previous_sid: String,
+    },
+    /// A remote participant published a track (also sent for the tracks of a participant
+    /// who joins, after its `ParticipantConnected`).
+    TrackPublished {
+        /// The track as the server describes it.
+        publication: RemoteTrackPublication,
+        /// Its publisher.
+        participant: RemoteParticipant,
+    },
+    /// A remote participant's track is no longer published (also when it leaves).
+    TrackUnpublished {
+        /// The track.
+        publication: RemoteTrackPublication,
+        /// Its publisher.
+        participant: RemoteParticipant,
+    },
+    /// This participant is subscribed to a remote track: its media can arrive, and
+    /// [`RemoteTrack::stats`] counts what does.
+    TrackSubscribed {
+        /// The track, to read what it delivers.
+        track: RemoteTrack,
+        /// Its publication.
+        publication: RemoteTrackPublication,
+        /// Its publisher.
+        participant: RemoteParticipant,
+    },
+    /// A subscription ended (the track was unpublished, its publisher left, the server
+    /// moved the media line to another track, or this room reconnected fully).
+    TrackUnsubscribed {
+        /// The track.
+        track: RemoteTrack,
+        /// Its publication.
+        publication: RemoteTrackPublication,
+        /// Its publisher.
+        participant: RemoteParticipant,
+    },
+    /// A remote participant muted a track.
+    TrackMuted {
+        /// The track.
+        publication: RemoteTrackPublication,
+        /// Its publisher.
+        participant: RemoteParticipant,
+    },
+    /// A remote participant unmuted a track.
+    TrackUnmuted {
+        /// The track.
+        publication: RemoteTrackPublication,
+        /// Its publisher.
+        participant: RemoteParticipant,
     },
     /// A user data packet arrived.
     DataReceived {

@@ -15,6 +15,7 @@
 //! sequence per sender), while a receiver on another SDK, which keys senders by session,
 //! may get it twice.
 
+pub mod media;
 pub mod net;
 pub(crate) mod rtc;
 
@@ -30,6 +31,10 @@ pub use error::RoomError;
 pub use events::{
     ConnectionState, DataPacket, DataPacketKind, DisconnectReason, RemoteParticipant, RoomEvent,
     SimulateScenario,
+};
+pub use media::{
+    LocalTrack, LocalTrackPublication, MediaStats, RemoteTrack, RemoteTrackPublication, TrackKind,
+    TrackSource,
 };
 pub use options::{Jitter, ReconnectPolicy, RoomOptions};
 pub use room::{LocalParticipant, Room};

@@ -13,6 +13,7 @@ use crate::engine::episode::Failure;
 use crate::engine::session::{Session, Setup};
 use crate::engine::shared::Shared;
 use crate::engine::{Command, Engine};
+use crate::media::{LocalTrack, LocalTrackPublication, RemoteTrack, TrackSource};
 use crate::{
     ConnectionState, DataPacket, RemoteParticipant, RoomError, RoomEvent, RoomOptions,
     SimulateScenario,
@@ -115,6 +116,12 @@ impl Room {
         self.shared.remotes()
     }
 
+    /// The remote tracks this participant is subscribed to, with their publishers'
+    /// identities.
+    pub fn subscribed_tracks(&self) -> Vec<(String, RemoteTrack)> {
+        self.shared.subscribed()
+    }
+
     /// Makes a failure happen (see [`SimulateScenario`]). Returns once it is under way;
     /// what follows arrives as events. Fails if the room is not connected.
     pub async fn simulate_scenario(&self, scenario: SimulateScenario) -> Result<(), RoomError> {
@@ -190,5 +197,38 @@ impl LocalParticipant {
         let (reply, answer) = oneshot::channel();
         self.commands.send(Command::PublishData(packet, reply)).map_err(|_| RoomError::Closed)?;
         answer.await.map_err(|_| RoomError::Closed)?
+    }
+
+    /// Publishes a local track (one per source) and returns once the server accepted it
+    /// (`LocalTrackPublished` is emitted then); its frames flow once the publisher
+    /// connection has negotiated its media line.
+    ///
+    /// While the room reconnects the call waits for the episode's outcome, and the track
+    /// is published in the recovered session. After a full reconnect every published track
+    /// is published again in the new session, with a new sid (`LocalTrackRepublished`),
+    /// keeping its mute state.
+    pub async fn publish_track(
+        &self,
+        track: LocalTrack,
+    ) -> Result<LocalTrackPublication, RoomError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands.send(Command::PublishTrack(track, reply)).map_err(|_| RoomError::Closed)?;
+        answer.await.map_err(|_| RoomError::Closed)?
+    }
+
+    /// Mutes (frames stop, the server and other participants are told) or unmutes the
+    /// local track of `source`. While the room reconnects it takes effect at once locally
+    /// and reaches the server when the room is back; it survives a full reconnect.
+    pub async fn set_track_muted(&self, source: TrackSource, muted: bool) -> Result<(), RoomError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::MuteTrack(source, muted, reply))
+            .map_err(|_| RoomError::Closed)?;
+        answer.await.map_err(|_| RoomError::Closed)?
+    }
+
+    /// The local tracks the server has accepted in the current session.
+    pub fn track_publications(&self) -> Vec<LocalTrackPublication> {
+        self.shared.local_tracks()
     }
 }

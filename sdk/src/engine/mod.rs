@@ -12,6 +12,7 @@ pub(crate) mod data;
 pub(crate) mod episode;
 pub(crate) mod session;
 pub(crate) mod shared;
+pub(crate) mod tracks;
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -24,6 +25,7 @@ use prost::Message as _;
 use rand::rngs::SmallRng;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::media::{LocalTrack, TrackSource};
 use crate::rtc::DataChannelKind;
 use crate::{
     DataPacket, DataPacketKind, DisconnectReason, RemoteParticipant, RoomError, RoomEvent,
@@ -33,11 +35,16 @@ use data::{Incoming, Outgoing, Sender, REPLAY_BUFFER_BYTES};
 use episode::{AttemptKind, Episode, Next, Trigger};
 use session::{AttemptError, Output, Session, Setup};
 use shared::Shared;
+use tracks::{PublishReply, Tracks};
 
 /// What the room asks the engine to do.
 pub(crate) enum Command {
     /// Publish a data packet.
     PublishData(DataPacket, oneshot::Sender<Result<(), RoomError>>),
+    /// Publish a local track.
+    PublishTrack(LocalTrack, PublishReply),
+    /// Mute or unmute the local track of a source.
+    MuteTrack(TrackSource, bool, oneshot::Sender<Result<(), RoomError>>),
     /// Simulate a failure.
     Simulate(SimulateScenario, oneshot::Sender<Result<(), RoomError>>),
     /// Leave the room for good (the reply comes once `Disconnected` was emitted).
@@ -82,6 +89,8 @@ pub(crate) struct Engine {
     speakers: Vec<String>,
     /// Who to tell once the room is closed.
     close_waiters: Vec<oneshot::Sender<()>>,
+    /// Local tracks, remote publications, subscriptions.
+    tracks: Tracks,
 }
 
 impl Engine {
@@ -101,12 +110,15 @@ impl Engine {
             queued: VecDeque::new(),
             speakers: Vec::new(),
             close_waiters: Vec::new(),
+            tracks: Tracks::default(),
         }
     }
 
     /// Runs the room until it is disconnected.
     pub(crate) async fn run(mut self, mut session: Session) {
-        self.drain_stash(&mut session);
+        self.tracks.set_received(session.received());
+        self.emit_all(Vec::new());
+        self.drain_stash(&mut session).await;
         loop {
             match self.connected(&mut session).await {
                 Step::End(reason) => {
@@ -149,6 +161,15 @@ impl Engine {
                     self.flush_data(session);
                     continue;
                 }
+                Input::Command(Some(Command::PublishTrack(track, reply))) => {
+                    self.tracks.publish(track, reply);
+                    self.request_tracks(session);
+                    continue;
+                }
+                Input::Command(Some(Command::MuteTrack(source, muted, reply))) => {
+                    let _ = reply.send(self.mute(Some(session), source, muted));
+                    continue;
+                }
                 Input::Command(Some(Command::Simulate(scenario, reply))) => {
                     let step = simulate(session, scenario).await;
                     let _ = reply.send(Ok(()));
@@ -161,7 +182,8 @@ impl Engine {
             };
             match output {
                 None => {}
-                Some(Output::Server(message)) => self.on_server(*message),
+                Some(Output::Server(message)) => self.on_server_in(session, *message).await,
+                Some(Output::SubscriberTracks(offered)) => self.on_offered(offered),
                 Some(Output::Leave(leave)) => return obey(&leave),
                 Some(Output::SignalLost(why)) => {
                     tracing::info!("signalling lost: {why}");
@@ -216,7 +238,8 @@ impl Engine {
             match session.process(raw).await {
                 Some(Output::Leave(leave)) => return Some(obey(&leave)),
                 Some(Output::SignalLost(_)) => return None,
-                Some(Output::Server(message)) => self.on_server(*message),
+                Some(Output::Server(message)) => self.on_server_in(session, *message).await,
+                Some(Output::SubscriberTracks(offered)) => self.on_offered(offered),
                 Some(Output::Data(kind, payload)) => self.on_data(kind, &payload),
                 Some(Output::ReliableAcked(messages)) => self.outgoing.acked(messages),
                 None | Some(Output::PcFailed(_)) | Some(Output::PublisherChannelOpen) => {}
@@ -280,11 +303,11 @@ impl Engine {
                     return None;
                 }
                 Some(Ok(Attempted::Resumed(mut session, last_seq))) => {
-                    self.resumed(&mut session, last_seq);
+                    self.resumed(&mut session, last_seq).await;
                     return Some(session);
                 }
                 Some(Ok(Attempted::Joined(mut session))) => {
-                    self.rejoined(&mut session);
+                    self.rejoined(&mut session).await;
                     return Some(session);
                 }
                 Some(Err(failed)) => {
@@ -331,6 +354,12 @@ impl Engine {
                     Some(Command::Simulate(_, reply)) => {
                         let _ = reply.send(Err(RoomError::NotConnected));
                     }
+                    // Tracks published or muted while reconnecting take effect once the room
+                    // is back: sent in the resumed session, or in the new one.
+                    Some(Command::PublishTrack(track, reply)) => self.tracks.publish(track, reply),
+                    Some(Command::MuteTrack(source, muted, reply)) => {
+                        let _ = reply.send(self.mute(None, source, muted));
+                    }
                 },
                 done = &mut work => return Some(done),
             }
@@ -340,9 +369,20 @@ impl Engine {
     /// After a resume: reliable data the server lacks is to be sent again, then
     /// `Reconnected`; then what the server said meanwhile, the room's roster among it
     /// (see [`Self::reconcile`]).
-    fn resumed(&mut self, session: &mut Session, last_seq: u32) {
+    async fn resumed(&mut self, session: &mut Session, last_seq: u32) {
         self.outgoing.resumed(last_seq);
         self.shared.emit(RoomEvent::Reconnected);
+        let (mutes, lines) = self.tracks.resumed(&session.sending());
+        for (cid, muted) in self.tracks.mute_states() {
+            session.set_muted(&cid, muted);
+        }
+        for mute in mutes {
+            session.send(signal_request::Message::Mute(mute));
+        }
+        if let Err(e) = session.offer_lines(lines).await {
+            tracing::warn!("could not offer the tracks again after the resume: {e}");
+        }
+        self.request_tracks(session);
         let roster = self.roster_position(session);
         let mut position = 0;
         while let Some(stashed) = session.stash.pop_front() {
@@ -350,7 +390,7 @@ impl Engine {
             position += 1;
             match stashed {
                 Output::Server(message) if is_roster => self.reconcile(*message),
-                other => self.on_stashed(other),
+                other => self.on_stashed(session, other).await,
             }
         }
         self.flush_data(session);
@@ -374,41 +414,117 @@ impl Engine {
     /// only for departures after it last heard us, pkg/rtc/participant_signal.go).
     fn reconcile(&mut self, message: signal_response::Message) {
         let signal_response::Message::Update(update) = message else { return };
-        for event in self.shared.apply_participants(&update.participants) {
+        let before = self.shared.remotes_by_identity();
+        let mut events = self.shared.apply_participants(&update.participants);
+        events.extend(self.shared.keep_only(&update.participants));
+        self.participants_changed(&before, events);
+    }
+
+    /// Emits participant events, then what the change did to tracks and subscriptions.
+    fn participants_changed(
+        &mut self,
+        before: &std::collections::BTreeMap<String, RemoteParticipant>,
+        mut events: Vec<RoomEvent>,
+    ) {
+        let after = self.shared.remotes_by_identity();
+        events.extend(self.tracks.remotes_changed(before, &after));
+        self.emit_all(events);
+    }
+
+    /// Emits `events` once the room's media state reads as they say.
+    fn emit_all(&mut self, events: Vec<RoomEvent>) {
+        let subscribed =
+            self.tracks.subscriptions().into_iter().map(|s| (s.identity, s.track)).collect();
+        self.shared.set_media(self.tracks.local_publications(), subscribed);
+        for event in events {
             self.shared.emit(event);
         }
-        for event in self.shared.keep_only(&update.participants) {
-            self.shared.emit(event);
+    }
+
+    /// A subscriber offer was answered: which tracks its lines carry now.
+    fn on_offered(&mut self, offered: Vec<crate::rtc::msid::OfferedTrack>) {
+        let remotes = self.shared.remotes_by_identity();
+        let events = self.tracks.offered(offered, &remotes);
+        self.emit_all(events);
+    }
+
+    /// Asks the server to accept the local tracks not yet requested in this session.
+    fn request_tracks(&mut self, session: &Session) {
+        let (identity, _) = self.shared.local_identity_and_sid();
+        for request in self.tracks.requests(&identity) {
+            session.send(signal_request::Message::AddTrack(request));
         }
+    }
+
+    /// Mutes or unmutes a local track: its frames stop or resume now if a session is at
+    /// hand, and the server is told (now, or after the episode).
+    fn mute(
+        &mut self,
+        session: Option<&Session>,
+        source: TrackSource,
+        muted: bool,
+    ) -> Result<(), RoomError> {
+        let (cid, request) = self.tracks.set_muted(source, muted)?;
+        if let Some(session) = session {
+            if let Some(cid) = cid {
+                session.set_muted(&cid, muted);
+            }
+            if let Some(request) = request {
+                session.send(signal_request::Message::Mute(request));
+            }
+        }
+        self.emit_all(Vec::new());
+        Ok(())
+    }
+
+    /// A server message, with the session at hand for those that need it (a track the
+    /// server accepted is offered on the publisher connection).
+    async fn on_server_in(&mut self, session: &mut Session, message: signal_response::Message) {
+        let signal_response::Message::TrackPublished(response) = message else {
+            self.on_server(message);
+            return;
+        };
+        let Some((line, event)) = self.tracks.published(&response) else {
+            tracing::debug!(cid = response.cid, "a track accepted that is not ours (any more)");
+            return;
+        };
+        if let Err(e) = session.offer_lines(vec![line]).await {
+            tracing::warn!("could not offer a published track: {e}");
+        }
+        self.emit_all(vec![event]);
     }
 
     /// After a full reconnect: a new participant session on the server, which accepts our
     /// sequences where they left off, so reliable data not known to have reached the server
     /// is sent again, first; remote participants that changed meanwhile are reported; then
     /// `Reconnected`.
-    fn rejoined(&mut self, session: &mut Session) {
+    async fn rejoined(&mut self, session: &mut Session) {
         self.outgoing.rejoined();
         self.shared.reset_from_join(&session.join);
         let present: Vec<RemoteParticipant> =
             session.join.other_participants.iter().map(RemoteParticipant::from_info).collect();
-        for event in self.shared.replace_remotes(present) {
-            self.shared.emit(event);
-        }
+        let before = self.shared.remotes_by_identity();
+        let mut events = self.tracks.restarted(session.received(), &before);
+        events.extend(self.shared.replace_remotes(present));
+        self.participants_changed(&before, events);
         self.shared.emit(RoomEvent::Reconnected);
-        self.drain_stash(session);
+        self.drain_stash(session).await;
+        // Every local track is published again in the new session (a new sid each).
+        self.request_tracks(session);
         self.flush_data(session);
     }
 
-    fn drain_stash(&mut self, session: &mut Session) {
+    async fn drain_stash(&mut self, session: &mut Session) {
         while let Some(stashed) = session.stash.pop_front() {
-            self.on_stashed(stashed);
+            self.on_stashed(session, stashed).await;
         }
     }
 
     /// Handles what arrived while a session was being set up.
-    fn on_stashed(&mut self, stashed: Output) {
+    async fn on_stashed(&mut self, session: &mut Session, stashed: Output) {
         match stashed {
-            Output::Server(message) => self.on_server(*message),
+            Output::Server(message) => self.on_server_in(session, *message).await,
+            Output::SubscriberTracks(offered) => self.on_offered(offered),
             Output::Data(kind, payload) => self.on_data(kind, &payload),
             Output::ReliableAcked(messages) => self.outgoing.acked(messages),
             other => tracing::debug!("not stashed: {other:?}"),
@@ -420,6 +536,7 @@ impl Engine {
         for q in self.queued.drain(..) {
             let _ = q.reply.send(Err(RoomError::NotSent { reason }));
         }
+        self.tracks.fail_waiters(|| RoomError::Closed);
         self.shared.emit(RoomEvent::Disconnected { reason });
         for waiter in self.close_waiters.drain(..) {
             let _ = waiter.send(());
@@ -430,9 +547,9 @@ impl Engine {
     fn on_server(&mut self, message: signal_response::Message) {
         match message {
             signal_response::Message::Update(update) => {
-                for event in self.shared.apply_participants(&update.participants) {
-                    self.shared.emit(event);
-                }
+                let before = self.shared.remotes_by_identity();
+                let events = self.shared.apply_participants(&update.participants);
+                self.participants_changed(&before, events);
             }
             signal_response::Message::RoomUpdate(update) => {
                 if let Some(room) = update.room {

@@ -13,7 +13,9 @@ use livekit_protocol::{self as proto, signal_request, signal_response};
 use url::Url;
 
 use super::episode::Failure;
+use crate::media::{LocalTrack, Received};
 use crate::net::Network;
+use crate::rtc::msid::{offered_tracks, OfferedTrack};
 use crate::rtc::{DataChannelKind, PcConfig, PcEvent, PcRole, PcState, PeerConnection, SdpKind};
 use crate::signal::{
     self, ConnectParams, JoinParams, Keepalive, ResumeParams, SignalConn, SignalEvent,
@@ -146,7 +148,12 @@ pub(crate) enum Output {
     /// The server's SCTP acknowledged the first `n` reliable messages sent on this session's
     /// publisher PC (see [`PcEvent::ReliableAcked`]).
     ReliableAcked(u64),
+    /// A subscriber offer was answered: the tracks its media lines carry now.
+    SubscriberTracks(Vec<OfferedTrack>),
 }
+
+/// A local track's media line to offer: its `cid`, the track, whether it starts muted.
+pub(crate) type Line = (String, LocalTrack, bool);
 
 /// A joined session.
 pub(crate) struct Session {
@@ -159,6 +166,10 @@ pub(crate) struct Session {
     last_subscriber_offer: Option<proto::SessionDescription>,
     publisher_answered: bool,
     subscriber_offers_answered: u32,
+    /// Whether a publisher offer awaits its answer (a new one must wait).
+    offer_outstanding: bool,
+    /// Media lines to offer once the outstanding offer is answered.
+    queued_lines: Vec<Line>,
     /// Server messages, data and acknowledgements for the room that arrived during setup, in
     /// order ([`Output::Server`], [`Output::Data`] and [`Output::ReliableAcked`] only).
     pub stash: VecDeque<Output>,
@@ -221,6 +232,52 @@ impl Session {
         self.publisher.pc.send_data(kind, payload)
     }
 
+    /// Offers media lines for local tracks the server accepted (now, or once the offer
+    /// outstanding is answered), and mutes those that start muted.
+    pub(crate) async fn offer_lines(
+        &mut self,
+        lines: Vec<Line>,
+    ) -> Result<(), crate::rtc::RtcError> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        if self.offer_outstanding {
+            self.queued_lines.extend(lines);
+            return Ok(());
+        }
+        let muted: Vec<String> =
+            lines.iter().filter(|(_, _, muted)| *muted).map(|(cid, _, _)| cid.clone()).collect();
+        let tracks = lines.into_iter().map(|(cid, track, _)| (cid, track)).collect();
+        let sdp = self.publisher.pc.offer_tracks(tracks).await?;
+        for cid in muted {
+            self.publisher.pc.set_muted(&cid, true)?;
+        }
+        self.offer_outstanding = true;
+        self.send(signal_request::Message::Offer(proto::SessionDescription {
+            r#type: "offer".into(),
+            sdp,
+            ..Default::default()
+        }));
+        Ok(())
+    }
+
+    /// Stops (or resumes) the frames of the local track with this `cid`.
+    pub(crate) fn set_muted(&self, cid: &str, muted: bool) {
+        if let Err(e) = self.publisher.pc.set_muted(cid, muted) {
+            tracing::debug!("cannot change a track's mute state on a stopped connection: {e}");
+        }
+    }
+
+    /// The `cid`s of the local tracks whose media lines the publisher has.
+    pub(crate) fn sending(&self) -> Vec<String> {
+        self.publisher.pc.sending()
+    }
+
+    /// The subscriber connection's counters of received media, by mid.
+    pub(crate) fn received(&self) -> Received {
+        self.subscriber.pc.received()
+    }
+
     /// Whether the publisher peer connection is connected (its channels can carry data).
     pub(crate) fn publisher_connected(&self) -> bool {
         self.publisher.state == PcState::Connected
@@ -262,7 +319,9 @@ impl Session {
                             id: offer.id,
                             ..Default::default()
                         }));
-                        None
+                        let offered =
+                            self.last_subscriber_offer.as_ref().map(|o| offered_tracks(&o.sdp));
+                        Some(Output::SubscriberTracks(offered.unwrap_or_default()))
                     }
                     Err(e) => {
                         Some(Output::PcFailed(format!("cannot answer the subscriber offer: {e}")))
@@ -275,7 +334,12 @@ impl Session {
                         self.publisher.state = self.publisher.pc.state();
                         self.publisher.described();
                         self.publisher_answered = true;
-                        None
+                        self.offer_outstanding = false;
+                        let queued = std::mem::take(&mut self.queued_lines);
+                        match self.offer_lines(queued).await {
+                            Ok(()) => None,
+                            Err(e) => Some(Output::PcFailed(format!("cannot offer tracks: {e}"))),
+                        }
                     }
                     Err(e) => {
                         Some(Output::PcFailed(format!("cannot apply the publisher answer: {e}")))
@@ -361,7 +425,10 @@ impl Session {
             match self.process(raw).await {
                 None | Some(Output::PublisherChannelOpen) => {}
                 Some(
-                    stashed @ (Output::Server(_) | Output::Data(..) | Output::ReliableAcked(_)),
+                    stashed @ (Output::Server(_)
+                    | Output::Data(..)
+                    | Output::ReliableAcked(_)
+                    | Output::SubscriberTracks(_)),
                 ) => self.stash.push_back(stashed),
                 Some(Output::Leave(leave)) => return Err(leave_error(&leave, what)),
                 Some(Output::SignalLost(why)) => {
@@ -404,6 +471,8 @@ impl Session {
             last_subscriber_offer: None,
             publisher_answered: false,
             subscriber_offers_answered: 0,
+            offer_outstanding: true,
+            queued_lines: Vec::new(),
             stash: VecDeque::new(),
         };
         session.watch_media();
@@ -507,6 +576,7 @@ impl Session {
             .create_offer(true)
             .await
             .map_err(|e| AttemptError::retryable(RoomError::Rtc(e.to_string())))?;
+        self.offer_outstanding = true;
         self.send(signal_request::Message::Offer(proto::SessionDescription {
             r#type: "offer".into(),
             sdp: offer,

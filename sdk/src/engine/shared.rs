@@ -12,6 +12,7 @@ use std::sync::{Mutex, MutexGuard};
 use livekit_protocol as proto;
 use tokio::sync::mpsc;
 
+use crate::media::{LocalTrackPublication, RemoteTrack};
 use crate::{ConnectionState, RemoteParticipant, RoomEvent};
 
 /// The local participant's info.
@@ -35,6 +36,10 @@ struct State {
     /// on every run (same seed, same trace).
     remotes: BTreeMap<String, RemoteParticipant>,
     listeners: Vec<mpsc::UnboundedSender<RoomEvent>>,
+    /// The local publications, as the engine last reported them.
+    local_tracks: Vec<LocalTrackPublication>,
+    /// The subscriptions (publisher identity, track), as the engine last reported them.
+    subscribed: Vec<(String, RemoteTrack)>,
 }
 
 /// See the module documentation.
@@ -55,6 +60,8 @@ impl Shared {
                 local: LocalInfo::default(),
                 remotes: BTreeMap::new(),
                 listeners: Vec::new(),
+                local_tracks: Vec::new(),
+                subscribed: Vec::new(),
             }),
         };
         shared.reset_from_join(join);
@@ -122,6 +129,32 @@ impl Shared {
 
     pub(crate) fn remotes(&self) -> HashMap<String, RemoteParticipant> {
         self.lock().remotes.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+
+    /// The remote participants by identity, in order.
+    pub(crate) fn remotes_by_identity(&self) -> BTreeMap<String, RemoteParticipant> {
+        self.lock().remotes.clone()
+    }
+
+    /// Records the media state for the room's readers.
+    pub(crate) fn set_media(
+        &self,
+        local_tracks: Vec<LocalTrackPublication>,
+        subscribed: Vec<(String, RemoteTrack)>,
+    ) {
+        let mut state = self.lock();
+        state.local_tracks = local_tracks;
+        state.subscribed = subscribed;
+    }
+
+    /// The local publications.
+    pub(crate) fn local_tracks(&self) -> Vec<LocalTrackPublication> {
+        self.lock().local_tracks.clone()
+    }
+
+    /// The subscriptions: (publisher identity, track).
+    pub(crate) fn subscribed(&self) -> Vec<(String, RemoteTrack)> {
+        self.lock().subscribed.clone()
     }
 
     pub(crate) fn remote(&self, identity: &str) -> Option<RemoteParticipant> {
@@ -378,6 +411,7 @@ mod tests {
             identity: "dave".into(),
             name: String::new(),
             metadata: String::new(),
+            tracks: Vec::new(),
         }]);
         assert_eq!(events.len(), 2);
         assert!(

@@ -20,6 +20,8 @@ use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::channel::ChannelId;
+use str0m::format::{Codec, CodecExtra};
+use str0m::media::{Direction, Frequency, MediaData, MediaTime};
 use str0m::net::{Protocol, Receive, Transmit};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 use tokio::sync::{mpsc, oneshot};
@@ -30,6 +32,8 @@ use super::state::StateTracker;
 use super::trickle::{candidate_init_json, SdpFacts};
 use super::turn::{TurnClient, TurnEvent, TurnServer};
 use super::{lock, DataChannelKind, PcConfig, PcEvent, PcState, RtcError, SdpKind, Shared};
+use crate::media::source::Generator;
+use crate::media::{LocalTrack, MidCounter, Received, TrackKind};
 use crate::net::{DatagramSocket, Network};
 
 /// The largest datagram we accept (str0m keeps its own below the path MTU).
@@ -49,6 +53,17 @@ pub(super) enum Command {
     CreateOffer {
         ice_restart: bool,
         reply: oneshot::Sender<Result<String, RtcError>>,
+    },
+    /// Add a sending media line per track (its msid track id is the track's `cid`) and
+    /// offer them.
+    OfferTracks {
+        tracks: Vec<(String, LocalTrack)>,
+        reply: oneshot::Sender<Result<String, RtcError>>,
+    },
+    /// Stop (or resume) sending the frames of the track with this `cid`.
+    SetMuted {
+        cid: String,
+        muted: bool,
     },
     SetRemoteAnswer {
         sdp: String,
@@ -123,6 +138,17 @@ pub(super) struct Driver {
     recv_errors_in_a_row: u32,
     /// Whether the socket still receives (a broken socket stops it; a new one restarts it).
     receiving: bool,
+    /// Our sending media lines: the track's `cid`, its mid, its frames.
+    senders: Vec<Sender>,
+    /// What each receiving media line has delivered (shared with the handle).
+    received: Received,
+}
+
+/// One sending media line and the synthetic source behind it.
+struct Sender {
+    cid: String,
+    mid: str0m::media::Mid,
+    source: Generator,
 }
 
 /// str0m's notion of "now", taken from tokio's clock so that paused/simulated time works.
@@ -189,7 +215,10 @@ impl Driver {
         events: mpsc::UnboundedSender<PcEvent>,
         shared: Arc<Mutex<Shared>>,
     ) -> Result<(Self, mpsc::Receiver<Inbound>), RtcError> {
-        let mut rtc = Rtc::builder().build(now());
+        let shared_for_media = shared.clone();
+        // Opus and VP8 only: what the synthetic sources write, and every SDK's default.
+        let mut rtc =
+            Rtc::builder().clear_codecs().enable_opus(true, false).enable_vp8(true).build(now());
         let local_addr = host.addr();
         let tcp = tcp_candidate(&host)?;
         add_local_candidates(&mut rtc, &host, &tcp)?;
@@ -221,6 +250,8 @@ impl Driver {
             trickled_ufrag: None,
             recv_errors_in_a_row: 0,
             receiving: true,
+            senders: Vec::new(),
+            received: lock(&shared_for_media).received.clone(),
         };
         // Before any description: str0m has offered nothing yet, so discarding the host
         // candidates here means they are never offered nor paired.
@@ -244,6 +275,7 @@ impl Driver {
                 wake_at = wake_at.min(turn_at);
             }
             let fail_at = self.tracker.fail_deadline();
+            let media_at = self.senders.iter().map(|s| s.source.next_at()).min();
             tokio::select! {
                 biased;
                 command = commands.recv() => match command {
@@ -268,6 +300,9 @@ impl Driver {
                 // Never `None`: the driver holds a sender (in `ice_tcp`).
                 Some((source, packet)) = tcp_inbound.recv() => {
                     self.on_packet(Protocol::Tcp, source, self.tcp.addr(), &packet);
+                }
+                () = tokio::time::sleep_until(media_at.unwrap_or(wake_at)), if media_at.is_some() => {
+                    self.write_media();
                 }
                 () = tokio::time::sleep_until(wake_at) => self.on_timeout(),
                 () = tokio::time::sleep_until(fail_at.unwrap_or(wake_at)), if fail_at.is_some() => {
@@ -446,7 +481,15 @@ impl Driver {
     fn on_command(&mut self, command: Command) {
         match command {
             Command::CreateOffer { ice_restart, reply } => {
-                let result = self.create_offer(ice_restart);
+                let result = self.create_offer(ice_restart, Vec::new());
+                let ok = result.is_ok();
+                let _ = reply.send(result);
+                if ok {
+                    self.trickle_if_new_credentials();
+                }
+            }
+            Command::OfferTracks { tracks, reply } => {
+                let result = self.create_offer(false, tracks);
                 let ok = result.is_ok();
                 let _ = reply.send(result);
                 if ok {
@@ -470,6 +513,11 @@ impl Driver {
                 self.flush_outbox();
             }
             Command::UseRelay { server, relay_only } => self.use_relay(server, relay_only),
+            Command::SetMuted { cid, muted } => {
+                for sender in self.senders.iter_mut().filter(|s| s.cid == cid) {
+                    sender.source.set_muted(muted);
+                }
+            }
             Command::Rebind { socket, host, reply } => {
                 let _ = reply.send(self.rebind(socket, host));
             }
@@ -549,9 +597,39 @@ impl Driver {
         self.seed
     }
 
-    fn create_offer(&mut self, ice_restart: bool) -> Result<String, RtcError> {
+    fn create_offer(
+        &mut self,
+        ice_restart: bool,
+        tracks: Vec<(String, LocalTrack)>,
+    ) -> Result<String, RtcError> {
         self.alive()?;
+        if self.pending_offer.is_some() {
+            if !ice_restart {
+                return Err(RtcError::OfferPending);
+            }
+            // A resume's offer replaces one whose answer was lost with the old signalling:
+            // roll it back, media lines it would have added included.
+            self.pending_offer = None;
+            let rtc = &self.rtc;
+            self.senders.retain(|s| rtc.media(s.mid).is_some());
+        }
         let mut api = self.rtc.sdp_api();
+        let mut added = Vec::new();
+        for (cid, track) in tracks {
+            let kind = match track.kind() {
+                TrackKind::Audio => str0m::media::MediaKind::Audio,
+                TrackKind::Video => str0m::media::MediaKind::Video,
+            };
+            // livekit-server matches the line to the AddTrackRequest by its msid track id.
+            let mid = api.add_media(
+                kind,
+                Direction::SendOnly,
+                Some(cid.clone()),
+                Some(cid.clone()),
+                None,
+            );
+            added.push(Sender { cid, mid, source: Generator::new(track, Instant::now()) });
+        }
         // Until an answer is applied the channels exist only in the offer: (re)state them.
         if !self.negotiated {
             for kind in [DataChannelKind::Reliable, DataChannelKind::Lossy] {
@@ -566,7 +644,9 @@ impl Driver {
         let Some((offer, pending)) = api.apply() else {
             return Err(RtcError::NothingToNegotiate);
         };
-        tracing::debug!(ice_restart, "created an offer");
+        tracing::debug!(ice_restart, tracks = added.len(), "created an offer");
+        self.senders.extend(added);
+        lock(&self.shared).sending = self.senders.iter().map(|s| s.cid.clone()).collect();
         self.pending_offer = Some(pending);
         let sdp = offer.to_sdp_string();
         lock(&self.shared).local_description = Some((SdpKind::Offer, sdp.clone()));
@@ -701,6 +781,13 @@ impl Driver {
                 self.publish(change);
             }
             Event::ChannelOpen(id, label) => self.on_channel_open(id, label),
+            Event::MediaData(data) => self.on_media(&data),
+            Event::KeyframeRequest(request) => {
+                tracing::debug!(mid = %request.mid, kind = ?request.kind, "key frame requested");
+                for sender in self.senders.iter_mut().filter(|s| s.mid == request.mid) {
+                    sender.source.request_key_frame();
+                }
+            }
             Event::ChannelData(data) => match self.channels.get(&data.id) {
                 Some((_, Some(kind))) => {
                     let kind = *kind;
@@ -724,6 +811,44 @@ impl Driver {
                 self.fatal("the remote peer closed the DTLS/SCTP transport".to_owned())
             }
             other => tracing::trace!(event = ?other, "str0m event not used"),
+        }
+    }
+
+    /// Counts a frame received on a media line.
+    fn on_media(&mut self, data: &MediaData) {
+        let key = matches!(&data.codec_extra, CodecExtra::Vp8(extra) if extra.is_keyframe);
+        let mut received = self.received.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let counter: &mut MidCounter = received.entry(data.mid.to_string()).or_default();
+        counter.frames += 1;
+        counter.key_frames += u64::from(key);
+        counter.last_at = Some(Instant::now());
+    }
+
+    /// Writes the frames that are due. Before ICE has connected str0m has no writer and
+    /// the frames are dropped, as a browser's encoder output is before it can send.
+    fn write_media(&mut self) {
+        let now = Instant::now();
+        for sender in &mut self.senders {
+            let Some(frame) = sender.source.due(now) else { continue };
+            let Some(writer) = self.rtc.writer(sender.mid) else { continue };
+            let codec = match sender.source.kind() {
+                TrackKind::Audio => Codec::Opus,
+                TrackKind::Video => Codec::Vp8,
+            };
+            let Some(pt) =
+                writer.payload_params().find(|p| p.spec().codec == codec).map(|p| p.pt())
+            else {
+                tracing::debug!(mid = %sender.mid, ?codec, "no negotiated payload type yet");
+                continue;
+            };
+            let clock = match frame.clock_rate {
+                48_000 => Frequency::FORTY_EIGHT_KHZ,
+                _ => Frequency::NINETY_KHZ,
+            };
+            let rtp_time = MediaTime::new(frame.rtp_time, clock);
+            if let Err(e) = writer.write(pt, now.into_std(), rtp_time, frame.data) {
+                tracing::debug!(mid = %sender.mid, error = %e, "writing a frame failed");
+            }
         }
     }
 

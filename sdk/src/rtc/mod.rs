@@ -17,6 +17,7 @@
 
 mod driver;
 mod ice_tcp;
+pub(crate) mod msid;
 mod state;
 mod trickle;
 mod turn;
@@ -32,6 +33,7 @@ use str0m::channel::{ChannelConfig, Reliability};
 use str0m::Candidate;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::media::{LocalTrack, Received};
 use crate::net::{DatagramSocket, Network};
 use driver::{Command, Driver};
 
@@ -220,6 +222,9 @@ pub enum RtcError {
          use create_offer(true) for an ICE restart"
     )]
     NothingToNegotiate,
+    /// An offer is outstanding: a new one (but a resume's) waits for its answer.
+    #[error("an offer is already waiting for its answer; offer again once it is applied")]
+    OfferPending,
     /// An answer arrived with no offer of ours outstanding.
     #[error("expected an offer of ours to be outstanding when an answer arrives, there is none")]
     NoPendingOffer,
@@ -245,6 +250,10 @@ struct Shared {
     local_description: Option<(SdpKind, String)>,
     /// When the last datagram from the remote arrived (STUN, DTLS, SCTP: any).
     last_heard: Option<tokio::time::Instant>,
+    /// What each receiving media line has delivered.
+    received: Received,
+    /// The `cid`s of the tracks this connection sends (their media lines exist).
+    sending: Vec<String>,
 }
 
 /// Locks the shared state, shrugging off poisoning: every writer leaves it consistent.
@@ -304,6 +313,8 @@ impl PeerConnection {
             open_channels: Vec::new(),
             local_description: None,
             last_heard: None,
+            received: Received::default(),
+            sending: Vec::new(),
         }));
         let (command_tx, command_rx) = mpsc::unbounded_channel();
         let (event_tx, event_rx) = mpsc::unbounded_channel();
@@ -355,6 +366,32 @@ impl PeerConnection {
     pub(crate) async fn create_offer(&self, ice_restart: bool) -> Result<String, RtcError> {
         self.expect_role("create_offer", PcRole::Publisher)?;
         self.request(|reply| Command::CreateOffer { ice_restart, reply }).await?
+    }
+
+    /// Publisher: adds a sending media line for each `(cid, track)` — its msid track id is
+    /// the `cid` of the track's AddTrackRequest — and offers them. Frames start once ICE
+    /// connects. Fails with [`RtcError::OfferPending`] while an offer awaits its answer.
+    pub(crate) async fn offer_tracks(
+        &self,
+        tracks: Vec<(String, LocalTrack)>,
+    ) -> Result<String, RtcError> {
+        self.expect_role("offer_tracks", PcRole::Publisher)?;
+        self.request(|reply| Command::OfferTracks { tracks, reply }).await?
+    }
+
+    /// Publisher: stops (or resumes) the frames of the track with this `cid`.
+    pub(crate) fn set_muted(&self, cid: &str, muted: bool) -> Result<(), RtcError> {
+        self.send(Command::SetMuted { cid: cid.to_owned(), muted })
+    }
+
+    /// The `cid`s of the tracks this connection sends.
+    pub(crate) fn sending(&self) -> Vec<String> {
+        lock(&self.shared).sending.clone()
+    }
+
+    /// What each receiving media line has delivered, by mid (live: it keeps counting).
+    pub(crate) fn received(&self) -> Received {
+        lock(&self.shared).received.clone()
     }
 
     /// Publisher: applies the server's answer to our last offer.
