@@ -9,11 +9,13 @@
 
 mod expectations;
 mod invariants;
+mod media;
 
 use std::time::Duration;
 
 pub use expectations::{expectation, short_list};
 pub use invariants::{lifecycle, reconnecting_since, violations, Violation};
+pub use media::{pending_until as media_pending_until, MEDIA_BOUND, RECEIVING_WINDOW};
 
 use crate::record::{RunRecord, Verdict};
 use crate::scenario::format::{Expectation, Scenario};
@@ -25,6 +27,13 @@ pub fn judge(scenario: &Scenario, record: &RunRecord) -> Vec<Verdict> {
         scenario.expectations.iter().map(|e| expectation(scenario, record, e.get_ref())).collect();
     let broken = violations(record);
     let data = record.participants.iter().any(|p| !p.published.is_empty());
+    let media = record.participants.iter().any(|p| !p.tracks.is_empty());
+    let judged = match (data, media) {
+        (true, true) => "1–6",
+        (true, false) => "1–5",
+        (false, true) => "1–4, 6",
+        (false, false) => "1–4",
+    };
     for p in &record.participants {
         let mut expected = format!(
             "one Reconnecting per episode, Reconnected only after it; at most one Disconnected, \
@@ -35,17 +44,20 @@ pub fn judge(scenario: &Scenario, record: &RunRecord) -> Vec<Verdict> {
         if data {
             expected.push_str("; others' reliable data once each, in order");
         }
+        if media {
+            expected.push_str(&format!(
+                "; every track received before an episode delivers frames again within \
+                 {MEDIA_BOUND:?} of the later Reconnected, and one live subscription per \
+                 publisher and source at the end"
+            ));
+        }
         let mine: Vec<String> = broken
             .iter()
             .filter(|v| v.participant == p.identity)
             .map(|v| format!("invariant {}: {}", v.invariant, v.what))
             .collect();
         verdicts.push(Verdict {
-            what: format!(
-                "invariants of {} (DESIGN.md 1–{})",
-                p.identity,
-                if data { 5 } else { 4 }
-            ),
+            what: format!("invariants of {} (DESIGN.md {judged})", p.identity),
             expected,
             passed: mine.is_empty(),
             seen: if mine.is_empty() { "all hold".into() } else { mine.join("; ") },
@@ -58,6 +70,7 @@ pub fn judge(scenario: &Scenario, record: &RunRecord) -> Vec<Verdict> {
 /// seen it, and nobody is in the middle of reconnecting.
 pub fn settled(scenario: &Scenario, record: &RunRecord) -> bool {
     record.participants.iter().all(|p| reconnecting_since(&record.events, &p.identity).is_none())
+        && media_pending_until(record).is_none()
         && scenario.expectations.iter().all(|e| expectation(scenario, record, e.get_ref()).passed)
 }
 
@@ -148,6 +161,7 @@ within = "5s"
             joined_sid: format!("PA_{identity}"),
             final_sid: format!("PA_{identity}"),
             published: Vec::new(),
+            tracks: Vec::new(),
         }
     }
 

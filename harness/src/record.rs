@@ -100,6 +100,8 @@ pub struct ParticipantRecord {
     pub final_sid: String,
     /// The sequenced reliable data it published successfully, in order.
     pub published: Vec<Published>,
+    /// The sources of the media tracks it publishes (none unless the scenario says).
+    pub tracks: Vec<crate::vocab::TrackSource>,
 }
 
 impl ParticipantRecord {
@@ -117,6 +119,7 @@ impl ParticipantRecord {
             joined_sid: String::new(),
             final_sid: String::new(),
             published: Vec::new(),
+            tracks: Vec::new(),
         }
     }
 }
@@ -133,6 +136,7 @@ impl ParticipantRecord {
             joined_sid: String::new(),
             final_sid: String::new(),
             published: Vec::new(),
+            tracks: Vec::new(),
         }
     }
 }
@@ -299,7 +303,26 @@ impl RunRecord {
                 self.timeline_zero.as_secs_f64(),
                 self.final_state(&p.identity)
             );
-            out.push_str(&format_trace(self.events_of(&p.identity)));
+            // Media samples come every 100 ms: summed up per received track instead.
+            let events = self.events_of(&p.identity);
+            out.push_str(&format_trace(
+                events.filter(|e| !matches!(e.event, ClientEvent::Media { .. })),
+            ));
+            for (key, flow) in crate::flow::flows(self) {
+                if key.subscriber != p.identity {
+                    continue;
+                }
+                let (gap, at) = flow.longest_gap(self.timeline_zero, self.ended);
+                let _ = writeln!(
+                    out,
+                    "  media {key}: frames in {} samples, longest stop {:.3}s from {:+.3}s, live \
+                     subscriptions {:?}",
+                    flow.advances.len(),
+                    gap.as_secs_f64(),
+                    self.timeline_secs(at),
+                    flow.live
+                );
+            }
         }
         for (name, path) in &self.logs {
             let _ = writeln!(out, "{name} log: {}", path.display());

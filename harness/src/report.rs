@@ -678,6 +678,7 @@ mod tests {
                 joined_sid: String::new(),
                 final_sid: String::new(),
                 published: Vec::new(),
+                tracks: Vec::new(),
             }],
             timeline_zero: at(1000),
             ended: at(9000),

@@ -1,4 +1,4 @@
-// faultline js driver: speaks faultline's driver protocol (docs/driver-protocol.md, version 1)
+// faultline js driver: speaks faultline's driver protocol (docs/driver-protocol.md, version 2)
 // on stdin/stdout for the LiveKit JavaScript SDK, livekit-client, which runs in a page of
 // headless Chromium driven through playwright-core.
 //
@@ -19,7 +19,7 @@ import readline from 'node:readline';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 
-const PROTOCOL = 1;
+const PROTOCOL = 2;
 const SDK_NAME = 'js';
 const CONNECT_TIMEOUT_MS = 20_000;
 const EXIT_AFTER_EOF_MS = 4_500;
@@ -268,6 +268,25 @@ async function handle(cmd) {
     case 'state':
       await callPage(id, 'state', () => window.faultline.state(), null);
       return;
+    case 'publish_track':
+      log(`publish_track ${cmd.source}`);
+      await callPage(id, 'publish_track', (source) => window.faultline.publishTrack(source),
+        String(cmd.source));
+      return;
+    case 'unpublish_track':
+      log(`unpublish_track ${cmd.source}`);
+      await callPage(id, 'unpublish_track', (source) => window.faultline.unpublishTrack(source),
+        String(cmd.source));
+      return;
+    case 'mute_track':
+      if (typeof cmd.muted !== 'boolean') {
+        reply(id, { ok: false, error: 'mute_track: `muted` must be a boolean' });
+        return;
+      }
+      log(`mute_track ${cmd.source} ${cmd.muted}`);
+      await callPage(id, 'mute_track', ([source, muted]) => window.faultline.muteTrack(source, muted),
+        [String(cmd.source), cmd.muted]);
+      return;
     case 'close':
       log('close');
       await callPage(id, 'close', () => window.faultline.close(), null);
@@ -352,9 +371,11 @@ function launchChromium(executablePath) {
       // servers all live on 127.0.0.1.
       '--allow-loopback-in-peer-connection',
       // A granted getUserMedia lets Chromium gather host candidates on a host without a
-      // default route; the fake UI grants it, the fake device satisfies it.
+      // default route; the fake UI grants it, the fake device satisfies it. The fake
+      // devices are also what publish_track captures: a synthetic camera (30 fps, as the
+      // protocol asks; Chromium's default is 20) and a microphone beeping every 500 ms.
       '--use-fake-ui-for-media-stream',
-      '--use-fake-device-for-media-stream',
+      '--use-fake-device-for-media-stream=fps=30',
       '--autoplay-policy=no-user-gesture-required',
     ],
   });

@@ -1,4 +1,4 @@
-"""faultline driver for the upstream LiveKit Rust SDK (driver protocol version 1).
+"""faultline driver for the upstream LiveKit Rust SDK (driver protocol version 2).
 
 faultline does not link the upstream Rust SDK; it reaches it through the PyPI
 ``livekit`` wheel, which ships the SDK compiled as ``liblivekit_ffi.so`` together
@@ -11,9 +11,22 @@ reports every SDK event it is given. Everything else (Python logging and the
 SDK's own logs, forwarded by the FFI) goes to stderr. The access token arrives
 on stdin and is scrubbed from every log line and error message.
 
+Media (protocol 2): ``publish_track`` feeds a synthetic 400 Hz tone (48 kHz mono,
+20 ms frames) or a moving 320x180 I420 picture (30 fps, one layer) from an
+asyncio task, across reconnects, until unpublished (nothing while muted). Every
+subscribed remote track is consumed like an application would (AudioStream /
+VideoStream), and the ``media`` counters come from that receiver's inbound-rtp
+stats: audio = (totalSamplesReceived - concealedSamples) in 10 ms units, video
+= framesReceived / framesDecoded. The AudioStream is no measure: it delivers
+10 ms every 10 ms even when no packet arrives (measured: it kept counting while
+the publisher was SIGSTOPped; the stats did not).
+
 Environment (all optional):
-  FAULTLINE_DRIVER_LOG         Python log level for stderr (default INFO)
+  FAULTLINE_DRIVER_LOG         Python log level for stderr (default INFO; DEBUG also
+                               logs both media counters side by side every 100 ms)
   FAULTLINE_CONNECT_TIMEOUT_S  bound on one ``connect`` command (default 20)
+  FAULTLINE_MEDIA_COUNTER      "stats" (default) or "stream" (frames the streams
+                               delivered; for comparison only: audio never stops)
   LIVEKIT_RTC_DEBUG=1          let the SDK's debug-level logs through (wheel feature)
   LIVEKIT_LIB_PATH             load another liblivekit_ffi.so (wheel feature)
 """
@@ -28,7 +41,7 @@ import sys
 import threading
 import time
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 SDK_NAME = "upstream-rust"
 EOF_EXIT_DEADLINE_S = 4.5
 DISCONNECT_TIMEOUT_S = 10.0
@@ -97,8 +110,9 @@ _setup_logging()
 log = logging.getLogger("faultline.driver")
 
 # Import the SDK only after stdout is protected and logging goes to stderr.
+import numpy as np  # noqa: E402
 from livekit import rtc  # noqa: E402
-from livekit.rtc._proto import participant_pb2, room_pb2  # noqa: E402
+from livekit.rtc._proto import participant_pb2, room_pb2, track_pb2  # noqa: E402
 
 
 # --------------------------------------------------------------------------
@@ -252,6 +266,257 @@ def simulate_kind(scenario):
 
 
 # --------------------------------------------------------------------------
+# Media (protocol 2)
+# --------------------------------------------------------------------------
+# faultline's source names <-> the SDK's TrackSource.
+_SOURCES = {
+    "microphone": track_pb2.TrackSource.Value("SOURCE_MICROPHONE"),
+    "camera": track_pb2.TrackSource.Value("SOURCE_CAMERA"),
+}
+_SOURCE_NAMES = {v: k for k, v in _SOURCES.items()}
+
+AUDIO_RATE = 48000
+AUDIO_CHANNELS = 1
+AUDIO_FRAME_MS = 20
+TONE_HZ = 400  # 120 samples a period: a 20 ms frame holds exactly 8 periods
+VIDEO_WIDTH = 320
+VIDEO_HEIGHT = 180
+VIDEO_FPS = 30
+# The SDK derives a default encoding from the resolution, and its 320x180 preset
+# (H180: 320x180, 160 kbps, 15 fps) caps the frame rate at 15 fps (measured: 15
+# frames/s arrived): ask for the protocol's 30 fps explicitly.
+VIDEO_MAX_BITRATE = 300_000
+MEDIA_REPORT_INTERVAL_S = 0.1
+STATS_TIMEOUT_S = 0.5
+# Where `media` counters come from: "stats" (the receiver's inbound-rtp stats) or
+# "stream" (frames the SDK's Audio/VideoStream delivers). See Subscription.
+MEDIA_COUNTER_DEFAULT = "stats"
+# A feeder that falls this far behind its schedule (the process was stopped,
+# the loop was busy) restarts its schedule instead of sending a burst.
+FEED_MAX_LAG_S = 0.2
+
+
+def source_name(value):
+    name = _SOURCE_NAMES.get(value)
+    if name is not None:
+        return name
+    try:
+        return track_pb2.TrackSource.Name(int(value)).replace("SOURCE_", "").lower()
+    except (ValueError, TypeError):
+        return "unknown"
+
+
+class LocalMedia:
+    """One synthetic local track: its source, the task feeding it, its publication."""
+
+    def __init__(self, loop, source):
+        self.loop = loop
+        self.source = source
+        self.kind = "audio" if source == "microphone" else "video"
+        self.muted = False
+        self.publication = None
+        self.feeder = None
+        self._errors = 0
+        if self.kind == "audio":
+            self.rtc_source = rtc.AudioSource(AUDIO_RATE, AUDIO_CHANNELS, loop=loop)
+            self.track = rtc.LocalAudioTrack.create_audio_track("faultline-" + source, self.rtc_source)
+        else:
+            self.rtc_source = rtc.VideoSource(VIDEO_WIDTH, VIDEO_HEIGHT)
+            self.track = rtc.LocalVideoTrack.create_video_track("faultline-" + source, self.rtc_source)
+
+    def publish_options(self):
+        opts = rtc.TrackPublishOptions(source=_SOURCES[self.source])
+        if self.kind == "video":
+            # Python's default is simulcast; the protocol asks for one layer.
+            opts.simulcast = False
+            opts.video_encoding.max_framerate = float(VIDEO_FPS)
+            opts.video_encoding.max_bitrate = VIDEO_MAX_BITRATE
+        return opts
+
+    def start(self):
+        run = self._feed_audio if self.kind == "audio" else self._feed_video
+        self.feeder = self.loop.create_task(run())
+
+    async def close(self):
+        if self.feeder is not None:
+            self.feeder.cancel()
+            try:
+                await self.feeder
+            except BaseException:
+                pass
+            self.feeder = None
+        try:
+            await self.rtc_source.aclose()
+        except Exception as e:
+            log.debug("closing the %s source: %s", self.source, e)
+
+    def _feed_error(self, e):
+        self._errors += 1
+        if self._errors <= 3 or self._errors % 100 == 0:
+            log.warning("feeding %s failed (%d so far): %s", self.source, self._errors, e)
+
+    async def _paced(self, period, step):
+        """Calls step() every period seconds (skipped while muted), on an absolute schedule."""
+        due = self.loop.time()
+        while True:
+            if not self.muted:
+                try:
+                    await step()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as e:
+                    self._feed_error(e)
+            due += period
+            now = self.loop.time()
+            if now - due > FEED_MAX_LAG_S:
+                due = now
+            await asyncio.sleep(max(0.0, due - now))
+
+    async def _feed_audio(self):
+        n = AUDIO_RATE * AUDIO_FRAME_MS // 1000
+        t = np.arange(n * AUDIO_CHANNELS) // AUDIO_CHANNELS
+        samples = (0.3 * 32767 * np.sin(2 * np.pi * TONE_HZ * t / AUDIO_RATE)).astype(np.int16)
+        frame = rtc.AudioFrame(samples.tobytes(), AUDIO_RATE, AUDIO_CHANNELS, n)
+
+        async def step():
+            await self.rtc_source.capture_frame(frame)
+
+        await self._paced(AUDIO_FRAME_MS / 1000.0, step)
+
+    async def _feed_video(self):
+        w, h = VIDEO_WIDTH, VIDEO_HEIGHT
+        gradient = (np.arange(w, dtype=np.uint16)[None, :] * 255 // (w - 1)).astype(np.uint8).repeat(h, axis=0)
+        chroma = np.full(2 * (w // 2) * (h // 2), 128, dtype=np.uint8)
+        count = [0]
+
+        async def step():
+            i = count[0]
+            count[0] += 1
+            y = np.roll(gradient, (i * 4) % w, axis=1)  # a gradient moving right, 4 px a frame
+            x0 = (i * 2) % (w - 16)
+            y[:, x0 : x0 + 16] = 235  # and a bright bar moving slower
+            chroma[:] = (i * 3) % 256  # and changing colour
+            data = np.concatenate((y.reshape(-1), chroma)).tobytes()
+            self.rtc_source.capture_frame(rtc.VideoFrame(w, h, rtc.VideoBufferType.I420, data))
+
+        await self._paced(1.0 / VIDEO_FPS, step)
+
+
+class _PerStream:
+    """A stats counter summed over a receiver's RTP streams (by SSRC), never going back.
+
+    Each stream contributes the largest value seen for it: libwebrtc corrects
+    concealed_samples after the fact, so received-minus-concealed can dip briefly.
+    """
+
+    def __init__(self):
+        self.best = {}
+
+    def update(self, ssrc, raw):
+        if raw > self.best.get(ssrc, 0):
+            self.best[ssrc] = raw
+
+    @property
+    def value(self):
+        return sum(self.best.values())
+
+
+class Subscription:
+    """A remote track this client is subscribed to, and what it has delivered.
+
+    The track is consumed through an Audio/VideoStream (so it is decoded and
+    played out as in an application) and its receiver's stats are polled; see
+    the module docstring for why the stats are what `media` reports.
+    """
+
+    def __init__(self, loop, track, publication, participant, carried):
+        self.loop = loop
+        self.track = track
+        self.sid = publication.sid
+        self.sender = participant.identity
+        self.source = source_name(publication.source)
+        self.kind = "video" if publication.kind == track_pb2.TrackKind.Value("KIND_VIDEO") else "audio"
+        # Counters of an earlier subscription of the same sid: they never go back.
+        self.base_frames, self.base_decoded = carried
+        # from the stream: video frames delivered (decoded), audio samples delivered
+        self.stream_frames = 0
+        self.stream_samples = 0
+        self.stream_rate = AUDIO_RATE
+        # from the receiver's inbound-rtp stats
+        self.stats_received = _PerStream()  # video frames received / audio samples not concealed
+        self.stats_decoded = _PerStream()
+        self.task = loop.create_task(self._consume())
+
+    async def _consume(self):
+        stream = None
+        try:
+            if self.kind == "video":
+                stream = rtc.VideoStream.from_track(track=self.track, loop=self.loop)
+                async for _ in stream:
+                    self.stream_frames += 1
+            else:
+                stream = rtc.AudioStream.from_track(
+                    track=self.track, loop=self.loop, sample_rate=AUDIO_RATE, num_channels=AUDIO_CHANNELS
+                )
+                async for ev in stream:
+                    self.stream_rate = ev.frame.sample_rate or AUDIO_RATE
+                    self.stream_samples += ev.frame.samples_per_channel
+            log.info("media stream of %s/%s (%s) ended", self.sender, self.source, self.sid)
+        except asyncio.CancelledError:
+            pass
+        except Exception as e:
+            log.warning("media stream of %s/%s (%s) failed: %s", self.sender, self.source, self.sid, e)
+        finally:
+            if stream is not None:
+                try:
+                    await stream.aclose()
+                except BaseException as e:
+                    log.debug("closing the stream of %s: %s", self.sid, e)
+
+    async def poll_stats(self):
+        try:
+            # bounded: a stats request stuck in the SDK must not stop the reports
+            stats = await asyncio.wait_for(self.track.get_stats(), STATS_TIMEOUT_S)
+        except Exception as e:
+            log.debug("stats of %s: %s", self.sid, e)
+            return
+        for s in stats:
+            if s.WhichOneof("stats") != "inbound_rtp":
+                continue
+            ssrc = s.inbound_rtp.stream.ssrc
+            ib = s.inbound_rtp.inbound
+            if self.kind == "video":
+                self.stats_received.update(ssrc, ib.frames_received)
+                self.stats_decoded.update(ssrc, ib.frames_decoded)
+            else:
+                self.stats_received.update(ssrc, ib.total_samples_received - ib.concealed_samples)
+
+    def counts(self, counter):
+        """(frames, decoded) since subscribed, from the chosen counter."""
+        if counter == "stats":
+            if self.kind == "video":
+                return self.stats_received.value, self.stats_decoded.value
+            return self.stats_received.value * 100 // AUDIO_RATE, None
+        if self.kind == "video":
+            return self.stream_frames, self.stream_frames
+        return self.stream_samples * 100 // self.stream_rate, None
+
+    def report(self, counter):
+        frames, decoded = self.counts(counter)
+        entry = {"from": self.sender, "source": self.source, "sid": self.sid, "frames": self.base_frames + frames}
+        if decoded is not None:
+            entry["decoded"] = self.base_decoded + decoded
+        return entry
+
+    async def close(self):
+        self.task.cancel()
+        try:
+            await self.task
+        except BaseException:
+            pass
+
+
+# --------------------------------------------------------------------------
 # Room
 # --------------------------------------------------------------------------
 class _Room(rtc.Room):
@@ -304,6 +569,14 @@ class Driver:
         self.lifecycle = asyncio.Lock()
         self.tasks = set()
         self.connect_timeout = float(os.environ.get("FAULTLINE_CONNECT_TIMEOUT_S", "20"))
+        # media (protocol 2)
+        self.local = {}  # source -> LocalMedia
+        self.subs = {}  # track sid -> Subscription
+        self.retired = {}  # track sid -> (frames, decoded) of an ended subscription
+        self.media_task = None
+        self.media_reports = 0
+        counter = os.environ.get("FAULTLINE_MEDIA_COUNTER", MEDIA_COUNTER_DEFAULT).strip().lower()
+        self.counter = counter if counter in ("stats", "stream") else MEDIA_COUNTER_DEFAULT
 
     # ---- events ---------------------------------------------------------
     def _attach(self, room):
@@ -319,6 +592,8 @@ class Driver:
                 room.report("disconnected", reason="UNKNOWN_REASON", reason_code=reason)
             else:
                 room.report("disconnected", reason=name)
+            if room is self.room:
+                self._spawn(self._stop_media())
 
         def on_participant_connected(p):
             room.report("participant_connected", identity=p.identity, sid=p.sid)
@@ -345,6 +620,213 @@ class Driver:
         room.on("participant_connected", on_participant_connected)
         room.on("participant_disconnected", on_participant_disconnected)
         room.on("data_received", on_data_received)
+        self._attach_media(room)
+
+    def _attach_media(self, room):
+        def on_local_track_published(publication, track=None):
+            room.report("local_track_published", source=source_name(publication.source), sid=publication.sid)
+
+        def on_local_track_republished(publication, previous_sid):
+            room.report(
+                "local_track_republished",
+                source=source_name(publication.source),
+                sid=publication.sid,
+                previous_sid=previous_sid,
+            )
+
+        def on_local_track_unpublished(publication):
+            room.report("local_track_unpublished", source=source_name(publication.source), sid=publication.sid)
+
+        def remote(name):
+            def handler(publication, participant):
+                room.report(name, source=source_name(publication.source), sid=publication.sid,
+                            **{"from": participant.identity})
+
+            return handler
+
+        def on_track_subscribed(track, publication, participant):
+            room.report("track_subscribed", source=source_name(publication.source), sid=publication.sid,
+                        **{"from": participant.identity})
+            if room.abandoned:
+                return
+            self._retire(publication.sid, "resubscribed")
+            carried = self.retired.pop(publication.sid, (0, 0))
+            self.subs[publication.sid] = Subscription(self.loop, track, publication, participant, carried)
+            self._ensure_media_reporter()
+
+        def on_track_unsubscribed(track, publication, participant):
+            room.report("track_unsubscribed", source=source_name(publication.source), sid=publication.sid,
+                        **{"from": participant.identity})
+            self._retire(publication.sid, "unsubscribed")
+
+        def on_track_subscription_failed(participant, track_sid, error):
+            room.report("track_subscription_failed", sid=track_sid, error=error, **{"from": participant.identity})
+
+        def muted(name):
+            def handler(participant, publication):
+                if isinstance(participant, rtc.LocalParticipant):
+                    log.info("sdk %s for the local %s track %s", name, source_name(publication.source), publication.sid)
+                    return
+                room.report(name, source=source_name(publication.source), **{"from": participant.identity})
+
+            return handler
+
+        room.on("local_track_published", on_local_track_published)
+        room.on("local_track_republished", on_local_track_republished)
+        room.on("local_track_unpublished", on_local_track_unpublished)
+        room.on("track_published", remote("track_published"))
+        room.on("track_unpublished", remote("track_unpublished"))
+        room.on("track_subscribed", on_track_subscribed)
+        room.on("track_unsubscribed", on_track_unsubscribed)
+        room.on("track_subscription_failed", on_track_subscription_failed)
+        room.on("track_muted", muted("track_muted"))
+        room.on("track_unmuted", muted("track_unmuted"))
+
+    # ---- media ----------------------------------------------------------
+    def _retire(self, sid, why):
+        sub = self.subs.pop(sid, None)
+        if sub is None:
+            return
+        frames, decoded = sub.counts(self.counter)
+        self.retired[sid] = (sub.base_frames + frames, sub.base_decoded + (decoded or 0))
+        log.info("subscription %s/%s (%s) %s at %s", sub.sender, sub.source, sid, why, self.retired[sid])
+        self._spawn(sub.close())
+
+    def _spawn(self, coro):
+        task = self.loop.create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    def _ensure_media_reporter(self):
+        if self.media_task is None or self.media_task.done():
+            self.media_task = self.loop.create_task(self._media_reporter())
+
+    def _sdk_subscribed_sids(self):
+        room = self.room
+        if room is None:
+            return set()
+        return {
+            pub.sid
+            for p in list(room.remote_participants.values())
+            for pub in list(p.track_publications.values())
+            if pub.subscribed
+        }
+
+    async def _media_reporter(self):
+        """Every 100 ms while any track is subscribed: one `media` event."""
+        due = self.loop.time()
+        while True:
+            due += MEDIA_REPORT_INTERVAL_S
+            now = self.loop.time()
+            if now - due > FEED_MAX_LAG_S:
+                due = now
+            await asyncio.sleep(max(0.0, due - now))
+            if self.room is not None and self.subs:
+                # A subscription the SDK dropped without an event (its participant left,
+                # the room closed) is no longer reported.
+                live = self._sdk_subscribed_sids()
+                for sid in [s for s in self.subs if s not in live]:
+                    self._retire(sid, "gone from the SDK")
+            subs = list(self.subs.values())
+            if not subs:
+                continue
+            if self.counter == "stats" or log.isEnabledFor(logging.DEBUG):
+                await asyncio.gather(*(s.poll_stats() for s in subs), return_exceptions=True)
+                subs = [s for s in subs if self.subs.get(s.sid) is s]
+                if not subs:
+                    continue
+            tracks = sorted((s.report(self.counter) for s in subs), key=lambda t: (t["from"], t["source"], t["sid"]))
+            self.media_reports += 1
+            if self.media_reports % 20 == 1:
+                log.info("event media %s", json.dumps(tracks))
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug(
+                    "media counters (stream vs stats): %s",
+                    "; ".join("%s/%s %s vs %s" % (s.sender, s.source, s.counts("stream"), s.counts("stats")) for s in subs),
+                )
+            emit({"type": "event", "event": "media", "tracks": tracks})
+
+    async def _stop_media(self):
+        for sid in list(self.subs):
+            self._retire(sid, "closed")
+        for media in list(self.local.values()):
+            await media.close()
+        self.local.clear()
+
+    def _local_media_ready(self, op, cmd_id, cmd):
+        source = cmd.get("source")
+        if source not in _SOURCES:
+            reply(cmd_id, False, "%s: unknown source %r (microphone or camera)" % (op, source), unsupported=True)
+            return None
+        if not self._connected():
+            reply(cmd_id, False, "%s %s: the room is not connected" % (op, source))
+            return None
+        return source
+
+    async def op_publish_track(self, cmd_id, cmd):
+        source = self._local_media_ready("publish_track", cmd_id, cmd)
+        if source is None:
+            return
+        if source in self.local:
+            reply(cmd_id, False, "publish_track %s: already published by this driver" % source)
+            return
+        media = LocalMedia(self.loop, source)
+        self.local[source] = media
+        media.start()
+        try:
+            publication = await self.room.local_participant.publish_track(media.track, media.publish_options())
+        except Exception as e:
+            if self.local.get(source) is media:
+                del self.local[source]
+            await media.close()
+            reply(cmd_id, False, "publish_track %s: %s" % (source, getattr(e, "message", None) or e))
+            return
+        media.publication = publication
+        reply(cmd_id, True, sid=publication.sid)
+
+    async def op_unpublish_track(self, cmd_id, cmd):
+        source = self._local_media_ready("unpublish_track", cmd_id, cmd)
+        if source is None:
+            return
+        media = self.local.get(source)
+        if media is None or media.publication is None:
+            reply(cmd_id, False, "unpublish_track %s: not published by this driver" % source)
+            return
+        try:
+            await self.room.local_participant.unpublish_track(media.publication.sid)
+        except Exception as e:
+            reply(cmd_id, False, "unpublish_track %s: %s" % (source, getattr(e, "message", None) or e))
+            return
+        if self.local.get(source) is media:
+            del self.local[source]
+        await media.close()
+        reply(cmd_id, True)
+
+    async def op_mute_track(self, cmd_id, cmd):
+        source = self._local_media_ready("mute_track", cmd_id, cmd)
+        if source is None:
+            return
+        muted = cmd.get("muted")
+        if not isinstance(muted, bool):
+            reply(cmd_id, False, "mute_track %s: muted must be a bool" % source)
+            return
+        media = self.local.get(source)
+        if media is None:
+            reply(cmd_id, False, "mute_track %s: not published by this driver" % source)
+            return
+        media.muted = muted
+        try:
+            if muted:
+                media.track.mute()
+                if media.kind == "audio":
+                    media.rtc_source.clear_queue()  # what was queued would play out after the mute
+            else:
+                media.track.unmute()
+        except Exception as e:
+            reply(cmd_id, False, "mute_track %s: %s" % (source, e))
+            return
+        reply(cmd_id, True)
 
     # ---- commands -------------------------------------------------------
     def dispatch(self, line):
@@ -503,6 +985,8 @@ class Driver:
                 "local_sid": None,
                 "local_identity": None,
                 "remotes": [],
+                "local_tracks": [],
+                "subscriptions": [],
             }
         room_sid = None
         try:
@@ -516,7 +1000,25 @@ class Driver:
             "local_sid": (lp.sid or None) if lp is not None else None,
             "local_identity": (lp.identity or None) if lp is not None else None,
             "remotes": [{"identity": p.identity, "sid": p.sid} for p in room.remote_participants.values()],
+            "local_tracks": self._local_tracks(lp),
+            "subscriptions": [
+                {"from": p.identity, "source": source_name(pub.source), "sid": pub.sid}
+                for p in list(room.remote_participants.values())
+                for pub in list(p.track_publications.values())
+                if pub.subscribed
+            ],
         }
+
+    @staticmethod
+    def _local_tracks(lp):
+        if lp is None:
+            return []
+        out = []
+        for pub in list(lp.track_publications.values()):
+            track = pub.track
+            muted = track.muted if track is not None else pub.muted
+            out.append({"source": source_name(pub.source), "sid": pub.sid, "muted": bool(muted)})
+        return out
 
     async def op_close(self, cmd_id, cmd):
         async with self.lifecycle:
@@ -526,6 +1028,7 @@ class Driver:
                 except asyncio.TimeoutError:
                     reply(cmd_id, False, "close: the SDK did not disconnect within %.0f s" % DISCONNECT_TIMEOUT_S)
                     return
+            await self._stop_media()
             reply(cmd_id, True)
 
     async def shutdown(self):

@@ -19,11 +19,13 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{ClientError, ClientEvent, ClientState, Sdk};
+use super::{ClientError, ClientEvent, ClientState, MediaCount, Sdk};
 use crate::supervise::{Launch, Process};
+use crate::vocab::{parse_source, TrackSource};
 
-/// The protocol version this harness speaks.
-pub const PROTOCOL_VERSION: u64 = 1;
+/// The protocol version this harness speaks (version 2 adds media; a version-1 driver
+/// still runs everything but tracks).
+pub const PROTOCOL_VERSION: u64 = 2;
 
 /// How long a driver may take to say hello (a browser starts in a few seconds).
 const HELLO_TIMEOUT: Duration = Duration::from_secs(60);
@@ -52,6 +54,8 @@ struct Reply {
     unsupported: bool,
     #[serde(default)]
     state: Option<WireState>,
+    #[serde(default)]
+    sid: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -65,6 +69,25 @@ struct WireState {
     local_identity: String,
     #[serde(default)]
     remotes: Vec<WireRemote>,
+    #[serde(default)]
+    local_tracks: Vec<WireLocalTrack>,
+    #[serde(default)]
+    subscriptions: Vec<WireSubscription>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct WireLocalTrack {
+    source: String,
+    sid: String,
+    #[serde(default)]
+    muted: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct WireSubscription {
+    from: String,
+    source: String,
+    sid: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -118,9 +141,9 @@ impl Driver {
                 return Err(failed(format!("the driver said no hello within {HELLO_TIMEOUT:?}")))
             }
         };
-        if hello.protocol != PROTOCOL_VERSION {
+        if !(1..=PROTOCOL_VERSION).contains(&hello.protocol) {
             return Err(failed(format!(
-                "the driver speaks protocol {}, this harness speaks {PROTOCOL_VERSION}",
+                "the driver speaks protocol {}, this harness speaks 1 to {PROTOCOL_VERSION}",
                 hello.protocol
             )));
         }
@@ -235,6 +258,23 @@ impl Driver {
         self.request(command, Duration::from_secs(20)).await.map(drop)
     }
 
+    /// `publish_track`: the track's sid.
+    pub(crate) async fn publish_track(&self, source: TrackSource) -> Result<String, ClientError> {
+        let command = json!({"op": "publish_track", "source": source.name()});
+        let reply = self.request(command, Duration::from_secs(20)).await?;
+        reply.sid.ok_or_else(|| self.failed("publish_track", "the reply carried no sid".into()))
+    }
+
+    /// `mute_track`.
+    pub(crate) async fn mute_track(
+        &self,
+        source: TrackSource,
+        muted: bool,
+    ) -> Result<(), ClientError> {
+        let command = json!({"op": "mute_track", "source": source.name(), "muted": muted});
+        self.request(command, Duration::from_secs(20)).await.map(drop)
+    }
+
     /// `state`.
     pub(crate) async fn state(&self) -> Result<ClientState, ClientError> {
         let reply = self.request(json!({"op": "state"}), Duration::from_secs(10)).await?;
@@ -255,6 +295,16 @@ impl Driver {
             local_sid: state.local_sid,
             local_identity: state.local_identity,
             remotes: state.remotes.into_iter().map(|r| (r.identity, r.sid)).collect(),
+            local_tracks: state
+                .local_tracks
+                .into_iter()
+                .filter_map(|t| Some((parse_source(&t.source)?, t.sid, t.muted)))
+                .collect(),
+            subscriptions: state
+                .subscriptions
+                .into_iter()
+                .filter_map(|s| Some((s.from, parse_source(&s.source)?, s.sid)))
+                .collect(),
         })
     }
 
@@ -355,6 +405,10 @@ fn parse_event(value: &Value) -> Result<Option<ClientEvent>, String> {
         value[field].as_str().map(str::to_owned).ok_or_else(|| format!("no string `{field}`"))
     };
     let optional = |field: &str| value[field].as_str().map(str::to_owned);
+    let source = || -> Result<TrackSource, String> {
+        let name = text("source")?;
+        parse_source(&name).ok_or_else(|| format!("unknown track source {name:?}"))
+    };
     Ok(Some(match value["event"].as_str().ok_or("no `event`")? {
         "connected" => ClientEvent::Connected,
         "signal_reconnecting" => ClientEvent::SignalReconnecting,
@@ -382,6 +436,59 @@ fn parse_event(value: &Value) -> Result<Option<ClientEvent>, String> {
                 reliable: value["reliable"].as_bool().ok_or("no boolean `reliable`")?,
                 from: optional("from"),
             }
+        }
+        "local_track_published" | "local_track_republished" => ClientEvent::LocalTrackPublished {
+            source: source()?,
+            sid: text("sid")?,
+            previous_sid: optional("previous_sid"),
+        },
+        "local_track_unpublished" => {
+            ClientEvent::LocalTrackUnpublished { source: source()?, sid: text("sid")? }
+        }
+        "track_published" => ClientEvent::TrackPublished {
+            from: text("from")?,
+            source: source()?,
+            sid: text("sid")?,
+        },
+        "track_unpublished" => ClientEvent::TrackUnpublished {
+            from: text("from")?,
+            source: source()?,
+            sid: text("sid")?,
+        },
+        "track_subscribed" => ClientEvent::TrackSubscribed {
+            from: text("from")?,
+            source: source()?,
+            sid: text("sid")?,
+        },
+        "track_unsubscribed" => ClientEvent::TrackUnsubscribed {
+            from: text("from")?,
+            source: source()?,
+            sid: text("sid")?,
+        },
+        "track_muted" | "track_unmuted" => ClientEvent::TrackMuted {
+            from: text("from")?,
+            source: source()?,
+            muted: value["event"] == "track_muted",
+        },
+        "media" => {
+            let tracks = value["tracks"].as_array().ok_or("no `tracks` list")?;
+            let mut counts = Vec::with_capacity(tracks.len());
+            for track in tracks {
+                let field = |name: &str| {
+                    track[name]
+                        .as_str()
+                        .map(str::to_owned)
+                        .ok_or(format!("a track without `{name}`"))
+                };
+                let name = field("source")?;
+                counts.push(MediaCount {
+                    from: field("from")?,
+                    source: parse_source(&name).ok_or(format!("unknown source {name:?}"))?,
+                    sid: field("sid")?,
+                    frames: track["frames"].as_u64().ok_or("a track without numeric `frames`")?,
+                });
+            }
+            ClientEvent::Media { tracks: counts }
         }
         "active_speakers_changed" => ClientEvent::ActiveSpeakersChanged {
             speakers: value["speakers"]
@@ -422,6 +529,35 @@ mod tests {
                     from: Some("bob".into()),
                 },
             ),
+            (
+                json!({"event": "local_track_republished", "source": "camera", "sid": "TR_2",
+                       "previous_sid": "TR_1"}),
+                ClientEvent::LocalTrackPublished {
+                    source: TrackSource::Camera,
+                    sid: "TR_2".into(),
+                    previous_sid: Some("TR_1".into()),
+                },
+            ),
+            (
+                json!({"event": "track_unmuted", "from": "bob", "source": "microphone"}),
+                ClientEvent::TrackMuted {
+                    from: "bob".into(),
+                    source: TrackSource::Microphone,
+                    muted: false,
+                },
+            ),
+            (
+                json!({"event": "media", "tracks": [{"from": "bob", "source": "camera",
+                       "sid": "TR_1", "frames": 30, "decoded": 29}]}),
+                ClientEvent::Media {
+                    tracks: vec![MediaCount {
+                        from: "bob".into(),
+                        source: TrackSource::Camera,
+                        sid: "TR_1".into(),
+                        frames: 30,
+                    }],
+                },
+            ),
         ];
         for (line, expected) in cases {
             assert_eq!(parse_event(&line), Ok(Some(expected)), "{line}");
@@ -430,7 +566,16 @@ mod tests {
 
     #[test]
     fn malformed_events_are_refused_and_unknown_ones_ignored() {
-        assert_eq!(parse_event(&json!({"event": "track_muted"})), Ok(None));
+        assert_eq!(parse_event(&json!({"event": "track_subscription_failed"})), Ok(None));
+        let no_source = parse_event(&json!({"event": "track_muted", "from": "bob"}));
+        assert!(no_source.is_err_and(|e| e.contains("source")));
+        let bad_source = parse_event(
+            &json!({"event": "track_subscribed", "from": "bob", "source": "screen", "sid": "TR_1"}),
+        );
+        assert!(bad_source.is_err_and(|e| e.contains("screen")));
+        let bad_count = parse_event(&json!({"event": "media", "tracks": [
+            {"from": "bob", "source": "camera", "sid": "TR_1", "frames": "many"}]}));
+        assert!(bad_count.is_err_and(|e| e.contains("frames")));
         let bad_reason = parse_event(&json!({"event": "disconnected", "reason": "GONE"}));
         assert!(bad_reason.is_err_and(|e| e.contains("GONE")));
         let bad_payload =

@@ -15,6 +15,22 @@ use std::sync::Arc;
 
 use faultline_sdk::{ConnectionState, DisconnectReason, RoomEvent};
 
+use crate::vocab::TrackSource;
+
+/// What one subscribed track has delivered so far, in a [`ClientEvent::Media`] sample.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaCount {
+    /// The publisher's identity.
+    pub from: String,
+    /// The track's source.
+    pub source: TrackSource,
+    /// The track's sid (a new subscription, with a new sid, counts from 0).
+    pub sid: String,
+    /// Frames received since it was subscribed: video frames, or audio in 10 or 20 ms units
+    /// (each driver says which); it advances while media flows and stops when it stops.
+    pub frames: u64,
+}
+
 /// Something a client under test reported.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClientEvent {
@@ -61,6 +77,75 @@ pub enum ClientEvent {
     ActiveSpeakersChanged {
         /// Identities of those now speaking.
         speakers: Vec<String>,
+    },
+    /// The server accepted a track this client published; again, with a new sid, after a
+    /// full reconnect (`previous_sid` names the old one where the SDK reports a republish as
+    /// such; a new sid for the same source means the same either way).
+    LocalTrackPublished {
+        /// Its source.
+        source: TrackSource,
+        /// Its sid now.
+        sid: String,
+        /// Its sid before a republish, if the SDK said.
+        previous_sid: Option<String>,
+    },
+    /// A track of this client's was unpublished.
+    LocalTrackUnpublished {
+        /// Its source.
+        source: TrackSource,
+        /// Its sid.
+        sid: String,
+    },
+    /// A remote participant published a track.
+    TrackPublished {
+        /// The publisher.
+        from: String,
+        /// Its source.
+        source: TrackSource,
+        /// Its sid.
+        sid: String,
+    },
+    /// A remote participant's track was unpublished.
+    TrackUnpublished {
+        /// The publisher.
+        from: String,
+        /// Its source.
+        source: TrackSource,
+        /// Its sid.
+        sid: String,
+    },
+    /// This client subscribed to a remote track.
+    TrackSubscribed {
+        /// The publisher.
+        from: String,
+        /// Its source.
+        source: TrackSource,
+        /// Its sid.
+        sid: String,
+    },
+    /// A subscription ended.
+    TrackUnsubscribed {
+        /// The publisher.
+        from: String,
+        /// Its source.
+        source: TrackSource,
+        /// Its sid.
+        sid: String,
+    },
+    /// A remote participant muted or unmuted a track.
+    TrackMuted {
+        /// The publisher.
+        from: String,
+        /// Its source.
+        source: TrackSource,
+        /// Muted (or unmuted).
+        muted: bool,
+    },
+    /// What each subscribed track has delivered so far: a sample taken every 100 ms while
+    /// anything is subscribed.
+    Media {
+        /// One count per subscribed track.
+        tracks: Vec<MediaCount>,
     },
 }
 
@@ -174,6 +259,54 @@ impl ClientEvent {
             RoomEvent::ActiveSpeakersChanged { speakers } => {
                 ClientEvent::ActiveSpeakersChanged { speakers: speakers.clone() }
             }
+            RoomEvent::LocalTrackPublished { publication } => ClientEvent::LocalTrackPublished {
+                source: publication.source(),
+                sid: publication.sid().to_owned(),
+                previous_sid: None,
+            },
+            RoomEvent::LocalTrackRepublished { publication, previous_sid } => {
+                ClientEvent::LocalTrackPublished {
+                    source: publication.source(),
+                    sid: publication.sid().to_owned(),
+                    previous_sid: Some(previous_sid.clone()),
+                }
+            }
+            RoomEvent::TrackPublished { publication, participant } => ClientEvent::TrackPublished {
+                from: participant.identity().to_owned(),
+                source: publication.source(),
+                sid: publication.sid().to_owned(),
+            },
+            RoomEvent::TrackUnpublished { publication, participant } => {
+                ClientEvent::TrackUnpublished {
+                    from: participant.identity().to_owned(),
+                    source: publication.source(),
+                    sid: publication.sid().to_owned(),
+                }
+            }
+            RoomEvent::TrackSubscribed { publication, participant, .. } => {
+                ClientEvent::TrackSubscribed {
+                    from: participant.identity().to_owned(),
+                    source: publication.source(),
+                    sid: publication.sid().to_owned(),
+                }
+            }
+            RoomEvent::TrackUnsubscribed { publication, participant, .. } => {
+                ClientEvent::TrackUnsubscribed {
+                    from: participant.identity().to_owned(),
+                    source: publication.source(),
+                    sid: publication.sid().to_owned(),
+                }
+            }
+            RoomEvent::TrackMuted { publication, participant } => ClientEvent::TrackMuted {
+                from: participant.identity().to_owned(),
+                source: publication.source(),
+                muted: true,
+            },
+            RoomEvent::TrackUnmuted { publication, participant } => ClientEvent::TrackMuted {
+                from: participant.identity().to_owned(),
+                source: publication.source(),
+                muted: false,
+            },
             _ => return None,
         })
     }

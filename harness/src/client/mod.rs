@@ -19,20 +19,28 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+use std::sync::{Arc, Weak};
+
 use faultline_sdk::{
-    ConnectionState, DataPacket, ReconnectPolicy, Room, RoomError, RoomOptions, SimulateScenario,
+    ConnectionState, DataPacket, LocalTrack, ReconnectPolicy, Room, RoomError, RoomOptions,
+    SimulateScenario,
 };
 use serde_json::json;
 use tokio::sync::mpsc;
 
 pub use driver::{Hello, PROTOCOL_VERSION};
-pub use event::{ClientEvent, Lifecycle, Observed};
+pub use event::{ClientEvent, Lifecycle, MediaCount, Observed};
 
 use crate::provision::ProvisionEnv;
 use crate::sim::schedule::SimulateKind;
+use crate::vocab::{TrackSource, VIDEO_FPS};
 
 /// How long an external SDK may take to join a room.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How often a client's media counters are sampled ([`ClientEvent::Media`]); drivers
+/// sample at the same rate (`docs/driver-protocol.md`).
+pub const MEDIA_SAMPLE_EVERY: Duration = Duration::from_millis(100);
 
 /// An SDK faultline can put under test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -223,6 +231,10 @@ pub struct ClientState {
     pub local_identity: String,
     /// The remote participants it knows, as (identity, sid), sorted by identity.
     pub remotes: Vec<(String, String)>,
+    /// Its published tracks: (source, sid, muted), sorted.
+    pub local_tracks: Vec<(TrackSource, String, bool)>,
+    /// The remote tracks it is subscribed to: (publisher identity, source, sid), sorted.
+    pub subscriptions: Vec<(String, TrackSource, String)>,
 }
 
 /// How to connect a client.
@@ -250,7 +262,7 @@ pub struct Client {
 
 #[derive(Debug)]
 enum Inner {
-    Faultline(Room),
+    Faultline(Arc<Room>),
     Driver(Box<driver::Driver>),
 }
 
@@ -271,16 +283,9 @@ impl Client {
                 if let Some(policy) = options.reconnect {
                     room_options.reconnect = policy;
                 }
-                let (room, mut events) = Room::connect(url, token, room_options).await?;
-                tokio::spawn(async move {
-                    while let Some(event) = events.recv().await {
-                        if let Some(event) = ClientEvent::from_room_event(&event) {
-                            if tx.send(event).is_err() {
-                                break;
-                            }
-                        }
-                    }
-                });
+                let (room, events) = Room::connect(url, token, room_options).await?;
+                let room = Arc::new(room);
+                tokio::spawn(forward_room_events(Arc::downgrade(&room), events, tx));
                 Inner::Faultline(room)
             }
             Sdk::UpstreamRust | Sdk::Js => {
@@ -403,12 +408,26 @@ impl Client {
                     .map(|p| (p.identity().to_owned(), p.sid().to_owned()))
                     .collect();
                 remotes.sort();
+                let mut local_tracks: Vec<_> = local
+                    .track_publications()
+                    .into_iter()
+                    .map(|p| (p.source(), p.sid().to_owned(), p.is_muted()))
+                    .collect();
+                local_tracks.sort();
+                let mut subscriptions: Vec<_> = room
+                    .subscribed_tracks()
+                    .into_iter()
+                    .map(|(from, track)| (from, track.source(), track.sid().to_owned()))
+                    .collect();
+                subscriptions.sort();
                 Ok(ClientState {
                     connection_state: room.connection_state(),
                     room_sid: room.sid(),
                     local_sid: local.sid(),
                     local_identity: local.identity(),
                     remotes,
+                    local_tracks,
+                    subscriptions,
                 })
             }
             Inner::Driver(driver) => {
@@ -419,11 +438,77 @@ impl Client {
         }
     }
 
+    /// Publishes a synthetic track from `source` (audio at 48 kHz; video 320 × 180 at
+    /// [`VIDEO_FPS`], no simulcast); returns its sid once the server accepted it.
+    pub async fn publish_track(&self, source: TrackSource) -> Result<String, ClientError> {
+        match &self.inner {
+            Inner::Faultline(room) => {
+                let track = match source {
+                    TrackSource::Microphone => LocalTrack::audio(source.name()),
+                    TrackSource::Camera => LocalTrack::video(source.name(), VIDEO_FPS),
+                };
+                let publication = room.local_participant().publish_track(track).await?;
+                Ok(publication.sid().to_owned())
+            }
+            Inner::Driver(driver) => driver.publish_track(source).await,
+        }
+    }
+
+    /// Mutes or unmutes the track of `source`.
+    pub async fn mute_track(&self, source: TrackSource, muted: bool) -> Result<(), ClientError> {
+        match &self.inner {
+            Inner::Faultline(room) => {
+                Ok(room.local_participant().set_track_muted(source, muted).await?)
+            }
+            Inner::Driver(driver) => driver.mute_track(source, muted).await,
+        }
+    }
+
     /// Leaves the room for good (and ends the driver).
     pub async fn close(&self) -> Result<(), ClientError> {
         match &self.inner {
             Inner::Faultline(room) => Ok(room.close().await?),
             Inner::Driver(driver) => driver.close().await,
+        }
+    }
+}
+
+/// Forwards faultline-sdk's events in the shared vocabulary, with a [`ClientEvent::Media`]
+/// sample of its subscriptions every [`MEDIA_SAMPLE_EVERY`] while it has any, until the
+/// room's events end or nobody listens.
+async fn forward_room_events(
+    room: Weak<Room>,
+    mut events: mpsc::UnboundedReceiver<faultline_sdk::RoomEvent>,
+    tx: mpsc::UnboundedSender<ClientEvent>,
+) {
+    let mut tick = tokio::time::interval(MEDIA_SAMPLE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let event = tokio::select! {
+            biased;
+            event = events.recv() => match event {
+                Some(event) => ClientEvent::from_room_event(&event),
+                None => break,
+            },
+            _ = tick.tick() => {
+                let Some(room) = room.upgrade() else { break };
+                let tracks: Vec<MediaCount> = room
+                    .subscribed_tracks()
+                    .into_iter()
+                    .map(|(from, track)| MediaCount {
+                        from,
+                        source: track.source(),
+                        sid: track.sid().to_owned(),
+                        frames: track.stats().frames,
+                    })
+                    .collect();
+                (!tracks.is_empty()).then_some(ClientEvent::Media { tracks })
+            }
+        };
+        if let Some(event) = event {
+            if tx.send(event).is_err() {
+                break;
+            }
         }
     }
 }

@@ -255,6 +255,94 @@ pub fn expectation(scenario: &Scenario, record: &RunRecord, exp: &Expectation) -
                 passed: received == expected_seq,
             }
         }
+        Expectation::MediaGap { from, to, track, max } => {
+            let flows = crate::flow::flows(record);
+            let mut worst: Option<(Duration, Duration, &'static str)> = None;
+            let mut judged = Vec::new();
+            for source in tracks_of(scenario, from, *track) {
+                let flow = flows.get(&crate::flow::TrackKey {
+                    subscriber: to.clone(),
+                    publisher: from.clone(),
+                    source,
+                });
+                let (gap, at) = flow
+                    .map_or((record.ended - record.timeline_zero, record.timeline_zero), |f| {
+                        f.longest_gap(record.timeline_zero, record.ended)
+                    });
+                judged.push(source.name());
+                if worst.is_none_or(|(g, _, _)| gap > g) {
+                    worst = Some((gap, at, source.name()));
+                }
+            }
+            let (gap, at, name) = worst.unwrap_or((Duration::ZERO, record.timeline_zero, "none"));
+            Verdict {
+                what: format!(
+                    "media-gap: {from}'s {} at {to} at most {max:?}",
+                    judged.join(" and ")
+                ),
+                expected: format!("no stop of frames longer than {max:?}"),
+                seen: format!(
+                    "the longest stop: {:.3}s of the {name} track, from {}",
+                    gap.as_secs_f64(),
+                    rel(at)
+                ),
+                passed: gap <= *max,
+            }
+        }
+        Expectation::MediaFlowing { from, to, track } => {
+            let flows = crate::flow::flows(record);
+            let window = Duration::from_secs(1);
+            let mut stopped = Vec::new();
+            let mut judged = Vec::new();
+            for source in tracks_of(scenario, from, *track) {
+                judged.push(source.name());
+                let flowing = flows
+                    .get(&crate::flow::TrackKey {
+                        subscriber: to.clone(),
+                        publisher: from.clone(),
+                        source,
+                    })
+                    .is_some_and(|f| f.flowing_at(record.ended, window));
+                if !flowing {
+                    let last = flows
+                        .get(&crate::flow::TrackKey {
+                            subscriber: to.clone(),
+                            publisher: from.clone(),
+                            source,
+                        })
+                        .and_then(|f| f.advances.last().copied());
+                    stopped.push(format!(
+                        "{}: last frames at {}",
+                        source.name(),
+                        last.map_or("never".to_owned(), rel)
+                    ));
+                }
+            }
+            Verdict {
+                what: format!("media-flowing: {from}'s {} at {to}", judged.join(" and ")),
+                expected: format!("frames arriving within the last {window:?} of the run"),
+                seen: if stopped.is_empty() { "flowing".into() } else { stopped.join("; ") },
+                passed: stopped.is_empty(),
+            }
+        }
+        Expectation::TrackRepublished { participant, track } => {
+            let sids = crate::flow::published_sids(record, participant);
+            let mut missing = Vec::new();
+            let mut seen = Vec::new();
+            for source in tracks_of(scenario, participant, *track) {
+                let list = sids.get(&source).cloned().unwrap_or_default();
+                seen.push(format!("{}: {}", source.name(), list.join(" → ")));
+                if list.len() < 2 {
+                    missing.push(source.name());
+                }
+            }
+            Verdict {
+                what: format!("track-republished: {participant}"),
+                expected: "each track published again with a new sid".into(),
+                seen: seen.join("; "),
+                passed: missing.is_empty(),
+            }
+        }
         Expectation::FinalState { participant, state } => {
             let want = match state {
                 FinalState::Connected => ConnectionState::Connected,
@@ -268,6 +356,21 @@ pub fn expectation(scenario: &Scenario, record: &RunRecord, exp: &Expectation) -
                 passed: got == Some(want),
             }
         }
+    }
+}
+
+/// The sources of `who`'s tracks an expectation is about: `track` alone, or all it publishes.
+fn tracks_of(
+    scenario: &Scenario,
+    who: &str,
+    track: Option<crate::vocab::TrackSpec>,
+) -> Vec<crate::vocab::TrackSource> {
+    match track {
+        Some(t) => vec![t.source()],
+        None => scenario
+            .participant(who)
+            .map(|p| p.tracks.iter().map(|t| t.source()).collect())
+            .unwrap_or_default(),
     }
 }
 

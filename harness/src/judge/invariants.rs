@@ -78,6 +78,7 @@ pub fn violations(record: &RunRecord) -> Vec<Violation> {
         drawn_delays(record, p, &episodes, &mut add);
     }
     data(record, &mut found);
+    super::media::violations(record, &mut found);
     found
 }
 
@@ -156,13 +157,13 @@ pub fn reconnecting_since(events: &[EventRecord], participant: &str) -> Option<D
 }
 
 /// One reconnect episode of a room.
-struct Episode {
-    began: Duration,
+pub(super) struct Episode {
+    pub(super) began: Duration,
     /// When and how it ended: `true` Reconnected, `false` Disconnected.
-    ended: Option<(Duration, bool)>,
+    pub(super) ended: Option<(Duration, bool)>,
 }
 
-fn episodes<'a>(events: impl IntoIterator<Item = &'a EventRecord>) -> Vec<Episode> {
+pub(super) fn episodes<'a>(events: impl IntoIterator<Item = &'a EventRecord>) -> Vec<Episode> {
     let mut out: Vec<Episode> = Vec::new();
     for r in events {
         let open = out.last_mut().filter(|e| e.ended.is_none());

@@ -55,6 +55,7 @@ use serde::{Deserialize, Deserializer};
 use toml::Spanned;
 
 use crate::client::Sdk;
+use crate::vocab::TrackSpec;
 
 /// A scenario, read and checked.
 #[derive(Debug, Clone, Deserialize)]
@@ -181,6 +182,11 @@ pub struct ParticipantSpec {
     /// Reliable data this participant publishes during the run, for delivery checks.
     #[serde(default)]
     pub publish: Option<PublishSpec>,
+    /// The media tracks it publishes from its join on (`["audio", "video"]`); none by
+    /// default. Everyone subscribes to everyone's tracks, and the timeline starts once
+    /// every subscriber receives frames of every track.
+    #[serde(default)]
+    pub tracks: Vec<TrackSpec>,
     /// In a `[cluster]` scenario: the node its signalling goes to while that node is up
     /// (else the next one that is); by default its position in the file, modulo the nodes.
     #[serde(default)]
@@ -465,6 +471,41 @@ pub enum Expectation {
         /// "connected" or "disconnected".
         state: FinalState,
     },
+    /// The longest stop of `from`'s tracks (or its `track` alone) at `to`, from the
+    /// timeline's zero to the end of the run (a stop still open at the end counts), is at
+    /// most `max`.
+    MediaGap {
+        /// The publisher.
+        from: String,
+        /// The subscriber.
+        to: String,
+        /// Only this track (`audio` or `video`); every track `from` publishes when unset.
+        #[serde(default)]
+        track: Option<TrackSpec>,
+        /// The bound.
+        #[serde(deserialize_with = "duration")]
+        max: Duration,
+    },
+    /// Frames of `from`'s tracks (or its `track` alone) arrive at `to` at the end of the run
+    /// (within the last second).
+    MediaFlowing {
+        /// The publisher.
+        from: String,
+        /// The subscriber.
+        to: String,
+        /// Only this track; every track `from` publishes when unset.
+        #[serde(default)]
+        track: Option<TrackSpec>,
+    },
+    /// The participant published its tracks (or its `track` alone) again with a new sid: a
+    /// full reconnect's republish.
+    TrackRepublished {
+        /// Whose tracks.
+        participant: String,
+        /// Only this track; every track it publishes when unset.
+        #[serde(default)]
+        track: Option<TrackSpec>,
+    },
 }
 
 /// A connection state a run can end in.
@@ -600,6 +641,29 @@ impl Scenario {
             let span = exp.span();
             for name in exp.get_ref().participants() {
                 known(name).map_err(|m| (span.clone(), m))?;
+            }
+            let publishes = |who: &str, track: &Option<TrackSpec>| {
+                self.participant(who).is_some_and(|p| match track {
+                    Some(t) => p.tracks.contains(t),
+                    None => !p.tracks.is_empty(),
+                })
+            };
+            match exp.get_ref() {
+                Expectation::MediaGap { from: who, track, .. }
+                | Expectation::MediaFlowing { from: who, track, .. }
+                | Expectation::TrackRepublished { participant: who, track }
+                    if !publishes(who, track) =>
+                {
+                    let what = track.map_or("any track".to_owned(), |t| format!("a {t:?} track"));
+                    return Err((
+                        span,
+                        format!(
+                            "this expectation is about {what} of `{who}`, who publishes none: \
+                             give `{who}` `tracks = [\"audio\", \"video\"]`"
+                        ),
+                    ));
+                }
+                _ => {}
             }
             if let Expectation::DataDelivered { from, .. } = exp.get_ref() {
                 if self.participant(from).is_some_and(|p| p.publish.is_none()) {
@@ -774,11 +838,14 @@ impl Expectation {
             | Expectation::NoDisconnect { participant }
             | Expectation::NoReconnect { participant, .. }
             | Expectation::Disconnected { participant, .. }
-            | Expectation::FinalState { participant, .. } => vec![participant],
+            | Expectation::FinalState { participant, .. }
+            | Expectation::TrackRepublished { participant, .. } => vec![participant],
             Expectation::PeerSawNoLeave { peer, of }
             | Expectation::PeerSawLeave { peer, of }
             | Expectation::PeerSawRejoin { peer, of } => vec![peer, of],
-            Expectation::DataDelivered { from, to } => vec![from, to],
+            Expectation::DataDelivered { from, to }
+            | Expectation::MediaGap { from, to, .. }
+            | Expectation::MediaFlowing { from, to, .. } => vec![from, to],
         }
     }
 }

@@ -66,6 +66,8 @@ pub fn check_sim_lane(scenario: &Scenario, file: &Path) -> Result<(), RunError> 
     for p in &scenario.participants {
         let what = if !p.sdk.in_process() {
             Some("an SDK other than faultline (the simulation runs faultline-sdk only)")
+        } else if !p.tracks.is_empty() {
+            Some("media `tracks` (the simulated server forwards no media yet)")
         } else {
             None
         };

@@ -50,7 +50,7 @@ mod faults;
 use super::backend::Backend;
 use super::format::{Fault, FaultStep, Lane, NodeRef, ParticipantSpec, ProxyMode, Scenario};
 use super::lane::{label, lanes, Observer, Progress, RunError, RunOptions, QUIET_WAIT_CAP};
-use crate::client::{Client, ClientError, ClientOptions, Observed, Sdk};
+use crate::client::{Client, ClientError, ClientEvent, ClientOptions, Observed, Sdk};
 use crate::cluster::ClusterEvent;
 use crate::judge;
 use crate::net::{self, FaultyNetwork, NetFaults};
@@ -356,6 +356,7 @@ impl Runner<'_> {
                 Sdk::Faultline => ParticipantRecord::faultline(&identity, &options.faultline),
                 _ => ParticipantRecord::external(&identity, sdk, &options),
             };
+            record.tracks = spec.tracks.iter().map(|t| t.source()).collect();
             let token = self.backend.token_with(&token_spec)?;
             let connect = Client::connect(sdk, &url, &token, options, &self.env);
             let (client, mut events) = match tokio::time::timeout(JOIN_TIMEOUT, connect).await {
@@ -395,6 +396,8 @@ impl Runner<'_> {
             });
         }
         self.wait_everyone_sees_everyone().await?;
+        self.publish_tracks().await?;
+        self.wait_media_flowing().await?;
         let zero = Instant::now();
         self.zero = Some(zero);
         if let Some(o) = self.observer.as_mut() {
@@ -440,8 +443,14 @@ impl Runner<'_> {
         let longest = self.clients.iter().map(|c| c.record.reconnect_bound).max();
         let last_end = hard_end + longest.unwrap_or_default();
         loop {
-            let end =
-                self.open_episodes_end().map_or(hard_end, |by| hard_end.max(by)).min(last_end);
+            // Media that must come back (invariant 6) may keep the run a little longer.
+            let media_by = judge::media_pending_until(&self.snapshot())
+                .map(|at| (self.started + at).min(last_end + judge::MEDIA_BOUND));
+            let end = self
+                .open_episodes_end()
+                .map_or(hard_end, |by| hard_end.max(by))
+                .min(last_end)
+                .max(media_by.unwrap_or(hard_end));
             if Instant::now() >= end || judge::settled(self.scenario, &self.snapshot()) {
                 break;
             }
@@ -535,6 +544,66 @@ impl Runner<'_> {
                     identity: who.clone(),
                     room: self.room.clone(),
                     why: format!("{who} did not see {whom} in the room within {JOIN_TIMEOUT:?}"),
+                    log: self.server_log(),
+                });
+            }
+            self.pump_until(Instant::now() + Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Each participant publishes the tracks its spec lists.
+    async fn publish_tracks(&mut self) -> Result<(), RunError> {
+        let scenario = self.scenario;
+        for (index, spec) in scenario.participants.iter().enumerate() {
+            for track in &spec.tracks {
+                let identity = self.clients[index].identity.clone();
+                self.say(&format!("{identity} publishes its {} track", track.source().name()));
+                let c = &self.clients[index];
+                if let Err(e) = c.client.publish_track(track.source()).await {
+                    return Err(RunError::Join {
+                        identity: c.identity.clone(),
+                        room: self.room.clone(),
+                        why: format!("publishing its {track:?} track failed: {e}"),
+                        log: self.server_log(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Records events until every participant receives frames of every other participant's
+    /// tracks (the scenario's media is flowing before its faults start).
+    async fn wait_media_flowing(&mut self) -> Result<(), RunError> {
+        let deadline = Instant::now() + JOIN_TIMEOUT;
+        loop {
+            let missing = self.scenario.participants.iter().find_map(|publisher| {
+                publisher.tracks.iter().find_map(|track| {
+                    let from = publisher.identity.get_ref();
+                    let source = track.source();
+                    let receiving = |to: &str| {
+                        self.recorded.iter().any(|e| {
+                            e.participant == to
+                                && matches!(&e.event, ClientEvent::Media { tracks } if tracks
+                                    .iter()
+                                    .any(|t| t.from == *from && t.source == source && t.frames > 0))
+                        })
+                    };
+                    self.clients
+                        .iter()
+                        .find(|c| c.identity != *from && !receiving(&c.identity))
+                        .map(|c| (c.identity.clone(), from.clone(), source))
+                })
+            });
+            let Some((who, from, source)) = missing else { return Ok(()) };
+            if Instant::now() >= deadline {
+                return Err(RunError::Join {
+                    identity: who.clone(),
+                    room: self.room.clone(),
+                    why: format!(
+                        "{who} received no frame of {from}'s {} track within {JOIN_TIMEOUT:?}",
+                        source.name()
+                    ),
                     log: self.server_log(),
                 });
             }

@@ -1,0 +1,201 @@
+//! Invariant 6, media comes back, and the media expectations, over a run's
+//! [`crate::flow`]s.
+//!
+//! Invariant 6: every track a participant was receiving before an episode — its own episode
+//! or the publisher's — that ends `Reconnected` delivers frames again within
+//! [`MEDIA_BOUND`] of the later of the two `Reconnected`s (when both had an episode at the
+//! time), unless the publisher muted or unpublished it meanwhile; and when the run ends each
+//! connected subscriber holds exactly one live subscription per (connected publisher,
+//! source). A track counts as received before an episode if it delivered frames within
+//! [`RECEIVING_WINDOW`] of the episode's start.
+
+use std::time::Duration;
+
+use faultline_sdk::ConnectionState;
+
+use super::invariants::{episodes, Episode, Violation};
+use crate::client::ClientEvent;
+use crate::flow::{flows, Flow, TrackKey};
+use crate::record::RunRecord;
+
+/// How soon after the later `Reconnected` a track must deliver frames again: generous on
+/// purpose (a resume's key-frame round trip, a full reconnect's republish and new
+/// subscription take well under a second on loopback).
+pub const MEDIA_BOUND: Duration = Duration::from_secs(10);
+
+/// A track delivering frames this close to an episode's start was being received.
+pub const RECEIVING_WINDOW: Duration = Duration::from_secs(2);
+
+/// One track that must deliver frames again after an episode.
+struct Obligation<'a> {
+    key: &'a TrackKey,
+    flow: &'a Flow,
+    /// The participant whose episode it follows, and when that episode began.
+    episode_of: &'a str,
+    began: Duration,
+    /// The later `Reconnected`: frames are due within [`MEDIA_BOUND`] of it.
+    reconnected: Duration,
+}
+
+/// The episodes that ended `Reconnected` of `identity`.
+fn recovered(record: &RunRecord, identity: &str) -> Vec<Episode> {
+    episodes(record.events_of(identity))
+        .into_iter()
+        .filter(|e| matches!(e.ended, Some((_, true))))
+        .collect()
+}
+
+/// Whether `key`'s publisher muted or unpublished the track (as the subscriber saw it, or
+/// as the publisher did it) at or after `since`.
+fn withdrawn(record: &RunRecord, key: &TrackKey, since: Duration) -> bool {
+    let seen_muted = record.events_of(&key.subscriber).any(|e| {
+        e.at + RECEIVING_WINDOW >= since
+            && matches!(&e.event, ClientEvent::TrackMuted { from, source, muted: true }
+                if *from == key.publisher && *source == key.source)
+    });
+    let mut unpublished = false;
+    for e in record.events_of(&key.publisher).filter(|e| e.at >= since) {
+        match &e.event {
+            ClientEvent::LocalTrackUnpublished { source, .. } if *source == key.source => {
+                unpublished = true
+            }
+            ClientEvent::LocalTrackPublished { source, .. } if *source == key.source => {
+                unpublished = false
+            }
+            _ => {}
+        }
+    }
+    seen_muted || unpublished
+}
+
+/// Every track that must come back after an episode, per DESIGN.md's invariant 6.
+fn obligations<'a>(
+    record: &'a RunRecord,
+    flows: &'a std::collections::BTreeMap<TrackKey, Flow>,
+) -> Vec<Obligation<'a>> {
+    let mut out = Vec::new();
+    for (key, flow) in flows {
+        if key.subscriber == key.publisher {
+            continue;
+        }
+        for (who, other) in [(&key.subscriber, &key.publisher), (&key.publisher, &key.subscriber)] {
+            for episode in recovered(record, who) {
+                let Some((reconnected, _)) = episode.ended else { continue };
+                let received = flow
+                    .advances
+                    .iter()
+                    .any(|t| *t <= episode.began && *t + RECEIVING_WINDOW >= episode.began);
+                if !received || withdrawn(record, key, episode.began) {
+                    continue;
+                }
+                // The other party's episode at the same time, if any: its end counts too.
+                let overlapping = episodes(record.events_of(other)).into_iter().find(|e| {
+                    e.began <= reconnected && e.ended.is_none_or(|(t, _)| t >= episode.began)
+                });
+                let reconnected = match overlapping.map(|e| e.ended) {
+                    None => reconnected,
+                    Some(Some((t, true))) => reconnected.max(t),
+                    // It ended Disconnected, or is still going (invariant 3's business).
+                    Some(_) => continue,
+                };
+                out.push(Obligation {
+                    key,
+                    flow,
+                    episode_of: who,
+                    began: episode.began,
+                    reconnected,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Whether `identity` was gone for good (Disconnected) by `at`.
+fn gone_by(record: &RunRecord, identity: &str, at: Duration) -> bool {
+    record
+        .events_of(identity)
+        .any(|e| e.at <= at && matches!(e.event, ClientEvent::Disconnected { .. }))
+}
+
+/// Invariant 6's violations in `record`, each charged to the subscriber.
+pub fn violations(record: &RunRecord, found: &mut Vec<Violation>) {
+    let flows = flows(record);
+    for o in obligations(record, &flows) {
+        let due = o.reconnected + MEDIA_BOUND;
+        if gone_by(record, &o.key.subscriber, due) || gone_by(record, &o.key.publisher, due) {
+            continue;
+        }
+        let back = o.flow.first_after(o.reconnected);
+        let late = match back {
+            Some(t) if t <= due => continue,
+            Some(t) => format!("only {:.3}s after it", (t - o.reconnected).as_secs_f64()),
+            None if record.ended < due => continue,
+            None => "never".to_owned(),
+        };
+        found.push(Violation {
+            invariant: 6,
+            participant: o.key.subscriber.clone(),
+            what: format!(
+                "{}: frames arrived until {}'s episode began ({:.3}s) and were due within \
+                 {MEDIA_BOUND:?} of the later Reconnected ({:.3}s), but came back {late}",
+                o.key,
+                o.episode_of,
+                o.began.as_secs_f64(),
+                o.reconnected.as_secs_f64(),
+            ),
+        });
+    }
+    for (key, flow) in &flows {
+        let connected = |who: &str| record.final_state(who) == Some(ConnectionState::Connected);
+        let publishes =
+            record.participant(&key.publisher).is_some_and(|p| p.tracks.contains(&key.source));
+        if key.subscriber == key.publisher
+            || !publishes
+            || !connected(&key.subscriber)
+            || !connected(&key.publisher)
+            || withdrawn(record, key, record.timeline_zero)
+            || flow.live.len() == 1
+        {
+            continue;
+        }
+        found.push(Violation {
+            invariant: 6,
+            participant: key.subscriber.clone(),
+            what: format!(
+                "{key}: expected exactly one live subscription at the end, held {} ({:?})",
+                flow.live.len(),
+                flow.live
+            ),
+        });
+    }
+}
+
+/// When the run may stop watching for media: the latest moment a track that must come
+/// back (and has not yet) is still due, or a subscription count that is not yet one may
+/// still settle (from the start of the run); `None` when nothing is pending.
+pub fn pending_until(record: &RunRecord) -> Option<Duration> {
+    let flows = flows(record);
+    let due = obligations(record, &flows)
+        .into_iter()
+        .filter(|o| o.flow.first_after(o.reconnected).is_none())
+        .map(|o| o.reconnected + MEDIA_BOUND);
+    let last_reconnected =
+        |who: &str| recovered(record, who).last().and_then(|e| e.ended).map(|(t, _)| t);
+    let unsettled = flows
+        .iter()
+        .filter(|(key, flow)| {
+            key.subscriber != key.publisher
+                && flow.live.len() != 1
+                && record
+                    .participant(&key.publisher)
+                    .is_some_and(|p| p.tracks.contains(&key.source))
+        })
+        .filter_map(|(key, _)| {
+            last_reconnected(&key.subscriber)
+                .max(last_reconnected(&key.publisher))
+                .or(Some(record.timeline_zero))
+        })
+        .map(|t| t + MEDIA_BOUND);
+    due.chain(unsettled).filter(|t| *t > record.ended).max()
+}
