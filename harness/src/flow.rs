@@ -160,6 +160,7 @@ mod tests {
                         source: TrackSource::Camera,
                         sid: (*sid).into(),
                         frames: *frames,
+                        decoded: None,
                     })
                     .collect(),
             },

@@ -6,13 +6,16 @@
 //! policy its engine does not take) is "n/a" with the reason, found before anything runs. A
 //! cell that ran shows pass or fail with how many verdicts passed, the time to detect (the
 //! first fault → the first participant hit by it starting a reconnect episode) and heal →
-//! `Reconnected` (the last heal → that participant's first `Reconnected` after it).
+//! `Reconnected` (the last heal → that participant's first `Reconnected` after it); with
+//! media, also heal → first frame (the last heal → frames again, the slowest received track)
+//! and the longest gap (the longest stop of any received track on the fault timeline).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::client::{ClientEvent, Lifecycle, Observed, Sdk};
+use crate::flow::flows;
 use crate::record::RunRecord;
 use crate::report::escape_html as esc;
 use crate::scenario::format::{Lane, Scenario};
@@ -43,6 +46,8 @@ pub struct Outcome {
     pub detect: Option<Duration>,
     /// Last heal → that participant's first `Reconnected` after it.
     pub heal_to_reconnected: Option<Duration>,
+    /// With media, [`media_times`]: (last heal → first frame, longest gap).
+    pub media: Option<(Option<Duration>, Duration)>,
 }
 
 impl Outcome {
@@ -65,6 +70,7 @@ impl Outcome {
             failures,
             detect,
             heal_to_reconnected,
+            media: media_times(record),
         }
     }
 }
@@ -91,13 +97,33 @@ pub fn recovery_times(record: &RunRecord) -> (Option<Duration>, Option<Duration>
             e.at >= first.started && e.event.lifecycle().is_some_and(Lifecycle::opens_episode)
         })
         .map(|e| e.at.saturating_sub(first.started));
-    let healed = record.faults.iter().filter_map(|f| f.healed).max();
-    let recovered = healed.and_then(|healed| {
+    let recovered = last_heal(record).and_then(|healed| {
         events()
             .find(|e| e.at >= healed && e.event == ClientEvent::Reconnected)
             .map(|e| e.at.saturating_sub(healed))
     });
     (detect, recovered)
+}
+
+/// When the last fault healed (an instant fault heals as it starts); `None` when none did.
+fn last_heal(record: &RunRecord) -> Option<Duration> {
+    record.faults.iter().filter_map(|f| f.healed).max()
+}
+
+/// Media figures from a record, `None` when it has no media flows: (the last heal → the
+/// first frame after it, the slowest of the received tracks — `None` without a heal or when a
+/// track delivered nothing after it; the longest stop of any received track between the
+/// timeline's zero and the end).
+pub fn media_times(record: &RunRecord) -> Option<(Option<Duration>, Duration)> {
+    let flows = flows(record);
+    let longest =
+        flows.values().map(|f| f.longest_gap(record.timeline_zero, record.ended).0).max()?;
+    let first_frame = last_heal(record).and_then(|healed| {
+        flows
+            .values()
+            .try_fold(Duration::ZERO, |worst, f| Some(worst.max(f.first_after(healed)? - healed)))
+    });
+    Some((first_frame, longest))
 }
 
 /// The scenario files in `dir` (`*.toml`), sorted by name.
@@ -190,14 +216,23 @@ impl Matrix {
                                 "- {name} × {sdk}: FAIL {what} — expected {expected}; seen {seen}"
                             ));
                         }
-                        format!(
+                        let mut text = format!(
                             "{} {}/{} · detect {} · heal→Reconnected {}",
                             if o.ok() { "pass" } else { "**FAIL**" },
                             o.passed,
                             o.total,
                             secs(o.detect),
                             secs(o.heal_to_reconnected)
-                        )
+                        );
+                        if let Some((first_frame, gap)) = o.media {
+                            let _ = write!(
+                                text,
+                                " · heal→first frame {} · longest gap {}",
+                                secs(first_frame),
+                                secs(Some(gap))
+                            );
+                        }
+                        text
                     }
                 };
                 let _ = write!(out, " {} |", text.replace('|', "\\|"));
@@ -223,7 +258,9 @@ impl Matrix {
              details{font-size:12px;max-width:28em}</style></head><body>\
              <h1>faultline: every scenario × every SDK</h1>\
              <p>Real lane (livekit-server). A cell shows the verdicts passed, the time to detect \
-             (first fault → the participant it hit starts reconnecting) and heal → Reconnected.</p>\
+             (first fault → the participant it hit starts reconnecting) and heal → Reconnected; \
+             a scenario with media adds heal → first frame (the slowest received track) and the \
+             longest gap (the longest stop of frames of any received track).</p>\
              <table><tr><th>scenario</th>",
         );
         for sdk in &self.sdks {
@@ -260,6 +297,14 @@ impl Matrix {
                             esc(&secs(o.detect)),
                             esc(&secs(o.heal_to_reconnected))
                         );
+                        if let Some((first_frame, gap)) = o.media {
+                            let _ = write!(
+                                out,
+                                "<br>heal → first frame {}<br>longest gap {}",
+                                esc(&secs(first_frame)),
+                                esc(&secs(Some(gap)))
+                            );
+                        }
                         for (what, expected, seen) in &o.failures {
                             let _ = write!(
                                 out,
@@ -277,5 +322,116 @@ impl Matrix {
         }
         out.push_str("</table></body></html>\n");
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::client::MediaCount;
+    use crate::record::{EventRecord, FaultRecord, Verdict};
+    use crate::vocab::TrackSource;
+
+    /// bob receiving alice's camera and microphone, sampled every 100 ms from 0.5 s to 6 s,
+    /// with a partition of alice from 2 s, healed at 3 s: `stopped(source)` says when a
+    /// source's frames do not advance.
+    fn bob_receiving(stopped: impl Fn(TrackSource, u64) -> bool) -> RunRecord {
+        let ms = Duration::from_millis;
+        let mut counts = [0u64; 2];
+        let mut events = Vec::new();
+        for at in (500..=6000).step_by(100) {
+            let mut tracks = Vec::new();
+            for (count, source) in
+                counts.iter_mut().zip([TrackSource::Camera, TrackSource::Microphone])
+            {
+                if !stopped(source, at) {
+                    *count += 3;
+                }
+                tracks.push(MediaCount {
+                    from: "alice".into(),
+                    source,
+                    sid: format!("TR_{}", source.name()),
+                    frames: *count,
+                    decoded: None,
+                });
+            }
+            events.push(EventRecord {
+                participant: "bob".into(),
+                at: ms(at),
+                event: ClientEvent::Media { tracks },
+            });
+        }
+        RunRecord {
+            scenario: "s".into(),
+            description: String::new(),
+            file: PathBuf::from("s.toml"),
+            lane: Lane::Real,
+            seed: 1,
+            room: "r".into(),
+            participants: Vec::new(),
+            timeline_zero: ms(1000),
+            ended: ms(6000),
+            faults: vec![FaultRecord {
+                index: 0,
+                kind: "partition",
+                label: "partition → alice".into(),
+                target: Some("alice".into()),
+                started: ms(2000),
+                healed: Some(ms(3000)),
+                refuses_connections: true,
+            }],
+            events,
+            final_states: Vec::new(),
+            verdicts: vec![Verdict {
+                what: "w".into(),
+                expected: "e".into(),
+                seen: "s".into(),
+                passed: true,
+            }],
+            logs: Vec::new(),
+            cluster: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn media_times_take_the_slowest_track_after_the_heal_and_the_longest_stop_of_any() {
+        let ms = Duration::from_millis;
+        // The camera stops longest (2.0 → 3.4 s), the microphone comes back last (3.7 s).
+        let record = bob_receiving(|source, at| match source {
+            TrackSource::Camera => (2100..3400).contains(&at),
+            TrackSource::Microphone => (2600..3700).contains(&at),
+        });
+        assert_eq!(media_times(&record), Some((Some(ms(700)), ms(1400))));
+        let matrix = Matrix {
+            sdks: vec![Sdk::Faultline],
+            rows: vec![(
+                "s".into(),
+                PathBuf::from("s.toml"),
+                vec![Cell::Ran(Outcome::of(&record))],
+            )],
+        };
+        assert!(
+            matrix.markdown().contains("· heal→first frame 0.70 s · longest gap 1.40 s |"),
+            "{}",
+            matrix.markdown()
+        );
+        assert!(matrix.html().contains("<br>heal → first frame 0.70 s<br>longest gap 1.40 s"));
+
+        // The microphone never comes back: no first frame for it, and a stop open to the end.
+        let silent = bob_receiving(|source, at| source == TrackSource::Microphone && at > 2500);
+        assert_eq!(media_times(&silent), Some((None, ms(3500))));
+
+        // Without media: nothing to say, and the cell says nothing of it.
+        let mut quiet = record.clone();
+        quiet.events.clear();
+        assert_eq!(media_times(&quiet), None);
+        let matrix = Matrix {
+            sdks: vec![Sdk::Faultline],
+            rows: vec![("s".into(), PathBuf::from("s.toml"), vec![Cell::Ran(Outcome::of(&quiet))])],
+        };
+        assert!(!matrix.markdown().contains("first frame"), "{}", matrix.markdown());
+        assert!(!matrix.html().contains("<br>heal → first frame"), "only the key mentions it");
     }
 }

@@ -4,17 +4,23 @@
 //! fetched) for people — faults as bands, each participant's connection state as a lane
 //! labelled with its SDK, events as marks, the verdicts listed. A cluster run adds its
 //! node, Redis and placement changes (`cluster` lines; a row of marks, and each participant's
-//! node over time beside its lane).
+//! node over time beside its lane). A run with media adds a flow lane per received track
+//! ([`crate::flow`]): where frames arrived and the stops between them. Media samples come ten
+//! a second, so the page draws them only as flow lanes (never as marks or table rows); the
+//! trace, the full record, keeps every one.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::Path;
+use std::time::Duration;
 
 use faultline_sdk::ConnectionState;
 use serde_json::json;
 
 use crate::client::{ClientEvent, Observed};
 use crate::cluster::NodeChange;
+use crate::flow::{flows, Flow, TrackKey};
 use crate::record::{sequenced, EventRecord, ParticipantRecord, RunRecord};
 use crate::scenario::format::Lane;
 
@@ -128,8 +134,20 @@ fn describe(event: &ClientEvent) -> (String, String) {
         ClientEvent::ActiveSpeakersChanged { speakers } => {
             ("ActiveSpeakersChanged".into(), speakers.join(", "))
         }
+        ClientEvent::Media { tracks } => {
+            let counts: Vec<String> = tracks
+                .iter()
+                .map(|t| format!("{} {} {} ({})", t.from, t.source.name(), t.frames, t.sid))
+                .collect();
+            ("Media".into(), counts.join(", "))
+        }
         other => (format!("{other:?}"), String::new()),
     }
+}
+
+/// Whether `e` is a media sample: ten a second, so the page draws them only as flow lanes.
+fn is_sample(e: &EventRecord) -> bool {
+    matches!(e.event, ClientEvent::Media { .. })
 }
 
 /// `s` with the characters HTML gives meaning to escaped (for text and quoted attributes).
@@ -146,6 +164,12 @@ const CONNECTED: &str = "#3fa34d";
 const RECONNECTING: &str = "#f0a020";
 const DISCONNECTED: &str = "#c43c3c";
 const JOINING: &str = "#b8bec6";
+/// Frames arriving, in a flow lane.
+const FLOWING: &str = "#3b7fc4";
+
+/// A flow lane shades a time without new frames longer than this (three media samples) as a
+/// stop.
+const STOP: Duration = Duration::from_millis(300);
 
 fn fault_colour(kind: &str) -> &'static str {
     match kind {
@@ -192,11 +216,14 @@ struct Layout {
     lane_h: f64,
     cluster_top: f64,
     lanes_top: f64,
+    flows_top: f64,
+    flow_h: f64,
     height: f64,
 }
 
 impl Layout {
-    fn of(record: &RunRecord) -> Self {
+    /// The layout of `record`'s timeline with `flows` flow lanes.
+    fn of(record: &RunRecord, flows: usize) -> Self {
         let width = 1360.0;
         let axis_y = 28.0;
         let fault_row = 26.0;
@@ -205,14 +232,30 @@ impl Layout {
         let cluster_top = faults_top + fault_row * record.faults.len().max(1) as f64 + 8.0;
         let cluster_h = if record.cluster.is_empty() { 0.0 } else { 56.0 };
         let lanes_top = cluster_top + cluster_h + 10.0;
-        let height = lanes_top + lane_h * record.participants.len() as f64 + 14.0;
-        Self { width, axis_y, fault_row, faults_top, lane_h, cluster_top, lanes_top, height }
+        let flows_top = lanes_top + lane_h * record.participants.len() as f64;
+        let flow_h = 20.0;
+        let flows_h = if flows == 0 { 0.0 } else { 24.0 + flow_h * flows as f64 };
+        let height = flows_top + flows_h + 14.0;
+        Self {
+            width,
+            axis_y,
+            fault_row,
+            faults_top,
+            lane_h,
+            cluster_top,
+            lanes_top,
+            flows_top,
+            flow_h,
+            height,
+        }
     }
 }
 
-/// The timeline as SVG: axis, fault rows, the cluster row, a lane per participant.
+/// The timeline as SVG: axis, fault rows, the cluster row, a lane per participant, a flow
+/// lane per received track.
 fn timeline(record: &RunRecord) -> String {
-    let layout = Layout::of(record);
+    let flows = flows(record);
+    let layout = Layout::of(record, flows.len());
     let plot = Plot {
         t_min: record
             .events
@@ -237,6 +280,7 @@ fn timeline(record: &RunRecord) -> String {
     for (lane, p) in record.participants.iter().enumerate() {
         participant_lane(&mut svg, record, &plot, &layout, lane, p);
     }
+    flow_lanes(&mut svg, record, &plot, &layout, &flows);
     svg.push_str("</svg>");
     svg
 }
@@ -365,7 +409,8 @@ fn participant_lane(
             esc(&nodes)
         );
     }
-    let events: Vec<&EventRecord> = record.events_of(&p.identity).collect();
+    let events: Vec<&EventRecord> =
+        record.events_of(&p.identity).filter(|e| !is_sample(e)).collect();
     // State bands.
     let mut segments: Vec<(f64, &str, &str)> = vec![(plot.t_min, JOINING, "joining")];
     for e in &events {
@@ -475,12 +520,127 @@ fn participant_lane(
     }
 }
 
+/// The flow lanes, under the participant lanes: a row per received track, with a bar where
+/// frames kept arriving and a shaded stop wherever none arrived for longer than [`STOP`]
+/// (its length in the tooltip, and beside it when there is room).
+fn flow_lanes(
+    svg: &mut String,
+    record: &RunRecord,
+    plot: &Plot,
+    layout: &Layout,
+    flows: &BTreeMap<TrackKey, Flow>,
+) {
+    if flows.is_empty() {
+        return;
+    }
+    let top = layout.flows_top;
+    let _ = write!(
+        svg,
+        r##"<line x1="8" y1="{}" x2="{}" y2="{}" stroke="#d5d9de"/><text x="12" y="{}" class="head">media received</text>"##,
+        top + 2.0,
+        layout.width - 8.0,
+        top + 2.0,
+        top + 18.0
+    );
+    let secs = |at: Duration| record.timeline_secs(at);
+    for (row, (key, flow)) in flows.iter().enumerate() {
+        let y = top + 24.0 + layout.flow_h * row as f64;
+        let _ = write!(
+            svg,
+            r##"<text x="12" y="{}" class="flow">{}</text><line x1="{:.1}" y1="{}" x2="{:.1}" y2="{}" stroke="#e4e7eb"/>"##,
+            y + 12.0,
+            esc(&key.to_string()),
+            plot.x0,
+            y + 8.0,
+            plot.x1,
+            y + 8.0
+        );
+        for (from, length) in stops(flow, record.timeline_zero, record.ended) {
+            let (xa, xb) = (plot.x(secs(from)), plot.x(secs(from + length)));
+            let open =
+                if from + length == record.ended { " (still stopped at the end)" } else { "" };
+            let title = esc(&format!(
+                "{key}: no frames for {:.3}s, from {:+.3}s to {:+.3}s{open}",
+                length.as_secs_f64(),
+                secs(from),
+                secs(from + length)
+            ));
+            let _ = write!(
+                svg,
+                r#"<g class="stop"><title>{title}</title><rect x="{xa:.1}" y="{}" width="{:.1}" height="16" fill="{DISCONNECTED}" fill-opacity="0.22" stroke="{DISCONNECTED}" stroke-opacity="0.6"/>"#,
+                y,
+                (xb - xa).max(1.0)
+            );
+            if xb - xa > 44.0 {
+                let _ = write!(
+                    svg,
+                    r#"<text x="{:.1}" y="{}" class="elabel" text-anchor="middle">{:.1} s</text>"#,
+                    (xa + xb) / 2.0,
+                    y + 12.0,
+                    length.as_secs_f64()
+                );
+            }
+            svg.push_str("</g>");
+        }
+        for (first, last, samples) in runs(flow) {
+            let (xa, xb) = (plot.x(secs(first)), plot.x(secs(last)));
+            let _ = write!(
+                svg,
+                r#"<rect x="{xa:.1}" y="{}" width="{:.1}" height="8" fill="{FLOWING}"><title>{}</title></rect>"#,
+                y + 4.0,
+                (xb - xa).max(2.0),
+                esc(&format!(
+                    "{key}: frames arriving from {:+.3}s to {:+.3}s ({samples} samples)",
+                    secs(first),
+                    secs(last)
+                ))
+            );
+        }
+    }
+}
+
+/// The stretches of `flow`'s arrivals no longer than [`STOP`] apart: (first, last, how many
+/// samples).
+fn runs(flow: &Flow) -> Vec<(Duration, Duration, usize)> {
+    let mut runs: Vec<(Duration, Duration, usize)> = Vec::new();
+    for t in flow.advances.iter().copied() {
+        match runs.last_mut() {
+            Some((_, last, samples)) if t.saturating_sub(*last) <= STOP => {
+                *last = t;
+                *samples += 1;
+            }
+            _ => runs.push((t, t, 1)),
+        }
+    }
+    runs
+}
+
+/// `flow`'s stops longer than [`STOP`] up to `ended`, as (start, length): between arrivals,
+/// from the timeline's `zero` to the first arrival after it when none came before, and a stop
+/// still open at `ended` (as [`Flow::longest_gap`] counts them).
+fn stops(flow: &Flow, zero: Duration, ended: Duration) -> Vec<(Duration, Duration)> {
+    let start = flow.advances.first().map_or(zero, |first| zero.min(*first));
+    let edges: Vec<Duration> = std::iter::once(start)
+        .chain(flow.advances.iter().copied().filter(|t| *t > start && *t <= ended))
+        .chain(std::iter::once(ended))
+        .collect();
+    edges
+        .windows(2)
+        .filter(|w| w[1].saturating_sub(w[0]) > STOP)
+        .map(|w| (w[0], w[1] - w[0]))
+        .collect()
+}
+
 /// The page: header, timeline, verdicts and the full event table.
 pub fn html(record: &RunRecord) -> String {
     let svg = timeline(record);
     let passed = record.passed();
     let verdicts = verdict_rows(record);
     let (rows, count) = event_rows(record);
+    let samples = match record.events.iter().filter(|e| is_sample(e)).count() {
+        0 => String::new(),
+        n => format!(" (and {n} media samples: the flow lanes draw them, the trace lists them)"),
+    };
     let logs: String = record
         .logs
         .iter()
@@ -501,7 +661,7 @@ h1 {{ font-size: 22px; margin: 0 0 4px; }}
 svg text {{ font: 12px system-ui, sans-serif; }}
 svg .tick {{ fill: #68717b; text-anchor: middle; }} svg .zero {{ fill: #333; font-weight: 600; }}
 svg .head {{ font-weight: 600; font-size: 13px; fill: #1d232a; }} svg .muted {{ fill: #7a838d; }}
-svg .flabel {{ font-weight: 600; }} svg .elabel {{ fill: #222; font-size: 11px; }} svg .who {{ fill: #2f6fb0; font-size: 10px; }}
+svg .flow {{ font-size: 11px; fill: #1d232a; }} svg .flabel {{ font-weight: 600; }} svg .elabel {{ fill: #222; font-size: 11px; }} svg .who {{ fill: #2f6fb0; font-size: 10px; }}
 .legend span {{ display: inline-block; margin-right: 16px; color: #444; }}
 .legend i {{ display: inline-block; width: 14px; height: 10px; margin-right: 5px; vertical-align: middle; }}
 table {{ border-collapse: collapse; margin-top: 8px; }}
@@ -513,11 +673,11 @@ details {{ margin-top: 16px; }} code {{ font-size: 12px; }}
 <h1>{name}<span class="badge {badge_class}">{badge}</span></h1>
 <div class="meta">{file} · {lane} lane · seed {seed} · room {room} · {secs:.1} s{clock}</div>
 <p class="desc">{description}</p>
-<div class="legend"><span><i style="background:{JOINING}"></i>joining</span><span><i style="background:{CONNECTED}"></i>Connected</span><span><i style="background:{RECONNECTING}"></i>Reconnecting</span><span><i style="background:{DISCONNECTED}"></i>Disconnected</span><span>▼ lifecycle event</span><span><b style="color:#2f6fb0">●</b> / ○ another participant joined / left</span><span>│ data received</span><span>◆ instant fault or cluster change</span><span>times in seconds from everyone connected; hover a mark for details</span></div>
+<div class="legend"><span><i style="background:{JOINING}"></i>joining</span><span><i style="background:{CONNECTED}"></i>Connected</span><span><i style="background:{RECONNECTING}"></i>Reconnecting</span><span><i style="background:{DISCONNECTED}"></i>Disconnected</span><span>▼ lifecycle event</span><span><b style="color:#2f6fb0">●</b> / ○ another participant joined / left</span><span>│ data received</span><span>◆ instant fault or cluster change</span><span><i style="background:{FLOWING}"></i>frames arriving</span><span><i style="background:#f3d3d3;border:1px solid {DISCONNECTED}"></i>no frames for over {stop_ms} ms</span><span>times in seconds from everyone connected; hover a mark for details</span></div>
 {svg}
 <h2>Verdicts</h2>
 <table><tr><th></th><th>expectation</th><th>expected</th><th>seen</th></tr>{verdicts}</table>
-<details><summary>All {count} events</summary><table><tr><th>t (s)</th><th>participant</th><th>event</th><th>detail</th></tr>{rows}</table></details>
+<details><summary>All {count} events{samples}</summary><table><tr><th>t (s)</th><th>participant</th><th>event</th><th>detail</th></tr>{rows}</table></details>
 <details><summary>Logs</summary><ul>{logs}</ul></details>
 </body></html>
 "#,
@@ -531,6 +691,7 @@ details {{ margin-top: 16px; }} code {{ font-size: 12px; }}
         secs = record.ended.as_secs_f64(),
         clock = if record.lane == Lane::Sim { " simulated" } else { "" },
         description = esc(&record.description),
+        stop_ms = STOP.as_millis(),
     )
 }
 
@@ -550,11 +711,13 @@ fn verdict_rows(record: &RunRecord) -> String {
     verdicts
 }
 
-/// A table row per event and cluster change, in time order; and how many.
+/// A table row per event (but media samples, which the flow lanes show) and cluster change,
+/// in time order; and how many.
 fn event_rows(record: &RunRecord) -> (String, usize) {
     let mut table: Vec<(std::time::Duration, String, String, String)> = record
         .events
         .iter()
+        .filter(|e| !is_sample(e))
         .map(|e| {
             let (name, detail) = describe(&e.event);
             (e.at, e.participant.clone(), name, detail)
@@ -658,7 +821,9 @@ mod tests {
     use faultline_sdk::DisconnectReason;
 
     use super::*;
+    use crate::client::MediaCount;
     use crate::record::{FaultRecord, ParticipantRecord, Verdict};
+    use crate::vocab::TrackSource;
 
     fn record() -> RunRecord {
         let at = Duration::from_millis;
@@ -747,5 +912,79 @@ mod tests {
             .collect();
         assert!(outside.is_empty(), "nothing is fetched: {outside:?}");
         assert!(!page.contains("<script src") && !page.contains("<link"), "no external assets");
+    }
+
+    /// [`record`] with a media sample of c&d's camera at a<b> every 100 ms from 0.5 s to the
+    /// end, the frames stopping from 2.5 s to 4 s (+1.5 s to +3 s on the timeline).
+    fn record_with_media() -> RunRecord {
+        let mut record = record();
+        let mut frames = 0;
+        for ms in (500..=8900).step_by(100) {
+            if !(2600..4000).contains(&ms) {
+                frames += 3;
+            }
+            record.events.push(EventRecord {
+                participant: "a<b>".into(),
+                at: Duration::from_millis(ms),
+                event: ClientEvent::Media {
+                    tracks: vec![MediaCount {
+                        from: "c&d".into(),
+                        source: TrackSource::Camera,
+                        sid: "TR_1".into(),
+                        frames,
+                        decoded: None,
+                    }],
+                },
+            });
+        }
+        record.events.sort_by_key(|e| e.at);
+        record
+    }
+
+    #[test]
+    fn media_samples_make_a_flow_lane_with_its_stops_not_marks_or_rows() {
+        let record = record_with_media();
+        let page = html(&record);
+        assert!(
+            page.contains(r#"class="flow">a&lt;b&gt; ← c&amp;d's camera</text>"#),
+            "a flow lane per received track, labelled and escaped"
+        );
+        let stops: Vec<&str> =
+            page.match_indices(r#"<g class="stop">"#).map(|(i, _)| &page[i..]).collect();
+        assert_eq!(stops.len(), 1, "one stop longer than 300 ms");
+        assert!(
+            stops[0].starts_with(
+                r#"<g class="stop"><title>a&lt;b&gt; ← c&amp;d's camera: no frames for 1.500s, from +1.500s to +3.000s</title>"#
+            ),
+            "the stop says how long: {}",
+            &stops[0][..200]
+        );
+        assert!(!page.contains("Media"), "no sample as a mark on the lane or a row in the table");
+        assert!(page.contains("All 3 events (and 85 media samples"), "the table counts the rest");
+        let trace = trace_lines(&record);
+        let samples: Vec<&String> =
+            trace.iter().filter(|l| l.contains(r#""event":"Media""#)).collect();
+        assert_eq!(samples.len(), 85, "the trace keeps every sample");
+        assert!(samples[0].contains(r#""detail":"c&d camera 3 (TR_1)""#), "{}", samples[0]);
+    }
+
+    #[test]
+    fn a_stop_may_start_at_the_timeline_zero_or_stay_open_to_the_end() {
+        let at = Duration::from_millis;
+        let flow = |advances: &[u64]| Flow {
+            advances: advances.iter().copied().map(at).collect(),
+            ..Flow::default()
+        };
+        let (zero, ended) = (at(1000), at(5000));
+        assert_eq!(stops(&flow(&[]), zero, ended), [(zero, at(4000))], "nothing ever came");
+        assert_eq!(
+            stops(&flow(&[1500, 1600, 1900, 2300]), zero, ended),
+            [(zero, at(500)), (at(1900), at(400)), (at(2300), at(2700))],
+            "late, then 300 ms is not a stop, 400 ms is, and the last one is still open"
+        );
+        assert_eq!(
+            runs(&flow(&[900, 1000, 1300, 1700, 1800])),
+            [(at(900), at(1300), 3), (at(1700), at(1800), 2)]
+        );
     }
 }

@@ -127,6 +127,23 @@ fn library(file: &str) -> PathBuf {
     Expect::Refused("cannot take a `reconnect` policy")
 )]
 #[case::upstream_wifi_drop("wifi-drop.toml", Sdk::UpstreamRust, Expect::Passes)]
+#[case::upstream_publisher_full_reconnect(
+    "publisher-full-reconnect.toml",
+    Sdk::UpstreamRust,
+    Expect::Passes
+)]
+#[case::upstream_sfu_restart_video("sfu-restart-video.toml", Sdk::UpstreamRust, Expect::Passes)]
+#[case::upstream_muted_during_outage("muted-during-outage.toml", Sdk::UpstreamRust, Expect::Passes)]
+#[case::upstream_publish_during_reconnect(
+    "publish-during-reconnect.toml",
+    Sdk::UpstreamRust,
+    Expect::Passes
+)]
+#[case::upstream_media_dead_after_resume(
+    "media-dead-after-resume.toml",
+    Sdk::UpstreamRust,
+    Expect::Passes
+)]
 #[case::js_cellular_handover("cellular-handover.toml", Sdk::Js, SLOW_HANDOVER)]
 #[case::js_expired_token("expired-token.toml", Sdk::Js, JS_SEES_NO_REJOIN)]
 #[case::js_half_open_socket("half-open-socket.toml", Sdk::Js, Expect::Passes)]
@@ -147,6 +164,11 @@ fn library(file: &str) -> PathBuf {
 #[case::js_sfu_restart("sfu-restart.toml", Sdk::Js, JS_RETRY_MEETS_THE_RESTART)]
 #[case::js_train_tunnel("train-tunnel.toml", Sdk::Js, JS_IN_THE_TUNNEL)]
 #[case::js_wifi_drop("wifi-drop.toml", Sdk::Js, Expect::Passes)]
+#[case::js_publisher_full_reconnect("publisher-full-reconnect.toml", Sdk::Js, JS_SEES_NO_REJOIN)]
+#[case::js_sfu_restart_video("sfu-restart-video.toml", Sdk::Js, Expect::Passes)]
+#[case::js_muted_during_outage("muted-during-outage.toml", Sdk::Js, Expect::Passes)]
+#[case::js_publish_during_reconnect("publish-during-reconnect.toml", Sdk::Js, Expect::Passes)]
+#[case::js_media_dead_after_resume("media-dead-after-resume.toml", Sdk::Js, Expect::Passes)]
 #[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
 async fn library_scenario_on_each_sdk(
     #[case] file: &str,

@@ -59,6 +59,11 @@ fn passed(record: &RunRecord) -> Result<()> {
 #[case::redis_outage("redis-outage.toml")]
 #[case::peer_left_during_outage("peer-left-during-outage.toml")]
 #[case::rejoin_while_receiving("rejoin-while-receiving.toml")]
+#[case::publisher_full_reconnect("publisher-full-reconnect.toml")]
+#[case::sfu_restart_video("sfu-restart-video.toml")]
+#[case::muted_during_outage("muted-during-outage.toml")]
+#[case::publish_during_reconnect("publish-during-reconnect.toml")]
+#[case::media_dead_after_resume("media-dead-after-resume.toml")]
 #[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
 async fn library_scenario_passes_on_the_real_lane(#[case] file: &str) -> Result<()> {
     passed(&run_file(&library(file)).await?)

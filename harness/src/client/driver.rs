@@ -486,6 +486,7 @@ fn parse_event(value: &Value) -> Result<Option<ClientEvent>, String> {
                     source: parse_source(&name).ok_or(format!("unknown source {name:?}"))?,
                     sid: field("sid")?,
                     frames: track["frames"].as_u64().ok_or("a track without numeric `frames`")?,
+                    decoded: track["decoded"].as_u64(),
                 });
             }
             ClientEvent::Media { tracks: counts }
@@ -555,6 +556,7 @@ mod tests {
                         source: TrackSource::Camera,
                         sid: "TR_1".into(),
                         frames: 30,
+                        decoded: Some(29),
                     }],
                 },
             ),

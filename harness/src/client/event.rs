@@ -29,6 +29,8 @@ pub struct MediaCount {
     /// Frames received since it was subscribed: video frames, or audio in 10 or 20 ms units
     /// (each driver says which); it advances while media flows and stops when it stops.
     pub frames: u64,
+    /// Video frames decoded, where the client can tell (its decoder took what arrived).
+    pub decoded: Option<u64>,
 }
 
 /// Something a client under test reported.

@@ -500,6 +500,7 @@ async fn forward_room_events(
                         source: track.source(),
                         sid: track.sid().to_owned(),
                         frames: track.stats().frames,
+                        decoded: None,
                     })
                     .collect();
                 (!tracks.is_empty()).then_some(ClientEvent::Media { tracks })

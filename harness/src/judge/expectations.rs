@@ -367,10 +367,7 @@ fn tracks_of(
 ) -> Vec<crate::vocab::TrackSource> {
     match track {
         Some(t) => vec![t.source()],
-        None => scenario
-            .participant(who)
-            .map(|p| p.tracks.iter().map(|t| t.source()).collect())
-            .unwrap_or_default(),
+        None => scenario.tracks_of(who).iter().map(|t| t.source()).collect(),
     }
 }
 

@@ -53,6 +53,12 @@ fn withdrawn(record: &RunRecord, key: &TrackKey, since: Duration) -> bool {
             && matches!(&e.event, ClientEvent::TrackMuted { from, source, muted: true }
                 if *from == key.publisher && *source == key.source)
     });
+    let muted_by_fault = record.faults.iter().any(|f| {
+        f.kind == "mute"
+            && f.target.as_deref() == Some(key.publisher.as_str())
+            && f.label.starts_with(&format!("mute {}", key.source.name()))
+            && f.healed.is_none_or(|healed| healed + RECEIVING_WINDOW >= since)
+    });
     let mut unpublished = false;
     for e in record.events_of(&key.publisher).filter(|e| e.at >= since) {
         match &e.event {
@@ -65,7 +71,7 @@ fn withdrawn(record: &RunRecord, key: &TrackKey, since: Duration) -> bool {
             _ => {}
         }
     }
-    seen_muted || unpublished
+    seen_muted || muted_by_fault || unpublished
 }
 
 /// Every track that must come back after an episode, per DESIGN.md's invariant 6.
@@ -198,4 +204,173 @@ pub fn pending_until(record: &RunRecord) -> Option<Duration> {
         })
         .map(|t| t + MEDIA_BOUND);
     due.chain(unsettled).filter(|t| *t > record.ended).max()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::client::MediaCount;
+    use crate::record::{EventRecord, FaultRecord, ParticipantRecord};
+    use crate::scenario::format::Lane;
+    use crate::vocab::TrackSource;
+
+    fn secs(s: f64) -> Duration {
+        Duration::from_secs_f64(s)
+    }
+
+    fn participant(identity: &str, tracks: Vec<TrackSource>) -> ParticipantRecord {
+        ParticipantRecord {
+            identity: identity.into(),
+            sdk: "faultline".into(),
+            reconnect_bound: Duration::from_secs(30),
+            backoff: None,
+            joined_sid: String::new(),
+            final_sid: String::new(),
+            published: Vec::new(),
+            tracks,
+        }
+    }
+
+    /// alice publishes her camera to bob; `events` are (who, at, event); bob's camera
+    /// counts come as (at, sid, frames).
+    fn record(
+        events: Vec<(&str, f64, ClientEvent)>,
+        counts: &[(f64, &str, u64)],
+        faults: Vec<FaultRecord>,
+        ended: f64,
+    ) -> RunRecord {
+        let mut all: Vec<EventRecord> = events
+            .into_iter()
+            .map(|(who, at, event)| EventRecord { participant: who.into(), at: secs(at), event })
+            .collect();
+        all.extend(counts.iter().map(|(at, sid, frames)| EventRecord {
+            participant: "bob".into(),
+            at: secs(*at),
+            event: ClientEvent::Media {
+                tracks: vec![MediaCount {
+                    from: "alice".into(),
+                    source: TrackSource::Camera,
+                    sid: (*sid).into(),
+                    frames: *frames,
+                    decoded: None,
+                }],
+            },
+        }));
+        all.sort_by_key(|e| e.at);
+        RunRecord {
+            scenario: "t".into(),
+            description: String::new(),
+            file: PathBuf::from("t.toml"),
+            lane: Lane::Real,
+            seed: 1,
+            room: "r".into(),
+            participants: vec![
+                participant("alice", vec![TrackSource::Camera]),
+                participant("bob", Vec::new()),
+            ],
+            timeline_zero: Duration::ZERO,
+            ended: secs(ended),
+            faults,
+            events: all,
+            final_states: vec![
+                ("alice".into(), ConnectionState::Connected),
+                ("bob".into(), ConnectionState::Connected),
+            ],
+            verdicts: Vec::new(),
+            logs: Vec::new(),
+            cluster: Vec::new(),
+        }
+    }
+
+    fn subscribed(sid: &str) -> ClientEvent {
+        ClientEvent::TrackSubscribed {
+            from: "alice".into(),
+            source: TrackSource::Camera,
+            sid: sid.into(),
+        }
+    }
+
+    /// alice's full reconnect from 1 s to 2 s; bob subscribed to TR_1, then TR_2.
+    fn episode() -> Vec<(&'static str, f64, ClientEvent)> {
+        vec![
+            ("bob", 0.0, subscribed("TR_1")),
+            ("alice", 1.0, ClientEvent::Reconnecting),
+            ("alice", 2.0, ClientEvent::Reconnected),
+            (
+                "bob",
+                1.1,
+                ClientEvent::TrackUnsubscribed {
+                    from: "alice".into(),
+                    source: TrackSource::Camera,
+                    sid: "TR_1".into(),
+                },
+            ),
+            ("bob", 2.2, subscribed("TR_2")),
+        ]
+    }
+
+    fn broken(record: &RunRecord) -> Vec<String> {
+        let mut found = Vec::new();
+        violations(record, &mut found);
+        found.into_iter().map(|v| format!("{} {}", v.participant, v.what)).collect()
+    }
+
+    #[test]
+    fn frames_back_within_the_bound_after_the_publishers_episode_hold() {
+        let r = record(
+            episode(),
+            &[(0.5, "TR_1", 10), (0.9, "TR_1", 20), (2.5, "TR_2", 3)],
+            vec![],
+            20.0,
+        );
+        assert_eq!(broken(&r), Vec::<String>::new());
+        assert_eq!(pending_until(&r), None);
+    }
+
+    #[test]
+    fn frames_that_never_come_back_break_invariant_6_and_keep_the_run_watching() {
+        let counts = [(0.5, "TR_1", 10), (0.9, "TR_1", 20), (2.5, "TR_2", 0), (19.0, "TR_2", 0)];
+        let r = record(episode(), &counts, vec![], 20.0);
+        let found = broken(&r);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].starts_with("bob bob ← alice's camera") && found[0].contains("never"),
+            "{found:?}"
+        );
+        // Before the bound has passed the verdict is still open: the run keeps watching.
+        let early = record(episode(), &counts[..3], vec![], 5.0);
+        assert_eq!(broken(&early), Vec::<String>::new());
+        assert_eq!(pending_until(&early), Some(secs(12.0)));
+    }
+
+    #[test]
+    fn a_track_muted_meanwhile_owes_nothing() {
+        let mute = FaultRecord {
+            index: 0,
+            kind: "mute",
+            label: "mute camera → alice".into(),
+            target: Some("alice".into()),
+            started: secs(1.5),
+            healed: None,
+            refuses_connections: false,
+        };
+        let r = record(episode(), &[(0.5, "TR_1", 10), (0.9, "TR_1", 20)], vec![mute], 20.0);
+        assert_eq!(broken(&r), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_ghost_subscription_left_at_the_end_breaks_invariant_6() {
+        let mut events = episode();
+        events.retain(|(_, _, e)| !matches!(e, ClientEvent::TrackUnsubscribed { .. }));
+        let r =
+            record(events, &[(0.5, "TR_1", 10), (0.9, "TR_1", 20), (2.5, "TR_2", 3)], vec![], 20.0);
+        let found = broken(&r);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].contains("exactly one live subscription") && found[0].contains("held 2"),
+            "{found:?}"
+        );
+    }
 }

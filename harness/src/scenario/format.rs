@@ -320,6 +320,19 @@ pub enum Fault {
     },
     /// The target closes its room.
     Close {},
+    /// The target mutes its track (its frames stop; the server and the others are told);
+    /// with `for`, it unmutes it when the fault ends. The user's action, not a failure: what
+    /// the SDK must carry across an episode (client-sdk-android#109).
+    Mute {
+        /// Which of its tracks.
+        track: TrackSpec,
+    },
+    /// The target publishes a track it did not publish before — possibly in the middle of a
+    /// reconnect, where the SDK must publish it once the room is back (client-sdk-js#507).
+    PublishTrack {
+        /// Which track.
+        track: TrackSpec,
+    },
     /// A `[cluster]` node is killed (SIGKILL: a crash); with `for`, it is restarted on its
     /// ports when the fault ends.
     NodeKill {
@@ -573,6 +586,23 @@ impl Scenario {
         self.participants.iter().find(|p| p.identity.get_ref() == identity)
     }
 
+    /// The tracks `identity` publishes over the run: its `tracks`, then those its
+    /// `publish-track` steps add.
+    pub fn tracks_of(&self, identity: &str) -> Vec<TrackSpec> {
+        let Some(p) = self.participant(identity) else { return Vec::new() };
+        let mut tracks = p.tracks.clone();
+        for step in &self.faults {
+            let hits = match &step.target {
+                Some(t) => t.get_ref() == identity,
+                None => self.participants.len() == 1,
+            };
+            if let (Fault::PublishTrack { track }, true) = (&step.fault, hits) {
+                tracks.push(*track);
+            }
+        }
+        tracks
+    }
+
     /// When the last fault heals (or starts, for one that lasts to the end).
     pub fn last_fault_end(&self) -> Duration {
         self.faults.iter().map(|f| f.at + f.duration.unwrap_or_default()).max().unwrap_or_default()
@@ -627,13 +657,14 @@ impl Scenario {
                     table.clone(),
                     format!(
                         "a `{}` fault happens at once, so `for` means nothing on it; remove `for` \
-                         (faults that last: partition, signal-proxy, toxic, media, server-kill, \
-                         node-kill, node-drain, redis-kill)",
+                         (faults that last: partition, signal-proxy, toxic, media, mute, \
+                         server-kill, node-kill, node-drain, redis-kill)",
                         step.fault.kind()
                     ),
                 ));
             }
             step.fault.check().map_err(|m| (table.clone(), m))?;
+            self.check_track_fault(step).map_err(|m| (table.clone(), m))?;
             self.check_cluster_fault(&step.fault).map_err(|m| (table, m))?;
         }
         self.check_cluster()?;
@@ -643,10 +674,11 @@ impl Scenario {
                 known(name).map_err(|m| (span.clone(), m))?;
             }
             let publishes = |who: &str, track: &Option<TrackSpec>| {
-                self.participant(who).is_some_and(|p| match track {
-                    Some(t) => p.tracks.contains(t),
-                    None => !p.tracks.is_empty(),
-                })
+                let tracks = self.tracks_of(who);
+                match track {
+                    Some(t) => tracks.contains(t),
+                    None => !tracks.is_empty(),
+                }
             };
             match exp.get_ref() {
                 Expectation::MediaGap { from: who, track, .. }
@@ -679,6 +711,39 @@ impl Scenario {
 }
 
 impl Scenario {
+    /// Checks a `mute` or `publish-track` step against what its target publishes: a mute
+    /// needs the track (from `tracks` or an earlier `publish-track`), a publish must be new.
+    fn check_track_fault(&self, step: &FaultStep) -> Result<(), String> {
+        let (track, publish) = match &step.fault {
+            Fault::Mute { track } => (*track, false),
+            Fault::PublishTrack { track } => (*track, true),
+            _ => return Ok(()),
+        };
+        let target = match &step.target {
+            Some(t) => self.participant(t.get_ref()),
+            None => self.participants.first(),
+        };
+        let Some(target) = target else { return Ok(()) };
+        let who = target.identity.get_ref();
+        let published_before = self.faults.iter().any(|f| {
+            f.at < step.at
+                && f.fault == (Fault::PublishTrack { track })
+                && f.target.as_ref().is_none_or(|t| t.get_ref() == who)
+        });
+        let has = target.tracks.contains(&track) || published_before;
+        match (publish, has) {
+            (false, false) => Err(format!(
+                "`{who}` publishes no {track:?} track to mute: add it to its `tracks`, or \
+                 publish it with an earlier `publish-track`"
+            )),
+            (true, true) => Err(format!(
+                "`{who}` already publishes a {track:?} track (one per kind): remove it from its \
+                 `tracks`, or drop this `publish-track`"
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// Checks the `[cluster]` table and the participants' `node`s.
     fn check_cluster(&self) -> Result<(), (Range<usize>, String)> {
         let Some(cluster) = &self.cluster else {
@@ -767,6 +832,8 @@ impl Fault {
             Fault::DeleteRoom {} => "delete-room",
             Fault::Simulate { .. } => "simulate",
             Fault::Close {} => "close",
+            Fault::Mute { .. } => "mute",
+            Fault::PublishTrack { .. } => "publish-track",
             Fault::NodeKill { .. } => "node-kill",
             Fault::NodeRestart { .. } => "node-restart",
             Fault::NodeDrain { .. } => "node-drain",
@@ -784,6 +851,7 @@ impl Fault {
                 | Fault::Simulate { .. }
                 | Fault::Close {}
                 | Fault::NodeRestart { .. }
+                | Fault::PublishTrack { .. }
         )
     }
 

@@ -200,6 +200,8 @@ pub fn label(step: &FaultStep) -> String {
             parts.join(" ")
         }
         Fault::Simulate { scenario } => format!("simulate {scenario}"),
+        Fault::Mute { track } => format!("mute {}", track.source().name()),
+        Fault::PublishTrack { track } => format!("publish-track {}", track.source().name()),
         other => other.kind().to_owned(),
     };
     match &step.target {

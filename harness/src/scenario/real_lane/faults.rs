@@ -171,6 +171,30 @@ impl Runner<'_> {
                 let c = target("close")?;
                 c.client.close().await.map_err(|e| fail(e.to_string(), log.clone()))?;
             }
+            Fault::Mute { track } => {
+                let c = target("mute")?;
+                c.client
+                    .mute_track(track.source(), true)
+                    .await
+                    .map_err(|e| fail(e.to_string(), log.clone()))?;
+            }
+            Fault::PublishTrack { track } => {
+                let c = target("publish-track")?;
+                // An SDK may hold the call until an episode under way ends: the timeline goes
+                // on, and the record shows when the track was published.
+                let client = c.client.clone();
+                let (source, who) = (track.source(), c.identity.clone());
+                tokio::spawn(async move {
+                    if let Err(error) = client.publish_track(source).await {
+                        tracing::warn!(%who, source = source.name(), %error, "publish-track failed");
+                    }
+                });
+            }
+        }
+        if let (Fault::PublishTrack { track }, Some(who)) = (&step.fault, &step.target) {
+            if let Some(c) = self.clients.iter_mut().find(|c| c.identity == *who.get_ref()) {
+                c.record.tracks.push(track.source());
+            }
         }
         let record = FaultRecord {
             index,
@@ -227,6 +251,12 @@ impl Runner<'_> {
                 }
             }
             (Fault::Media { .. }, Some(c)) => sockets(c).map_err(&fail)?.heal_media(),
+            (Fault::Mute { track }, Some(c)) => {
+                c.client
+                    .mute_track(track.source(), false)
+                    .await
+                    .map_err(|e| fail(e.to_string()))?;
+            }
             (Fault::ServerKill {}, _) => {
                 self.say("restarting livekit-server on the same ports");
                 let server = self
