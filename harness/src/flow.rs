@@ -91,10 +91,13 @@ pub fn flows_of(events: &[EventRecord], zero: Duration) -> BTreeMap<TrackKey, Fl
                 let mut advanced = BTreeSet::new();
                 for t in tracks {
                     let seen = last.entry((e.participant.clone(), t.sid.clone())).or_default();
-                    if t.frames > *seen {
+                    // A count below the last one restarted: the subscriber subscribed to the
+                    // same sid again (after its own full reconnect) and counts from 0.
+                    let base = if t.frames < *seen { 0 } else { *seen };
+                    if t.frames > base {
                         advanced.insert(key(&e.participant, &t.from, t.source));
                     }
-                    *seen = t.frames.max(*seen);
+                    *seen = t.frames;
                 }
                 for k in advanced {
                     flows.entry(k).or_default().advances.push(e.at);
@@ -194,6 +197,8 @@ mod tests {
             sample(1300, &[("TR_2", 0)]),
             sample(1400, &[("TR_2", 2)]),
             sample(1500, &[("TR_2", 5)]),
+            // bob's own full reconnect: subscribed to TR_2 again, counting from 0 again.
+            sample(1700, &[("TR_2", 1)]),
         ];
         let flows = flows_of(&events, Duration::ZERO);
         let flow = &flows[&TrackKey {
@@ -201,11 +206,12 @@ mod tests {
             publisher: "alice".into(),
             source: TrackSource::Camera,
         }];
-        assert_eq!(flow.advances, vec![ms(100), ms(200), ms(1400), ms(1500)]);
+        assert_eq!(flow.advances, vec![ms(100), ms(200), ms(1400), ms(1500), ms(1700)]);
         assert_eq!(flow.longest_gap(ms(0), ms(1500)), (ms(1200), ms(200)));
-        assert_eq!(flow.longest_gap(ms(0), ms(3000)), (ms(1500), ms(1500)), "an open stop counts");
+        assert_eq!(flow.longest_gap(ms(0), ms(3500)), (ms(1800), ms(1700)), "an open stop counts");
         assert_eq!(flow.first_after(ms(1250)), Some(ms(1400)));
         assert!(flow.flowing_at(ms(1500), ms(500)) && !flow.flowing_at(ms(1000), ms(500)));
+        assert!(flow.flowing_at(ms(1700), ms(100)), "a restarted count is new frames");
         assert_eq!(flow.live, BTreeSet::from(["TR_2".to_owned()]));
         assert_eq!(flow.most_live, (2, ms(1250)), "old and new held at once, briefly");
     }
