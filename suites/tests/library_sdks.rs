@@ -56,7 +56,10 @@ const SLOW_HANDOVER: Expect = Expect::FailsOnly(&["reconnected: phone"]);
 /// livekit-client keys remote participants by identity: a peer that reconnects fully comes
 /// back under a new sid in the same server update that retires the old one (the server
 /// batches a non-publisher's updates), so a livekit-client watcher swaps the sid in place and
-/// reports neither a leave nor a join. `peer-saw-rejoin` expects both.
+/// reports neither a leave nor a join. `peer-saw-rejoin` expects both. A publisher's full
+/// reconnect goes the same way (publisher-full-reconnect): the watcher reports the old tracks
+/// unsubscribed and unpublished and the new ones published and subscribed, and its media
+/// comes back, but no leave or join.
 const JS_SEES_NO_REJOIN: Expect = Expect::FailsOnly(&["peer-saw-rejoin"]);
 
 /// livekit-client after a server restart: its retries wait 0, 0.3, 1.2, 2.7, 4.8 and then 7 s,
