@@ -142,6 +142,7 @@ fn library(file: &str) -> PathBuf {
     Sdk::UpstreamRust,
     Expect::Passes
 )]
+#[case::upstream_resume_keeps_tracks("resume-keeps-tracks.toml", Sdk::UpstreamRust, Expect::Passes)]
 #[case::upstream_media_dead_after_resume(
     "media-dead-after-resume.toml",
     Sdk::UpstreamRust,
@@ -171,6 +172,7 @@ fn library(file: &str) -> PathBuf {
 #[case::js_sfu_restart_video("sfu-restart-video.toml", Sdk::Js, Expect::Passes)]
 #[case::js_muted_during_outage("muted-during-outage.toml", Sdk::Js, Expect::Passes)]
 #[case::js_publish_during_reconnect("publish-during-reconnect.toml", Sdk::Js, Expect::Passes)]
+#[case::js_resume_keeps_tracks("resume-keeps-tracks.toml", Sdk::Js, Expect::Passes)]
 #[case::js_media_dead_after_resume("media-dead-after-resume.toml", Sdk::Js, Expect::Passes)]
 #[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
 async fn library_scenario_on_each_sdk(

@@ -64,6 +64,7 @@ fn passed(record: &RunRecord) -> Result<()> {
 #[case::muted_during_outage("muted-during-outage.toml")]
 #[case::publish_during_reconnect("publish-during-reconnect.toml")]
 #[case::media_dead_after_resume("media-dead-after-resume.toml")]
+#[case::resume_keeps_tracks("resume-keeps-tracks.toml")]
 #[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
 async fn library_scenario_passes_on_the_real_lane(#[case] file: &str) -> Result<()> {
     passed(&run_file(&library(file)).await?)
