@@ -14,9 +14,7 @@ pub mod js;
 mod stage;
 pub mod upstream_rust;
 
-use std::fmt;
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::time::Duration;
 
 use std::sync::{Arc, Weak};
@@ -32,8 +30,8 @@ pub use driver::{Hello, PROTOCOL_VERSION};
 pub use event::{ClientEvent, Lifecycle, MediaCount, Observed};
 
 use crate::provision::ProvisionEnv;
-use crate::sim::schedule::SimulateKind;
-use crate::vocab::{TrackSource, VIDEO_FPS};
+pub use crate::vocab::Sdk;
+use crate::vocab::{SimulateKind, TrackSource, VIDEO_FPS};
 
 /// How long an external SDK may take to join a room.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -42,35 +40,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// sample at the same rate (`docs/driver-protocol.md`).
 pub const MEDIA_SAMPLE_EVERY: Duration = Duration::from_millis(100);
 
-/// An SDK faultline can put under test.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Sdk {
-    /// faultline-sdk, in process.
-    Faultline,
-    /// The upstream Rust SDK as shipped in `liblivekit_ffi.so` (PyPI `livekit`).
-    UpstreamRust,
-    /// `livekit-client` in headless Chromium.
-    Js,
-}
-
 impl Sdk {
-    /// Every SDK, faultline's first.
-    pub const ALL: [Sdk; 3] = [Sdk::Faultline, Sdk::UpstreamRust, Sdk::Js];
-
-    /// The name scenario files and the command use.
-    pub fn name(self) -> &'static str {
-        match self {
-            Sdk::Faultline => "faultline",
-            Sdk::UpstreamRust => "upstream-rust",
-            Sdk::Js => "js",
-        }
-    }
-
-    /// Whether its sockets are faultline's own (so media faults can wrap them).
-    pub fn in_process(self) -> bool {
-        self == Sdk::Faultline
-    }
-
     /// Whether the SDK can run here, without preparing anything: a sentence saying what is
     /// prepared or what its first use will do, or why it cannot run and how to fix that.
     pub fn readiness(self, env: &ProvisionEnv) -> Result<String, ClientError> {
@@ -123,36 +93,6 @@ impl Sdk {
             }
             (Sdk::Js, None) => Duration::from_secs(44) + Duration::from_secs(30) * 10,
         }
-    }
-}
-
-impl fmt::Display for Sdk {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.pad(self.name())
-    }
-}
-
-impl Default for Sdk {
-    /// faultline-sdk, the client this project builds.
-    fn default() -> Self {
-        Sdk::Faultline
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for Sdk {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let name = String::deserialize(deserializer)?;
-        name.parse().map_err(serde::de::Error::custom)
-    }
-}
-
-impl FromStr for Sdk {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Sdk::ALL.into_iter().find(|sdk| sdk.name() == s).ok_or_else(|| {
-            format!("unknown SDK {s:?}; the SDKs are faultline, upstream-rust and js")
-        })
     }
 }
 

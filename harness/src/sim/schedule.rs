@@ -31,12 +31,11 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use faultline_sdk::SimulateScenario;
 use serde::{Deserialize, Serialize};
 
 use super::SERVER_HOST;
 use crate::net::Direction;
-use crate::scenario::format::ProxyMode;
+use crate::vocab::ProxyMode;
 
 /// The largest latency a schedule may set (longer ones are certainly typos).
 pub const MAX_LATENCY_MS: u64 = 60_000;
@@ -303,75 +302,8 @@ impl Fault {
     }
 }
 
-/// The `SimulateScenario`s a schedule or a scenario file can ask for (faultline-sdk's, in a
-/// writable form: `"signal-reconnect"`, …, `{ speaker = { secs = 2 } }`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum SimulateKind {
-    /// [`SimulateScenario::SignalReconnect`].
-    SignalReconnect,
-    /// [`SimulateScenario::FullReconnect`].
-    FullReconnect,
-    /// [`SimulateScenario::DisconnectSignalOnResume`].
-    DisconnectSignalOnResume,
-    /// [`SimulateScenario::DisconnectSignalOnResumeNoMessages`].
-    DisconnectSignalOnResumeNoMessages,
-    /// [`SimulateScenario::NodeFailure`].
-    NodeFailure,
-    /// [`SimulateScenario::Migration`].
-    Migration,
-    /// [`SimulateScenario::ServerLeave`].
-    ServerLeave,
-    /// [`SimulateScenario::ForceTcp`].
-    ForceTcp,
-    /// [`SimulateScenario::ForceTls`].
-    ForceTls,
-    /// [`SimulateScenario::Speaker`], for `secs` seconds.
-    Speaker {
-        /// Whole seconds.
-        secs: u64,
-    },
-}
-
-impl std::fmt::Display for SimulateKind {
-    /// As files write it: `signal-reconnect`, `speaker (3 s)`.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let name = match self {
-            SimulateKind::SignalReconnect => "signal-reconnect",
-            SimulateKind::FullReconnect => "full-reconnect",
-            SimulateKind::DisconnectSignalOnResume => "disconnect-signal-on-resume",
-            SimulateKind::DisconnectSignalOnResumeNoMessages => {
-                "disconnect-signal-on-resume-no-messages"
-            }
-            SimulateKind::NodeFailure => "node-failure",
-            SimulateKind::Migration => "migration",
-            SimulateKind::ServerLeave => "server-leave",
-            SimulateKind::ForceTcp => "force-tcp",
-            SimulateKind::ForceTls => "force-tls",
-            SimulateKind::Speaker { secs } => return write!(f, "speaker ({secs} s)"),
-        };
-        f.write_str(name)
-    }
-}
-
-impl From<SimulateKind> for SimulateScenario {
-    fn from(scenario: SimulateKind) -> Self {
-        match scenario {
-            SimulateKind::SignalReconnect => SimulateScenario::SignalReconnect,
-            SimulateKind::FullReconnect => SimulateScenario::FullReconnect,
-            SimulateKind::DisconnectSignalOnResume => SimulateScenario::DisconnectSignalOnResume,
-            SimulateKind::DisconnectSignalOnResumeNoMessages => {
-                SimulateScenario::DisconnectSignalOnResumeNoMessages
-            }
-            SimulateKind::NodeFailure => SimulateScenario::NodeFailure,
-            SimulateKind::Migration => SimulateScenario::Migration,
-            SimulateKind::ServerLeave => SimulateScenario::ServerLeave,
-            SimulateKind::ForceTcp => SimulateScenario::ForceTcp,
-            SimulateKind::ForceTls => SimulateScenario::ForceTls,
-            SimulateKind::Speaker { secs } => SimulateScenario::Speaker(Duration::from_secs(secs)),
-        }
-    }
-}
+/// The `SimulateScenario`s a schedule can ask for: the shared vocabulary's.
+pub use crate::vocab::SimulateKind;
 
 /// Faults at simulated times, in time order.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

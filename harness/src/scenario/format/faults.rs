@@ -127,36 +127,8 @@ pub enum Fault {
     RedisKill {},
 }
 
-impl std::fmt::Display for ProxyMode {
-    /// As files write it: `black-hole`.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            ProxyMode::Kill => "kill",
-            ProxyMode::BlackHole => "black-hole",
-            ProxyMode::Pause => "pause",
-            ProxyMode::RefuseNew => "refuse-new",
-            ProxyMode::Throttle => "throttle",
-        })
-    }
-}
-
-/// Modes of the killable signalling proxy (and of the sim lane's signalling faults): the fault
-/// a scenario asks for. It is not [`crate::proxy::Mode`], the proxy's state, which also has
-/// `Pass` and keeps throttling as a rate beside the mode rather than as a mode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ProxyMode {
-    /// Sever every connection and refuse new ones.
-    Kill,
-    /// Keep connections open but pass nothing (a half-open link).
-    BlackHole,
-    /// Hold bytes and deliver them when the fault ends.
-    Pause,
-    /// Existing connections work; new ones are refused.
-    RefuseNew,
-    /// Limit the rate (`rate`, bytes per second).
-    Throttle,
-}
+/// The modes of the killable signalling proxy a fault asks for: the shared vocabulary's.
+pub use crate::vocab::ProxyMode;
 
 /// A toxic and its settings: toxiproxy's own type, read as files write it.
 pub use crate::toxiproxy::ToxicKind;
@@ -169,7 +141,7 @@ pub use crate::net::Direction;
 
 /// The SimulateScenario requests a scenario may make: the same set, spelled the same way, as
 /// in simulation schedules.
-pub use crate::sim::schedule::SimulateKind;
+pub use crate::vocab::SimulateKind;
 
 impl Fault {
     /// The `type` name of this fault, as written in files.

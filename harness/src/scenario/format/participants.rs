@@ -8,8 +8,7 @@ use serde::{Deserialize, Deserializer};
 use toml::Spanned;
 
 use super::durations::{duration, opt_duration};
-use crate::client::Sdk;
-use crate::vocab::TrackSpec;
+use crate::vocab::{Sdk, TrackSpec};
 
 /// The cluster a scenario runs on.
 #[derive(Debug, Clone, Deserialize)]
