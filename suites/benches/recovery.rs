@@ -24,10 +24,26 @@
 //!   `Reconnected`. Then, for faultline-sdk, every UDP path but the relay is cut: cut → the
 //!   first of the peer's packets published after the cut arriving.
 //!
+//! - media: a faultline-sdk peer publishes audio and 30 fps video to the client, which is
+//!   then asked for a signalling resume or a full reconnect (`media`), or has its media
+//!   black-holed until its episode starts (`media-black-hole`; faultline-sdk: its socket
+//!   wrapper; the other SDKs: the kernel). Measured from the ask (or the heal) at the
+//!   client: the moment the peer's video came back (the end of the longest stretch without
+//!   a new frame), that longest stretch, and `Reconnected`; beside them the floor the
+//!   protocol allows — detection (0: the ask or the heal is the start) + one signalling
+//!   round trip + a key-frame round trip (PLI to the publisher and a frame back: one more
+//!   round trip) + one frame interval (33.3 ms), with the loopback round trip measured as a
+//!   TCP connect to the server — and the floor given this client's own `Reconnected` (its
+//!   `Reconnected` + a key-frame round trip + a frame interval). faultline-sdk's frame times
+//!   are read from its subscribed tracks every 2 ms; the other SDKs' from their `media`
+//!   samples (every 100 ms, so ±100 ms), through `faultline::flow`, which faultline-sdk's
+//!   samples are also printed through for comparison.
+//!
 //! Run: `cargo bench -p faultline-suites --bench recovery`. `RUNS=n` changes the count
 //! (default 5), `SDKS=faultline,js` the SDKs (default all three), `CASES=outage` the cases
-//! (of `simulate`, `outage`, `black-hole`, `dark-link`, `force-tcp`, `force-tls`; default
-//! all).
+//! (of `simulate`, `outage`, `black-hole`, `dark-link`, `force-tcp`, `force-tls`, `media`,
+//! `media-black-hole`; default all). `MEDIA_DUMP=1` prints each media run's events and
+//! faultline-sdk's frame times.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -37,6 +53,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use faultline::client::{Client, ClientOptions, Sdk};
 use faultline::event_log::{ClientEvent, EventLog, Lifecycle, Observed};
+use faultline::flow::{flows_of, Flow, TrackKey};
 use faultline::net::{Direction, FaultyNetwork, NetFaults};
 use faultline::netns::{Namespace, Scope, Topology};
 use faultline::provision::ProvisionEnv;
@@ -44,7 +61,7 @@ use faultline::proxy::Proxy;
 use faultline::server::{LiveKitServer, ServerOptions};
 use faultline::sim::schedule::SimulateKind;
 use faultline_sdk::net::TokioNetwork;
-use faultline_sdk::RoomOptions;
+use faultline_sdk::{RoomOptions, TrackSource};
 use tokio::time::Instant;
 
 /// Bound on any one wait: longer than a default-policy exhaustion of any SDK.
@@ -357,12 +374,328 @@ async fn force_tls(
     Ok(ForcedTls { resumed, relay_only_data_back })
 }
 
+/// A faultline-sdk peer in `room` publishing audio and 30 fps video, received by `p`.
+struct MediaPeer {
+    _peer: Joined,
+}
+
+impl MediaPeer {
+    /// Joins the peer, publishes, and returns once `p` receives the peer's video.
+    async fn start(server: &LiveKitServer, room: &str, p: &mut Joined) -> Result<MediaPeer> {
+        let peer = join_with(server, Sdk::Faultline, &server.ws_url(), room, "peer", None).await?;
+        for source in [TrackSource::Microphone, TrackSource::Camera] {
+            tokio::time::timeout(WAIT, peer.client.publish_track(source)).await??;
+        }
+        p.log
+            .wait_for("the peer's video", WAIT, |e| match e {
+                ClientEvent::Media { tracks } => tracks
+                    .iter()
+                    .any(|t| t.from == "peer" && t.source == TrackSource::Camera && t.frames >= 5),
+                _ => false,
+            })
+            .await?;
+        Ok(MediaPeer { _peer: peer })
+    }
+}
+
+/// The loopback round trip to `server`'s signalling port: the median of 21 TCP connects.
+async fn loopback_rtt(server: &LiveKitServer) -> Result<Duration> {
+    let mut samples = Vec::new();
+    for _ in 0..21 {
+        let started = std::time::Instant::now();
+        let stream = tokio::net::TcpStream::connect(server.signal_addr()).await?;
+        samples.push(started.elapsed());
+        drop(stream);
+    }
+    samples.sort();
+    Ok(samples[samples.len() / 2])
+}
+
+/// What the peer's video did around one fault, at the faulted client, from the fault's
+/// start (the ask, or the heal).
+struct MediaBack {
+    /// → the end of the longest stretch without a new video frame (`None`: none longer than
+    /// three frame intervals, i.e. the video did not stop).
+    back: Option<Duration>,
+    /// That longest stretch.
+    gap: Duration,
+    /// The same two from the client's 100 ms `media` samples (through `faultline::flow`).
+    sampled_back: Option<Duration>,
+    sampled_gap: Duration,
+    /// The audio's longest stretch, from the samples.
+    sampled_audio_gap: Duration,
+    /// → the peer's camera subscribed again, if the fault ended the subscription.
+    subscribed: Option<Duration>,
+    /// → `Reconnected` (as the event log received it).
+    reconnected: Duration,
+}
+
+/// The fault of one media run.
+#[derive(Debug, Clone, Copy)]
+enum MediaFault {
+    Simulate(SimulateKind),
+    BlackHole,
+}
+
+impl MediaFault {
+    fn name(self) -> String {
+        match self {
+            MediaFault::Simulate(kind) => serde_json::to_value(kind)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_else(|| format!("{kind:?}")),
+            MediaFault::BlackHole => "media black hole (heal)".to_owned(),
+        }
+    }
+}
+
+/// The frame arrival times of `from`'s video at faultline-sdk's room, since `started`.
+fn note_arrivals(
+    room: &faultline_sdk::Room,
+    started: Instant,
+    arrivals: &mut std::collections::BTreeSet<Duration>,
+) {
+    for (who, track) in room.subscribed_tracks() {
+        if who == "peer" && track.source() == TrackSource::Camera {
+            if let Some(at) = track.stats().last_frame_at {
+                arrivals.insert(at.saturating_duration_since(started));
+            }
+        }
+    }
+}
+
+/// One media run: the peer publishing to `p` (of `sdk`), `fault`, and what came back.
+async fn media_run(
+    server: &LiveKitServer,
+    kernel: Option<&Kernel>,
+    sdk: Sdk,
+    fault: MediaFault,
+    run: usize,
+) -> Result<MediaBack> {
+    let room = format!(
+        "bench-{sdk}-media-{}-{run}-{}",
+        fault.name().replace(' ', "-"),
+        std::process::id()
+    );
+    let link = kernel.map(|k| &k.topology.clients()[0]);
+    let server = kernel.map_or(server, |k| &k.server);
+    let mut p = join_with(
+        server,
+        sdk,
+        &server.ws_url(),
+        &room,
+        "bench",
+        link.map(|l| l.namespace().clone()),
+    )
+    .await?;
+    let _peer = MediaPeer::start(server, &room, &mut p).await?;
+    let mut arrivals = std::collections::BTreeSet::new();
+    let poll = Duration::from_millis(2);
+    // A second of steady video before the fault.
+    let steady = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < steady {
+        if let Some(room) = p.client.room() {
+            note_arrivals(room, p.log_started, &mut arrivals);
+        }
+        // The log stamps an event when it is read: read it often.
+        p.log.poll();
+        tokio::time::sleep(poll).await;
+    }
+    let before = Instant::now() - Duration::from_secs(1);
+    let start = match fault {
+        MediaFault::Simulate(kind) => {
+            let asked = Instant::now();
+            p.client.simulate(kind).await?;
+            asked
+        }
+        MediaFault::BlackHole => {
+            match (&p.media, link) {
+                (Some(media), _) => media.partition_media(Direction::Both),
+                (None, Some(link)) => link.partition(Scope::Media).await?,
+                (None, None) => anyhow::bail!("{sdk}: no way to drop its media"),
+            }
+            p.episode_starts().await?;
+            match (&p.media, link) {
+                (Some(media), _) => media.heal(),
+                (None, Some(link)) => link.heal().await?,
+                (None, None) => {}
+            }
+            Instant::now()
+        }
+    };
+    let since = |t: Instant| t - p.log_started;
+    let from = since(start);
+    let camera = TrackKey {
+        subscriber: String::new(),
+        publisher: "peer".into(),
+        source: TrackSource::Camera,
+    };
+    // Until Reconnected and then video for a second, or a deadline.
+    let deadline = start + WAIT;
+    let reconnected = loop {
+        if let Some(room) = p.client.room() {
+            note_arrivals(room, p.log_started, &mut arrivals);
+        }
+        p.log.poll();
+        let reconnected = p
+            .log
+            .events()
+            .iter()
+            .find(|e| e.at >= from && e.event == ClientEvent::Reconnected)
+            .map(|e| e.at);
+        if let Some(at) = reconnected {
+            let flows = flows_of(p.log.events(), Duration::ZERO);
+            let sampled_since = flows.get(&camera).and_then(|f| f.first_after(at));
+            let exact_since = arrivals.range(at..).next().copied();
+            let now = since(Instant::now());
+            let settled = |t: Option<Duration>| t.is_some_and(|t| now > t + Duration::from_secs(1));
+            let back = if p.client.room().is_some() {
+                settled(exact_since) && settled(sampled_since)
+            } else {
+                settled(sampled_since)
+            };
+            if back || now > at + Duration::from_secs(10) {
+                break at;
+            }
+        }
+        anyhow::ensure!(Instant::now() < deadline, "{sdk}: no Reconnected within {WAIT:?}");
+        tokio::time::sleep(poll).await;
+    };
+    let to = since(Instant::now());
+    let from_before = since(before);
+    if std::env::var_os("MEDIA_DUMP").is_some() {
+        println!("--- {sdk} {} run {run}: from {:?}", fault.name(), from);
+        for e in p.log.events().iter().filter(|e| e.at >= from_before) {
+            match &e.event {
+                ClientEvent::Media { tracks } => {
+                    let counts: Vec<_> = tracks
+                        .iter()
+                        .map(|t| format!("{}/{}={}", t.source.name(), t.sid, t.frames))
+                        .collect();
+                    println!("{:>10.1?} media {}", e.at, counts.join(" "));
+                }
+                other => println!("{:>10.1?} {other:?}", e.at),
+            }
+        }
+        let near: Vec<_> =
+            arrivals.iter().filter(|t| **t >= from_before).map(|t| format!("{t:.0?}")).collect();
+        println!("exact arrivals: {}", near.join(" "));
+    }
+    // The end of the longest stretch without a frame, from the fault's start, if the
+    // stretch is longer than `stopped`.
+    let back_of = |flow: &Flow, stopped: Duration| {
+        let (gap, began) = flow.longest_gap(from_before, to);
+        let back = (gap > stopped).then(|| (began + gap).saturating_sub(from));
+        (back, gap)
+    };
+    let exact = Flow { advances: arrivals.into_iter().collect(), ..Flow::default() };
+    let (back, gap) = back_of(&exact, Duration::from_millis(100));
+    let flows = flows_of(p.log.events(), Duration::ZERO);
+    let flow_of = |source| {
+        let key = TrackKey { source, ..camera.clone() };
+        flows.get(&key).cloned().unwrap_or_default()
+    };
+    let (sampled_back, sampled_gap) =
+        back_of(&flow_of(TrackSource::Camera), Duration::from_millis(250));
+    let (sampled_audio_gap, _) = flow_of(TrackSource::Microphone).longest_gap(from_before, to);
+    let subscribed = p
+        .log
+        .events()
+        .iter()
+        .find(|e| {
+            e.at >= from
+                && matches!(&e.event, ClientEvent::TrackSubscribed { from, source, .. }
+                    if from == "peer" && *source == TrackSource::Camera)
+        })
+        .map(|e| e.at - from);
+    p.client.close().await?;
+    Ok(MediaBack {
+        back: if p.client.room().is_some() { back } else { sampled_back },
+        gap: if p.client.room().is_some() { gap } else { sampled_gap },
+        sampled_back,
+        sampled_gap,
+        sampled_audio_gap,
+        subscribed,
+        reconnected: reconnected.saturating_sub(from),
+    })
+}
+
+/// Runs `fault` `runs` times for `sdk` and prints the figures beside the floors.
+async fn media_case(
+    server: &LiveKitServer,
+    kernel: Option<&Kernel>,
+    sdk: Sdk,
+    fault: MediaFault,
+    runs: usize,
+) -> Result<()> {
+    let rtt = loopback_rtt(kernel.map_or(server, |k| &k.server)).await?;
+    let frame = Duration::from_secs(1) / 30;
+    let (mut back, mut gap, mut sampled_back, mut sampled_gap, mut audio_gap, mut reconnected) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut subscribed = Vec::new();
+    let mut no_stop = 0;
+    for run in 0..runs {
+        let m = media_run(server, kernel, sdk, fault, run).await?;
+        match m.back {
+            Some(b) => back.push(b),
+            None => no_stop += 1,
+        }
+        gap.push(m.gap);
+        sampled_back.extend(m.sampled_back);
+        sampled_gap.push(m.sampled_gap);
+        audio_gap.push(m.sampled_audio_gap);
+        subscribed.extend(m.subscribed);
+        reconnected.push(m.reconnected);
+    }
+    let name = fault.name();
+    let exact = sdk.in_process();
+    let how = if exact { "" } else { " (100 ms samples)" };
+    report(sdk, &format!("media {name}: → Reconnected"), reconnected.clone());
+    if !subscribed.is_empty() {
+        let n = subscribed.len();
+        report(sdk, &format!("media {name}: → video subscribed ({n} of {runs})"), subscribed);
+    }
+    if back.is_empty() {
+        println!("{sdk:<14} media {name}: video never stopped for > 3 frames in {runs} runs");
+    } else {
+        report(sdk, &format!("media {name}: → video back{how}"), back);
+    }
+    if no_stop > 0 && no_stop < runs {
+        println!("{sdk:<14} media {name}: video did not stop in {no_stop} of {runs} runs");
+    }
+    let outage = if matches!(fault, MediaFault::BlackHole) { ", with the outage" } else { "" };
+    report(sdk, &format!("media {name}: longest video gap{how}{outage}"), gap);
+    if exact {
+        if !sampled_back.is_empty() {
+            report(sdk, &format!("media {name}: → video back (samples)"), sampled_back);
+        }
+        report(sdk, &format!("media {name}: longest video gap (samples)"), sampled_gap);
+    }
+    report(sdk, &format!("media {name}: longest audio gap (samples)"), audio_gap);
+    let protocol = rtt + rtt + frame;
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    reconnected.sort();
+    let median_reconnected = reconnected[reconnected.len() / 2];
+    println!(
+        "{sdk:<14} media {name}: floor {:.1} ms = detection 0 + signalling RTT {:.2} + key-frame \
+         RTT {:.2} + frame {:.1} (the next frame is 0–33.3 ms away, so a run may beat it by that); \
+         given this client's Reconnected (median {:.1}): {:.1} ms",
+        ms(protocol),
+        ms(rtt),
+        ms(rtt),
+        ms(frame),
+        ms(median_reconnected),
+        ms(median_reconnected + rtt + frame)
+    );
+    Ok(())
+}
+
 fn report(sdk: Sdk, name: &str, mut samples: Vec<Duration>) {
     samples.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let median = samples[samples.len() / 2];
     println!(
-        "{sdk:<14} {name:<28} runs {:>3}  median {:>8.1} ms  min {:>8.1} ms  max {:>8.1} ms",
+        "{sdk:<14} {name:<40} runs {:>3}  median {:>8.1} ms  min {:>8.1} ms  max {:>8.1} ms",
         samples.len(),
         ms(median),
         ms(samples[0]),
@@ -442,6 +775,15 @@ async fn main() -> Result<()> {
             if !data_back.is_empty() {
                 report(sdk, "force-tls: relay only → data", data_back);
             }
+        }
+        if wanted("media") {
+            for kind in [SimulateKind::SignalReconnect, SimulateKind::FullReconnect] {
+                media_case(&server, None, sdk, MediaFault::Simulate(kind), runs).await?;
+            }
+        }
+        if wanted("media-black-hole") {
+            let kernel = if sdk.in_process() { None } else { Some(Kernel::start().await?) };
+            media_case(&server, kernel.as_ref(), sdk, MediaFault::BlackHole, runs).await?;
         }
         let darks: Vec<_> = darks.into_iter().filter(|(_, case, _)| wanted(case)).collect();
         if darks.is_empty() {
