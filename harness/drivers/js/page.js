@@ -17,6 +17,8 @@
   const L = window.LivekitClient;
   let seq = 0;
   let room = null;
+  // The local tracks this page created, by source (what an app holds on to).
+  const localTracks = {};
 
   const MEDIA_INTERVAL_MS = 100;
   // What publish_track captures and how it publishes it: small, cheap on two cores, no
@@ -511,6 +513,7 @@
           ...options,
           source: SOURCES[source](),
         });
+        localTracks[source] = track;
         return done({ ok: true, sid: pub.trackSid });
       } catch (e) {
         if (track && !localPublication(source)) track.stop();
@@ -527,6 +530,7 @@
       }
       try {
         await room.localParticipant.unpublishTrack(pub.track, true);
+        delete localTracks[source];
       } catch (e) {
         return done({ ok: false, error: `unpublish_track ${source}: ${errorText(e)}` });
       }
@@ -537,13 +541,16 @@
       const op = muted ? 'mute_track' : 'mute_track (unmute)';
       const refused = refuse(op, source);
       if (refused) return refused;
+      // The app's own track object: while livekit-client republishes after a full reconnect
+      // there is no publication for a moment, but the user can still mute what they hold.
       const pub = localPublication(source);
-      if (!pub || !pub.track) {
-        return done({ ok: false, error: `${op} ${source}: no ${source} track is published` });
+      const target = pub && pub.track ? pub : localTracks[source];
+      if (!target) {
+        return done({ ok: false, error: `${op} ${source}: no ${source} track was published` });
       }
       try {
-        if (muted) await pub.mute();
-        else await pub.unmute();
+        if (muted) await target.mute();
+        else await target.unmute();
       } catch (e) {
         return done({ ok: false, error: `${op} ${source}: ${errorText(e)}` });
       }
