@@ -93,6 +93,74 @@ fn the_explorer_finds_and_shrinks_a_planted_server_bug() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The planted media bug: a server variant
+/// ([`PlantedBug::NoKeyframeRequestAfterResume`]) whose video downtracks, after their
+/// subscriber resumes, wait for a key frame without asking the publisher for one. The
+/// client resumes correctly, its audio comes back, but its video never does: DESIGN.md
+/// invariant 6 breaks, for users, only after a resume while video flows. The explorer must
+/// find a schedule that makes a subscriber resume (media cases only: every participant
+/// publishes audio and video) and shrink it to a fault and its repair; the same schedule
+/// against the real behaviour passes.
+#[test_log::test]
+fn the_explorer_finds_and_shrinks_a_planted_media_bug() -> anyhow::Result<()> {
+    let config = ExploreConfig {
+        cases: 100,
+        seed: 1,
+        participants: 2,
+        planted_bug: Some(PlantedBug::NoKeyframeRequestAfterResume),
+        media_percent: 100,
+        ..ExploreConfig::default()
+    };
+    let summary = explore::explore(&config, |_| {})?;
+    let failure = summary.failure.context("the explorer should find the planted media bug")?;
+    eprintln!("found after {} cases; {}", summary.cases, describe(&failure));
+    ensure!(
+        failure.violations.iter().all(|v| v.invariant == 6 && v.what.contains("camera")),
+        "the planted bug breaks invariant 6 for video only: {:?}",
+        failure.violations
+    );
+    let steps = &failure.shrunk.schedule.steps;
+    ensure!(
+        steps.len() <= 2,
+        "shrunk to {} steps, expected at most 2:\n{}",
+        steps.len(),
+        failure.shrunk.schedule
+    );
+    ensure!(failure.shrunk.media, "the shrunk case keeps its media");
+
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("failure.toml");
+    failure.shrunk.write(&path)?;
+    let read = Case::read(&path)?;
+    ensure!(read == failure.shrunk, "the case file must read back as written");
+    let (_, again) = explore::replay(&read)?;
+    ensure!(again == failure.violations, "replay gave {again:?}, not {:?}", failure.violations);
+
+    let fixed = Case { planted_bug: None, ..read };
+    let (run, violations) = explore::replay(&fixed)?;
+    ensure!(violations.is_empty(), "without the bug: {violations:?}\n{}", run.trace_text());
+    Ok(())
+}
+
+/// Random schedules in which both participants publish audio and video: invariant 6 (media
+/// comes back) holds with the others.
+#[test_log::test]
+fn random_schedules_with_media_break_no_invariant() -> anyhow::Result<()> {
+    let config = ExploreConfig {
+        cases: 40,
+        seed: 11,
+        participants: 2,
+        media_percent: 100,
+        ..ExploreConfig::default()
+    };
+    let summary = explore::explore(&config, |_| {})?;
+    if let Some(failure) = &summary.failure {
+        anyhow::bail!("expected no violation; {}", describe(failure));
+    }
+    ensure!(summary.media_cases == config.cases, "every case has media: {}", summary.media_cases);
+    Ok(())
+}
+
 fn link(a: &str, b: &str) -> (String, String) {
     (a.to_owned(), b.to_owned())
 }
@@ -134,6 +202,7 @@ fn the_same_case_gives_the_same_trace() -> anyhow::Result<()> {
             participants,
             names: Vec::new(),
             planted_bug: None,
+            media: false,
             schedule: busy_schedule(),
         };
         let wall = Instant::now();
@@ -183,6 +252,7 @@ fn packets_sent_into_a_dead_link_survive_the_senders_full_reconnect() -> anyhow:
         participants: 2,
         names: Vec::new(),
         planted_bug: None,
+        media: false,
         schedule,
     };
     let run = run_case(&case)?;
@@ -217,7 +287,14 @@ fn a_partition_that_never_heals_passes_the_exhaustion_check() -> anyhow::Result<
     let (a, b) = link("p1", SERVER_HOST);
     let schedule =
         Schedule::new(vec![Step { at_ms: 3_000, fault: Fault::Partition { a, b, oneway: false } }]);
-    let case = Case { seed: 5, participants: 2, names: Vec::new(), planted_bug: None, schedule };
+    let case = Case {
+        seed: 5,
+        participants: 2,
+        names: Vec::new(),
+        planted_bug: None,
+        media: false,
+        schedule,
+    };
     let run = run_case(&case)?;
     let state = |identity: &str| run.record.final_state(identity);
     ensure!(state("p1") == Some(ConnectionState::Disconnected), "{}", run.trace_text());
@@ -264,6 +341,7 @@ fn a_hold_inside_a_partition_makes_attempts_wait_not_fail() -> anyhow::Result<()
         participants: 2,
         names: Vec::new(),
         planted_bug: None,
+        media: false,
         schedule,
     };
     let run = run_case(&case)?;
@@ -299,6 +377,7 @@ fn a_full_reconnect_over_a_slow_link_misses_nothing_sent_after_reconnected() -> 
         participants: 2,
         names: Vec::new(),
         planted_bug: None,
+        media: false,
         schedule,
     };
     let run = run_case(&case)?;

@@ -63,6 +63,10 @@ struct RunArgs {
     /// Run every case against a deliberately broken server, to see the explorer find it.
     #[arg(long, value_parser = parse_planted_bug)]
     planted_bug: Option<PlantedBug>,
+    /// In about this share of cases (percent), every participant publishes audio and video
+    /// and invariant 6 (media comes back) is judged.
+    #[arg(long, default_value_t = explore::DEFAULT_MEDIA_PERCENT, value_parser = clap::value_parser!(u8).range(0..=100))]
+    media_percent: u8,
     /// The most runs shrinking a failure may take.
     #[arg(long, default_value_t = 60)]
     shrink_runs: usize,
@@ -98,14 +102,17 @@ async fn explore_run(args: RunArgs) -> anyhow::Result<ExitCode> {
         flaky_links: args.flaky_links,
         planted_bug: args.planted_bug,
         shrink_runs: args.shrink_runs,
+        media_percent: args.media_percent,
     };
     eprintln!(
-        "exploring {} schedules with {} participants (seed {}, shard {}, {} threads)",
+        "exploring {} schedules with {} participants (seed {}, shard {}, {} threads, audio and \
+         video in {} % of cases)",
         config.shard.cases_of(config.cases),
         config.participants,
         config.seed,
         config.shard,
-        config.jobs
+        config.jobs,
+        config.media_percent
     );
     let explored = config.clone();
     let summary = tokio::task::spawn_blocking(move || {
@@ -164,8 +171,10 @@ async fn explore_run(args: RunArgs) -> anyhow::Result<ExitCode> {
 fn print_summary(summary: &Summary) {
     let wall = summary.wall.as_secs_f64();
     println!(
-        "{} cases, {:.0} s simulated in {:.1} s of wall time ({:.0}x), {} violation(s){}",
+        "{} cases ({} with media), {:.0} s simulated in {:.1} s of wall time ({:.0}x), {} \
+         violation(s){}",
         summary.cases,
+        summary.media_cases,
         summary.simulated.as_secs_f64(),
         wall,
         summary.simulated.as_secs_f64() / wall.max(1e-9),
@@ -214,12 +223,13 @@ fn merge(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
         }
     };
     println!(
-        "{} shards of exploration seed {}: {} of {} cases run, {:.0} s simulated, longest shard \
-         {:.1} s of wall time, {} violation(s){}",
+        "{} shards of exploration seed {}: {} of {} cases run ({} with media), {:.0} s \
+         simulated, longest shard {:.1} s of wall time, {} violation(s){}",
         reports.len(),
         merged.seed,
         merged.ran,
         merged.cases,
+        merged.media_cases,
         merged.simulated_secs,
         merged.wall_secs,
         merged.violations.len(),

@@ -26,6 +26,9 @@ pub struct Args {
     /// With `--seed`: run against a deliberately broken server.
     #[arg(long, value_parser = parse_planted_bug, requires = "seed")]
     planted_bug: Option<PlantedBug>,
+    /// With `--seed`: every participant publishes audio and video.
+    #[arg(long, requires = "seed")]
+    media: bool,
 }
 
 /// Replays the case and prints what happened.
@@ -41,6 +44,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 participants: args.participants,
                 names: Vec::new(),
                 planted_bug: args.planted_bug,
+                media: args.media,
                 schedule,
             }
         }
@@ -51,10 +55,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .await
         .context("the replay thread panicked")??;
     println!(
-        "case: seed {}, {} participant(s){}, {} step(s):",
+        "case: seed {}, {} participant(s){}{}, {} step(s):",
         case.seed,
         case.participants,
         case.planted_bug.map(|b| format!(", planted bug {b:?}")).unwrap_or_default(),
+        if case.media { ", audio and video" } else { "" },
         case.schedule.steps.len()
     );
     print!("{}", case.schedule);

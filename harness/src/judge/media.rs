@@ -94,16 +94,58 @@ fn obligations<'a>(
                 if !received || withdrawn(record, key, episode.began) {
                     continue;
                 }
-                // The other party's episode at the same time, if any: its end counts too.
-                let overlapping = episodes(record.events_of(other)).into_iter().find(|e| {
-                    e.began <= reconnected && e.ended.is_none_or(|(t, _)| t >= episode.began)
-                });
-                let reconnected = match overlapping.map(|e| e.ended) {
-                    None => reconnected,
-                    Some(Some((t, true))) => reconnected.max(t),
-                    // It ended Disconnected, or is still going (invariant 3's business).
-                    Some(_) => continue,
+                // Episodes the frames had to wait for: the other party's at the same time,
+                // and either party's that began after this one ended but before the frames
+                // came back and were due (a publisher that lost its session too but noticed
+                // later, a path that broke again). The frames are due after the last of them
+                // ends Reconnected; none are due if one ended Disconnected or is still going
+                // (invariant 3's business).
+                let back = flow.first_after(reconnected);
+                let waited_for = |e: &Episode, own: bool| {
+                    let during = !own
+                        && e.began <= reconnected
+                        && e.ended.is_none_or(|(t, _)| t >= episode.began);
+                    let later = e.began > reconnected
+                        && e.began <= reconnected + MEDIA_BOUND
+                        && back.is_none_or(|t| t > e.began);
+                    during || later
                 };
+                let mut due_after = Some(reconnected);
+                for (party, own) in [(who, true), (other, false)] {
+                    for e in episodes(record.events_of(party)) {
+                        if !waited_for(&e, own) {
+                            continue;
+                        }
+                        due_after = match e.ended {
+                            Some((t, true)) => due_after.map(|d| d.max(t)),
+                            _ => None,
+                        };
+                    }
+                }
+                let Some(reconnected) = due_after else { continue };
+                // A fault on either party's path (or the server) that begins after the
+                // episode, before the frames came back and were due: what it breaks is the
+                // next episode's business, not this one's.
+                let disturbed = record.faults.iter().any(|f| {
+                    f.started > episode.ended.map_or(reconnected, |(t, _)| t)
+                        && f.started <= reconnected + MEDIA_BOUND
+                        && back.is_none_or(|t| t > f.started)
+                        && f.target
+                            .as_deref()
+                            .is_none_or(|t| t == who.as_str() || t == other.as_str())
+                });
+                // A fault still cutting the other party's path when this episode ended: the
+                // frames wait for that party's own recovery (its episode, if it notices),
+                // which this episode's owner cannot hasten. A fault on the owner's own path
+                // still in effect is no excuse: its Reconnected must mean media flows.
+                let other_cut_off = record.faults.iter().any(|f| {
+                    f.target.as_deref() == Some(other.as_str())
+                        && f.started <= reconnected
+                        && f.healed.is_none_or(|healed| healed > reconnected)
+                });
+                if disturbed || other_cut_off {
+                    continue;
+                }
                 out.push(Obligation {
                     key,
                     flow,
@@ -209,6 +251,8 @@ pub fn pending_until(record: &RunRecord) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use std::path::PathBuf;
+
+    use faultline_sdk::DisconnectReason;
 
     use super::*;
     use crate::client::MediaCount;
@@ -372,5 +416,64 @@ mod tests {
             found[0].contains("exactly one live subscription") && found[0].contains("held 2"),
             "{found:?}"
         );
+    }
+    #[test]
+    fn a_publisher_that_loses_its_session_later_and_never_returns_owes_nothing() {
+        // bob's own episode ends at 2 s; alice (whose session the same outage ended) notices
+        // only at 4 s, before her frames were due, and never comes back.
+        let events = vec![
+            ("bob", 0.0, subscribed("TR_1")),
+            ("bob", 1.0, ClientEvent::Reconnecting),
+            ("bob", 2.0, ClientEvent::Reconnected),
+            ("alice", 4.0, ClientEvent::Reconnecting),
+            ("alice", 30.0, ClientEvent::Disconnected { reason: DisconnectReason::SignalClose }),
+        ];
+        let r = record(events, &[(0.5, "TR_1", 10), (0.9, "TR_1", 20)], vec![], 40.0);
+        assert_eq!(broken(&r), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_fault_cutting_the_other_partys_path_owes_nothing_but_ones_own_does() {
+        // alice's path is cut from 0.95 s to 30 s; bob's episode ends at 2 s meanwhile.
+        let cut = |target: &str| FaultRecord {
+            index: 0,
+            kind: "partition",
+            label: format!("partition {target} -> livekit"),
+            target: Some(target.into()),
+            started: secs(0.95),
+            healed: Some(secs(30.0)),
+            refuses_connections: false,
+        };
+        let events = vec![
+            ("bob", 0.0, subscribed("TR_1")),
+            ("bob", 1.0, ClientEvent::Reconnecting),
+            ("bob", 2.0, ClientEvent::Reconnected),
+        ];
+        let counts = [(0.5, "TR_1", 10), (0.9, "TR_1", 20), (31.0, "TR_1", 30)];
+        let r = record(events.clone(), &counts, vec![cut("alice")], 40.0);
+        assert_eq!(broken(&r), Vec::<String>::new());
+        // The same cut on bob's own path: his Reconnected came while his media was dead.
+        let r = record(events, &counts, vec![cut("bob")], 40.0);
+        assert_eq!(broken(&r).len(), 1, "{:?}", broken(&r));
+    }
+
+    #[test]
+    fn a_fault_after_the_episode_before_the_frames_came_back_owes_nothing() {
+        let partition = FaultRecord {
+            index: 0,
+            kind: "partition",
+            label: "partition livekit -> bob".into(),
+            target: Some("bob".into()),
+            started: secs(2.1),
+            healed: None,
+            refuses_connections: false,
+        };
+        let counts = [(0.5, "TR_1", 10), (0.9, "TR_1", 20), (2.5, "TR_2", 0), (19.0, "TR_2", 0)];
+        let r = record(episode(), &counts, vec![partition.clone()], 20.0);
+        assert_eq!(broken(&r), Vec::<String>::new());
+        // A fault after the frames were due excuses nothing.
+        let late = FaultRecord { started: secs(15.0), ..partition };
+        let r = record(episode(), &counts, vec![late], 20.0);
+        assert_eq!(broken(&r).len(), 1, "{:?}", broken(&r));
     }
 }

@@ -19,6 +19,14 @@
 //! | `remove-participant` | the simulated server's RemoveParticipant |
 //! | `simulate` | `Room::simulate_scenario` in the participant's host |
 //!
+//! A participant's `tracks` are published right after its join (a synthetic microphone and a
+//! camera at [`crate::sim::explore::VIDEO_FPS`], forwarded by the simulated server), and its
+//! subscriptions are sampled every 100 ms of simulated time into `Media` events, as on the
+//! real lane. The real lane starts the timeline once every subscriber receives frames of
+//! every track; the simulation's times are fixed before it runs, so instead the run fails,
+//! as the real lane's wait does, if some track delivered no frame by the timeline's zero.
+//! The `mute` and `publish-track` steps are not in the simulation's schedules yet.
+//!
 //! A participant's `reconnect` overrides apply as on the real lane, its `token_ttl` is the
 //! lifetime of its token in simulated time (checked by the simulated server as livekit-server
 //! checks it, a minute's leeway included), and its `publish` replaces its workload: packets
@@ -66,8 +74,6 @@ pub fn check_sim_lane(scenario: &Scenario, file: &Path) -> Result<(), RunError> 
     for p in &scenario.participants {
         let what = if !p.sdk.in_process() {
             Some("an SDK other than faultline (the simulation runs faultline-sdk only)")
-        } else if !p.tracks.is_empty() {
-            Some("media `tracks` (the simulated server forwards no media yet)")
         } else {
             None
         };
@@ -168,6 +174,7 @@ pub fn run_sim(scenario: &Scenario, file: &Path, seed: u64) -> Result<RunRecord,
         participants: identities.len(),
         names: identities.clone(),
         planted_bug: None,
+        media: false,
         schedule: Schedule::new(steps),
     };
     let mut overrides = Overrides::default();
@@ -183,6 +190,7 @@ pub fn run_sim(scenario: &Scenario, file: &Path, seed: u64) -> Result<RunRecord,
         if let Some(ttl) = p.token_ttl {
             overrides.token_ttl.insert(identity.clone(), ttl);
         }
+        overrides.tracks.insert(identity.clone(), p.tracks.clone());
     }
     let run = run_case_with(&case, &overrides).map_err(|e| RunError::Sim(e.to_string()))?;
     if let Some((p, why)) = run.participants.iter().find_map(|p| Some((p, p.join_error.as_ref()?)))
@@ -194,6 +202,14 @@ pub fn run_sim(scenario: &Scenario, file: &Path, seed: u64) -> Result<RunRecord,
             log: "(the simulation keeps no log; re-run with RUST_LOG=debug)".into(),
         });
     }
+    if let Some(why) = media_missing_at(scenario, &run.record, zero) {
+        return Err(RunError::Join {
+            identity: why.0,
+            room: crate::sim::explore::ROOM.into(),
+            why: why.1,
+            log: "(the simulation keeps no log; re-run with RUST_LOG=debug)".into(),
+        });
+    }
     let mut record = run.record;
     record.scenario = scenario.name.clone();
     record.description = scenario.description.clone();
@@ -202,6 +218,43 @@ pub fn run_sim(scenario: &Scenario, file: &Path, seed: u64) -> Result<RunRecord,
     record.faults = faults;
     record.verdicts = judge::judge(scenario, &record);
     Ok(record)
+}
+
+/// The first (subscriber, why) for which a publisher's track had delivered no frame by
+/// `zero` — what the real lane's wait for media before the timeline refuses.
+fn media_missing_at(
+    scenario: &Scenario,
+    record: &crate::record::RunRecord,
+    zero: Duration,
+) -> Option<(String, String)> {
+    use crate::client::ClientEvent;
+    for publisher in &scenario.participants {
+        let from = publisher.identity.get_ref();
+        for track in &publisher.tracks {
+            let source = track.source();
+            for subscriber in &scenario.participants {
+                let to = subscriber.identity.get_ref();
+                let received = record.events_of(to).any(|e| {
+                    e.at <= zero
+                        && matches!(&e.event, ClientEvent::Media { tracks } if tracks
+                            .iter()
+                            .any(|t| t.from == *from && t.source == source && t.frames > 0))
+                });
+                if to != from && !received {
+                    return Some((
+                        to.clone(),
+                        format!(
+                            "{to} received no frame of {from}'s {} track by the timeline's zero \
+                             ({:.1} s simulated)",
+                            source.name(),
+                            zero.as_secs_f64()
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    None
 }
 
 #[cfg(test)]

@@ -160,6 +160,16 @@ impl ClientContext {
         self.server.control()
     }
 
+    /// Records `event` of `participant` in the trace at the current simulated time (for what
+    /// a room does not emit itself, such as [`ClientEvent::Media`] samples).
+    pub fn record(&self, participant: &str, event: ClientEvent) {
+        self.trace.push(EventRecord {
+            participant: participant.to_owned(),
+            at: turmoil::sim_elapsed().unwrap_or_default(),
+            event,
+        });
+    }
+
     /// This host's socket faults, as [`Sim::net_faults`] gives them from outside.
     pub fn net_faults(&self) -> NetFaults {
         self.network.faults()

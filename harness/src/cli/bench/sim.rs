@@ -20,6 +20,7 @@ pub async fn run(rooms: u32, cases: u64, jobs: usize, seed: u64) -> anyhow::Resu
                 participants: 2,
                 names: Vec::new(),
                 planted_bug: None,
+                media: false,
                 schedule: Schedule::default(),
             };
             simulated += explore::run_case(&case)?.simulated;

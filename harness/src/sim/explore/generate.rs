@@ -1,6 +1,8 @@
 //! [`generate`]: a random [`Case`] from a seed — one to four fault windows (a fault and,
 //! usually, its undoing) starting between 2 s and 22 s, on random participants' links to the
-//! server, the server itself, or the participants' rooms.
+//! server, the server itself, or the participants' rooms — and, in a share of cases, media
+//! (every participant publishes audio and video). Whether a case has media is drawn from its
+//! own generator, so a seed's schedule is the same whatever the share.
 
 use std::time::Duration;
 
@@ -19,14 +21,21 @@ const FIRST_FAULT: Duration = Duration::from_secs(2);
 /// …and no later than this much after.
 const FAULT_SPAN: Duration = Duration::from_secs(20);
 
+/// Mixed into a case's seed to draw whether it has media.
+const MEDIA_STREAM: u64 = 0x6d65_6469_6121;
+
 /// A random case: `participants` participants, faults drawn with `seed` (which is also the
-/// simulation's seed). `fail_rate` faults only with `flaky_links`.
+/// simulation's seed). `fail_rate` faults only with `flaky_links`; media in about
+/// `media_percent` % of cases.
 pub fn generate(
     seed: u64,
     participants: usize,
     flaky_links: bool,
     planted_bug: Option<PlantedBug>,
+    media_percent: u8,
 ) -> Case {
+    let media =
+        SmallRng::seed_from_u64(seed ^ MEDIA_STREAM).random_range(0..100_u8) < media_percent;
     let mut rng = SmallRng::seed_from_u64(seed);
     let windows = rng.random_range(1..=4);
     let mut steps = Vec::new();
@@ -112,7 +121,14 @@ pub fn generate(
             }
         }
     }
-    Case { seed, participants, names: Vec::new(), planted_bug, schedule: Schedule::new(steps) }
+    Case {
+        seed,
+        participants,
+        names: Vec::new(),
+        planted_bug,
+        media,
+        schedule: Schedule::new(steps),
+    }
 }
 
 #[cfg(test)]
@@ -122,12 +138,17 @@ mod tests {
     #[test]
     fn the_same_seed_generates_the_same_valid_case() {
         for seed in 0..200 {
-            let case = generate(seed, 3, true, None);
-            assert_eq!(case, generate(seed, 3, true, None));
+            let case = generate(seed, 3, true, None, 50);
+            assert_eq!(case, generate(seed, 3, true, None, 50));
+            let without = generate(seed, 3, true, None, 0);
+            assert_eq!(case.schedule, without.schedule, "media does not change the faults");
+            assert!(!without.media && generate(seed, 3, true, None, 100).media);
             assert!(!case.schedule.steps.is_empty());
             let valid = case.schedule.validate(&case.identities());
             assert!(valid.is_ok(), "seed {seed}: {valid:?}\n{}", case.schedule);
         }
-        assert_ne!(generate(1, 3, false, None), generate(2, 3, false, None));
+        assert_ne!(generate(1, 3, false, None, 0), generate(2, 3, false, None, 0));
+        let with_media = (0..200).filter(|s| generate(*s, 2, false, None, 50).media).count();
+        assert!((60..140).contains(&with_media), "{with_media} of 200 cases have media");
     }
 }

@@ -8,7 +8,8 @@
 //!   data, faults applied at their times, then settling until every room is `Connected` or
 //!   `Disconnected` (or a room's episode outlives its bound), recorded as a
 //!   [`crate::record::RunRecord`] like any lane's run.
-//! - [`crate::judge::violations`]: invariants 1–5 on that record, the same judge every lane uses.
+//! - [`crate::judge::violations`]: invariants 1–6 on that record, the same judge every lane
+//!   uses (6 in the cases with media, [`Case::media`]).
 //! - `generate`: random schedules from a seed; `shrink`: smaller failing schedules.
 //! - [`explore`]: the loop — generate, run, judge, and on a violation shrink and stop.
 //! - `shard`: one exploration split across machines ([`Shard`]), and [`merge`] of what
@@ -24,7 +25,11 @@
 //! ([`ExploreConfig::flaky_links`]). One known wrinkle with three or more participants:
 //! faultline-sdk reports several remote participants that left during a full reconnect in
 //! `HashMap` order, so those `ParticipantDisconnected` events of one instant may come in a
-//! different order run to run (verdicts do not depend on it).
+//! different order run to run (verdicts do not depend on it). Likewise with media: str0m
+//! draws the ids of media lines (mids) from OS randomness and faultline-sdk keeps its
+//! subscriptions by mid, so the `TrackSubscribed`/`TrackUnsubscribed` events of one
+//! participant at one instant may come in either order; their times, and every media
+//! sample's counts, repeat.
 
 mod generate;
 mod run;
@@ -39,7 +44,9 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 pub use generate::generate;
-pub use run::{run_case, run_case_with, Overrides, ParticipantRun, PublishPlan, Run, ROOM};
+pub use run::{
+    run_case, run_case_with, Overrides, ParticipantRun, PublishPlan, Run, ROOM, VIDEO_FPS,
+};
 pub use shard::{merge, FoundViolation, MergeError, Merged, Shard, ShardReport};
 pub use shrink::shrink;
 
@@ -62,6 +69,10 @@ pub struct Case {
     /// A deliberate server bug, if any (see [`PlantedBug`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub planted_bug: Option<PlantedBug>,
+    /// Every participant publishes a microphone and a camera track after joining (and
+    /// invariant 6 has something to judge).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub media: bool,
     /// The faults.
     #[serde(flatten)]
     pub schedule: Schedule,
@@ -146,6 +157,9 @@ pub enum ExploreError {
     },
 }
 
+/// The share of cases with media unless told otherwise (percent).
+pub const DEFAULT_MEDIA_PERCENT: u8 = 25;
+
 /// What [`explore`] does.
 #[derive(Debug, Clone)]
 pub struct ExploreConfig {
@@ -165,6 +179,9 @@ pub struct ExploreConfig {
     pub planted_bug: Option<PlantedBug>,
     /// The most runs shrinking may spend.
     pub shrink_runs: usize,
+    /// In about this share of cases (percent) every participant publishes audio and video,
+    /// and invariant 6 is judged.
+    pub media_percent: u8,
 }
 
 impl Default for ExploreConfig {
@@ -178,6 +195,7 @@ impl Default for ExploreConfig {
             flaky_links: false,
             planted_bug: None,
             shrink_runs: 60,
+            media_percent: DEFAULT_MEDIA_PERCENT,
         }
     }
 }
@@ -210,6 +228,8 @@ pub struct Summary {
     pub wall: Duration,
     /// Rooms that could not join at all (faults before the join; not a violation).
     pub failed_joins: u64,
+    /// Cases in which every participant published audio and video.
+    pub media_cases: u64,
     /// The first violation found, shrunk.
     pub failure: Option<Failure>,
 }
@@ -259,6 +279,7 @@ pub fn explore(
                     config.participants,
                     config.flaky_links,
                     config.planted_bug,
+                    config.media_percent,
                 );
                 let outcome = run_case(&case);
                 let mut guard = lock();
@@ -266,6 +287,7 @@ pub fn explore(
                 match outcome {
                     Ok(run) => {
                         summary.cases += 1;
+                        summary.media_cases += u64::from(run.case.media);
                         summary.simulated += run.simulated;
                         summary.failed_joins +=
                             run.participants.iter().filter(|p| p.join_error.is_some()).count()

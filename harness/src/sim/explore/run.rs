@@ -4,7 +4,10 @@
 //!
 //! The workload: participant `i` joins room [`ROOM`] at `i · 200 ms` and publishes a
 //! sequenced reliable packet (`<identity>:<n>` on [`DATA_TOPIC`]) every 500 ms, whatever its
-//! state, until told to stop. Network and server faults are applied between simulation steps;
+//! state, until told to stop. In a case with [`Case::media`] (or a participant with
+//! [`Overrides::tracks`]) it also publishes a synthetic microphone and camera track
+//! ([`VIDEO_FPS`]) right after joining, and its host records a [`ClientEvent::Media`] sample
+//! of its subscriptions every 100 ms of simulated time, as the real lane's client seam does. Network and server faults are applied between simulation steps;
 //! `simulate` and `remove_participant` run in the participant's host at their time.
 //!
 //! After the last fault the run continues until every room has been `Connected` or
@@ -20,10 +23,10 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use faultline_sdk::{ConnectionState, DataPacket, ReconnectPolicy, RoomOptions};
+use faultline_sdk::{ConnectionState, DataPacket, LocalTrack, ReconnectPolicy, Room, RoomOptions};
 
 use super::{Case, ExploreError};
-use crate::client::{ClientEvent, Observed};
+use crate::client::{ClientEvent, MediaCount, Observed, MEDIA_SAMPLE_EVERY};
 use crate::judge::reconnecting_since;
 use crate::record::{
     data_payload, FaultRecord, ParticipantRecord, Published, RunRecord, DATA_TOPIC,
@@ -33,6 +36,7 @@ use crate::sim::schedule::{Fault, Schedule, Step};
 use crate::sim::server::ServerConfig;
 use crate::sim::{ClientContext, Sim, SERVER_HOST};
 use crate::token::TokenSpec;
+use crate::vocab::TrackSpec;
 
 /// The room every participant joins.
 pub const ROOM: &str = "explore";
@@ -53,6 +57,11 @@ const POLL: Duration = Duration::from_millis(500);
 /// The server's ping interval plus ping timeout: the longest a client may take to notice a
 /// dead signalling link.
 const PING_DETECTION: Duration = Duration::from_secs(20);
+/// The frame rate of the simulation's synthetic video. Every frame is packetized,
+/// encrypted, sent through turmoil, forwarded and decrypted by real str0m peer connections,
+/// so it is what media costs per simulated second; see [`crate::vocab::VIDEO_FPS`] for the
+/// real lane's.
+pub const VIDEO_FPS: u32 = 30;
 
 const RUNNING: u8 = 0;
 const STOP_PUBLISHING: u8 = 1;
@@ -102,7 +111,8 @@ pub struct Run {
 
 impl Run {
     /// The trace as text: faults and each room's events up to its final state, in time
-    /// order, data compressed to `data <sender>:<n>`.
+    /// order, data compressed to `data <sender>:<n>`, media samples to the moments each
+    /// received track started, stopped (no new frame for [`MEDIA_STOP`]) and flowed again.
     pub fn trace_text(&self) -> String {
         use std::fmt::Write as _;
         let mut lines: Vec<(Duration, String)> = self
@@ -117,9 +127,35 @@ impl Run {
                 ClientEvent::DataReceived { payload, .. } => {
                     format!("data {}", String::from_utf8_lossy(payload))
                 }
+                ClientEvent::Media { .. } => continue,
                 other => format!("{other:?}"),
             };
             lines.push((entry.at, format!("{:>4} {event}", entry.participant)));
+        }
+        for (key, flow) in crate::flow::flows(&self.record) {
+            let line = |what: &str| {
+                format!(
+                    "{:>4} media from {}'s {}: {what}",
+                    key.subscriber,
+                    key.publisher,
+                    key.source.name()
+                )
+            };
+            let mut previous: Option<Duration> = None;
+            for &at in &flow.advances {
+                match previous {
+                    None => lines.push((at, line("flowing"))),
+                    Some(last) if at - last > MEDIA_STOP => {
+                        lines.push((last, line("stopped")));
+                        lines.push((at, line("flowing again")));
+                    }
+                    Some(_) => {}
+                }
+                previous = Some(at);
+            }
+            if let Some(last) = previous.filter(|last| self.record.ended - *last > MEDIA_STOP) {
+                lines.push((last, line("stopped")));
+            }
         }
         lines.sort_by_key(|(at, _)| *at);
         let mut out = String::new();
@@ -243,15 +279,20 @@ pub struct Overrides {
     pub publish: BTreeMap<String, PublishPlan>,
     /// The lifetime of the participant's token, in simulated time, in place of an hour.
     pub token_ttl: BTreeMap<String, Duration>,
+    /// The tracks the participant publishes after joining, in place of the case's
+    /// ([`Case::media`]: audio and video, or none).
+    pub tracks: BTreeMap<String, Vec<TrackSpec>>,
 }
 
 impl Overrides {
     /// What is overridden for `identity`.
-    fn of(&self, identity: &str) -> Own {
+    fn of(&self, identity: &str, case: &Case) -> Own {
+        let media = if case.media { vec![TrackSpec::Audio, TrackSpec::Video] } else { Vec::new() };
         Own {
             policy: self.reconnect.get(identity).cloned(),
             publish: self.publish.get(identity).copied(),
             token_ttl: self.token_ttl.get(identity).copied(),
+            tracks: self.tracks.get(identity).cloned().unwrap_or(media),
         }
     }
 }
@@ -261,6 +302,7 @@ struct Own {
     policy: Option<ReconnectPolicy>,
     publish: Option<PublishPlan>,
     token_ttl: Option<Duration>,
+    tracks: Vec<TrackSpec>,
 }
 
 /// Sequenced reliable packets `0..count`, packet `n` published at `start + n · every` (or
@@ -323,7 +365,7 @@ pub fn run_case_with(case: &Case, overrides: &Overrides) -> Result<Run, ExploreE
     for (index, identity) in identities.iter().enumerate() {
         let actions = case.schedule.client_actions(identity);
         let (phase, hosts) = (phase.clone(), hosts.clone());
-        let own = overrides.of(identity);
+        let own = overrides.of(identity, case);
         sim.client(identity, move |ctx| async move {
             participant(ctx, index, own, actions, phase, hosts).await;
             Ok::<_, std::convert::Infallible>(())
@@ -382,14 +424,18 @@ pub fn run_case_with(case: &Case, overrides: &Overrides) -> Result<Run, ExploreE
     let trace = sim.run()?;
     let hosts = lock().clone();
     let simulated = hosts.iter().map(|h| h.finished_at).fold(finishing, Duration::max);
-    // Events after a room's final state come from tearing it down: not judged.
-    let mut left: BTreeMap<&str, usize> =
-        hosts.iter().map(|h| (h.record.identity.as_str(), h.events_judged)).collect();
+    // Events after a room's final state come from tearing it down: not judged. Media
+    // samples are not room events: they are kept up to the moment the final state was taken.
+    let mut left: BTreeMap<&str, (usize, Duration)> = hosts
+        .iter()
+        .map(|h| (h.record.identity.as_str(), (h.events_judged, h.finished_at)))
+        .collect();
     let events = trace
         .entries()
         .into_iter()
-        .filter(|e| match left.get_mut(e.participant.as_str()) {
-            Some(n) if *n > 0 => {
+        .filter(|e| match (left.get_mut(e.participant.as_str()), &e.event) {
+            (Some((_, until)), ClientEvent::Media { .. }) => e.at <= *until,
+            (Some((n, _)), _) if *n > 0 => {
                 *n -= 1;
                 true
             }
@@ -447,6 +493,69 @@ async fn publish_sequenced(
     }
 }
 
+/// Publishes `tracks` from `room` (each in its own task: a publish returns once the server
+/// accepted it, which a fault may delay until the room is back); a refusal is noted.
+fn publish_tracks(
+    room: &Arc<Room>,
+    tracks: &[TrackSpec],
+    hosts: &Arc<Mutex<Vec<Host>>>,
+    index: usize,
+) {
+    for track in tracks {
+        let local = match track {
+            TrackSpec::Audio => LocalTrack::audio("microphone"),
+            TrackSpec::Video => LocalTrack::video("camera", VIDEO_FPS),
+        };
+        let (room, hosts) = (room.clone(), hosts.clone());
+        tokio::spawn(async move {
+            if let Err(e) = room.local_participant().publish_track(local).await {
+                let at = turmoil::sim_elapsed().unwrap_or_default();
+                hosts.lock().unwrap_or_else(std::sync::PoisonError::into_inner)[index]
+                    .run
+                    .notes
+                    .push(format!("publishing a track failed at +{at:?}: {e}"));
+            }
+        });
+    }
+}
+
+/// Records a [`ClientEvent::Media`] sample of `room`'s subscriptions every
+/// [`MEDIA_SAMPLE_EVERY`] of simulated time while it has any (as the real lane's client seam
+/// does), until the room is disconnected or the run finishes.
+async fn sample_media(room: std::sync::Weak<Room>, ctx: ClientContext, phase: Arc<AtomicU8>) {
+    let mut tick = tokio::time::interval(MEDIA_SAMPLE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while phase.load(Ordering::SeqCst) != FINISH {
+        tick.tick().await;
+        let Some(room) = room.upgrade() else { return };
+        // The real lane's samples end with the room's events.
+        if room.connection_state() == ConnectionState::Disconnected {
+            return;
+        }
+        let mut tracks: Vec<MediaCount> = room
+            .subscribed_tracks()
+            .into_iter()
+            .map(|(from, track)| MediaCount {
+                from,
+                source: track.source(),
+                sid: track.sid().to_owned(),
+                frames: track.stats().frames,
+                decoded: None,
+            })
+            .collect();
+        if !tracks.is_empty() {
+            // faultline-sdk lists its subscriptions in no set order (a hash map): sorted,
+            // the same seed gives the same record.
+            tracks.sort_by(|a, b| (&a.from, a.source, &a.sid).cmp(&(&b.from, b.source, &b.sid)));
+            ctx.record(ctx.host(), ClientEvent::Media { tracks });
+        }
+    }
+}
+
+/// How long a received track may go without new frames before the trace text says it
+/// stopped (three samples).
+const MEDIA_STOP: Duration = Duration::from_millis(300);
+
 /// Runs `sim` for `step` more simulated time.
 fn advance(sim: &mut Sim<'_>, step: Duration) -> Result<(), ExploreError> {
     let target = sim.elapsed() + step;
@@ -497,6 +606,12 @@ async fn participant(
     let joined_sid = room.local_participant().sid();
     update(&|h| h.record.joined_sid = joined_sid.clone());
     let room = Arc::new(room);
+    let sampler = (!own.tracks.is_empty()).then(|| {
+        let sources: Vec<_> = own.tracks.iter().map(|t| t.source()).collect();
+        update(&|h| h.record.tracks = sources.clone());
+        publish_tracks(&room, &own.tracks, &hosts, index);
+        tokio::spawn(sample_media(Arc::downgrade(&room), ctx.clone(), phase.clone()))
+    });
     let performer = {
         let (room, ctx, hosts) = (room.clone(), ctx.clone(), hosts.clone());
         tokio::spawn(async move {
@@ -557,6 +672,9 @@ async fn participant(
         tokio::time::sleep(PUBLISH_EVERY).await;
     }
     performer.abort();
+    if let Some(sampler) = sampler {
+        sampler.abort();
+    }
     // Take the state once every event that led to it has been forwarded: the room updates
     // its state before the recorder sees the event. Only the events the trace records (those
     // the shared vocabulary carries) count.

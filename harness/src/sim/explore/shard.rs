@@ -78,6 +78,9 @@ pub struct ShardReport {
     pub flaky_links: bool,
     /// The planted bug, if any (by name).
     pub planted_bug: Option<String>,
+    /// The share of cases with media (percent; absent in summaries from before media).
+    #[serde(default)]
+    pub media_percent: u8,
     /// This shard.
     pub shard: Shard,
     /// Cases this shard ran to completion (fewer than its share when it stopped at a
@@ -89,6 +92,9 @@ pub struct ShardReport {
     pub wall_secs: f64,
     /// Rooms that could not join at all.
     pub failed_joins: u64,
+    /// Cases it ran in which every participant published audio and video.
+    #[serde(default)]
+    pub media_cases: u64,
     /// The violation it found, if any.
     pub violation: Option<FoundViolation>,
 }
@@ -114,11 +120,13 @@ impl ShardReport {
             participants: config.participants,
             flaky_links: config.flaky_links,
             planted_bug: config.planted_bug.map(|bug| format!("{bug:?}")),
+            media_percent: config.media_percent,
             shard: config.shard,
             ran: summary.cases,
             simulated_secs: summary.simulated.as_secs_f64(),
             wall_secs: summary.wall.as_secs_f64(),
             failed_joins: summary.failed_joins,
+            media_cases: summary.media_cases,
             violation: summary.failure.as_ref().map(|f| FoundViolation {
                 case_seed: f.original.seed,
                 broke: f.violations.iter().map(ToString::to_string).collect(),
@@ -169,6 +177,8 @@ pub struct Merged {
     pub wall_secs: f64,
     /// Rooms that could not join at all.
     pub failed_joins: u64,
+    /// Cases run with audio and video.
+    pub media_cases: u64,
     /// Every violation found, by shard.
     pub violations: Vec<(Shard, FoundViolation)>,
 }
@@ -179,8 +189,8 @@ pub fn merge(reports: &[(String, ShardReport)]) -> Result<Merged, MergeError> {
     let Some((_, first)) = reports.first() else { return Err(MergeError::Empty) };
     let key = |r: &ShardReport| {
         format!(
-            "seed {}, {} cases, {} participants, flaky links {}, planted bug {:?}, {} shards",
-            r.seed, r.cases, r.participants, r.flaky_links, r.planted_bug, r.shard.count
+            "seed {}, {} cases, {} participants, flaky links {}, planted bug {:?}, media in {} %, {} shards",
+            r.seed, r.cases, r.participants, r.flaky_links, r.planted_bug, r.media_percent, r.shard.count
         )
     };
     for (file, report) in reports {
@@ -220,6 +230,7 @@ pub fn merge(reports: &[(String, ShardReport)]) -> Result<Merged, MergeError> {
         simulated_secs: reports.iter().map(|(_, r)| r.simulated_secs).sum(),
         wall_secs: reports.iter().map(|(_, r)| r.wall_secs).fold(0.0, f64::max),
         failed_joins: reports.iter().map(|(_, r)| r.failed_joins).sum(),
+        media_cases: reports.iter().map(|(_, r)| r.media_cases).sum(),
         violations: reports
             .iter()
             .filter_map(|(_, r)| Some((r.shard, r.violation.clone()?)))
@@ -262,11 +273,13 @@ mod tests {
             participants: 2,
             flaky_links: false,
             planted_bug: None,
+            media_percent: 50,
             shard: Shard { index, count },
             ran: 50,
             simulated_secs: 10.0,
             wall_secs: 2.0 + index as f64,
             failed_joins: 0,
+            media_cases: 20,
             violation: None,
         };
         (format!("s{index}.json"), report)

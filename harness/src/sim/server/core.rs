@@ -3,7 +3,10 @@
 //! everything it does happens in this task, in a deterministic order (ordered maps, a
 //! `biased` select, counters for sids).
 //!
-//! Each behaviour names the file of livekit/livekit v1.13.5 it follows.
+//! Each behaviour names the file of livekit/livekit v1.13.5 it follows. Media tracks
+//! (publication, subscription, forwarding) are in `tracks`.
+
+mod tracks;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -22,6 +25,7 @@ use super::ice_tcp::FromIceTcp;
 use super::link::{FromLink, JoinRequest, ToLink};
 use super::media::{Channel, MediaEvent, ServerPc};
 use super::{Control, PlantedBug, ServerConfig};
+use tracks::{DownTrack, Publication};
 
 /// pkg/rtc/participant.go: the ping interval and timeout sent in every JoinResponse (s).
 const PING_INTERVAL: i32 = 5;
@@ -112,6 +116,10 @@ struct Participant {
     hold: JoiningHold,
     /// The candidate preference of this session's ICE config, if any.
     ice_preference: Option<IcePreference>,
+    /// The tracks it publishes in this session (`tracks`).
+    tracks: Vec<Publication>,
+    /// Its subscriptions: one downtrack per other participant's published track.
+    downtracks: Vec<DownTrack>,
 }
 
 /// What a participant's timer is for.
@@ -129,6 +137,8 @@ enum Deadline {
     SpeakingEnds,
     /// The next token refresh.
     TokenRefresh,
+    /// A downtrack waiting for a key frame asks the publisher for one (`tracks`).
+    KeyframeRequest,
 }
 
 /// How many departures a participant's update cache keeps (the real cache is an LRU of
@@ -151,6 +161,8 @@ impl Participant {
                 can_publish_data: true,
                 ..Default::default()
             }),
+            // pkg/rtc/participant.go `ToProto`: the published tracks (pending ones are not).
+            tracks: self.tracks.iter().filter(|t| t.live).map(|t| t.info.clone()).collect(),
             ..Default::default()
         }
     }
@@ -186,7 +198,7 @@ impl Participant {
     /// Every timer of this participant and when it fires (`None`: not armed), listed once
     /// for both [`Core::next_timer`] and [`Core::on_timers`]; a removal comes first (once
     /// due, nothing else matters).
-    fn deadlines(&self) -> [(Deadline, Option<Instant>); 6] {
+    fn deadlines(&self) -> [(Deadline, Option<Instant>); 7] {
         [
             (Deadline::Removal, self.remove_at.map(|(at, _)| at)),
             (Deadline::Join, (!self.has_connected()).then_some(self.joined_at + JOIN_DEADLINE)),
@@ -194,6 +206,7 @@ impl Participant {
             (Deadline::MediaSilent, self.media_deadline()),
             (Deadline::SpeakingEnds, self.speaking_until),
             (Deadline::TokenRefresh, Some(self.refresh_at)),
+            tracks::next_keyframe_request(&self.downtracks),
         ]
     }
 
@@ -485,6 +498,8 @@ impl Core {
                 self.forward_data(room, identity, kind, &payload)
             }
             MediaEvent::Data(..) => {}
+            MediaEvent::Frame(frame) if !subscriber => self.on_frame(room, identity, &frame),
+            MediaEvent::Frame(_) => {}
         }
     }
 
@@ -690,6 +705,8 @@ impl Core {
             departures: Vec::new(),
             hold: JoiningHold::default(),
             ice_preference,
+            tracks: Vec::new(),
+            downtracks: Vec::new(),
         };
         let Some(room) = self.rooms.get_mut(&join.room) else { return };
         room.closes_at = None;
@@ -728,6 +745,8 @@ impl Core {
         );
         room.participants.insert(join.identity.clone(), participant);
         self.links.insert(conn, (join.room.clone(), join.identity.clone()));
+        // pkg/rtc/room.go `Join` with auto-subscribe: the tracks already published.
+        self.subscribe_to_room(&join.room, &join.identity);
         // pkg/rtc/participant.go: with subscriber_primary the server negotiates the
         // subscriber PC (carrying `_reliable` and `_lossy`) right after the join.
         self.offer_subscriber(&join.room, &join.identity, false);
@@ -790,6 +809,7 @@ impl Core {
         self.links.insert(conn, (join.room.clone(), join.identity.clone()));
         // pkg/rtc/transportmanager.go: a resume restarts ICE on the subscriber.
         self.offer_subscriber(&join.room, &join.identity, true);
+        self.relock_downtracks(&join.room, &join.identity, true);
         if drop_after {
             // pkg/rtc/room.go: the simulated scenario closes the link after answering.
             if let Some(p) = self.participant(&join.room, &join.identity) {
@@ -803,7 +823,9 @@ impl Core {
     fn offer_subscriber(&mut self, room: &str, identity: &str, ice_restart: bool) {
         let Some(p) = self.participant(room, identity) else { return };
         match p.subscriber.create_offer(ice_restart) {
-            Ok(sdp) => {
+            // An offer is outstanding: this change follows its answer.
+            Ok(None) => {}
+            Ok(Some(sdp)) => {
                 p.next_offer_id += 1;
                 let candidates = p.subscriber.candidate_inits(&sdp);
                 p.send(signal_response::Message::Offer(proto::SessionDescription {
@@ -830,6 +852,8 @@ impl Core {
                 match p.publisher.accept_offer(&offer.sdp) {
                     Ok(sdp) => {
                         let candidates = p.publisher.candidate_inits(&sdp);
+                        self.publisher_offered(room, identity, &offer.sdp);
+                        let Some(p) = self.participant(room, identity) else { return };
                         p.send(signal_response::Message::Answer(proto::SessionDescription {
                             r#type: "answer".into(),
                             sdp,
@@ -855,8 +879,16 @@ impl Core {
             }
             signal_request::Message::Answer(answer) => {
                 let Some(p) = self.participant(room, identity) else { return };
-                if let Err(e) = p.subscriber.accept_answer(&answer.sdp) {
-                    tracing::warn!("simulated server: bad subscriber answer: {e}");
+                let renegotiate = match p.subscriber.accept_answer(&answer.sdp) {
+                    Ok(renegotiate) => renegotiate,
+                    Err(e) => {
+                        tracing::warn!("simulated server: bad subscriber answer: {e}");
+                        return;
+                    }
+                };
+                self.downtracks_bound(room, identity);
+                if renegotiate {
+                    self.offer_subscriber(room, identity, false);
                 }
             }
             signal_request::Message::Trickle(trickle) => {
@@ -882,6 +914,8 @@ impl Core {
                 // pkg/rtc/participant.go: a client leave closes the session.
                 self.remove(room, identity, proto::DisconnectReason::ClientInitiated, None);
             }
+            signal_request::Message::AddTrack(request) => self.add_track(room, identity, request),
+            signal_request::Message::Mute(request) => self.mute_track(room, identity, &request),
             signal_request::Message::Simulate(simulate) => {
                 if let Some(scenario) = simulate.scenario {
                     self.simulate(room, identity, scenario);
@@ -944,6 +978,7 @@ impl Core {
                     p.subscriber.filter_udp();
                 }
                 self.offer_subscriber(room, identity, true);
+                self.relock_downtracks(room, identity, false);
             }
             Scenario::SubscriberBandwidth(_) => {
                 tracing::debug!("simulated server: subscriber bandwidth has no data-only effect")
@@ -985,6 +1020,8 @@ impl Core {
         p.publisher.close_quietly();
         p.subscriber.close_quietly();
         p.state = proto::participant_info::State::Disconnected;
+        // pkg/rtc/participant.go `Close`: its tracks go with the session.
+        let unpublished = std::mem::take(&mut p.tracks);
         let mut info = p.info();
         info.disconnect_reason = reason as i32;
         for other in r.participants.values_mut() {
@@ -1002,6 +1039,8 @@ impl Core {
         if r.participants.is_empty() {
             r.closes_at = Some(now + DEPARTURE_TIMEOUT);
         }
+        let published: Vec<Publication> = unpublished.into_iter().filter(|t| t.live).collect();
+        self.unpublish(room, &published);
     }
 
     // ---- timers -----------------------------------------------------------------------
@@ -1023,6 +1062,7 @@ impl Core {
         let std_now = now.into_std();
         let mut removals = Vec::new();
         let mut failures = Vec::new();
+        let mut keyframe_requests = Vec::new();
         let mut closed_rooms = Vec::new();
         for (name, r) in &mut self.rooms {
             if r.closes_at.is_some_and(|at| at <= now) {
@@ -1069,6 +1109,9 @@ impl Core {
                                 p.send(signal_response::Message::RefreshToken(token));
                             }
                         }
+                        Deadline::KeyframeRequest => {
+                            keyframe_requests.push((name.clone(), identity.clone()))
+                        }
                     }
                 }
             }
@@ -1078,6 +1121,9 @@ impl Core {
         }
         for name in closed_rooms {
             self.rooms.remove(&name);
+        }
+        for (room, identity) in keyframe_requests {
+            self.request_keyframes(&room, &identity);
         }
         for (room, identity, reason, leave) in removals {
             self.remove(&room, &identity, reason, leave);

@@ -6,12 +6,23 @@
 //! The server runs full ICE, like livekit-server (pion): str0m makes the offerer the
 //! controlling agent, so the server controls on the subscriber PC (it offers) and is
 //! controlled on the publisher PC (the client offers) — the real server's roles.
+//!
+//! Media: the publisher PC reports every frame the client sends ([`MediaEvent::Frame`]) and
+//! asks the client for key frames ([`ServerPc::request_keyframe`]); the subscriber PC keeps a
+//! send-only line per subscribed track ([`ServerPc::add_line`], [`ServerPc::end_line`]),
+//! negotiated by the server's next offer, and writes frames on it ([`ServerPc::write`]).
+//! str0m applies an offer's changes only with its answer and forgets them when a newer offer
+//! replaces it (a resume's ICE restart), so the wanted lines are kept here and every offer
+//! (re)states those not yet negotiated; one offer is outstanding at a time and a change made
+//! meanwhile is offered once its answer came (pion's negotiation queue in livekit-server's
+//! pkg/rtc/transport.go `Negotiate`).
 
 use std::net::SocketAddr;
 use std::time::Instant;
 
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::channel::{ChannelConfig, ChannelId, Reliability};
+use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind, Mid};
 use str0m::net::{Protocol, Receive, TcpType, Transmit};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 
@@ -55,6 +66,8 @@ pub(super) enum MediaEvent {
     Established,
     /// A message arrived on one of LiveKit's channels.
     Data(Channel, Vec<u8>),
+    /// A media frame arrived (publisher PC).
+    Frame(Box<MediaData>),
     /// The transport ended (closed by the remote or failed beyond repair).
     Closed,
 }
@@ -89,6 +102,26 @@ pub(super) struct ServerPc {
     udp_filtered: bool,
     /// The filter excludes UDP from the client's next offer on (see [`Self::prefer_tcp`]).
     udp_filter_pending: bool,
+    /// Subscriber: the send-only lines wanted, one per subscribed track.
+    lines: Vec<Line>,
+    /// Subscriber: negotiated lines to turn inactive in the next offer.
+    ending: Vec<Mid>,
+    /// Subscriber: the lines the outstanding offer adds, by track sid.
+    offered_lines: Vec<(String, Mid)>,
+    /// Subscriber: a change waits for the outstanding offer's answer.
+    renegotiate: bool,
+}
+
+/// A send-only line of the subscriber PC, carrying one publisher's track.
+#[derive(Debug, Clone)]
+struct Line {
+    /// `TR_…`: the msid's track id.
+    track_sid: String,
+    /// `<PA_sid>|<TR_sid>`: the msid's stream id, as livekit-server names it.
+    stream: String,
+    kind: MediaKind,
+    /// Its mid, once an answer accepted it.
+    mid: Option<Mid>,
 }
 
 impl ServerPc {
@@ -130,6 +163,10 @@ impl ServerPc {
             last_heard: None,
             udp_filtered: false,
             udp_filter_pending: false,
+            lines: Vec::new(),
+            ending: Vec::new(),
+            offered_lines: Vec::new(),
+            renegotiate: false,
         })
     }
 
@@ -163,9 +200,20 @@ impl ServerPc {
         self.udp_filter_pending = true;
     }
 
-    /// Subscriber: an offer creating `_reliable` and `_lossy` (first time) or restarting
-    /// ICE (`ice_restart`).
-    pub(super) fn create_offer(&mut self, ice_restart: bool) -> Result<String, String> {
+    /// Subscriber: an offer creating `_reliable` and `_lossy` (first time), adding the
+    /// wanted lines not negotiated yet, turning ended ones inactive, and/or restarting ICE
+    /// (`ice_restart`). `Ok(None)` while an offer is outstanding: the change is offered once
+    /// its answer comes ([`Self::accept_answer`]); an ICE restart replaces the outstanding
+    /// offer (its answer was lost with the old signalling).
+    pub(super) fn create_offer(&mut self, ice_restart: bool) -> Result<Option<String>, String> {
+        if self.pending.is_some() && !ice_restart {
+            self.renegotiate = true;
+            return Ok(None);
+        }
+        let unoffered = self.lines.iter().any(|l| l.mid.is_none()) || !self.ending.is_empty();
+        if !ice_restart && !self.channels.is_empty() && !unoffered {
+            return Ok(None);
+        }
         let mut api = self.rtc.sdp_api();
         if self.channels.is_empty() {
             for channel in [Channel::Reliable, Channel::Lossy] {
@@ -176,19 +224,114 @@ impl ServerPc {
         if ice_restart {
             api.ice_restart(true);
         }
+        // Inactive now in the session: the offer says so (str0m keeps directions at once).
+        for mid in self.ending.drain(..) {
+            api.set_direction(mid, Direction::Inactive);
+        }
+        let mut offered_lines = Vec::new();
+        for line in self.lines.iter().filter(|l| l.mid.is_none()) {
+            let mid = api.add_media(
+                line.kind,
+                Direction::SendOnly,
+                Some(line.stream.clone()),
+                Some(line.track_sid.clone()),
+                None,
+            );
+            offered_lines.push((line.track_sid.clone(), mid));
+        }
         let (offer, pending) =
             api.apply().ok_or_else(|| "nothing to negotiate on the subscriber".to_owned())?;
         self.pending = Some(pending);
-        Ok(self.filtered_sdp(offer.to_sdp_string()))
+        self.offered_lines = offered_lines;
+        self.renegotiate = false;
+        Ok(Some(self.filtered_sdp(offer.to_sdp_string())))
     }
 
-    /// Subscriber: applies the client's answer.
-    pub(super) fn accept_answer(&mut self, sdp: &str) -> Result<(), String> {
+    /// Subscriber: applies the client's answer. `Ok(true)` when a change waits to be offered.
+    pub(super) fn accept_answer(&mut self, sdp: &str) -> Result<bool, String> {
         let answer =
             SdpAnswer::from_sdp_string(&without_active_tcp(sdp)).map_err(|e| e.to_string())?;
         let pending =
             self.pending.take().ok_or_else(|| "an answer without an offer of ours".to_owned())?;
-        self.rtc.sdp_api().accept_answer(pending, answer).map_err(|e| e.to_string())
+        self.rtc.sdp_api().accept_answer(pending, answer).map_err(|e| e.to_string())?;
+        for (track_sid, mid) in self.offered_lines.drain(..) {
+            match self.lines.iter_mut().find(|l| l.track_sid == track_sid && l.mid.is_none()) {
+                Some(line) => line.mid = Some(mid),
+                // Ended while the offer was out: inactive in the next one.
+                None => self.ending.push(mid),
+            }
+        }
+        let unoffered = self.lines.iter().any(|l| l.mid.is_none()) || !self.ending.is_empty();
+        Ok(std::mem::take(&mut self.renegotiate) || unoffered)
+    }
+
+    /// Subscriber: wants a send-only line for track `track_sid` of participant
+    /// `participant_sid` (negotiated by the next offer).
+    pub(super) fn add_line(&mut self, participant_sid: &str, track_sid: &str, kind: MediaKind) {
+        if self.lines.iter().any(|l| l.track_sid == track_sid) {
+            return;
+        }
+        self.lines.push(Line {
+            track_sid: track_sid.to_owned(),
+            stream: format!("{participant_sid}|{track_sid}"),
+            kind,
+            mid: None,
+        });
+    }
+
+    /// Subscriber: the line of `track_sid` carries nothing more; it turns inactive in the next
+    /// offer (LiveKit may reuse it; this double adds a new line for the next track instead).
+    /// Whether there was such a line.
+    pub(super) fn end_line(&mut self, track_sid: &str) -> bool {
+        let Some(index) = self.lines.iter().position(|l| l.track_sid == track_sid) else {
+            return false;
+        };
+        if let Some(mid) = self.lines.remove(index).mid {
+            self.ending.push(mid);
+        }
+        true
+    }
+
+    /// Subscriber: whether a frame for `track_sid` would be sent now (its line negotiated,
+    /// the transport connected).
+    pub(super) fn writable(&self, track_sid: &str) -> bool {
+        self.connected
+            && !self.closed
+            && self.lines.iter().any(|l| l.track_sid == track_sid && l.mid.is_some())
+    }
+
+    /// Subscriber: writes a frame received from a publisher on the line of `track_sid`.
+    /// `false` if nothing was sent: no negotiated line, no connected transport, or no
+    /// matching payload type.
+    pub(super) fn write(&mut self, track_sid: &str, frame: &MediaData) -> bool {
+        if !self.connected || self.closed {
+            return false;
+        }
+        let Some(mid) = self.lines.iter().find(|l| l.track_sid == track_sid).and_then(|l| l.mid)
+        else {
+            return false;
+        };
+        let Some(writer) = self.rtc.writer(mid) else { return false };
+        let Some(pt) = writer.match_params(frame.params) else { return false };
+        match writer.write(pt, frame.network_time, frame.time, frame.data.clone()) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::debug!(error = %e, "simulated server: writing a frame failed");
+                false
+            }
+        }
+    }
+
+    /// Publisher: asks the client for a key frame on line `mid` (an RTCP PLI).
+    pub(super) fn request_keyframe(&mut self, mid: Mid) {
+        if !self.connected || self.closed {
+            return;
+        }
+        if let Some(mut writer) = self.rtc.writer(mid) {
+            if let Err(e) = writer.request_keyframe(None, KeyframeRequestKind::Pli) {
+                tracing::debug!(error = %e, "simulated server: no PLI possible");
+            }
+        }
     }
 
     /// Publisher: answers the client's offer (first, renegotiation or ICE restart).
@@ -369,6 +512,7 @@ impl ServerPc {
                     events.push(MediaEvent::Data(*kind, data.data));
                 }
             }
+            Event::MediaData(data) => events.push(MediaEvent::Frame(Box::new(data))),
             Event::Closed => {
                 self.close_quietly();
                 events.push(MediaEvent::Closed);

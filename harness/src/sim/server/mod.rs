@@ -1,13 +1,15 @@
 //! A simulated LiveKit server for turmoil hosts — a **test double for the simulation lane
 //! only**, never a stand-in for livekit-server in the real lane.
 //!
-//! It speaks livekit-server v1.13.5's v0 protocol as far as a data-only client can observe
-//! it: `/rtc` over WebSocket with binary protobuf `SignalRequest`/`SignalResponse`, access
+//! It speaks livekit-server v1.13.5's v0 protocol as far as a client publishing Opus and VP8
+//! can observe it: `/rtc` over WebSocket with binary protobuf `SignalRequest`/`SignalResponse`, access
 //! tokens checked as livekit-server checks them ([`crate::token::verify_at`]), and real
 //! WebRTC on one UDP port (str0m, full ICE, DTLS, SCTP data channels, ICE restarts) and,
 //! when [`ServerConfig::ice_tcp_port`] is set, ICE over TCP on another (`ice_tcp`), and when
 //! [`ServerConfig::turn_port`] is set, a TURN relay over UDP (`turn`). Join,
-//! resume, duplicate identities, the join and resume deadlines, data forwarding, every
+//! resume, duplicate identities, the join and resume deadlines, data forwarding, media tracks
+//! (publication, auto-subscription, forwarding with key-frame gating, mute, unpublishing
+//! with the session: `core/tracks.rs`), every
 //! `SimulateScenario`, and the RoomService-like controls of [`ServerControl`] follow the real
 //! server; each behaviour names the file of livekit/livekit it was taken from (see `core`),
 //! among them the departures sent after a resume, the token refresh at the start of a
@@ -15,8 +17,9 @@
 //! minute of leeway, "has connected" meaning either peer connection, reliable data held for a
 //! participant still being set up and replayed once its data channels open (`data_cache`),
 //! and a join or resume answered before the WebSocket upgrade, so that a session producing no
-//! first message is an HTTP 500 (`link`). Not modelled: media tracks, JSON signalling,
-//! `/rtc/v1`, TURN over TLS, multi-node routing.
+//! first message is an HTTP 500 (`link`). Not modelled: simulcast, codecs other than Opus
+//! and VP8, RTX/NACK and congestion control, subscription permissions and selective
+//! subscription, JSON signalling, `/rtc/v1`, TURN over TLS, multi-node routing.
 //!
 //! No known divergence remains in what it models; `faultline conform` compares the two lanes
 //! scenario by scenario, and a difference it finds is fixed here or listed here with its
@@ -71,6 +74,17 @@ pub enum PlantedBug {
     /// breaking DESIGN.md invariant 5 (reliable data across an outage that ends in
     /// `Reconnected` arrives exactly once, in order) — only after a resume.
     LoseFirstDataAfterResume,
+    /// After a participant resumes, its video downtracks wait for a key frame (as
+    /// livekit-server's do after the ICE restart) but never ask the publisher for one: the
+    /// PLI that livekit-server's `keyFrameRequester` sends is skipped. faultline-sdk's
+    /// synthetic video, like a real encoder, sends a key frame only when asked, so the
+    /// resumed subscriber's video never comes back, breaking DESIGN.md invariant 6 (media
+    /// comes back) — only after a resume, only for video, only where both publish. A server
+    /// bug rather than an SDK one (say, skipping the republish after a full reconnect) so
+    /// that the explorer's own fault injection needs no hidden switch in faultline-sdk, and
+    /// because a dead video after a resume is what the field reports (server-sdk-go#229:
+    /// "reconnected, but not really").
+    NoKeyframeRequestAfterResume,
 }
 
 impl std::fmt::Debug for ServerConfig {
