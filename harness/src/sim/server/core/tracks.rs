@@ -50,7 +50,8 @@ use str0m::format::CodecExtra;
 use str0m::media::{MediaData, MediaKind, Mid};
 use tokio::time::Instant;
 
-use super::{Core, Deadline, PlantedBug};
+use super::participant::{Deadline, Participant};
+use super::{Core, PlantedBug};
 
 /// pkg/sfu/downtrack.go `keyFrameIntervalMin` (ms): how often a downtrack waiting for a key
 /// frame asks the publisher for one (2 × RTT, at least this; the sim's RTT is a few ms).
@@ -397,7 +398,7 @@ impl Core {
 
 /// `subscriber` subscribes to `track` of `publisher` (participant sid `publisher_sid`).
 fn subscribe(
-    subscriber: &mut super::Participant,
+    subscriber: &mut Participant,
     publisher: &str,
     publisher_sid: &str,
     track: &Publication,
