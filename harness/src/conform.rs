@@ -5,11 +5,16 @@
 //! What counts as seen, per participant: its lifecycle (`Connected`, `Reconnecting`,
 //! `Reconnected`, `Disconnected` with the reason, in order), the joins and leaves it saw of
 //! the others (in order, by identity), whether it ended on the session it joined with or on a
-//! new one (which recovery path the episode took), and its final state; and, for the run, each
-//! verdict's pass or fail — so data delivery is compared through the invariants' verdict
-//! (invariant 5) and the scenario's `data-delivered` expectations. Lifecycle and participant
-//! events are compared as two sequences, not interleaved: when a peer's rejoin is announced
-//! relative to one's own `Reconnected` depends on timing, which a comparison ignores.
+//! new one (which recovery path the episode took), its final state, and its track events —
+//! per track key (publisher, source), never per sid, since a full reconnect changes sids:
+//! `published`, `subscribed`, `unsubscribed`, `unpublished`, `muted`, `unmuted`, each with
+//! the ordinal of the sid it was about (`subscribed#2`: the second track under that key); and,
+//! for the run, each verdict's pass or fail — so data delivery is compared through the
+//! invariants' verdict (invariant 5) and the scenario's `data-delivered` expectations, and
+//! media through invariant 6's verdict and the `media-*` expectations. Lifecycle, participant
+//! and each key's track events are compared as separate sequences, not interleaved: when a
+//! peer's rejoin is announced relative to one's own `Reconnected`, or one track's
+//! subscription relative to another's, depends on timing, which a comparison ignores.
 //!
 //! The real lane's record must hold everything the room was going to say, so it is taken with
 //! [`crate::scenario::RunOptions::quiet`]; the sim lane's run always ends once quiet.
@@ -66,6 +71,9 @@ pub struct Seen {
     pub session: &'static str,
     /// Its final connection state.
     pub final_state: String,
+    /// Its track events by track key (`alice/camera`; its own as `self/camera`), each as
+    /// `what#n` with `n` the ordinal of the sid under that key.
+    pub tracks: BTreeMap<String, Vec<String>>,
 }
 
 /// What each participant saw in `record`, by identity.
@@ -76,7 +84,9 @@ pub fn seen(record: &RunRecord) -> BTreeMap<String, Seen> {
         .map(|p| {
             let mut lifecycle = Vec::new();
             let mut participants = Vec::new();
+            let mut tracks = TrackEvents::default();
             for e in record.events_of(&p.identity) {
+                tracks.note(&e.event);
                 match &e.event {
                     ClientEvent::Disconnected { reason } => {
                         lifecycle.push(format!("Disconnected({})", reason.as_str_name()));
@@ -102,9 +112,62 @@ pub fn seen(record: &RunRecord) -> BTreeMap<String, Seen> {
             let final_state = record
                 .final_state(&p.identity)
                 .map_or_else(|| "never joined".to_owned(), |s| format!("{s:?}"));
-            (p.identity.clone(), Seen { lifecycle, participants, session, final_state })
+            let tracks = tracks.by_key;
+            (p.identity.clone(), Seen { lifecycle, participants, session, final_state, tracks })
         })
         .collect()
+}
+
+/// One client's track events as [`Seen::tracks`] holds them, with the sids numbered per key.
+#[derive(Default)]
+struct TrackEvents {
+    by_key: BTreeMap<String, Vec<String>>,
+    sids: BTreeMap<String, Vec<String>>,
+}
+
+impl TrackEvents {
+    fn note(&mut self, event: &ClientEvent) {
+        let (from, source, what, sid) = match event {
+            ClientEvent::LocalTrackPublished { source, sid, .. } => {
+                ("self", source, "published", Some(sid))
+            }
+            ClientEvent::LocalTrackUnpublished { source, sid } => {
+                ("self", source, "unpublished", Some(sid))
+            }
+            ClientEvent::TrackPublished { from, source, sid } => {
+                (from.as_str(), source, "published", Some(sid))
+            }
+            ClientEvent::TrackUnpublished { from, source, sid } => {
+                (from.as_str(), source, "unpublished", Some(sid))
+            }
+            ClientEvent::TrackSubscribed { from, source, sid } => {
+                (from.as_str(), source, "subscribed", Some(sid))
+            }
+            ClientEvent::TrackUnsubscribed { from, source, sid } => {
+                (from.as_str(), source, "unsubscribed", Some(sid))
+            }
+            ClientEvent::TrackMuted { from, source, muted } => {
+                (from.as_str(), source, if *muted { "muted" } else { "unmuted" }, None)
+            }
+            _ => return,
+        };
+        let key = format!("{from}/{}", source.name());
+        let entry = match sid {
+            Some(sid) => {
+                let sids = self.sids.entry(key.clone()).or_default();
+                let n = match sids.iter().position(|s| s == sid) {
+                    Some(i) => i + 1,
+                    None => {
+                        sids.push(sid.clone());
+                        sids.len()
+                    }
+                };
+                format!("{what}#{n}")
+            }
+            None => what.to_owned(),
+        };
+        self.by_key.entry(key).or_default().push(entry);
+    }
 }
 
 /// The first difference between what the clients saw on the real lane and in the
@@ -135,6 +198,19 @@ pub fn first_difference(real: &RunRecord, sim: &RunRecord) -> Option<String> {
                 "{identity} ended on the {} on the real server, on the {} in the simulation",
                 r.session, s.session
             ));
+        }
+        let keys: std::collections::BTreeSet<&String> =
+            r.tracks.keys().chain(s.tracks.keys()).collect();
+        for key in keys {
+            let (on_real, on_sim) = (r.tracks.get(key), s.tracks.get(key));
+            if on_real != on_sim {
+                let none = Vec::new();
+                return Some(format!(
+                    "{identity}'s events of track {key}: real {}, sim {}",
+                    list(on_real.unwrap_or(&none)),
+                    list(on_sim.unwrap_or(&none))
+                ));
+            }
         }
         if r.final_state != s.final_state {
             return Some(format!(
@@ -177,7 +253,7 @@ mod tests {
 
     use super::*;
     use crate::record::{EventRecord, ParticipantRecord};
-    use faultline_sdk::{ConnectionState, DisconnectReason, RoomOptions};
+    use faultline_sdk::{ConnectionState, DisconnectReason, RoomOptions, TrackSource};
 
     fn record(events: &[(&str, ClientEvent)], final_sid: &str) -> RunRecord {
         let mut alice = ParticipantRecord::faultline("alice", &RoomOptions::default());
@@ -235,6 +311,57 @@ mod tests {
             "PA_1",
         );
         assert_eq!(first_difference(&real, &sim), None);
+    }
+
+    #[test]
+    fn track_events_compare_per_key_by_sid_ordinal_not_by_sid_or_across_keys() {
+        let event = |from: &str, source, sid: &str, subscribed: bool| {
+            let (from, sid) = (from.into(), sid.into());
+            if subscribed {
+                ClientEvent::TrackSubscribed { from, source, sid }
+            } else {
+                ClientEvent::TrackUnsubscribed { from, source, sid }
+            }
+        };
+        let (mic, cam) = (TrackSource::Microphone, TrackSource::Camera);
+        let real = record(
+            &[
+                ("alice", ClientEvent::Connected),
+                ("alice", event("bob", mic, "TR_a", true)),
+                ("alice", event("bob", cam, "TR_b", true)),
+                ("alice", event("bob", cam, "TR_b", false)),
+                ("alice", event("bob", cam, "TR_c", true)),
+            ],
+            "PA_1",
+        );
+        // Other sids, and the two keys interleaved otherwise: the same.
+        let sim = record(
+            &[
+                ("alice", ClientEvent::Connected),
+                ("alice", event("bob", cam, "TR_7", true)),
+                ("alice", event("bob", cam, "TR_7", false)),
+                ("alice", event("bob", mic, "TR_6", true)),
+                ("alice", event("bob", cam, "TR_9", true)),
+            ],
+            "PA_1",
+        );
+        assert_eq!(first_difference(&real, &sim), None);
+        // The old camera never unsubscribed (a ghost): a difference.
+        let ghost = record(
+            &[
+                ("alice", ClientEvent::Connected),
+                ("alice", event("bob", mic, "TR_6", true)),
+                ("alice", event("bob", cam, "TR_7", true)),
+                ("alice", event("bob", cam, "TR_9", true)),
+            ],
+            "PA_1",
+        );
+        let said = first_difference(&real, &ghost).expect("a difference");
+        assert_eq!(
+            said,
+            "alice's events of track bob/camera: real [subscribed#1, unsubscribed#1, \
+             subscribed#2], sim [subscribed#1, subscribed#2]"
+        );
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The simulation agrees with the real livekit-server: every library scenario that lists both
 //! lanes is run on each (the real lane watched until the room is quiet) and what each client
 //! saw — lifecycle, the others' joins and leaves, which session it ended on, final state,
-//! every verdict — must be the same (`faultline conform` over the library).
+//! each track's events (published, subscribed, unsubscribed, unpublished, by sid ordinal),
+//! every verdict (media's among them) — must be the same (`faultline conform` over the library).
 
 use std::path::Path;
 

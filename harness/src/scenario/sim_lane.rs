@@ -19,8 +19,10 @@
 //! | `remove-participant` | the simulated server's RemoveParticipant |
 //! | `simulate` | `Room::simulate_scenario` in the participant's host |
 //!
-//! A participant's `tracks` are published right after its join (a synthetic microphone and a
-//! camera at [`crate::sim::explore::VIDEO_FPS`], forwarded by the simulated server), and its
+//! A participant's `tracks` — a synthetic microphone and a camera at
+//! [`crate::sim::explore::VIDEO_FPS`], forwarded by the simulated server — are published
+//! once everyone has joined ([`crate::sim::explore::TRACKS_AFTER_LAST_JOIN`] after the last
+//! join began), as the real lane publishes them once everyone sees everyone; and its
 //! subscriptions are sampled every 100 ms of simulated time into `Media` events, as on the
 //! real lane. The real lane starts the timeline once every subscriber receives frames of
 //! every track; the simulation's times are fixed before it runs, so instead the run fails,
@@ -45,14 +47,11 @@ use super::format::{Fault, Lane, ProxyMode, Scenario};
 use super::lane::{label, lanes, RunError};
 use crate::judge;
 use crate::record::{FaultRecord, RunRecord};
-use crate::sim::explore::{run_case_with, Case, Overrides, PublishPlan};
+use crate::sim::explore::{run_case_with, Case, Overrides, PublishPlan, JOIN_STAGGER};
 use crate::sim::schedule::{self, Schedule, Step};
 
 /// How long after the last participant's join the timeline starts.
 pub const LEAD: Duration = Duration::from_secs(2);
-
-/// The explorer staggers joins by this much (see `crate::sim::explore`).
-const JOIN_STAGGER: Duration = Duration::from_millis(200);
 
 /// Checks, before anything runs, that the sim lane can run `scenario`.
 pub fn check_sim_lane(scenario: &Scenario, file: &Path) -> Result<(), RunError> {

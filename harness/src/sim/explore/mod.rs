@@ -45,7 +45,8 @@ use serde::{Deserialize, Serialize};
 
 pub use generate::generate;
 pub use run::{
-    run_case, run_case_with, Overrides, ParticipantRun, PublishPlan, Run, ROOM, VIDEO_FPS,
+    run_case, run_case_with, Overrides, ParticipantRun, PublishPlan, Run, JOIN_STAGGER, ROOM,
+    TRACKS_AFTER_LAST_JOIN, VIDEO_FPS,
 };
 pub use shard::{merge, FoundViolation, MergeError, Merged, Shard, ShardReport};
 pub use shrink::shrink;

@@ -6,7 +6,7 @@
 //! sequenced reliable packet (`<identity>:<n>` on [`DATA_TOPIC`]) every 500 ms, whatever its
 //! state, until told to stop. In a case with [`Case::media`] (or a participant with
 //! [`Overrides::tracks`]) it also publishes a synthetic microphone and camera track
-//! ([`VIDEO_FPS`]) right after joining, and its host records a [`ClientEvent::Media`] sample
+//! ([`VIDEO_FPS`]) once everyone has joined ([`TRACKS_AFTER_LAST_JOIN`]), and its host records a [`ClientEvent::Media`] sample
 //! of its subscriptions every 100 ms of simulated time, as the real lane's client seam does. Network and server faults are applied between simulation steps;
 //! `simulate` and `remove_participant` run in the participant's host at their time.
 //!
@@ -41,7 +41,11 @@ use crate::vocab::TrackSpec;
 /// The room every participant joins.
 pub const ROOM: &str = "explore";
 /// Participant `i` joins at `i` times this.
-const JOIN_STAGGER: Duration = Duration::from_millis(200);
+pub const JOIN_STAGGER: Duration = Duration::from_millis(200);
+/// Tracks are published this long after the last participant's join began — once everyone
+/// is in the room, as the real lane publishes them once everyone sees everyone, so each
+/// participant sees the others' tracks published as on the real lane.
+pub const TRACKS_AFTER_LAST_JOIN: Duration = Duration::from_secs(1);
 /// How often each participant publishes a reliable packet.
 const PUBLISH_EVERY: Duration = Duration::from_millis(500);
 /// The least time after the last fault before a run may end: the server's ping interval and
@@ -362,12 +366,13 @@ pub fn run_case_with(case: &Case, overrides: &Overrides) -> Result<Run, ExploreE
             .collect(),
     ));
     let lock = || hosts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let identities_len = identities.len();
     for (index, identity) in identities.iter().enumerate() {
         let actions = case.schedule.client_actions(identity);
         let (phase, hosts) = (phase.clone(), hosts.clone());
         let own = overrides.of(identity, case);
         sim.client(identity, move |ctx| async move {
-            participant(ctx, index, own, actions, phase, hosts).await;
+            participant(ctx, index, identities_len, own, actions, phase, hosts).await;
             Ok::<_, std::convert::Infallible>(())
         });
     }
@@ -568,6 +573,7 @@ fn advance(sim: &mut Sim<'_>, step: Duration) -> Result<(), ExploreError> {
 async fn participant(
     ctx: ClientContext,
     index: usize,
+    participants: usize,
     own: Own,
     actions: Vec<Step>,
     phase: Arc<AtomicU8>,
@@ -609,7 +615,13 @@ async fn participant(
     let sampler = (!own.tracks.is_empty()).then(|| {
         let sources: Vec<_> = own.tracks.iter().map(|t| t.source()).collect();
         update(&|h| h.record.tracks = sources.clone());
-        publish_tracks(&room, &own.tracks, &hosts, index);
+        let (publisher, tracks, hosts) = (room.clone(), own.tracks.clone(), hosts.clone());
+        let at = JOIN_STAGGER * participants.saturating_sub(1) as u32 + TRACKS_AFTER_LAST_JOIN;
+        tokio::spawn(async move {
+            let now = turmoil::sim_elapsed().unwrap_or_default();
+            tokio::time::sleep(at.saturating_sub(now)).await;
+            publish_tracks(&publisher, &tracks, &hosts, index);
+        });
         tokio::spawn(sample_media(Arc::downgrade(&room), ctx.clone(), phase.clone()))
     });
     let performer = {
