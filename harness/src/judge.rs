@@ -184,6 +184,7 @@ within = "5s"
                 started: secs(1.0),
                 healed: Some(secs(3.0)),
                 refuses_connections: false,
+                mutes: None,
             }],
             events: events
                 .into_iter()

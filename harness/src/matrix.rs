@@ -381,6 +381,7 @@ mod tests {
                 started: ms(2000),
                 healed: Some(ms(3000)),
                 refuses_connections: true,
+                mutes: None,
             }],
             events,
             final_states: Vec::new(),

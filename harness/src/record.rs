@@ -20,7 +20,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use faultline_sdk::{ConnectionState, ReconnectPolicy, RoomOptions};
+use faultline_sdk::{ConnectionState, ReconnectPolicy, RoomOptions, TrackSource};
 
 use crate::client::{ClientEvent, ClientOptions, Sdk};
 use crate::cluster::NodeChange;
@@ -180,6 +180,9 @@ pub struct FaultRecord {
     /// While it lasts, every connection its target opens to the server fails at once (a
     /// two-way cut that refuses connections), so an episode under it fails every attempt.
     pub refuses_connections: bool,
+    /// The track of its target's that it mutes while it lasts (a `mute`), if any: the media
+    /// invariant owes no frames of that track meanwhile.
+    pub mutes: Option<TrackSource>,
 }
 
 impl FaultRecord {

@@ -855,6 +855,7 @@ mod tests {
                 started: at(2000),
                 healed: Some(at(5000)),
                 refuses_connections: true,
+                mutes: None,
             }],
             events: vec![
                 event(500, ClientEvent::Connected),

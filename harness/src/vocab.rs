@@ -184,7 +184,7 @@ pub fn parse_source(name: &str) -> Option<TrackSource> {
 }
 
 /// What a scenario participant publishes: `tracks = ["audio", "video"]`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum TrackSpec {
     /// A microphone track (Opus).

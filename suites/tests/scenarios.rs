@@ -90,6 +90,8 @@ async fn library_scenario_passes_on_the_real_lane(#[case] file: &str) -> Result<
 #[case::sim_sfu_restart_video("sfu-restart-video.toml")]
 #[case::sim_media_dead_after_resume("media-dead-after-resume.toml")]
 #[case::sim_resume_keeps_tracks("resume-keeps-tracks.toml")]
+#[case::sim_muted_during_outage("muted-during-outage.toml")]
+#[case::sim_publish_during_reconnect("publish-during-reconnect.toml")]
 fn library_scenario_passes_on_the_sim_lane(#[case] file: &str) -> Result<()> {
     let path = library(file);
     let scenario = Scenario::load(&path)?;

@@ -54,9 +54,8 @@ fn withdrawn(record: &RunRecord, key: &TrackKey, since: Duration) -> bool {
                 if *from == key.publisher && *source == key.source)
     });
     let muted_by_fault = record.faults.iter().any(|f| {
-        f.kind == "mute"
+        f.mutes == Some(key.source)
             && f.target.as_deref() == Some(key.publisher.as_str())
-            && f.label.starts_with(&format!("mute {}", key.source.name()))
             && f.healed.is_none_or(|healed| healed + RECEIVING_WINDOW >= since)
     });
     let mut unpublished = false;
@@ -399,9 +398,15 @@ mod tests {
             started: secs(1.5),
             healed: None,
             refuses_connections: false,
+            mutes: Some(TrackSource::Camera),
         };
-        let r = record(episode(), &[(0.5, "TR_1", 10), (0.9, "TR_1", 20)], vec![mute], 20.0);
+        let counts = [(0.5, "TR_1", 10), (0.9, "TR_1", 20)];
+        let r = record(episode(), &counts, vec![mute.clone()], 20.0);
         assert_eq!(broken(&r), Vec::<String>::new());
+        // Muting the other track excuses nothing.
+        let other = FaultRecord { mutes: Some(TrackSource::Microphone), ..mute };
+        let r = record(episode(), &counts, vec![other], 20.0);
+        assert_eq!(broken(&r).len(), 1, "{:?}", broken(&r));
     }
 
     #[test]
@@ -443,6 +448,7 @@ mod tests {
             started: secs(0.95),
             healed: Some(secs(30.0)),
             refuses_connections: false,
+            mutes: None,
         };
         let events = vec![
             ("bob", 0.0, subscribed("TR_1")),
@@ -467,6 +473,7 @@ mod tests {
             started: secs(2.1),
             healed: None,
             refuses_connections: false,
+            mutes: None,
         };
         let counts = [(0.5, "TR_1", 10), (0.9, "TR_1", 20), (2.5, "TR_2", 0), (19.0, "TR_2", 0)];
         let r = record(episode(), &counts, vec![partition.clone()], 20.0);

@@ -18,6 +18,8 @@
 //! | `server-kill` | `crash` of the server host; with `for`, `restart` at the heal |
 //! | `remove-participant` | the simulated server's RemoveParticipant |
 //! | `simulate` | `Room::simulate_scenario` in the participant's host |
+//! | `mute` | `LocalParticipant::set_track_muted` in the participant's host; with `for`, unmuted at the end |
+//! | `publish-track` | `LocalParticipant::publish_track` in the participant's host (it may wait for an episode to end while the timeline goes on, as on the real lane) |
 //!
 //! A participant's `tracks` — a synthetic microphone and a camera at
 //! [`crate::sim::explore::VIDEO_FPS`], forwarded by the simulated server — are published
@@ -27,7 +29,6 @@
 //! real lane. The real lane starts the timeline once every subscriber receives frames of
 //! every track; the simulation's times are fixed before it runs, so instead the run fails,
 //! as the real lane's wait does, if some track delivered no frame by the timeline's zero.
-//! The `mute` and `publish-track` steps are not in the simulation's schedules yet.
 //!
 //! A participant's `reconnect` overrides apply as on the real lane, its `token_ttl` is the
 //! lifetime of its token in simulated time (checked by the simulated server as livekit-server
@@ -88,17 +89,24 @@ pub fn check_sim_lane(scenario: &Scenario, file: &Path) -> Result<(), RunError> 
         match &step.fault {
             Fault::Partition {}
             | Fault::Media { .. }
-            | Fault::SignalProxy { mode: ProxyMode::Kill | ProxyMode::BlackHole | ProxyMode::Pause | ProxyMode::RefuseNew, .. }
+            | Fault::SignalProxy {
+                mode:
+                    ProxyMode::Kill | ProxyMode::BlackHole | ProxyMode::Pause | ProxyMode::RefuseNew,
+                ..
+            }
             | Fault::ServerKill {}
             | Fault::RemoveParticipant {}
-            | Fault::Simulate { .. } => {}
+            | Fault::Simulate { .. }
+            | Fault::Mute { .. }
+            | Fault::PublishTrack { .. } => {}
             other => {
                 return Err(unsupported(
                     index,
                     other.kind(),
                     "the simulation has no such fault (it can do partition, media, signal-proxy \
-                     other than throttle, server-kill, remove-participant and simulate); run the scenario with `--lane real`, or \
-                     list only \"real\" in its `lanes`"
+                     other than throttle, server-kill, remove-participant, simulate, mute and \
+                     publish-track); run the scenario with `--lane real`, or list only \"real\" \
+                     in its `lanes`"
                         .into(),
                 ))
             }
@@ -151,6 +159,17 @@ pub fn run_sim(scenario: &Scenario, file: &Path, seed: u64) -> Result<RunRecord,
             Fault::Simulate { scenario: kind } => {
                 (schedule::Fault::Simulate { participant: who.clone(), scenario: *kind }, None)
             }
+            Fault::Mute { track } => {
+                let mute = |muted| schedule::Fault::Mute {
+                    participant: who.clone(),
+                    track: *track,
+                    muted,
+                };
+                (mute(true), Some(mute(false)))
+            }
+            Fault::PublishTrack { track } => {
+                (schedule::Fault::PublishTrack { participant: who.clone(), track: *track }, None)
+            }
             _ => unreachable!("check_sim_lane refused it"),
         };
         steps.push(Step { at_ms: ms(start), fault: begin });
@@ -166,6 +185,7 @@ pub fn run_sim(scenario: &Scenario, file: &Path, seed: u64) -> Result<RunRecord,
             healed: if step.fault.is_instant() { Some(start) } else { end },
             // As the real lane judges it (see `FaultRecord::refuses_connections`).
             refuses_connections: step.fault == Fault::Partition {},
+            mutes: step.fault.mutes(),
         });
     }
     let case = Case {

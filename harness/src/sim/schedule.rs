@@ -23,10 +23,12 @@
 //! | `signal_heal` | the same wrapper | the signalling fault ends |
 //! | `remove_participant` | the server's `remove_participant` control | RoomService `RemoveParticipant`: `Leave{DISCONNECT}` to that participant |
 //! | `simulate` | `Room::simulate_scenario` on that participant | the client asks for a `SimulateScenario` |
+//! | `mute` | `LocalParticipant::set_track_muted` on that participant | the user mutes (`muted = true`) or unmutes one of its tracks |
+//! | `publish_track` | `LocalParticipant::publish_track` on that participant | the user publishes a track it did not publish before |
 //!
 //! The network faults and server crashes are applied by the runner between simulation
-//! steps; `remove_participant` and `simulate` run inside the participant's host at their
-//! time (see [`Schedule::client_actions`]).
+//! steps; `remove_participant`, `simulate`, `mute` and `publish_track` run inside the
+//! participant's host at their time (see [`Schedule::client_actions`]).
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -35,7 +37,7 @@ use serde::{Deserialize, Serialize};
 
 use super::SERVER_HOST;
 use crate::net::Direction;
-use crate::vocab::ProxyMode;
+use crate::vocab::{ProxyMode, TrackSpec};
 
 /// The largest latency a schedule may set (longer ones are certainly typos).
 pub const MAX_LATENCY_MS: u64 = 60_000;
@@ -210,6 +212,22 @@ pub enum Fault {
         /// Which one.
         scenario: SimulateKind,
     },
+    /// The participant mutes or unmutes one of its tracks.
+    Mute {
+        /// The participant's identity.
+        participant: String,
+        /// Which of its tracks.
+        track: TrackSpec,
+        /// Muted (or unmuted).
+        muted: bool,
+    },
+    /// The participant publishes a track.
+    PublishTrack {
+        /// The participant's identity.
+        participant: String,
+        /// Which track.
+        track: TrackSpec,
+    },
 }
 
 impl Fault {
@@ -232,6 +250,8 @@ impl Fault {
             Fault::SignalHeal { .. } => "signal_heal",
             Fault::RemoveParticipant { .. } => "remove_participant",
             Fault::Simulate { .. } => "simulate",
+            Fault::Mute { .. } => "mute",
+            Fault::PublishTrack { .. } => "publish_track",
         }
     }
 
@@ -264,9 +284,10 @@ impl Fault {
     /// The participant whose host performs it, for faults that run inside a client host.
     pub fn performer(&self) -> Option<&str> {
         match self {
-            Fault::RemoveParticipant { participant } | Fault::Simulate { participant, .. } => {
-                Some(participant)
-            }
+            Fault::RemoveParticipant { participant }
+            | Fault::Simulate { participant, .. }
+            | Fault::Mute { participant, .. }
+            | Fault::PublishTrack { participant, .. } => Some(participant),
             _ => None,
         }
     }
@@ -292,6 +313,8 @@ impl Fault {
             Fault::Restart => sim.bounce(SERVER_HOST),
             Fault::RemoveParticipant { .. }
             | Fault::Simulate { .. }
+            | Fault::Mute { .. }
+            | Fault::PublishTrack { .. }
             | Fault::Offline { .. }
             | Fault::Online { .. }
             | Fault::Media { .. }
@@ -453,6 +476,10 @@ impl std::fmt::Display for Schedule {
                     format!("{participant} {direction:?}{loss}{delay}")
                 }
                 Fault::Simulate { participant, scenario } => format!("{participant} {scenario:?}"),
+                Fault::Mute { participant, track, muted } => {
+                    format!("{participant} {track:?} {}", if *muted { "muted" } else { "unmuted" })
+                }
+                Fault::PublishTrack { participant, track } => format!("{participant} {track:?}"),
             };
             writeln!(f, "  +{:.3}s {} {detail}", step.at().as_secs_f64(), step.fault.name())?;
         }

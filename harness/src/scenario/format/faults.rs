@@ -8,7 +8,7 @@ use toml::Spanned;
 
 use super::durations::{duration, opt_duration};
 use super::participants::NodeRef;
-use crate::vocab::TrackSpec;
+use crate::vocab::{TrackSource, TrackSpec};
 
 /// One fault on the timeline.
 ///
@@ -193,6 +193,14 @@ impl Fault {
     /// Whether this fault needs a `[cluster]`.
     pub fn needs_cluster(&self) -> bool {
         self.node().is_some() || *self == Fault::RedisKill {}
+    }
+
+    /// The track this fault mutes while it lasts (a `mute`), if any.
+    pub fn mutes(&self) -> Option<TrackSource> {
+        match self {
+            Fault::Mute { track } => Some(track.source()),
+            _ => None,
+        }
     }
 
     /// Whether this fault acts on one participant (rather than the server or the room).

@@ -206,6 +206,7 @@ impl Runner<'_> {
             // The socket wrapper refuses the target's new signalling connections at once (a
             // kernel partition drops them instead).
             refuses_connections: step.fault == Fault::Partition {} && !on_kernel,
+            mutes: step.fault.mutes(),
         };
         if let Some(o) = self.observer.as_mut() {
             o(Progress::FaultStarted(&record));

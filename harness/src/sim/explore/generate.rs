@@ -1,8 +1,9 @@
 //! [`generate`]: a random [`Case`] from a seed — one to four fault windows (a fault and,
 //! usually, its undoing) starting between 2 s and 22 s, on random participants' links to the
 //! server, the server itself, or the participants' rooms — and, in a share of cases, media
-//! (every participant publishes audio and video). Whether a case has media is drawn from its
-//! own generator, so a seed's schedule is the same whatever the share.
+//! (every participant publishes audio and video; in half of those one participant also mutes
+//! a track for a while, or for good, as a user does). Whether a case has media, and the mute,
+//! are drawn from their own generator, so a seed's faults are the same whatever the share.
 
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use super::Case;
 use crate::sim::schedule::{Fault, Schedule, SimulateKind, Step};
 use crate::sim::server::PlantedBug;
 use crate::sim::SERVER_HOST;
+use crate::vocab::TrackSpec;
 
 /// The most participants a case may have.
 pub const MAX_PARTICIPANTS: usize = 8;
@@ -34,8 +36,8 @@ pub fn generate(
     planted_bug: Option<PlantedBug>,
     media_percent: u8,
 ) -> Case {
-    let media =
-        SmallRng::seed_from_u64(seed ^ MEDIA_STREAM).random_range(0..100_u8) < media_percent;
+    let mut media_rng = SmallRng::seed_from_u64(seed ^ MEDIA_STREAM);
+    let media = media_rng.random_range(0..100_u8) < media_percent;
     let mut rng = SmallRng::seed_from_u64(seed);
     let windows = rng.random_range(1..=4);
     let mut steps = Vec::new();
@@ -121,6 +123,9 @@ pub fn generate(
             }
         }
     }
+    if media && media_rng.random_bool(0.5) {
+        steps.extend(user_mute(&mut media_rng, participants));
+    }
     Case {
         seed,
         participants,
@@ -129,6 +134,20 @@ pub fn generate(
         media,
         schedule: Schedule::new(steps),
     }
+}
+
+/// A participant mutes its microphone or camera somewhere in the fault span and, usually,
+/// unmutes it up to 10 s later.
+fn user_mute(rng: &mut SmallRng, participants: usize) -> Vec<Step> {
+    let participant = format!("p{}", rng.random_range(0..participants.max(1)));
+    let track = if rng.random_bool(0.5) { TrackSpec::Audio } else { TrackSpec::Video };
+    let at = FIRST_FAULT.as_millis() as u64 + rng.random_range(0..FAULT_SPAN.as_millis() as u64);
+    let mute = |muted| Fault::Mute { participant: participant.clone(), track, muted };
+    let mut steps = vec![Step { at_ms: at, fault: mute(true) }];
+    if rng.random_bool(0.8) {
+        steps.push(Step { at_ms: at + rng.random_range(200..=10_000), fault: mute(false) });
+    }
+    steps
 }
 
 #[cfg(test)]
@@ -141,7 +160,13 @@ mod tests {
             let case = generate(seed, 3, true, None, 50);
             assert_eq!(case, generate(seed, 3, true, None, 50));
             let without = generate(seed, 3, true, None, 0);
-            assert_eq!(case.schedule, without.schedule, "media does not change the faults");
+            let faults = |s: &Schedule| {
+                let mut steps = s.steps.clone();
+                steps.retain(|step| !matches!(step.fault, Fault::Mute { .. }));
+                steps
+            };
+            assert_eq!(faults(&case.schedule), without.schedule.steps, "media adds only mutes");
+            assert!(without.schedule.steps.iter().all(|s| !matches!(s.fault, Fault::Mute { .. })));
             assert!(!without.media && generate(seed, 3, true, None, 100).media);
             assert!(!case.schedule.steps.is_empty());
             let valid = case.schedule.validate(&case.identities());

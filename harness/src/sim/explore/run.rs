@@ -193,8 +193,9 @@ fn describe(step: &Step) -> String {
     text.split_once(' ').map(|(_, rest)| rest.to_owned()).unwrap_or(text)
 }
 
-/// The schedule's faults as the record shows them: a partition, hold, offline or crash from
-/// its step to the step that undoes it (repair, release, online, restart), everything else an
+/// The schedule's faults as the record shows them: a partition, hold, offline, media, signal,
+/// crash or mute from its step to the step that undoes it (repair, release, online,
+/// media_heal, signal_heal, restart, the unmute of the same track), everything else an
 /// instant. An offline, or a two-way partition between a participant and the server, refuses
 /// its connections — unless a hold on that link overlaps it.
 fn fault_records(schedule: &Schedule) -> Vec<FaultRecord> {
@@ -213,12 +214,18 @@ fn fault_records(schedule: &Schedule) -> Vec<FaultRecord> {
             Fault::MediaHeal { .. } => Some("media"),
             Fault::SignalHeal { .. } => Some("signal"),
             Fault::Restart => Some("crash"),
+            Fault::Mute { muted: false, .. } => Some("mute"),
+            _ => None,
+        };
+        let mutes = match step.fault {
+            Fault::Mute { track, .. } => Some(track.source()),
             _ => None,
         };
         if let Some(kind) = undone {
             for (f, l) in &mut out {
                 let same_place = same_link(*l, link)
-                    && f.target.as_deref() == step.fault.participant().or(f.target.as_deref());
+                    && f.target.as_deref() == step.fault.participant().or(f.target.as_deref())
+                    && f.mutes == mutes;
                 if f.kind == kind && f.healed.is_none() && same_place {
                     f.healed = Some(at);
                 }
@@ -237,6 +244,7 @@ fn fault_records(schedule: &Schedule) -> Vec<FaultRecord> {
                 | Fault::Offline { .. }
                 | Fault::Media { .. }
                 | Fault::Signal { .. }
+                | Fault::Mute { muted: true, .. }
         );
         let refuses_connections = matches!(step.fault, Fault::Offline { .. })
             || (matches!(step.fault, Fault::Partition { oneway: false, .. })
@@ -249,6 +257,7 @@ fn fault_records(schedule: &Schedule) -> Vec<FaultRecord> {
             started: at,
             healed: (!lasts).then_some(at),
             refuses_connections,
+            mutes,
         };
         out.push((record, link));
     }
@@ -297,6 +306,7 @@ impl Overrides {
             publish: self.publish.get(identity).copied(),
             token_ttl: self.token_ttl.get(identity).copied(),
             tracks: self.tracks.get(identity).cloned().unwrap_or(media),
+            samples_media: case.media || self.tracks.values().any(|t| !t.is_empty()),
         }
     }
 }
@@ -307,6 +317,9 @@ struct Own {
     publish: Option<PublishPlan>,
     token_ttl: Option<Duration>,
     tracks: Vec<TrackSpec>,
+    /// Whether anyone in the run publishes tracks: then every participant samples what it
+    /// receives, publisher or not.
+    samples_media: bool,
 }
 
 /// Sequenced reliable packets `0..count`, packet `n` published at `start + n · every` (or
@@ -612,7 +625,7 @@ async fn participant(
     let joined_sid = room.local_participant().sid();
     update(&|h| h.record.joined_sid = joined_sid.clone());
     let room = Arc::new(room);
-    let sampler = (!own.tracks.is_empty()).then(|| {
+    if !own.tracks.is_empty() {
         let sources: Vec<_> = own.tracks.iter().map(|t| t.source()).collect();
         update(&|h| h.record.tracks = sources.clone());
         let (publisher, tracks, hosts) = (room.clone(), own.tracks.clone(), hosts.clone());
@@ -622,8 +635,10 @@ async fn participant(
             tokio::time::sleep(at.saturating_sub(now)).await;
             publish_tracks(&publisher, &tracks, &hosts, index);
         });
-        tokio::spawn(sample_media(Arc::downgrade(&room), ctx.clone(), phase.clone()))
-    });
+    }
+    let sampler = own
+        .samples_media
+        .then(|| tokio::spawn(sample_media(Arc::downgrade(&room), ctx.clone(), phase.clone())));
     let performer = {
         let (room, ctx, hosts) = (room.clone(), ctx.clone(), hosts.clone());
         tokio::spawn(async move {
@@ -640,6 +655,21 @@ async fn participant(
                         .await
                         .map(|_| ())
                         .map_err(|e| e.to_string()),
+                    Fault::Mute { track, muted, .. } => room
+                        .local_participant()
+                        .set_track_muted(track.source(), *muted)
+                        .await
+                        .map_err(|e| e.to_string()),
+                    Fault::PublishTrack { track, .. } => {
+                        // As the real lane: the publish may wait for an episode to end
+                        // while the timeline goes on.
+                        hosts.lock().unwrap_or_else(std::sync::PoisonError::into_inner)[index]
+                            .record
+                            .tracks
+                            .push(track.source());
+                        publish_tracks(&room, &[*track], &hosts, index);
+                        Ok(())
+                    }
                     _ => Ok(()),
                 };
                 if let Err(e) = result {

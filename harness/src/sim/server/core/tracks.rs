@@ -40,8 +40,10 @@
 //! after an unmute are this double's reading of the forwarder (a resync point after a gap);
 //! the key-frame request interval is the minimum (the sim's RTT is far below 100 ms);
 //! publication waits for the first depacketized frame (pion's `OnTrack` fires on the first
-//! RTP packet), and a track muted in its AddTrackRequest, which sends nothing, is not
-//! published until it does.
+//! RTP packet), except for a track muted in its AddTrackRequest, which sends nothing and is
+//! published with its negotiated line: livekit-server announces such a track (muted) before
+//! any of its media arrives, as `faultline conform` showed on muted-during-outage (a camera
+//! republished muted after a full reconnect reached the other participant, muted, at once).
 
 use std::time::Duration;
 
@@ -189,7 +191,8 @@ impl Core {
     }
 
     /// The client's publisher offer `sdp` was accepted: its sending lines are matched to the
-    /// participant's tracks (pkg/rtc/participant.go `getPendingTrack`).
+    /// participant's tracks (pkg/rtc/participant.go `getPendingTrack`), and a muted one is
+    /// published at once (see the module's notes).
     pub(super) fn publisher_offered(&mut self, room: &str, identity: &str, sdp: &str) {
         let Some(p) = self.participant(room, identity) else { return };
         let lines = sending_lines(sdp);
@@ -206,6 +209,19 @@ impl Core {
             if let Some(index) = by_cid.or_else(fallback) {
                 p.tracks[index].mid = Some(Mid::from(line.mid.as_str()));
             }
+        }
+        // A muted track sends nothing to wait for: it is published with its line.
+        let silent: Vec<Publication> = p
+            .tracks
+            .iter_mut()
+            .filter(|t| !t.live && t.info.muted && t.mid.is_some())
+            .map(|t| {
+                t.live = true;
+                t.clone()
+            })
+            .collect();
+        for track in &silent {
+            self.track_published(room, identity, track);
         }
     }
 
