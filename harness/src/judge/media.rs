@@ -23,7 +23,8 @@ use crate::record::RunRecord;
 /// subscription take well under a second on loopback).
 pub const MEDIA_BOUND: Duration = Duration::from_secs(10);
 
-/// A track delivering frames this close to an episode's start was being received.
+/// A track delivering frames this close to an episode's start (or to the start of the fault it
+/// followed) was being received.
 pub const RECEIVING_WINDOW: Duration = Duration::from_secs(2);
 
 /// One track that must deliver frames again after an episode.
@@ -86,10 +87,28 @@ fn obligations<'a>(
         for (who, other) in [(&key.subscriber, &key.publisher), (&key.publisher, &key.subscriber)] {
             for episode in recovered(record, who) {
                 let Some((reconnected, _)) = episode.ended else { continue };
+                // The trouble may begin long before the client notices it (a dark link is
+                // found by ping timeout): frames count as received before the episode if they
+                // arrived shortly before it began, or before the earliest fault on either
+                // party's path (or the server) still in effect when it began.
+                let trouble = record
+                    .faults
+                    .iter()
+                    .filter(|f| {
+                        f.mutes.is_none()
+                            && f.started <= episode.began
+                            && f.healed.is_none_or(|healed| healed >= episode.began)
+                            && f.target
+                                .as_deref()
+                                .is_none_or(|t| t == who.as_str() || t == other.as_str())
+                    })
+                    .map(|f| f.started)
+                    .min()
+                    .map_or(episode.began, |started| started.min(episode.began));
                 let received = flow
                     .advances
                     .iter()
-                    .any(|t| *t <= episode.began && *t + RECEIVING_WINDOW >= episode.began);
+                    .any(|t| *t <= episode.began && *t + RECEIVING_WINDOW >= trouble);
                 if !received || withdrawn(record, key, episode.began) {
                     continue;
                 }
@@ -461,6 +480,34 @@ mod tests {
         // The same cut on bob's own path: his Reconnected came while his media was dead.
         let r = record(events, &counts, vec![cut("bob")], 40.0);
         assert_eq!(broken(&r).len(), 1, "{:?}", broken(&r));
+    }
+
+    #[test]
+    fn an_outage_noticed_late_still_owes_the_frames_it_stopped() {
+        // alice's path goes dark at 0.95 s; she notices at 9 s and is back at 12 s, but the
+        // frames she was sending before the dark never come back to bob.
+        let dark = FaultRecord {
+            index: 0,
+            kind: "partition",
+            label: "partition → alice".into(),
+            target: Some("alice".into()),
+            started: secs(0.95),
+            healed: Some(secs(11.5)),
+            refuses_connections: true,
+            mutes: None,
+        };
+        let events = vec![
+            ("bob", 0.0, subscribed("TR_1")),
+            ("alice", 9.0, ClientEvent::Reconnecting),
+            ("alice", 12.0, ClientEvent::Reconnected),
+        ];
+        let counts = [(0.5, "TR_1", 10), (0.9, "TR_1", 20), (30.0, "TR_1", 20)];
+        let r = record(events.clone(), &counts, vec![dark.clone()], 30.0);
+        assert_eq!(broken(&r).len(), 1, "{:?}", broken(&r));
+        // Without the fault in the record the frames stopped too long before the episode
+        // to count as received.
+        let r = record(events, &counts, vec![], 30.0);
+        assert_eq!(broken(&r), Vec::<String>::new());
     }
 
     #[test]

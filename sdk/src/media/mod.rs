@@ -7,7 +7,7 @@
 //! a full reconnect gives it a new sid.
 
 pub(crate) mod source;
-mod vp8;
+pub(crate) mod vp8;
 mod vp8_tables;
 
 use std::sync::{Arc, Mutex};

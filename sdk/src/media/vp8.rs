@@ -196,7 +196,6 @@ pub(crate) fn delta_frame(width: u16, height: u16) -> Vec<u8> {
 
 /// Whether `frame` is a VP8 key frame (the tag's low bit clear, the start code in place),
 /// as livekit-server and receivers judge it.
-#[cfg(test)]
 pub(crate) fn is_key_frame(frame: &[u8]) -> bool {
     frame.len() >= 10 && frame[0] & 1 == 0 && frame[3..6] == [0x9d, 0x01, 0x2a]
 }

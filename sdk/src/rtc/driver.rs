@@ -824,13 +824,22 @@ impl Driver {
         counter.last_at = Some(Instant::now());
     }
 
-    /// Writes the frames that are due. Before ICE has connected str0m has no writer and
-    /// the frames are dropped, as a browser's encoder output is before it can send.
+    /// Writes the frames that are due. Before ICE has connected (or the line is negotiated)
+    /// str0m has no writer and the frames are dropped, as a browser's encoder output is
+    /// before it can send — but a key frame that was not sent is owed still: without it the
+    /// server's downtracks wait for one, and a key frame asked for before the line could send
+    /// would otherwise never come (a republished camera stayed black after a train tunnel).
     fn write_media(&mut self) {
         let now = Instant::now();
         for sender in &mut self.senders {
             let Some(frame) = sender.source.due(now) else { continue };
-            let Some(writer) = self.rtc.writer(sender.mid) else { continue };
+            let key = crate::media::vp8::is_key_frame(&frame.data);
+            let Some(writer) = self.rtc.writer(sender.mid) else {
+                if key {
+                    sender.source.request_key_frame();
+                }
+                continue;
+            };
             let codec = match sender.source.kind() {
                 TrackKind::Audio => Codec::Opus,
                 TrackKind::Video => Codec::Vp8,
@@ -839,6 +848,9 @@ impl Driver {
                 writer.payload_params().find(|p| p.spec().codec == codec).map(|p| p.pt())
             else {
                 tracing::debug!(mid = %sender.mid, ?codec, "no negotiated payload type yet");
+                if key {
+                    sender.source.request_key_frame();
+                }
                 continue;
             };
             let clock = match frame.clock_rate {
@@ -848,6 +860,9 @@ impl Driver {
             let rtp_time = MediaTime::new(frame.rtp_time, clock);
             if let Err(e) = writer.write(pt, now.into_std(), rtp_time, frame.data) {
                 tracing::debug!(mid = %sender.mid, error = %e, "writing a frame failed");
+                if key {
+                    sender.source.request_key_frame();
+                }
             }
         }
     }
