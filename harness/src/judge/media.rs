@@ -152,14 +152,16 @@ fn obligations<'a>(
                             .as_deref()
                             .is_none_or(|t| t == who.as_str() || t == other.as_str())
                 });
-                // A fault still cutting the other party's path when this episode ended: the
-                // frames wait for that party's own recovery (its episode, if it notices),
-                // which this episode's owner cannot hasten. A fault on the owner's own path
-                // still in effect is no excuse: its Reconnected must mean media flows.
+                // A fault on the other party's path at any time from the trouble's start to
+                // this Reconnected: what it left behind — a signalling link dead after a
+                // partition healed, a candidate switch it was asked for — waits for that
+                // party's own recovery (its episode, if it notices), which this episode's
+                // owner cannot hasten. A fault on the owner's own path is no excuse: its
+                // Reconnected must mean media flows.
                 let other_cut_off = record.faults.iter().any(|f| {
                     f.target.as_deref() == Some(other.as_str())
                         && f.started <= reconnected
-                        && f.healed.is_none_or(|healed| healed > reconnected)
+                        && f.healed.is_none_or(|healed| healed >= trouble)
                 });
                 if disturbed || other_cut_off {
                     continue;
@@ -508,6 +510,29 @@ mod tests {
         // to count as received.
         let r = record(events, &counts, vec![], 30.0);
         assert_eq!(broken(&r), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_fault_that_hit_the_other_party_during_the_episode_owes_nothing() {
+        // bob (the subscriber) is moved to TCP candidates at 1.5 s, during alice's episode:
+        // his media path is his own recovery's business.
+        let force_tcp = FaultRecord {
+            index: 0,
+            kind: "simulate",
+            label: "simulate force-tcp → bob".into(),
+            target: Some("bob".into()),
+            started: secs(1.5),
+            healed: Some(secs(1.5)),
+            refuses_connections: false,
+            mutes: None,
+        };
+        let counts = [(0.5, "TR_1", 10), (0.9, "TR_1", 20), (19.0, "TR_1", 20)];
+        let r = record(episode(), &counts, vec![force_tcp.clone()], 20.0);
+        assert_eq!(broken(&r), Vec::<String>::new());
+        // The same instant fault before the episode began excuses nothing.
+        let before = FaultRecord { started: secs(0.95), healed: Some(secs(0.95)), ..force_tcp };
+        let r = record(episode(), &counts, vec![before], 20.0);
+        assert_eq!(broken(&r).len(), 1, "{:?}", broken(&r));
     }
 
     #[test]
