@@ -155,7 +155,9 @@ fn library(file: &str) -> PathBuf {
 #[case::js_lossy_3g("lossy-3g.toml", Sdk::Js, Expect::Passes)]
 #[case::js_media_only_loss("media-only-loss.toml", Sdk::Js, Expect::Passes)]
 #[case::js_middlebox_rst("middlebox-rst.toml", Sdk::Js, JS_SEES_NO_REJOIN)]
-#[case::js_migration("migration.toml", Sdk::Js, JS_SEES_NO_REJOIN)]
+// The migrated laptop publishes tracks: its leave and join are not batched, so a
+// livekit-client watcher reports both (see JS_SEES_NO_REJOIN).
+#[case::js_migration("migration.toml", Sdk::Js, Expect::Passes)]
 #[case::js_node_crash("node-crash.toml", Sdk::Js, LOSES_DATA_ACROSS_A_NODE_CRASH)]
 #[case::js_node_drain("node-drain.toml", Sdk::Js, Expect::Passes)]
 #[case::js_outage_exhaustion("outage-exhaustion.toml", Sdk::Js, JS_EXHAUSTION_REASON)]
