@@ -217,8 +217,19 @@ impl Driver {
     ) -> Result<(Self, mpsc::Receiver<Inbound>), RtcError> {
         let shared_for_media = shared.clone();
         // Opus and VP8 only: what the synthetic sources write, and every SDK's default.
-        let mut rtc =
-            Rtc::builder().clear_codecs().enable_opus(true, false).enable_vp8(true).build(now());
+        // No reordering hold-back: str0m 0.25 keeps a media line's depacketizer (and the
+        // last sequence number it emitted) when the line's incoming stream ends, so a track
+        // the server later sends on the same line — a publisher's republished track after
+        // its old session left — is dropped as "before emitted" until its random sequence
+        // numbers pass the old ones (a silent microphone or camera, about half the time).
+        // With no hold-back str0m skips that check and emits what it can assemble.
+        let mut rtc = Rtc::builder()
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_vp8(true)
+            .set_reordering_size_audio(0)
+            .set_reordering_size_video(0)
+            .build(now());
         let local_addr = host.addr();
         let tcp = tcp_candidate(&host)?;
         add_local_candidates(&mut rtc, &host, &tcp)?;
