@@ -68,6 +68,13 @@ const JS_SEES_NO_REJOIN: Expect = Expect::FailsOnly(&["peer-saw-rejoin"]);
 /// within the bound in the others). faultline-sdk's bound in the same file stays checked.
 const JS_RETRY_MEETS_THE_RESTART: Expect = Expect::MayFail(&["reconnected: bob"]);
 
+/// The upstream Rust SDK's video after a signalling resume (resume-keeps-tracks): back within
+/// 0.1 s on an idle machine, but in a CI run with the other tests' load both cameras stopped
+/// for 5.1 and 6.0 s from the resume (the microphones kept flowing), where the file allows 2 s.
+/// libwebrtc's encoder and bandwidth estimation decide when video resumes; faultline-sdk's and
+/// livekit-client's bounds in the same file stay checked.
+const UPSTREAM_VIDEO_AFTER_A_RESUME_UNDER_LOAD: Expect = Expect::MayFail(&["media-gap"]);
+
 /// livekit-client ends an exhausted episode with `UNKNOWN_REASON`, not the reason that began
 /// it (the signal link closed: `SIGNAL_CLOSE`), which outage-exhaustion expects.
 const JS_EXHAUSTION_REASON: Expect = Expect::FailsOnly(&["disconnected: laptop"]);
@@ -142,7 +149,11 @@ fn library(file: &str) -> PathBuf {
     Sdk::UpstreamRust,
     Expect::Passes
 )]
-#[case::upstream_resume_keeps_tracks("resume-keeps-tracks.toml", Sdk::UpstreamRust, Expect::Passes)]
+#[case::upstream_resume_keeps_tracks(
+    "resume-keeps-tracks.toml",
+    Sdk::UpstreamRust,
+    UPSTREAM_VIDEO_AFTER_A_RESUME_UNDER_LOAD
+)]
 #[case::upstream_media_dead_after_resume(
     "media-dead-after-resume.toml",
     Sdk::UpstreamRust,
