@@ -33,6 +33,26 @@ pub struct MediaCount {
     pub decoded: Option<u64>,
 }
 
+impl MediaCount {
+    /// What each of a faultline-sdk room's subscriptions has delivered, in a set order
+    /// (the SDK lists them from a hash map; sorted, the same run gives the same record).
+    pub fn sample(room: &faultline_sdk::Room) -> Vec<MediaCount> {
+        let mut tracks: Vec<MediaCount> = room
+            .subscribed_tracks()
+            .into_iter()
+            .map(|(from, track)| MediaCount {
+                from,
+                source: track.source(),
+                sid: track.sid().to_owned(),
+                frames: track.stats().frames,
+                decoded: None,
+            })
+            .collect();
+        tracks.sort_by(|a, b| (&a.from, a.source, &a.sid).cmp(&(&b.from, b.source, &b.sid)));
+        tracks
+    }
+}
+
 /// Something a client under test reported.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClientEvent {

@@ -432,17 +432,7 @@ async fn forward_room_events(
             },
             _ = tick.tick() => {
                 let Some(room) = room.upgrade() else { break };
-                let tracks: Vec<MediaCount> = room
-                    .subscribed_tracks()
-                    .into_iter()
-                    .map(|(from, track)| MediaCount {
-                        from,
-                        source: track.source(),
-                        sid: track.sid().to_owned(),
-                        frames: track.stats().frames,
-                        decoded: None,
-                    })
-                    .collect();
+                let tracks = MediaCount::sample(&room);
                 (!tracks.is_empty()).then_some(ClientEvent::Media { tracks })
             }
         };

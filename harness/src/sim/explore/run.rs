@@ -550,21 +550,8 @@ async fn sample_media(room: std::sync::Weak<Room>, ctx: ClientContext, phase: Ar
         if room.connection_state() == ConnectionState::Disconnected {
             return;
         }
-        let mut tracks: Vec<MediaCount> = room
-            .subscribed_tracks()
-            .into_iter()
-            .map(|(from, track)| MediaCount {
-                from,
-                source: track.source(),
-                sid: track.sid().to_owned(),
-                frames: track.stats().frames,
-                decoded: None,
-            })
-            .collect();
+        let tracks = MediaCount::sample(&room);
         if !tracks.is_empty() {
-            // faultline-sdk lists its subscriptions in no set order (a hash map): sorted,
-            // the same seed gives the same record.
-            tracks.sort_by(|a, b| (&a.from, a.source, &a.sid).cmp(&(&b.from, b.source, &b.sid)));
             ctx.record(ctx.host(), ClientEvent::Media { tracks });
         }
     }
