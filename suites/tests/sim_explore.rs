@@ -77,7 +77,12 @@ fn the_explorer_finds_and_shrinks_a_planted_server_bug() -> anyhow::Result<()> {
     );
     ensure!(failure.shrunk.participants == 2);
 
-    // The written case replays the violation, from the file.
+    replays_and_the_bug_is_the_cause(&failure)
+}
+
+/// The shrunk case of a planted bug, written and read back, replays its violations; the same
+/// schedule against the real behaviour passes, so the bug is the cause.
+fn replays_and_the_bug_is_the_cause(failure: &Failure) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("failure.toml");
     failure.shrunk.write(&path)?;
@@ -85,8 +90,6 @@ fn the_explorer_finds_and_shrinks_a_planted_server_bug() -> anyhow::Result<()> {
     ensure!(read == failure.shrunk, "the case file must read back as written");
     let (_, again) = explore::replay(&read)?;
     ensure!(again == failure.violations, "replay gave {again:?}, not {:?}", failure.violations);
-
-    // The same schedule against the real behaviour passes: the bug is the cause.
     let fixed = Case { planted_bug: None, ..read };
     let (run, violations) = explore::replay(&fixed)?;
     ensure!(violations.is_empty(), "without the bug: {violations:?}\n{}", run.trace_text());
@@ -128,18 +131,7 @@ fn the_explorer_finds_and_shrinks_a_planted_media_bug() -> anyhow::Result<()> {
     );
     ensure!(failure.shrunk.media, "the shrunk case keeps its media");
 
-    let dir = tempfile::tempdir()?;
-    let path = dir.path().join("failure.toml");
-    failure.shrunk.write(&path)?;
-    let read = Case::read(&path)?;
-    ensure!(read == failure.shrunk, "the case file must read back as written");
-    let (_, again) = explore::replay(&read)?;
-    ensure!(again == failure.violations, "replay gave {again:?}, not {:?}", failure.violations);
-
-    let fixed = Case { planted_bug: None, ..read };
-    let (run, violations) = explore::replay(&fixed)?;
-    ensure!(violations.is_empty(), "without the bug: {violations:?}\n{}", run.trace_text());
-    Ok(())
+    replays_and_the_bug_is_the_cause(&failure)
 }
 
 /// Random schedules in which both participants publish audio and video: invariant 6 (media

@@ -409,18 +409,24 @@ mod tests {
         assert_eq!(pending_until(&early), Some(secs(12.0)));
     }
 
+    /// A fault record on `target` from `started` to `healed` (seconds), labelled by kind.
+    fn fault(kind: &'static str, target: &str, started: f64, healed: Option<f64>) -> FaultRecord {
+        FaultRecord {
+            index: 0,
+            kind,
+            label: format!("{kind} → {target}"),
+            target: Some(target.into()),
+            started: secs(started),
+            healed: healed.map(secs),
+            refuses_connections: false,
+            mutes: None,
+        }
+    }
+
     #[test]
     fn a_track_muted_meanwhile_owes_nothing() {
-        let mute = FaultRecord {
-            index: 0,
-            kind: "mute",
-            label: "mute camera → alice".into(),
-            target: Some("alice".into()),
-            started: secs(1.5),
-            healed: None,
-            refuses_connections: false,
-            mutes: Some(TrackSource::Camera),
-        };
+        let mute =
+            FaultRecord { mutes: Some(TrackSource::Camera), ..fault("mute", "alice", 1.5, None) };
         let counts = [(0.5, "TR_1", 10), (0.9, "TR_1", 20)];
         let r = record(episode(), &counts, vec![mute.clone()], 20.0);
         assert_eq!(broken(&r), Vec::<String>::new());
@@ -461,16 +467,7 @@ mod tests {
     #[test]
     fn a_fault_cutting_the_other_partys_path_owes_nothing_but_ones_own_does() {
         // alice's path is cut from 0.95 s to 30 s; bob's episode ends at 2 s meanwhile.
-        let cut = |target: &str| FaultRecord {
-            index: 0,
-            kind: "partition",
-            label: format!("partition {target} -> livekit"),
-            target: Some(target.into()),
-            started: secs(0.95),
-            healed: Some(secs(30.0)),
-            refuses_connections: false,
-            mutes: None,
-        };
+        let cut = |target: &str| fault("partition", target, 0.95, Some(30.0));
         let events = vec![
             ("bob", 0.0, subscribed("TR_1")),
             ("bob", 1.0, ClientEvent::Reconnecting),
@@ -489,14 +486,8 @@ mod tests {
         // alice's path goes dark at 0.95 s; she notices at 9 s and is back at 12 s, but the
         // frames she was sending before the dark never come back to bob.
         let dark = FaultRecord {
-            index: 0,
-            kind: "partition",
-            label: "partition → alice".into(),
-            target: Some("alice".into()),
-            started: secs(0.95),
-            healed: Some(secs(11.5)),
             refuses_connections: true,
-            mutes: None,
+            ..fault("partition", "alice", 0.95, Some(11.5))
         };
         let events = vec![
             ("bob", 0.0, subscribed("TR_1")),
@@ -516,16 +507,7 @@ mod tests {
     fn a_fault_that_hit_the_other_party_during_the_episode_owes_nothing() {
         // bob (the subscriber) is moved to TCP candidates at 1.5 s, during alice's episode:
         // his media path is his own recovery's business.
-        let force_tcp = FaultRecord {
-            index: 0,
-            kind: "simulate",
-            label: "simulate force-tcp → bob".into(),
-            target: Some("bob".into()),
-            started: secs(1.5),
-            healed: Some(secs(1.5)),
-            refuses_connections: false,
-            mutes: None,
-        };
+        let force_tcp = fault("simulate", "bob", 1.5, Some(1.5));
         let counts = [(0.5, "TR_1", 10), (0.9, "TR_1", 20), (19.0, "TR_1", 20)];
         let r = record(episode(), &counts, vec![force_tcp.clone()], 20.0);
         assert_eq!(broken(&r), Vec::<String>::new());
@@ -537,16 +519,7 @@ mod tests {
 
     #[test]
     fn a_fault_after_the_episode_before_the_frames_came_back_owes_nothing() {
-        let partition = FaultRecord {
-            index: 0,
-            kind: "partition",
-            label: "partition livekit -> bob".into(),
-            target: Some("bob".into()),
-            started: secs(2.1),
-            healed: None,
-            refuses_connections: false,
-            mutes: None,
-        };
+        let partition = fault("partition", "bob", 2.1, None);
         let counts = [(0.5, "TR_1", 10), (0.9, "TR_1", 20), (2.5, "TR_2", 0), (19.0, "TR_2", 0)];
         let r = record(episode(), &counts, vec![partition.clone()], 20.0);
         assert_eq!(broken(&r), Vec::<String>::new());
