@@ -20,6 +20,7 @@ use faultline::netns::{
 };
 use faultline::proxy::Proxy;
 use faultline::server::{LiveKitServer, ServerOptions};
+use faultline_link::{Condition, Delay, Loss, Queue, Rate, Trace};
 use faultline_sdk::{ConnectionState, RoomEvent, RoomOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
@@ -363,25 +364,245 @@ async fn an_address_change_breaks_existing_flows_and_new_ones_work() -> Result<(
     Ok(())
 }
 
-#[test_log::test(tokio::test)]
-async fn delay_is_applied_with_netem_or_refused_naming_it() -> Result<()> {
+/// One datagram as the receiving end saw it.
+#[derive(Debug, Clone, Copy)]
+struct Arrival {
+    /// Its number, in sending order.
+    number: u32,
+    /// One-way time: from just before it was sent to its arrival.
+    took: Duration,
+}
+
+/// Sends `count` numbered datagrams of `size` bytes from `from` to `to`, `per_ms` of them
+/// each millisecond, and returns what `to` received until nothing came for [`QUIET`] after
+/// the last was sent (the emulator's delays here are far shorter).
+async fn stream_through(
+    from: &UdpSocket,
+    to: &UdpSocket,
+    count: u32,
+    size: usize,
+    per_ms: u32,
+) -> Result<Vec<Arrival>> {
+    let base = std::time::Instant::now();
+    let target = to.local_addr()?;
+    let receive = async {
+        let mut arrivals = Vec::new();
+        let mut buf = vec![0; 2048];
+        while let Ok(received) = timeout(QUIET + Duration::from_secs(1), to.recv(&mut buf)).await {
+            let len = received?;
+            ensure!(len == size, "a datagram of {len} bytes arrived, {size} were sent");
+            let number = u32::from_be_bytes(buf[..4].try_into()?);
+            let sent = Duration::from_nanos(u64::from_be_bytes(buf[4..12].try_into()?));
+            arrivals.push(Arrival { number, took: base.elapsed().saturating_sub(sent) });
+        }
+        Ok::<_, anyhow::Error>(arrivals)
+    };
+    let send = async {
+        let mut packet = vec![0u8; size];
+        for number in 0..count {
+            if number > 0 && number % per_ms == 0 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            packet[..4].copy_from_slice(&number.to_be_bytes());
+            let sent = base.elapsed().as_nanos() as u64;
+            packet[4..12].copy_from_slice(&sent.to_be_bytes());
+            from.send_to(&packet, target).await?;
+        }
+        Ok::<_, anyhow::Error>(())
+    };
+    let (arrivals, sent) = tokio::join!(receive, send);
+    sent?;
+    arrivals
+}
+
+/// The emulator's decisions must be exactly what reached the other end: each offered
+/// datagram arrives once, twice (duplicated) or never (lost or dropped by the queue).
+fn matches_the_model(link: &Link, arrivals: &[Arrival], offered: u32) -> Result<()> {
+    let stats = link.emulated(Direction::Outbound).context("the emulator has no pipe")?;
+    ensure!(stats.offered == u64::from(offered), "the emulator saw {stats:?} of {offered}");
+    let expected = stats.offered - stats.lost - stats.queue_dropped + stats.duplicated;
+    ensure!(
+        arrivals.len() as u64 == expected,
+        "{} datagrams arrived; the emulator's own count says {expected} ({stats:?})",
+        arrivals.len()
+    );
+    Ok(())
+}
+
+/// `observed` successes out of `trials` within five standard errors of probability `p`.
+fn near_binomial(observed: u64, trials: u64, p: f64, what: &str) -> Result<()> {
+    let mean = trials as f64 * p;
+    let sigma = (trials as f64 * p * (1.0 - p)).sqrt();
+    ensure!(
+        (observed as f64 - mean).abs() <= 5.0 * sigma,
+        "{what}: {observed} of {trials}, expected {mean:.0} ± {:.0} (5σ)",
+        5.0 * sigma
+    );
+    Ok(())
+}
+
+#[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
+async fn the_emulator_delays_with_jitter_in_order_and_leaves_the_other_way_alone() -> Result<()> {
     let Some(topology) = topology(1).await? else { return Ok(()) };
     let link = &topology.clients()[0];
+    let (server, client) = (server_udp(&topology)?, client_udp(link)?);
+    let delay = Delay {
+        base: Duration::from_millis(60),
+        jitter: Duration::from_millis(20),
+        ..Delay::default()
+    };
+    link.emulate(Direction::Outbound, Scope::Media, Condition { delay, ..Condition::default() }, 1)
+        .await?;
+
+    let arrivals = stream_through(&client, &server, 300, 200, 1).await?;
+    matches_the_model(link, &arrivals, 300)?;
+    ensure!(arrivals.len() == 300, "{} of 300 arrived", arrivals.len());
+    ensure!(
+        arrivals.windows(2).all(|w| w[0].number < w[1].number),
+        "jitter reordered packets, which it must not unless asked"
+    );
+    let fastest = arrivals.iter().map(|a| a.took).min().unwrap_or_default();
+    let slowest = arrivals.iter().map(|a| a.took).max().unwrap_or_default();
+    ensure!(fastest >= Duration::from_millis(40), "a datagram took only {fastest:?} (60 ± 20 ms)");
+    ensure!(
+        slowest - fastest >= Duration::from_millis(20),
+        "delays spread over {:?} only: no jitter",
+        slowest - fastest
+    );
+
+    // The other way is untouched: a datagram back is not held for 40 ms or more.
+    let back = stream_through(&server, &client, 20, 64, 1).await?;
+    ensure!(back.len() == 20, "{} of 20 came back", back.len());
+    let held = back.iter().filter(|a| a.took >= Duration::from_millis(40)).count();
+    ensure!(held < 10, "{held} of 20 datagrams on the untouched way took 40 ms or more");
+
+    // Healing takes the condition away.
+    link.heal().await?;
+    let healed = stream_through(&client, &server, 20, 64, 1).await?;
+    ensure!(healed.len() == 20, "{} of 20 arrived after heal", healed.len());
+    let still = healed.iter().filter(|a| a.took >= Duration::from_millis(40)).count();
+    ensure!(still < 10, "{still} of 20 datagrams still took 40 ms or more after heal");
+    Ok(())
+}
+
+#[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
+async fn the_emulator_reorders_only_when_asked() -> Result<()> {
+    let Some(topology) = topology(1).await? else { return Ok(()) };
+    let link = &topology.clients()[0];
+    let (server, client) = (server_udp(&topology)?, client_udp(link)?);
+    let delay = Delay {
+        base: Duration::from_millis(30),
+        jitter: Duration::from_millis(25),
+        ..Delay::default()
+    };
+    let condition = Condition { delay, reorder: true, ..Condition::default() };
+    link.emulate(Direction::Outbound, Scope::Media, condition, 2).await?;
+    let arrivals = stream_through(&client, &server, 200, 100, 1).await?;
+    matches_the_model(link, &arrivals, 200)?;
+    let overtaken = arrivals.windows(2).filter(|w| w[0].number > w[1].number).count();
+    ensure!(overtaken >= 10, "only {overtaken} of 200 datagrams arrived out of order");
+    Ok(())
+}
+
+#[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
+async fn the_emulator_loses_and_duplicates_real_packets_at_the_rates_asked() -> Result<()> {
+    let Some(topology) = topology(2).await? else { return Ok(()) };
+    let server = server_udp(&topology)?;
+    let (lossy, doubled) = (&topology.clients()[0], &topology.clients()[1]);
+    let random = Loss::Random { probability: 0.2, correlation: 0.0 };
+    lossy
+        .emulate(
+            Direction::Outbound,
+            Scope::Media,
+            Condition { loss: random, ..Condition::default() },
+            3,
+        )
+        .await?;
+    let arrivals = stream_through(&client_udp(lossy)?, &server, 3000, 100, 5).await?;
+    matches_the_model(lossy, &arrivals, 3000)?;
+    near_binomial(3000 - arrivals.len() as u64, 3000, 0.2, "datagrams lost at 20 %")?;
+
+    let duplicate = Condition { duplicate: 0.1, ..Condition::default() };
+    doubled.emulate(Direction::Outbound, Scope::Media, duplicate, 4).await?;
+    let arrivals = stream_through(&client_udp(doubled)?, &server, 3000, 100, 5).await?;
+    matches_the_model(doubled, &arrivals, 3000)?;
+    near_binomial(arrivals.len() as u64 - 3000, 3000, 0.1, "datagrams duplicated at 10 %")?;
+    Ok(())
+}
+
+#[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
+async fn gilbert_elliott_loses_real_packets_in_bursts() -> Result<()> {
+    let Some(topology) = topology(1).await? else { return Ok(()) };
+    let link = &topology.clients()[0];
+    let (server, client) = (server_udp(&topology)?, client_udp(link)?);
+    // Bursts start with 2 % a packet and end with 25 %: 4 packets long on average, 7.4 %
+    // of all packets lost.
+    let loss = Loss::GilbertElliott { p: 0.02, r: 0.25, loss_good: 0.0, loss_bad: 1.0 };
+    link.emulate(Direction::Outbound, Scope::Media, Condition { loss, ..Condition::default() }, 5)
+        .await?;
+    let arrivals = stream_through(&client, &server, 6000, 100, 5).await?;
+    matches_the_model(link, &arrivals, 6000)?;
+    let gaps: Vec<u32> =
+        arrivals.windows(2).map(|w| w[1].number - w[0].number - 1).filter(|gap| *gap > 0).collect();
+    ensure!(gaps.len() >= 50, "only {} bursts of loss in 6000 datagrams", gaps.len());
+    let mean = f64::from(gaps.iter().sum::<u32>()) / gaps.len() as f64;
+    ensure!((2.5..=6.0).contains(&mean), "bursts averaged {mean:.2} datagrams, expected 4");
+    Ok(())
+}
+
+#[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
+async fn a_rate_with_a_queue_paces_and_drops_and_a_trace_paces_as_recorded() -> Result<()> {
+    let Some(topology) = topology(2).await? else { return Ok(()) };
+    let server = server_udp(&topology)?;
+    let (rated, traced) = (&topology.clients()[0], &topology.clients()[1]);
+    // 1 Mbit/s behind a 20-packet queue; 100 datagrams of 1000 bytes (1028 on the wire)
+    // offered at once: about 21 get through, 8.2 ms apart.
+    let rate = Rate { bits_per_second: 1_000_000, queue: Queue::Packets(20) };
+    let condition = Condition { rate: Some(rate), ..Condition::default() };
+    rated.emulate(Direction::Outbound, Scope::Media, condition, 6).await?;
+    let arrivals = stream_through(&client_udp(rated)?, &server, 100, 1000, 100).await?;
+    matches_the_model(rated, &arrivals, 100)?;
+    ensure!(
+        (19..=25).contains(&arrivals.len()),
+        "{} of 100 passed a 20-packet queue",
+        arrivals.len()
+    );
+    let span = arrivals.last().map(|a| a.took).unwrap_or_default();
+    let least = Duration::from_micros(8224 * (arrivals.len() as u64 - 1));
+    ensure!(span >= least, "the last datagram took {span:?}: faster than 1 Mbit/s ({least:?})");
+
+    // A recorded link of one 1500-byte opportunity every 10 ms (1.2 Mbit/s): 30 datagrams of
+    // 1400 bytes, one per opportunity.
+    let opportunities = faultline_link::constant_rate_trace(1_200_000, Duration::from_secs(1));
+    let trace = Trace { opportunities, looped: true, queue: Queue::Packets(100) };
+    let condition = Condition { trace: Some(trace), ..Condition::default() };
+    traced.emulate(Direction::Outbound, Scope::Media, condition, 7).await?;
+    let arrivals = stream_through(&client_udp(traced)?, &server, 30, 1400, 30).await?;
+    matches_the_model(traced, &arrivals, 30)?;
+    ensure!(arrivals.len() == 30, "{} of 30 datagrams got through the trace", arrivals.len());
+    let span = arrivals.last().map(|a| a.took).unwrap_or_default();
+    ensure!(span >= Duration::from_millis(280), "30 opportunities 10 ms apart took {span:?}");
+    Ok(())
+}
+
+#[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
+async fn an_emulated_media_condition_leaves_signalling_alone() -> Result<()> {
+    let Some(topology) = topology(1).await? else { return Ok(()) };
+    let link = &topology.clients()[0];
+    let (server, client) = (server_udp(&topology)?, client_udp(link)?);
     let echo = server_echo(&topology)?;
-    let mut stream = connect_from(link.namespace(), echo.addr).await?;
-    let delay = Duration::from_millis(150);
-    match link.delay(Direction::Outbound, Scope::Link, delay, Duration::ZERO).await {
-        Err(NetnsError::NoNetem { answer }) => {
-            let message = NetnsError::NoNetem { answer }.to_string();
-            ensure!(message.contains("CONFIG_NET_SCH_NETEM"), "{message}");
-        }
-        Err(other) => bail!("delay failed for another reason: {other}"),
-        Ok(()) => {
-            let started = Instant::now();
-            ensure!(round_trip(&mut stream, b"slow", PATIENCE).await?, "echo through the delay");
-            ensure!(started.elapsed() >= delay, "a round trip took {:?}", started.elapsed());
-        }
-    }
+    let mut signalling = connect_from(link.namespace(), echo.addr).await?;
+    let delay = Delay { base: Duration::from_secs(3), ..Delay::default() };
+    link.emulate(Direction::Both, Scope::Media, Condition { delay, ..Condition::default() }, 8)
+        .await?;
+    let started = Instant::now();
+    ensure!(round_trip(&mut signalling, b"quick", PATIENCE).await?, "signalling echo");
+    ensure!(
+        started.elapsed() < delay.base,
+        "signalling waited {:?} behind media",
+        started.elapsed()
+    );
+    ensure!(!reaches(&client, &server, QUIET).await?, "media went through a 3 s delay at once");
     Ok(())
 }
 

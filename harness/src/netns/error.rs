@@ -8,7 +8,7 @@ pub enum Tool {
     Ip,
     /// `nft` (the drop and loss rules).
     Nft,
-    /// `tc` (rate limits, and delay where the kernel has netem).
+    /// `tc` (rate limits).
     Tc,
 }
 
@@ -91,17 +91,6 @@ pub enum NetnsError {
         #[source]
         source: std::io::Error,
     },
-    /// Delay or jitter asked of a kernel without netem.
-    #[error(
-        "delay and jitter need the netem qdisc, and this kernel has none \
-         (CONFIG_NET_SCH_NETEM is not set; `tc qdisc add … netem` answered: {answer}); use a \
-         kernel built with netem (most distributions' kernels are), or delay faultline-sdk's \
-         media with faultline::net::NetFaults::set_media_delay"
-    )]
-    NoNetem {
-        /// What `tc` said.
-        answer: String,
-    },
     /// More clients than one topology's address block holds.
     #[error("a topology holds at most {max} clients, {asked} were asked for")]
     TooManyClients {
@@ -130,19 +119,4 @@ pub enum NetnsError {
     /// A fault's parameter is out of range.
     #[error("invalid fault: {0}")]
     InvalidFault(String),
-    /// Rate and delay of one direction asked for different scopes.
-    #[error(
-        "the {direction} shaping of client {client} is for {existing}; one direction's rate \
-         and delay share a scope: heal the link first to shape {asked}"
-    )]
-    MixedScopes {
-        /// The client link.
-        client: usize,
-        /// Which direction.
-        direction: &'static str,
-        /// The scope already shaped.
-        existing: &'static str,
-        /// The scope asked for.
-        asked: &'static str,
-    },
 }

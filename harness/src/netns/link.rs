@@ -7,22 +7,26 @@
 //! namespace's end (chain `c<i>` of its table `faultline`), traffic to the client on the
 //! client's end (chain `eth0` of the client namespace's table `faultline`). Every rule
 //! carries a comment naming the client, the fault and its direction; a heal flushes that
-//! link's two chains, which hold nothing else. Rate and delay are `tc` qdiscs on the
-//! **sending** end's egress, where a real bottleneck queues (see `shape.rs`).
+//! link's two chains, which hold nothing else. A rate limit is a `tc` qdisc on the
+//! **sending** end's egress, where a real bottleneck queues (see `shape.rs`). Everything
+//! else a link can do to packets — delay, jitter, reordering, duplication, bursty loss, a
+//! queue, a replayed trace — is the user-space emulator's ([`Link::emulate`], `emulator.rs`).
 //!
 //! Directions are [`Direction`]s from the client's point of view, as for faultline-sdk's
 //! socket wrappers: [`Direction::Outbound`] is client → server, [`Direction::Inbound`]
 //! server → client.
 
 use std::net::Ipv4Addr;
-use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use faultline_link::{Condition, PipeStats};
 
 use super::command::{run, run_with_input};
+use super::emulator::Emulator;
 use super::error::{NetnsError, Tool};
 use super::namespace::Namespace;
 use super::plan::{Block, LINK_PREFIX};
-use super::shape::{self, Egress, Part, Shaping};
+use super::shape::{self, Egress, Shaping};
 use super::{ICE_TCP_PORT, MEDIA_UDP_PORT, TABLE};
 use crate::net::Direction;
 
@@ -53,9 +57,11 @@ impl Scope {
 }
 
 /// One way of a link, resolved from a [`Direction`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Way {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) enum Way {
+    /// Client → server.
     ToServer,
+    /// Server → client.
     FromServer,
 }
 
@@ -85,8 +91,6 @@ impl Way {
 struct State {
     /// Address changes so far.
     changes: u32,
-    /// The shaping of each [`Way`].
-    shaping: [Option<Shaping>; 2],
 }
 
 /// A client namespace's link to the server namespace, and its faults.
@@ -99,6 +103,7 @@ pub struct Link {
     block: Block,
     address: Mutex<Ipv4Addr>,
     state: tokio::sync::Mutex<State>,
+    emulator: Arc<Emulator>,
 }
 
 impl Link {
@@ -110,6 +115,7 @@ impl Link {
         namespace: Namespace,
         server_namespace: &str,
         block: Block,
+        emulator: Arc<Emulator>,
     ) -> Result<Link, NetnsError> {
         let (client, server) = (namespace.name().to_string(), server_namespace);
         let client = client.as_str();
@@ -149,6 +155,7 @@ impl Link {
             address: Mutex::new(address),
             state: tokio::sync::Mutex::new(State::default()),
             namespace,
+            emulator,
         };
         link.route().await?;
         nft(server, &format!("add chain netdev {TABLE} {}", link.chain_spec(Way::ToServer)))
@@ -224,7 +231,7 @@ impl Link {
 
     /// Caps the traffic of `scope` going `direction` at `bits_per_sec` (tbf on the sending
     /// end's egress; what does not fit in 300 ms of queue is dropped). Replaces an earlier
-    /// rate of that direction; keeps its delay.
+    /// rate of that direction.
     pub async fn rate_limit(
         &self,
         direction: Direction,
@@ -238,23 +245,41 @@ impl Link {
                     .into(),
             ));
         }
-        self.shape(direction, scope, Part::Rate(bits_per_sec)).await
+        self.shape(direction, Some(Shaping { scope, rate: bits_per_sec })).await
     }
 
-    /// Delays the traffic of `scope` going `direction` by `delay` ± `jitter` (netem on the
-    /// sending end's egress). Refused with [`NetnsError::NoNetem`] on a kernel without
-    /// netem. Replaces an earlier delay of that direction; keeps its rate.
-    pub async fn delay(
+    /// Gives the traffic of `scope` going `direction` the `condition` (delay with jitter,
+    /// reordering, loss models, duplication, a queue, a replayed trace), in the user-space
+    /// emulator, from now on: it replaces the condition that way had there (packets already
+    /// in flight keep their departures). The first call routes the client's traffic through
+    /// the emulator. `seed` seeds the condition's randomness (each way draws its own).
+    pub async fn emulate(
         &self,
         direction: Direction,
         scope: Scope,
-        delay: Duration,
-        jitter: Duration,
+        condition: Condition,
+        seed: u64,
     ) -> Result<(), NetnsError> {
-        if let Err(answer) = shape::netem_available(&self.server_namespace).await? {
-            return Err(NetnsError::NoNetem { answer });
+        let _state = self.state.lock().await;
+        for &way in Way::of(direction) {
+            let seed = seed ^ (way.slot() as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            self.emulator.set(self.index, way, scope, condition.clone(), seed).await?;
+            tracing::info!(
+                client = self.index,
+                way = way.name(),
+                scope = scope.name(),
+                ?condition,
+                "netns emulated condition"
+            );
         }
-        self.shape(direction, scope, Part::Delay(delay, jitter)).await
+        Ok(())
+    }
+
+    /// What the emulator did to the traffic going `direction` (one way: `Outbound` or
+    /// `Inbound`) since it was first given a condition; `None` if it never was.
+    pub fn emulated(&self, direction: Direction) -> Option<PipeStats> {
+        let way = Way::of(direction).first().copied()?;
+        self.emulator.stats(self.index, way)
     }
 
     /// Takes the client's end of the link down, as when Wi-Fi is switched off: the client
@@ -295,16 +320,16 @@ impl Link {
         Ok(new)
     }
 
-    /// Removes every fault of this link: its drop and loss rules, its shaping, and a link
-    /// taken down comes up. (An address change is not undone: it is a move, not a fault.)
+    /// Removes every fault of this link: its drop and loss rules, its rate limits, its
+    /// emulated conditions, and a link taken down comes up. (An address change is not undone: it is a move, not a fault.)
     pub async fn heal(&self) -> Result<(), NetnsError> {
-        let mut state = self.state.lock().await;
+        let _state = self.state.lock().await;
         for way in [Way::ToServer, Way::FromServer] {
             let (ns, chain) = self.chain(way);
             nft(ns, &format!("flush chain netdev {TABLE} {chain}")).await?;
-            state.shaping[way.slot()] = None;
             shape::apply(self.egress(way), None).await?;
         }
+        self.emulator.clear(self.index);
         self.bring_up().await?;
         tracing::info!(client = self.index, "netns link healed");
         Ok(())
@@ -415,24 +440,15 @@ impl Link {
         Ok(())
     }
 
-    /// Sets `part` of the shaping of each way of `direction`, in `scope`, and rebuilds it.
+    /// Sets the rate limit of each way of `direction`, replacing the one it had.
     async fn shape(
         &self,
         direction: Direction,
-        scope: Scope,
-        part: Part,
+        shaping: Option<Shaping>,
     ) -> Result<(), NetnsError> {
-        let mut state = self.state.lock().await;
+        let _state = self.state.lock().await;
         for &way in Way::of(direction) {
-            let existing = state.shaping[way.slot()];
-            let shaping = part.merge(existing, scope).ok_or_else(|| NetnsError::MixedScopes {
-                client: self.index,
-                direction: way.name(),
-                existing: existing.map_or("", |e| e.scope.name()),
-                asked: scope.name(),
-            })?;
-            shape::apply(self.egress(way), Some(shaping)).await?;
-            state.shaping[way.slot()] = Some(shaping);
+            shape::apply(self.egress(way), shaping).await?;
             tracing::info!(client = self.index, way = way.name(), ?shaping, "netns shaping");
         }
         Ok(())

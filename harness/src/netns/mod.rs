@@ -55,9 +55,11 @@
 //! Per client [`Link`], in a [`Scope`] (media only, the default, or the whole link) and a
 //! [`Direction`](crate::net::Direction) seen from the client: partition, one-way drop, random
 //! loss (nftables on the receiving side), rate limit (tbf on the sending side), link
-//! down/up, address change (a handover), heal. Delay and jitter need netem; this is
-//! checked once per process, and refused with [`NetnsError::NoNetem`] on a kernel without
-//! it (`CONFIG_NET_SCH_NETEM` unset).
+//! down/up, address change (a handover), heal — and, for what the kernel here cannot do
+//! (it has no netem), a user-space link emulator in the server namespace
+//! ([`Link::emulate`], `emulator.rs`): delay with jitter, reordering, duplication, random
+//! and Gilbert–Elliott loss, a bounded queue at a rate, a replayed Mahimahi trace, each
+//! per direction and changeable at any time.
 //!
 //! # Cleanup, and refusal
 //!
@@ -79,6 +81,7 @@ use std::sync::Arc;
 
 mod cleanup;
 mod command;
+mod emulator;
 mod error;
 mod link;
 mod namespace;
@@ -204,10 +207,12 @@ impl Topology {
         )
         .await?;
 
+        let emulator = Arc::new(emulator::Emulator::start(&server, block).await?);
         let mut links = Vec::with_capacity(clients);
         for (index, ns) in client_ns.into_iter().enumerate() {
             let namespace = Namespace::new(ns, Arc::clone(&cleanup));
-            links.push(Link::create(index, namespace, &server_ns, block).await?);
+            let emulator = Arc::clone(&emulator);
+            links.push(Link::create(index, namespace, &server_ns, block, emulator).await?);
         }
         tracing::info!(prefix = %names.prefix, block = %block.network(), clients, "netns topology created");
         Ok(Topology {

@@ -93,6 +93,18 @@ impl Block {
     pub(super) fn client_address(self, index: usize, changes: u32) -> Ipv4Addr {
         self.host(client_base(index) + 2 + changes % u32::from(CLIENT_ADDRESSES))
     }
+
+    /// The first address of client `index`'s /29 (its network address).
+    pub(super) fn client_subnet(self, index: usize) -> Ipv4Addr {
+        self.host(client_base(index))
+    }
+
+    /// The client whose /29 holds `address`, if any.
+    pub(super) fn client_of(self, address: Ipv4Addr) -> Option<usize> {
+        let host = u32::from(address).checked_sub(RANGE_START + self.index * 256)?;
+        let index = (host / 8).checked_sub(1)? as usize;
+        (host < 256 && index < MAX_CLIENTS).then_some(index)
+    }
 }
 
 /// Client `index`'s /29 starts at host 8·(index+1): the first /29 is the root link's, the
@@ -172,6 +184,20 @@ mod tests {
         assert_eq!(first.client_address(0, 4), Ipv4Addr::new(198, 18, 0, 14));
         assert_eq!(first.client_address(0, 5), Ipv4Addr::new(198, 18, 0, 10));
         assert_eq!(first.client_address(MAX_CLIENTS - 1, 4), Ipv4Addr::new(198, 18, 0, 246));
+    }
+
+    #[test]
+    fn an_address_belongs_to_the_client_whose_slash29_holds_it() {
+        let block = Block { index: 3 };
+        for index in [0, 1, MAX_CLIENTS - 1] {
+            assert_eq!(block.client_of(block.client_address(index, 0)), Some(index));
+            assert_eq!(block.client_of(block.client_address(index, 4)), Some(index));
+            assert_eq!(block.client_of(block.client_subnet(index)), Some(index));
+        }
+        assert_eq!(block.client_of(block.root()), None);
+        assert_eq!(block.client_of(block.server()), None);
+        assert_eq!(block.client_of(Block { index: 4 }.client_address(0, 0)), None);
+        assert_eq!(block.client_of(Ipv4Addr::new(10, 0, 0, 1)), None);
     }
 
     #[test]

@@ -1,15 +1,12 @@
-//! Shaping one direction of a link with `tc` on the sending end's egress: a rate limit
-//! (tbf) and, where the kernel has netem, a delay with jitter.
+//! Rate-limiting one direction of a link with `tc` on the sending end's egress (tbf): the
+//! kernel's own bottleneck, beside the user-space emulator's (`emulator.rs`), which does
+//! what this kernel cannot (delay, jitter, reordering, duplication).
 //!
 //! The tree is the same for both scopes, so one code path builds it: an htb root whose
 //! classes do not limit anything and only sort packets — 1:1 is shaped, 1:2 is not; for
 //! [`Scope::Link`] everything goes to 1:1, for [`Scope::Media`] u32 filters send the media
-//! ports there — and under 1:1 a tbf (the rate), then a netem (the delay). tbf queues up to
-//! [`TBF_LATENCY`] of traffic and drops the rest, like a real bottleneck's buffer.
-
-use std::time::Duration;
-
-use tokio::sync::OnceCell;
+//! ports there — and under 1:1 a tbf. tbf queues up to [`TBF_LATENCY`] of traffic and drops
+//! the rest, like a real bottleneck's buffer.
 
 use super::command::run;
 use super::error::{NetnsError, Tool};
@@ -19,46 +16,13 @@ use super::{ICE_TCP_PORT, MEDIA_UDP_PORT};
 /// How long tbf lets packets wait for tokens before it drops them.
 const TBF_LATENCY: &str = "300ms";
 
-/// The shaping of one direction of one link.
+/// The rate limit of one direction of one link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Shaping {
     /// What it applies to.
     pub scope: Scope,
-    /// The rate limit, in bits per second.
-    pub rate: Option<u64>,
-    /// The delay and its jitter.
-    pub delay: Option<(Duration, Duration)>,
-}
-
-/// One part of a [`Shaping`], set on its own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Part {
-    /// A rate limit, in bits per second.
-    Rate(u64),
-    /// A delay and its jitter.
-    Delay(Duration, Duration),
-}
-
-impl Part {
-    /// `existing` with this part set (replacing the same part) in `scope`; the other part is
-    /// kept. `None` when the other part is set in another scope: one egress shapes one scope.
-    pub(super) fn merge(self, existing: Option<Shaping>, scope: Scope) -> Option<Shaping> {
-        let fresh = Shaping { scope, rate: None, delay: None };
-        let mut shaping = match existing {
-            Some(e) if e.scope == scope => e,
-            Some(e) => match self {
-                Part::Rate(_) if e.delay.is_some() => return None,
-                Part::Delay(..) if e.rate.is_some() => return None,
-                _ => fresh,
-            },
-            None => fresh,
-        };
-        match self {
-            Part::Rate(bits) => shaping.rate = Some(bits),
-            Part::Delay(delay, jitter) => shaping.delay = Some((delay, jitter)),
-        }
-        Some(shaping)
-    }
+    /// The rate, in bits per second.
+    pub rate: u64,
 }
 
 /// The sending end of one direction: where its egress is, and which port field names the
@@ -88,7 +52,7 @@ pub(super) async fn apply(egress: Egress<'_>, shaping: Option<Shaping>) -> Resul
 
 /// The `tc` commands (without `-n <namespace>`) that build `shaping` on an empty egress.
 fn commands(egress: Egress<'_>, shaping: Option<Shaping>) -> Vec<Vec<String>> {
-    let Some(shaping) = shaping.filter(|s| s.rate.is_some() || s.delay.is_some()) else {
+    let Some(shaping) = shaping else {
         return Vec::new();
     };
     let dev = egress.device;
@@ -109,51 +73,14 @@ fn commands(egress: Egress<'_>, shaping: Option<Shaping>) -> Vec<Vec<String>> {
             ));
         }
     }
-    let mut parent = "1:1";
-    if let Some(bits) = shaping.rate {
-        // Enough tokens for 20 ms of traffic, and never less than two full frames.
-        let burst = (bits / 8 / 50).max(3028);
-        out.push(format!(
-            "qdisc add dev {dev} parent {parent} handle 10: tbf rate {bits}bit burst {burst} \
-             latency {TBF_LATENCY}"
-        ));
-        parent = "10:1";
-    }
-    if let Some((delay, jitter)) = shaping.delay {
-        out.push(format!(
-            "qdisc add dev {dev} parent {parent} handle 20: netem delay {}us {}us",
-            delay.as_micros(),
-            jitter.as_micros()
-        ));
-    }
+    // Enough tokens for 20 ms of traffic, and never less than two full frames.
+    let bits = shaping.rate;
+    let burst = (bits / 8 / 50).max(3028);
+    out.push(format!(
+        "qdisc add dev {dev} parent 1:1 handle 10: tbf rate {bits}bit burst {burst} \
+         latency {TBF_LATENCY}"
+    ));
     out.into_iter().map(|c| c.split_whitespace().map(str::to_string).collect()).collect()
-}
-
-/// Whether this kernel has netem: asked once per process (a netem on `namespace`'s `lo`,
-/// removed at once), then remembered. `Err` carries what `tc` answered.
-pub(super) async fn netem_available(namespace: &str) -> Result<Result<(), String>, NetnsError> {
-    static ANSWER: OnceCell<Result<(), String>> = OnceCell::const_new();
-    ANSWER
-        .get_or_try_init(|| async {
-            let added =
-                run(Tool::Tc, &["-n", namespace, "qdisc", "add", "dev", "lo", "root", "netem"])
-                    .await;
-            match added {
-                Ok(_) => {
-                    run(Tool::Tc, &["-n", namespace, "qdisc", "del", "dev", "lo", "root"]).await?;
-                    Ok(Ok(()))
-                }
-                // "Error: Specified qdisc kind is unknown." (or, on older tc, "Unknown qdisc").
-                Err(NetnsError::Command { stderr, .. })
-                    if stderr.to_ascii_lowercase().contains("unknown") =>
-                {
-                    Ok(Err(stderr))
-                }
-                Err(e) => Err(e),
-            }
-        })
-        .await
-        .cloned()
 }
 
 #[cfg(test)]
@@ -169,7 +96,7 @@ mod tests {
 
     #[test]
     fn a_link_rate_sends_everything_through_one_tbf() {
-        let got = lines(Shaping { scope: Scope::Link, rate: Some(1_000_000), delay: None });
+        let got = lines(Shaping { scope: Scope::Link, rate: 1_000_000 });
         assert_eq!(got[0], "qdisc replace dev eth0 root handle 1: htb default 1");
         assert!(!got.iter().any(|c| c.contains("filter")), "{got:#?}");
         assert_eq!(
@@ -179,12 +106,8 @@ mod tests {
     }
 
     #[test]
-    fn media_shaping_filters_the_media_ports_and_chains_netem_under_tbf() {
-        let got = lines(Shaping {
-            scope: Scope::Media,
-            rate: Some(8_000_000),
-            delay: Some((Duration::from_millis(80), Duration::from_millis(20))),
-        });
+    fn media_shaping_filters_the_media_ports_into_the_tbf() {
+        let got = lines(Shaping { scope: Scope::Media, rate: 8_000_000 });
         assert_eq!(got[0], "qdisc replace dev eth0 root handle 1: htb default 2");
         assert!(
             got.iter()
@@ -202,31 +125,10 @@ mod tests {
             got.iter().any(|c| c.contains("parent 1:1 handle 10: tbf rate 8000000bit burst 20000")),
             "{got:#?}"
         );
-        assert_eq!(
-            got.last().map(String::as_str),
-            Some("qdisc add dev eth0 parent 10:1 handle 20: netem delay 80000us 20000us")
-        );
     }
 
     #[test]
-    fn a_part_replaces_its_kind_keeps_the_other_and_refuses_a_second_scope() {
-        let rate = Part::Rate(1000).merge(None, Scope::Media);
-        assert_eq!(rate, Some(Shaping { scope: Scope::Media, rate: Some(1000), delay: None }));
-        let delay = (Duration::from_millis(50), Duration::ZERO);
-        let both = Part::Delay(delay.0, delay.1).merge(rate, Scope::Media);
-        assert_eq!(
-            both,
-            Some(Shaping { scope: Scope::Media, rate: Some(1000), delay: Some(delay) })
-        );
-        assert_eq!(Part::Rate(5).merge(both, Scope::Link), None);
-        let moved = Part::Rate(5).merge(rate, Scope::Link);
-        assert_eq!(moved, Some(Shaping { scope: Scope::Link, rate: Some(5), delay: None }));
-    }
-
-    #[test]
-    fn no_rate_and_no_delay_is_no_shaping() {
-        assert!(commands(TO_SERVER, Some(Shaping { scope: Scope::Link, rate: None, delay: None }))
-            .is_empty());
+    fn no_rate_is_no_shaping() {
         assert!(commands(TO_SERVER, None).is_empty());
     }
 }

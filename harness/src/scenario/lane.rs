@@ -189,16 +189,7 @@ pub fn label(step: &FaultStep) -> String {
                 if *toxicity < 1.0 { format!(", toxicity {toxicity}") } else { String::new() };
             format!("toxic {toxic} {stream}{share}")
         }
-        Fault::Media { direction, loss_percent, delay } => {
-            let mut parts = vec![format!("media {direction}")];
-            if let Some(p) = loss_percent {
-                parts.push(format!("loss {p}%"));
-            }
-            if let Some(d) = delay {
-                parts.push(format!("delay {d:?}"));
-            }
-            parts.join(" ")
-        }
+        Fault::Media(media) => media.describe(),
         Fault::Simulate { scenario } => format!("simulate {scenario}"),
         Fault::Mute { track } => format!("mute {}", track.source().name()),
         Fault::PublishTrack { track } => format!("publish-track {}", track.source().name()),

@@ -87,8 +87,20 @@ pub fn check_sim_lane(scenario: &Scenario, file: &Path) -> Result<(), RunError> 
     }
     for (index, step) in scenario.faults.iter().enumerate() {
         match &step.fault {
+            Fault::Media(media) if media.needs_emulator() => {
+                return Err(unsupported(
+                    index,
+                    "media",
+                    format!(
+                        "the simulation's links drop and delay packets only, and this one asks \
+                         for more ({}); run it with `--lane real` (the link emulator), or list \
+                         only \"real\" in the scenario's `lanes`",
+                        media.describe()
+                    ),
+                ))
+            }
             Fault::Partition {}
-            | Fault::Media { .. }
+            | Fault::Media(_)
             | Fault::SignalProxy {
                 mode:
                     ProxyMode::Kill | ProxyMode::BlackHole | ProxyMode::Pause | ProxyMode::RefuseNew,
@@ -139,12 +151,12 @@ pub fn run_sim(scenario: &Scenario, file: &Path, seed: u64) -> Result<RunRecord,
                 schedule::Fault::Offline { participant: who.clone() },
                 Some(schedule::Fault::Online { participant: who.clone() }),
             ),
-            Fault::Media { direction, loss_percent, delay } => (
+            Fault::Media(media) => (
                 schedule::Fault::Media {
                     participant: who.clone(),
-                    direction: *direction,
-                    loss_percent: *loss_percent,
-                    delay_ms: delay.map(ms),
+                    direction: media.direction,
+                    loss_percent: media.loss_percent,
+                    delay_ms: media.delay.map(ms),
                 },
                 Some(schedule::Fault::MediaHeal { participant: who.clone() }),
             ),

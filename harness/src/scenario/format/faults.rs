@@ -10,6 +10,8 @@ use super::durations::{duration, opt_duration};
 use super::participants::NodeRef;
 use crate::vocab::{TrackSource, TrackSpec};
 
+pub use super::media::MediaFault;
+
 /// One fault on the timeline.
 ///
 /// (No `deny_unknown_fields` here: serde cannot combine it with `flatten`. Unknown fields are
@@ -61,18 +63,8 @@ pub enum Fault {
         #[serde(default = "one")]
         toxicity: f32,
     },
-    /// The target's media (UDP) path degrades.
-    Media {
-        /// Which way.
-        #[serde(default)]
-        direction: Direction,
-        /// Share of datagrams dropped, 0 to 100; 100 drops everything.
-        #[serde(default)]
-        loss_percent: Option<f64>,
-        /// Delay added to every datagram.
-        #[serde(default, deserialize_with = "opt_duration")]
-        delay: Option<Duration>,
-    },
+    /// The target's media path degrades: see [`MediaFault`].
+    Media(MediaFault),
     /// The target changes network (Wi-Fi to cellular): old sockets die, new ones come from a
     /// new local address.
     NetworkChange {},
@@ -219,12 +211,7 @@ impl Fault {
             Fault::Toxic { toxicity, .. } if !(0.0..=1.0).contains(toxicity) => {
                 Err(format!("`toxicity` must be between 0.0 and 1.0, not {toxicity}"))
             }
-            Fault::Media { loss_percent: Some(p), .. } if !(0.0..=100.0).contains(p) => {
-                Err(format!("`loss_percent` must be between 0 and 100, not {p}"))
-            }
-            Fault::Media { loss_percent: None, delay: None, .. } => {
-                Err("a `media` fault needs `loss_percent` and/or `delay`".into())
-            }
+            Fault::Media(media) => media.check(),
             _ => Ok(()),
         }
     }

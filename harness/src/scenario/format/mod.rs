@@ -49,6 +49,7 @@ mod checks;
 mod durations;
 mod expectations;
 mod faults;
+mod media;
 mod participants;
 
 use std::fmt;
@@ -63,6 +64,7 @@ pub(crate) use durations::duration;
 pub use durations::parse_duration;
 pub use expectations::{Expectation, FinalState};
 pub use faults::{Direction, Fault, FaultStep, ProxyMode, SimulateKind, Stream, ToxicKind};
+pub use media::{BurstLoss, MediaFault};
 pub use participants::{ClusterSpec, NodeRef, ParticipantSpec, PolicySpec, PublishSpec, MAX_NODES};
 
 use crate::vocab::TrackSpec;
@@ -157,19 +159,25 @@ impl Scenario {
         Scenario::parse(&text, path)
     }
 
-    /// Parses and checks scenario text; `path` is only used in error messages.
+    /// Parses and checks scenario text; `path` names it in error messages, and the files it
+    /// refers to (a `media` fault's `trace`) are read relative to its directory.
     pub fn parse(text: &str, path: &Path) -> Result<Scenario, ScenarioError> {
         let invalid = |span: Option<Range<usize>>, message: String| {
             let (line, column) = line_col(text, span.map_or(0, |s| s.start));
             ScenarioError::Invalid { path: path.to_owned(), line, column, message }
         };
-        let scenario: Scenario = toml::from_str(text)
+        let mut scenario: Scenario = toml::from_str(text)
             .map_err(|e| invalid(e.span(), e.message().trim_end().to_owned()))?;
         // Where each `[[fault]]` table is, for errors about a fault as a whole.
         let spans: FaultSpans = toml::from_str(text)
             .map_err(|e| invalid(e.span(), e.message().trim_end().to_owned()))?;
         let fault_spans: Vec<Range<usize>> = spans.faults.iter().map(Spanned::span).collect();
         scenario.check(&fault_spans).map_err(|(span, message)| invalid(Some(span), message))?;
+        for (step, span) in scenario.faults.iter_mut().zip(&fault_spans) {
+            if let Fault::Media(media) = &mut step.fault {
+                media.load_trace(path).map_err(|message| invalid(Some(span.clone()), message))?;
+            }
+        }
         Ok(scenario)
     }
 

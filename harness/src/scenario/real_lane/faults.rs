@@ -73,30 +73,31 @@ impl Runner<'_> {
                     proxy.add_toxic(toxic).await.map_err(|e| fail(e.to_string(), log.clone()))?;
                 self.toxics.push((index, guard));
             }
-            Fault::Media { direction, loss_percent, delay } => {
+            Fault::Media(media) => {
                 let c = target("a media fault")?;
-                let direction = *direction;
+                let direction = media.direction;
                 if let Some(link) = self.link(c) {
-                    if let Some(percent) = loss_percent {
+                    if media.needs_emulator() || media.delay.is_some() {
+                        // The whole condition, loss included, in the user-space emulator.
+                        let seed = self.seed.wrapping_add(index as u64);
+                        link.emulate(direction, Scope::Media, media.condition(), seed)
+                            .await
+                            .map_err(|e| fail(e.to_string(), log.clone()))?;
+                    } else if let Some(percent) = media.loss_percent {
                         // Whole percent: nftables draws numgen mod 100.
                         let percent = percent.round().clamp(0.0, 100.0) as u8;
                         link.loss(direction, Scope::Media, percent)
                             .await
                             .map_err(|e| fail(e.to_string(), log.clone()))?;
                     }
-                    if let Some(delay) = delay {
-                        link.delay(direction, Scope::Media, *delay, Duration::ZERO)
-                            .await
-                            .map_err(|e| fail(e.to_string(), log.clone()))?;
-                    }
                 } else {
                     let net = sockets(c).map_err(|why| fail(why, log.clone()))?;
-                    if let Some(percent) = loss_percent {
-                        net.set_media_loss(direction, *percent)
+                    if let Some(percent) = media.loss_percent {
+                        net.set_media_loss(direction, percent)
                             .map_err(|e| fail(e.to_string(), log.clone()))?;
                     }
-                    if let Some(delay) = delay {
-                        net.set_media_delay(direction, *delay);
+                    if let Some(delay) = media.delay {
+                        net.set_media_delay(direction, delay);
                     }
                 }
             }

@@ -39,7 +39,7 @@ use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use faultline_sdk::net::TokioNetwork;
+use faultline_sdk::net::{Network, TokioNetwork};
 use faultline_sdk::{ConnectionState, RoomOptions};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -54,7 +54,7 @@ use crate::client::{Client, ClientError, ClientEvent, ClientOptions, Observed, S
 use crate::cluster::ClusterEvent;
 use crate::judge;
 use crate::net::{self, FaultyNetwork, NetFaults};
-use crate::netns::{Link, Scope, Topology};
+use crate::netns::{Link, Namespace, NamespaceNetwork, Scope, Topology};
 use crate::provision::ProvisionEnv;
 use crate::proxy::Proxy;
 use crate::record::ClusterRecord;
@@ -109,29 +109,19 @@ pub fn check_sdks(scenario: &Scenario, file: &Path) -> Result<(), RunError> {
     for (index, step) in scenario.faults.iter().enumerate() {
         let Some(spec) = hit(scenario, step) else { continue };
         let (identity, sdk) = (spec.identity.get_ref(), spec.sdk);
-        if on_sockets(&step.fault) && !sdk.in_process() {
+        if on_sockets(&step.fault) && on_kernel(scenario, spec) {
             if scenario.cluster.is_some() {
                 return Err(refuse(
                     identity,
                     sdk,
                     format!(
                         "fault #{index} (`{}`) in a `[cluster]` scenario: another SDK's \
-                         connection is faulted by the kernel, in network namespaces, and the \
-                         cluster's nodes run on loopback; fault the cluster instead (node-kill, \
-                         node-drain, redis-kill), or run the participant with \
-                         `sdk = \"faultline\"`",
+                         connection, and any emulated link condition, is faulted in network \
+                         namespaces, and the cluster's nodes run on loopback; fault the \
+                         cluster instead (node-kill, node-drain, redis-kill), or run the \
+                         participant with `sdk = \"faultline\"` and only `loss_percent` or \
+                         `delay` on its media",
                         step.fault.kind()
-                    ),
-                ));
-            }
-            if matches!(step.fault, Fault::Media { delay: Some(_), .. }) {
-                return Err(refuse(
-                    identity,
-                    sdk,
-                    format!(
-                        "fault #{index} (`media` with a `delay`): the kernel delays packets with \
-                         netem only, which faultline has not verified on a kernel that has it; \
-                         use `loss_percent`, or run the participant with `sdk = \"faultline\"`"
                     ),
                 ));
             }
@@ -141,8 +131,8 @@ pub fn check_sdks(scenario: &Scenario, file: &Path) -> Result<(), RunError> {
                     sdk,
                     format!(
                         "fault #{index} (`{}`) here: only faultline-sdk's own sockets can be \
-                         wrapped, and another SDK's media is faulted by the kernel, which needs \
-                         network namespaces: {e}",
+                         wrapped (for loss and delay), and another SDK's link, or any other \
+                         link condition, is faulted in network namespaces: {e}",
                         step.fault.kind()
                     ),
                 ));
@@ -332,12 +322,14 @@ impl Runner<'_> {
                 _ => (None, proxy.ws_url()),
             };
             let seed = self.seed.wrapping_add(index as u64);
-            let (mut options, net) = client_options(spec, seed);
             let sdk = spec.sdk;
             // The topology has a client link per participant, in file order.
-            let link = (self.topology.is_some() && !sdk.in_process()).then_some(index);
-            if let (Some(i), Some(t)) = (link, &self.topology) {
-                options.namespace = Some(t.clients()[i].namespace().clone());
+            let link = (self.topology.is_some() && on_kernel(self.scenario, spec)).then_some(index);
+            let namespace =
+                link.zip(self.topology.as_ref()).map(|(i, t)| t.clients()[i].namespace().clone());
+            let (mut options, net) = client_options(spec, seed, namespace.clone());
+            if !sdk.in_process() {
+                options.namespace = namespace;
             }
             if !sdk.in_process() {
                 self.say(&format!("starting the {sdk} client for {identity}"));
@@ -819,22 +811,42 @@ fn hit<'a>(scenario: &'a Scenario, step: &FaultStep) -> Option<&'a ParticipantSp
     }
 }
 
-/// Whether a run of `scenario` needs network namespaces: a fault on the connection of a
-/// participant whose sockets faultline does not own.
+/// Whether a run of `scenario` needs network namespaces: a participant's connection is
+/// faulted there.
 fn needs_kernel(scenario: &Scenario) -> bool {
-    scenario.faults.iter().any(|step| {
-        on_sockets(&step.fault) && hit(scenario, step).is_some_and(|p| !p.sdk.in_process())
+    scenario.participants.iter().any(|p| on_kernel(scenario, p))
+}
+
+/// Whether `participant`'s connection is faulted in a network namespace (the kernel and the
+/// link emulator) rather than by faultline-sdk's socket wrappers: another SDK's whenever a
+/// fault acts on its connection; faultline-sdk's when a `media` fault asks it for more than
+/// the wrappers do (loss and delay).
+fn on_kernel(scenario: &Scenario, participant: &ParticipantSpec) -> bool {
+    let hits = |step: &&FaultStep| {
+        hit(scenario, step).is_some_and(|p| p.identity.get_ref() == participant.identity.get_ref())
+    };
+    scenario.faults.iter().filter(hits).any(|step| match &step.fault {
+        Fault::Media(media) if media.needs_emulator() => true,
+        fault => on_sockets(fault) && !participant.sdk.in_process(),
     })
 }
 
 /// How a participant connects: faultline-sdk through a fault wrapper on its sockets with
 /// the run's seed and the file's policy overrides; another SDK with the overrides as a
 /// policy of its own, if the file sets any.
-fn client_options(spec: &ParticipantSpec, seed: u64) -> (ClientOptions, Option<NetFaults>) {
+fn client_options(
+    spec: &ParticipantSpec,
+    seed: u64,
+    namespace: Option<Namespace>,
+) -> (ClientOptions, Option<NetFaults>) {
     let overrides = &spec.reconnect;
     let policy = overrides.policy();
     if spec.sdk.in_process() {
-        let network = FaultyNetwork::new(Arc::new(TokioNetwork), seed);
+        let inner: Arc<dyn Network> = match namespace {
+            Some(namespace) => Arc::new(NamespaceNetwork::new(namespace)),
+            None => Arc::new(TokioNetwork),
+        };
+        let network = FaultyNetwork::new(inner, seed);
         let net = network.faults();
         let faultline = RoomOptions {
             network: Arc::new(network),
