@@ -56,6 +56,9 @@ pub struct ServerOptions {
     /// allowed to relay towards that address only. Join responses then list it
     /// (`turn:<address>:<port>?transport=udp`) with per-participant credentials.
     pub turn: bool,
+    /// Listen for ICE over TCP (the default) — in a namespace only: livekit-server's ICE/TCP
+    /// listener binds every address, which loopback runs must not.
+    pub ice_tcp: bool,
 }
 
 impl Default for ServerOptions {
@@ -73,6 +76,7 @@ impl Default for ServerOptions {
             redis: None,
             api_secret: None,
             turn: false,
+            ice_tcp: true,
         }
     }
 }
@@ -283,7 +287,7 @@ impl LiveKitServer {
                 ServerPorts {
                     http: opts.http_port.unwrap_or(netns::SIGNAL_PORT),
                     udp: netns::MEDIA_UDP_PORT,
-                    ice_tcp: Some(netns::ICE_TCP_PORT),
+                    ice_tcp: opts.ice_tcp.then_some(netns::ICE_TCP_PORT),
                     turn: opts.turn.then_some(netns::TURN_UDP_PORT),
                 },
             ),

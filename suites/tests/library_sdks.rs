@@ -88,6 +88,20 @@ const JS_EXHAUSTION_REASON: Expect = Expect::FailsOnly(&["disconnected: laptop"]
 const JS_IN_THE_TUNNEL: Expect =
     Expect::FailsOnly(&["reconnecting: laptop", "invariants of laptop"]);
 
+/// livekit-client answers a ForceTcp or ForceTls request with a full reconnect of its own
+/// (its `simulateScenario` ends the session after asking), and does not send again the
+/// reliable data published while that reconnect ran: what the laptop published in the ~2 s
+/// after the request never reaches the peer (faultline-sdk and the upstream Rust SDK switch
+/// transport without losing any).
+const JS_LOSES_DATA_IN_ITS_OWN_FULL_RECONNECT: Expect =
+    Expect::LosesData { from: "laptop", to: "peer" };
+/// The upstream Rust SDK, its UDP blocked in mid-call, notices at its ICE timeout (~15 s)
+/// and reconnects fully onto ICE/TCP; the reliable data it published into the dead session
+/// in the meantime never reaches the peer (faultline-sdk and livekit-client resume and
+/// deliver it).
+const UPSTREAM_LOSES_DATA_WHEN_UDP_IS_BLOCKED: Expect =
+    Expect::LosesData { from: "laptop", to: "peer" };
+
 fn library(file: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/scenarios").join(file)
 }
@@ -159,6 +173,18 @@ fn library(file: &str) -> PathBuf {
     Sdk::UpstreamRust,
     Expect::Passes
 )]
+#[case::upstream_udp_blocked_from_join(
+    "udp-blocked-from-join.toml",
+    Sdk::UpstreamRust,
+    Expect::Passes
+)]
+#[case::upstream_udp_blocked_mid_call(
+    "udp-blocked-mid-call.toml",
+    Sdk::UpstreamRust,
+    UPSTREAM_LOSES_DATA_WHEN_UDP_IS_BLOCKED
+)]
+#[case::upstream_force_tcp("force-tcp.toml", Sdk::UpstreamRust, Expect::Passes)]
+#[case::upstream_force_tls("force-tls.toml", Sdk::UpstreamRust, Expect::Passes)]
 #[case::js_cellular_handover("cellular-handover.toml", Sdk::Js, SLOW_HANDOVER)]
 #[case::js_expired_token("expired-token.toml", Sdk::Js, JS_SEES_NO_REJOIN)]
 #[case::js_half_open_socket("half-open-socket.toml", Sdk::Js, Expect::Passes)]
@@ -187,6 +213,10 @@ fn library(file: &str) -> PathBuf {
 #[case::js_publish_during_reconnect("publish-during-reconnect.toml", Sdk::Js, Expect::Passes)]
 #[case::js_resume_keeps_tracks("resume-keeps-tracks.toml", Sdk::Js, Expect::Passes)]
 #[case::js_media_dead_after_resume("media-dead-after-resume.toml", Sdk::Js, Expect::Passes)]
+#[case::js_udp_blocked_from_join("udp-blocked-from-join.toml", Sdk::Js, Expect::Passes)]
+#[case::js_udp_blocked_mid_call("udp-blocked-mid-call.toml", Sdk::Js, Expect::Passes)]
+#[case::js_force_tcp("force-tcp.toml", Sdk::Js, JS_LOSES_DATA_IN_ITS_OWN_FULL_RECONNECT)]
+#[case::js_force_tls("force-tls.toml", Sdk::Js, JS_LOSES_DATA_IN_ITS_OWN_FULL_RECONNECT)]
 #[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
 async fn library_scenario_on_each_sdk(
     #[case] file: &str,

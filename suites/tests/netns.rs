@@ -697,3 +697,29 @@ async fn a_livekit_server_in_its_namespace_serves_the_root_and_a_client_and_feel
     room.close().await?;
     Ok(())
 }
+
+#[test_log::test(tokio::test)]
+async fn a_firewall_blocks_udp_both_ways_but_tcp_and_optionally_the_relay() -> Result<()> {
+    let Some(topology) = topology(2).await? else { return Ok(()) };
+    let (strict, relayed) = (&topology.clients()[0], &topology.clients()[1]);
+    let server = topology.server();
+    let media = server_udp(&topology)?;
+    let relay = udp_in(server.namespace(), (server.address(), netns::TURN_UDP_PORT))?;
+    let echo = server_echo(&topology)?;
+
+    strict.block_udp(None).await?;
+    relayed.block_udp(Some(netns::TURN_UDP_PORT)).await?;
+    for link in [strict, relayed] {
+        let client = client_udp(link)?;
+        blocked_both_ways(&client, &media, "to the media port behind a firewall").await?;
+        let mut signalling = connect_from(link.namespace(), echo.addr).await?;
+        ensure!(round_trip(&mut signalling, b"tcp", PATIENCE).await?, "TCP behind a firewall");
+    }
+    blocked_both_ways(&client_udp(strict)?, &relay, "to the relay behind a strict firewall")
+        .await?;
+    flows_both_ways(&client_udp(relayed)?, &relay, "to the relay it lets through").await?;
+
+    strict.heal().await?;
+    flows_both_ways(&client_udp(strict)?, &media, "after heal").await?;
+    Ok(())
+}

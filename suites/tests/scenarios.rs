@@ -65,6 +65,10 @@ fn passed(record: &RunRecord) -> Result<()> {
 #[case::publish_during_reconnect("publish-during-reconnect.toml")]
 #[case::media_dead_after_resume("media-dead-after-resume.toml")]
 #[case::resume_keeps_tracks("resume-keeps-tracks.toml")]
+#[case::udp_blocked_from_join("udp-blocked-from-join.toml")]
+#[case::udp_blocked_mid_call("udp-blocked-mid-call.toml")]
+#[case::force_tcp("force-tcp.toml")]
+#[case::force_tls("force-tls.toml")]
 #[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
 async fn library_scenario_passes_on_the_real_lane(#[case] file: &str) -> Result<()> {
     passed(&run_file(&library(file)).await?)

@@ -200,6 +200,28 @@ impl Link {
         Ok(())
     }
 
+    /// A firewall that blocks UDP both ways — every datagram between the client and anyone,
+    /// signalling over TCP untouched — but, with `relay_port`, datagrams to and from the
+    /// server's relay port (its TURN relay). Adds to what is already blocked.
+    pub async fn block_udp(&self, relay_port: Option<u16>) -> Result<(), NetnsError> {
+        let _state = self.state.lock().await;
+        for way in [Way::ToServer, Way::FromServer] {
+            let port = match way {
+                Way::ToServer => "dport",
+                Way::FromServer => "sport",
+            };
+            // Only the server listens on the relay's port in the topology.
+            let matching = match relay_port {
+                None => "meta protocol ip meta l4proto udp".to_string(),
+                Some(relay) => format!("meta protocol ip udp {port} != {relay}"),
+            };
+            let fault =
+                if relay_port.is_some() { "udp blocked but the relay" } else { "udp blocked" };
+            self.add_drop(way, fault, &matching).await?;
+        }
+        Ok(())
+    }
+
     /// Drops `percent` % of the packets of `scope` going `direction`, each independently at
     /// random (nftables `numgen random`); 100 % drops every packet (`numgen` counts 0–99, so
     /// `< 100` is no valid rule), 0 % drops none.
@@ -407,7 +429,6 @@ impl Link {
         fault: &str,
         matcher: &str,
     ) -> Result<(), NetnsError> {
-        let (ns, chain) = self.chain(way);
         let server = self.block.server();
         let scope_match = match (scope, way) {
             (Scope::Link, _) => "meta protocol ip".to_string(),
@@ -420,23 +441,27 @@ impl Link {
                  {{ udp . {MEDIA_UDP_PORT}, tcp . {ICE_TCP_PORT} }}"
             ),
         };
-        let comment =
-            format!("faultline client {}: {fault} {} {}", self.index, way.name(), scope.name());
+        self.add_drop(
+            way,
+            &format!("{fault} {}", scope.name()),
+            &format!("{scope_match} {matcher}"),
+        )
+        .await
+    }
+
+    /// Adds `<matching> counter drop` to the ingress chain receiving `way`, its comment
+    /// naming the client, `fault` and the way.
+    async fn add_drop(&self, way: Way, fault: &str, matching: &str) -> Result<(), NetnsError> {
+        let (ns, chain) = self.chain(way);
+        let comment = format!("faultline client {}: {fault} {}", self.index, way.name());
         nft(
             ns,
             &format!(
-                "add rule netdev {TABLE} {chain} {scope_match} {matcher} counter drop \
-                 comment \"{comment}\""
+                "add rule netdev {TABLE} {chain} {matching} counter drop comment \"{comment}\""
             ),
         )
         .await?;
-        tracing::info!(
-            client = self.index,
-            fault,
-            way = way.name(),
-            scope = scope.name(),
-            "netns fault"
-        );
+        tracing::info!(client = self.index, fault, way = way.name(), "netns fault");
         Ok(())
     }
 

@@ -41,18 +41,21 @@ impl Backend {
             return Ok(Backend::Cluster(cluster));
         }
         let kills_server = scenario.faults.iter().any(|f| f.fault == Fault::ServerKill {});
-        if !kills_server && topology.is_none() {
+        let spec = scenario.server.as_ref().map(|s| *s.get_ref()).unwrap_or_default();
+        if !kills_server && topology.is_none() && scenario.server.is_none() {
             say("starting livekit-server");
             return Ok(Backend::Server(LiveKitServer::shared().await?));
         }
-        say(if topology.is_some() {
-            "starting a livekit-server of its own, in its network namespace"
-        } else {
-            "starting a livekit-server of its own (the scenario kills it)"
+        say(match (topology.is_some(), kills_server) {
+            (true, _) => "starting a livekit-server of its own, in its network namespace",
+            (false, true) => "starting a livekit-server of its own (the scenario kills it)",
+            (false, false) => "starting a livekit-server of its own, as its `[server]` table says",
         });
         let opts = ServerOptions {
             name: Some(format!("scenario-{}", scenario.name)),
             netns: topology.map(|t| t.server().clone()),
+            turn: spec.turn,
+            ice_tcp: spec.ice_tcp.unwrap_or(true),
             ..Default::default()
         };
         let server = Arc::new(LiveKitServer::start(opts).await?);
@@ -77,6 +80,13 @@ impl Backend {
             Backend::Server(server) => Some(server),
             Backend::Cluster(_) => None,
         }
+    }
+
+    /// Where the server's TURN relay listens, if it has one.
+    pub(crate) fn relay(&self) -> Option<SocketAddr> {
+        let server = self.server()?;
+        let port = server.ports()?.turn?;
+        Some(SocketAddr::new(server.signal_addr().ip(), port))
     }
 
     /// The cluster (`None` for a single server).

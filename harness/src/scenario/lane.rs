@@ -95,6 +95,17 @@ pub enum RunError {
         /// Why, and what to do instead.
         why: String,
     },
+    /// A `[server]` table in the sim lane.
+    #[error(
+        "{}: its `[server]` table (ICE over TCP, a TURN relay) sets up the real livekit-server; \
+         the simulated server has no such settings. Run the scenario with `--lane real`, or \
+         list only \"real\" in its `lanes`",
+        file.display()
+    )]
+    SimServer {
+        /// The file.
+        file: PathBuf,
+    },
     /// A participant setting or expectation the sim lane cannot honour.
     #[error(
         "{}: participant `{identity}` has {what}, which the sim lane cannot honour (its \
@@ -190,6 +201,7 @@ pub fn label(step: &FaultStep) -> String {
             format!("toxic {toxic} {stream}{share}")
         }
         Fault::Media(media) => media.describe(),
+        Fault::Firewall { rule } => format!("firewall {}", rule.name()),
         Fault::Simulate { scenario } => format!("simulate {scenario}"),
         Fault::Mute { track } => format!("mute {}", track.source().name()),
         Fault::PublishTrack { track } => format!("publish-track {}", track.source().name()),

@@ -71,9 +71,14 @@ pub fn check_sim_lane(scenario: &Scenario, file: &Path) -> Result<(), RunError> 
             listed: lanes(scenario),
         });
     }
+    if scenario.server.is_some() {
+        return Err(RunError::SimServer { file: file.to_owned() });
+    }
     for p in &scenario.participants {
         let what = if !p.sdk.in_process() {
             Some("an SDK other than faultline (the simulation runs faultline-sdk only)")
+        } else if p.firewall.is_some() {
+            Some("a `firewall` (the simulation's links drop and delay packets only)")
         } else {
             None
         };

@@ -7,7 +7,7 @@ use std::ops::Range;
 
 use toml::Spanned;
 
-use super::{Expectation, Fault, FaultStep, Lane, NodeRef, Scenario, MAX_NODES};
+use super::{Expectation, Fault, FaultStep, Firewall, Lane, NodeRef, Scenario, MAX_NODES};
 use crate::vocab::TrackSpec;
 
 impl Scenario {
@@ -71,6 +71,7 @@ impl Scenario {
             self.check_cluster_fault(&step.fault).map_err(|m| (table, m))?;
         }
         self.check_cluster()?;
+        self.check_server(fault_spans)?;
         for exp in &self.expectations {
             let span = exp.span();
             for name in exp.get_ref().participants() {
@@ -146,6 +147,44 @@ impl Scenario {
     }
 
     /// Checks the `[cluster]` table and the participants' `node`s.
+    /// Checks the `[server]` table against a `[cluster]`, and that a relay-only firewall
+    /// has a relay to let through.
+    fn check_server(&self, fault_spans: &[Range<usize>]) -> Result<(), (Range<usize>, String)> {
+        if let (Some(server), Some(_)) = (&self.server, &self.cluster) {
+            return Err((
+                server.span(),
+                "`[server]` describes the one livekit-server of a run; a `[cluster]`'s nodes \
+                 run on loopback with their defaults: remove one of the two tables"
+                    .into(),
+            ));
+        }
+        let turn = self.server.as_ref().is_some_and(|s| s.get_ref().turn);
+        let relay_only = self
+            .participants
+            .iter()
+            .filter(|p| p.firewall == Some(Firewall::RelayOnly))
+            .map(|p| p.identity.span())
+            .chain(
+                self.faults
+                    .iter()
+                    .zip(fault_spans)
+                    .filter(|(step, _)| {
+                        step.fault == (Fault::Firewall { rule: Firewall::RelayOnly })
+                    })
+                    .map(|(_, span)| span.clone()),
+            )
+            .next();
+        match relay_only {
+            Some(span) if !turn => Err((
+                span,
+                "a `relay-only` firewall lets only the TURN relay through, and the server has \
+                 none: add `[server]` with `turn = true`"
+                    .into(),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     fn check_cluster(&self) -> Result<(), (Range<usize>, String)> {
         let Some(cluster) = &self.cluster else {
             return match self.participants.iter().find_map(|p| p.node.as_ref()) {

@@ -11,6 +11,7 @@ use super::participants::NodeRef;
 use crate::vocab::{TrackSource, TrackSpec};
 
 pub use super::media::MediaFault;
+use super::participants::Firewall;
 
 /// One fault on the timeline.
 ///
@@ -65,6 +66,12 @@ pub enum Fault {
     },
     /// The target's media path degrades: see [`MediaFault`].
     Media(MediaFault),
+    /// A firewall goes up on the target's network (it moved to a hotel's Wi-Fi, or a VPN
+    /// came up); with `for`, it comes down when the fault ends.
+    Firewall {
+        /// What it lets through.
+        rule: Firewall,
+    },
     /// The target changes network (Wi-Fi to cellular): old sockets die, new ones come from a
     /// new local address.
     NetworkChange {},
@@ -143,6 +150,7 @@ impl Fault {
             Fault::SignalProxy { .. } => "signal-proxy",
             Fault::Toxic { .. } => "toxic",
             Fault::Media { .. } => "media",
+            Fault::Firewall { .. } => "firewall",
             Fault::NetworkChange {} => "network-change",
             Fault::ServerKill {} => "server-kill",
             Fault::RemoveParticipant {} => "remove-participant",

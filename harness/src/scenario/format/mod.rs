@@ -65,7 +65,9 @@ pub use durations::parse_duration;
 pub use expectations::{Expectation, FinalState};
 pub use faults::{Direction, Fault, FaultStep, ProxyMode, SimulateKind, Stream, ToxicKind};
 pub use media::{BurstLoss, MediaFault};
-pub use participants::{ClusterSpec, NodeRef, ParticipantSpec, PolicySpec, PublishSpec, MAX_NODES};
+pub use participants::{
+    ClusterSpec, Firewall, NodeRef, ParticipantSpec, PolicySpec, PublishSpec, ServerSpec, MAX_NODES,
+};
 
 use crate::vocab::TrackSpec;
 
@@ -88,6 +90,9 @@ pub struct Scenario {
     /// Several livekit-server nodes sharing Redis instead of one server (real lane only).
     #[serde(default)]
     pub cluster: Option<ClusterSpec>,
+    /// What the run's livekit-server offers: ICE over TCP, a TURN relay (real lane only).
+    #[serde(default)]
+    pub server: Option<Spanned<ServerSpec>>,
     /// The participants, each a client of its own.
     #[serde(rename = "participant")]
     pub participants: Vec<ParticipantSpec>,
@@ -479,5 +484,22 @@ node = 1
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert!(parse_duration("").is_err());
         assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn a_server_table_and_firewalls_are_checked_against_each_other() {
+        let fault = "[[fault]]\nat = \"1s\"\ntarget = \"alice\"\ntype = \"firewall\"\n\
+                     rule = \"relay-only\"\n";
+        assert!(error(&format!("{BASE}{fault}")).contains("add `[server]` with `turn = true`"));
+        let with_turn = format!("{BASE}{fault}[server]\nturn = true\n");
+        assert!(parse(&with_turn).is_ok(), "{:?}", parse(&with_turn));
+        let joined_behind =
+            BASE.replace("identity = \"alice\"", "identity = \"alice\"\nfirewall = \"relay-only\"");
+        assert!(error(&joined_behind).contains("turn = true"));
+        let both =
+            format!("lanes = [\"real\"]\n{BASE}[server]\nice_tcp = true\n[cluster]\nnodes = 2\n");
+        assert!(error(&both).contains("remove one of the two tables"));
+        let unknown = format!("{BASE}[server]\nudp = false\n");
+        assert!(error(&unknown).contains("unknown field `udp`"));
     }
 }

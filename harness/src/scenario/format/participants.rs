@@ -22,6 +22,43 @@ pub struct ClusterSpec {
     pub room_node: Option<Spanned<usize>>,
 }
 
+/// The `[server]` table: what the one livekit-server of the run offers clients.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSpec {
+    /// ICE over TCP (port 7881). `true` runs the server in a network namespace of its own
+    /// (its ICE/TCP listener binds every address); `false` turns it off even there; unset,
+    /// a server in a namespace has it and one on loopback does not.
+    #[serde(default)]
+    pub ice_tcp: Option<bool>,
+    /// The embedded TURN relay (UDP 3478 in a namespace), listed in every join response.
+    #[serde(default)]
+    pub turn: bool,
+}
+
+/// A firewall on a participant's network: what it lets through. Signalling (a WebSocket
+/// over TCP) always passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Firewall {
+    /// Every UDP datagram is dropped, both ways: media can only use ICE over TCP (a hotel
+    /// or corporate network).
+    UdpBlocked,
+    /// UDP is dropped but to and from the server's TURN relay: media can only be relayed
+    /// (or use ICE over TCP).
+    RelayOnly,
+}
+
+impl Firewall {
+    /// Its name as files write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Firewall::UdpBlocked => "udp-blocked",
+            Firewall::RelayOnly => "relay-only",
+        }
+    }
+}
+
 /// The most nodes a `[cluster]` may have (each is a livekit-server process).
 pub const MAX_NODES: usize = 8;
 
@@ -88,6 +125,10 @@ pub struct ParticipantSpec {
     /// (else the next one that is); by default its position in the file, modulo the nodes.
     #[serde(default)]
     pub node: Option<Spanned<usize>>,
+    /// A firewall on its network from before it joins (one in mid-call is a `firewall`
+    /// fault).
+    #[serde(default)]
+    pub firewall: Option<Firewall>,
 }
 
 /// Overrides of the SDK's reconnect policy.

@@ -101,6 +101,12 @@ impl Runner<'_> {
                     }
                 }
             }
+            Fault::Firewall { rule } => {
+                let c = target("a firewall")?;
+                self.firewall(self.link(c), c.net.as_ref(), *rule)
+                    .await
+                    .map_err(|why| fail(why, log.clone()))?;
+            }
             Fault::NetworkChange {} => {
                 let c = target("a network change")?;
                 if let Some(link) = self.link(c) {
@@ -229,9 +235,16 @@ impl Runner<'_> {
         };
         let client = self.client(step);
         match (&step.fault, client) {
-            (Fault::Partition {} | Fault::Media { .. }, Some(c)) if self.link(c).is_some() => {
+            (Fault::Partition {} | Fault::Media { .. } | Fault::Firewall { .. }, Some(c))
+                if self.link(c).is_some() =>
+            {
                 if let Some(link) = self.link(c) {
+                    // What the emulator did, said before the heal clears its counters.
+                    let done = emulated(link);
                     link.heal().await.map_err(|e| fail(e.to_string()))?;
+                    if let Some(done) = done {
+                        self.say(&format!("link emulator on {}'s media: {done}", c.identity));
+                    }
                 }
             }
             (Fault::Partition {}, Some(c)) => {
@@ -252,7 +265,9 @@ impl Runner<'_> {
                     guard.remove().await.map_err(|e| fail(e.to_string()))?;
                 }
             }
-            (Fault::Media { .. }, Some(c)) => sockets(c).map_err(&fail)?.heal_media(),
+            (Fault::Media { .. } | Fault::Firewall { .. }, Some(c)) => {
+                sockets(c).map_err(&fail)?.heal_media()
+            }
             (Fault::Mute { track }, Some(c)) => {
                 c.client
                     .mute_track(track.source(), false)
@@ -307,6 +322,37 @@ impl Runner<'_> {
 
 /// The fault wrapper of a participant's sockets (faultline-sdk's only; [`check_sdks`]
 /// refuses socket faults for other SDKs before a run starts).
+impl Runner<'_> {
+    /// Puts up a firewall on a participant's network: on its link in the kernel, else on
+    /// its sockets.
+    pub(super) async fn firewall(
+        &self,
+        link: Option<&Link>,
+        net: Option<&NetFaults>,
+        rule: Firewall,
+    ) -> Result<(), String> {
+        let relay = match rule {
+            Firewall::UdpBlocked => None,
+            Firewall::RelayOnly => Some(self.backend.relay().ok_or_else(|| {
+                "a relay-only firewall needs the server's TURN relay, and it has none".to_string()
+            })?),
+        };
+        match (link, net) {
+            (Some(link), _) => {
+                link.block_udp(relay.map(|r| r.port())).await.map_err(|e| e.to_string())
+            }
+            (None, Some(net)) => {
+                match relay {
+                    Some(relay) => net.block_udp_except(relay),
+                    None => net.block_udp(net::Direction::Both),
+                }
+                Ok(())
+            }
+            (None, None) => Err("the participant has neither a link nor wrapped sockets".into()),
+        }
+    }
+}
+
 fn sockets(c: &Participant) -> Result<&NetFaults, String> {
     c.net.as_ref().ok_or_else(|| {
         format!(
@@ -315,4 +361,26 @@ fn sockets(c: &Participant) -> Result<&NetFaults, String> {
             c.client.sdk()
         )
     })
+}
+
+/// What the link emulator did to a link's traffic, both ways, in a line; `None` if it never
+/// touched the link.
+fn emulated(link: &Link) -> Option<String> {
+    let ways = [(net::Direction::Outbound, "to the server"), (net::Direction::Inbound, "from it")];
+    let parts: Vec<String> = ways
+        .into_iter()
+        .filter_map(|(direction, name)| {
+            let s = link.emulated(direction)?;
+            let share = |n: u64| 100.0 * n as f64 / s.offered.max(1) as f64;
+            Some(format!(
+                "{name} {} packets, {} lost ({:.1} %), {} dropped by the queue, {} duplicated",
+                s.offered,
+                s.lost,
+                share(s.lost),
+                s.queue_dropped,
+                s.duplicated
+            ))
+        })
+        .collect();
+    (!parts.is_empty()).then(|| parts.join("; "))
 }

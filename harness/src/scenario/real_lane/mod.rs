@@ -48,7 +48,9 @@ use tokio::time::Instant;
 mod faults;
 
 use super::backend::Backend;
-use super::format::{Fault, FaultStep, Lane, NodeRef, ParticipantSpec, ProxyMode, Scenario};
+use super::format::{
+    Fault, FaultStep, Firewall, Lane, NodeRef, ParticipantSpec, ProxyMode, Scenario,
+};
 use super::lane::{label, lanes, Observer, Progress, RunError, RunOptions, QUIET_WAIT_CAP};
 use crate::client::{Client, ClientError, ClientEvent, ClientOptions, Observed, Sdk};
 use crate::cluster::ClusterEvent;
@@ -338,6 +340,9 @@ impl Runner<'_> {
             if let Some(ttl) = spec.token_ttl {
                 token_spec = token_spec.with_ttl(ttl);
             }
+            if let Some(rule) = spec.firewall {
+                self.say(&format!("putting {identity} behind a {} firewall", rule.name()));
+            }
             let join_error = |why: String| RunError::Join {
                 identity: identity.clone(),
                 room: self.room.clone(),
@@ -349,6 +354,10 @@ impl Runner<'_> {
                 _ => ParticipantRecord::external(&identity, sdk, &options),
             };
             record.tracks = spec.tracks.iter().map(|t| t.source()).collect();
+            if let Some(rule) = spec.firewall {
+                let link = link.and_then(|i| self.topology.as_ref().map(|t| &t.clients()[i]));
+                self.firewall(link, net.as_ref(), rule).await.map_err(&join_error)?;
+            }
             let token = self.backend.token_with(&token_spec)?;
             let connect = Client::connect(sdk, &url, &token, options, &self.env);
             let (client, mut events) = match tokio::time::timeout(JOIN_TIMEOUT, connect).await {
@@ -799,7 +808,13 @@ impl Runner<'_> {
 /// Whether `fault` acts on the client's own connection (sockets or, for another SDK, its
 /// link in the kernel).
 fn on_sockets(fault: &Fault) -> bool {
-    matches!(fault, Fault::Partition {} | Fault::Media { .. } | Fault::NetworkChange {})
+    matches!(
+        fault,
+        Fault::Partition {}
+            | Fault::Media { .. }
+            | Fault::NetworkChange {}
+            | Fault::Firewall { .. }
+    )
 }
 
 /// The participant a fault step acts on: its target, else the first participant (as the
@@ -814,14 +829,18 @@ fn hit<'a>(scenario: &'a Scenario, step: &FaultStep) -> Option<&'a ParticipantSp
 /// Whether a run of `scenario` needs network namespaces: a participant's connection is
 /// faulted there.
 fn needs_kernel(scenario: &Scenario) -> bool {
-    scenario.participants.iter().any(|p| on_kernel(scenario, p))
+    let ice_tcp = scenario.server.as_ref().is_some_and(|s| s.get_ref().ice_tcp == Some(true));
+    ice_tcp || scenario.participants.iter().any(|p| on_kernel(scenario, p))
 }
 
 /// Whether `participant`'s connection is faulted in a network namespace (the kernel and the
 /// link emulator) rather than by faultline-sdk's socket wrappers: another SDK's whenever a
 /// fault acts on its connection; faultline-sdk's when a `media` fault asks it for more than
-/// the wrappers do (loss and delay).
+/// the wrappers do (loss and delay). Another SDK behind a `firewall` from its join too.
 fn on_kernel(scenario: &Scenario, participant: &ParticipantSpec) -> bool {
+    if participant.firewall.is_some() && !participant.sdk.in_process() {
+        return true;
+    }
     let hits = |step: &&FaultStep| {
         hit(scenario, step).is_some_and(|p| p.identity.get_ref() == participant.identity.get_ref())
     };
