@@ -185,6 +185,7 @@ fn library(file: &str) -> PathBuf {
 )]
 #[case::upstream_force_tcp("force-tcp.toml", Sdk::UpstreamRust, Expect::Passes)]
 #[case::upstream_force_tls("force-tls.toml", Sdk::UpstreamRust, Expect::Passes)]
+#[case::upstream_cellular_drive("cellular-drive.toml", Sdk::UpstreamRust, Expect::Passes)]
 #[case::js_cellular_handover("cellular-handover.toml", Sdk::Js, SLOW_HANDOVER)]
 #[case::js_expired_token("expired-token.toml", Sdk::Js, JS_SEES_NO_REJOIN)]
 #[case::js_half_open_socket("half-open-socket.toml", Sdk::Js, Expect::Passes)]
@@ -217,6 +218,7 @@ fn library(file: &str) -> PathBuf {
 #[case::js_udp_blocked_mid_call("udp-blocked-mid-call.toml", Sdk::Js, Expect::Passes)]
 #[case::js_force_tcp("force-tcp.toml", Sdk::Js, JS_LOSES_DATA_IN_ITS_OWN_FULL_RECONNECT)]
 #[case::js_force_tls("force-tls.toml", Sdk::Js, JS_LOSES_DATA_IN_ITS_OWN_FULL_RECONNECT)]
+#[case::js_cellular_drive("cellular-drive.toml", Sdk::Js, Expect::Passes)]
 #[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
 async fn library_scenario_on_each_sdk(
     #[case] file: &str,

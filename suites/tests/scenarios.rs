@@ -69,6 +69,7 @@ fn passed(record: &RunRecord) -> Result<()> {
 #[case::udp_blocked_mid_call("udp-blocked-mid-call.toml")]
 #[case::force_tcp("force-tcp.toml")]
 #[case::force_tls("force-tls.toml")]
+#[case::cellular_drive("cellular-drive.toml")]
 #[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
 async fn library_scenario_passes_on_the_real_lane(#[case] file: &str) -> Result<()> {
     passed(&run_file(&library(file)).await?)
