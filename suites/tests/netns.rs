@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
 use faultline::net::Direction;
-use faultline::netns::probe::{stream_through, udp_socket, Arrival};
+use faultline::netns::probe::{stream_through, udp_socket, Arrival, Pace};
 use faultline::netns::{
     self, Link, Namespace, NamespaceNetwork, NetnsError, Scope, Topology, MEDIA_UDP_PORT,
     SIGNAL_PORT,
@@ -40,6 +40,12 @@ const QUIET: Duration = Duration::from_secs(1);
 /// A stream through the emulator has ended once nothing arrived for this long (its delays
 /// here are far shorter).
 const DRAIN: Duration = Duration::from_secs(2);
+
+/// `burst` datagrams every 2 ms: the pace these tests' streams were tuned to (the jitter
+/// test's spread in particular, which datagrams kept in order narrow as they come closer).
+fn paced(burst: u32) -> Pace {
+    Pace { burst, every: Duration::from_millis(2) }
+}
 
 /// A topology with `clients` clients, or `None` (after saying why) where namespaces cannot
 /// be had and are not required.
@@ -399,7 +405,7 @@ async fn the_emulator_delays_with_jitter_in_order_and_leaves_the_other_way_alone
     link.emulate(Direction::Outbound, Scope::Media, Condition { delay, ..Condition::default() }, 1)
         .await?;
 
-    let arrivals = stream_through(&client, &server, 300, 200, 1, DRAIN).await?;
+    let arrivals = stream_through(&client, &server, 300, 200, paced(1), DRAIN).await?;
     matches_the_model(link, &arrivals, 300)?;
     ensure!(arrivals.len() == 300, "{} of 300 arrived", arrivals.len());
     ensure!(
@@ -416,14 +422,14 @@ async fn the_emulator_delays_with_jitter_in_order_and_leaves_the_other_way_alone
     );
 
     // The other way is untouched: a datagram back is not held for 40 ms or more.
-    let back = stream_through(&server, &client, 20, 64, 1, DRAIN).await?;
+    let back = stream_through(&server, &client, 20, 64, paced(1), DRAIN).await?;
     ensure!(back.len() == 20, "{} of 20 came back", back.len());
     let held = back.iter().filter(|a| a.took >= Duration::from_millis(40)).count();
     ensure!(held < 10, "{held} of 20 datagrams on the untouched way took 40 ms or more");
 
     // Healing takes the condition away.
     link.heal().await?;
-    let healed = stream_through(&client, &server, 20, 64, 1, DRAIN).await?;
+    let healed = stream_through(&client, &server, 20, 64, paced(1), DRAIN).await?;
     ensure!(healed.len() == 20, "{} of 20 arrived after heal", healed.len());
     let still = healed.iter().filter(|a| a.took >= Duration::from_millis(40)).count();
     ensure!(still < 10, "{still} of 20 datagrams still took 40 ms or more after heal");
@@ -442,7 +448,7 @@ async fn the_emulator_reorders_only_when_asked() -> Result<()> {
     };
     let condition = Condition { delay, reorder: true, ..Condition::default() };
     link.emulate(Direction::Outbound, Scope::Media, condition, 2).await?;
-    let arrivals = stream_through(&client, &server, 200, 100, 1, DRAIN).await?;
+    let arrivals = stream_through(&client, &server, 200, 100, paced(1), DRAIN).await?;
     matches_the_model(link, &arrivals, 200)?;
     let overtaken = arrivals.windows(2).filter(|w| w[0].number > w[1].number).count();
     ensure!(overtaken >= 10, "only {overtaken} of 200 datagrams arrived out of order");
@@ -463,13 +469,14 @@ async fn the_emulator_loses_and_duplicates_real_packets_at_the_rates_asked() -> 
             3,
         )
         .await?;
-    let arrivals = stream_through(&client_udp(lossy)?, &server, 3000, 100, 5, DRAIN).await?;
+    let arrivals = stream_through(&client_udp(lossy)?, &server, 3000, 100, paced(5), DRAIN).await?;
     matches_the_model(lossy, &arrivals, 3000)?;
     near_binomial(3000 - arrivals.len() as u64, 3000, 0.2, "datagrams lost at 20 %")?;
 
     let duplicate = Condition { duplicate: 0.1, ..Condition::default() };
     doubled.emulate(Direction::Outbound, Scope::Media, duplicate, 4).await?;
-    let arrivals = stream_through(&client_udp(doubled)?, &server, 3000, 100, 5, DRAIN).await?;
+    let arrivals =
+        stream_through(&client_udp(doubled)?, &server, 3000, 100, paced(5), DRAIN).await?;
     matches_the_model(doubled, &arrivals, 3000)?;
     near_binomial(arrivals.len() as u64 - 3000, 3000, 0.1, "datagrams duplicated at 10 %")?;
     Ok(())
@@ -485,7 +492,7 @@ async fn gilbert_elliott_loses_real_packets_in_bursts() -> Result<()> {
     let loss = Loss::GilbertElliott { p: 0.02, r: 0.25, loss_good: 0.0, loss_bad: 1.0 };
     link.emulate(Direction::Outbound, Scope::Media, Condition { loss, ..Condition::default() }, 5)
         .await?;
-    let arrivals = stream_through(&client, &server, 6000, 100, 5, DRAIN).await?;
+    let arrivals = stream_through(&client, &server, 6000, 100, paced(5), DRAIN).await?;
     matches_the_model(link, &arrivals, 6000)?;
     let gaps: Vec<u32> =
         arrivals.windows(2).map(|w| w[1].number - w[0].number - 1).filter(|gap| *gap > 0).collect();
@@ -505,7 +512,8 @@ async fn a_rate_with_a_queue_paces_and_drops_and_a_trace_paces_as_recorded() -> 
     let rate = Rate { bits_per_second: 1_000_000, queue: Queue::Packets(20) };
     let condition = Condition { rate: Some(rate), ..Condition::default() };
     rated.emulate(Direction::Outbound, Scope::Media, condition, 6).await?;
-    let arrivals = stream_through(&client_udp(rated)?, &server, 100, 1000, 100, DRAIN).await?;
+    let arrivals =
+        stream_through(&client_udp(rated)?, &server, 100, 1000, paced(100), DRAIN).await?;
     matches_the_model(rated, &arrivals, 100)?;
     ensure!(
         (19..=25).contains(&arrivals.len()),
@@ -522,7 +530,8 @@ async fn a_rate_with_a_queue_paces_and_drops_and_a_trace_paces_as_recorded() -> 
     let trace = Trace { opportunities, looped: true, queue: Queue::Packets(100) };
     let condition = Condition { trace: Some(trace), ..Condition::default() };
     traced.emulate(Direction::Outbound, Scope::Media, condition, 7).await?;
-    let arrivals = stream_through(&client_udp(traced)?, &server, 30, 1400, 30, DRAIN).await?;
+    let arrivals =
+        stream_through(&client_udp(traced)?, &server, 30, 1400, paced(30), DRAIN).await?;
     matches_the_model(traced, &arrivals, 30)?;
     ensure!(arrivals.len() == 30, "{} of 30 datagrams got through the trace", arrivals.len());
     let span = arrivals.last().map(|a| a.took).unwrap_or_default();

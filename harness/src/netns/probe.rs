@@ -63,55 +63,96 @@ pub fn udp_socket(
     Ok(UdpSocket::from_std(socket)?)
 }
 
-/// Sends `count` numbered datagrams of `size` bytes from `from` to `to`, `per_ms` of them
-/// each millisecond (batch `k` is due `k` ms after the start; a sender that falls behind
-/// catches up at once), and returns what `to` received, in arrival order, until nothing
-/// came for `quiet` (longer than any delay on the path).
+/// How a stream is sent: `burst` datagrams at once (at least 1), a burst every `every`.
+/// Burst `k` is due `k · every` after the start, and a sender that falls behind catches up
+/// at once: a `burst` of the whole count goes as fast as the socket takes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pace {
+    /// Datagrams sent back to back.
+    pub burst: u32,
+    /// From one burst's due time to the next's.
+    pub every: Duration,
+}
+
+/// Sends `count` numbered datagrams of `size` bytes from `from` to `to` at `pace`, and
+/// returns what `to` received, in arrival order, until nothing came for `quiet` (make it
+/// longer than any delay on the path). Sender and receiver take turns on the calling task;
+/// [`send`] and [`receive`] apart can run on two.
 pub async fn stream_through(
     from: &UdpSocket,
     to: &UdpSocket,
     count: u32,
     size: usize,
-    per_ms: u32,
+    pace: Pace,
     quiet: Duration,
 ) -> Result<Vec<Arrival>, ProbeError> {
+    let start = Instant::now();
+    let target = to.local_addr()?;
+    let (arrivals, sent) =
+        tokio::join!(receive(to, start, size, quiet), send(from, target, start, count, size, pace));
+    sent?;
+    arrivals
+}
+
+/// Sends `count` numbered datagrams of `size` bytes from `from` to `target` at `pace`, each
+/// stamped with its time since `start`.
+pub async fn send(
+    from: &UdpSocket,
+    target: SocketAddr,
+    start: Instant,
+    count: u32,
+    size: usize,
+    pace: Pace,
+) -> Result<(), ProbeError> {
     if size < HEADER {
         return Err(ProbeError::TooSmall(size));
     }
-    let start = Instant::now();
-    let target = to.local_addr()?;
-    let receive = async {
-        let mut arrivals = Vec::new();
-        let mut buf = vec![0; size.max(2048)];
-        while let Ok(received) = timeout(quiet, to.recv(&mut buf)).await {
-            let len = received?;
-            let at = start.elapsed();
-            if len != size {
-                return Err(ProbeError::WrongSize { len, size });
-            }
-            let number = u32::from_be_bytes(std::array::from_fn(|i| buf[i]));
-            let sent =
-                Duration::from_nanos(u64::from_be_bytes(std::array::from_fn(|i| buf[4 + i])));
-            arrivals.push(Arrival { number, took: at.saturating_sub(sent), at });
+    let mut packet = vec![0u8; size];
+    let burst = pace.burst.max(1);
+    for number in 0..count {
+        if number > 0 && number % burst == 0 {
+            let due = start + pace.every * (number / burst);
+            tokio::time::sleep_until(due.into()).await;
         }
-        Ok(arrivals)
-    };
-    let send = async {
-        let mut packet = vec![0u8; size];
-        let per_ms = per_ms.max(1);
-        for number in 0..count {
-            if number > 0 && number % per_ms == 0 {
-                let due = Duration::from_millis(u64::from(number / per_ms));
-                tokio::time::sleep_until((start + due).into()).await;
+        packet[..4].copy_from_slice(&number.to_be_bytes());
+        let sent = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        packet[4..HEADER].copy_from_slice(&sent.to_be_bytes());
+        from.send_to(&packet, target).await?;
+    }
+    Ok(())
+}
+
+/// What `to` receives of a stream [`send`] stamped with the same `start`, in arrival order,
+/// until nothing came for `quiet`. Every datagram must be `size` bytes.
+pub async fn receive(
+    to: &UdpSocket,
+    start: Instant,
+    size: usize,
+    quiet: Duration,
+) -> Result<Vec<Arrival>, ProbeError> {
+    let mut arrivals = Vec::new();
+    let mut buf = vec![0; size.max(2048)];
+    loop {
+        // Read what is there without a timer each; wait (bounded by `quiet`) only when
+        // nothing is.
+        let len = match to.try_recv(&mut buf) {
+            Ok(len) => len,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                match timeout(quiet, to.readable()).await {
+                    Ok(ready) => ready?,
+                    Err(_) => break,
+                }
+                continue;
             }
-            packet[..4].copy_from_slice(&number.to_be_bytes());
-            let sent = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
-            packet[4..HEADER].copy_from_slice(&sent.to_be_bytes());
-            from.send_to(&packet, target).await?;
+            Err(e) => return Err(e.into()),
+        };
+        let at = start.elapsed();
+        if len != size || len < HEADER {
+            return Err(ProbeError::WrongSize { len, size });
         }
-        Ok::<_, ProbeError>(())
-    };
-    let (arrivals, sent) = tokio::join!(receive, send);
-    sent?;
-    arrivals
+        let number = u32::from_be_bytes(std::array::from_fn(|i| buf[i]));
+        let sent = Duration::from_nanos(u64::from_be_bytes(std::array::from_fn(|i| buf[4 + i])));
+        arrivals.push(Arrival { number, took: at.saturating_sub(sent), at });
+    }
+    Ok(arrivals)
 }
