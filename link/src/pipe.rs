@@ -49,6 +49,14 @@ pub struct PipeStats {
     pub duplicated: u64,
 }
 
+impl PipeStats {
+    /// Departures so far (the copies included): `offered − lost − queue_dropped + duplicated`,
+    /// what the far end of a lossless path receives.
+    pub fn departed(&self) -> u64 {
+        (self.offered + self.duplicated).saturating_sub(self.lost + self.queue_dropped)
+    }
+}
+
 /// When a packet leaves: 0, 1 or 2 times, in order, each at or after its arrival.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Departures {

@@ -385,6 +385,7 @@ fn every_packet_is_accounted_for_and_seeds_reproduce() {
         }
         let s = pipe.stats();
         assert_eq!(s.offered + s.duplicated, s.lost + s.queue_dropped + departed, "{s:?}");
+        assert_eq!(s.departed(), departed, "{s:?}");
         assert!(s.lost > 0 && s.duplicated > 0 && s.queue_dropped > 0, "{s:?}");
         all
     };

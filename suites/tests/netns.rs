@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
 use faultline::net::Direction;
+use faultline::netns::probe::{stream_through, udp_socket, Arrival, Pace};
 use faultline::netns::{
     self, Link, Namespace, NamespaceNetwork, NetnsError, Scope, Topology, MEDIA_UDP_PORT,
     SIGNAL_PORT,
@@ -36,6 +37,15 @@ use real_lane::{join_at, unique_room, WAIT};
 const PATIENCE: Duration = Duration::from_secs(10);
 /// How long we watch to show that something does not happen.
 const QUIET: Duration = Duration::from_secs(1);
+/// A stream through the emulator has ended once nothing arrived for this long (its delays
+/// here are far shorter).
+const DRAIN: Duration = Duration::from_secs(2);
+
+/// `burst` datagrams every 2 ms: the pace these tests' streams were tuned to (the jitter
+/// test's spread in particular, which datagrams kept in order narrow as they come closer).
+fn paced(burst: u32) -> Pace {
+    Pace { burst, every: Duration::from_millis(2) }
+}
 
 /// A topology with `clients` clients, or `None` (after saying why) where namespaces cannot
 /// be had and are not required.
@@ -44,14 +54,6 @@ async fn topology(clients: usize) -> Result<Option<Topology>> {
         return Ok(None);
     }
     Ok(Some(Topology::create(clients).await?))
-}
-
-/// A UDP socket bound to `addr` inside `ns`.
-fn udp_in(ns: &Namespace, addr: impl Into<SocketAddr>) -> Result<UdpSocket> {
-    let addr = addr.into();
-    let socket = ns.run(|| std::net::UdpSocket::bind(addr))?.context("binding UDP")?;
-    socket.set_nonblocking(true)?;
-    Ok(UdpSocket::from_std(socket)?)
 }
 
 /// A TCP listener on `addr` inside `ns`.
@@ -72,12 +74,12 @@ async fn connect_from(ns: &Namespace, target: impl Into<SocketAddr>) -> Result<T
 /// The server's UDP media port, bound in the server namespace.
 fn server_udp(topology: &Topology) -> Result<UdpSocket> {
     let server = topology.server();
-    udp_in(server.namespace(), (server.address(), MEDIA_UDP_PORT))
+    Ok(udp_socket(server.namespace(), (server.address(), MEDIA_UDP_PORT))?)
 }
 
 /// A client's UDP socket on its own address, as an ICE host candidate is.
 fn client_udp(link: &Link) -> Result<UdpSocket> {
-    udp_in(link.namespace(), (link.address(), 0))
+    Ok(udp_socket(link.namespace(), (link.address(), 0))?)
 }
 
 /// Whether a datagram from `from` reaches `to` within `bound`: one probe every 50 ms, each
@@ -364,63 +366,12 @@ async fn an_address_change_breaks_existing_flows_and_new_ones_work() -> Result<(
     Ok(())
 }
 
-/// One datagram as the receiving end saw it.
-#[derive(Debug, Clone, Copy)]
-struct Arrival {
-    /// Its number, in sending order.
-    number: u32,
-    /// One-way time: from just before it was sent to its arrival.
-    took: Duration,
-}
-
-/// Sends `count` numbered datagrams of `size` bytes from `from` to `to`, `per_ms` of them
-/// each millisecond, and returns what `to` received until nothing came for [`QUIET`] after
-/// the last was sent (the emulator's delays here are far shorter).
-async fn stream_through(
-    from: &UdpSocket,
-    to: &UdpSocket,
-    count: u32,
-    size: usize,
-    per_ms: u32,
-) -> Result<Vec<Arrival>> {
-    let base = std::time::Instant::now();
-    let target = to.local_addr()?;
-    let receive = async {
-        let mut arrivals = Vec::new();
-        let mut buf = vec![0; 2048];
-        while let Ok(received) = timeout(QUIET + Duration::from_secs(1), to.recv(&mut buf)).await {
-            let len = received?;
-            ensure!(len == size, "a datagram of {len} bytes arrived, {size} were sent");
-            let number = u32::from_be_bytes(buf[..4].try_into()?);
-            let sent = Duration::from_nanos(u64::from_be_bytes(buf[4..12].try_into()?));
-            arrivals.push(Arrival { number, took: base.elapsed().saturating_sub(sent) });
-        }
-        Ok::<_, anyhow::Error>(arrivals)
-    };
-    let send = async {
-        let mut packet = vec![0u8; size];
-        for number in 0..count {
-            if number > 0 && number % per_ms == 0 {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-            packet[..4].copy_from_slice(&number.to_be_bytes());
-            let sent = base.elapsed().as_nanos() as u64;
-            packet[4..12].copy_from_slice(&sent.to_be_bytes());
-            from.send_to(&packet, target).await?;
-        }
-        Ok::<_, anyhow::Error>(())
-    };
-    let (arrivals, sent) = tokio::join!(receive, send);
-    sent?;
-    arrivals
-}
-
 /// The emulator's decisions must be exactly what reached the other end: each offered
 /// datagram arrives once, twice (duplicated) or never (lost or dropped by the queue).
 fn matches_the_model(link: &Link, arrivals: &[Arrival], offered: u32) -> Result<()> {
     let stats = link.emulated(Direction::Outbound).context("the emulator has no pipe")?;
     ensure!(stats.offered == u64::from(offered), "the emulator saw {stats:?} of {offered}");
-    let expected = stats.offered - stats.lost - stats.queue_dropped + stats.duplicated;
+    let expected = stats.departed();
     ensure!(
         arrivals.len() as u64 == expected,
         "{} datagrams arrived; the emulator's own count says {expected} ({stats:?})",
@@ -454,7 +405,7 @@ async fn the_emulator_delays_with_jitter_in_order_and_leaves_the_other_way_alone
     link.emulate(Direction::Outbound, Scope::Media, Condition { delay, ..Condition::default() }, 1)
         .await?;
 
-    let arrivals = stream_through(&client, &server, 300, 200, 1).await?;
+    let arrivals = stream_through(&client, &server, 300, 200, paced(1), DRAIN).await?;
     matches_the_model(link, &arrivals, 300)?;
     ensure!(arrivals.len() == 300, "{} of 300 arrived", arrivals.len());
     ensure!(
@@ -471,14 +422,14 @@ async fn the_emulator_delays_with_jitter_in_order_and_leaves_the_other_way_alone
     );
 
     // The other way is untouched: a datagram back is not held for 40 ms or more.
-    let back = stream_through(&server, &client, 20, 64, 1).await?;
+    let back = stream_through(&server, &client, 20, 64, paced(1), DRAIN).await?;
     ensure!(back.len() == 20, "{} of 20 came back", back.len());
     let held = back.iter().filter(|a| a.took >= Duration::from_millis(40)).count();
     ensure!(held < 10, "{held} of 20 datagrams on the untouched way took 40 ms or more");
 
     // Healing takes the condition away.
     link.heal().await?;
-    let healed = stream_through(&client, &server, 20, 64, 1).await?;
+    let healed = stream_through(&client, &server, 20, 64, paced(1), DRAIN).await?;
     ensure!(healed.len() == 20, "{} of 20 arrived after heal", healed.len());
     let still = healed.iter().filter(|a| a.took >= Duration::from_millis(40)).count();
     ensure!(still < 10, "{still} of 20 datagrams still took 40 ms or more after heal");
@@ -497,7 +448,7 @@ async fn the_emulator_reorders_only_when_asked() -> Result<()> {
     };
     let condition = Condition { delay, reorder: true, ..Condition::default() };
     link.emulate(Direction::Outbound, Scope::Media, condition, 2).await?;
-    let arrivals = stream_through(&client, &server, 200, 100, 1).await?;
+    let arrivals = stream_through(&client, &server, 200, 100, paced(1), DRAIN).await?;
     matches_the_model(link, &arrivals, 200)?;
     let overtaken = arrivals.windows(2).filter(|w| w[0].number > w[1].number).count();
     ensure!(overtaken >= 10, "only {overtaken} of 200 datagrams arrived out of order");
@@ -518,13 +469,14 @@ async fn the_emulator_loses_and_duplicates_real_packets_at_the_rates_asked() -> 
             3,
         )
         .await?;
-    let arrivals = stream_through(&client_udp(lossy)?, &server, 3000, 100, 5).await?;
+    let arrivals = stream_through(&client_udp(lossy)?, &server, 3000, 100, paced(5), DRAIN).await?;
     matches_the_model(lossy, &arrivals, 3000)?;
     near_binomial(3000 - arrivals.len() as u64, 3000, 0.2, "datagrams lost at 20 %")?;
 
     let duplicate = Condition { duplicate: 0.1, ..Condition::default() };
     doubled.emulate(Direction::Outbound, Scope::Media, duplicate, 4).await?;
-    let arrivals = stream_through(&client_udp(doubled)?, &server, 3000, 100, 5).await?;
+    let arrivals =
+        stream_through(&client_udp(doubled)?, &server, 3000, 100, paced(5), DRAIN).await?;
     matches_the_model(doubled, &arrivals, 3000)?;
     near_binomial(arrivals.len() as u64 - 3000, 3000, 0.1, "datagrams duplicated at 10 %")?;
     Ok(())
@@ -540,7 +492,7 @@ async fn gilbert_elliott_loses_real_packets_in_bursts() -> Result<()> {
     let loss = Loss::GilbertElliott { p: 0.02, r: 0.25, loss_good: 0.0, loss_bad: 1.0 };
     link.emulate(Direction::Outbound, Scope::Media, Condition { loss, ..Condition::default() }, 5)
         .await?;
-    let arrivals = stream_through(&client, &server, 6000, 100, 5).await?;
+    let arrivals = stream_through(&client, &server, 6000, 100, paced(5), DRAIN).await?;
     matches_the_model(link, &arrivals, 6000)?;
     let gaps: Vec<u32> =
         arrivals.windows(2).map(|w| w[1].number - w[0].number - 1).filter(|gap| *gap > 0).collect();
@@ -560,7 +512,8 @@ async fn a_rate_with_a_queue_paces_and_drops_and_a_trace_paces_as_recorded() -> 
     let rate = Rate { bits_per_second: 1_000_000, queue: Queue::Packets(20) };
     let condition = Condition { rate: Some(rate), ..Condition::default() };
     rated.emulate(Direction::Outbound, Scope::Media, condition, 6).await?;
-    let arrivals = stream_through(&client_udp(rated)?, &server, 100, 1000, 100).await?;
+    let arrivals =
+        stream_through(&client_udp(rated)?, &server, 100, 1000, paced(100), DRAIN).await?;
     matches_the_model(rated, &arrivals, 100)?;
     ensure!(
         (19..=25).contains(&arrivals.len()),
@@ -577,7 +530,8 @@ async fn a_rate_with_a_queue_paces_and_drops_and_a_trace_paces_as_recorded() -> 
     let trace = Trace { opportunities, looped: true, queue: Queue::Packets(100) };
     let condition = Condition { trace: Some(trace), ..Condition::default() };
     traced.emulate(Direction::Outbound, Scope::Media, condition, 7).await?;
-    let arrivals = stream_through(&client_udp(traced)?, &server, 30, 1400, 30).await?;
+    let arrivals =
+        stream_through(&client_udp(traced)?, &server, 30, 1400, paced(30), DRAIN).await?;
     matches_the_model(traced, &arrivals, 30)?;
     ensure!(arrivals.len() == 30, "{} of 30 datagrams got through the trace", arrivals.len());
     let span = arrivals.last().map(|a| a.took).unwrap_or_default();

@@ -1,6 +1,7 @@
 //! `faultline bench servers`: how long a first build of each program takes, and how long a
 //! server takes to start from the cache; `faultline bench sim`: how fast the simulation
-//! lane runs (see `sim`). Figures are printed, not asserted.
+//! lane runs (see `sim`); `faultline bench link`: what the user-space link emulator does to
+//! real packets (see `link`). Figures are printed, not asserted.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -18,6 +19,7 @@ pub struct Args {
     what: What,
 }
 
+mod link;
 mod sim;
 
 #[derive(Debug, clap::Subcommand)]
@@ -35,6 +37,17 @@ enum What {
         #[arg(long)]
         jobs: Option<usize>,
         /// The seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// The user-space link emulator on real packets in network namespaces (needs root): its
+    /// own latency, delay accuracy at 10 Mbit/s, jitter, throughput, loss, duplication,
+    /// Gilbert–Elliott bursts and a replayed trace, against what was set.
+    Link {
+        /// Datagrams in the delay-accuracy stream (1250 B, one a millisecond: 10 Mbit/s).
+        #[arg(long, default_value_t = 5000)]
+        packets: u32,
+        /// Seeds the emulated conditions.
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
@@ -61,6 +74,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             let jobs =
                 jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
             sim::run(rooms, cases, jobs, seed).await?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        What::Link { packets, seed } => {
+            link::run(packets, seed).await?;
             return Ok(ExitCode::SUCCESS);
         }
     };

@@ -29,7 +29,8 @@ enum Command {
     Doctor(doctor::Args),
     /// Start a livekit-server (and optionally toxiproxy) for manual use, until Ctrl-C.
     Server(server::Args),
-    /// Measure provisioning and start-up times.
+    /// Measure provisioning and start-up times, the simulation's speed, and the link emulator
+    /// on real packets.
     Bench(bench::Args),
     /// Run a scenario file against livekit-server and judge what the client did.
     Run(run::Args),

@@ -59,7 +59,8 @@
 //! (it has no netem), a user-space link emulator in the server namespace
 //! ([`Link::emulate`], `emulator.rs`): delay with jitter, reordering, duplication, random
 //! and Gilbert–Elliott loss, a bounded queue at a rate, a replayed Mahimahi trace, each
-//! per direction and changeable at any time.
+//! per direction and changeable at any time. [`probe`] streams numbered, timestamped UDP
+//! datagrams through a link, to see what it did to them.
 //!
 //! # Cleanup, and refusal
 //!
@@ -87,6 +88,7 @@ mod link;
 mod namespace;
 mod network;
 mod plan;
+pub mod probe;
 mod shape;
 
 pub use error::{NetnsError, Tool};
