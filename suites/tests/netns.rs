@@ -658,7 +658,7 @@ async fn a_firewall_blocks_udp_both_ways_but_tcp_and_optionally_the_relay() -> R
     let (strict, relayed) = (&topology.clients()[0], &topology.clients()[1]);
     let server = topology.server();
     let media = server_udp(&topology)?;
-    let relay = udp_in(server.namespace(), (server.address(), netns::TURN_UDP_PORT))?;
+    let relay = udp_socket(server.namespace(), (server.address(), netns::TURN_UDP_PORT))?;
     let echo = server_echo(&topology)?;
 
     strict.block_udp(None).await?;
