@@ -332,8 +332,6 @@ impl Runner<'_> {
             let (mut options, net) = client_options(spec, seed, namespace.clone());
             if !sdk.in_process() {
                 options.namespace = namespace;
-            }
-            if !sdk.in_process() {
                 self.say(&format!("starting the {sdk} client for {identity}"));
             }
             let mut token_spec = TokenSpec::join(&self.room, &identity);
