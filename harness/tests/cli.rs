@@ -121,7 +121,10 @@ fn a_fault_an_sdk_cannot_take_exits_2_before_anything_starts() -> Result<()> {
     let (code, text) = faultline(&["run", file.to_str().unwrap_or_default()], dir.path())?;
     assert_eq!(code, Some(2), "{text}");
     assert!(text.contains("runs the js SDK, which cannot take fault #0"), "{text}");
-    assert!(text.contains("netem"), "{text}");
+    // Another SDK's delay is the link emulator's, in network namespaces; without `ip` (PATH is
+    // empty here) they cannot be had, and the refusal says how to get them.
+    assert!(text.contains("network namespaces"), "{text}");
+    assert!(text.contains("apt-get install iproute2"), "{text}");
     assert!(!text.contains("livekit-server"), "refused before a server was sought: {text}");
 
     let file = dir.path().join("policy.toml");
