@@ -7,14 +7,16 @@
 //! the others (in order, by identity), whether it ended on the session it joined with or on a
 //! new one (which recovery path the episode took), its final state, and its track events —
 //! per track key (publisher, source), never per sid, since a full reconnect changes sids:
-//! `published`, `subscribed`, `unsubscribed`, `unpublished`, `muted`, `unmuted`, each with
-//! the ordinal of the sid it was about (`subscribed#2`: the second track under that key); and,
+//! `published`, `subscribed`, `unsubscribed`, `unpublished`, each with the ordinal of the sid
+//! it was about (`subscribed#2`: the second track under that key), and apart from them its
+//! `muted` and `unmuted` (key `<publisher>/<source> mutes`); and,
 //! for the run, each verdict's pass or fail — so data delivery is compared through the
 //! invariants' verdict (invariant 5) and the scenario's `data-delivered` expectations, and
 //! media through invariant 6's verdict and the `media-*` expectations. Lifecycle, participant
 //! and each key's track events are compared as separate sequences, not interleaved: when a
-//! peer's rejoin is announced relative to one's own `Reconnected`, or one track's
-//! subscription relative to another's, depends on timing, which a comparison ignores.
+//! peer's rejoin is announced relative to one's own `Reconnected`, one track's subscription
+//! relative to another's, or an unmute relative to a resubscription, depends on timing,
+//! which a comparison ignores.
 //!
 //! The real lane's record must hold everything the room was going to say, so it is taken with
 //! [`crate::scenario::RunOptions::quiet`]; the sim lane's run always ends once quiet.
@@ -151,7 +153,12 @@ impl TrackEvents {
             }
             _ => return,
         };
-        let key = format!("{from}/{}", source.name());
+        // A track's mutes are a sequence of their own: when an unmute lands relative to a
+        // (re)subscription is timing (the user's action against the server's offer).
+        let key = match sid {
+            Some(_) => format!("{from}/{}", source.name()),
+            None => format!("{from}/{} mutes", source.name()),
+        };
         let entry = match sid {
             Some(sid) => {
                 let sids = self.sids.entry(key.clone()).or_default();
@@ -361,6 +368,45 @@ mod tests {
             said,
             "alice's events of track bob/camera: real [subscribed#1, unsubscribed#1, \
              subscribed#2], sim [subscribed#1, subscribed#2]"
+        );
+    }
+
+    #[test]
+    fn an_unmute_before_or_after_a_resubscription_is_the_same_but_a_missing_one_is_not() {
+        let (from, source) = ("bob".to_owned(), TrackSource::Camera);
+        let subscribed = |sid: &str| ClientEvent::TrackSubscribed {
+            from: from.clone(),
+            source,
+            sid: sid.into(),
+        };
+        let unmuted = ClientEvent::TrackMuted { from: from.clone(), source, muted: false };
+        let muted = ClientEvent::TrackMuted { from: from.clone(), source, muted: true };
+        let real = record(
+            &[
+                ("alice", ClientEvent::Connected),
+                ("alice", muted.clone()),
+                ("alice", unmuted.clone()),
+                ("alice", subscribed("TR_a")),
+            ],
+            "PA_1",
+        );
+        let sim = record(
+            &[
+                ("alice", ClientEvent::Connected),
+                ("alice", muted.clone()),
+                ("alice", subscribed("TR_7")),
+                ("alice", unmuted),
+            ],
+            "PA_1",
+        );
+        assert_eq!(first_difference(&real, &sim), None);
+        let never_unmuted = record(
+            &[("alice", ClientEvent::Connected), ("alice", muted), ("alice", subscribed("TR_7"))],
+            "PA_1",
+        );
+        assert_eq!(
+            first_difference(&real, &never_unmuted).as_deref(),
+            Some("alice's events of track bob/camera mutes: real [muted, unmuted], sim [muted]")
         );
     }
 
