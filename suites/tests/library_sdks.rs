@@ -64,9 +64,12 @@ const JS_SEES_NO_REJOIN: Expect = Expect::FailsOnly(&["peer-saw-rejoin"]);
 
 /// livekit-client after a server restart: its retries wait 0, 0.3, 1.2, 2.7, 4.8 and then 7 s,
 /// so whether it is back within sfu-restart's 15 s of the server's return depends on which
-/// retry first meets a server that is up again (15.45 s in one CI trial on a loaded machine,
-/// within the bound in the others). faultline-sdk's bound in the same file stays checked.
-const JS_RETRY_MEETS_THE_RESTART: Expect = Expect::MayFail(&["reconnected: bob"]);
+/// retry first meets a server that is up again — for either participant, both on
+/// livekit-client here (bob at 15.45 s in one CI trial on a loaded machine, alice at 15.31 s in
+/// another, within the bound in the others). faultline-sdk's bound in the same file stays
+/// checked.
+const JS_RETRY_MEETS_THE_RESTART: Expect =
+    Expect::MayFail(&["reconnected: bob", "reconnected: alice"]);
 
 /// The upstream Rust SDK's video after a signalling resume (resume-keeps-tracks): back within
 /// 0.1 s on an idle machine, but in a CI run with the other tests' load both cameras stopped
