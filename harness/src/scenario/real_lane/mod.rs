@@ -9,8 +9,9 @@
 //! for `settle` after the last heal (and, while an expectation is still unmet, up to the
 //! latest bound an expectation names), and judges the record ([`crate::judge`]). It never
 //! stops while a participant is `Reconnecting` and its episode may still end within the
-//! participant's bound ([`ParticipantRecord::reconnect_bound`]), so the verdict does not depend
-//! on the `settle` the file guessed. Once every room has ended (`Disconnected`) nothing more
+//! participant's bound ([`ParticipantRecord::reconnect_bound`]), and an episode that ends late
+//! is watched for `settle` after its `Reconnected` (while an expectation is unmet), so the
+//! verdict does not depend on the `settle` the file guessed. Once every room has ended (`Disconnected`) nothing more
 //! can happen, so the run stops there.
 //!
 //! How each fault is done here:
@@ -445,11 +446,16 @@ impl Runner<'_> {
             // Media that must come back (invariant 6) may keep the run a little longer.
             let media_by = judge::media_pending_until(&self.snapshot())
                 .map(|at| (self.started + at).min(last_end + judge::MEDIA_BOUND));
+            // An episode that ended late is watched for `settle` after its `Reconnected`, as
+            // the heal was: what the file expects once things are back (media flowing, data
+            // delivered) must not hang on when a retry happened to meet the server.
+            let late = self.last_reconnected().map(|at| (at + self.scenario.settle).min(last_end));
             let end = self
                 .open_episodes_end()
                 .map_or(hard_end, |by| hard_end.max(by))
                 .min(last_end)
-                .max(media_by.unwrap_or(hard_end));
+                .max(media_by.unwrap_or(hard_end))
+                .max(late.unwrap_or(hard_end));
             if Instant::now() >= end || judge::settled(self.scenario, &self.snapshot()) {
                 break;
             }
@@ -479,6 +485,15 @@ impl Runner<'_> {
 
     /// When the last open episode's bound passes (its `Reconnecting` plus its participant's
     /// bound), if anyone is reconnecting.
+    /// When the last `Reconnected` of anyone was recorded.
+    fn last_reconnected(&self) -> Option<Instant> {
+        self.recorded
+            .iter()
+            .filter(|e| matches!(e.event, ClientEvent::Reconnected))
+            .map(|e| self.started + e.at)
+            .max()
+    }
+
     fn open_episodes_end(&self) -> Option<Instant> {
         self.clients
             .iter()
