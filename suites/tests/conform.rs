@@ -4,10 +4,7 @@
 //! each track's events (published, subscribed, unsubscribed, unpublished, by sid ordinal),
 //! every verdict (media's among them) — must be the same (`faultline conform` over the library).
 //!
-//! One case per file (a check below keeps the list complete), compared one at a time: run two
-//! at once, the load moved when an unmute landed relative to a republished track on the real
-//! lane (announced as an event, or already in the publication), which the simulation does one
-//! way.
+//! One case per file (a check below keeps the list complete); libtest runs two at once.
 
 use std::path::{Path, PathBuf};
 
@@ -16,10 +13,6 @@ use faultline::conform::{compare, lists_both_lanes};
 use faultline::matrix::scenario_files;
 use faultline::scenario::Scenario;
 use rstest::rstest;
-use tokio::sync::Mutex;
-
-/// Held by the case being compared: one at a time (see the module docs).
-static ONE_AT_A_TIME: Mutex<()> = Mutex::const_new(());
 
 fn library(file: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/scenarios").join(file)
@@ -51,7 +44,6 @@ async fn a_dual_lane_library_scenario_sees_the_same_on_both_lanes(
     let path = library(file);
     let scenario = Scenario::load(&path)?;
     ensure!(lists_both_lanes(&scenario), "{file} no longer lists both lanes: drop its case");
-    let _turn = ONE_AT_A_TIME.lock().await;
     let comparison = compare(&scenario, &path, 1).await?;
     match comparison.difference {
         Some(difference) => Err(anyhow::anyhow!("the lanes differ on {file}: {difference}")),
