@@ -36,6 +36,10 @@ enum Expect {
     /// invariant 5 may fail too, naming only packets of `from` (which of the lost packets it
     /// holds the receiver to depends on when the receiver was back); nothing else fails.
     LosesData { from: &'static str, to: &'static str },
+    /// Media may come back later than invariant 6's bound after a `Reconnected` said too
+    /// early: the invariants verdicts may fail, naming only invariant 6's "came back only …"
+    /// (no other invariant, no missing track); nothing else fails.
+    MediaMayLagTheReconnected,
 }
 
 /// The upstream SDKs do not send again the reliable data that was in flight, or published,
@@ -98,6 +102,16 @@ const JS_IN_THE_TUNNEL: Expect =
 /// transport without losing any).
 const JS_LOSES_DATA_IN_ITS_OWN_FULL_RECONNECT: Expect =
     Expect::LosesData { from: "laptop", to: "peer" };
+
+/// livekit-client when the server's resume request (15 s into media-dead-after-resume's black
+/// hole) arrives before Chromium has marked its peer connection disconnected: no
+/// "peerconnection failed" line precedes the resume in its log, and it says `Reconnected` 2 s
+/// after its ICE restart began, while UDP is still dropped (11.6 s before the heal, with two
+/// CPU hogs beside the test here). Media comes back at the heal, 11.6–15.6 s after that
+/// `Reconnected` (here and in two CI trials), beyond invariant 6's 10 s: the "reconnected,
+/// but not really" the file exists to catch. On an idle machine Chromium marks the connection
+/// disconnected first and the `Reconnected` waits for the heal, so the invariant holds.
+const JS_RECONNECTED_BEFORE_ITS_MEDIA_UNDER_LOAD: Expect = Expect::MediaMayLagTheReconnected;
 
 fn library(file: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/scenarios").join(file)
@@ -210,7 +224,11 @@ fn library(file: &str) -> PathBuf {
 #[case::js_muted_during_outage("muted-during-outage.toml", Sdk::Js, Expect::Passes)]
 #[case::js_publish_during_reconnect("publish-during-reconnect.toml", Sdk::Js, Expect::Passes)]
 #[case::js_resume_keeps_tracks("resume-keeps-tracks.toml", Sdk::Js, Expect::Passes)]
-#[case::js_media_dead_after_resume("media-dead-after-resume.toml", Sdk::Js, Expect::Passes)]
+#[case::js_media_dead_after_resume(
+    "media-dead-after-resume.toml",
+    Sdk::Js,
+    JS_RECONNECTED_BEFORE_ITS_MEDIA_UNDER_LOAD
+)]
 #[case::js_udp_blocked_from_join("udp-blocked-from-join.toml", Sdk::Js, Expect::Passes)]
 #[case::js_udp_blocked_mid_call("udp-blocked-mid-call.toml", Sdk::Js, Expect::Passes)]
 #[case::js_force_tcp("force-tcp.toml", Sdk::Js, JS_LOSES_DATA_IN_ITS_OWN_FULL_RECONNECT)]
@@ -273,6 +291,27 @@ async fn library_scenario_on_each_sdk(
                 only_the_loss,
                 "{file} × {sdk} should fail only {data:?} (a known SDK difference), and at most \
                  {to}'s invariant 5 over {from}'s packets; failed: {:#?}",
+                outcome.failures
+            );
+        }
+        (Expect::MediaMayLagTheReconnected, Cell::Ran(outcome)) => {
+            let late = |violation: &str| {
+                violation.starts_with("invariant 6: ") && violation.contains("but came back only")
+            };
+            let only_late_media = outcome.failures.iter().all(|(what, _, seen)| {
+                what.starts_with("invariants of ")
+                    && seen.split("; invariant ").enumerate().all(|(i, v)| {
+                        if i == 0 {
+                            late(v)
+                        } else {
+                            late(&format!("invariant {v}"))
+                        }
+                    })
+            });
+            ensure!(
+                only_late_media,
+                "{file} × {sdk} may fail only invariant 6 by media coming back late after a \
+                 Reconnected (a known SDK difference under load); failed: {:#?}",
                 outcome.failures
             );
         }
