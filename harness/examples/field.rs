@@ -1,0 +1,55 @@
+//! Tries the field importer's groundwork on a file, until `faultline import` exists:
+//!
+//! ```text
+//! cargo run -p faultline --example field -- FILE                 # the timeline's findings, JSON
+//! cargo run -p faultline --example field -- redact DUMP OUT [--trim]
+//! ```
+//!
+//! `redact` writes a chrome://webrtc-internals dump with no addresses, SDP, credentials or
+//! page URLs (see `faultline::field::redact::redact_dump`), fit for `fixtures/field/`; with
+//! `--trim`, only the series the parser reads are kept.
+
+use std::process::ExitCode;
+
+use faultline::field;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("field: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &[String]) -> anyhow::Result<()> {
+    match args {
+        [cmd, input, output, rest @ ..] if cmd == "redact" => {
+            let trim = rest.iter().any(|a| a == "--trim");
+            let dump: serde_json::Value = serde_json::from_slice(&std::fs::read(input)?)?;
+            let redacted = field::redact::redact_dump(&dump, trim);
+            let text = serde_json::to_string_pretty(&redacted)?;
+            anyhow::ensure!(field::redact::is_clean(&text), "the redacted dump is not clean");
+            std::fs::write(output, text)?;
+            Ok(())
+        }
+        [input] => {
+            let timeline = field::read(std::path::Path::new(input))?;
+            let derived = field::derive::derive(&timeline);
+            let out = serde_json::json!({
+                "source": timeline.source,
+                "peer_connections": timeline.peer_connections.iter().map(|pc| serde_json::json!({
+                    "id": pc.id, "created_ms": pc.created_ms, "closed_ms": pc.closed_ms,
+                    "samples": pc.bytes_received.len(), "states": pc.states.len(),
+                })).collect::<Vec<_>>(),
+                "lifecycle": timeline.lifecycle,
+                "derived": derived,
+            });
+            println!("{}", serde_json::to_string_pretty(&out)?);
+            Ok(())
+        }
+        _ => anyhow::bail!("usage: field FILE | field redact DUMP OUT [--trim]"),
+    }
+}
