@@ -202,11 +202,7 @@ fn redact_stats(stats: &mut Map<String, Value>, trim: bool, labels: &mut Vec<Str
 
 fn scrub_strings(v: &mut Value) {
     match v {
-        Value::String(s) => {
-            if !is_clean(s) {
-                *s = redact(s);
-            }
-        }
+        Value::String(s) if !is_clean(s) => *s = redact(s),
         Value::Array(a) => a.iter_mut().for_each(scrub_strings),
         Value::Object(o) => o.values_mut().for_each(scrub_strings),
         _ => {}
