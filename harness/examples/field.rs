@@ -3,11 +3,13 @@
 //! ```text
 //! cargo run -p faultline --example field -- FILE                 # the timeline's findings, JSON
 //! cargo run -p faultline --example field -- redact DUMP OUT [--trim]
+//! cargo run -p faultline --example field -- redact-log LOG OUT
 //! ```
 //!
 //! `redact` writes a chrome://webrtc-internals dump with no addresses, SDP, credentials or
 //! page URLs (see `faultline::field::redact::redact_dump`), fit for `fixtures/field/`; with
-//! `--trim`, only the series the parser reads are kept.
+//! `--trim`, only the series the parser reads are kept. `redact-log` does the same for a log,
+//! line by line (`faultline::field::redact::redact`).
 
 use std::process::ExitCode;
 
@@ -35,6 +37,18 @@ fn run(args: &[String]) -> anyhow::Result<()> {
             std::fs::write(output, text)?;
             Ok(())
         }
+        [cmd, input, output] if cmd == "redact-log" => {
+            let text = String::from_utf8_lossy(&std::fs::read(input)?).into_owned();
+            let mut out = String::new();
+            for line in text.lines() {
+                let line = field::redact::redact(line);
+                anyhow::ensure!(field::redact::is_clean(&line), "a redacted line is not clean");
+                out.push_str(&line);
+                out.push('\n');
+            }
+            std::fs::write(output, out)?;
+            Ok(())
+        }
         [input] => {
             let timeline = field::read(std::path::Path::new(input))?;
             let derived = field::derive::derive(&timeline);
@@ -50,6 +64,8 @@ fn run(args: &[String]) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&out)?);
             Ok(())
         }
-        _ => anyhow::bail!("usage: field FILE | field redact DUMP OUT [--trim]"),
+        _ => anyhow::bail!(
+            "usage: field FILE | field redact DUMP OUT [--trim] | field redact-log LOG OUT"
+        ),
     }
 }

@@ -428,3 +428,84 @@ fn errors_are_typed() {
     assert!(matches!(parse(b"{}"), Err(FieldError::Missing { .. })));
     assert!(matches!(parse(b"nothing here"), Err(FieldError::Unrecognised { .. })));
 }
+
+/// Real dumps and driver logs from this machine (fixtures/field/README.md says how they
+/// were made): the findings match what the scenarios did.
+mod real {
+    use super::*;
+
+    const WIFI_DUMP: &str =
+        include_str!("../../../fixtures/field/wifi-drop.js.webrtc-internals.json");
+    const WIFI_LOG: &str = include_str!("../../../fixtures/field/wifi-drop.js.driver.log");
+    const SFU_DUMP: &str =
+        include_str!("../../../fixtures/field/sfu-restart-video.js.webrtc-internals.json");
+    const SFU_LOG: &str = include_str!("../../../fixtures/field/sfu-restart-video.js.driver.log");
+
+    #[test]
+    fn the_fixtures_are_redacted() {
+        for text in [WIFI_DUMP, WIFI_LOG, SFU_DUMP, SFU_LOG] {
+            assert!(is_clean(text));
+        }
+    }
+
+    #[test]
+    fn wifi_drop_shows_one_3_s_outage_and_no_reconnect() {
+        // The scenario: a 3 s partition of the laptop (its harness log: from +1.00 s to
+        // +4.05 s), shorter than every detector.
+        let d = derive(&read(WIFI_DUMP));
+        assert_eq!(d.outages.len(), 1, "{:?}", d.outages);
+        let o = &d.outages[0];
+        let length = o.end_ms.map(|e| (e - o.start_ms) / 1000.0);
+        assert!(length.is_some_and(|l| (2.5..=3.5).contains(&l)), "{o:?}");
+        assert!(d.new_peer_connections.is_empty() && d.ice_restarts.is_empty());
+        let lossy = d.seconds.iter().filter(|s| s.loss_percent.is_some_and(|l| l > 10.0)).count();
+        assert!(lossy >= 1, "the partition's lost packets show once they are counted");
+        let log = read(WIFI_LOG);
+        assert!(log.lifecycle.iter().all(|e| matches!(e.kind, LifecycleKind::State { .. })));
+    }
+
+    #[test]
+    fn sfu_restart_shows_an_outage_then_a_new_peer_connection() {
+        let dump = read(SFU_DUMP);
+        let d = derive(&dump);
+        assert_eq!(d.new_peer_connections.len(), 1, "the full reconnect's new PC");
+        let outage = d.outages.first().map(|o| (o.pc.clone(), o.start_ms, o.end_ms));
+        let Some((pc, start, None)) = outage else {
+            panic!("one open-ended outage on the old PC: {:?}", d.outages)
+        };
+        assert_eq!(pc, "8-1");
+        let log = read(SFU_LOG);
+        let closed = log.lifecycle.iter().find(|e| e.kind == LifecycleKind::SignalClosed);
+        // The media stopped with the server, within a second of the signalling noticing.
+        let closed = closed.map(|e| e.t_ms).unwrap_or_default();
+        assert!((closed - start).abs() < 1000.0, "outage at {start}, websocket closed at {closed}");
+        // The new PC appears at the log's full reconnect.
+        let attempt = log
+            .lifecycle
+            .iter()
+            .find(|e| matches!(e.kind, LifecycleKind::ReconnectAttempt { .. }))
+            .map(|e| e.t_ms)
+            .unwrap_or_default();
+        let created = d.new_peer_connections[0].t_ms;
+        assert!((created - attempt).abs() < 1000.0, "new PC at {created}, attempt at {attempt}");
+        let to: Vec<&str> = log
+            .lifecycle
+            .iter()
+            .filter_map(|e| match &e.kind {
+                LifecycleKind::State { to, .. } => Some(to.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            to,
+            [
+                "connecting",
+                "connected",
+                "signalReconnecting",
+                "reconnecting",
+                "connected",
+                "disconnected"
+            ]
+        );
+    }
+}

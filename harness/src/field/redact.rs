@@ -26,10 +26,7 @@ fn rule(pattern: &str, with: &'static str) -> Rule {
 static RULES: LazyLock<Vec<Rule>> = LazyLock::new(|| {
     vec![
         // Whole SDP bodies (with real or JSON-escaped line ends).
-        rule(
-            r"v=0(?:\r\n|\n|\\r\\n)(?:[a-z]=[^\r\n\\]*(?:\r\n|\n|\\r\\n)?)*",
-            "<sdp>",
-        ),
+        rule(r"v=0(?:\r\n|\n|\\r\\n)(?:[a-z]=[^\r\n\\]*(?:\r\n|\n|\\r\\n)?)*", "<sdp>"),
         // SDP candidate lines and ICE candidate strings (they carry addresses and ports).
         rule(r"a=candidate:[^\r\n]*", "a=<candidate>"),
         rule(r"candidate:[0-9A-Za-z+/]+ \d+ (?i:udp|tcp)[^\r\n\x22,}]*", "<candidate>"),
