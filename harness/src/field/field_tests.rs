@@ -427,6 +427,11 @@ fn errors_are_typed() {
     assert!(matches!(parse(b"{\"a\":"), Err(FieldError::BadJson { .. })));
     assert!(matches!(parse(b"{}"), Err(FieldError::Missing { .. })));
     assert!(matches!(parse(b"nothing here"), Err(FieldError::Unrecognised { .. })));
+    // Chromium 156's other download (seen here): named, not misread as a log.
+    let rtcstats =
+        "RTCStatsDump\n{\"fileFormat\":3}\n[\"create\",\"8-1\",{},\"about:blank\",149.6]\n";
+    let e = error(rtcstats);
+    assert!(e.contains("rtcstats dump") && e.contains("webrtc-internals dump"), "{e}");
 }
 
 /// Real dumps and driver logs from this machine (fixtures/field/README.md says how they

@@ -263,6 +263,14 @@ pub fn parse(bytes: &[u8]) -> Result<Timeline, FieldError> {
     if start.is_empty() {
         return Err(FieldError::Unrecognised { why: "the file is empty".into() });
     }
+    if start.starts_with("RTCStatsDump") {
+        return Err(FieldError::Unrecognised {
+            why: "this is Chrome's rtcstats dump (\"Download the rtcstats dump\", \
+                  line-delimited), which faultline does not read yet: save \"Download the \
+                  webrtc-internals dump\" instead"
+                .into(),
+        });
+    }
     if start.starts_with('{') {
         webrtc_internals::parse(start)
     } else {
