@@ -4,6 +4,7 @@
 //! cargo run -p faultline --example field -- FILE                 # the timeline's findings, JSON
 //! cargo run -p faultline --example field -- redact DUMP OUT [--trim]
 //! cargo run -p faultline --example field -- redact-log LOG OUT
+//! cargo run -p faultline --example field -- draft DUMP [LOG]     # a scenario draft, TOML
 //! ```
 //!
 //! `redact` writes a chrome://webrtc-internals dump with no addresses, SDP, credentials or
@@ -49,6 +50,16 @@ fn run(args: &[String]) -> anyhow::Result<()> {
             std::fs::write(output, out)?;
             Ok(())
         }
+        [cmd, dump, rest @ ..] if cmd == "draft" && rest.len() <= 1 => {
+            let timeline = field::read(std::path::Path::new(dump))?;
+            let log = match rest.first() {
+                Some(log) => Some(field::read(std::path::Path::new(log))?),
+                None => None,
+            };
+            let derived = field::derive::derive(&timeline);
+            print!("{}", field::draft::draft("imported", &timeline, &derived, log.as_ref()));
+            Ok(())
+        }
         [input] => {
             let timeline = field::read(std::path::Path::new(input))?;
             let derived = field::derive::derive(&timeline);
@@ -65,7 +76,7 @@ fn run(args: &[String]) -> anyhow::Result<()> {
             Ok(())
         }
         _ => anyhow::bail!(
-            "usage: field FILE | field redact DUMP OUT [--trim] | field redact-log LOG OUT"
+            "usage: field FILE | field redact DUMP OUT [--trim] | field redact-log LOG OUT | field draft DUMP [LOG]"
         ),
     }
 }

@@ -436,15 +436,20 @@ fn errors_are_typed() {
 
 /// Real dumps and driver logs from this machine (fixtures/field/README.md says how they
 /// were made): the findings match what the scenarios did.
-mod real {
-    use super::*;
-
-    const WIFI_DUMP: &str =
+mod real_fixtures {
+    pub(super) const WIFI_DUMP: &str =
         include_str!("../../../fixtures/field/wifi-drop.js.webrtc-internals.json");
-    const WIFI_LOG: &str = include_str!("../../../fixtures/field/wifi-drop.js.driver.log");
-    const SFU_DUMP: &str =
+    pub(super) const WIFI_LOG: &str =
+        include_str!("../../../fixtures/field/wifi-drop.js.driver.log");
+    pub(super) const SFU_DUMP: &str =
         include_str!("../../../fixtures/field/sfu-restart-video.js.webrtc-internals.json");
-    const SFU_LOG: &str = include_str!("../../../fixtures/field/sfu-restart-video.js.driver.log");
+    pub(super) const SFU_LOG: &str =
+        include_str!("../../../fixtures/field/sfu-restart-video.js.driver.log");
+}
+
+mod real {
+    use super::real_fixtures::*;
+    use super::*;
 
     #[test]
     fn the_fixtures_are_redacted() {
@@ -512,5 +517,51 @@ mod real {
                 "disconnected"
             ]
         );
+    }
+}
+
+/// The minimal draft: a scenario file the harness accepts, from the real fixtures.
+mod drafts {
+    use super::real_fixtures::*;
+    use super::*;
+    use crate::field::draft::draft;
+    use crate::scenario::Scenario;
+
+    fn scenario(text: &str) -> Scenario {
+        match Scenario::parse(text, std::path::Path::new("imported.toml")) {
+            Ok(s) => s,
+            Err(e) => panic!("the draft is not a scenario: {e}\n{text}"),
+        }
+    }
+
+    fn field(text: &str, key: &str) -> Vec<f64> {
+        text.lines()
+            .filter_map(|l| l.strip_prefix(&format!("{key} = \"")))
+            .filter_map(|v| v.trim_end_matches("s\"").parse().ok())
+            .collect()
+    }
+
+    #[test]
+    fn wifi_drop_drafts_a_3_s_partition_and_no_reconnect() {
+        let dump = read(WIFI_DUMP);
+        let text = draft("wifi drop", &dump, &derive(&dump), Some(&read(WIFI_LOG)));
+        scenario(&text);
+        assert!(is_clean(&text), "{text}");
+        let lengths = field(&text, "for");
+        assert!(lengths.len() == 1 && (2.5..=3.5).contains(&lengths[0]), "{text}");
+        assert!(text.contains("type = \"no-reconnect\""), "{text}");
+        assert!(text.contains("# evidence: PeerConnections[\"8-1\"] selected candidate pair"));
+    }
+
+    #[test]
+    fn sfu_restart_drafts_an_outage_to_the_new_pc_and_a_reconnect() {
+        let dump = read(SFU_DUMP);
+        let text = draft("sfu-restart", &dump, &derive(&dump), Some(&read(SFU_LOG)));
+        scenario(&text);
+        assert!(is_clean(&text), "{text}");
+        assert!(text.contains("ends at a new peer connection's first bytes"), "{text}");
+        assert!(text.contains("type = \"reconnected\""), "{text}");
+        let without_log = draft("sfu-restart", &dump, &derive(&dump), None);
+        scenario(&without_log);
     }
 }

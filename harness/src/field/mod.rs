@@ -15,6 +15,7 @@
 //! Only differences between times are meaningful to the importer.
 
 pub mod derive;
+pub mod draft;
 pub mod logs;
 pub mod redact;
 pub mod webrtc_internals;
