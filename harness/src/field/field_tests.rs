@@ -445,6 +445,8 @@ mod real_fixtures {
         include_str!("../../../fixtures/field/sfu-restart-video.js.webrtc-internals.json");
     pub(super) const SFU_LOG: &str =
         include_str!("../../../fixtures/field/sfu-restart-video.js.driver.log");
+    pub(super) const SFU_RUST_LOG: &str =
+        include_str!("../../../fixtures/field/sfu-restart-video.upstream-rust.driver.log");
 }
 
 mod real {
@@ -453,9 +455,32 @@ mod real {
 
     #[test]
     fn the_fixtures_are_redacted() {
-        for text in [WIFI_DUMP, WIFI_LOG, SFU_DUMP, SFU_LOG] {
+        for text in [WIFI_DUMP, WIFI_LOG, SFU_DUMP, SFU_LOG, SFU_RUST_LOG] {
             assert!(is_clean(text));
         }
+    }
+
+    #[test]
+    fn the_upstream_sdk_resumes_once_then_restarts_until_it_recovers() {
+        let log = read(SFU_RUST_LOG);
+        assert_eq!(log.source, Source::RustSdkLog);
+        let kinds: Vec<&LifecycleKind> = log.lifecycle.iter().map(|e| &e.kind).collect();
+        assert!(
+            matches!(kinds[0], LifecycleKind::SessionClosed { reason } if reason.contains("stream closed"))
+        );
+        assert_eq!(kinds[1], &LifecycleKind::Resume { attempt: 1 });
+        let restarts: Vec<u32> = kinds
+            .iter()
+            .filter_map(|k| match k {
+                LifecycleKind::FullReconnect { attempt } => Some(*attempt),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(restarts, [2, 3, 4, 5, 6], "one resume, then sticky full reconnects");
+        assert_eq!(
+            kinds[kinds.len() - 2..],
+            [&LifecycleKind::Recovered, &LifecycleKind::Disconnected]
+        );
     }
 
     #[test]
