@@ -5,6 +5,7 @@ pub mod cluster;
 pub mod conform;
 mod container;
 pub mod event_log;
+pub mod field;
 pub mod flow;
 mod http;
 pub mod judge;

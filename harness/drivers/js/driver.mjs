@@ -9,6 +9,13 @@
 // relays commands to the page and writes the page's events and replies, in the page's order,
 // as protocol lines. stderr is the log; the token is never written to it.
 // Exit status: 0 after stdin ends, 3 when Chromium is missing, 1 on any other fatal error.
+//
+// FAULTLINE_JS_WEBRTC_DUMP=<path> also opens chrome://webrtc-internals (with
+// ?keepRemovedConnections, so a full reconnect's closed peer connections stay in it) in a
+// second page of the same browser before the room connects, and at shutdown saves that page's
+// own "Download the webrtc-internals dump" (Chrome gzips it; it is written here as plain JSON)
+// to <path>; `{pid}` in the path is replaced by this driver's process id, for rooms with
+// several js participants. The dump holds IP addresses and SDP, as a field dump does.
 
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -16,6 +23,7 @@ import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
+import zlib from 'node:zlib';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 
@@ -217,6 +225,7 @@ function flush() {
 // ---------------------------------------------------------------- commands
 
 let page = null;
+let internals = null; // chrome://webrtc-internals, when FAULTLINE_JS_WEBRTC_DUMP asks for it
 let browser = null;
 let server = null;
 let shuttingDown = false;
@@ -228,7 +237,7 @@ function reply(id, fields) {
 }
 
 /** Runs one page function and writes its (numbered) reply in order. */
-async function callPage(id, what, fn, args) {
+async function callPage(id, what, fn, args, after = null) {
   let result;
   try {
     result = await page.evaluate(fn, args);
@@ -236,6 +245,7 @@ async function callPage(id, what, fn, args) {
     reply(id, { ok: false, error: `${what}: the page failed: ${redact(e.message || e)}` });
     return;
   }
+  if (after) await after();
   deliver(result.seq, { type: 'reply', id, ...result.reply });
 }
 
@@ -289,7 +299,10 @@ async function handle(cmd) {
       return;
     case 'close':
       log('close');
-      await callPage(id, 'close', () => window.faultline.close(), null);
+      // The webrtc-internals dump is taken once the room is closed, before the reply: the
+      // harness kills the driver 5 s after it ends stdin, too soon for a large dump.
+      await callPage(id, 'close', () => window.faultline.close(), null,
+        internals ? () => saveWebrtcDump(10_000) : null);
       return;
     default:
       reply(id, { ok: false, unsupported: true, error: `unknown op ${JSON.stringify(op)}` });
@@ -347,12 +360,68 @@ async function shutdown(status, why) {
       }
       held.clear();
     }
+    if (internals && !webrtcDumpSaved) await saveWebrtcDump(2_000);
     if (browser) await withTimeout(browser.close().catch(() => {}), 1_500);
   } catch (e) {
     log('error while shutting down:', e);
   }
   if (server) server.close();
   process.exit(status);
+}
+
+const webrtcDumpPath = process.env.FAULTLINE_JS_WEBRTC_DUMP
+  ? path.resolve(process.env.FAULTLINE_JS_WEBRTC_DUMP.split('{pid}').join(String(process.pid)))
+  : null;
+
+/** Opens chrome://webrtc-internals in its own page of `context`; on failure, logs why. */
+async function openWebrtcInternals(context) {
+  try {
+    const p = await context.newPage();
+    await p.goto('chrome://webrtc-internals/?keepRemovedConnections', {
+      waitUntil: 'load',
+      timeout: 10_000,
+    });
+    await p.waitForSelector('#dump-click-target', { state: 'attached', timeout: 5_000 });
+    log('chrome://webrtc-internals open for the dump');
+    return p;
+  } catch (e) {
+    log(`cannot open chrome://webrtc-internals (no dump will be written): ${e.message || e}`);
+    return null;
+  }
+}
+
+let webrtcDumpSaved = false;
+
+/**
+ * Saves the webrtc-internals page's own dump (its download) to webrtcDumpPath, unzipped,
+ * waiting at most `ms` for the page to produce it.
+ */
+async function saveWebrtcDump(ms) {
+  if (webrtcDumpSaved) return;
+  webrtcDumpSaved = true;
+  const started = Date.now();
+  try {
+    // The button sits in a collapsed <details>; open it so that the click lands.
+    await internals.evaluate(() => {
+      const details = document.querySelector('#dump-click-target')?.closest('details');
+      if (details) details.open = true;
+    });
+    const [download] = await Promise.all([
+      internals.waitForEvent('download', { timeout: ms }),
+      internals.click('#dump-click-target', { timeout: ms }),
+    ]);
+    const file = await download.path();
+    let body = fs.readFileSync(file);
+    if (body[0] === 0x1f && body[1] === 0x8b) body = zlib.gunzipSync(body);
+    const temp = `${webrtcDumpPath}.${process.pid}.tmp`;
+    fs.writeFileSync(temp, body);
+    fs.renameSync(temp, webrtcDumpPath);
+    log(`webrtc-internals dump (${download.suggestedFilename()}, ${body.length} bytes) ` +
+      `written to ${webrtcDumpPath} in ${Date.now() - started} ms`);
+  } catch (e) {
+    log(`could not save the webrtc-internals dump after ${Date.now() - started} ms: ` +
+      `${e.message || e}`);
+  }
 }
 
 function launchChromium(executablePath) {
@@ -403,7 +472,11 @@ async function main() {
       shutdown(1, 'Chromium exited');
     }
   });
-  const context = await browser.newContext({ permissions: ['camera', 'microphone'] });
+  const context = await browser.newContext({
+    permissions: ['camera', 'microphone'],
+    acceptDownloads: webrtcDumpPath !== null,
+  });
+  if (webrtcDumpPath) internals = await openWebrtcInternals(context);
   page = await context.newPage();
   page.on('console', (msg) => log(`[page ${msg.type()}] ${msg.text()}`));
   page.on('pageerror', (err) => log('[page error]', err));
