@@ -14,8 +14,9 @@
 // ?keepRemovedConnections, so a full reconnect's closed peer connections stay in it) in a
 // second page of the same browser before the room connects, and at shutdown saves that page's
 // own "Download the webrtc-internals dump" (Chrome gzips it; it is written here as plain JSON)
-// to <path>; `{pid}` in the path is replaced by this driver's process id, for rooms with
-// several js participants. The dump holds IP addresses and SDP, as a field dump does.
+// to <path>; in the path `{identity}` is replaced by the participant's identity (the token's
+// `sub`) and `{pid}` by this driver's process id, for rooms with several js participants. The
+// dump holds IP addresses and SDP, as a field dump does.
 
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -258,6 +259,7 @@ async function handle(cmd) {
         return;
       }
       if (cmd.token) secrets.add(cmd.token);
+      identity = tokenIdentity(cmd.token) ?? identity;
       log(`connect ${cmd.url} (options ${JSON.stringify(cmd.options ?? {})})`);
       roomStarted = true;
       await callPage(id, 'connect', ([url, token, options, timeout]) =>
@@ -369,9 +371,25 @@ async function shutdown(status, why) {
   process.exit(status);
 }
 
-const webrtcDumpPath = process.env.FAULTLINE_JS_WEBRTC_DUMP
-  ? path.resolve(process.env.FAULTLINE_JS_WEBRTC_DUMP.split('{pid}').join(String(process.pid)))
-  : null;
+const webrtcDumpTemplate = process.env.FAULTLINE_JS_WEBRTC_DUMP || null;
+let identity = 'unknown';
+
+/** The identity (`sub`) an access token names, or null; the token itself is never logged. */
+function tokenIdentity(token) {
+  try {
+    const claims = JSON.parse(Buffer.from(token.split('.')[1], 'base64url').toString('utf8'));
+    if (typeof claims.sub === 'string' && /^[\w.@-]+$/.test(claims.sub)) return claims.sub;
+  } catch {
+    // not a JWT: keep the default
+  }
+  return null;
+}
+
+/** Where the dump goes: the template with `{identity}` and `{pid}` filled in. */
+function webrtcDumpPath() {
+  return path.resolve(webrtcDumpTemplate.split('{identity}').join(identity)
+    .split('{pid}').join(String(process.pid)));
+}
 
 /** Opens chrome://webrtc-internals in its own page of `context`; on failure, logs why. */
 async function openWebrtcInternals(context) {
@@ -413,11 +431,12 @@ async function saveWebrtcDump(ms) {
     const file = await download.path();
     let body = fs.readFileSync(file);
     if (body[0] === 0x1f && body[1] === 0x8b) body = zlib.gunzipSync(body);
-    const temp = `${webrtcDumpPath}.${process.pid}.tmp`;
+    const target = webrtcDumpPath();
+    const temp = `${target}.${process.pid}.tmp`;
     fs.writeFileSync(temp, body);
-    fs.renameSync(temp, webrtcDumpPath);
+    fs.renameSync(temp, target);
     log(`webrtc-internals dump (${download.suggestedFilename()}, ${body.length} bytes) ` +
-      `written to ${webrtcDumpPath} in ${Date.now() - started} ms`);
+      `written to ${target} in ${Date.now() - started} ms`);
   } catch (e) {
     log(`could not save the webrtc-internals dump after ${Date.now() - started} ms: ` +
       `${e.message || e}`);
@@ -474,9 +493,9 @@ async function main() {
   });
   const context = await browser.newContext({
     permissions: ['camera', 'microphone'],
-    acceptDownloads: webrtcDumpPath !== null,
+    acceptDownloads: webrtcDumpTemplate !== null,
   });
-  if (webrtcDumpPath) internals = await openWebrtcInternals(context);
+  if (webrtcDumpTemplate) internals = await openWebrtcInternals(context);
   page = await context.newPage();
   page.on('console', (msg) => log(`[page ${msg.type()}] ${msg.text()}`));
   page.on('pageerror', (err) => log('[page error]', err));
