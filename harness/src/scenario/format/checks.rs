@@ -39,6 +39,9 @@ impl Scenario {
                 ))
             }
         };
+        if let Some(field) = &self.field {
+            known(&field.participant).map_err(|m| (0..0, format!("[field] participant: {m}")))?;
+        }
         for (index, step) in self.faults.iter().enumerate() {
             let table = fault_spans.get(index).cloned().unwrap_or(0..0);
             match (&step.target, step.fault.needs_target()) {

@@ -49,6 +49,7 @@ mod checks;
 mod durations;
 mod expectations;
 mod faults;
+mod field;
 mod media;
 mod participants;
 
@@ -64,6 +65,7 @@ pub(crate) use durations::duration;
 pub use durations::parse_duration;
 pub use expectations::{Expectation, FinalState};
 pub use faults::{Direction, Fault, FaultStep, ProxyMode, SimulateKind, Stream, ToxicKind};
+pub use field::{FieldMoment, FieldOutage, FieldSpec};
 pub use media::{BurstLoss, MediaFault};
 pub use participants::{
     ClusterSpec, Firewall, NodeRef, ParticipantSpec, PolicySpec, PublishSpec, ServerSpec, MAX_NODES,
@@ -102,6 +104,9 @@ pub struct Scenario {
     /// What must be true of the run.
     #[serde(rename = "expect", default)]
     pub expectations: Vec<Spanned<Expectation>>,
+    /// What the field evidence of an imported scenario showed (`faultline import`).
+    #[serde(default)]
+    pub field: Option<FieldSpec>,
 }
 
 /// The spans of the `[[fault]]` tables (every other field is ignored here).
