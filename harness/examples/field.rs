@@ -1,10 +1,9 @@
-//! Tries the field importer's groundwork on a file, until `faultline import` exists:
+//! Makes and inspects field fixtures (`faultline import` writes the scenarios):
 //!
 //! ```text
 //! cargo run -p faultline --example field -- FILE                 # the timeline's findings, JSON
 //! cargo run -p faultline --example field -- redact DUMP OUT [--trim]
 //! cargo run -p faultline --example field -- redact-log LOG OUT
-//! cargo run -p faultline --example field -- draft DUMP [LOG]     # a scenario draft, TOML
 //! ```
 //!
 //! `redact` writes a chrome://webrtc-internals dump with no addresses, SDP, credentials or
@@ -50,16 +49,6 @@ fn run(args: &[String]) -> anyhow::Result<()> {
             std::fs::write(output, out)?;
             Ok(())
         }
-        [cmd, dump, rest @ ..] if cmd == "draft" && rest.len() <= 1 => {
-            let timeline = field::read(std::path::Path::new(dump))?;
-            let log = match rest.first() {
-                Some(log) => Some(field::read(std::path::Path::new(log))?),
-                None => None,
-            };
-            let derived = field::derive::derive(&timeline);
-            print!("{}", field::draft::draft("imported", &timeline, &derived, log.as_ref()));
-            Ok(())
-        }
         [input] => {
             let timeline = field::read(std::path::Path::new(input))?;
             let derived = field::derive::derive(&timeline);
@@ -76,7 +65,7 @@ fn run(args: &[String]) -> anyhow::Result<()> {
             Ok(())
         }
         _ => anyhow::bail!(
-            "usage: field FILE | field redact DUMP OUT [--trim] | field redact-log LOG OUT | field draft DUMP [LOG]"
+            "usage: field FILE | field redact DUMP OUT [--trim] | field redact-log LOG OUT"
         ),
     }
 }

@@ -10,6 +10,7 @@ mod bench;
 mod conform;
 mod doctor;
 mod explore;
+mod import;
 mod matrix;
 mod replay;
 mod run;
@@ -42,6 +43,8 @@ enum Command {
     Explore(explore::Args),
     /// Re-run one simulation case (a file `explore` wrote) and print its trace and verdict.
     Replay(replay::Args),
+    /// Write a scenario from field evidence: a webrtc-internals dump and/or an SDK log.
+    Import(import::Args),
 }
 
 /// Parses the command line, runs the subcommand and maps errors to exit status 1.
@@ -71,6 +74,7 @@ pub fn main() -> ExitCode {
             Command::Conform(args) => conform::run(args).await,
             Command::Explore(args) => explore::run(args).await,
             Command::Replay(args) => replay::run(args).await,
+            Command::Import(args) => import::run(args).await,
         }
     });
     match result {

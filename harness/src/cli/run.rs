@@ -74,6 +74,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         LaneArg::Sim => Lane::Sim,
     };
     eprintln!("faultline run: {} — {}", scenario.name, scenario.description.trim());
+    let field = scenario.field.clone();
     if let Some(n) = args.seeds {
         if !matches!(lane, Lane::Sim) {
             return Ok(could_not_run(
@@ -130,6 +131,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 )))
             }
         }
+    }
+    if let Some(field) = &field {
+        print!("{}", faultline::field::report::beside(field, &record));
     }
     for (name, path) in &record.logs {
         eprintln!("{name} log: {}", path.display());

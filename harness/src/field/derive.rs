@@ -9,8 +9,11 @@ use serde::Serialize;
 
 use super::{PeerConnection, Sample, StateChange, Timeline};
 
-/// The shortest flat stretch of `bytesReceived` counted as an outage.
-pub const MIN_OUTAGE_MS: f64 = 1_000.0;
+/// The shortest flat stretch of `bytesReceived` counted as an outage: two samples a second
+/// apart holding the same value, with a tenth of a second for Chrome's timer (it samples
+/// every 1.0 s give or take a few milliseconds), so that a 2 s dead spot is not lost to a
+/// sample landing 999 ms after the one before.
+pub const MIN_OUTAGE_MS: f64 = 900.0;
 
 /// A peer connection created this long after the first one is a new one (LiveKit creates
 /// its publisher and subscriber together at a join).
@@ -27,6 +30,11 @@ pub struct Outage {
     /// When they came back (halfway between the last flat sample and the next), or `None`
     /// when the series ends flat without the peer connection being closed.
     pub end_ms: Option<f64>,
+    /// How far the true start can be from `start_ms`: half the time between the samples
+    /// around it (0.5 s when Chrome sampled every second; more where it skipped samples).
+    pub start_uncertainty_ms: f64,
+    /// The same for `end_ms`.
+    pub end_uncertainty_ms: f64,
     /// The stat, the value's samples and times it was read from.
     pub evidence: String,
 }
@@ -165,10 +173,16 @@ pub fn outages(pc: &PeerConnection, origin: f64) -> Vec<Outage> {
             // A series that ends flat because the connection was closed is not an outage.
             let closed_soon = pc.closed_ms.is_some_and(|c| c - samples[i].t_ms < MIN_OUTAGE_MS);
             if end.is_some() || !closed_soon {
+                let start_uncertainty_ms =
+                    if i > 0 { (samples[i].t_ms - samples[i - 1].t_ms) / 2.0 } else { 0.0 };
+                let end_uncertainty_ms =
+                    samples.get(j + 1).map_or(0.0, |next| (next.t_ms - samples[j].t_ms) / 2.0);
                 out.push(Outage {
                     pc: pc.id.clone(),
                     start_ms: start,
                     end_ms: end,
+                    start_uncertainty_ms,
+                    end_uncertainty_ms,
                     evidence: format!(
                         "PeerConnections[{:?}] selected candidate pair bytesReceived flat at {} \
                          from {} to {} ({} samples){}",

@@ -60,6 +60,7 @@ static PHRASES: LazyLock<Vec<Phrase>> = LazyLock::new(|| {
             reason: short(&redact(c.get(1).map_or("", |m| m.as_str()).trim())),
         }),
         phrase(Sdk::Rust, r"Publisher pc state failed", |_| K::PeerConnectionFailed),
+        phrase(Sdk::Rust, r"Disconnected from room .*reason: ClientInitiated", |_| K::Closed),
         phrase(Sdk::Rust, r"Disconnected from room", |_| K::Disconnected),
         // livekit-client 2.2x.
         phrase(Sdk::Js, r"resuming signal connection, attempt (\d+)", |c| K::Resume {
@@ -86,6 +87,7 @@ static PHRASES: LazyLock<Vec<Phrase>> = LazyLock::new(|| {
             K::SessionClosed { reason: "leave request while reconnecting".into() }
         }),
         phrase(Sdk::Js, r"triggering ICE restart", |_| K::IceRestart),
+        phrase(Sdk::Js, r"\bdisconnect from room\b", |_| K::Closed),
         phrase(Sdk::Js, r"peerconnection failed", |_| K::PeerConnectionFailed),
         phrase(Sdk::Js, r"websocket (?:connection )?closed", |_| K::SignalClosed),
     ]

@@ -15,9 +15,10 @@
 //! Only differences between times are meaningful to the importer.
 
 pub mod derive;
-pub mod draft;
+pub mod import;
 pub mod logs;
 pub mod redact;
+pub mod report;
 pub mod webrtc_internals;
 
 #[cfg(test)]
@@ -157,6 +158,9 @@ pub enum LifecycleKind {
     PeerConnectionFailed,
     /// The client left the room for good (rust-sdks' `Disconnected from room`).
     Disconnected,
+    /// The client closed the room itself (livekit-client's `disconnect from room`, rust-sdks'
+    /// `Disconnected from room … ClientInitiated`): the end of its session, not a failure.
+    Closed,
     /// The room's connection state changed (`connection state changed: A -> B`).
     State {
         /// The state before.
