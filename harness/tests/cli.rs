@@ -2,7 +2,8 @@
 //! status: doctor and server when no source works, and `faultline run`'s cannot-run cases (a
 //! malformed or missing scenario file, no livekit-server to be had, an SDK that cannot run here
 //! or cannot take what the scenario asks, no Redis for a cluster), which exit with status 2 before anything is
-//! started; and `--seeds`, which reports a scenario's pass rate over many simulation seeds.
+//! started; `--seeds`, which reports a scenario's pass rate over many simulation seeds; and
+//! `faultline import`, which writes a scenario from field evidence or names what is wrong with it.
 
 use std::process::Command;
 
@@ -242,5 +243,51 @@ fn shards_of_an_exploration_run_its_cases_once_and_merge_into_it() -> Result<()>
         faultline(&["explore", "merge", &path("a.json"), &path("whole.json")], dir.path())?;
     assert_eq!(code, Some(2), "{text}");
     assert!(text.contains("is from another exploration"), "{text}");
+    Ok(())
+}
+
+#[test]
+fn import_writes_a_runnable_scenario_and_names_what_is_wrong_with_bad_evidence() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/field");
+    let dump = fixtures.join("wifi-drop.js.webrtc-internals.json");
+    let log = fixtures.join("wifi-drop.js.driver.log");
+    let out = dir.path().join("imported.toml");
+    let (code, text) = faultline(
+        &[
+            "import",
+            &dump.to_string_lossy(),
+            &log.to_string_lossy(),
+            "--out",
+            &out.to_string_lossy(),
+        ],
+        dir.path(),
+    )?;
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("1 outage(s)") && text.contains("faultline run"), "{text}");
+    let written = std::fs::read_to_string(&out)?;
+    assert!(written.contains("type = \"partition\"") && written.contains("[field]"), "{written}");
+
+    // Bad evidence: a truncated dump, an empty file, a missing one, two dumps at once.
+    let truncated = dir.path().join("truncated.json");
+    std::fs::write(&truncated, "{\"PeerConnections\": {\"8-1\": {\"stats\": ")?;
+    let empty = dir.path().join("empty.log");
+    std::fs::write(&empty, "")?;
+    let cases: [(Vec<String>, &str); 4] = [
+        (vec![truncated.to_string_lossy().into()], "not valid JSON (truncated?)"),
+        (vec![empty.to_string_lossy().into()], "the file is empty"),
+        (vec!["/nonexistent/dump.json".into()], "cannot read /nonexistent/dump.json"),
+        (
+            vec![dump.to_string_lossy().into(), dump.to_string_lossy().into()],
+            "one client's evidence at a time",
+        ),
+    ];
+    for (files, says) in cases {
+        let mut args = vec!["import"];
+        args.extend(files.iter().map(String::as_str));
+        let (code, text) = faultline(&args, dir.path())?;
+        assert_eq!(code, Some(1), "{args:?}: {text}");
+        assert!(text.contains(says), "{args:?} should say {says:?}: {text}");
+    }
     Ok(())
 }

@@ -454,10 +454,18 @@ mod real {
     use super::*;
 
     #[test]
-    fn the_fixtures_are_redacted() {
-        for text in [WIFI_DUMP, WIFI_LOG, SFU_DUMP, SFU_LOG, SFU_RUST_LOG] {
-            assert!(is_clean(text));
+    fn every_fixture_is_redacted() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/field");
+        let mut checked = 0;
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".json") || name.ends_with(".log") {
+                let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+                assert!(is_clean(&text), "{name} holds an address, SDP or a token");
+                checked += 1;
+            }
         }
+        assert!(checked >= 9, "only {checked} fixtures in {}", dir.display());
     }
 
     #[test]

@@ -707,7 +707,7 @@ impl Imported {
             out,
             "\n# What the field evidence showed, for the report to set beside the run."
         );
-        let _ = writeln!(out, "[field]\nparticipant = {FIELD:?}");
+        let _ = writeln!(out, "[field]\nparticipant = {FIELD:?}\nlog = {}", self.has_log);
         let outages: Vec<String> = self
             .outages
             .iter()

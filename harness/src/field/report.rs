@@ -84,11 +84,106 @@ pub fn beside(field: &FieldSpec, record: &RunRecord) -> String {
     let _ = writeln!(out, "field evidence beside this run ({who}; seconds on the fault timeline):");
     let _ = writeln!(out, "  outages    field: {}", outages(&field_outages));
     let _ = writeln!(out, "             run:   {}", outages(&reproduced_outages(record, who)));
-    if field.lifecycle.is_empty() {
+    if !field.log {
         let _ = writeln!(out, "  lifecycle  field: unknown (no log was imported)");
     } else {
         let _ = writeln!(out, "  lifecycle  field: {}", moments(&field_moments));
     }
     let _ = writeln!(out, "             run:   {}", moments(&run_moments));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use faultline_sdk::{ConnectionState, RoomOptions, TrackSource};
+
+    use super::*;
+    use crate::client::{ClientEvent, MediaCount};
+    use crate::record::{EventRecord, ParticipantRecord};
+    use crate::scenario::format::{FieldMoment, FieldOutage, Lane};
+
+    /// `field` receives the peer's camera every 100 ms from 0 to 10 s but from 2.0 to 4.5 s,
+    /// and goes Reconnecting at 2.5 s, Reconnected at 4.4 s.
+    fn record() -> RunRecord {
+        let mut events = Vec::new();
+        let mut frames = 0;
+        for tenth in 0..100u64 {
+            let at = Duration::from_millis(tenth * 100);
+            if !(20..45).contains(&tenth) {
+                frames += 3;
+            }
+            let count = MediaCount {
+                from: "peer".into(),
+                source: TrackSource::Camera,
+                sid: "TR_1".into(),
+                frames,
+                decoded: None,
+            };
+            events.push(EventRecord {
+                participant: "field".into(),
+                at,
+                event: ClientEvent::Media { tracks: vec![count] },
+            });
+        }
+        for (ms, event) in [(2_500, ClientEvent::Reconnecting), (4_400, ClientEvent::Reconnected)] {
+            events.push(EventRecord {
+                participant: "field".into(),
+                at: Duration::from_millis(ms),
+                event,
+            });
+        }
+        events.sort_by_key(|e| e.at);
+        RunRecord {
+            participants: vec![ParticipantRecord::faultline("field", &RoomOptions::default())],
+            events,
+            final_states: vec![("field".into(), ConnectionState::Connected)],
+            scenario: "imported".into(),
+            description: String::new(),
+            file: "imported.toml".into(),
+            lane: Lane::Real,
+            seed: 1,
+            room: "r".into(),
+            timeline_zero: Duration::from_secs(1),
+            ended: Duration::from_secs(10),
+            faults: Vec::new(),
+            verdicts: Vec::new(),
+            logs: Vec::new(),
+            cluster: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_runs_outages_and_lifecycle_stand_beside_the_fields() {
+        let r = record();
+        let outages = reproduced_outages(&r, "field");
+        assert_eq!(outages.len(), 1, "{outages:?}");
+        let (at, lasted) = outages[0];
+        assert!((at - 0.9).abs() < 0.01 && (lasted - 2.6).abs() < 0.01, "{outages:?}");
+        let lifecycle: Vec<(i64, &str)> = reproduced_lifecycle(&r, "field")
+            .into_iter()
+            .map(|(at, s)| ((at * 10.0).round() as i64, s))
+            .collect();
+        assert_eq!(lifecycle, [(15, "Reconnecting"), (34, "Reconnected")]);
+        let field = FieldSpec {
+            participant: "field".into(),
+            outages: vec![FieldOutage {
+                at: Duration::from_secs(1),
+                lasted: Duration::from_secs(2),
+            }],
+            log: true,
+            lifecycle: vec![FieldMoment {
+                at: Duration::from_secs(2),
+                state: "Reconnecting".into(),
+            }],
+        };
+        let text = beside(&field, &r);
+        assert!(text.contains("field: 1.0 s for 2.0 s"), "{text}");
+        assert!(text.contains("run:   0.9 s for 2.6 s"), "{text}");
+        assert!(text.contains("field: Reconnecting 2.0 s"), "{text}");
+        assert!(text.contains("run:   Reconnecting 1.5 s, Reconnected 3.4 s"), "{text}");
+        let unknown = beside(&FieldSpec { log: false, lifecycle: Vec::new(), ..field }, &r);
+        assert!(unknown.contains("unknown (no log was imported)"), "{unknown}");
+    }
 }

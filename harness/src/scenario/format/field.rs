@@ -17,7 +17,11 @@ pub struct FieldSpec {
     /// The outages the evidence showed, on the fault timeline.
     #[serde(default)]
     pub outages: Vec<FieldOutage>,
-    /// The field client's lifecycle, as its log showed it (empty without a log).
+    /// Whether the client's log was among the evidence (without it the lifecycle is unknown,
+    /// not empty).
+    #[serde(default)]
+    pub log: bool,
+    /// The field client's lifecycle, as its log showed it.
     #[serde(default)]
     pub lifecycle: Vec<FieldMoment>,
 }
