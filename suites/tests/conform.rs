@@ -1,6 +1,7 @@
 //! The simulation agrees with the real livekit-server: every library scenario that lists both
-//! lanes is run on each (the real lane watched until the room is quiet) and what each client
-//! saw — lifecycle, the others' joins and leaves, which session it ended on, final state,
+//! lanes is run on each (the real lane watched until the room is quiet), must pass on the real
+//! lane (this is its real-lane run; `scenarios.rs` sweeps its seeds in the simulation), and
+//! what each client saw — lifecycle, the others' joins and leaves, which session it ended on, final state,
 //! each track's events (published, subscribed, unsubscribed, unpublished, by sid ordinal),
 //! every verdict (media's among them) — must be the same (`faultline conform` over the library).
 //!
@@ -45,6 +46,13 @@ async fn a_dual_lane_library_scenario_sees_the_same_on_both_lanes(
     let scenario = Scenario::load(&path)?;
     ensure!(lists_both_lanes(&scenario), "{file} no longer lists both lanes: drop its case");
     let comparison = compare(&scenario, &path, 1).await?;
+    // The real lane's run is this file's run on the real server (scenarios.rs leaves it to
+    // this test): its verdicts must pass, as well as agree with the simulation's.
+    ensure!(
+        comparison.real.passed(),
+        "{file} fails on the real lane:\n{}",
+        comparison.real.summary()
+    );
     match comparison.difference {
         Some(difference) => Err(anyhow::anyhow!("the lanes differ on {file}: {difference}")),
         None => Ok(()),
