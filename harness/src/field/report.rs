@@ -70,7 +70,7 @@ pub fn beside(field: &FieldSpec, record: &RunRecord) -> String {
     };
     let moments = |list: &[(f64, String)]| {
         if list.is_empty() {
-            return "nothing".to_owned();
+            return "no reconnect".to_owned();
         }
         list.iter().map(|(at, s)| format!("{s} {at:.1} s")).collect::<Vec<_>>().join(", ")
     };
