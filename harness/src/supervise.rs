@@ -436,7 +436,7 @@ pub(crate) fn tail(path: &Path, lines: usize) -> String {
 
 /// The directory for this process's server logs:
 /// `<target>/faultline-logs/<executable name without its hash>`.
-pub(crate) fn log_dir() -> PathBuf {
+pub fn log_dir() -> PathBuf {
     let exe = std::env::current_exe().ok();
     let stem = exe
         .as_deref()

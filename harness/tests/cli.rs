@@ -3,7 +3,8 @@
 //! malformed or missing scenario file, no livekit-server to be had, an SDK that cannot run here
 //! or cannot take what the scenario asks, no Redis for a cluster), which exit with status 2 before anything is
 //! started; `--seeds`, which reports a scenario's pass rate over many simulation seeds; and
-//! `faultline import`, which writes a scenario from field evidence or names what is wrong with it.
+//! `faultline import`, which writes a scenario from field evidence or names what is wrong with it;
+//! and that the harness's own log stays off the terminal unless `RUST_LOG` asks for it.
 
 use std::process::Command;
 
@@ -20,6 +21,7 @@ fn faultline(args: &[&str], cache: &std::path::Path) -> Result<(Option<i32>, Str
         .env_remove("LIVEKIT_SERVER_BIN")
         .env_remove("TOXIPROXY_SERVER_BIN")
         .env_remove("REDIS_SERVER_BIN")
+        .env_remove("RUST_LOG")
         .output()?;
     let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
     text.push_str(&String::from_utf8_lossy(&out.stderr));
@@ -289,5 +291,31 @@ fn import_writes_a_runnable_scenario_and_names_what_is_wrong_with_bad_evidence()
         assert_eq!(code, Some(1), "{args:?}: {text}");
         assert!(text.contains(says), "{args:?} should say {says:?}: {text}");
     }
+    Ok(())
+}
+
+#[test]
+fn the_harness_log_goes_to_a_file_named_at_the_end_unless_rust_log_asks_for_the_terminal(
+) -> Result<()> {
+    let cache = tempfile::tempdir()?;
+    // `doctor` logs each provisioning source it skips at info.
+    let (_, text) = faultline(&["doctor"], cache.path())?;
+    assert!(!text.contains("provisioning source skipped"), "on the terminal:\n{text}");
+    let named = text
+        .lines()
+        .find_map(|l| l.strip_prefix("faultline log: "))
+        .with_context(|| format!("no log named at the end:\n{text}"))?;
+    let log = std::fs::read_to_string(named)?;
+    assert!(log.contains("provisioning source skipped"), "{named} holds:\n{log}");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_faultline"))
+        .arg("doctor")
+        .env("PATH", "")
+        .env("FAULTLINE_CACHE", cache.path())
+        .env("RUST_LOG", "info")
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("provisioning source skipped"), "RUST_LOG=info:\n{text}");
+    assert!(!text.contains("faultline log: "), "{text}");
     Ok(())
 }

@@ -50,13 +50,7 @@ enum Command {
 /// Parses the command line, runs the subcommand and maps errors to exit status 1.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let log = init_tracing();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -77,11 +71,53 @@ pub fn main() -> ExitCode {
             Command::Import(args) => import::run(args).await,
         }
     });
+    if let Some(log) = log.filter(|l| std::fs::metadata(l).is_ok_and(|m| m.len() > 0)) {
+        eprintln!("faultline log: {}", log.display());
+    }
     match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("faultline: error: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Where the harness's own tracing goes: with `RUST_LOG`, to the terminal as it asks;
+/// without, at `info` to a file beside the servers' logs (returned, and named at the end), so
+/// that the terminal keeps to progress and verdicts — a warning that a fault's expected
+/// consequence produces (a proxy resetting clients while the server is down on purpose) is
+/// not the person's to read there.
+fn init_tracing() -> Option<std::path::PathBuf> {
+    use tracing_subscriber::EnvFilter;
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+        return None;
+    }
+    let dir = faultline::supervise::log_dir();
+    let path = dir.join(format!("faultline.{}.log", std::process::id()));
+    match std::fs::create_dir_all(&dir).and_then(|()| std::fs::File::create(&path)) {
+        Ok(file) => {
+            tracing_subscriber::fmt()
+                .with_env_filter(EnvFilter::new("info"))
+                .with_ansi(false)
+                .with_writer(std::sync::Mutex::new(file))
+                .init();
+            Some(path)
+        }
+        Err(e) => {
+            eprintln!(
+                "faultline: cannot write its log to {} ({e}); warnings go to the terminal",
+                path.display()
+            );
+            tracing_subscriber::fmt()
+                .with_env_filter(EnvFilter::new("warn"))
+                .with_writer(std::io::stderr)
+                .init();
+            None
         }
     }
 }
