@@ -119,14 +119,7 @@ pub fn import(evidence: &[Timeline]) -> Result<Imported, FieldError> {
     let logs: Vec<&Timeline> =
         evidence.iter().filter(|t| t.source != Source::WebrtcInternals).collect();
     if dumps.len() > 1 || logs.len() > 1 {
-        return Err(FieldError::Unrecognised {
-            why: format!(
-                "{} dumps and {} logs given: import one client's evidence at a time (at most \
-                 one webrtc-internals dump and one SDK log of the same session)",
-                dumps.len(),
-                logs.len()
-            ),
-        });
+        return Err(FieldError::SeveralOfAKind { dumps: dumps.len(), logs: logs.len() });
     }
     let (dump, log) = (dumps.first().copied(), logs.first().copied());
     let derived = dump.map(derive);
@@ -135,7 +128,7 @@ pub fn import(evidence: &[Timeline]) -> Result<Imported, FieldError> {
         (None, Some(l)) => log_zero_ms(l),
         (None, None) => None,
     }
-    .ok_or_else(|| FieldError::Unrecognised { why: "no evidence given".into() })?;
+    .ok_or(FieldError::NoEvidence)?;
     let lifecycle = log.map(|l| lifecycle(&l.lifecycle, zero)).unwrap_or_default();
     let mut out = Imported {
         sources: evidence.iter().map(|t| t.source).collect(),

@@ -237,6 +237,20 @@ pub enum FieldError {
         /// What is missing, and what that usually means.
         what: String,
     },
+    /// More than one client's evidence, or more than one file of a kind, given at once.
+    #[error(
+        "{dumps} dump(s) and {logs} log(s) given: import one client's evidence at a time (at \
+         most one webrtc-internals dump and one SDK log, of the same session)"
+    )]
+    SeveralOfAKind {
+        /// How many dumps.
+        dumps: usize,
+        /// How many logs.
+        logs: usize,
+    },
+    /// Nothing to import.
+    #[error("no evidence given: name a webrtc-internals dump, an SDK log, or one of each")]
+    NoEvidence,
     /// A log had lines faultline knows, but none with a time it can read.
     #[error(
         "{log:?} log: {found} lifecycle line(s) but none with a timestamp at the start of the \
