@@ -53,12 +53,29 @@ pub struct Second {
 /// A change seen at one time on one peer connection.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Change {
+    /// What kind of change.
+    pub kind: ChangeKind,
     /// The peer connection's id.
     pub pc: String,
     /// When it was first seen (ms since the epoch).
     pub t_ms: f64,
     /// What changed, from which stat, when.
     pub evidence: String,
+}
+
+/// What a [`Change`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ChangeKind {
+    /// The transport's ICE username fragment changed: an ICE restart.
+    IceRestart,
+    /// The transport's selected candidate pair changed.
+    SelectedPair,
+    /// The selected pair's local candidate changed address or network type: the client
+    /// moved to another network.
+    LocalCandidate,
+    /// A peer connection appeared after the first ones: a full reconnect.
+    NewPeerConnection,
 }
 
 /// What [`derive`] finds.
@@ -119,6 +136,7 @@ pub fn derive(timeline: &Timeline) -> Derived {
         if let (Some(first), Some(created)) = (first_created, pc.created_ms) {
             if created - first >= NEW_PC_AFTER_MS {
                 out.new_peer_connections.push(Change {
+                    kind: ChangeKind::NewPeerConnection,
                     pc: pc.id.clone(),
                     t_ms: created,
                     evidence: format!(
@@ -209,6 +227,7 @@ fn ice_restarts(pc: &PeerConnection, origin: f64) -> Vec<Change> {
         .windows(2)
         .filter(|w| w[1].value != w[0].value)
         .map(|w| Change {
+            kind: ChangeKind::IceRestart,
             pc: pc.id.clone(),
             t_ms: w[1].t_ms,
             evidence: format!(
@@ -228,6 +247,7 @@ fn network_changes(pc: &PeerConnection, origin: f64) -> Vec<Change> {
     for w in pc.selected_pair.windows(2) {
         if w[1].value != w[0].value {
             out.push(Change {
+                kind: ChangeKind::SelectedPair,
                 pc: pc.id.clone(),
                 t_ms: w[1].t_ms,
                 evidence: format!(
@@ -251,6 +271,7 @@ fn network_changes(pc: &PeerConnection, origin: f64) -> Vec<Change> {
         }
         if !what.is_empty() {
             out.push(Change {
+                kind: ChangeKind::LocalCandidate,
                 pc: pc.id.clone(),
                 t_ms: w[1].t_ms,
                 evidence: format!(

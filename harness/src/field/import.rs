@@ -26,9 +26,9 @@
 
 use std::fmt::Write as _;
 
-use super::derive::{derive, Derived};
+use super::derive::{derive, ChangeKind, Derived};
 use super::redact::redact;
-use super::{FieldError, LifecycleEvent, LifecycleKind, Source, Timeline};
+use super::{FieldError, LifecycleEvent, LifecycleKind, PeerConnection, Source, Timeline};
 
 /// How long an imported scenario watches after its last heal.
 pub const SETTLE: &str = "8s";
@@ -164,12 +164,13 @@ pub fn import(evidence: &[Timeline]) -> Result<Imported, FieldError> {
 /// sample at which a peer connection's selected pair received more bytes than at the one
 /// before.
 pub fn zero_ms(dump: &Timeline) -> Option<f64> {
-    dump.peer_connections
-        .iter()
-        .filter_map(|pc| {
-            pc.bytes_received.windows(2).find(|w| w[1].value > w[0].value).map(|w| w[1].t_ms)
-        })
-        .reduce(f64::min)
+    dump.peer_connections.iter().filter_map(first_bytes_ms).reduce(f64::min)
+}
+
+/// The first sample at which `pc`'s selected pair had received more bytes than at the one
+/// before.
+fn first_bytes_ms(pc: &PeerConnection) -> Option<f64> {
+    pc.bytes_received.windows(2).find(|w| w[1].value > w[0].value).map(|w| w[1].t_ms)
 }
 
 /// A log's zero: its first `connected`, else its first event.
@@ -276,7 +277,7 @@ fn from_dump(
             uncertainty_s: (start_unc / 1000.0, end_unc / 1000.0),
         });
         let moved = derived.network_changes.iter().find(|c| {
-            c.evidence.contains("local candidate") && c.t_ms >= start && c.t_ms <= end + 2_000.0
+            c.kind == ChangeKind::LocalCandidate && c.t_ms >= start && c.t_ms <= end + 2_000.0
         });
         let cause = log.and_then(|l| signal_closed_near(l, start));
         let (for_s, body) = if let Some(change) = moved {
@@ -353,9 +354,7 @@ fn first_bytes_after(dump: &Timeline, t_ms: f64) -> Option<f64> {
     dump.peer_connections
         .iter()
         .filter(|pc| pc.created_ms.is_some_and(|c| c > t_ms))
-        .filter_map(|pc| {
-            pc.bytes_received.windows(2).find(|w| w[1].value > w[0].value).map(|w| w[1].t_ms)
-        })
+        .filter_map(first_bytes_ms)
         .reduce(f64::min)
 }
 
