@@ -484,12 +484,15 @@ impl Engine {
             self.on_server(message);
             return;
         };
-        let Some((line, event)) = self.tracks.published(&response) else {
+        let Some(tracks::Accepted { line, event, mute }) = self.tracks.published(&response) else {
             tracing::debug!(cid = response.cid, "a track accepted that is not ours (any more)");
             return;
         };
         if let Err(e) = session.offer_lines(vec![line]).await {
             tracing::warn!("could not offer a published track: {e}");
+        }
+        if let Some(mute) = mute {
+            session.send(signal_request::Message::Mute(mute));
         }
         self.emit_all(vec![event]);
     }

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use livekit_protocol as proto;
 use tokio::sync::oneshot;
 
+use super::session::Line;
 use crate::media::{
     LocalTrack, LocalTrackPublication, Received, RemoteTrack, TrackKind, TrackSource,
 };
@@ -19,6 +20,16 @@ use crate::{RemoteParticipant, RoomError, RoomEvent};
 
 /// Who waits for a publish to be accepted.
 pub(crate) type PublishReply = oneshot::Sender<Result<LocalTrackPublication, RoomError>>;
+
+/// What the engine does when the server accepts one of our tracks.
+pub(crate) struct Accepted {
+    /// The line to offer.
+    pub line: Line,
+    /// The room's event (`LocalTrackPublished`, or `LocalTrackRepublished`).
+    pub event: RoomEvent,
+    /// The MuteTrackRequest for a mute change made while the AddTrackRequest was in flight.
+    pub mute: Option<proto::MuteTrackRequest>,
+}
 
 /// One local track.
 struct Local {
@@ -111,12 +122,13 @@ impl Tracks {
         requests
     }
 
-    /// The server accepted a track: returns the line to offer (`cid`, track, muted) and
-    /// the room's event.
+    /// The server accepted a track: the line to offer, the room's event, and the request
+    /// that tells the server of a mute or unmute made while the AddTrackRequest was in flight
+    /// (it carried the state of its sending, and a track without a sid cannot be told).
     pub(crate) fn published(
         &mut self,
         response: &proto::TrackPublishedResponse,
-    ) -> Option<((String, LocalTrack, bool), RoomEvent)> {
+    ) -> Option<Accepted> {
         let info = response.track.as_ref()?;
         let local = self.local.iter_mut().find(|l| l.cid.as_deref() == Some(&response.cid))?;
         local.sid = Some(info.sid.clone());
@@ -128,7 +140,9 @@ impl Tracks {
             Some(previous_sid) => RoomEvent::LocalTrackRepublished { publication, previous_sid },
             None => RoomEvent::LocalTrackPublished { publication },
         };
-        Some(((response.cid.clone(), local.track.clone(), local.muted), event))
+        let line = (response.cid.clone(), local.track.clone(), local.muted);
+        let source = local.track.source;
+        Some(Accepted { line, event, mute: self.mute_request(source) })
     }
 
     /// Mutes or unmutes the local track of `source`: returns its `cid` and, if the server
@@ -164,7 +178,7 @@ impl Tracks {
     pub(crate) fn resumed(
         &mut self,
         sending: &[String],
-    ) -> (Vec<proto::MuteTrackRequest>, Vec<(String, LocalTrack, bool)>) {
+    ) -> (Vec<proto::MuteTrackRequest>, Vec<Line>) {
         let sources: Vec<TrackSource> = self.local.iter().map(|l| l.track.source).collect();
         let mutes = sources.into_iter().filter_map(|s| self.mute_request(s)).collect();
         let lines = self
@@ -360,4 +374,43 @@ fn unsubscribed(gone: Subscribed, remotes: &BTreeMap<String, RemoteParticipant>)
     });
     let publication = gone.track.publication.clone();
     RoomEvent::TrackUnsubscribed { track: gone.track, publication, participant }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accepted(cid: &str, sid: &str) -> proto::TrackPublishedResponse {
+        proto::TrackPublishedResponse {
+            cid: cid.to_owned(),
+            track: Some(proto::TrackInfo { sid: sid.to_owned(), ..Default::default() }),
+        }
+    }
+
+    /// The user unmutes while the republish's AddTrackRequest (sent muted) is in flight: the
+    /// server must hear the unmute under the new sid once it accepts the track, or it keeps
+    /// the track muted and the peers never see it again (what `unmute-during-republish`
+    /// catches on the real server).
+    #[test]
+    fn a_mute_change_while_publishing_is_told_under_the_new_sid() {
+        let mut tracks = Tracks::default();
+        let (reply, _waiting) = oneshot::channel();
+        tracks.publish(LocalTrack::video("camera", 30), reply);
+        tracks.set_muted(TrackSource::Camera, true).expect("the camera is ours");
+        let first = tracks.requests("alice");
+        assert!(first[0].muted);
+        let told = tracks.published(&accepted(&first[0].cid, "TR_1")).expect("our track accepted");
+        assert_eq!(told.mute, None, "the AddTrackRequest already said muted");
+
+        tracks.restarted(Received::default(), &BTreeMap::new());
+        let again = tracks.requests("alice");
+        assert!(again[0].muted, "republished as it is: muted");
+        let (_, request) =
+            tracks.set_muted(TrackSource::Camera, false).expect("the camera is ours");
+        assert_eq!(request, None, "no sid in the new session yet: nothing to tell");
+        let told =
+            tracks.published(&accepted(&again[0].cid, "TR_2")).expect("our track republished");
+        assert!(!told.line.2, "the line is offered unmuted");
+        assert_eq!(told.mute, Some(proto::MuteTrackRequest { sid: "TR_2".into(), muted: false }));
+    }
 }
