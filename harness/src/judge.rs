@@ -480,4 +480,45 @@ within = "5s"
         assert_eq!(run(&[0, 1, 2]), []);
         assert_eq!(run(&[1]), [(5, "b".to_owned())], "sent after Reconnected, never received");
     }
+
+    /// A track unmuted between the `Reconnecting` that began a full reconnect and the server's
+    /// acceptance of its republish is named as the reason it stopped; one unmuted after the
+    /// acceptance, or before any reconnect, is not.
+    #[test]
+    fn an_unmute_during_a_republish_is_named() {
+        use crate::vocab::TrackSource::Camera;
+        let published = |sid: &str| ClientEvent::LocalTrackPublished {
+            source: Camera,
+            sid: sid.into(),
+            previous_sid: None,
+        };
+        let with_unmute_at = |at: f64| {
+            let mut r = record(vec![
+                ("a", 0.5, published("TR_1")),
+                ("a", 2.0, ClientEvent::Reconnecting),
+                ("a", 6.0, published("TR_2")),
+                ("a", 6.1, ClientEvent::Reconnected),
+            ]);
+            r.faults = vec![FaultRecord {
+                index: 0,
+                kind: "mute",
+                label: "mute camera → a".into(),
+                target: Some("a".into()),
+                started: secs(1.0),
+                healed: Some(secs(at)),
+                refuses_connections: false,
+                mutes: Some(Camera),
+            }];
+            expectations::unmuted_while_republishing(&r, "a", Camera)
+        };
+        assert_eq!(
+            with_unmute_at(5.0).as_deref(),
+            Some(
+                "a unmuted it at +5.000s while publishing it again: after the Reconnecting at \
+                 +2.000s and before the server accepted it at +6.000s"
+            )
+        );
+        assert_eq!(with_unmute_at(7.0), None, "unmuted after the republish");
+        assert_eq!(with_unmute_at(1.5), None, "unmuted before the reconnect began");
+    }
 }

@@ -311,8 +311,11 @@ pub fn expectation(scenario: &Scenario, record: &RunRecord, exp: &Expectation) -
                             source,
                         })
                         .and_then(|f| f.advances.last().copied());
+                    let why = unmuted_while_republishing(record, from, source)
+                        .map(|why| format!(" ({why})"))
+                        .unwrap_or_default();
                     stopped.push(format!(
-                        "{}: last frames at {}",
+                        "{}: last frames at {}{why}",
                         source.name(),
                         last.map_or("never".to_owned(), rel)
                     ));
@@ -371,13 +374,54 @@ fn tracks_of(
     }
 }
 
-/// The participant's lifecycle events, briefly, for a verdict's "seen".
 /// Whether `event` starts a reconnect episode (`Reconnecting`, or livekit-client's
 /// `SignalReconnecting`).
 fn opens_episode(event: &ClientEvent) -> bool {
     event.lifecycle().is_some_and(Lifecycle::opens_episode)
 }
 
+/// Why a track of `publisher`'s may have stopped for good, when the record shows it: the
+/// scenario unmuted it while the SDK was publishing it again — after the `Reconnecting` that
+/// began the reconnect and before the server accepted the track in the new session. An SDK
+/// that sent the AddTrackRequest muted and does not tell the server of the unmute once it
+/// has the new sid leaves the track muted on the server, and its peers never see it again.
+pub(super) fn unmuted_while_republishing(
+    record: &RunRecord,
+    publisher: &str,
+    source: crate::vocab::TrackSource,
+) -> Option<String> {
+    let rel = |at: Duration| format!("{:+.3}s", record.timeline_secs(at));
+    let unmuted = record
+        .faults
+        .iter()
+        .filter(|f| f.mutes == Some(source) && f.target.as_deref() == Some(publisher))
+        .filter_map(|f| f.healed)
+        .max()?;
+    let events: Vec<&EventRecord> = record.events_of(publisher).collect();
+    let published: Vec<Duration> = events
+        .iter()
+        .filter(|e| {
+            matches!(&e.event, ClientEvent::LocalTrackPublished { source: s, .. } if *s == source)
+        })
+        .map(|e| e.at)
+        .collect();
+    let accepted = published.last().copied().filter(|at| *at > unmuted)?;
+    let began = events
+        .iter()
+        .filter(|e| e.at < unmuted && opens_episode(&e.event))
+        .map(|e| e.at)
+        .next_back()
+        .filter(|began| published.first().is_some_and(|first| first < began))?;
+    Some(format!(
+        "{publisher} unmuted it at {} while publishing it again: after the Reconnecting at {} \
+         and before the server accepted it at {}",
+        rel(unmuted),
+        rel(began),
+        rel(accepted)
+    ))
+}
+
+/// The participant's lifecycle events, briefly, for a verdict's "seen".
 fn lifecycle(record: &RunRecord, participant: &str) -> String {
     let parts: Vec<String> = record
         .events
