@@ -40,6 +40,11 @@ enum Expect {
     /// early: the invariants verdicts may fail, naming only invariant 6's "came back only …"
     /// (no other invariant, no missing track); nothing else fails.
     MediaMayLagTheReconnected,
+    /// The track the scenario unmuted while the SDK was publishing it again stays muted on
+    /// the server: `media-flowing` fails (`always`) or may fail (otherwise) — and only with
+    /// the judge's evidence that the unmute came after the reconnect began and before the
+    /// server accepted the republished track; nothing else fails.
+    LosesAnUnmuteWhileRepublishing { always: bool },
 }
 
 /// The upstream SDKs do not send again the reliable data that was in flight, or published,
@@ -113,6 +118,23 @@ const JS_LOSES_DATA_IN_ITS_OWN_FULL_RECONNECT: Expect =
 /// disconnected first and the `Reconnected` waits for the heal, so the invariant holds.
 const JS_RECONNECTED_BEFORE_ITS_MEDIA_UNDER_LOAD: Expect = Expect::MediaMayLagTheReconnected;
 
+/// The upstream Rust SDK and livekit-client send a republished track's AddTrackRequest with
+/// the mute state of that moment and never tell the server of a mute change made before the
+/// answer came (livekit-client 2.23.0 sends it under the track's old sid, unknown to the new
+/// session; nothing re-sends it once `track.sid` is set): the server keeps the camera muted and
+/// bob never sees it again, though alice unmuted it. unmute-during-republish holds the window
+/// open with signalling latency, so they lose the unmute every time (faultline-sdk tells the
+/// server under the new sid once it has it).
+const LOSES_AN_UNMUTE_WHILE_REPUBLISHING: Expect =
+    Expect::LosesAnUnmuteWhileRepublishing { always: true };
+
+/// The same loss in muted-during-outage, by chance: livekit-client's retries after the server
+/// restart carry ±50 % random jitter, so its full reconnect lands anywhere from about 5 to 20 s
+/// after the kill, and when its republish of the camera (about 0.5 s) spans the unmute at 9 s,
+/// the unmute is lost (1 run in 5 here, on an idle machine, and in the last CI run).
+const JS_RETRY_MAY_MEET_THE_UNMUTE: Expect =
+    Expect::LosesAnUnmuteWhileRepublishing { always: false };
+
 fn library(file: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/scenarios").join(file)
 }
@@ -169,6 +191,11 @@ fn library(file: &str) -> PathBuf {
 )]
 #[case::upstream_sfu_restart_video("sfu-restart-video.toml", Sdk::UpstreamRust, Expect::Passes)]
 #[case::upstream_muted_during_outage("muted-during-outage.toml", Sdk::UpstreamRust, Expect::Passes)]
+#[case::upstream_unmute_during_republish(
+    "unmute-during-republish.toml",
+    Sdk::UpstreamRust,
+    LOSES_AN_UNMUTE_WHILE_REPUBLISHING
+)]
 #[case::upstream_publish_during_reconnect(
     "publish-during-reconnect.toml",
     Sdk::UpstreamRust,
@@ -221,7 +248,12 @@ fn library(file: &str) -> PathBuf {
 #[case::js_wifi_drop("wifi-drop.toml", Sdk::Js, Expect::Passes)]
 #[case::js_publisher_full_reconnect("publisher-full-reconnect.toml", Sdk::Js, JS_SEES_NO_REJOIN)]
 #[case::js_sfu_restart_video("sfu-restart-video.toml", Sdk::Js, Expect::Passes)]
-#[case::js_muted_during_outage("muted-during-outage.toml", Sdk::Js, Expect::Passes)]
+#[case::js_muted_during_outage("muted-during-outage.toml", Sdk::Js, JS_RETRY_MAY_MEET_THE_UNMUTE)]
+#[case::js_unmute_during_republish(
+    "unmute-during-republish.toml",
+    Sdk::Js,
+    LOSES_AN_UNMUTE_WHILE_REPUBLISHING
+)]
 #[case::js_publish_during_reconnect("publish-during-reconnect.toml", Sdk::Js, Expect::Passes)]
 #[case::js_resume_keeps_tracks("resume-keeps-tracks.toml", Sdk::Js, Expect::Passes)]
 #[case::js_media_dead_after_resume(
@@ -312,6 +344,20 @@ async fn library_scenario_on_each_sdk(
                 only_late_media,
                 "{file} × {sdk} may fail only invariant 6 by media coming back late after a \
                  Reconnected (a known SDK difference under load); failed: {:#?}",
+                outcome.failures
+            );
+        }
+        (Expect::LosesAnUnmuteWhileRepublishing { always }, Cell::Ran(outcome)) => {
+            let lost = |(what, _, seen): &(String, String, String)| {
+                what.starts_with("media-flowing")
+                    && seen.contains("unmuted it at")
+                    && seen.contains("while publishing it again")
+            };
+            ensure!(
+                outcome.failures.iter().all(lost) && (!always || !outcome.failures.is_empty()),
+                "{file} × {sdk} should {} fail media-flowing, and only with an unmute made while \
+                 the track was being republished (a known SDK difference); failed: {:#?}",
+                if always { "always" } else { "at most" },
                 outcome.failures
             );
         }

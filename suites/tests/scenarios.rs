@@ -53,6 +53,7 @@ fn passed(record: &RunRecord) -> Result<()> {
 #[case::force_tcp("force-tcp.toml")]
 #[case::force_tls("force-tls.toml")]
 #[case::cellular_drive("cellular-drive.toml")]
+#[case::unmute_during_republish("unmute-during-republish.toml")]
 #[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
 // The files that list the sim lane too are run on the real lane by `conform.rs`, which
 // requires them to pass there as well as to agree with the simulation.
