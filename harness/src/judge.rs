@@ -156,6 +156,7 @@ within = "5s"
         ParticipantRecord {
             identity: identity.into(),
             sdk: "faultline".into(),
+            build: "faultline-sdk".into(),
             reconnect_bound: BOUND,
             backoff: None,
             joined_sid: format!("PA_{identity}"),

@@ -48,6 +48,8 @@ pub struct Outcome {
     pub heal_to_reconnected: Option<Duration>,
     /// With media, [`media_times`]: (last heal → first frame, longest gap).
     pub media: Option<(Option<Duration>, Duration)>,
+    /// The SDK builds that ran ([`RunRecord::builds`]).
+    pub builds: Vec<String>,
 }
 
 impl Outcome {
@@ -71,6 +73,7 @@ impl Outcome {
             detect,
             heal_to_reconnected,
             media: media_times(record),
+            builds: record.builds().into_iter().map(|(build, _)| build.to_owned()).collect(),
         }
     }
 }
@@ -184,10 +187,40 @@ impl Matrix {
         self.rows.iter().flat_map(|(_, _, cells)| cells)
     }
 
+    /// Each column's SDK with the builds its runs reported, in order of first appearance
+    /// (one, unless the build changed during the matrix).
+    pub fn builds(&self) -> Vec<(Sdk, Vec<&str>)> {
+        self.sdks
+            .iter()
+            .enumerate()
+            .map(|(column, sdk)| {
+                let mut builds: Vec<&str> = Vec::new();
+                for (_, _, cells) in &self.rows {
+                    if let Some(Cell::Ran(o)) = cells.get(column) {
+                        for build in &o.builds {
+                            if !builds.contains(&build.as_str()) {
+                                builds.push(build);
+                            }
+                        }
+                    }
+                }
+                (*sdk, builds)
+            })
+            .collect()
+    }
+
     /// The table as markdown: one row per scenario, one column per SDK; then the reasons and
     /// failures in full.
     pub fn markdown(&self) -> String {
         let mut out = String::new();
+        for (sdk, builds) in self.builds() {
+            let _ = writeln!(
+                out,
+                "- {sdk}: {}",
+                if builds.is_empty() { "no run".to_owned() } else { builds.join("; ") }
+            );
+        }
+        out.push('\n');
         let _ = write!(out, "| scenario |");
         for sdk in &self.sdks {
             let _ = write!(out, " {sdk} |");
@@ -260,9 +293,14 @@ impl Matrix {
              <p>Real lane (livekit-server). A cell shows the verdicts passed, the time to detect \
              (first fault → the participant it hit starts reconnecting) and heal → Reconnected; \
              a scenario with media adds heal → first frame (the slowest received track) and the \
-             longest gap (the longest stop of frames of any received track).</p>\
-             <table><tr><th>scenario</th>",
+             longest gap (the longest stop of frames of any received track).</p>",
         );
+        out.push_str("<ul>");
+        for (sdk, builds) in self.builds() {
+            let builds = if builds.is_empty() { "no run".to_owned() } else { builds.join("; ") };
+            let _ = write!(out, "<li><b>{}</b>: {}</li>", esc(sdk.name()), esc(&builds));
+        }
+        out.push_str("</ul><table><tr><th>scenario</th>");
         for sdk in &self.sdks {
             let _ = write!(out, "<th>{}</th>", esc(sdk.name()));
         }

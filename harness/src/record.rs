@@ -88,6 +88,9 @@ pub struct ParticipantRecord {
     pub identity: String,
     /// The SDK under test (`faultline` for faultline-sdk).
     pub sdk: String,
+    /// The exact build that ran ([`crate::client::Client::build`]); the SDK's name until the
+    /// client has joined.
+    pub build: String,
     /// The longest one of its reconnect episodes may legitimately last: a room still
     /// `Reconnecting` this long after its episode began is stuck (invariant 3), and one that
     /// gives up later broke exhaustion (invariant 4). Lanes keep watching until it passes.
@@ -112,6 +115,7 @@ impl ParticipantRecord {
         Self {
             identity: identity.to_owned(),
             sdk: "faultline".into(),
+            build: format!("faultline-sdk {}", env!("CARGO_PKG_VERSION")),
             reconnect_bound: options.reconnect_bound() + EPISODE_SLACK,
             backoff: options
                 .rng_seed
@@ -131,6 +135,7 @@ impl ParticipantRecord {
         Self {
             identity: identity.to_owned(),
             sdk: sdk.name().into(),
+            build: sdk.name().into(),
             reconnect_bound: sdk.reconnect_bound(options) + EPISODE_SLACK,
             backoff: None,
             joined_sid: String::new(),
@@ -262,8 +267,20 @@ impl RunRecord {
         at.as_secs_f64() - self.timeline_zero.as_secs_f64()
     }
 
-    /// A plain-text account: each verdict with expected and seen, the faults, each
-    /// participant's trace and where the logs are. What a failing test prints.
+    /// Each SDK build that ran, with who ran it, in the participants' order.
+    pub fn builds(&self) -> Vec<(&str, Vec<&str>)> {
+        let mut builds: Vec<(&str, Vec<&str>)> = Vec::new();
+        for p in &self.participants {
+            match builds.iter_mut().find(|(build, _)| *build == p.build) {
+                Some((_, who)) => who.push(&p.identity),
+                None => builds.push((&p.build, vec![&p.identity])),
+            }
+        }
+        builds
+    }
+
+    /// A plain-text account: the builds that ran, each verdict with expected and seen, the
+    /// faults, each participant's trace and where the logs are. What a failing test prints.
     pub fn summary(&self) -> String {
         let mut out = String::new();
         let outcome = if self.passed() { "PASS" } else { "FAIL" };
@@ -276,6 +293,9 @@ impl RunRecord {
             self.seed,
             self.room
         );
+        for (build, who) in self.builds() {
+            let _ = writeln!(out, "  build: {build} ({})", who.join(", "));
+        }
         for v in &self.verdicts {
             let mark = if v.passed { "ok  " } else { "FAIL" };
             let _ = writeln!(

@@ -70,7 +70,7 @@ pub fn trace_lines(record: &RunRecord) -> Vec<String> {
         "file": record.file.display().to_string(), "lane": record.lane.to_string(),
         "seed": record.seed, "room": record.room,
         "participants": record.participants.iter().map(|p| json!({
-            "identity": p.identity, "sdk": p.sdk,
+            "identity": p.identity, "sdk": p.sdk, "build": p.build,
             "reconnect_bound": round3(p.reconnect_bound.as_secs_f64()),
         })).collect::<Vec<_>>(),
         "timeline_zero": at(record.timeline_zero), "ended": at(record.ended),
@@ -673,6 +673,7 @@ details {{ margin-top: 16px; }} code {{ font-size: 12px; }}
 <h1>{name}<span class="badge {badge_class}">{badge}</span></h1>
 <div class="meta">{file} · {lane} lane · seed {seed} · room {room} · {secs:.1} s{clock}</div>
 <p class="desc">{description}</p>
+<div class="meta">{builds}</div>
 <div class="legend"><span><i style="background:{JOINING}"></i>joining</span><span><i style="background:{CONNECTED}"></i>Connected</span><span><i style="background:{RECONNECTING}"></i>Reconnecting</span><span><i style="background:{DISCONNECTED}"></i>Disconnected</span><span>▼ lifecycle event</span><span><b style="color:#2f6fb0">●</b> / ○ another participant joined / left</span><span>│ data received</span><span>◆ instant fault or cluster change</span><span><i style="background:{FLOWING}"></i>frames arriving</span><span><i style="background:#f3d3d3;border:1px solid {DISCONNECTED}"></i>no frames for over {stop_ms} ms</span><span>times in seconds from everyone connected; hover a mark for details</span></div>
 {svg}
 <h2>Verdicts</h2>
@@ -691,6 +692,12 @@ details {{ margin-top: 16px; }} code {{ font-size: 12px; }}
         secs = record.ended.as_secs_f64(),
         clock = if record.lane == Lane::Sim { " simulated" } else { "" },
         description = esc(&record.description),
+        builds = record
+            .builds()
+            .iter()
+            .map(|(build, who)| format!("{} ({})", esc(build), esc(&who.join(", "))))
+            .collect::<Vec<_>>()
+            .join("<br>"),
         stop_ms = STOP.as_millis(),
     )
 }
@@ -838,6 +845,7 @@ mod tests {
             participants: vec![ParticipantRecord {
                 identity: "a<b>".into(),
                 sdk: "js".into(),
+                build: "livekit-client 2.23.0: pinned".into(),
                 reconnect_bound: Duration::from_secs(40),
                 backoff: None,
                 joined_sid: String::new(),

@@ -3,6 +3,10 @@
 //! `livekit-client` in headless Chromium, each through `faultline::client`, and mixed rooms
 //! where one SDK watches another reconnect.
 //!
+//! The seed's checks also run on a local build of each external SDK (`FAULTLINE_JS_BUNDLE`,
+//! `LIVEKIT_LIB_PATH`: a copy of the pinned build moved elsewhere), and every join checks that
+//! the client reports the build it was given.
+//!
 //! The external SDKs are provisioned on first use into the faultline cache; where one cannot
 //! run here (no Python, no Node.js, no Chromium) its tests fail naming what is missing and
 //! how to install it — never a silent skip.
@@ -10,6 +14,7 @@
 mod real_lane;
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,6 +41,44 @@ struct Joined {
     log: EventLog<ClientEvent>,
 }
 
+/// Which build of an SDK a test runs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Build {
+    /// The pinned one faultline provisions.
+    Pinned,
+    /// A developer's own build, as `FAULTLINE_JS_BUNDLE` or `LIVEKIT_LIB_PATH` names it: here
+    /// a copy of the pinned build moved elsewhere (for livekit-client a directory holding
+    /// `dist/livekit-client.umd.js`, as a built checkout has; for the upstream Rust SDK the
+    /// library file), named `name` so that concurrent tests do not share one.
+    Local(&'static str),
+}
+
+/// The provisioning environment that runs `build` of `sdk`.
+async fn env_for(sdk: Sdk, build: Build) -> Result<ProvisionEnv> {
+    let mut env = ProvisionEnv::from_env();
+    let Build::Local(name) = build else { return Ok(env) };
+    let pinned = sdk
+        .pinned_build(&env)
+        .await?
+        .with_context(|| format!("{sdk} has no build file to copy"))?;
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("local-builds").join(name);
+    let file_name = pinned.file_name().context("the pinned build has no file name")?;
+    match sdk {
+        Sdk::Js => {
+            std::fs::create_dir_all(dir.join("dist"))?;
+            std::fs::copy(&pinned, dir.join("dist").join(file_name))?;
+            env.js_bundle = Some(dir);
+        }
+        Sdk::UpstreamRust => {
+            std::fs::create_dir_all(&dir)?;
+            std::fs::copy(&pinned, dir.join(file_name))?;
+            env.livekit_lib = Some(dir.join(file_name));
+        }
+        Sdk::Faultline => bail!("faultline-sdk runs in process: no local build to name"),
+    }
+    Ok(env)
+}
+
 /// Joins `room` at `url` as `identity` with `sdk`, and waits for `Connected`.
 async fn join_at(
     server: &LiveKitServer,
@@ -44,7 +87,29 @@ async fn join_at(
     room: &str,
     identity: &str,
 ) -> Result<Joined> {
-    join_with(server, sdk, url, room, identity, ClientOptions::default()).await
+    join_built(server, sdk, Build::Pinned, url, room, identity).await
+}
+
+/// [`join_at`] with `build` of the SDK, checking that the client reports that build.
+async fn join_built(
+    server: &LiveKitServer,
+    sdk: Sdk,
+    build: Build,
+    url: &str,
+    room: &str,
+    identity: &str,
+) -> Result<Joined> {
+    let env = env_for(sdk, build).await?;
+    let joined = join_in(server, sdk, &env, url, room, identity, ClientOptions::default()).await?;
+    let reported = joined.client.build();
+    let named = match (sdk, build) {
+        (Sdk::Faultline, _) => "faultline-sdk".to_owned(),
+        (Sdk::Js, Build::Pinned) => "pinned npm package".to_owned(),
+        (Sdk::UpstreamRust, Build::Pinned) => "the wheel's own library".to_owned(),
+        (_, Build::Local(name)) => format!("local-builds/{name}/"),
+    };
+    ensure!(reported.contains(&named), "{sdk} ran {reported:?}, which does not name {named:?}");
+    Ok(joined)
 }
 
 /// [`join_at`] with `options`.
@@ -56,10 +121,22 @@ async fn join_with(
     identity: &str,
     options: ClientOptions,
 ) -> Result<Joined> {
+    join_in(server, sdk, &ProvisionEnv::from_env(), url, room, identity, options).await
+}
+
+/// [`join_with`] in the provisioning environment `env`.
+async fn join_in(
+    server: &LiveKitServer,
+    sdk: Sdk,
+    env: &ProvisionEnv,
+    url: &str,
+    room: &str,
+    identity: &str,
+    options: ClientOptions,
+) -> Result<Joined> {
     let token = server.token(room, identity)?;
-    let env = ProvisionEnv::from_env();
     let (client, events) =
-        Client::connect(sdk, url, &token, options, &env).await.with_context(|| {
+        Client::connect(sdk, url, &token, options, env).await.with_context(|| {
             format!("{sdk} joining {room} as {identity}; server log: {:?}", server.log_path())
         })?;
     let mut log = EventLog::new(events);
@@ -157,13 +234,19 @@ impl Joined {
 }
 
 #[rstest]
-#[case::faultline(Sdk::Faultline)]
-#[case::upstream_rust(Sdk::UpstreamRust)]
-#[case::js(Sdk::Js)]
+#[case::faultline(Sdk::Faultline, Build::Pinned)]
+#[case::upstream_rust(Sdk::UpstreamRust, Build::Pinned)]
+#[case::js(Sdk::Js, Build::Pinned)]
+#[case::upstream_rust_local_library(Sdk::UpstreamRust, Build::Local("resume-lib"))]
+#[case::js_local_bundle(Sdk::Js, Build::Local("resume-bundle"))]
 #[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
-async fn signal_reconnect_resumes_the_same_session(#[case] sdk: Sdk) -> Result<()> {
+async fn signal_reconnect_resumes_the_same_session(
+    #[case] sdk: Sdk,
+    #[case] build: Build,
+) -> Result<()> {
     let server = server().await?;
-    let mut p = join(&server, sdk, &unique_room(&format!("{sdk}-resume")), "p0").await?;
+    let room = unique_room(&format!("{sdk}-resume"));
+    let mut p = join_built(&server, sdk, build, &server.ws_url(), &room, "p0").await?;
     let before = p.state().await?;
     p.recovers_from(SimulateKind::SignalReconnect).await?;
     let after = p.state().await?;
@@ -175,13 +258,19 @@ async fn signal_reconnect_resumes_the_same_session(#[case] sdk: Sdk) -> Result<(
 }
 
 #[rstest]
-#[case::faultline(Sdk::Faultline)]
-#[case::upstream_rust(Sdk::UpstreamRust)]
-#[case::js(Sdk::Js)]
+#[case::faultline(Sdk::Faultline, Build::Pinned)]
+#[case::upstream_rust(Sdk::UpstreamRust, Build::Pinned)]
+#[case::js(Sdk::Js, Build::Pinned)]
+#[case::upstream_rust_local_library(Sdk::UpstreamRust, Build::Local("full-lib"))]
+#[case::js_local_bundle(Sdk::Js, Build::Local("full-bundle"))]
 #[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
-async fn full_reconnect_recovers_with_a_new_session(#[case] sdk: Sdk) -> Result<()> {
+async fn full_reconnect_recovers_with_a_new_session(
+    #[case] sdk: Sdk,
+    #[case] build: Build,
+) -> Result<()> {
     let server = server().await?;
-    let mut p = join(&server, sdk, &unique_room(&format!("{sdk}-full")), "p0").await?;
+    let room = unique_room(&format!("{sdk}-full"));
+    let mut p = join_built(&server, sdk, build, &server.ws_url(), &room, "p0").await?;
     let before = p.state().await?;
     p.recovers_from(SimulateKind::FullReconnect).await?;
     let after =
@@ -210,13 +299,19 @@ fn broken_resume(sdk: Sdk) -> BrokenResume {
 }
 
 #[rstest]
-#[case::faultline(Sdk::Faultline)]
-#[case::upstream_rust(Sdk::UpstreamRust)]
-#[case::js(Sdk::Js)]
+#[case::faultline(Sdk::Faultline, Build::Pinned)]
+#[case::upstream_rust(Sdk::UpstreamRust, Build::Pinned)]
+#[case::js(Sdk::Js, Build::Pinned)]
+#[case::upstream_rust_local_library(Sdk::UpstreamRust, Build::Local("escalate-lib"))]
+#[case::js_local_bundle(Sdk::Js, Build::Local("escalate-bundle"))]
 #[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
-async fn a_failed_resume_recovers_in_one_episode_the_sdks_way(#[case] sdk: Sdk) -> Result<()> {
+async fn a_failed_resume_recovers_in_one_episode_the_sdks_way(
+    #[case] sdk: Sdk,
+    #[case] build: Build,
+) -> Result<()> {
     let server = server().await?;
-    let mut p = join(&server, sdk, &unique_room(&format!("{sdk}-escalate")), "p0").await?;
+    let room = unique_room(&format!("{sdk}-escalate"));
+    let mut p = join_built(&server, sdk, build, &server.ws_url(), &room, "p0").await?;
     let before = p.state().await?;
     p.recovers_from(SimulateKind::DisconnectSignalOnResume).await?;
     let after = match broken_resume(sdk) {
@@ -241,17 +336,20 @@ async fn a_failed_resume_recovers_in_one_episode_the_sdks_way(#[case] sdk: Sdk) 
 }
 
 #[rstest]
-#[case::faultline(Sdk::Faultline)]
-#[case::upstream_rust(Sdk::UpstreamRust)]
-#[case::js(Sdk::Js)]
+#[case::faultline(Sdk::Faultline, Build::Pinned)]
+#[case::upstream_rust(Sdk::UpstreamRust, Build::Pinned)]
+#[case::js(Sdk::Js, Build::Pinned)]
+#[case::upstream_rust_local_library(Sdk::UpstreamRust, Build::Local("exhaust-lib"))]
+#[case::js_local_bundle(Sdk::Js, Build::Local("exhaust-bundle"))]
 #[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
 async fn a_killed_signalling_proxy_ends_in_exactly_one_disconnected(
     #[case] sdk: Sdk,
+    #[case] build: Build,
 ) -> Result<()> {
     let server = server().await?;
     let proxy = Proxy::start(server.signal_addr()).await?;
     let room = unique_room(&format!("{sdk}-exhaust"));
-    let mut p = join_at(&server, sdk, &proxy.ws_url(), &room, "p0").await?;
+    let mut p = join_built(&server, sdk, build, &proxy.ws_url(), &room, "p0").await?;
     let logs = p.where_logs();
     proxy.kill().await?;
     p.episode_starts().await?;

@@ -102,6 +102,19 @@ function packageVersion(name) {
   return JSON.parse(fs.readFileSync(path.join(modulesDir, name, 'package.json'), 'utf8')).version;
 }
 
+// A developer's own livekit-client build (the harness resolves and checks the path), else the
+// pinned package's bundle.
+const localBundle = process.env.FAULTLINE_JS_BUNDLE || '';
+const bundleFile = localBundle ||
+  path.join(modulesDir, 'livekit-client', 'dist', 'livekit-client.umd.js');
+
+/** Which build ran, for the hello: the local bundle's path and the start of its SHA-256. */
+function bundleIdentity() {
+  if (!localBundle) return 'pinned npm package';
+  const sha = crypto.createHash('sha256').update(fs.readFileSync(bundleFile)).digest('hex');
+  return `local bundle ${bundleFile} sha256:${sha.slice(0, 12)}`;
+}
+
 let playwright;
 let files;
 try {
@@ -109,10 +122,7 @@ try {
   files = {
     '/': { file: path.join(here, 'page.html'), type: 'text/html; charset=utf-8' },
     '/page.js': { file: path.join(here, 'page.js'), type: 'text/javascript; charset=utf-8' },
-    '/livekit-client.umd.js': {
-      file: path.join(modulesDir, 'livekit-client', 'dist', 'livekit-client.umd.js'),
-      type: 'text/javascript; charset=utf-8',
-    },
+    '/livekit-client.umd.js': { file: bundleFile, type: 'text/javascript; charset=utf-8' },
   };
   for (const { file } of Object.values(files)) fs.accessSync(file, fs.constants.R_OK);
 } catch (e) {
@@ -516,8 +526,8 @@ async function main() {
     protocol: PROTOCOL,
     sdk: SDK_NAME,
     sdk_version: info.version,
-    detail: `livekit-client ${info.version} (protocol ${info.protocol}) in Chromium ` +
-      `${browser.version()} via playwright-core ${packageVersion('playwright-core')}`,
+    detail: `livekit-client ${info.version} (protocol ${info.protocol}, ${bundleIdentity()}) ` +
+      `in Chromium ${browser.version()} via playwright-core ${packageVersion('playwright-core')}`,
   });
   ready = true;
   for (const text of queue.splice(0)) onLine(text);

@@ -175,6 +175,20 @@ def sdk_version():
         return "unknown"
 
 
+def library_identity():
+    """Which native library ran: the wheel's own, or LIVEKIT_LIB_PATH's with the start of its SHA-256."""
+    import hashlib
+
+    path = os.environ.get("LIVEKIT_LIB_PATH", "").strip()
+    if not path:
+        return "the wheel's own library"
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return "local library %s sha256:%s" % (path, digest.hexdigest()[:12])
+
+
 def ffi_version():
     """The native library's own version via its UniFFI `build_version` export, if present."""
     import ctypes
@@ -1072,7 +1086,8 @@ async def amain():
     loop = asyncio.get_running_loop()
     ffi = ffi_version()
     hello = {"type": "hello", "protocol": PROTOCOL_VERSION, "sdk": SDK_NAME, "sdk_version": sdk_version()}
-    hello["detail"] = ("livekit_ffi v%s" % ffi) if ffi else "livekit_ffi version unknown"
+    ffi_text = ("livekit_ffi v%s" % ffi) if ffi else "livekit_ffi version unknown"
+    hello["detail"] = "%s (%s)" % (ffi_text, library_identity())
     emit(hello)
     log.info("hello: %s", hello)
 

@@ -106,6 +106,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Err(e) => return Ok(could_not_run(e)),
     };
     eprintln!();
+    for (build, who) in record.builds() {
+        println!("build  {build} ({})", who.join(", "));
+    }
     for v in &record.verdicts {
         let mark = if v.passed { "PASS" } else { "FAIL" };
         println!("{mark}  {}\n      expected: {}\n      seen:     {}", v.what, v.expected, v.seen);

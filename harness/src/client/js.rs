@@ -8,6 +8,10 @@
 //! not provisioned (no registry here ships it as a package faultline could fetch): it comes
 //! from `CHROMIUM_BIN` or `PATH`, and `.ci/run` installs Debian's `chromium` where it runs as
 //! root.
+//!
+//! A developer's own build runs instead of the pinned bundle when `FAULTLINE_JS_BUNDLE` names
+//! it (a UMD bundle, or a built checkout); the npm packages are still installed, for the
+//! browser automation, and the driver's hello names the bundle and its hash.
 
 use std::path::PathBuf;
 
@@ -40,10 +44,13 @@ fn pins() -> String {
 pub fn readiness(env: &ProvisionEnv) -> Result<String, ClientError> {
     needed(env, "node", "Node.js 18 or later", "apt-get install nodejs")?;
     let chromium = chromium(env)?;
+    let local = local_bundle(env)?
+        .map(|b| format!("; runs the local bundle {} (FAULTLINE_JS_BUNDLE)", b.display()))
+        .unwrap_or_default();
     let dir = dir(env);
     if stage::is_ready(&dir, &pins()) {
         return Ok(format!(
-            "livekit-client {LIVEKIT_CLIENT_VERSION} prepared in {}; browser {}",
+            "livekit-client {LIVEKIT_CLIENT_VERSION} prepared in {}; browser {}{local}",
             dir.display(),
             chromium.display()
         ));
@@ -51,11 +58,45 @@ pub fn readiness(env: &ProvisionEnv) -> Result<String, ClientError> {
     let npm = needed(env, "npm", "npm", "apt-get install npm")?;
     Ok(format!(
         "first use runs {} ci (livekit-client {LIVEKIT_CLIENT_VERSION}, playwright-core) in {}; \
-         browser {}",
+         browser {}{local}",
         npm.display(),
         dir.display(),
         chromium.display()
     ))
+}
+
+/// The pinned livekit-client's UMD bundle in the cache (there once the client is prepared).
+pub(crate) fn pinned_bundle(env: &ProvisionEnv) -> PathBuf {
+    dir(env).join("node_modules/livekit-client/dist/livekit-client.umd.js")
+}
+
+/// The bundle `FAULTLINE_JS_BUNDLE` names, resolved: the file itself, or a directory's
+/// `dist/livekit-client.umd.js` (a livekit-client checkout or package after its build) or
+/// `livekit-client.umd.js`; absolute, so the driver finds it from any directory.
+fn local_bundle(env: &ProvisionEnv) -> Result<Option<PathBuf>, ClientError> {
+    let Some(given) = &env.js_bundle else { return Ok(None) };
+    let refused = |why: String| ClientError::LocalBuild {
+        sdk: Sdk::Js,
+        variable: "FAULTLINE_JS_BUNDLE",
+        path: given.clone(),
+        why,
+        expected: "a livekit-client UMD bundle (livekit-client.umd.js), or a directory with \
+                   dist/livekit-client.umd.js (run the package's build first)",
+    };
+    let file = if given.is_dir() {
+        ["dist/livekit-client.umd.js", "livekit-client.umd.js"]
+            .into_iter()
+            .map(|name| given.join(name))
+            .find(|candidate| candidate.is_file())
+            .ok_or_else(|| {
+                refused("the directory has no dist/livekit-client.umd.js (not built?)".into())
+            })?
+    } else if given.is_file() {
+        given.clone()
+    } else {
+        return Err(refused("no such file or directory".into()));
+    };
+    std::path::absolute(&file).map(Some).map_err(|e| refused(e.to_string()))
 }
 
 /// Installs the npm packages if needed and returns how to start the driver.
@@ -63,6 +104,7 @@ pub(crate) async fn prepare(env: &ProvisionEnv) -> Result<Launch, ClientError> {
     let sdk = Sdk::Js;
     let node = needed(env, "node", "Node.js 18 or later", "apt-get install nodejs")?;
     let chromium = chromium(env)?;
+    let bundle = local_bundle(env)?;
     let dir = dir(env);
     let files = [
         ("driver.mjs", DRIVER),
@@ -89,6 +131,9 @@ pub(crate) async fn prepare(env: &ProvisionEnv) -> Result<Launch, ClientError> {
     let mut launch = Launch::new(node, vec![dir.join("driver.mjs").into_os_string()]);
     launch.env.push(("FAULTLINE_JS_MODULES".into(), dir.join("node_modules").into_os_string()));
     launch.env.push(("CHROMIUM_BIN".into(), chromium.into_os_string()));
+    // Set (or cleared) explicitly: the environment given, not the process's, decides.
+    let bundle = bundle.map(PathBuf::into_os_string).unwrap_or_default();
+    launch.env.push(("FAULTLINE_JS_BUNDLE".into(), bundle));
     launch.group = true;
     Ok(launch)
 }
@@ -123,4 +168,41 @@ fn chromium(env: &ProvisionEnv) -> Result<PathBuf, ClientError> {
                   package) or set CHROMIUM_BIN to the browser's executable"
                 .into(),
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_bundle(path: PathBuf) -> ProvisionEnv {
+        ProvisionEnv { js_bundle: Some(path), ..ProvisionEnv::isolated("/nonexistent-cache") }
+    }
+
+    #[test]
+    fn a_local_bundle_is_a_file_or_a_built_directory() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let dist = dir.path().join("dist");
+        std::fs::create_dir(&dist).expect("dist/");
+        let bundle = dist.join("livekit-client.umd.js");
+
+        let unbuilt = local_bundle(&with_bundle(dir.path().to_owned()));
+        assert!(
+            unbuilt.as_ref().is_err_and(|e| e.to_string().contains("not built?")),
+            "{unbuilt:?}"
+        );
+        std::fs::write(&bundle, "/* a bundle */").expect("the bundle");
+        for given in [dir.path().to_owned(), bundle.clone()] {
+            let found = local_bundle(&with_bundle(given)).expect("resolved");
+            assert_eq!(found, Some(bundle.clone()));
+        }
+        let missing = local_bundle(&with_bundle(dir.path().join("nope.js")));
+        assert!(
+            missing.as_ref().is_err_and(|e| e
+                .to_string()
+                .contains("cannot use the build FAULTLINE_JS_BUNDLE=",)
+                && e.to_string().contains("no such file")),
+            "{missing:?}"
+        );
+        assert_eq!(local_bundle(&ProvisionEnv::isolated("/c")).expect("unset is fine"), None);
+    }
 }

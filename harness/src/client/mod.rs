@@ -51,6 +51,31 @@ impl Sdk {
         }
     }
 
+    /// Prepares the SDK's pinned build if needed and returns its file: livekit-client's UMD
+    /// bundle, or the wheel's `liblivekit_ffi` (`None` for faultline-sdk, which is in
+    /// process). What a developer copies or compares a build of their own with.
+    pub async fn pinned_build(self, env: &ProvisionEnv) -> Result<Option<PathBuf>, ClientError> {
+        let pinned = ProvisionEnv { js_bundle: None, livekit_lib: None, ..env.clone() };
+        match self {
+            Sdk::Faultline => Ok(None),
+            Sdk::UpstreamRust => {
+                upstream_rust::prepare(&pinned).await?;
+                upstream_rust::pinned_library(&pinned).map(Some).ok_or_else(|| {
+                    ClientError::Provision {
+                        sdk: self,
+                        message: "the prepared livekit wheel has no liblivekit_ffi in \
+                                  livekit/rtc/resources"
+                            .into(),
+                    }
+                })
+            }
+            Sdk::Js => {
+                js::prepare(&pinned).await?;
+                Ok(Some(js::pinned_bundle(&pinned)))
+            }
+        }
+    }
+
     /// Why this SDK cannot be asked to simulate `scenario`, if it cannot (known from its
     /// API, so a scenario is refused before it starts).
     pub fn cannot_simulate(self, scenario: SimulateKind) -> Option<&'static str> {
@@ -108,6 +133,25 @@ pub enum ClientError {
         missing: String,
         /// The command or setting that provides it.
         fix: String,
+    },
+    /// A local build named by an environment variable (or the matching
+    /// [`ProvisionEnv`] field) cannot be used.
+    #[error(
+        "the {sdk} client cannot use the build {variable}={}: {why}. Fix: point {variable} at \
+         {expected}, or unset it to run the pinned build",
+        path.display()
+    )]
+    LocalBuild {
+        /// The SDK.
+        sdk: Sdk,
+        /// The variable that named it.
+        variable: &'static str,
+        /// The path it named.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: String,
+        /// What the variable must name.
+        expected: &'static str,
     },
     /// Preparing the SDK in the cache failed.
     #[error("preparing the {sdk} client failed: {message}")]
@@ -272,6 +316,22 @@ impl Client {
         match &self.inner {
             Inner::Faultline(_) => None,
             Inner::Driver(driver) => Some(driver.hello()),
+        }
+    }
+
+    /// The exact build that runs, for reports: faultline-sdk's version, or what the driver's
+    /// hello said (the SDK's version, and which build: the pinned package or a local file
+    /// with the start of its SHA-256).
+    pub fn build(&self) -> String {
+        match &self.inner {
+            Inner::Faultline(_) => format!("faultline-sdk {}", env!("CARGO_PKG_VERSION")),
+            Inner::Driver(driver) => {
+                let hello = driver.hello();
+                match &hello.detail {
+                    Some(detail) => format!("{} {}: {detail}", hello.sdk, hello.sdk_version),
+                    None => format!("{} {}", hello.sdk, hello.sdk_version),
+                }
+            }
         }
     }
 

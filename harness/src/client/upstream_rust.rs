@@ -11,6 +11,10 @@
 //! Provisioned on first use: a venv in `<cache>/drivers/upstream-rust-<pin>/venv` built with
 //! `python3 -m venv` and `pip install -r requirements.txt` (exact pins), once, under the
 //! cache lock.
+//!
+//! A developer's own build of the native library runs instead of the wheel's copy when
+//! `LIVEKIT_LIB_PATH` (the wheel's own variable) names it; the driver's hello names the
+//! library and its hash.
 
 use std::path::PathBuf;
 
@@ -34,23 +38,60 @@ fn dir(env: &ProvisionEnv) -> PathBuf {
 /// prepared or what first use will do, or why it cannot run.
 pub fn readiness(env: &ProvisionEnv) -> Result<String, ClientError> {
     let python = python(env)?;
+    let local = local_library(env)?
+        .map(|l| format!("; loads the local library {} (LIVEKIT_LIB_PATH)", l.display()))
+        .unwrap_or_default();
     let dir = dir(env);
     Ok(if stage::is_ready(&dir, REQUIREMENTS) {
-        format!("livekit {LIVEKIT_WHEEL_VERSION} prepared in {}", dir.display())
+        format!("livekit {LIVEKIT_WHEEL_VERSION} prepared in {}{local}", dir.display())
     } else {
         format!(
             "first use builds a venv with {} and pip-installs livekit {LIVEKIT_WHEEL_VERSION} \
-             into {}",
+             into {}{local}",
             python.display(),
             dir.display()
         )
     })
 }
 
+/// The pinned wheel's own `liblivekit_ffi` in the cache (there once the client is prepared).
+pub(crate) fn pinned_library(env: &ProvisionEnv) -> Option<PathBuf> {
+    let lib = dir(env).join("venv").join("lib");
+    std::fs::read_dir(&lib).ok()?.flatten().find_map(|python| {
+        let resources = python.path().join("site-packages/livekit/rtc/resources");
+        std::fs::read_dir(resources).ok()?.flatten().map(|entry| entry.path()).find(|path| {
+            path.file_name().is_some_and(|n| n.to_string_lossy().starts_with("liblivekit_ffi"))
+        })
+    })
+}
+
+/// The native library `LIVEKIT_LIB_PATH` names, checked to be a file and made absolute: the
+/// wheel's Python layer loads it instead of its own copy.
+fn local_library(env: &ProvisionEnv) -> Result<Option<PathBuf>, ClientError> {
+    let Some(given) = &env.livekit_lib else { return Ok(None) };
+    let refused = |why: String| ClientError::LocalBuild {
+        sdk: Sdk::UpstreamRust,
+        variable: "LIVEKIT_LIB_PATH",
+        path: given.clone(),
+        why,
+        expected: "a liblivekit_ffi shared library (e.g. target/release/liblivekit_ffi.so of a \
+                   rust-sdks build)",
+    };
+    if !given.is_file() {
+        return Err(refused(if given.is_dir() {
+            "it is a directory, not the library file".into()
+        } else {
+            "no such file".into()
+        }));
+    }
+    std::path::absolute(given).map(Some).map_err(|e| refused(e.to_string()))
+}
+
 /// Builds the venv if needed and returns how to start the driver.
 pub(crate) async fn prepare(env: &ProvisionEnv) -> Result<Launch, ClientError> {
     let sdk = Sdk::UpstreamRust;
     let python = python(env)?;
+    let library = local_library(env)?;
     let dir = dir(env);
     let venv = dir.join("venv");
     let venv_python = venv.join("bin").join("python");
@@ -80,6 +121,9 @@ pub(crate) async fn prepare(env: &ProvisionEnv) -> Result<Launch, ClientError> {
         Launch::new(venv_python, vec!["-u".into(), dir.join("driver.py").into_os_string()]);
     launch.env.push(("PYTHONUNBUFFERED".into(), "1".into()));
     launch.env.push(("PYTHONDONTWRITEBYTECODE".into(), "1".into()));
+    // Set (or cleared) explicitly: the environment given, not the process's, decides.
+    let library = library.map(PathBuf::into_os_string).unwrap_or_default();
+    launch.env.push(("LIVEKIT_LIB_PATH".into(), library));
     launch.group = true;
     Ok(launch)
 }
@@ -125,5 +169,28 @@ fn python(env: &ProvisionEnv) -> Result<PathBuf, ClientError> {
             "{} did not say its version (it printed {text:?})",
             python.display()
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_local_library_must_be_a_file() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let with = |path: PathBuf| ProvisionEnv {
+            livekit_lib: Some(path),
+            ..ProvisionEnv::isolated("/nonexistent-cache")
+        };
+        let refused = |path: PathBuf| match local_library(&with(path)) {
+            Err(e) => e.to_string(),
+            Ok(found) => panic!("accepted {found:?}"),
+        };
+        assert!(refused(dir.path().to_owned()).contains("it is a directory, not the library file"));
+        assert!(refused(dir.path().join("liblivekit_ffi.so")).contains("no such file"));
+        let lib = dir.path().join("liblivekit_ffi.so");
+        std::fs::write(&lib, b"\x7fELF").expect("the library");
+        assert_eq!(local_library(&with(lib.clone())).expect("a file"), Some(lib));
     }
 }

@@ -288,6 +288,7 @@ mod tests {
         ParticipantRecord {
             identity: identity.into(),
             sdk: "faultline".into(),
+            build: "faultline-sdk".into(),
             reconnect_bound: Duration::from_secs(30),
             backoff: None,
             joined_sid: String::new(),

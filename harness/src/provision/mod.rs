@@ -145,6 +145,13 @@ pub struct ProvisionEnv {
     /// `FAULTLINE_PYTHON`: the Python that builds the `upstream-rust` client's venv (else
     /// `python3` on `PATH`).
     pub python: Option<PathBuf>,
+    /// `FAULTLINE_JS_BUNDLE`: a livekit-client UMD bundle (a file, or a directory holding
+    /// `dist/livekit-client.umd.js`, such as a checkout after its build) the `js` client runs
+    /// instead of the pinned one.
+    pub js_bundle: Option<PathBuf>,
+    /// `LIVEKIT_LIB_PATH`: a `liblivekit_ffi` the `upstream-rust` client loads instead of the
+    /// wheel's own copy (the wheel's own variable, passed through to its driver).
+    pub livekit_lib: Option<PathBuf>,
     /// Bound on a `go install` (and on pulling an image).
     pub build_timeout: Duration,
     /// The Docker engine the container source asks and runs containers on: `DOCKER_HOST`,
@@ -171,6 +178,8 @@ impl fmt::Debug for ProvisionEnv {
             .field("chromium_bin", &self.chromium_bin)
             .field("redis_server_bin", &self.redis_server_bin)
             .field("python", &self.python)
+            .field("js_bundle", &self.js_bundle)
+            .field("livekit_lib", &self.livekit_lib)
             .field("build_timeout", &self.build_timeout)
             .field("docker_host", &self.docker_host)
             .finish_non_exhaustive()
@@ -203,6 +212,8 @@ impl ProvisionEnv {
             chromium_bin: var("CHROMIUM_BIN").map(PathBuf::from),
             redis_server_bin: var("REDIS_SERVER_BIN").map(PathBuf::from),
             python: var("FAULTLINE_PYTHON").map(PathBuf::from),
+            js_bundle: var("FAULTLINE_JS_BUNDLE").map(PathBuf::from),
+            livekit_lib: var("LIVEKIT_LIB_PATH").map(PathBuf::from),
             build_timeout: Duration::from_secs(20 * 60),
             docker_host: Some(var("DOCKER_HOST").unwrap_or_else(|| DEFAULT_DOCKER_HOST.into())),
             docker_probe_timeout: Duration::from_secs(5),
@@ -224,6 +235,8 @@ impl ProvisionEnv {
             chromium_bin: None,
             redis_server_bin: None,
             python: None,
+            js_bundle: None,
+            livekit_lib: None,
             build_timeout: Duration::from_secs(20 * 60),
             docker_host: None,
             docker_probe_timeout: Duration::from_secs(5),

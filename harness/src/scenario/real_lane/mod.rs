@@ -361,10 +361,13 @@ impl Runner<'_> {
             let connect = Client::connect(sdk, &url, &token, options, &self.env);
             let (client, mut events) = match tokio::time::timeout(JOIN_TIMEOUT, connect).await {
                 Err(_) => return Err(join_error(format!("no answer within {JOIN_TIMEOUT:?}"))),
-                Ok(Err(e @ ClientError::Unavailable { .. })) => return Err(RunError::Client(e)),
+                Ok(Err(e @ (ClientError::Unavailable { .. } | ClientError::LocalBuild { .. }))) => {
+                    return Err(RunError::Client(e))
+                }
                 Ok(Err(e)) => return Err(join_error(e.to_string())),
                 Ok(Ok(joined)) => joined,
             };
+            record.build = client.build();
             record.joined_sid =
                 client.state().await.map_err(|e| join_error(e.to_string()))?.local_sid;
             let tx = self.events_tx.clone();
