@@ -6,7 +6,8 @@
 //! cannot outlive the test process even when that process is itself SIGKILLed (then no
 //! destructor runs). For the last guarantee each process gets a watchdog: a tiny `sh` loop
 //! that polls, every 0.5 s, whether the test process is still alive, and SIGKILLs the server
-//! once it is not. A server in a container (`container.rs`, run through
+//! once it is not. The watchdog runs in a process group of its own and ignores the terminal's
+//! signals, so the Ctrl-C or `timeout` that ends the test process does not end it too. A server in a container (`container.rs`, run through
 //! testcontainers) is no child of ours: its watchdog watches only the test process and then
 //! removes the container with `docker rm -f`, which testcontainers has no way to do after a
 //! SIGKILL.
@@ -264,7 +265,11 @@ fn spawn_watchdog(
 ) -> std::io::Result<Child> {
     // $1 = the test process, $2 = the server (or -group, or nothing); the rest is a command
     // run once the test process is gone (docker rm -f <name>).
-    const SCRIPT: &str = r#"p=$1; c=$2; shift 2
+    // It ignores the terminal's signals and runs in a process group of its own: a Ctrl-C (to
+    // the foreground group) or a `timeout` (SIGTERM to the group) that stops the test process
+    // must not stop the watchdog that cleans up after it.
+    const SCRIPT: &str = r#"trap '' HUP INT QUIT TERM
+p=$1; c=$2; shift 2
 while [ -z "$c" ] || kill -0 "$c" 2>/dev/null; do
   if ! kill -0 "$p" 2>/dev/null; then
     if [ -n "$c" ]; then kill -9 "$c" 2>/dev/null; fi
@@ -279,6 +284,7 @@ done"#;
     } else {
         cmd.arg("true");
     }
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn()
 }
 

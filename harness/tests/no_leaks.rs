@@ -1,32 +1,108 @@
-//! A process that started livekit-server and toxiproxy, network namespaces, or SDK drivers
-//! (and the browser one of them runs), and is then SIGKILLed (so none of its destructors
-//! run) leaves none of them behind.
+//! A process that started livekit-server and toxiproxy, network namespaces, SDK drivers (and
+//! the browser one of them runs), or a cluster's nodes and Redis leaves none of them behind,
+//! however it ends: SIGKILLed (so none of its destructors run), or sent SIGINT or SIGTERM with
+//! its whole process group, as a person's Ctrl-C and CI's `timeout` do — then it says it was
+//! interrupted and exits 130 or 143.
 //!
 //! It lives in the harness package because it runs the `faultline` binary, which cargo
 //! builds (and names in `CARGO_BIN_EXE_faultline`) only for this package's own tests.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use faultline::supervise::process_alive;
+
+/// How a test ends the `faultline` process.
+#[derive(Debug, Clone, Copy)]
+enum End {
+    /// SIGKILL to the process alone: no destructor runs, only the watchdogs.
+    Kill,
+    /// SIGINT to its process group, as a terminal's Ctrl-C sends it.
+    Interrupt,
+    /// SIGTERM to its process group, as `timeout` sends it.
+    Terminate,
+}
+
+/// A `faultline` command in a process group of its own (so that signals to the group do not
+/// reach the test), its stderr collected.
+fn faultline(args: &[&std::ffi::OsStr], stdout: Stdio) -> Result<(Child, mpsc::Receiver<String>)> {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_faultline"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("spawning faultline {args:?}"))?;
+    let mut stderr = child.stderr.take().context("stderr is piped")?;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        let _ = tx.send(text);
+    });
+    Ok((child, rx))
+}
+
+/// Ends `child` as `end` says and checks how it exited: killed by SIGKILL; or, for a group's
+/// signal, with the shell's status for it (130, 143) and a word that it was interrupted —
+/// except `faultline server` on SIGINT, its ordinary stop (`ctrl_c_stops` = true): status 0.
+fn end(
+    child: &mut Child,
+    stderr: &mpsc::Receiver<String>,
+    how: End,
+    ctrl_c_stops: bool,
+) -> Result<()> {
+    let group = i32::try_from(child.id())
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+        .context("the child's pid")?;
+    let signal = match how {
+        End::Kill => {
+            child.kill().context("SIGKILL faultline")?;
+            None
+        }
+        End::Interrupt => Some(("SIGINT", rustix::process::Signal::INT, 130)),
+        End::Terminate => Some(("SIGTERM", rustix::process::Signal::TERM, 143)),
+    };
+    if let Some((_, signal, _)) = signal {
+        rustix::process::kill_process_group(group, signal).context("signalling the group")?;
+    }
+    let status = child.wait()?;
+    let said = stderr.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
+    match signal {
+        None => ensure!(status.signal() == Some(9), "SIGKILLed faultline exited {status:?}"),
+        Some(("SIGINT", _, _)) if ctrl_c_stops => {
+            ensure!(status.code() == Some(0), "Ctrl-C stops faultline server: {status:?}\n{said}");
+        }
+        Some((name, _, code)) => {
+            ensure!(
+                status.code() == Some(code),
+                "faultline after {name} to its group exited {status:?}, expected {code}:\n{said}"
+            );
+            ensure!(
+                said.contains(&format!("interrupted by {name}")),
+                "faultline did not say it was interrupted by {name}:\n{said}"
+            );
+        }
+    }
+    Ok(())
+}
 
 fn pid_after(line: &str, prefix: &str) -> Option<u32> {
     line.strip_prefix(prefix).and_then(|rest| rest.trim().parse().ok())
 }
 
-/// Starts `faultline server <args>` and returns it with every line it printed up to `ready`.
-fn start_server(args: &[&str]) -> Result<(Child, Vec<String>)> {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_faultline"))
-        .arg("server")
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .with_context(|| format!("spawning faultline server {}", args.join(" ")))?;
+/// Starts `faultline server <args>` and returns it, its stderr, and every line it printed up
+/// to `ready`.
+fn start_server(args: &[&str]) -> Result<(Child, mpsc::Receiver<String>, Vec<String>)> {
+    let mut all: Vec<&std::ffi::OsStr> = vec!["server".as_ref()];
+    all.extend(args.iter().map(std::ffi::OsStr::new));
+    let (mut child, stderr) = faultline(&all, Stdio::piped())?;
     let stdout = child.stdout.take().context("stdout is piped")?;
     let (lines_tx, lines) = mpsc::channel();
     std::thread::spawn(move || {
@@ -43,7 +119,7 @@ fn start_server(args: &[&str]) -> Result<(Child, Vec<String>)> {
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match lines.recv_timeout(left) {
-            Ok(line) if line.starts_with("ready") => return Ok((child, printed)),
+            Ok(line) if line.starts_with("ready") => return Ok((child, stderr, printed)),
             Ok(line) => printed.push(line),
             Err(e) => {
                 let _ = child.kill();
@@ -53,12 +129,12 @@ fn start_server(args: &[&str]) -> Result<(Child, Vec<String>)> {
     }
 }
 
-/// Polls `gone` every 100 ms for up to 10 s after a SIGKILL.
-fn wait_gone(what: impl Fn() -> String, gone: impl Fn() -> bool) -> Result<()> {
+/// Polls `gone` every 100 ms for up to 10 s after the parent ended.
+fn wait_gone(how: End, what: impl Fn() -> String, gone: impl Fn() -> bool) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !gone() {
         if Instant::now() > deadline {
-            bail!("10 s after SIGKILL of their parent: {}", what());
+            bail!("10 s after their parent ended ({how:?}): {}", what());
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -67,7 +143,21 @@ fn wait_gone(what: impl Fn() -> String, gone: impl Fn() -> bool) -> Result<()> {
 
 #[test]
 fn servers_die_with_a_sigkilled_parent() -> Result<()> {
-    let (mut child, printed) = start_server(&["--toxiproxy"])?;
+    servers_die_with_their_parent(End::Kill)
+}
+
+#[test]
+fn servers_stop_when_their_parent_is_interrupted() -> Result<()> {
+    servers_die_with_their_parent(End::Interrupt)
+}
+
+#[test]
+fn servers_stop_when_their_parent_is_terminated() -> Result<()> {
+    servers_die_with_their_parent(End::Terminate)
+}
+
+fn servers_die_with_their_parent(how: End) -> Result<()> {
+    let (mut child, stderr, printed) = start_server(&["--toxiproxy"])?;
     let pid = |prefix| printed.iter().find_map(|line| pid_after(line, prefix));
     let livekit = pid("livekit-server pid:").context("no livekit-server pid printed")?;
     let toxiproxy = pid("toxiproxy pid:").context("no toxiproxy pid printed")?;
@@ -76,9 +166,9 @@ fn servers_die_with_a_sigkilled_parent() -> Result<()> {
         "servers not running while the parent lives"
     );
 
-    child.kill().context("SIGKILL faultline")?;
-    child.wait()?;
+    end(&mut child, &stderr, how, true)?;
     wait_gone(
+        how,
         || {
             format!(
                 "livekit-server {livekit} alive: {}, toxiproxy {toxiproxy} alive: {}",
@@ -114,10 +204,19 @@ fn namespaces_left(namespaces: &[String], link: &str) -> Vec<String> {
 
 #[test]
 fn network_namespaces_go_with_a_sigkilled_parent() -> Result<()> {
+    network_namespaces_go_with_their_parent(End::Kill)
+}
+
+#[test]
+fn network_namespaces_go_when_their_parent_is_terminated() -> Result<()> {
+    network_namespaces_go_with_their_parent(End::Terminate)
+}
+
+fn network_namespaces_go_with_their_parent(how: End) -> Result<()> {
     if !faultline::netns::usable_in_tests()? {
         return Ok(());
     }
-    let (mut child, printed) = start_server(&["--netns", "2"])?;
+    let (mut child, stderr, printed) = start_server(&["--netns", "2"])?;
     let namespaces: Vec<String> =
         printed.iter().filter_map(|l| l.strip_prefix("netns: ")).map(str::to_string).collect();
     let link = printed
@@ -133,9 +232,9 @@ fn network_namespaces_go_with_a_sigkilled_parent() -> Result<()> {
     let before = namespaces_left(&namespaces, &link);
     assert_eq!(before.len(), 4, "the namespaces and the root link exist while the parent lives");
 
-    child.kill().context("SIGKILL faultline")?;
-    child.wait()?;
+    end(&mut child, &stderr, how, true)?;
     wait_gone(
+        how,
         || {
             format!(
                 "left behind: {:?}; livekit-server {livekit} alive: {}",
@@ -147,11 +246,17 @@ fn network_namespaces_go_with_a_sigkilled_parent() -> Result<()> {
     )
 }
 
-/// SIGKILLs `child` (a `faultline run`) and waits until every process in `running` is gone.
-fn sigkill_and_wait_gone(child: &mut Child, running: &[u32]) -> Result<()> {
-    child.kill().context("SIGKILL faultline")?;
-    child.wait()?;
+/// Ends `child` (a `faultline run`) as `how` says and waits until every process in `running`
+/// is gone.
+fn end_and_wait_gone(
+    child: &mut Child,
+    stderr: &mpsc::Receiver<String>,
+    how: End,
+    running: &[u32],
+) -> Result<()> {
+    end(child, stderr, how, false)?;
     wait_gone(
+        how,
         || {
             format!(
                 "still running: {:?}",
@@ -197,6 +302,20 @@ fn children_of(parent: u32) -> Vec<(u32, String)> {
 
 #[test]
 fn sdk_drivers_and_their_browser_die_with_a_sigkilled_parent() -> Result<()> {
+    sdk_drivers_and_their_browser_die_with_their_parent(End::Kill)
+}
+
+#[test]
+fn sdk_drivers_and_their_browser_stop_when_their_parent_is_interrupted() -> Result<()> {
+    sdk_drivers_and_their_browser_die_with_their_parent(End::Interrupt)
+}
+
+#[test]
+fn sdk_drivers_and_their_browser_stop_when_their_parent_is_terminated() -> Result<()> {
+    sdk_drivers_and_their_browser_die_with_their_parent(End::Terminate)
+}
+
+fn sdk_drivers_and_their_browser_die_with_their_parent(how: End) -> Result<()> {
     let dir = tempfile::tempdir()?;
     let scenario = dir.path().join("idle.toml");
     // Two external clients that sit in a room until a fault a minute away.
@@ -207,14 +326,7 @@ fn sdk_drivers_and_their_browser_die_with_a_sigkilled_parent() -> Result<()> {
          target = \"py\"\ntype = \"simulate\"\nscenario = \"signal-reconnect\"\n",
     )?;
     let before: Vec<u32> = pids_with("--remote-debugging-pipe");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_faultline"))
-        .arg("run")
-        .arg(&scenario)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .context("spawning faultline run")?;
+    let (mut child, stderr) = faultline(&["run".as_ref(), scenario.as_os_str()], Stdio::null())?;
     // A first run may prepare both SDKs in the cache: allow for that.
     let deadline = Instant::now() + Duration::from_secs(10 * 60);
     let running = loop {
@@ -235,11 +347,20 @@ fn sdk_drivers_and_their_browser_die_with_a_sigkilled_parent() -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(200));
     };
-    sigkill_and_wait_gone(&mut child, &running)
+    end_and_wait_gone(&mut child, &stderr, how, &running)
 }
 
 #[test]
 fn a_clusters_nodes_and_redis_die_with_a_sigkilled_parent() -> Result<()> {
+    a_clusters_nodes_and_redis_die_with_their_parent(End::Kill)
+}
+
+#[test]
+fn a_clusters_nodes_and_redis_stop_when_their_parent_is_interrupted() -> Result<()> {
+    a_clusters_nodes_and_redis_die_with_their_parent(End::Interrupt)
+}
+
+fn a_clusters_nodes_and_redis_die_with_their_parent(how: End) -> Result<()> {
     let dir = tempfile::tempdir()?;
     let scenario = dir.path().join("cluster-idle.toml");
     // Two nodes on Redis, one client, nothing happening for a minute.
@@ -248,14 +369,7 @@ fn a_clusters_nodes_and_redis_die_with_a_sigkilled_parent() -> Result<()> {
         "name = \"cluster-idle\"\nlanes = [\"real\"]\n[cluster]\nnodes = 2\n\
          [[participant]]\nidentity = \"a\"\n[[fault]]\nat = \"60s\"\ntype = \"node-kill\"\nnode = 0\n",
     )?;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_faultline"))
-        .arg("run")
-        .arg(&scenario)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .context("spawning faultline run")?;
+    let (mut child, stderr) = faultline(&["run".as_ref(), scenario.as_os_str()], Stdio::null())?;
     let deadline = Instant::now() + Duration::from_secs(5 * 60);
     let running = loop {
         let servers: Vec<(u32, String)> = children_of(child.id())
@@ -272,5 +386,5 @@ fn a_clusters_nodes_and_redis_die_with_a_sigkilled_parent() -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(200));
     };
-    sigkill_and_wait_gone(&mut child, &running)
+    end_and_wait_gone(&mut child, &stderr, how, &running)
 }

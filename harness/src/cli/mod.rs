@@ -58,28 +58,65 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(async {
-        match cli.command {
-            Command::Doctor(args) => doctor::run(args).await,
-            Command::Server(args) => server::run(args).await,
-            Command::Bench(args) => bench::run(args).await,
-            Command::Run(args) => run::run(args).await,
-            Command::Matrix(args) => matrix::run(args).await,
-            Command::Conform(args) => conform::run(args).await,
-            Command::Explore(args) => explore::run(args).await,
-            Command::Replay(args) => replay::run(args).await,
-            Command::Import(args) => import::run(args).await,
+    // `server` runs until Ctrl-C by design and stops itself on it; every other command is
+    // interrupted by it.
+    let stops_on_ctrl_c = !matches!(cli.command, Command::Server(_));
+    let outcome = runtime.block_on(async {
+        let command = async {
+            match cli.command {
+                Command::Doctor(args) => doctor::run(args).await,
+                Command::Server(args) => server::run(args).await,
+                Command::Bench(args) => bench::run(args).await,
+                Command::Run(args) => run::run(args).await,
+                Command::Matrix(args) => matrix::run(args).await,
+                Command::Conform(args) => conform::run(args).await,
+                Command::Explore(args) => explore::run(args).await,
+                Command::Replay(args) => replay::run(args).await,
+                Command::Import(args) => import::run(args).await,
+            }
+        };
+        tokio::select! {
+            result = command => Ok(result),
+            signal = interrupted(stops_on_ctrl_c) => Err(signal),
         }
     });
+    // Shutting the runtime down drops every task still running, and with them the servers,
+    // proxies, drivers and namespaces they held: each is stopped by its destructor. A blocking
+    // task (a simulation) is not waited for long: the watchdogs stop what it held.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
     if let Some(log) = log.filter(|l| std::fs::metadata(l).is_ok_and(|m| m.len() > 0)) {
         eprintln!("faultline log: {}", log.display());
     }
-    match result {
-        Ok(code) => code,
-        Err(e) => {
+    match outcome {
+        Ok(Ok(code)) => code,
+        Ok(Err(e)) => {
             eprintln!("faultline: error: {e:#}");
             ExitCode::FAILURE
         }
+        Err(Ok((name, number))) => {
+            eprintln!(
+                "faultline: interrupted by {name}; the servers, proxies, clients and namespaces it \
+                 started are stopped"
+            );
+            ExitCode::from(128 + number)
+        }
+        Err(Err(e)) => {
+            eprintln!("faultline: error: cannot watch for SIGINT and SIGTERM: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves when the process is asked to stop: SIGTERM (a `timeout`, CI cancelling a job) or,
+/// if `on_ctrl_c`, SIGINT (Ctrl-C); with the signal's name and number, for the exit status
+/// 128 + number that shells expect (130, 143).
+async fn interrupted(on_ctrl_c: bool) -> std::io::Result<(&'static str, u8)> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = terminate.recv() => Ok(("SIGTERM", 15)),
+        _ = interrupt.recv(), if on_ctrl_c => Ok(("SIGINT", 2)),
     }
 }
 
