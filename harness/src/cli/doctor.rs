@@ -1,5 +1,6 @@
 //! `faultline doctor`: what this machine can use to run livekit-server, toxiproxy and the
-//! cluster lane's Redis, and which SDK clients can run here.
+//! cluster lane's Redis, which system packages it lacks (with the command that installs
+//! them), and which SDK clients can run here.
 
 use std::net::{TcpListener, UdpSocket};
 use std::process::ExitCode;
@@ -77,6 +78,16 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     if !redis_ok {
         println!("  fix: {}, or set REDIS_SERVER_BIN", redis::install_hint());
+    }
+    let system = provision::system::survey(&env);
+    println!("\nsystem packages (the harness cannot install these itself):");
+    for tool in &system {
+        let mark = if tool.present { "ok  " } else { "--  " };
+        println!("  {mark}{:<18} {}", tool.tool, tool.needed_for);
+    }
+    let root = provision::system::running_as_root();
+    if let Some(command) = provision::system::install_command(&system, root) {
+        println!("  install what is missing (Debian/Ubuntu): {command}");
     }
     println!("\nSDK clients:");
     for sdk in Sdk::ALL {

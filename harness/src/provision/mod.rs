@@ -33,6 +33,7 @@ mod external;
 mod go_install;
 mod on_path;
 mod order;
+pub mod system;
 mod version;
 
 pub use build::{BuildStep, CacheLock};
