@@ -4,7 +4,9 @@
 //! or cannot take what the scenario asks, no Redis for a cluster), which exit with status 2 before anything is
 //! started; `--seeds`, which reports a scenario's pass rate over many simulation seeds; and
 //! `faultline import`, which writes a scenario from field evidence or names what is wrong with it;
-//! and that the harness's own log stays off the terminal unless `RUST_LOG` asks for it.
+//! `faultline matrix --compare`, which says what changed between two saved matrices and fails
+//! on a regression; and that the harness's own log stays off the terminal unless `RUST_LOG`
+//! asks for it.
 
 use std::process::Command;
 
@@ -38,6 +40,12 @@ fn doctor_fails_and_says_how_to_fix_it_when_no_source_works() -> Result<()> {
     assert!(text.contains("go:           not found on PATH"), "{text}");
     assert!(text.contains("fix: install Go >= 1.26"), "{text}");
     assert!(text.contains("redis-server (the cluster lane): NO SOURCE"), "{text}");
+    assert!(
+        text.contains("install what is missing (Debian/Ubuntu): ")
+            && text.contains("apt-get install chromium python3 python3-venv nodejs nftables")
+            && text.contains("{ command -v npm >/dev/null || "),
+        "doctor names the install command, npm after Node.js: {text}"
+    );
     assert!(text.contains("fix: install it with"), "{text}");
     Ok(())
 }
@@ -317,5 +325,57 @@ fn the_harness_log_goes_to_a_file_named_at_the_end_unless_rust_log_asks_for_the_
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(text.contains("provisioning source skipped"), "RUST_LOG=info:\n{text}");
     assert!(!text.contains("faultline log: "), "{text}");
+    Ok(())
+}
+
+/// A saved matrix with one js cell per (scenario, failures).
+fn saved_matrix(build: &str, rows: &[(&str, &[&str])]) -> String {
+    let rows: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|(scenario, failures)| {
+            serde_json::json!({
+                "scenario": scenario,
+                "cells": [{
+                    "state": if failures.is_empty() { "pass" } else { "fail" },
+                    "passed": 3 - failures.len(), "total": 3, "failures": failures,
+                    "detect": 0.5, "heal_to_reconnected": 2.0,
+                }],
+            })
+        })
+        .collect();
+    serde_json::json!({"format": 1, "sdks": ["js"], "builds": [[build]], "rows": rows}).to_string()
+}
+
+#[test]
+fn matrix_compare_names_what_changed_and_fails_on_a_regression() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let write = |name: &str, text: String| -> Result<String> {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text)?;
+        Ok(path.display().to_string())
+    };
+    let old = write("old.json", saved_matrix("livekit-client 2.22.4", &[("a", &[]), ("b", &[])]))?;
+    let same =
+        write("same.json", saved_matrix("livekit-client 2.23.0", &[("a", &[]), ("b", &[])]))?;
+    let worse = write(
+        "worse.json",
+        saved_matrix("livekit-client 2.23.0", &[("a", &[]), ("b", &["media-flowing: x"])]),
+    )?;
+    let (code, text) = faultline(&["matrix", "--compare", &old, &same], dir.path())?;
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("js: livekit-client 2.22.4 → livekit-client 2.23.0"), "{text}");
+    assert!(text.contains("2 cells compared: 0 regressed"), "{text}");
+    let (code, text) = faultline(&["matrix", "--compare", &old, &worse], dir.path())?;
+    assert_eq!(code, Some(1), "a regression fails: {text}");
+    assert!(
+        text.contains(
+            "| b | js | **REGRESSED** pass 3/3 → fail 2/3; now fails: media-flowing: x |"
+        ),
+        "{text}"
+    );
+    let broken = write("broken.json", "{\"format\": 1}".into())?;
+    let (code, text) = faultline(&["matrix", "--compare", &old, &broken], dir.path())?;
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("is not a matrix file written by `faultline matrix`"), "{text}");
     Ok(())
 }

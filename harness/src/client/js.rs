@@ -10,8 +10,10 @@
 //! root.
 //!
 //! A developer's own build runs instead of the pinned bundle when `FAULTLINE_JS_BUNDLE` names
-//! it (a UMD bundle, or a built checkout); the npm packages are still installed, for the
-//! browser automation, and the driver's hello names the bundle and its hash.
+//! it (a UMD bundle, or a built checkout), and another published version when
+//! `FAULTLINE_JS_VERSION` does (npm-installed into `<cache>/drivers/js-versions/<version>`);
+//! the pinned npm packages are still installed, for the browser automation, and the driver's
+//! hello names the bundle and its hash.
 
 use std::path::PathBuf;
 
@@ -44,9 +46,23 @@ fn pins() -> String {
 pub fn readiness(env: &ProvisionEnv) -> Result<String, ClientError> {
     needed(env, "node", "Node.js 18 or later", "apt-get install nodejs")?;
     let chromium = chromium(env)?;
-    let local = local_bundle(env)?
+    let mut local = local_bundle(env)?
         .map(|b| format!("; runs the local bundle {} (FAULTLINE_JS_BUNDLE)", b.display()))
         .unwrap_or_default();
+    if let Some(version) = &env.js_version {
+        stage::exact_version(
+            Sdk::Js,
+            "FAULTLINE_JS_VERSION",
+            version,
+            "npm view livekit-client version",
+        )?;
+        let state = if stage::is_ready(&version_dir(env, version), version) {
+            "installed"
+        } else {
+            "installed with npm on first use"
+        };
+        local.push_str(&format!("; runs livekit-client {version} ({state}; FAULTLINE_JS_VERSION)"));
+    }
     let dir = dir(env);
     if stage::is_ready(&dir, &pins()) {
         return Ok(format!(
@@ -99,12 +115,75 @@ fn local_bundle(env: &ProvisionEnv) -> Result<Option<PathBuf>, ClientError> {
     std::path::absolute(&file).map(Some).map_err(|e| refused(e.to_string()))
 }
 
+/// The directory a published livekit-client other than the pin is installed into.
+fn version_dir(env: &ProvisionEnv, version: &str) -> PathBuf {
+    stage::dir(env, &format!("js-versions/{version}"))
+}
+
+/// The bundle this run loads instead of the pinned one, if any: `FAULTLINE_JS_BUNDLE`'s, or
+/// that of the published version `FAULTLINE_JS_VERSION` names (installed with npm into the
+/// cache on first use). Both at once is refused: which one was meant?
+async fn chosen_bundle(env: &ProvisionEnv) -> Result<Option<PathBuf>, ClientError> {
+    let local = local_bundle(env)?;
+    let Some(version) = &env.js_version else { return Ok(local) };
+    stage::exact_version(
+        Sdk::Js,
+        "FAULTLINE_JS_VERSION",
+        version,
+        "npm view livekit-client version",
+    )?;
+    if local.is_some() {
+        return Err(ClientError::Version {
+            sdk: Sdk::Js,
+            variable: "FAULTLINE_JS_VERSION",
+            value: version.clone(),
+            why: "FAULTLINE_JS_BUNDLE names a bundle too".into(),
+            fix: "set one of FAULTLINE_JS_BUNDLE and FAULTLINE_JS_VERSION".into(),
+        });
+    }
+    let dir = version_dir(env, version);
+    let steps = if stage::is_ready(&dir, version) {
+        Vec::new()
+    } else {
+        let npm = needed(env, "npm", "npm", "apt-get install npm")?;
+        let package = format!("livekit-client@{version}");
+        vec![Step {
+            program: npm,
+            args: [
+                "install",
+                "--ignore-scripts",
+                "--no-audit",
+                "--no-fund",
+                "--omit=dev",
+                &package,
+            ]
+            .map(Into::into)
+            .to_vec(),
+            log_name: format!("js-npm-install-{version}"),
+        }]
+    };
+    // A package.json of its own keeps npm from looking for one in the directories above.
+    let files = [("package.json", "{ \"name\": \"faultline-js-version\", \"private\": true }\n")];
+    stage::ensure(Sdk::Js, env, &dir, &files, version, &steps).await?;
+    let bundle = dir.join("node_modules/livekit-client/dist/livekit-client.umd.js");
+    if !bundle.is_file() {
+        return Err(ClientError::Provision {
+            sdk: Sdk::Js,
+            message: format!(
+                "npm installed livekit-client {version}, but it has no {}",
+                bundle.display()
+            ),
+        });
+    }
+    Ok(Some(bundle))
+}
+
 /// Installs the npm packages if needed and returns how to start the driver.
 pub(crate) async fn prepare(env: &ProvisionEnv) -> Result<Launch, ClientError> {
     let sdk = Sdk::Js;
     let node = needed(env, "node", "Node.js 18 or later", "apt-get install nodejs")?;
     let chromium = chromium(env)?;
-    let bundle = local_bundle(env)?;
+    let bundle = chosen_bundle(env).await?;
     let dir = dir(env);
     let files = [
         ("driver.mjs", DRIVER),

@@ -55,7 +55,13 @@ impl Sdk {
     /// bundle, or the wheel's `liblivekit_ffi` (`None` for faultline-sdk, which is in
     /// process). What a developer copies or compares a build of their own with.
     pub async fn pinned_build(self, env: &ProvisionEnv) -> Result<Option<PathBuf>, ClientError> {
-        let pinned = ProvisionEnv { js_bundle: None, livekit_lib: None, ..env.clone() };
+        let pinned = ProvisionEnv {
+            js_bundle: None,
+            livekit_lib: None,
+            js_version: None,
+            upstream_rust_version: None,
+            ..env.clone()
+        };
         match self {
             Sdk::Faultline => Ok(None),
             Sdk::UpstreamRust => {
@@ -152,6 +158,20 @@ pub enum ClientError {
         why: String,
         /// What the variable must name.
         expected: &'static str,
+    },
+    /// A published version named by an environment variable cannot be used as given.
+    #[error("the {sdk} client cannot run {variable}={value:?}: {why}. Fix: {fix}")]
+    Version {
+        /// The SDK.
+        sdk: Sdk,
+        /// The variable that named it.
+        variable: &'static str,
+        /// What it said.
+        value: String,
+        /// What is wrong with it.
+        why: String,
+        /// What to do instead.
+        fix: String,
     },
     /// Preparing the SDK in the cache failed.
     #[error("preparing the {sdk} client failed: {message}")]

@@ -90,3 +90,48 @@ fn write_if_changed(path: &Path, contents: &str) -> Result<(), String> {
     temp.persist(path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     Ok(())
 }
+
+/// Checks that `value` (of `variable`) is an exact version, `1.2.3` or `1.2.3-rc.1`: a cache
+/// directory is set up once per version, so a moving tag (`latest`) would go stale there.
+pub(crate) fn exact_version(
+    sdk: Sdk,
+    variable: &'static str,
+    value: &str,
+    newest: &str,
+) -> Result<(), ClientError> {
+    let (release, pre) = value.split_once('-').unwrap_or((value, ""));
+    let numbers: Vec<&str> = release.split('.').collect();
+    let exact = numbers.len() == 3
+        && numbers.iter().all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        && pre.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.')
+        && !(value.contains('-') && pre.is_empty());
+    if exact {
+        return Ok(());
+    }
+    Err(ClientError::Version {
+        sdk,
+        variable,
+        value: value.to_owned(),
+        why: "not an exact version (MAJOR.MINOR.PATCH, optionally -PRERELEASE)".into(),
+        fix: format!("name one exactly; the newest published is what `{newest}` prints"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_exact_versions_name_a_cache_directory() {
+        for good in ["2.23.0", "1.2.10", "2.24.0-rc.1"] {
+            assert!(exact_version(Sdk::Js, "V", good, "npm view x version").is_ok(), "{good}");
+        }
+        for bad in ["latest", "2.x", "^2.23.0", "2.23", "2.23.0-", "../2.23.0", ""] {
+            let refused = exact_version(Sdk::Js, "V", bad, "npm view x version");
+            assert!(
+                refused.as_ref().is_err_and(|e| e.to_string().contains("not an exact version")),
+                "{bad}: {refused:?}"
+            );
+        }
+    }
+}

@@ -13,8 +13,10 @@
 //! cache lock.
 //!
 //! A developer's own build of the native library runs instead of the wheel's copy when
-//! `LIVEKIT_LIB_PATH` (the wheel's own variable) names it; the driver's hello names the
-//! library and its hash.
+//! `LIVEKIT_LIB_PATH` (the wheel's own variable) names it, and another published wheel when
+//! `FAULTLINE_UPSTREAM_RUST_VERSION` does (a venv of its own,
+//! `<cache>/drivers/upstream-rust-<version>`); the driver's hello names the library and its
+//! hash.
 
 use std::path::PathBuf;
 
@@ -29,9 +31,27 @@ pub const LIVEKIT_WHEEL_VERSION: &str = "1.2.1";
 const DRIVER: &str = include_str!("../../drivers/upstream_rust/driver.py");
 const REQUIREMENTS: &str = include_str!("../../drivers/upstream_rust/requirements.txt");
 
-/// The driver's directory in the cache.
+/// The driver's directory in the cache (one per wheel version).
 fn dir(env: &ProvisionEnv) -> PathBuf {
-    stage::dir(env, &format!("upstream-rust-{LIVEKIT_WHEEL_VERSION}"))
+    let version = env.upstream_rust_version.as_deref().unwrap_or(LIVEKIT_WHEEL_VERSION);
+    stage::dir(env, &format!("upstream-rust-{version}"))
+}
+
+/// What the venv installs: the pinned requirements, or — for the version
+/// `FAULTLINE_UPSTREAM_RUST_VERSION` names — that `livekit` wheel with whatever dependencies
+/// pip resolves for it (the pins are the pinned wheel's).
+fn requirements(env: &ProvisionEnv) -> Result<String, ClientError> {
+    let Some(version) = &env.upstream_rust_version else { return Ok(REQUIREMENTS.to_owned()) };
+    stage::exact_version(
+        Sdk::UpstreamRust,
+        "FAULTLINE_UPSTREAM_RUST_VERSION",
+        version,
+        "pip index versions livekit",
+    )?;
+    Ok(format!(
+        "# FAULTLINE_UPSTREAM_RUST_VERSION: the PyPI livekit wheel {version}, its dependencies as \
+         pip resolves them.\nlivekit=={version}\n"
+    ))
 }
 
 /// Whether the client can run here, without preparing anything: a sentence saying what is
@@ -41,13 +61,14 @@ pub fn readiness(env: &ProvisionEnv) -> Result<String, ClientError> {
     let local = local_library(env)?
         .map(|l| format!("; loads the local library {} (LIVEKIT_LIB_PATH)", l.display()))
         .unwrap_or_default();
+    let requirements = requirements(env)?;
+    let version = env.upstream_rust_version.as_deref().unwrap_or(LIVEKIT_WHEEL_VERSION);
     let dir = dir(env);
-    Ok(if stage::is_ready(&dir, REQUIREMENTS) {
-        format!("livekit {LIVEKIT_WHEEL_VERSION} prepared in {}{local}", dir.display())
+    Ok(if stage::is_ready(&dir, &requirements) {
+        format!("livekit {version} prepared in {}{local}", dir.display())
     } else {
         format!(
-            "first use builds a venv with {} and pip-installs livekit {LIVEKIT_WHEEL_VERSION} \
-             into {}{local}",
+            "first use builds a venv with {} and pip-installs livekit {version} into {}{local}",
             python.display(),
             dir.display()
         )
@@ -92,6 +113,7 @@ pub(crate) async fn prepare(env: &ProvisionEnv) -> Result<Launch, ClientError> {
     let sdk = Sdk::UpstreamRust;
     let python = python(env)?;
     let library = local_library(env)?;
+    let requirements = requirements(env)?;
     let dir = dir(env);
     let venv = dir.join("venv");
     let venv_python = venv.join("bin").join("python");
@@ -115,8 +137,8 @@ pub(crate) async fn prepare(env: &ProvisionEnv) -> Result<Launch, ClientError> {
             log_name: "upstream-rust-pip-install".into(),
         },
     ];
-    let files = [("driver.py", DRIVER), ("requirements.txt", REQUIREMENTS)];
-    stage::ensure(sdk, env, &dir, &files, REQUIREMENTS, &steps).await?;
+    let files = [("driver.py", DRIVER), ("requirements.txt", requirements.as_str())];
+    stage::ensure(sdk, env, &dir, &files, &requirements, &steps).await?;
     let mut launch =
         Launch::new(venv_python, vec!["-u".into(), dir.join("driver.py").into_os_string()]);
     launch.env.push(("PYTHONUNBUFFERED".into(), "1".into()));

@@ -153,6 +153,12 @@ pub struct ProvisionEnv {
     /// `LIVEKIT_LIB_PATH`: a `liblivekit_ffi` the `upstream-rust` client loads instead of the
     /// wheel's own copy (the wheel's own variable, passed through to its driver).
     pub livekit_lib: Option<PathBuf>,
+    /// `FAULTLINE_JS_VERSION`: another published livekit-client (an exact version) the `js`
+    /// client runs instead of the pinned one, installed with npm into the cache.
+    pub js_version: Option<String>,
+    /// `FAULTLINE_UPSTREAM_RUST_VERSION`: another published PyPI `livekit` wheel (an exact
+    /// version) the `upstream-rust` client runs instead of the pinned one, in a venv of its own.
+    pub upstream_rust_version: Option<String>,
     /// Bound on a `go install` (and on pulling an image).
     pub build_timeout: Duration,
     /// The Docker engine the container source asks and runs containers on: `DOCKER_HOST`,
@@ -181,6 +187,8 @@ impl fmt::Debug for ProvisionEnv {
             .field("python", &self.python)
             .field("js_bundle", &self.js_bundle)
             .field("livekit_lib", &self.livekit_lib)
+            .field("js_version", &self.js_version)
+            .field("upstream_rust_version", &self.upstream_rust_version)
             .field("build_timeout", &self.build_timeout)
             .field("docker_host", &self.docker_host)
             .finish_non_exhaustive()
@@ -215,6 +223,8 @@ impl ProvisionEnv {
             python: var("FAULTLINE_PYTHON").map(PathBuf::from),
             js_bundle: var("FAULTLINE_JS_BUNDLE").map(PathBuf::from),
             livekit_lib: var("LIVEKIT_LIB_PATH").map(PathBuf::from),
+            js_version: var("FAULTLINE_JS_VERSION"),
+            upstream_rust_version: var("FAULTLINE_UPSTREAM_RUST_VERSION"),
             build_timeout: Duration::from_secs(20 * 60),
             docker_host: Some(var("DOCKER_HOST").unwrap_or_else(|| DEFAULT_DOCKER_HOST.into())),
             docker_probe_timeout: Duration::from_secs(5),
@@ -238,6 +248,8 @@ impl ProvisionEnv {
             python: None,
             js_bundle: None,
             livekit_lib: None,
+            js_version: None,
+            upstream_rust_version: None,
             build_timeout: Duration::from_secs(20 * 60),
             docker_host: None,
             docker_probe_timeout: Duration::from_secs(5),

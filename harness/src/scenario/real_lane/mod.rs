@@ -361,9 +361,11 @@ impl Runner<'_> {
             let connect = Client::connect(sdk, &url, &token, options, &self.env);
             let (client, mut events) = match tokio::time::timeout(JOIN_TIMEOUT, connect).await {
                 Err(_) => return Err(join_error(format!("no answer within {JOIN_TIMEOUT:?}"))),
-                Ok(Err(e @ (ClientError::Unavailable { .. } | ClientError::LocalBuild { .. }))) => {
-                    return Err(RunError::Client(e))
-                }
+                Ok(Err(
+                    e @ (ClientError::Unavailable { .. }
+                    | ClientError::LocalBuild { .. }
+                    | ClientError::Version { .. }),
+                )) => return Err(RunError::Client(e)),
                 Ok(Err(e)) => return Err(join_error(e.to_string())),
                 Ok(Ok(joined)) => joined,
             };

@@ -10,6 +10,9 @@
 //! media, also heal → first frame (the last heal → frames again, the slowest received track)
 //! and the longest gap (the longest stop of any received track on the fault timeline).
 
+pub mod compare;
+pub mod saved;
+
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
