@@ -26,10 +26,14 @@ pub enum Sdk {
     UpstreamRust,
     /// `livekit-client` in headless Chromium.
     Js,
+    /// A program of the user's that speaks the driver protocol (`docs/driver-protocol.md`):
+    /// another SDK (Swift, Android, Go, an in-house client) without changing faultline. Its
+    /// command comes from `FAULTLINE_DRIVER` or `--sdk driver:COMMAND`.
+    Driver,
 }
 
 impl Sdk {
-    /// Every SDK, faultline's first.
+    /// Every SDK faultline provisions, faultline's first (a matrix's default columns).
     pub const ALL: [Sdk; 3] = [Sdk::Faultline, Sdk::UpstreamRust, Sdk::Js];
 
     /// The name scenario files and the command use.
@@ -38,6 +42,7 @@ impl Sdk {
             Sdk::Faultline => "faultline",
             Sdk::UpstreamRust => "upstream-rust",
             Sdk::Js => "js",
+            Sdk::Driver => "driver",
         }
     }
 
@@ -71,8 +76,11 @@ impl FromStr for Sdk {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Sdk::ALL.into_iter().find(|sdk| sdk.name() == s).ok_or_else(|| {
-            format!("unknown SDK {s:?}; the SDKs are faultline, upstream-rust and js")
+        Sdk::ALL.into_iter().chain([Sdk::Driver]).find(|sdk| sdk.name() == s).ok_or_else(|| {
+            format!(
+                "unknown SDK {s:?}; the SDKs are faultline, upstream-rust, js and driver (a \
+                 program of yours that speaks docs/driver-protocol.md, named by FAULTLINE_DRIVER)"
+            )
         })
     }
 }

@@ -90,7 +90,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         println!("  install what is missing (Debian/Ubuntu): {command}");
     }
     println!("\nSDK clients:");
-    for sdk in Sdk::ALL {
+    for sdk in Sdk::ALL.into_iter().chain([Sdk::Driver]) {
         match sdk.readiness(&env) {
             Ok(what) => println!("  ok  {sdk:<14} {what}"),
             Err(e) => println!("  --  {sdk:<14} {e}"),

@@ -19,9 +19,10 @@ use faultline::scenario::Scenario;
 /// Options of `faultline matrix`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// An SDK to run (repeat for several; default: faultline, upstream-rust and js).
+    /// An SDK to run (repeat for several; default: faultline, upstream-rust and js; also
+    /// `driver:COMMAND`, a program of yours that speaks docs/driver-protocol.md).
     #[arg(long = "sdk")]
-    sdks: Vec<Sdk>,
+    pub(super) sdks: Vec<super::SdkArg>,
     /// The directory of scenario files.
     #[arg(long, default_value = "fixtures/scenarios")]
     scenarios: PathBuf,
@@ -50,7 +51,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let Some(report) = args.report else {
         anyhow::bail!("--report is required unless --compare is given");
     };
-    let sdks = if args.sdks.is_empty() { Sdk::ALL.to_vec() } else { args.sdks };
+    let sdks: Vec<Sdk> = if args.sdks.is_empty() {
+        Sdk::ALL.to_vec()
+    } else {
+        args.sdks.iter().map(|s| s.sdk).collect()
+    };
     let env = ProvisionEnv::from_env();
     for sdk in &sdks {
         if let Err(e) = sdk.readiness(&env) {

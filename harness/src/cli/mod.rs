@@ -47,9 +47,53 @@ enum Command {
     Import(import::Args),
 }
 
+/// An SDK as `--sdk` names it: a name (`faultline`, `upstream-rust`, `js`, `driver`), or
+/// `driver:COMMAND` — a program of the user's that speaks `docs/driver-protocol.md`, started
+/// with `sh -c COMMAND`.
+#[derive(Debug, Clone)]
+pub struct SdkArg {
+    /// The SDK.
+    pub sdk: faultline::client::Sdk,
+    /// The driver's command, for `driver:COMMAND`.
+    pub driver: Option<String>,
+}
+
+impl std::str::FromStr for SdkArg {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.strip_prefix("driver:") {
+            Some(command) if command.trim().is_empty() => {
+                Err("`driver:` needs the command that starts the driver after the colon".into())
+            }
+            Some(command) => {
+                Ok(SdkArg { sdk: faultline::client::Sdk::Driver, driver: Some(command.into()) })
+            }
+            None => Ok(SdkArg { sdk: s.parse()?, driver: None }),
+        }
+    }
+}
+
+impl Command {
+    /// The driver command a `--sdk driver:COMMAND` gave, if any.
+    fn driver(&self) -> Option<&str> {
+        let sdks: Vec<&SdkArg> = match self {
+            Command::Run(args) => args.sdk.iter().collect(),
+            Command::Matrix(args) => args.sdks.iter().collect(),
+            _ => Vec::new(),
+        };
+        sdks.into_iter().find_map(|s| s.driver.as_deref())
+    }
+}
+
 /// Parses the command line, runs the subcommand and maps errors to exit status 1.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(command) = cli.command.driver() {
+        // Read, like every provisioning input, from the environment (`ProvisionEnv`); set
+        // here, before any thread starts.
+        std::env::set_var("FAULTLINE_DRIVER", command);
+    }
     let log = init_tracing();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,

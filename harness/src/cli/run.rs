@@ -8,7 +8,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use faultline::client::Sdk;
 use faultline::client::{ClientEvent, Observed};
 use faultline::report;
 use faultline::scenario::format::Lane;
@@ -38,10 +37,11 @@ pub struct Args {
     /// Write a self-contained HTML timeline of the run to this file.
     #[arg(long)]
     report: Option<PathBuf>,
-    /// Run every participant with this SDK (faultline, upstream-rust or js), whatever the
-    /// file says.
+    /// Run every participant with this SDK (faultline, upstream-rust, js, or
+    /// `driver:COMMAND` for a program of yours that speaks docs/driver-protocol.md), whatever
+    /// the file says.
     #[arg(long)]
-    sdk: Option<Sdk>,
+    pub(super) sdk: Option<super::SdkArg>,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -64,9 +64,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Ok(s) => s,
         Err(e) => return Ok(could_not_run(e)),
     };
-    if let Some(sdk) = args.sdk {
+    if let Some(sdk) = &args.sdk {
         for participant in &mut scenario.participants {
-            participant.sdk = sdk;
+            participant.sdk = sdk.sdk;
         }
     }
     let lane = match args.lane {

@@ -10,6 +10,7 @@
 
 pub(crate) mod driver;
 pub mod event;
+pub mod external;
 pub mod js;
 mod stage;
 pub mod upstream_rust;
@@ -48,12 +49,13 @@ impl Sdk {
             Sdk::Faultline => Ok("in process".into()),
             Sdk::UpstreamRust => upstream_rust::readiness(env),
             Sdk::Js => js::readiness(env),
+            Sdk::Driver => external::readiness(env),
         }
     }
 
     /// Prepares the SDK's pinned build if needed and returns its file: livekit-client's UMD
     /// bundle, or the wheel's `liblivekit_ffi` (`None` for faultline-sdk, which is in
-    /// process). What a developer copies or compares a build of their own with.
+    /// process, and for a driver of the user's, whose build is theirs). What a developer copies or compares a build of their own with.
     pub async fn pinned_build(self, env: &ProvisionEnv) -> Result<Option<PathBuf>, ClientError> {
         let pinned = ProvisionEnv {
             js_bundle: None,
@@ -63,7 +65,7 @@ impl Sdk {
             ..env.clone()
         };
         match self {
-            Sdk::Faultline => Ok(None),
+            Sdk::Faultline | Sdk::Driver => Ok(None),
             Sdk::UpstreamRust => {
                 upstream_rust::prepare(&pinned).await?;
                 upstream_rust::pinned_library(&pinned).map(Some).ok_or_else(|| {
@@ -119,10 +121,12 @@ impl Sdk {
             // livekit-client: each attempt bounded by the signal connection (15 s) and the peer
             // connection (15 s) timeouts; its default policy makes 10 attempts with delays
             // summing to 44 s.
-            (Sdk::Js, Some(policy)) => {
+            // A driver of the user's is held to livekit-client's figures: generous (346 s),
+            // and what most LiveKit SDKs' defaults were modelled on.
+            (Sdk::Js | Sdk::Driver, Some(policy)) => {
                 policy.total_delay_cap() + Duration::from_secs(30) * policy.attempts
             }
-            (Sdk::Js, None) => Duration::from_secs(44) + Duration::from_secs(30) * 10,
+            (Sdk::Js | Sdk::Driver, None) => Duration::from_secs(44) + Duration::from_secs(30) * 10,
         }
     }
 }
@@ -292,10 +296,11 @@ impl Client {
                 tokio::spawn(forward_room_events(Arc::downgrade(&room), events, tx));
                 Inner::Faultline(room)
             }
-            Sdk::UpstreamRust | Sdk::Js => {
+            Sdk::UpstreamRust | Sdk::Js | Sdk::Driver => {
                 let launch = match sdk {
                     Sdk::UpstreamRust => upstream_rust::prepare(env).await?,
-                    _ => js::prepare(env).await?,
+                    Sdk::Js => js::prepare(env).await?,
+                    _ => external::prepare(env)?,
                 };
                 let launch = match &options.namespace {
                     Some(namespace) => namespace.wrap(launch),
