@@ -74,7 +74,7 @@ async fn env_for(sdk: Sdk, build: Build) -> Result<ProvisionEnv> {
             std::fs::copy(&pinned, dir.join(file_name))?;
             env.livekit_lib = Some(dir.join(file_name));
         }
-        Sdk::Faultline => bail!("faultline-sdk runs in process: no local build to name"),
+        Sdk::Faultline | Sdk::Driver => bail!("{sdk}'s build is not faultline's to copy"),
     }
     Ok(env)
 }
@@ -106,6 +106,7 @@ async fn join_built(
         (Sdk::Faultline, _) => "faultline-sdk".to_owned(),
         (Sdk::Js, Build::Pinned) => "pinned npm package".to_owned(),
         (Sdk::UpstreamRust, Build::Pinned) => "the wheel's own library".to_owned(),
+        (Sdk::Driver, Build::Pinned) => bail!("a driver of the user's has no pinned build"),
         (_, Build::Local(name)) => format!("local-builds/{name}/"),
     };
     ensure!(reported.contains(&named), "{sdk} ran {reported:?}, which does not name {named:?}");
@@ -295,6 +296,7 @@ fn broken_resume(sdk: Sdk) -> BrokenResume {
     match sdk {
         Sdk::Faultline | Sdk::UpstreamRust => BrokenResume::EscalatesToFullReconnect,
         Sdk::Js => BrokenResume::ResumesAgain,
+        Sdk::Driver => unreachable!("these checks name only the SDKs faultline pins"),
     }
 }
 
@@ -390,6 +392,7 @@ fn rejoin_report(sdk: Sdk) -> RejoinReport {
     match sdk {
         Sdk::Faultline | Sdk::UpstreamRust => RejoinReport::LeaveThenJoin,
         Sdk::Js => RejoinReport::MaySwapSilently,
+        Sdk::Driver => unreachable!("these checks name only the SDKs faultline pins"),
     }
 }
 
