@@ -49,13 +49,7 @@ pub fn readiness(env: &ProvisionEnv) -> Result<String, ClientError> {
     let mut local = local_bundle(env)?
         .map(|b| format!("; runs the local bundle {} (FAULTLINE_JS_BUNDLE)", b.display()))
         .unwrap_or_default();
-    if let Some(version) = &env.js_version {
-        stage::exact_version(
-            Sdk::Js,
-            "FAULTLINE_JS_VERSION",
-            version,
-            "npm view livekit-client version",
-        )?;
+    if let Some(version) = published_version(env)? {
         let state = if stage::is_ready(&version_dir(env, version), version) {
             "installed"
         } else {
@@ -115,6 +109,14 @@ fn local_bundle(env: &ProvisionEnv) -> Result<Option<PathBuf>, ClientError> {
     std::path::absolute(&file).map(Some).map_err(|e| refused(e.to_string()))
 }
 
+/// The published version `FAULTLINE_JS_VERSION` names, checked to be an exact one.
+fn published_version(env: &ProvisionEnv) -> Result<Option<&str>, ClientError> {
+    let Some(version) = env.js_version.as_deref() else { return Ok(None) };
+    let newest = "npm view livekit-client version";
+    stage::exact_version(Sdk::Js, "FAULTLINE_JS_VERSION", version, newest)?;
+    Ok(Some(version))
+}
+
 /// The directory a published livekit-client other than the pin is installed into.
 fn version_dir(env: &ProvisionEnv, version: &str) -> PathBuf {
     stage::dir(env, &format!("js-versions/{version}"))
@@ -125,18 +127,12 @@ fn version_dir(env: &ProvisionEnv, version: &str) -> PathBuf {
 /// cache on first use). Both at once is refused: which one was meant?
 async fn chosen_bundle(env: &ProvisionEnv) -> Result<Option<PathBuf>, ClientError> {
     let local = local_bundle(env)?;
-    let Some(version) = &env.js_version else { return Ok(local) };
-    stage::exact_version(
-        Sdk::Js,
-        "FAULTLINE_JS_VERSION",
-        version,
-        "npm view livekit-client version",
-    )?;
+    let Some(version) = published_version(env)? else { return Ok(local) };
     if local.is_some() {
         return Err(ClientError::Version {
             sdk: Sdk::Js,
             variable: "FAULTLINE_JS_VERSION",
-            value: version.clone(),
+            value: version.to_owned(),
             why: "FAULTLINE_JS_BUNDLE names a bundle too".into(),
             fix: "set one of FAULTLINE_JS_BUNDLE and FAULTLINE_JS_VERSION".into(),
         });
