@@ -44,8 +44,10 @@ struct Joined {
 /// Which build of an SDK a test runs.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Build {
-    /// The pinned one faultline provisions.
-    Pinned,
+    /// The one the environment names: the pinned build, unless `FAULTLINE_JS_BUNDLE`,
+    /// `LIVEKIT_LIB_PATH` or a `*_VERSION` variable names another — so a developer runs these
+    /// checks on their own build by setting one.
+    Configured,
     /// A developer's own build, as `FAULTLINE_JS_BUNDLE` or `LIVEKIT_LIB_PATH` names it: here
     /// a copy of the pinned build moved elsewhere (for livekit-client a directory holding
     /// `dist/livekit-client.umd.js`, as a built checkout has; for the upstream Rust SDK the
@@ -68,6 +70,7 @@ async fn env_for(sdk: Sdk, build: Build) -> Result<ProvisionEnv> {
             std::fs::create_dir_all(dir.join("dist"))?;
             std::fs::copy(&pinned, dir.join("dist").join(file_name))?;
             env.js_bundle = Some(dir);
+            env.js_version = None;
         }
         Sdk::UpstreamRust => {
             std::fs::create_dir_all(&dir)?;
@@ -87,7 +90,7 @@ async fn join_at(
     room: &str,
     identity: &str,
 ) -> Result<Joined> {
-    join_built(server, sdk, Build::Pinned, url, room, identity).await
+    join_built(server, sdk, Build::Configured, url, room, identity).await
 }
 
 /// [`join_at`] with `build` of the SDK, checking that the client reports that build.
@@ -104,9 +107,19 @@ async fn join_built(
     let reported = joined.client.build();
     let named = match (sdk, build) {
         (Sdk::Faultline, _) => "faultline-sdk".to_owned(),
-        (Sdk::Js, Build::Pinned) => "pinned npm package".to_owned(),
-        (Sdk::UpstreamRust, Build::Pinned) => "the wheel's own library".to_owned(),
-        (Sdk::Driver, Build::Pinned) => bail!("a driver of the user's has no pinned build"),
+        (Sdk::Js, Build::Configured) => match (&env.js_bundle, &env.js_version) {
+            (Some(_), _) => "local bundle".to_owned(),
+            (None, Some(version)) => format!("livekit-client {version} ("),
+            (None, None) => "pinned npm package".to_owned(),
+        },
+        (Sdk::UpstreamRust, Build::Configured) => {
+            match (&env.livekit_lib, &env.upstream_rust_version) {
+                (Some(_), _) => "local library".to_owned(),
+                (None, Some(version)) => format!("upstream-rust {version}:"),
+                (None, None) => "the wheel's own library".to_owned(),
+            }
+        }
+        (Sdk::Driver, Build::Configured) => bail!("a driver of the user's has no pinned build"),
         (_, Build::Local(name)) => format!("local-builds/{name}/"),
     };
     ensure!(reported.contains(&named), "{sdk} ran {reported:?}, which does not name {named:?}");
@@ -235,9 +248,9 @@ impl Joined {
 }
 
 #[rstest]
-#[case::faultline(Sdk::Faultline, Build::Pinned)]
-#[case::upstream_rust(Sdk::UpstreamRust, Build::Pinned)]
-#[case::js(Sdk::Js, Build::Pinned)]
+#[case::faultline(Sdk::Faultline, Build::Configured)]
+#[case::upstream_rust(Sdk::UpstreamRust, Build::Configured)]
+#[case::js(Sdk::Js, Build::Configured)]
 #[case::upstream_rust_local_library(Sdk::UpstreamRust, Build::Local("resume-lib"))]
 #[case::js_local_bundle(Sdk::Js, Build::Local("resume-bundle"))]
 #[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
@@ -259,9 +272,9 @@ async fn signal_reconnect_resumes_the_same_session(
 }
 
 #[rstest]
-#[case::faultline(Sdk::Faultline, Build::Pinned)]
-#[case::upstream_rust(Sdk::UpstreamRust, Build::Pinned)]
-#[case::js(Sdk::Js, Build::Pinned)]
+#[case::faultline(Sdk::Faultline, Build::Configured)]
+#[case::upstream_rust(Sdk::UpstreamRust, Build::Configured)]
+#[case::js(Sdk::Js, Build::Configured)]
 #[case::upstream_rust_local_library(Sdk::UpstreamRust, Build::Local("full-lib"))]
 #[case::js_local_bundle(Sdk::Js, Build::Local("full-bundle"))]
 #[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
@@ -301,9 +314,9 @@ fn broken_resume(sdk: Sdk) -> BrokenResume {
 }
 
 #[rstest]
-#[case::faultline(Sdk::Faultline, Build::Pinned)]
-#[case::upstream_rust(Sdk::UpstreamRust, Build::Pinned)]
-#[case::js(Sdk::Js, Build::Pinned)]
+#[case::faultline(Sdk::Faultline, Build::Configured)]
+#[case::upstream_rust(Sdk::UpstreamRust, Build::Configured)]
+#[case::js(Sdk::Js, Build::Configured)]
 #[case::upstream_rust_local_library(Sdk::UpstreamRust, Build::Local("escalate-lib"))]
 #[case::js_local_bundle(Sdk::Js, Build::Local("escalate-bundle"))]
 #[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
@@ -338,9 +351,9 @@ async fn a_failed_resume_recovers_in_one_episode_the_sdks_way(
 }
 
 #[rstest]
-#[case::faultline(Sdk::Faultline, Build::Pinned)]
-#[case::upstream_rust(Sdk::UpstreamRust, Build::Pinned)]
-#[case::js(Sdk::Js, Build::Pinned)]
+#[case::faultline(Sdk::Faultline, Build::Configured)]
+#[case::upstream_rust(Sdk::UpstreamRust, Build::Configured)]
+#[case::js(Sdk::Js, Build::Configured)]
 #[case::upstream_rust_local_library(Sdk::UpstreamRust, Build::Local("exhaust-lib"))]
 #[case::js_local_bundle(Sdk::Js, Build::Local("exhaust-bundle"))]
 #[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
