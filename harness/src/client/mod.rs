@@ -55,7 +55,8 @@ impl Sdk {
 
     /// Prepares the SDK's pinned build if needed and returns its file: livekit-client's UMD
     /// bundle, or the wheel's `liblivekit_ffi` (`None` for faultline-sdk, which is in
-    /// process, and for a driver of the user's, whose build is theirs). What a developer copies or compares a build of their own with.
+    /// process, and for a driver of the user's, whose build is theirs). What a developer
+    /// copies or compares a build of their own with.
     pub async fn pinned_build(self, env: &ProvisionEnv) -> Result<Option<PathBuf>, ClientError> {
         let pinned = ProvisionEnv {
             js_bundle: None,
@@ -121,8 +122,8 @@ impl Sdk {
             // livekit-client: each attempt bounded by the signal connection (15 s) and the peer
             // connection (15 s) timeouts; its default policy makes 10 attempts with delays
             // summing to 44 s.
-            // A driver of the user's is held to livekit-client's figures: generous (346 s),
-            // and what most LiveKit SDKs' defaults were modelled on.
+            // A driver of the user's, whose policy faultline cannot read, is held to
+            // livekit-client's figures: a generous 346 s with the default policy.
             (Sdk::Js | Sdk::Driver, Some(policy)) => {
                 policy.total_delay_cap() + Duration::from_secs(30) * policy.attempts
             }
