@@ -5,7 +5,8 @@
 //! must start and end within 1 s of the original's, and the field client's lifecycle must be
 //! the same sequence as the original's log showed. Three scenarios: a 3 s Wi-Fi drop, 8 s of
 //! media loss with signalling up, and an LTE drive trace with a 2 s dead spot (replayed as
-//! the link's RTT per stretch and a partition).
+//! the link's RTT per stretch and lost media: where the log shows no reconnect through an
+//! outage, the import replays only the media as lost).
 //!
 //! Not sfu-restart-video, although `fixtures/field/` has its evidence and the unit tests read
 //! it as a server kill: livekit-client adds up to 1 s of random jitter to each retry after its

@@ -589,10 +589,16 @@ mod imports {
     }
 
     #[test]
-    fn wifi_drop_imports_a_3_s_partition_and_no_reconnect() {
+    fn wifi_drop_imports_3_s_of_lost_media_and_no_reconnect() {
         let i = imported(&[WIFI_DUMP, WIFI_LOG]);
         let (s, text) = scenario(&i);
+        // The log shows no reconnect: the signalling held, only the media is replayed as lost.
+        assert_eq!(kinds(&s), ["media"], "{text}");
+        assert!(text.contains("loss_percent = 100.0"), "{text}");
+        // Without the log, whether the signalling held is unknown: a partition, said so.
+        let (s, text) = scenario(&imported(&[WIFI_DUMP]));
         assert_eq!(kinds(&s), ["partition"], "{text}");
+        let (s, text) = scenario(&i);
         let lasted = s.faults[0].duration.map(|d| d.as_secs_f64()).unwrap_or_default();
         assert!((2.5..=3.5).contains(&lasted), "{text}");
         assert!(text.contains("type = \"no-reconnect\""), "{text}");

@@ -8,7 +8,8 @@
 //!   it, went away at once), held down until between the client's last refused attempt and
 //!   the one the server answered; when the selected pair's local candidate changed address or
 //!   network type as it ended, a `network-change`; when the log shows no reconnect through
-//!   an outage longer than the ping timeout, a `media` fault (the signalling kept working);
+//!   it, a `media` fault (the signalling kept working, and a replayed partition could make
+//!   the replay's signalling time out where the field's did not);
 //! - a reconnect of the log with media flowing (no outage) that began with the WebSocket
 //!   closing becomes a `signal-proxy` kill;
 //! - the RTT and loss per second outside the outages, where they matter (an RTT of 30 ms or
@@ -46,7 +47,7 @@ pub const LOSS_WORTH_REPLAYING_PERCENT: f64 = 1.0;
 /// once stats flow again), seconds.
 const AFTER_AN_OUTAGE_S: f64 = 3.0;
 /// livekit-server's ping timeout (its JoinResponse's `ping_timeout`), seconds: a client whose
-/// signalling carried nothing for this long would have reconnected.
+/// signalling carried nothing for this long reconnects.
 const PING_TIMEOUT_S: f64 = 15.0;
 /// How far from an outage's start a signalling close or a server's leave counts as its cause.
 const CAUSE_WINDOW_MS: f64 = 2_000.0;
@@ -302,16 +303,16 @@ fn from_dump(
             ));
             (Some((back - start) / 1000.0), "type = \"server-kill\"".to_owned())
         } else if log.is_some()
-            && (end - start) / 1000.0 >= PING_TIMEOUT_S
             && !out.lifecycle.iter().any(|m| {
                 let t = zero + m.at_s * 1000.0;
                 t >= start && t <= end + CAUSE_WINDOW_MS
             })
         {
             evidence.push(format!(
-                "the log shows no reconnect through an outage longer than livekit-server's \
-                 {PING_TIMEOUT_S} s ping timeout: the signalling kept working, so only the media \
-                 is lost"
+                "the log shows no reconnect through it: the client's signalling never failed, so \
+                 only the media is lost (a partition would let the replay's signalling notice: \
+                 after a drop of several seconds TCP's retransmission backoff can hold a ping \
+                 past livekit-server's {PING_TIMEOUT_S} s ping timeout)"
             ));
             (
                 Some((end - start) / 1000.0),
