@@ -412,7 +412,10 @@ within = \"8s\"
         assert_eq!(s.participants[1].sdk, Sdk::Faultline, "faultline is the default");
         let e = error("name = \"t\"\n[[participant]]\nidentity = \"a\"\nsdk = \"swift\"\n");
         assert!(e.starts_with("s.toml:4:"), "{e}");
-        assert!(e.contains("\"swift\"") && e.contains("faultline, upstream-rust, js and driver"), "{e}");
+        assert!(
+            e.contains("\"swift\"") && e.contains("faultline, upstream-rust, js and driver"),
+            "{e}"
+        );
         Ok(())
     }
 
