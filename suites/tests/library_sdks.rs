@@ -32,6 +32,9 @@ enum Expect {
     /// The verdicts whose descriptions start with these may fail (their outcome depends on
     /// timing the SDK does not control); every other passes.
     MayFail(&'static [&'static str]),
+    /// The first list fails, one each, as [`Expect::FailsOnly`]; the second may fail too, as
+    /// [`Expect::MayFail`]; every other passes.
+    FailsAndMayFail(&'static [&'static str], &'static [&'static str]),
     /// Reliable data from `from` to `to` is lost: `data-delivered` fails, and the receiver's
     /// invariant 5 may fail too, naming only packets of `from` (which of the lost packets it
     /// holds the receiver to depends on when the receiver was back); nothing else fails.
@@ -70,6 +73,14 @@ const SLOW_HANDOVER: Expect = Expect::FailsOnly(&["reconnected: phone"]);
 /// unsubscribed and unpublished and the new ones published and subscribed, and its media
 /// comes back, but no leave or join.
 const JS_SEES_NO_REJOIN: Expect = Expect::FailsOnly(&["peer-saw-rejoin"]);
+
+/// middlebox-rst on livekit-client: the missing rejoin (JS_SEES_NO_REJOIN), and a bound its
+/// jittered retries may miss. Its retry delays (0.3, 1.2, 2.7, 4.8 s, each ±50 %) decide
+/// whether an attempt falls inside the 6 s of resets and how long the next one waits: back
+/// 5.08 s after the heal in the matrix run, 8.65 s in a loaded CI trial, where the file allows
+/// 8 s. faultline-sdk's bound in the same file stays checked.
+const JS_SEES_NO_REJOIN_AND_MAY_RETRY_LATE: Expect =
+    Expect::FailsAndMayFail(&["peer-saw-rejoin"], &["reconnected: laptop"]);
 
 /// livekit-client after a server restart: its retries wait 0, 0.3, 1.2, 2.7, 4.8 and then 7 s,
 /// so whether it is back within sfu-restart's 15 s of the server's return depends on which
@@ -230,7 +241,7 @@ fn library(file: &str) -> PathBuf {
 #[case::js_latency_spike_during_resume("latency-spike-during-resume.toml", Sdk::Js, Expect::Passes)]
 #[case::js_lossy_3g("lossy-3g.toml", Sdk::Js, Expect::Passes)]
 #[case::js_media_only_loss("media-only-loss.toml", Sdk::Js, Expect::Passes)]
-#[case::js_middlebox_rst("middlebox-rst.toml", Sdk::Js, JS_SEES_NO_REJOIN)]
+#[case::js_middlebox_rst("middlebox-rst.toml", Sdk::Js, JS_SEES_NO_REJOIN_AND_MAY_RETRY_LATE)]
 // The migrated laptop publishes tracks: its leave and join are not batched, so a
 // livekit-client watcher reports both (see JS_SEES_NO_REJOIN).
 #[case::js_migration("migration.toml", Sdk::Js, Expect::Passes)]
@@ -306,6 +317,18 @@ async fn library_scenario_on_each_sdk(
                 unexpected.is_empty(),
                 "{file} × {sdk} may fail only {allowed:?} (timing the SDK does not control); \
                  failed: {unexpected:#?}"
+            );
+        }
+        (Expect::FailsAndMayFail(known, allowed), Cell::Ran(outcome)) => {
+            let failed: Vec<&str> = outcome.failures.iter().map(|(w, _, _)| w.as_str()).collect();
+            let all_known_failed = known.iter().all(|k| failed.iter().any(|f| f.starts_with(k)));
+            let only_these =
+                failed.iter().all(|f| known.iter().chain(allowed.iter()).any(|k| f.starts_with(k)));
+            ensure!(
+                all_known_failed && only_these,
+                "{file} × {sdk} should fail {known:?} (known SDK differences) and may fail \
+                 {allowed:?} (timing the SDK does not control), nothing else; failed: {:#?}",
+                outcome.failures
             );
         }
         (Expect::LosesData { from, to }, Cell::Ran(outcome)) => {
