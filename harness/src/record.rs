@@ -115,7 +115,7 @@ impl ParticipantRecord {
         Self {
             identity: identity.to_owned(),
             sdk: "faultline".into(),
-            build: format!("faultline-sdk {}", env!("CARGO_PKG_VERSION")),
+            build: crate::client::FAULTLINE_BUILD.to_owned(),
             reconnect_bound: options.reconnect_bound() + EPISODE_SLACK,
             backoff: options
                 .rng_seed

@@ -34,6 +34,9 @@ use crate::provision::ProvisionEnv;
 pub use crate::vocab::Sdk;
 use crate::vocab::{SimulateKind, TrackSource, VIDEO_FPS};
 
+/// faultline-sdk's build, as reports name it: this checkout's version.
+pub const FAULTLINE_BUILD: &str = concat!("faultline-sdk ", env!("CARGO_PKG_VERSION"));
+
 /// How long an external SDK may take to join a room.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -350,7 +353,7 @@ impl Client {
     /// with the start of its SHA-256).
     pub fn build(&self) -> String {
         match &self.inner {
-            Inner::Faultline(_) => format!("faultline-sdk {}", env!("CARGO_PKG_VERSION")),
+            Inner::Faultline(_) => FAULTLINE_BUILD.to_owned(),
             Inner::Driver(driver) => {
                 let hello = driver.hello();
                 match &hello.detail {
