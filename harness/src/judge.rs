@@ -213,7 +213,7 @@ within = "5s"
         ClientEvent::DataReceived {
             payload: Arc::new(data_payload(from, seq)),
             topic: Some(DATA_TOPIC.into()),
-            reliable: true,
+            reliable: Some(true),
             from: Some(from.into()),
         }
     }

@@ -379,7 +379,7 @@ mod tests {
         let packet = |payload: Vec<u8>, topic: Option<&str>| ClientEvent::DataReceived {
             payload: Arc::new(payload),
             topic: topic.map(str::to_owned),
-            reliable: true,
+            reliable: Some(true),
             from: None,
         };
         let sent = packet(data_payload("a:b", 7), Some(DATA_TOPIC));

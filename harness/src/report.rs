@@ -128,8 +128,12 @@ fn describe(event: &ClientEvent) -> (String, String) {
                 Some((sender, seq)) => (format!("#{seq}"), sender),
                 None => (format!("{} bytes", payload.len()), from.as_deref().unwrap_or("?")),
             };
-            let kind = if *reliable { "reliable" } else { "lossy" };
-            ("DataReceived".into(), format!("{what} from {} ({kind})", from))
+            let kind = match reliable {
+                Some(true) => " (reliable)",
+                Some(false) => " (lossy)",
+                None => "",
+            };
+            ("DataReceived".into(), format!("{what} from {from}{kind}"))
         }
         ClientEvent::ActiveSpeakersChanged { speakers } => {
             ("ActiveSpeakersChanged".into(), speakers.join(", "))

@@ -26,6 +26,8 @@ pub enum Sdk {
     UpstreamRust,
     /// `livekit-client` in headless Chromium.
     Js,
+    /// The LiveKit Go SDK (`server-sdk-go` v2, on pion), built by the harness.
+    Go,
     /// A program of the user's that speaks the driver protocol (`docs/driver-protocol.md`):
     /// another SDK (Swift, Android, Go, an in-house client) without changing faultline. Its
     /// command comes from `FAULTLINE_DRIVER` or `--sdk driver:COMMAND`.
@@ -34,7 +36,7 @@ pub enum Sdk {
 
 impl Sdk {
     /// Every SDK faultline provisions, faultline's first (a matrix's default columns).
-    pub const ALL: [Sdk; 3] = [Sdk::Faultline, Sdk::UpstreamRust, Sdk::Js];
+    pub const ALL: [Sdk; 4] = [Sdk::Faultline, Sdk::UpstreamRust, Sdk::Js, Sdk::Go];
 
     /// The name scenario files and the command use.
     pub fn name(self) -> &'static str {
@@ -42,6 +44,7 @@ impl Sdk {
             Sdk::Faultline => "faultline",
             Sdk::UpstreamRust => "upstream-rust",
             Sdk::Js => "js",
+            Sdk::Go => "go",
             Sdk::Driver => "driver",
         }
     }
@@ -78,7 +81,7 @@ impl FromStr for Sdk {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Sdk::ALL.into_iter().chain([Sdk::Driver]).find(|sdk| sdk.name() == s).ok_or_else(|| {
             format!(
-                "unknown SDK {s:?}; the SDKs are faultline, upstream-rust, js and driver (a \
+                "unknown SDK {s:?}; the SDKs are faultline, upstream-rust, js, go and driver (a \
                  program of yours that speaks docs/driver-protocol.md, named by FAULTLINE_DRIVER)"
             )
         })

@@ -433,7 +433,10 @@ fn parse_event(value: &Value) -> Result<Option<ClientEvent>, String> {
             ClientEvent::DataReceived {
                 payload: Arc::new(payload),
                 topic: optional("topic"),
-                reliable: value["reliable"].as_bool().ok_or("no boolean `reliable`")?,
+                reliable: match &value["reliable"] {
+                    serde_json::Value::Null => None,
+                    reliable => Some(reliable.as_bool().ok_or("`reliable` is not a boolean")?),
+                },
                 from: optional("from"),
             }
         }
@@ -526,7 +529,7 @@ mod tests {
                 ClientEvent::DataReceived {
                     payload: Arc::new(b"hi".to_vec()),
                     topic: None,
-                    reliable: true,
+                    reliable: Some(true),
                     from: Some("bob".into()),
                 },
             ),

@@ -90,8 +90,9 @@ pub enum ClientEvent {
         payload: Arc<Vec<u8>>,
         /// The sender's topic, if any.
         topic: Option<String>,
-        /// Whether it came over the reliable channel.
-        reliable: bool,
+        /// Whether it came over the reliable channel (`None` when the SDK does not say: the
+        /// Go SDK).
+        reliable: Option<bool>,
         /// The sender's identity, if the client knew the sender.
         from: Option<String>,
     },
@@ -274,7 +275,7 @@ impl ClientEvent {
                 ClientEvent::DataReceived {
                     payload: payload.clone(),
                     topic: topic.clone(),
-                    reliable: *kind == faultline_sdk::DataPacketKind::Reliable,
+                    reliable: Some(*kind == faultline_sdk::DataPacketKind::Reliable),
                     from: participant.as_ref().map(|p| p.identity().to_owned()),
                 }
             }

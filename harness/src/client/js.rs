@@ -156,6 +156,7 @@ async fn chosen_bundle(env: &ProvisionEnv) -> Result<Option<PathBuf>, ClientErro
             .map(Into::into)
             .to_vec(),
             log_name: format!("js-npm-install-{version}"),
+            env: Vec::new(),
         }]
     };
     // A package.json of its own keeps npm from looking for one in the directories above.
@@ -200,6 +201,7 @@ pub(crate) async fn prepare(env: &ProvisionEnv) -> Result<Launch, ClientError> {
                 .map(Into::into)
                 .to_vec(),
             log_name: "js-npm-ci".into(),
+            env: Vec::new(),
         }]
     };
     stage::ensure(sdk, env, &dir, &files, &pins, &steps).await?;

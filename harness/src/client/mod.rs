@@ -11,6 +11,7 @@
 pub(crate) mod driver;
 pub mod event;
 pub mod external;
+pub mod go;
 pub mod js;
 mod stage;
 pub mod upstream_rust;
@@ -52,7 +53,20 @@ impl Sdk {
             Sdk::Faultline => Ok("in process".into()),
             Sdk::UpstreamRust => upstream_rust::readiness(env),
             Sdk::Js => js::readiness(env),
+            Sdk::Go => go::readiness(env),
             Sdk::Driver => external::readiness(env),
+        }
+    }
+
+    /// Prepares the SDK for `env` if needed (a build or an install, once per pin, into the
+    /// cache), so that joining a room later does not spend its timeout on it.
+    pub async fn prepare(self, env: &ProvisionEnv) -> Result<(), ClientError> {
+        match self {
+            Sdk::Faultline => Ok(()),
+            Sdk::UpstreamRust => upstream_rust::prepare(env).await.map(drop),
+            Sdk::Js => js::prepare(env).await.map(drop),
+            Sdk::Go => go::prepare(env).await.map(drop),
+            Sdk::Driver => external::prepare(env).map(drop),
         }
     }
 
@@ -70,6 +84,10 @@ impl Sdk {
         };
         match self {
             Sdk::Faultline | Sdk::Driver => Ok(None),
+            Sdk::Go => {
+                go::prepare(&pinned).await?;
+                Ok(Some(go::pinned_build(&pinned)))
+            }
             Sdk::UpstreamRust => {
                 upstream_rust::prepare(&pinned).await?;
                 upstream_rust::pinned_library(&pinned).map(Some).ok_or_else(|| {
@@ -98,14 +116,29 @@ impl Sdk {
             (Sdk::UpstreamRust, SimulateKind::Speaker { secs }) if secs != 3 => {
                 Some("the upstream SDK always asks the server for 3 s of speaking")
             }
+            (Sdk::Go, SimulateKind::FullReconnect) => Some(
+                "the Go SDK's only full-reconnect simulation asks livekit-server for a \
+                 LeaveRequestFullReconnect, which v1.13.5 does not know",
+            ),
+            (
+                Sdk::Go,
+                SimulateKind::DisconnectSignalOnResume
+                | SimulateKind::DisconnectSignalOnResumeNoMessages,
+            ) => Some("the Go SDK's SimulateScenario has no such kind"),
+            (Sdk::Go, SimulateKind::ForceTcp) => Some(
+                "the Go SDK's SimulateForceTCP does nothing (pion has no active TCP candidates)",
+            ),
+            (Sdk::Go, SimulateKind::Speaker { secs }) if secs != 5 => {
+                Some("the Go SDK always asks the server for 5 s of speaking")
+            }
             _ => None,
         }
     }
 
-    /// Whether the SDK can be given a reconnect policy (the upstream Rust SDK's attempts and
-    /// delays are constants of its engine).
+    /// Whether the SDK can be given a reconnect policy (the upstream Rust SDK's and the Go
+    /// SDK's attempts and delays are constants of their engines).
     pub fn takes_reconnect_policy(self) -> bool {
-        self != Sdk::UpstreamRust
+        !matches!(self, Sdk::UpstreamRust | Sdk::Go)
     }
 
     /// The longest one reconnect episode may last when connected with `options`: every
@@ -122,6 +155,11 @@ impl Sdk {
             // to 44.3 s; each attempt bounded by the WebSocket connect (5 s), the
             // Join/ReconnectResponse (5 s) and the peer connection (15 s).
             (Sdk::UpstreamRust, _) => Duration::from_millis(44_300) + Duration::from_secs(25) * 10,
+            // server-sdk-go v2.19.0 engine.go: a resume, then 10 full reconnects with delays of
+            // 300 ms · n² (n = 0..8) summing to 61.2 s; each attempt bounded by the connect
+            // timeout (5 s) for signalling and again for the peer connection, and a 3 s
+            // validate request when it fails.
+            (Sdk::Go, _) => Duration::from_millis(61_200) + Duration::from_secs(13) * 11,
             // livekit-client: each attempt bounded by the signal connection (15 s) and the peer
             // connection (15 s) timeouts; its default policy makes 10 attempts with delays
             // summing to 44 s.
@@ -300,10 +338,11 @@ impl Client {
                 tokio::spawn(forward_room_events(Arc::downgrade(&room), events, tx));
                 Inner::Faultline(room)
             }
-            Sdk::UpstreamRust | Sdk::Js | Sdk::Driver => {
+            Sdk::UpstreamRust | Sdk::Js | Sdk::Go | Sdk::Driver => {
                 let launch = match sdk {
                     Sdk::UpstreamRust => upstream_rust::prepare(env).await?,
                     Sdk::Js => js::prepare(env).await?,
+                    Sdk::Go => go::prepare(env).await?,
                     _ => external::prepare(env)?,
                 };
                 let launch = match &options.namespace {

@@ -19,6 +19,8 @@ pub(crate) struct Step {
     pub args: Vec<OsString>,
     /// Its log file's name (without `.log`).
     pub log_name: String,
+    /// Environment variables it needs set.
+    pub env: Vec<(&'static str, &'static str)>,
 }
 
 /// The file recording the pins a directory was set up for.
@@ -60,7 +62,7 @@ pub(crate) async fn ensure(
     }
     for step in steps {
         let mut cmd = crate::provision::command(&step.program, env);
-        cmd.args(&step.args).current_dir(dir);
+        cmd.args(&step.args).current_dir(dir).envs(step.env.iter().copied());
         let how = format!(
             "`{} {}`",
             step.program.display(),

@@ -122,6 +122,7 @@ pub(crate) async fn prepare(env: &ProvisionEnv) -> Result<Launch, ClientError> {
             program: python.clone(),
             args: vec!["-m".into(), "venv".into(), "--clear".into(), venv.clone().into()],
             log_name: "upstream-rust-venv".into(),
+            env: Vec::new(),
         },
         Step {
             program: venv_python.clone(),
@@ -135,6 +136,7 @@ pub(crate) async fn prepare(env: &ProvisionEnv) -> Result<Launch, ClientError> {
                 dir.join("requirements.txt").into(),
             ],
             log_name: "upstream-rust-pip-install".into(),
+            env: Vec::new(),
         },
     ];
     let files = [("driver.py", DRIVER), ("requirements.txt", requirements.as_str())];

@@ -15,6 +15,13 @@ use std::time::Duration;
 
 use livekit_protocol as proto;
 
+/// The synthetic camera's frames as bytes, for a publisher in another process (the Go
+/// driver) to send what faultline-sdk sends: a VP8 key frame and an inter frame of a flat
+/// grey `width` × `height` picture.
+pub fn synthetic_vp8_frames(width: u16, height: u16) -> (Vec<u8>, Vec<u8>) {
+    (vp8::key_frame(width, height), vp8::delta_frame(width, height))
+}
+
 /// Audio or video.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum TrackKind {

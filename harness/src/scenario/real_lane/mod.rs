@@ -357,6 +357,8 @@ impl Runner<'_> {
                 let link = link.and_then(|i| self.topology.as_ref().map(|t| &t.clients()[i]));
                 self.firewall(link, net.as_ref(), rule).await.map_err(&join_error)?;
             }
+            // A first use builds or installs the SDK: not on the join's clock.
+            sdk.prepare(&self.env).await.map_err(RunError::Client)?;
             let token = self.backend.token_with(&token_spec)?;
             let connect = Client::connect(sdk, &url, &token, options, &self.env);
             let (client, mut events) = match tokio::time::timeout(JOIN_TIMEOUT, connect).await {
