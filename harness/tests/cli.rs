@@ -116,7 +116,7 @@ fn an_sdk_that_cannot_run_here_exits_2_naming_what_to_install() -> Result<()> {
     assert!(text.contains("FAULTLINE_PYTHON"), "says how to fix it: {text}");
     let (code, text) = faultline(&["run", scenario, "--sdk", "swift"], dir.path())?;
     assert_eq!(code, Some(2), "clap refuses an unknown SDK: {text}");
-    assert!(text.contains("faultline, upstream-rust, js and driver"), "{text}");
+    assert!(text.contains("faultline, upstream-rust, js, go and driver"), "{text}");
     Ok(())
 }
 

@@ -1,7 +1,8 @@
 //! Media across SDKs on the real livekit-server: faultline-sdk's synthetic VP8 video is
 //! decoded by the SDKs people ship (the upstream Rust SDK's libwebrtc and livekit-client in
-//! Chromium count frames decoded as they count frames received), and what those SDKs publish
-//! reaches a faultline-sdk receiver frame by frame.
+//! Chromium count frames decoded as they count frames received; the Go SDK has no decoder, and
+//! its driver counts the frames a decoder could decode: a key frame, then an unbroken chain),
+//! and what those SDKs publish reaches a faultline-sdk receiver frame by frame.
 
 mod real_lane;
 
@@ -55,6 +56,7 @@ async fn delivered(
 #[rstest]
 #[case::upstream_rust(Sdk::UpstreamRust)]
 #[case::js(Sdk::Js)]
+#[case::go(Sdk::Go)]
 #[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
 async fn faultline_video_is_decoded_by_another_sdk(#[case] sdk: Sdk) -> Result<()> {
     let room = unique_room(&format!("decode-{sdk}"));
@@ -83,6 +85,7 @@ async fn faultline_video_is_decoded_by_another_sdk(#[case] sdk: Sdk) -> Result<(
 #[rstest]
 #[case::upstream_rust(Sdk::UpstreamRust)]
 #[case::js(Sdk::Js)]
+#[case::go(Sdk::Go)]
 #[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 2))]
 async fn another_sdks_tracks_reach_a_faultline_receiver(#[case] sdk: Sdk) -> Result<()> {
     let room = unique_room(&format!("receive-{sdk}"));

@@ -19,7 +19,7 @@ use faultline::scenario::Scenario;
 /// Options of `faultline matrix`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// An SDK to run (repeat for several; default: faultline, upstream-rust and js; also
+    /// An SDK to run (repeat for several; default: faultline, upstream-rust, js and go; also
     /// `driver:COMMAND`, a program of yours that speaks docs/driver-protocol.md).
     #[arg(long = "sdk")]
     pub(super) sdks: Vec<super::SdkArg>,

@@ -37,7 +37,7 @@ pub struct Args {
     /// Write a self-contained HTML timeline of the run to this file.
     #[arg(long)]
     report: Option<PathBuf>,
-    /// Run every participant with this SDK (faultline, upstream-rust, js, or
+    /// Run every participant with this SDK (faultline, upstream-rust, js, go, or
     /// `driver:COMMAND` for a program of yours that speaks docs/driver-protocol.md), whatever
     /// the file says.
     #[arg(long)]

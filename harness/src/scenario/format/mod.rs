@@ -413,7 +413,7 @@ within = \"8s\"
         let e = error("name = \"t\"\n[[participant]]\nidentity = \"a\"\nsdk = \"swift\"\n");
         assert!(e.starts_with("s.toml:4:"), "{e}");
         assert!(
-            e.contains("\"swift\"") && e.contains("faultline, upstream-rust, js and driver"),
+            e.contains("\"swift\"") && e.contains("faultline, upstream-rust, js, go and driver"),
             "{e}"
         );
         Ok(())
