@@ -318,32 +318,37 @@ fn sdk_drivers_and_their_browser_stop_when_their_parent_is_terminated() -> Resul
 fn sdk_drivers_and_their_browser_die_with_their_parent(how: End) -> Result<()> {
     let dir = tempfile::tempdir()?;
     let scenario = dir.path().join("idle.toml");
-    // Two external clients that sit in a room until a fault a minute away.
+    // Three external clients that sit in a room until a fault a minute away.
     std::fs::write(
         &scenario,
         "name = \"idle\"\n[[participant]]\nidentity = \"py\"\nsdk = \"upstream-rust\"\n\
-         [[participant]]\nidentity = \"web\"\nsdk = \"js\"\n[[fault]]\nat = \"60s\"\n\
+         [[participant]]\nidentity = \"web\"\nsdk = \"js\"\n\
+         [[participant]]\nidentity = \"bot\"\nsdk = \"go\"\n[[fault]]\nat = \"60s\"\n\
          target = \"py\"\ntype = \"simulate\"\nscenario = \"signal-reconnect\"\n",
     )?;
     let before: Vec<u32> = pids_with("--remote-debugging-pipe");
     let (mut child, stderr) = faultline(&["run".as_ref(), scenario.as_os_str()], Stdio::null())?;
-    // A first run may prepare both SDKs in the cache: allow for that.
+    // A first run may prepare the SDKs in the cache: allow for that.
     let deadline = Instant::now() + Duration::from_secs(10 * 60);
     let running = loop {
-        let drivers: Vec<u32> = ["upstream-rust-1.2.1/driver.py", "js-2.23.0/driver.mjs"]
-            .iter()
-            .flat_map(|needle| pids_with(needle))
-            .collect();
+        let drivers: Vec<u32> = [
+            "upstream-rust-1.2.1/driver.py",
+            "js-2.23.0/driver.mjs",
+            "go-2.19.0/faultline-go-driver",
+        ]
+        .iter()
+        .flat_map(|needle| pids_with(needle))
+        .collect();
         let browsers: Vec<u32> = pids_with("--remote-debugging-pipe")
             .into_iter()
             .filter(|pid| !before.contains(pid))
             .collect();
-        if drivers.len() >= 2 && !browsers.is_empty() {
+        if drivers.len() >= 3 && !browsers.is_empty() {
             break [drivers, browsers].concat();
         }
         if Instant::now() > deadline || child.try_wait()?.is_some() {
             let _ = child.kill();
-            bail!("the run never had both drivers and a browser running: {drivers:?} {browsers:?}");
+            bail!("the run never had all three drivers and a browser running: {drivers:?} {browsers:?}");
         }
         std::thread::sleep(Duration::from_millis(200));
     };

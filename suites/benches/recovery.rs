@@ -40,7 +40,7 @@
 //!   samples are also printed through for comparison.
 //!
 //! Run: `cargo bench -p faultline-suites --bench recovery`. `RUNS=n` changes the count
-//! (default 5), `SDKS=faultline,js` the SDKs (default all three), `CASES=outage` the cases
+//! (default 5), `SDKS=faultline,js` the SDKs (default all four), `CASES=outage` the cases
 //! (of `simulate`, `outage`, `black-hole`, `dark-link`, `force-tcp`, `force-tls`, `media`,
 //! `media-black-hole`; default all). `MEDIA_DUMP=1` prints each media run's events and
 //! faultline-sdk's frame times.
@@ -703,6 +703,17 @@ fn report(sdk: Sdk, name: &str, mut samples: Vec<Duration>) {
     );
 }
 
+/// Whether `sdk` can be asked for `kind`; if not, prints the row as not applicable, with why.
+fn can_simulate(sdk: Sdk, kind: SimulateKind) -> bool {
+    match sdk.cannot_simulate(kind) {
+        Some(why) => {
+            println!("{sdk:<14} {kind:?}: n/a ({why})");
+            false
+        }
+        None => true,
+    }
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
     let runs: usize = std::env::var("RUNS").ok().and_then(|r| r.parse().ok()).unwrap_or(5).max(1);
@@ -724,6 +735,9 @@ async fn main() -> Result<()> {
     ];
     for sdk in sdks {
         for scenario in scenarios.into_iter().filter(|_| wanted("simulate")) {
+            if !can_simulate(sdk, scenario) {
+                continue;
+            }
             let mut samples = Vec::new();
             for run in 0..runs {
                 samples.push(simulated(&server, sdk, scenario, run).await?);
@@ -742,7 +756,7 @@ async fn main() -> Result<()> {
             (Scope::Media, "black-hole", "media black hole"),
             (Scope::Link, "dark-link", "dark link"),
         ];
-        if wanted("force-tcp") {
+        if wanted("force-tcp") && can_simulate(sdk, SimulateKind::ForceTcp) {
             let kernel = Kernel::start().await?;
             let (mut data_back, mut episodes) = (Vec::new(), Vec::new());
             for run in 0..runs {
@@ -756,7 +770,7 @@ async fn main() -> Result<()> {
                 n => report(sdk, &format!("force-tcp: → Reconn. ({n} of {runs})"), episodes),
             }
         }
-        if wanted("force-tls") {
+        if wanted("force-tls") && can_simulate(sdk, SimulateKind::ForceTls) {
             let options = ServerOptions {
                 name: Some("bench-turn".into()),
                 turn: true,
@@ -778,6 +792,9 @@ async fn main() -> Result<()> {
         }
         if wanted("media") {
             for kind in [SimulateKind::SignalReconnect, SimulateKind::FullReconnect] {
+                if !can_simulate(sdk, kind) {
+                    continue;
+                }
                 media_case(&server, None, sdk, MediaFault::Simulate(kind), runs).await?;
             }
         }
