@@ -121,7 +121,10 @@ async fn join_built(
                 (None, None) => "the wheel's own library".to_owned(),
             }
         }
-        (Sdk::Go, Build::Configured) => format!("go {}", faultline::client::go::GO_SDK_VERSION),
+        (Sdk::Go, Build::Configured) => match &env.go_version {
+            Some(version) => format!("go {version}"),
+            None => format!("go {}", faultline::client::go::GO_SDK_VERSION),
+        },
         (Sdk::Driver, Build::Configured) => bail!("a driver of the user's has no pinned build"),
         (_, Build::Local(name)) => format!("local-builds/{name}/"),
     };

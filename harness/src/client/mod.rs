@@ -80,6 +80,7 @@ impl Sdk {
             livekit_lib: None,
             js_version: None,
             upstream_rust_version: None,
+            go_version: None,
             ..env.clone()
         };
         match self {

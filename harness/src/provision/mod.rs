@@ -159,6 +159,10 @@ pub struct ProvisionEnv {
     /// `FAULTLINE_UPSTREAM_RUST_VERSION`: another published PyPI `livekit` wheel (an exact
     /// version) the `upstream-rust` client runs instead of the pinned one, in a venv of its own.
     pub upstream_rust_version: Option<String>,
+    /// `FAULTLINE_GO_VERSION`: another published `server-sdk-go` v2 (an exact version) the
+    /// `go` client's driver is built against instead of the pinned one, in a directory of its
+    /// own.
+    pub go_version: Option<String>,
     /// `FAULTLINE_DRIVER`: the command that starts the `driver` client, a program of the
     /// user's that speaks `docs/driver-protocol.md` (run through `sh -c`).
     pub driver: Option<String>,
@@ -192,6 +196,7 @@ impl fmt::Debug for ProvisionEnv {
             .field("livekit_lib", &self.livekit_lib)
             .field("js_version", &self.js_version)
             .field("upstream_rust_version", &self.upstream_rust_version)
+            .field("go_version", &self.go_version)
             .field("driver", &self.driver)
             .field("build_timeout", &self.build_timeout)
             .field("docker_host", &self.docker_host)
@@ -229,6 +234,7 @@ impl ProvisionEnv {
             livekit_lib: var("LIVEKIT_LIB_PATH").map(PathBuf::from),
             js_version: var("FAULTLINE_JS_VERSION"),
             upstream_rust_version: var("FAULTLINE_UPSTREAM_RUST_VERSION"),
+            go_version: var("FAULTLINE_GO_VERSION"),
             driver: var("FAULTLINE_DRIVER"),
             build_timeout: Duration::from_secs(20 * 60),
             docker_host: Some(var("DOCKER_HOST").unwrap_or_else(|| DEFAULT_DOCKER_HOST.into())),
@@ -255,6 +261,7 @@ impl ProvisionEnv {
             livekit_lib: None,
             js_version: None,
             upstream_rust_version: None,
+            go_version: None,
             driver: None,
             build_timeout: Duration::from_secs(20 * 60),
             docker_host: None,
