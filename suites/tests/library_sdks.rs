@@ -12,6 +12,8 @@
 //! happening exactly so — a difference that goes away, or a new one, fails the test, so the
 //! table (and the README's matrix) stays true.
 
+mod at_once;
+
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, ensure, Result};
@@ -423,31 +425,20 @@ const GO_COLUMN: &[(&str, Expect)] = &[
 
 /// How many of the Go column's cells run at once. The Go SDK is light (its driver is one
 /// small process, no browser, no libwebrtc): with two of its cells running the machine was 84 %
-/// idle (median of `vmstat 5`), so its column runs as one test, four cells at a time, beside
-/// whichever other cell libtest runs — about a minute and a half where one cell at a time per
-/// test thread took four and a half.
-const GO_CELLS_AT_ONCE: usize = 4;
+/// idle (median of `vmstat 5`), and 81 % with four, so its column runs as one test, six cells at
+/// a time, beside whichever other cell libtest runs.
+const GO_CELLS_AT_ONCE: usize = 6;
 
 #[test_log::test(tokio::test(flavor = "multi_thread", worker_threads = 4))]
 async fn library_scenario_on_the_go_sdk() -> Result<()> {
-    use futures_util::stream::{self, StreamExt};
-    let results: Vec<(&str, Result<()>)> = stream::iter(GO_COLUMN)
-        .map(|(file, expected)| async move { (*file, check(file, Sdk::Go, *expected).await) })
-        .buffer_unordered(GO_CELLS_AT_ONCE)
-        .collect()
-        .await;
-    let differ: Vec<String> = results
-        .into_iter()
-        .filter_map(|(file, result)| result.err().map(|e| format!("{file}: {e:#}")))
-        .collect();
-    ensure!(
-        differ.is_empty(),
-        "{} of the Go SDK's {} library cells differ from its column:\n\n{}",
-        differ.len(),
-        GO_COLUMN.len(),
-        differ.join("\n\n")
-    );
-    Ok(())
+    at_once::check_each(
+        "the Go SDK's library cells (its column)",
+        GO_COLUMN,
+        GO_CELLS_AT_ONCE,
+        |(file, _)| (*file).to_owned(),
+        |(file, expected)| check(file, Sdk::Go, *expected),
+    )
+    .await
 }
 
 /// Runs `file` on `sdk` and checks the cell against `expected`.
