@@ -153,9 +153,19 @@ const JS_RETRY_MAY_MEET_THE_UNMUTE: Expect =
 
 /// The Go SDK (server-sdk-go v2.19.0) sends no signalling pings (its signalling has no
 /// ping/pong at all): a signalling path that goes silent without closing is never noticed.
-/// In redis-outage the nodes stop relaying for 10 s and both clients stay `Connected` through
-/// it, where the file expects each to reconnect.
-const GO_HAS_NO_PING: Expect = Expect::FailsOnly(&["reconnected: alice", "reconnected: bob"]);
+/// In redis-outage the nodes stop relaying for 10 s and alice, on the room's node, stays
+/// `Connected` through it every time, where the file expects her to reconnect; bob, whose
+/// signalling node relays through Redis, stayed `Connected` in 4 runs of 5 and reconnected in
+/// one (a CI trial), when his node closed his session itself.
+const GO_HAS_NO_PING: Expect =
+    Expect::FailsAndMayFail(&["reconnected: alice"], &["reconnected: bob"]);
+
+/// latency-spike-during-resume on the Go SDK, in one CI trial of six runs: the phone's resume
+/// under 1.5 s of signalling latency each way said `Reconnected`, and the peer's media never
+/// came back to it (invariant 6 and `media-flowing`) — with no ping and no further episode,
+/// nothing brought it back. In the other runs it flowed again within the bounds.
+const GO_MAY_LOSE_MEDIA_AFTER_A_SLOW_RESUME: Expect =
+    Expect::MayFail(&["media-flowing: peer", "invariants of phone"]);
 
 /// The Go SDK keys remote participants by identity (`Room.OnParticipantUpdate`): a peer's
 /// new session replaces the old one's sid in place, with neither a leave nor a join, where
@@ -395,7 +405,7 @@ const GO_COLUMN: &[(&str, Expect)] = &[
     ("force-tcp.toml", Expect::Refused("SimulateForceTCP does nothing")),
     ("force-tls.toml", Expect::Passes),
     ("half-open-socket.toml", Expect::Passes),
-    ("latency-spike-during-resume.toml", Expect::Passes),
+    ("latency-spike-during-resume.toml", GO_MAY_LOSE_MEDIA_AFTER_A_SLOW_RESUME),
     ("lossy-3g.toml", Expect::Passes),
     ("media-dead-after-resume.toml", GO_RECONNECTED_TWICE_AFTER_A_DEAD_RESUME),
     ("media-only-loss.toml", Expect::Passes),
