@@ -50,8 +50,8 @@ fn version(env: &ProvisionEnv) -> Result<&str, ClientError> {
 }
 
 /// The driver's directory in the cache (one per version).
-fn dir(version: &str) -> PathBuf {
-    PathBuf::from("drivers").join(format!("go-{version}"))
+fn dir(env: &ProvisionEnv, version: &str) -> PathBuf {
+    stage::dir(env, &format!("go-{version}"))
 }
 
 /// The files the driver builds from. For another version, `go.mod` requires only that
@@ -95,7 +95,7 @@ fn go(env: &ProvisionEnv) -> Result<PathBuf, ClientError> {
 pub fn readiness(env: &ProvisionEnv) -> Result<String, ClientError> {
     let go = go(env)?;
     let version = version(env)?;
-    let dir = env.cache_dir.join(dir(version));
+    let dir = dir(env, version);
     Ok(if stage::is_ready(&dir, &pins(&files(version))) {
         format!("server-sdk-go v{version} built in {}", dir.display())
     } else {
@@ -110,14 +110,14 @@ pub fn readiness(env: &ProvisionEnv) -> Result<String, ClientError> {
 /// The built driver (there once the client is prepared): what a developer compares a build
 /// of their own with.
 pub(crate) fn pinned_build(env: &ProvisionEnv) -> PathBuf {
-    env.cache_dir.join(dir(GO_SDK_VERSION)).join(BINARY)
+    dir(env, GO_SDK_VERSION).join(BINARY)
 }
 
 /// Builds the driver if needed and returns how to start it.
 pub(crate) async fn prepare(env: &ProvisionEnv) -> Result<Launch, ClientError> {
     let go = go(env)?;
     let version = version(env)?;
-    let dir = env.cache_dir.join(dir(version));
+    let dir = dir(env, version);
     let files = files(version);
     let build = Step {
         program: go.clone(),
