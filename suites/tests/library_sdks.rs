@@ -16,7 +16,7 @@ mod at_once;
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, ensure, Result};
+use anyhow::{anyhow, bail, ensure, Result};
 use faultline::client::Sdk;
 use faultline::matrix::{run_cell, Cell};
 use faultline::scenario::Scenario;
@@ -37,14 +37,20 @@ enum Expect {
     /// The first list fails, one each, as [`Expect::FailsOnly`]; the second may fail too, as
     /// [`Expect::MayFail`]; every other passes.
     FailsAndMayFail(&'static [&'static str], &'static [&'static str]),
-    /// Reliable data from `from` to `to` is lost: `data-delivered` fails, and the receiver's
-    /// invariant 5 may fail too, naming only packets of `from` (which of the lost packets it
-    /// holds the receiver to depends on when the receiver was back); nothing else fails.
-    LosesData { from: &'static str, to: &'static str },
+    /// Reliable data from `from` to `to` is lost: `data-delivered` fails (`always`) or may
+    /// fail (otherwise), and the receiver's invariant 5 may fail too, naming only packets of
+    /// `from` (which of the lost packets it holds the receiver to depends on when the receiver
+    /// was back); nothing else fails.
+    LosesData { from: &'static str, to: &'static str, always: bool },
     /// Media may come back later than invariant 6's bound after a `Reconnected` said too
     /// early: the invariants verdicts may fail, naming only invariant 6's "came back only …"
     /// (no other invariant, no missing track); nothing else fails.
     MediaMayLagTheReconnected,
+    /// Media may stop at a `Reconnected` and come back late or never: the verdicts whose
+    /// descriptions start with these may fail, and so may each participant's invariants
+    /// verdict, naming only invariant 6 (frames due within 10 s of a `Reconnected`); nothing
+    /// else fails.
+    MediaMayNotComeBack(&'static [&'static str]),
     /// The track the scenario unmuted while the SDK was publishing it again stays muted on
     /// the server: `media-flowing` fails (`always`) or may fail (otherwise) — and only with
     /// the judge's evidence that the unmute came after the reconnect began and before the
@@ -62,7 +68,8 @@ enum Expect {
 /// (once Redis shows node 0 gone, 3–5 s after the crash) while alice, yet to notice the crash
 /// by its silence, was still publishing into her dead session; on a slower machine bob is back
 /// after her last packet and only `data-delivered` fails.
-const LOSES_DATA_ACROSS_A_NODE_CRASH: Expect = Expect::LosesData { from: "alice", to: "bob" };
+const LOSES_DATA_ACROSS_A_NODE_CRASH: Expect =
+    Expect::LosesData { from: "alice", to: "bob", always: true };
 
 /// The upstream Rust SDK and livekit-client notice a handover (old sockets dead, a new
 /// address) only at their ping or ICE timeout, about 15 s later, then resume: back some 16–17 s
@@ -122,7 +129,7 @@ const JS_IN_THE_TUNNEL: Expect =
 /// after the request never reaches the peer (faultline-sdk and the upstream Rust SDK switch
 /// transport without losing any).
 const JS_LOSES_DATA_IN_ITS_OWN_FULL_RECONNECT: Expect =
-    Expect::LosesData { from: "laptop", to: "peer" };
+    Expect::LosesData { from: "laptop", to: "peer", always: true };
 
 /// livekit-client when the server's resume request (15 s into media-dead-after-resume's black
 /// hole) arrives before Chromium has marked its peer connection disconnected: no
@@ -153,19 +160,19 @@ const JS_RETRY_MAY_MEET_THE_UNMUTE: Expect =
 
 /// The Go SDK (server-sdk-go v2.19.0) sends no signalling pings (its signalling has no
 /// ping/pong at all): a signalling path that goes silent without closing is never noticed.
-/// In redis-outage the nodes stop relaying for 10 s and alice, on the room's node, stays
-/// `Connected` through it every time, where the file expects her to reconnect; bob, whose
-/// signalling node relays through Redis, stayed `Connected` in 4 runs of 5 and reconnected in
-/// one (a CI trial), when his node closed his session itself.
-const GO_HAS_NO_PING: Expect =
-    Expect::FailsAndMayFail(&["reconnected: alice"], &["reconnected: bob"]);
+/// In redis-outage the nodes stop relaying for 10 s and each participant stays `Connected`
+/// through it unless its node closes its session itself, where the file expects both to
+/// reconnect: alice stayed `Connected` in 8 runs of 9 here; bob stayed in most and
+/// reconnected in at least one (a CI trial).
+const GO_HAS_NO_PING: Expect = Expect::MayFail(&["reconnected: alice", "reconnected: bob"]);
 
-/// latency-spike-during-resume on the Go SDK, in one CI trial of six runs: the phone's resume
-/// under 1.5 s of signalling latency each way said `Reconnected`, and the peer's media never
-/// came back to it (invariant 6 and `media-flowing`) — with no ping and no further episode,
-/// nothing brought it back. In the other runs it flowed again within the bounds.
+/// latency-spike-during-resume on the Go SDK: the phone's resume under 1.5 s of signalling
+/// latency each way says `Reconnected`, and in 2 of 10 runs here media in one direction never
+/// came back (the peer's at the phone once, with invariant 6; the phone's at the peer once,
+/// its last frames at +8.15 s) — with no ping and no further episode, nothing brought it
+/// back. In the other runs it flowed again within the bounds.
 const GO_MAY_LOSE_MEDIA_AFTER_A_SLOW_RESUME: Expect =
-    Expect::MayFail(&["media-flowing: peer", "invariants of phone"]);
+    Expect::MediaMayNotComeBack(&["media-flowing: "]);
 
 /// The Go SDK keys remote participants by identity (`Room.OnParticipantUpdate`): a peer's
 /// new session replaces the old one's sid in place, with neither a leave nor a join, where
@@ -210,10 +217,11 @@ const GO_REFUSES_A_PUBLISH_WHILE_RECONNECTING: Expect =
     Expect::FailsOnly(&["media-flowing: alice"]);
 
 /// The Go SDK says `Reconnected` 24 ms into a signalling resume, before the ICE restart that
-/// follows it; in one run of two here media from bob then stopped at alice for 10.02 s, where
-/// resume-keeps-tracks allows 2 s (in the other it kept flowing). When the ICE restart
-/// completes is pion's and the server's timing, not the scenario's.
-const GO_MEDIA_MAY_STALL_AFTER_A_RESUME: Expect = Expect::MayFail(&["media-gap"]);
+/// follows it, and whether media then flows on is pion's and the server's timing, not the
+/// scenario's: in one run here media from bob stopped at alice for 10.02 s (where
+/// resume-keeps-tracks allows 2 s), in another (one of four in a row) it never came back
+/// (invariant 6, with nothing to start a further episode); in most it kept flowing.
+const GO_MEDIA_MAY_STALL_AFTER_A_RESUME: Expect = Expect::MediaMayNotComeBack(&["media-gap"]);
 
 /// pion has no active ICE-TCP candidates (the SDK's own SimulateForceTCP says so): with UDP
 /// blocked the Go SDK cannot reach livekit-server's TCP candidates, where the other SDKs fall
@@ -252,6 +260,13 @@ const GO_HANDOVER: Expect = Expect::FailsAndMayFail(
 /// `OnRestarting` ([`GO_KEEPS_A_GHOST_AFTER_A_FAILED_RESUME`]); in the other runs everything
 /// flowed.
 const GO_MAY_LOSE_MEDIA_AFTER_A_RESTART: Expect = Expect::MayFail(&["media-flowing: alice"]);
+
+/// The Go SDK answers force-tls's request with a full reconnect (livekit-server sends it a
+/// leave with the reconnect action) and says `Reconnected` before its new session's peer
+/// connection is up; a packet published in that window is held about 2 s, accepted, and in
+/// one run of the column in about ten here never reached the peer (the others lost none).
+const GO_MAY_LOSE_DATA_IN_ITS_OWN_FULL_RECONNECT: Expect =
+    Expect::LosesData { from: "laptop", to: "peer", always: false };
 
 /// The Go SDK's full reconnect, asked for by the scenario, is not one it can simulate here.
 const GO_CANNOT_SIMULATE_A_FULL_RECONNECT: Expect =
@@ -403,7 +418,7 @@ const GO_COLUMN: &[(&str, Expect)] = &[
     ("cellular-handover.toml", GO_HANDOVER),
     ("expired-token.toml", GO_CANNOT_SIMULATE_A_FULL_RECONNECT),
     ("force-tcp.toml", Expect::Refused("SimulateForceTCP does nothing")),
-    ("force-tls.toml", Expect::Passes),
+    ("force-tls.toml", GO_MAY_LOSE_DATA_IN_ITS_OWN_FULL_RECONNECT),
     ("half-open-socket.toml", Expect::Passes),
     ("latency-spike-during-resume.toml", GO_MAY_LOSE_MEDIA_AFTER_A_SLOW_RESUME),
     ("lossy-3g.toml", Expect::Passes),
@@ -451,11 +466,40 @@ async fn library_scenario_on_the_go_sdk() -> Result<()> {
     .await
 }
 
-/// Runs `file` on `sdk` and checks the cell against `expected`.
+/// Runs `file` on `sdk` and checks the cell against `expected`; a cell that ran and failed
+/// names where its run's logs are.
 async fn check(file: &str, sdk: Sdk, expected: Expect) -> Result<()> {
     let path = library(file);
     let scenario = Scenario::load(&path)?;
     let cell = run_cell(&scenario, &path, sdk, 1).await;
+    let logs = match &cell {
+        Cell::Ran(outcome) => outcome.logs.clone(),
+        _ => Vec::new(),
+    };
+    judge(file, sdk, expected, cell).map_err(|e| {
+        let logs: Vec<String> =
+            logs.iter().map(|(name, path)| format!("  {name}: {}", path.display())).collect();
+        if logs.is_empty() {
+            e
+        } else {
+            anyhow!("{e:#}\nlogs of the run:\n{}", logs.join("\n"))
+        }
+    })
+}
+
+/// The violations an invariants verdict's `seen` lists, each starting "invariant N: ".
+fn violations(seen: &str) -> impl Iterator<Item = String> + '_ {
+    seen.split("; invariant ").enumerate().map(|(i, v)| {
+        if i == 0 {
+            v.to_owned()
+        } else {
+            format!("invariant {v}")
+        }
+    })
+}
+
+/// Whether the cell `file` × `sdk` did what `expected` says.
+fn judge(file: &str, sdk: Sdk, expected: Expect, cell: Cell) -> Result<()> {
     match (expected, cell) {
         (Expect::Refused(why), Cell::NotApplicable(said)) => {
             ensure!(said.contains(why), "{file} × {sdk} refused, but not for {why:?}: {said}");
@@ -501,11 +545,11 @@ async fn check(file: &str, sdk: Sdk, expected: Expect) -> Result<()> {
                 outcome.failures
             );
         }
-        (Expect::LosesData { from, to }, Cell::Ran(outcome)) => {
+        (Expect::LosesData { from, to, always }, Cell::Ran(outcome)) => {
             let data = format!("data-delivered: {from} → {to}");
             let invariants = format!("invariants of {to} ");
             let lost = format!("invariant 5: never received {from}'s reliable packet");
-            let only_the_loss = outcome.failures.iter().any(|(w, _, _)| *w == data)
+            let only_the_loss = (!always || outcome.failures.iter().any(|(w, _, _)| *w == data))
                 && outcome.failures.iter().all(|(what, _, seen)| {
                     *what == data
                         || (what.starts_with(&invariants)
@@ -514,30 +558,40 @@ async fn check(file: &str, sdk: Sdk, expected: Expect) -> Result<()> {
                 });
             ensure!(
                 only_the_loss,
-                "{file} × {sdk} should fail only {data:?} (a known SDK difference), and at most \
-                 {to}'s invariant 5 over {from}'s packets; failed: {:#?}",
+                "{file} × {sdk} should {} fail only {data:?} (a known SDK difference), and at \
+                 most {to}'s invariant 5 over {from}'s packets; failed: {:#?}",
+                if always { "always" } else { "at most" },
                 outcome.failures
             );
         }
         (Expect::MediaMayLagTheReconnected, Cell::Ran(outcome)) => {
-            let late = |violation: &str| {
-                violation.starts_with("invariant 6: ") && violation.contains("but came back only")
-            };
             let only_late_media = outcome.failures.iter().all(|(what, _, seen)| {
                 what.starts_with("invariants of ")
-                    && seen.split("; invariant ").enumerate().all(|(i, v)| {
-                        if i == 0 {
-                            late(v)
-                        } else {
-                            late(&format!("invariant {v}"))
-                        }
-                    })
+                    && violations(seen)
+                        .all(|v| v.starts_with("invariant 6: ") && v.contains("but came back only"))
             });
             ensure!(
                 only_late_media,
                 "{file} × {sdk} may fail only invariant 6 by media coming back late after a \
                  Reconnected (a known SDK difference under load); failed: {:#?}",
                 outcome.failures
+            );
+        }
+        (Expect::MediaMayNotComeBack(allowed), Cell::Ran(outcome)) => {
+            let unexpected: Vec<_> = outcome
+                .failures
+                .iter()
+                .filter(|(what, _, seen)| {
+                    let allowed = allowed.iter().any(|a| what.starts_with(a));
+                    let media_only = what.starts_with("invariants of ")
+                        && violations(seen).all(|v| v.starts_with("invariant 6: "));
+                    !allowed && !media_only
+                })
+                .collect();
+            ensure!(
+                unexpected.is_empty(),
+                "{file} × {sdk} may fail only {allowed:?} and invariant 6 (media not back after a \
+                 Reconnected: timing the SDK does not control); failed: {unexpected:#?}"
             );
         }
         (Expect::LosesAnUnmuteWhileRepublishing { always }, Cell::Ran(outcome)) => {

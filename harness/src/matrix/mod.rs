@@ -53,6 +53,8 @@ pub struct Outcome {
     pub media: Option<(Option<Duration>, Duration)>,
     /// The SDK builds that ran ([`RunRecord::builds`]).
     pub builds: Vec<String>,
+    /// Where the logs of the run's programs are (name, path), as [`RunRecord::logs`].
+    pub logs: Vec<(String, PathBuf)>,
 }
 
 impl Outcome {
@@ -77,6 +79,7 @@ impl Outcome {
             heal_to_reconnected,
             media: media_times(record),
             builds: record.builds().into_iter().map(|(build, _)| build.to_owned()).collect(),
+            logs: record.logs.clone(),
         }
     }
 }
